@@ -1,0 +1,178 @@
+"""Benchmark: how fast the master hands out and records builds.
+
+Starts a real piw-master on a throw-away database seeded with many releases,
+then drives it with N simulated slaves (in a few client processes) that do
+zero-work builds: each BUILD is answered at once with a failed BUILT, which
+still goes through the whole record path (database row, log, page update
+request).  Prints builds completed per second and the longest pause between
+two BUILD replies seen by any slave.
+
+    python bench/dispatch.py --slaves 200 --seconds 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+import zmq
+
+from piwheels.protocols import PROTOCOL_VERSION, SLAVE
+from piwheels.transport import Socket
+
+BIN = Path(sys.executable).parent
+IDLE = {"stats": {"load_1m": 0.5, "memory_free": 10**9, "disk_free": 10**10,
+                  "temperature_c": None}}
+
+
+def seed(dsn: str, versions: int) -> None:
+    engine = sa.create_engine(dsn)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO packages (package) "
+            f"SELECT 'pkg-' || n FROM generate_series(1, {versions}) AS n")
+        conn.exec_driver_sql(
+            "INSERT INTO versions (package, version, released, has_sdist) "
+            "SELECT 'pkg-' || n, '1.0', now() - n * interval '1 second', true "
+            f"FROM generate_series(1, {versions}) AS n")
+        conn.exec_driver_sql("INSERT INTO build_abis (abi_tag) VALUES ('cp311')")
+    engine.dispose()
+
+
+def client(port: int, slaves: int, seconds: float, results) -> None:
+    """Run *slaves* simulated slaves for *seconds*; report counts and the longest gap."""
+    ctx = zmq.Context()
+    poller = zmq.Poller()
+    socks = {}
+    for n in range(slaves):
+        sock = Socket.make(ctx, zmq.DEALER, SLAVE)
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock.send("HELLO", {
+            "protocol": PROTOCOL_VERSION, "label": f"bench-{os.getpid()}-{n}",
+            "python_tag": "cp311", "abi_tag": "cp311", "platform_tag": "linux_armv7l",
+            "python_version": "3.11.2", "pip_version": "23.0", "os": "bench",
+            "build_timeout_s": 3600, "building": None,
+        })
+        socks[sock.zsocket] = sock
+        poller.register(sock.zsocket, zmq.POLLIN)
+    done = 0
+    builds_out = 0
+    last_build = None
+    longest_gap = 0.0
+    start = None
+    deadline = None
+    while deadline is None or time.monotonic() < deadline:
+        for zsocket, _ in poller.poll(100):
+            sock = socks[zsocket]
+            name, payload = sock.recv()
+            if name == "ACK":
+                sock.send("IDLE", IDLE)
+                if start is None:
+                    start = time.monotonic()
+                    deadline = start + seconds
+            elif name == "BUILD":
+                now = time.monotonic()
+                if last_build is not None:
+                    longest_gap = max(longest_gap, now - last_build)
+                last_build = now
+                builds_out += 1
+                sock.send("BUILT", {
+                    "package": payload["package"], "version": payload["version"],
+                    "success": False, "duration_s": 0.0,
+                    "log": "zero-work build\n", "reason": "benchmark", "files": [],
+                })
+            elif name == "DONE":
+                done += 1
+                sock.send("IDLE", IDLE)
+            elif name == "SLEEP":
+                time.sleep(0)  # nothing queued yet: ask again
+                sock.send("IDLE", IDLE)
+            elif name in ("DIE", "RESET"):
+                raise SystemExit(f"master said {name}: {payload}")
+    results.put((done, builds_out, longest_gap, time.monotonic() - start))
+    for sock in socks.values():
+        sock.close()
+    ctx.term()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--slaves", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--versions", type=int, default=200_000)
+    args = parser.parse_args()
+
+    name = f"piwheels_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(args.server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        conn.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN')
+    dsn = sa.engine.make_url(args.server).set(database=name).render_as_string(False)
+    master_dsn = sa.engine.make_url(dsn).set(username=name).render_as_string(False)
+    master = None
+    try:
+        subprocess.run([str(BIN / "piw-initdb"), "--dsn", dsn, "--user", name, "-y", "-q"],
+                       check=True)
+        seed(dsn, args.versions)
+        port = free_port()
+        with tempfile.TemporaryDirectory() as output:
+            master = subprocess.Popen([
+                str(BIN / "piw-master"), "-q", "--dsn", master_dsn, "--output-path", output,
+                "--pypi-simple", "http://127.0.0.1:1/simple/",
+                "--slave-bind", f"tcp://127.0.0.1:{port}", "--file-bind", "tcp://127.0.0.1:*",
+                "--queue-size", "5000", "--sleep-interval", "0.05",
+            ])
+            time.sleep(2)
+            results = multiprocessing.Queue()
+            per_client = args.slaves // args.clients
+            clients = [
+                multiprocessing.Process(target=client, args=(port, per_client, args.seconds, results))
+                for _ in range(args.clients)
+            ]
+            for proc in clients:
+                proc.start()
+            figures = [results.get(timeout=args.seconds + 60) for _ in clients]
+            for proc in clients:
+                proc.join()
+            time.sleep(2)  # let the recorder finish its last batch
+            engine = sa.create_engine(dsn)
+            with engine.connect() as conn:
+                recorded = conn.exec_driver_sql("SELECT count(*) FROM builds").scalar()
+                logs = conn.exec_driver_sql("SELECT count(*) FROM build_logs").scalar()
+            engine.dispose()
+        done = sum(f[0] for f in figures)
+        elapsed = max(f[3] for f in figures)
+        gap = max(f[2] for f in figures)
+        print(f"slaves: {per_client * args.clients}, seconds: {elapsed:.1f}")
+        print(f"builds completed: {done} ({done / elapsed:.0f}/s)")
+        print(f"builds recorded in the database: {recorded} (logs: {logs})")
+        print(f"longest pause between BUILD replies: {gap * 1000:.0f} ms")
+    finally:
+        if master is not None:
+            master.terminate()
+            master.wait(30)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
+        admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    main()

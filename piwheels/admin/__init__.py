@@ -1,0 +1,201 @@
+"""The admin tools: piw-add, piw-remove, piw-rebuild and piw-import.
+
+Each talks to the running master's control socket, prints what was done, and
+exits non-zero when the master refuses or does not answer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .. import cli, config
+from ..control_client import ControlClient, StatusFeed
+from ..errors import Aborted
+from ..protocols import REBUILD_PARTS
+
+CLIENT_OPTIONS = ["control_address", "request_timeout_s", "verbose", "quiet", "log_file"]
+
+
+def _client(options: Namespace) -> ControlClient:
+    return ControlClient(options.control_address, timeout_s=options.request_timeout_s)
+
+
+def _confirm(question: str, assume_yes: bool) -> None:
+    if assume_yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise Aborted(f"{question} — not asked, as there is no terminal; pass -y to go ahead")
+    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        raise Aborted("nothing was changed")
+
+
+# --- piw-add ---------------------------------------------------------------------
+
+def _add(argv: Optional[Sequence[str]]) -> int:
+    parser = config.make_parser(
+        "piw-add", "Add a project or release to the farm, or change how it is built.",
+        CLIENT_OPTIONS)
+    parser.add_argument("package", help="the project's name")
+    parser.add_argument("version", nargs="?", help="one release of it")
+    skip = parser.add_mutually_exclusive_group()
+    skip.add_argument("--skip", metavar="REASON", help="never build it, for this reason")
+    skip.add_argument("--unskip", action="store_true", help="build it again")
+    yank = parser.add_mutually_exclusive_group()
+    yank.add_argument("--yank", nargs="?", const="", metavar="REASON",
+                      help="mark the release yanked (pip skips it unless pinned)")
+    yank.add_argument("--unyank", action="store_true", help="undo --yank")
+    parser.add_argument("--alias", metavar="NAME", help="another name the project is known by")
+    options = parser.parse_args(argv)
+    if (options.yank is not None or options.unyank) and not options.version:
+        parser.error("--yank and --unyank need a VERSION")
+    cli.configure_logging(options)
+    client = _client(options)
+    try:
+        print(client.command("ADD", {
+            "package": options.package, "version": options.version,
+            "skip": options.skip, "unskip": options.unskip,
+            "yank": options.yank is not None, "yank_reason": options.yank or None,
+            "unyank": options.unyank, "alias": options.alias,
+        }))
+    finally:
+        client.close()
+    return 0
+
+
+def add_main(argv: Optional[Sequence[str]] = None) -> int:
+    return cli.run(_add, argv)
+
+
+# --- piw-remove ------------------------------------------------------------------
+
+def _remove(argv: Optional[Sequence[str]]) -> int:
+    parser = config.make_parser(
+        "piw-remove", "Remove a project or release (and its wheels) from the farm.",
+        CLIENT_OPTIONS + ["yes"])
+    parser.add_argument("package", help="the project's name")
+    parser.add_argument("version", nargs="?", help="one release of it")
+    parser.add_argument("--builds", action="store_true",
+                        help="remove only the builds and their wheels, so they are built again")
+    parser.add_argument("--skip", metavar="REASON",
+                        help="remove the builds and never build it again, for this reason")
+    options = parser.parse_args(argv)
+    cli.configure_logging(options)
+    what = options.package + (f" {options.version}" if options.version else "")
+    if options.builds or options.skip:
+        question = f"Remove every build and wheel of {what}?"
+    else:
+        question = f"Remove {what} with all its builds and wheels?"
+    _confirm(question, options.yes)
+    client = _client(options)
+    try:
+        print(client.command("REMOVE", {
+            "package": options.package, "version": options.version,
+            "builds_only": options.builds, "skip": options.skip,
+        }))
+    finally:
+        client.close()
+    return 0
+
+
+def remove_main(argv: Optional[Sequence[str]] = None) -> int:
+    return cli.run(_remove, argv)
+
+
+# --- piw-rebuild -----------------------------------------------------------------
+
+def _rebuild(argv: Optional[Sequence[str]]) -> int:
+    parser = config.make_parser(
+        "piw-rebuild", "Rewrite pages of the published index.",
+        CLIENT_OPTIONS + ["status_address"])
+    parser.add_argument("part", choices=REBUILD_PARTS,
+                        help="home: the home page; index: the simple root, packages.json and "
+                             "sitemap; project: one project's pages (or all with no PKG); "
+                             "all: everything")
+    parser.add_argument("package", nargs="?", help="the project, for 'project'")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="do not wait for the writing to finish")
+    options = parser.parse_args(argv)
+    cli.configure_logging(options)
+    feed = None if options.no_wait else StatusFeed(options.status_address)
+    client = _client(options)
+    try:
+        if feed is not None:
+            time.sleep(0.2)  # let the subscription settle before the work starts
+        print(client.command("REBUILD", {"part": options.part, "package": options.package}))
+        if feed is not None:
+            _follow_index_writer(feed, sys.stderr)
+    finally:
+        client.close()
+        if feed is not None:
+            feed.close()
+    return 0
+
+
+def _follow_index_writer(feed: StatusFeed, out, timeout_s: float = 3600) -> None:
+    """A progress bar from the index writer's pending count, until it reaches zero."""
+    deadline = time.monotonic() + timeout_s
+    total = 0
+    idle_reports = 0
+    while time.monotonic() < deadline:
+        msg = feed.poll(5.0)
+        if msg is None or msg[0] != "MASTER":
+            continue
+        writer = msg[1]["master"].get("index_writer", {})
+        pending = writer.get("dirty", 0) + (1 if writer.get("root_pending") else 0)
+        total = max(total, pending)
+        done = total - pending
+        if total:
+            width = 40
+            filled = int(width * done / total)
+            out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} pages")
+            out.flush()
+        if pending == 0:
+            idle_reports += 1
+            # the writer reports every couple of seconds: give it time to start
+            if total or idle_reports >= 5:
+                break
+    out.write("\n" if total else "")
+    out.write("done\n")
+
+
+def rebuild_main(argv: Optional[Sequence[str]] = None) -> int:
+    return cli.run(_rebuild, argv)
+
+
+# --- piw-import ------------------------------------------------------------------
+
+def _import(argv: Optional[Sequence[str]]) -> int:
+    parser = config.make_parser(
+        "piw-import", "Add wheels built elsewhere; they are checked like those from slaves.",
+        CLIENT_OPTIONS)
+    parser.add_argument("wheels", nargs="+", metavar="WHEEL", help="wheel files to import")
+    parser.add_argument("--abi", metavar="TAG",
+                        help="the build ABI to record them under (default: from the tags)")
+    parser.add_argument("--label", default=f"import@{os.uname().nodename}"[:100],
+                        help="who built them, for the build record")
+    options = parser.parse_args(argv)
+    cli.configure_logging(options)
+    client = _client(options)
+    failed = 0
+    try:
+        for wheel in options.wheels:
+            path = Path(wheel).resolve()
+            reply, answer = client.request("IMPORT", {
+                "path": str(path), "abi_tag": options.abi, "label": options.label})
+            if reply == "OK":
+                print(answer["message"])
+            else:
+                failed += 1
+                print(f"error: {answer['message']}", file=sys.stderr)
+    finally:
+        client.close()
+    return 1 if failed else 0
+
+
+def import_main(argv: Optional[Sequence[str]] = None) -> int:
+    return cli.run(_import, argv)

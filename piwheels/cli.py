@@ -1,0 +1,55 @@
+"""What every piwheels command does around its real work: logging and errors.
+
+Library code never configures logging or exits; the entry points do, through
+:func:`run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from argparse import Namespace
+from typing import Callable, Optional, Sequence
+
+from .errors import PiwheelsError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(args: Namespace) -> None:
+    """Console logging at the level -v/-q ask for, plus an optional debug log file."""
+    verbose = getattr(args, "verbose", 0) or 0
+    quiet = getattr(args, "quiet", False)
+    if quiet:
+        level = logging.WARNING
+    elif verbose >= 2:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter("%(message)s" if verbose == 0 else LOG_FORMAT))
+    root.addHandler(console)
+    log_file = getattr(args, "log_file", None)
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+
+
+def run(main: Callable[[Optional[Sequence[str]]], int],
+        args: Optional[Sequence[str]] = None) -> int:
+    """Run a command's *main*, turning deliberate errors into one line and an exit code."""
+    try:
+        return main(args)
+    except PiwheelsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

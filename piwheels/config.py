@@ -1,0 +1,332 @@
+"""Every option of every piwheels command, with its default, in one place.
+
+Each command asks :func:`make_parser` for the options it uses by name.  The
+values come, lowest priority first, from these defaults, the configuration
+files (``/etc/piwheels.conf``, ``~/.config/piwheels/piwheels.conf``, then
+``-c FILE``), ``PIW_*`` environment variables, and finally the command line.
+One configuration file can serve every command: keys that a command does not
+use are ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import configargparse
+
+from . import __version__
+
+DEFAULT_CONFIG_FILES = (
+    "/etc/piwheels.conf",
+    "~/.config/piwheels/piwheels.conf",
+)
+ENV_PREFIX = "PIW_"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option, shared by every command that uses it."""
+
+    flags: tuple[str, ...]
+    dest: str
+    help: str
+    default: Any = None
+    type: Optional[Callable[[str], Any]] = None
+    metavar: Optional[str] = None
+    action: Optional[str] = None
+    choices: Optional[tuple[str, ...]] = None
+    extra: dict = field(default_factory=dict)
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        kwargs: dict[str, Any] = {"dest": self.dest, "help": self.help, **self.extra}
+        if self.action is not None:
+            kwargs["action"] = self.action
+        if self.action not in ("store_true", "store_false", "count"):
+            if self.type is not None:
+                kwargs["type"] = self.type
+            if self.metavar is not None:
+                kwargs["metavar"] = self.metavar
+            if self.choices is not None:
+                kwargs["choices"] = self.choices
+        kwargs["default"] = self.default
+        parser.add_argument(*self.flags, **kwargs)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts and sizes that must be above zero."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type for durations that must be above zero."""
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+_OPTIONS = [
+    # --- database --------------------------------------------------------
+    Option(
+        ("--dsn",), "dsn",
+        "the database to use, as an SQLAlchemy/libpq URL",
+        default="postgresql:///piwheels", metavar="URL",
+    ),
+    Option(
+        ("--user",), "user",
+        "the database role the master connects as; piw-initdb grants it "
+        "only the rights the master needs",
+        default="piwheels", metavar="ROLE",
+    ),
+    Option(
+        ("-y", "--yes"), "yes",
+        "answer yes to every question (do not ask before changing anything)",
+        default=False, action="store_true",
+    ),
+    # --- master ------------------------------------------------------------
+    Option(
+        ("--output-path",), "output_path",
+        "where the static index (simple/, project/, logs/) is written",
+        default="/var/www/piwheels", metavar="DIR",
+    ),
+    Option(
+        ("--public-url",), "public_url",
+        "the address the output is served at, for install instructions and the sitemap",
+        default="http://localhost/", metavar="URL",
+    ),
+    Option(
+        ("--site-name",), "site_name",
+        "the farm's name on its pages",
+        default="piwheels", metavar="NAME",
+    ),
+    Option(
+        ("--pypi-simple",), "pypi_simple",
+        "the upstream simple index URL that slaves build from (required)",
+        default=None, metavar="URL",
+    ),
+    Option(
+        ("--pypi-json",), "pypi_json",
+        "the upstream JSON API base URL (<URL><project>/json); empty: read projects "
+        "from the simple API instead",
+        default="", metavar="URL",
+    ),
+    Option(
+        ("--pypi-xmlrpc",), "pypi_xmlrpc",
+        "the upstream XML-RPC URL for the change feed; empty: follow by reconciling "
+        "the simple API only",
+        default="", metavar="URL",
+    ),
+    Option(
+        ("--package-allow",), "package_allow",
+        "follow and build only projects matching this pattern (shell-style, on "
+        "canonical names); repeat for more; none: every project",
+        default=[], action="append", metavar="PATTERN",
+    ),
+    Option(
+        ("--package-allow-file",), "package_allow_file",
+        "read more allow patterns from this file, one per line (# comments)",
+        default=None, metavar="FILE",
+    ),
+    Option(
+        ("--poll-interval",), "poll_interval_s",
+        "seconds between looks at the upstream change feed",
+        default=10.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
+        ("--reconcile-interval",), "reconcile_interval_s",
+        "seconds between reconciliations with the simple API (when the change feed "
+        "is off or failing, this is how often the master looks upstream)",
+        default=300.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
+        ("--oldest-first",), "oldest_first",
+        "build the oldest pending releases first (default: newest first)",
+        default=False, action="store_true",
+    ),
+    Option(
+        ("--slave-bind",), "slave_bind",
+        "the ZeroMQ address the master takes slave connections on",
+        default="tcp://*:5555", metavar="ADDR",
+    ),
+    Option(
+        ("--file-bind",), "file_bind",
+        "the ZeroMQ address the master takes file transfers on",
+        default="tcp://*:5556", metavar="ADDR",
+    ),
+    Option(
+        ("--control-address",), "control_address",
+        "the ZeroMQ address of the master's control socket (admin tools, monitor); "
+        "an ipc socket is made readable only by the master's user and group",
+        default="ipc:///run/piwheels/control", metavar="ADDR",
+    ),
+    Option(
+        ("--status-address",), "status_address",
+        "the ZeroMQ address the master publishes its status on (monitor)",
+        default="ipc:///run/piwheels/status", metavar="ADDR",
+    ),
+    Option(
+        ("--min-free-space",), "min_free_space_mb",
+        "hold new builds while the output directory has less free space than this, in MiB",
+        default=1024, type=int, metavar="MiB",
+    ),
+    Option(
+        ("--stats-interval",), "stats_interval_s",
+        "seconds between refreshes of the farm's statistics",
+        default=10.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
+        ("--heartbeat-interval",), "heartbeat_interval_s",
+        "seconds between a busy slave's heartbeats",
+        default=3.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
+        ("--slave-liveness",), "slave_liveness",
+        "heartbeats a slave may miss before the master drops it and re-queues its build",
+        default=3, type=positive_int, metavar="N",
+    ),
+    Option(
+        ("--sleep-interval",), "sleep_interval_s",
+        "seconds an idle slave waits before asking again when there is nothing to build",
+        default=5.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
+        ("--queue-interval",), "queue_interval_s",
+        "seconds between full recalculations of the build queue",
+        default=60.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
+        ("--queue-size",), "queue_size",
+        "how many pending builds per ABI the slave driver keeps at hand",
+        default=1000, type=positive_int, metavar="N",
+    ),
+    Option(
+        ("--chunk-size",), "chunk_size",
+        "bytes per file-transfer chunk",
+        default=256 * 1024, type=positive_int, metavar="BYTES",
+    ),
+    Option(
+        ("--transfer-window",), "transfer_window",
+        "file-transfer chunks in flight at once",
+        default=8, type=positive_int, metavar="N",
+    ),
+    Option(
+        ("--transfer-timeout",), "transfer_timeout_s",
+        "seconds to wait for a requested chunk before asking again",
+        default=10.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
+        ("--transfer-retries",), "transfer_retries",
+        "times a chunk or a whole file is fetched again before the transfer fails",
+        default=3, type=positive_int, metavar="N",
+    ),
+    Option(
+        ("--max-wheel-size",), "max_wheel_size",
+        "the largest wheel the master accepts, in bytes",
+        default=1024 * 1024 * 1024, type=positive_int, metavar="BYTES",
+    ),
+    # --- slave -------------------------------------------------------------
+    Option(
+        ("--master",), "master",
+        "the host name or address of the master",
+        default="localhost", metavar="HOST",
+    ),
+    Option(
+        ("--slave-port",), "slave_port",
+        "the master's port for slave connections",
+        default=5555, type=positive_int, metavar="PORT",
+    ),
+    Option(
+        ("--file-port",), "file_port",
+        "the master's port for file transfers",
+        default=5556, type=positive_int, metavar="PORT",
+    ),
+    Option(
+        ("--label",), "label",
+        "a name for this slave, shown in the monitor and build records (default: host name)",
+        default=None, metavar="NAME",
+    ),
+    Option(
+        ("--timeout",), "build_timeout_s",
+        "seconds a build may run before it is killed with all its processes",
+        default=3 * 60 * 60, type=positive_float, metavar="SECS",
+    ),
+    Option(
+        ("--dir",), "work_dir",
+        "where builds run (each in a fresh temporary directory) (default: the system temp dir)",
+        default=None, metavar="DIR",
+    ),
+    Option(
+        ("--cache-dir",), "cache_dir",
+        "where pip keeps build dependencies between builds (default: DIR/piwheels-cache)",
+        default=None, metavar="DIR",
+    ),
+    Option(
+        ("--python",), "python",
+        "the Python interpreter to build with (one slave per ABI) (default: this one)",
+        default=None, metavar="PATH",
+    ),
+    Option(
+        ("--memory-limit",), "memory_limit_mb",
+        "address-space limit for each build process in MiB (0: none)",
+        default=4096, type=int, metavar="MiB",
+    ),
+    Option(
+        ("--max-log-size",), "max_log_bytes",
+        "the most bytes of a build log kept (its head and tail)",
+        default=1024 * 1024, type=positive_int, metavar="BYTES",
+    ),
+    # --- admin tools and monitor ---------------------------------------------
+    Option(
+        ("--request-timeout",), "request_timeout_s",
+        "seconds to wait for the master to answer",
+        default=10.0, type=positive_float, metavar="SECS",
+    ),
+    # --- logging -----------------------------------------------------------
+    Option(
+        ("-v", "--verbose"), "verbose",
+        "say more about what is happening (repeat for debug output)",
+        default=0, action="count",
+    ),
+    Option(
+        ("-q", "--quiet"), "quiet",
+        "only report warnings and errors",
+        default=False, action="store_true",
+    ),
+    Option(
+        ("--log-file",), "log_file",
+        "also write the log, at debug level, to this file",
+        default=None, metavar="FILE",
+    ),
+]
+
+OPTIONS: dict[str, Option] = {option.dest: option for option in _OPTIONS}
+
+
+def make_parser(
+    prog: str, description: str, options: Iterable[str]
+) -> configargparse.ArgumentParser:
+    """A parser for *prog* that knows the named *options* and the config sources."""
+    parser = configargparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        default_config_files=list(DEFAULT_CONFIG_FILES),
+        args_for_setting_config_path=["-c", "--config"],
+        config_arg_help_message="read options from this configuration file",
+        auto_env_var_prefix=ENV_PREFIX,
+        ignore_unknown_config_file_keys=True,
+        formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    for name in options:
+        try:
+            OPTIONS[name].add_to(parser)
+        except KeyError:
+            raise ValueError(f"unknown option {name!r}; declare it in piwheels.config") from None
+    return parser

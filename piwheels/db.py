@@ -1,0 +1,543 @@
+"""The data layer: every read and write the master makes, in SQLAlchemy Core.
+
+The tables are defined by the scripts in sql/ and reflected here at start-up,
+so the schema has one definition.  Each master task makes its own
+:class:`Database` (its own connection); one is never shared across threads.
+Names and versions are validated and normalised on the way in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection
+
+from .connection import make_engine, translate_errors
+from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
+from .names import canonical_name, normal_version, version_key
+from .records import BuildData, BuildRecord, FileData, ProjectData, VersionData
+from .schema import SCHEMA_VERSION
+
+log = logging.getLogger("piwheels.db")
+
+TABLES = (
+    "configuration", "packages", "package_names", "versions", "build_abis",
+    "builds", "build_logs", "files", "dependencies",
+)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Pending builds are counted up to this many per ABI (the count is for display).
+PENDING_COUNT_LIMIT = 10_000
+
+
+class Database:
+    """One connection's worth of piwheels data operations."""
+
+    def __init__(self, dsn: str) -> None:
+        self._engine = make_engine(dsn)
+        with translate_errors(self._engine):
+            metadata = sa.MetaData()
+            try:
+                metadata.reflect(bind=self._engine, only=TABLES)
+            except sa.exc.InvalidRequestError as exc:
+                raise SchemaError(
+                    f"the database has no complete piwheels schema ({exc}); run piw-initdb"
+                ) from None
+        self.t = metadata.tables
+        self._conn: Optional[Connection] = None
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A connection in a transaction: the caller's :meth:`transaction`, or a new one."""
+        if self._conn is not None:
+            yield self._conn
+            return
+        with translate_errors(self._engine), self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make every operation inside the block one transaction (all or nothing)."""
+        if self._conn is not None:
+            raise RuntimeError("transactions do not nest")
+        with translate_errors(self._engine), self._engine.begin() as conn:
+            self._conn = conn
+            try:
+                yield
+            finally:
+                self._conn = None
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside :meth:`transaction`: undo only this block if it fails."""
+        if self._conn is None:
+            raise RuntimeError("a savepoint needs a transaction")
+        with self._conn.begin_nested():
+            yield
+
+    # --- configuration ----------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self._begin() as conn:
+            return conn.scalar(sa.select(self.t["configuration"].c.schema_version))
+
+    def check_schema_version(self) -> None:
+        """Raise :class:`SchemaVersionMismatch` unless the schema is the one this code needs."""
+        found = self.schema_version()
+        if found != SCHEMA_VERSION:
+            raise SchemaVersionMismatch(found, SCHEMA_VERSION)
+
+    def get_pypi_serial(self) -> int:
+        with self._begin() as conn:
+            return conn.scalar(sa.select(self.t["configuration"].c.pypi_serial))
+
+    def set_pypi_serial(self, serial: int) -> None:
+        """Record how far the change feed has been read; never moves backwards."""
+        configuration = self.t["configuration"]
+        with self._begin() as conn:
+            conn.execute(
+                configuration.update()
+                .where(configuration.c.pypi_serial < serial)
+                .values(pypi_serial=serial)
+            )
+
+    # --- packages and versions --------------------------------------------
+
+    def add_package(self, name: str, *, description: str = "",
+                    skip_reason: Optional[str] = None) -> bool:
+        """Record a project under its canonical name (and *name* as an alias).
+
+        Returns True if the project was new.
+        """
+        package = canonical_name(name)
+        packages, names = self.t["packages"], self.t["package_names"]
+        with self._begin() as conn:
+            added = conn.execute(
+                pg_insert(packages)
+                .values(package=package, description=description[:200],
+                        skip_reason=skip_reason or None)
+                .on_conflict_do_nothing()
+            ).rowcount == 1
+            for alias in {package, name}:
+                conn.execute(
+                    pg_insert(names).values(name=alias, package=package)
+                    .on_conflict_do_nothing()
+                )
+        return added
+
+    def add_alias(self, package: str, alias: str) -> None:
+        """Record another spelling of *package*'s name."""
+        package = self._existing_package(package)
+        canonical_name(alias)
+        names = self.t["package_names"]
+        with self._begin() as conn:
+            conn.execute(
+                pg_insert(names).values(name=alias, package=package)
+                .on_conflict_do_update(index_elements=[names.c.name],
+                                       set_={"package": package})
+            )
+
+    def set_description(self, package: str, description: str) -> None:
+        packages = self.t["packages"]
+        with self._begin() as conn:
+            self._require(conn.execute(
+                packages.update().where(packages.c.package == canonical_name(package))
+                .values(description=description[:200])
+            ), package)
+
+    def skip_package(self, package: str, reason: Optional[str]) -> None:
+        """Stop (reason given) or resume (None) building every version of *package*."""
+        packages = self.t["packages"]
+        with self._begin() as conn:
+            self._require(conn.execute(
+                packages.update().where(packages.c.package == canonical_name(package))
+                .values(skip_reason=reason or None)
+            ), package)
+
+    def remove_package(self, package: str) -> bool:
+        """Forget *package* with its versions, builds and files; True if it existed."""
+        packages = self.t["packages"]
+        with self._begin() as conn:
+            return conn.execute(
+                packages.delete().where(packages.c.package == canonical_name(package))
+            ).rowcount == 1
+
+    def add_version(self, package: str, version: str, *, released: Optional[datetime] = None,
+                    has_sdist: bool = True, yanked: bool = False,
+                    yank_reason: Optional[str] = None,
+                    skip_reason: Optional[str] = None) -> bool:
+        """Record a release of a known project; True if it was new.
+
+        A release seen again may gain an sdist; it never loses one here.
+        """
+        package = canonical_name(package)
+        version = normal_version(version)
+        versions = self.t["versions"]
+        stmt = pg_insert(versions).values(
+            package=package, version=version, released=released or EPOCH,
+            has_sdist=has_sdist, yanked=yanked,
+            yank_reason=yank_reason if yanked else None,
+            skip_reason=skip_reason or None,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[versions.c.package, versions.c.version],
+            set_={"has_sdist": versions.c.has_sdist | stmt.excluded.has_sdist},
+            where=~versions.c.has_sdist & stmt.excluded.has_sdist,
+        ).returning(sa.literal_column("xmax = 0").label("inserted"))
+        with self._begin() as conn:
+            self._existing_package(package, conn)
+            row = conn.execute(stmt).first()
+        return bool(row and row.inserted)
+
+    def set_has_sdist(self, package: str, version: str, has_sdist: bool) -> None:
+        self._update_version(package, version, has_sdist=has_sdist)
+
+    def yank_version(self, package: str, version: str, reason: Optional[str] = None) -> None:
+        self._update_version(package, version, yanked=True, yank_reason=reason or None)
+
+    def unyank_version(self, package: str, version: str) -> None:
+        self._update_version(package, version, yanked=False, yank_reason=None)
+
+    def skip_version(self, package: str, version: str, reason: Optional[str]) -> None:
+        self._update_version(package, version, skip_reason=reason or None)
+
+    def remove_version(self, package: str, version: str) -> bool:
+        """Forget one release with its builds and files; True if it existed."""
+        versions = self.t["versions"]
+        with self._begin() as conn:
+            return conn.execute(
+                versions.delete().where(
+                    (versions.c.package == canonical_name(package))
+                    & (versions.c.version == normal_version(version))
+                )
+            ).rowcount == 1
+
+    def remove_builds(self, package: str, version: Optional[str] = None) -> int:
+        """Forget the build attempts (and files) of a project or one release, so they are
+        built again; returns how many attempts went."""
+        builds = self.t["builds"]
+        where = builds.c.package == canonical_name(package)
+        if version is not None:
+            where &= builds.c.version == normal_version(version)
+        with self._begin() as conn:
+            return conn.execute(builds.delete().where(where)).rowcount
+
+    def get_versions(self, package: str) -> dict[str, dict]:
+        """{version: {released, has_sdist, yanked, yank_reason, skip_reason, built}}."""
+        versions = self.t["versions"]
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(versions).where(versions.c.package == canonical_name(package))
+            ).all()
+        return {
+            row.version: {
+                "released": row.released, "has_sdist": row.has_sdist, "yanked": row.yanked,
+                "yank_reason": row.yank_reason, "skip_reason": row.skip_reason,
+                "built": row.built,
+            }
+            for row in rows
+        }
+
+    def package_serials(self) -> dict[str, int]:
+        """{package: the upstream serial it was last brought up to}."""
+        packages = self.t["packages"]
+        with self._begin() as conn:
+            return dict(conn.execute(sa.select(packages.c.package, packages.c.last_serial)).all())
+
+    def set_package_serial(self, package: str, serial: int) -> None:
+        packages = self.t["packages"]
+        with self._begin() as conn:
+            conn.execute(
+                packages.update().where(packages.c.package == canonical_name(package))
+                .values(last_serial=serial)
+            )
+
+    def _update_version(self, package: str, version: str, **values) -> None:
+        versions = self.t["versions"]
+        package, version = canonical_name(package), normal_version(version)
+        with self._begin() as conn:
+            result = conn.execute(
+                versions.update().where(
+                    (versions.c.package == package) & (versions.c.version == version)
+                ).values(**values)
+            )
+            if result.rowcount != 1:
+                self._existing_package(package, conn)
+                raise UnknownVersion(f"unknown version {version} of {package}")
+
+    def _existing_package(self, package: str, conn: Optional[Connection] = None) -> str:
+        package = canonical_name(package)
+        packages = self.t["packages"]
+        query = sa.select(sa.func.count()).select_from(packages).where(
+            packages.c.package == package)
+        if conn is None:
+            with self._begin() as conn:
+                found = conn.scalar(query)
+        else:
+            found = conn.scalar(query)
+        if not found:
+            raise UnknownPackage(f"unknown package {package}")
+        return package
+
+    @staticmethod
+    def _require(result, package: str) -> None:
+        if result.rowcount != 1:
+            raise UnknownPackage(f"unknown package {canonical_name(package)}")
+
+    # --- ABIs ---------------------------------------------------------------
+
+    def add_build_abi(self, abi_tag: str, active: bool = True) -> None:
+        abis = self.t["build_abis"]
+        stmt = pg_insert(abis).values(abi_tag=abi_tag, active=active)
+        with self._begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=[abis.c.abi_tag], set_={"active": stmt.excluded.active}))
+
+    def register_build_abi(self, abi_tag: str, active: bool = True) -> bool:
+        """Know *abi_tag* (building for it if *active*), unless an operator already
+        decided about it; True if it was new."""
+        abis = self.t["build_abis"]
+        with self._begin() as conn:
+            return conn.execute(
+                pg_insert(abis).values(abi_tag=abi_tag, active=active).on_conflict_do_nothing()
+            ).rowcount == 1
+
+    def pending_builds(self, abi_tag: str, limit: int,
+                       newest_first: bool = True) -> list[tuple[str, str]]:
+        """The next (package, version) pairs to build for *abi_tag*, best first.
+
+        Finished releases are out of the ``versions_buildable`` index (the
+        ``built`` flag, kept by triggers), so this stays quick however many
+        releases the database holds.
+        """
+        versions, packages = self.t["versions"], self.t["packages"]
+        released = versions.c.released.desc() if newest_first else versions.c.released.asc()
+        query = (
+            sa.select(versions.c.package, versions.c.version)
+            .join(packages, packages.c.package == versions.c.package)
+            .where(
+                versions.c.has_sdist, ~versions.c.built, ~versions.c.yanked,
+                versions.c.skip_reason.is_(None), packages.c.skip_reason.is_(None),
+                sa.func.needs_build(versions.c.package, versions.c.version, abi_tag),
+            )
+            .order_by(released, versions.c.package, versions.c.version)
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            return [(row.package, row.version) for row in conn.execute(query)]
+
+    def get_build_abis(self, active_only: bool = True) -> list[str]:
+        """The ABI tags builds are made for, oldest Python first (cp39 before cp311)."""
+        abis = self.t["build_abis"]
+        query = sa.select(abis.c.abi_tag).order_by(
+            sa.func.abi_python_version(abis.c.abi_tag), abis.c.abi_tag)
+        if active_only:
+            query = query.where(abis.c.active)
+        with self._begin() as conn:
+            return list(conn.scalars(query))
+
+    # --- builds -------------------------------------------------------------
+
+    def record_build(self, build: BuildRecord) -> int:
+        """Store one attempt with its log, files and their dependencies; returns its id.
+
+        All or nothing: the attempt and every file land in one transaction.
+        """
+        return self.record_builds([build])[0]
+
+    def record_builds(self, builds: list[BuildRecord]) -> list[int]:
+        """Store several attempts in one transaction (the recorder batches bursts)."""
+        t_builds, logs = self.t["builds"], self.t["build_logs"]
+        files, deps = self.t["files"], self.t["dependencies"]
+        with self._begin() as conn:
+            build_ids = list(conn.scalars(
+                t_builds.insert().returning(t_builds.c.build_id, sort_by_parameter_order=True),
+                [
+                    dict(
+                        package=canonical_name(b.package), version=normal_version(b.version),
+                        abi_tag=b.abi_tag, slave_label=b.slave_label, started=b.started,
+                        duration=b.duration, status=b.status, reason=b.reason,
+                    )
+                    for b in builds
+                ],
+            ))
+            conn.execute(logs.insert(), [
+                dict(build_id=build_id, log=b.log) for build_id, b in zip(build_ids, builds)
+            ])
+            file_rows = [
+                dict(
+                    filename=f.filename, build_id=build_id, filesize=f.size,
+                    filehash=f.sha256, package_tag=f.package_tag,
+                    package_version_tag=f.version_tag, py_version_tag=f.py_tag,
+                    abi_tag=f.abi_tag, platform_tag=f.platform_tag,
+                    requires_python=f.requires_python, metadata_hash=f.metadata_sha256,
+                )
+                for build_id, b in zip(build_ids, builds)
+                for f in b.files
+            ]
+            if file_rows:
+                conn.execute(files.insert(), file_rows)
+            dep_rows = [
+                dict(filename=f.filename, tool=tool, dependency=dep)
+                for b in builds
+                for f in b.files
+                for tool, names in f.dependencies.items()
+                for dep in sorted(names)
+            ]
+            if dep_rows:
+                conn.execute(deps.insert(), dep_rows)
+        return build_ids
+
+    def get_build_log(self, build_id: int) -> Optional[str]:
+        logs = self.t["build_logs"]
+        with self._begin() as conn:
+            return conn.scalar(sa.select(logs.c.log).where(logs.c.build_id == build_id))
+
+    # --- the index as a whole -----------------------------------------------
+
+    def all_packages(self) -> list[str]:
+        packages = self.t["packages"]
+        with self._begin() as conn:
+            return list(conn.scalars(sa.select(packages.c.package).order_by(packages.c.package)))
+
+    def packages_with_files(self) -> dict[str, str]:
+        """{package: description} of every project with at least one published wheel."""
+        t = self.t
+        query = (
+            sa.select(t["packages"].c.package, t["packages"].c.description)
+            .where(sa.exists().where(
+                (t["builds"].c.package == t["packages"].c.package)
+                & (t["builds"].c.status == "success")))
+            .order_by(t["packages"].c.package)
+        )
+        with self._begin() as conn:
+            return dict(conn.execute(query).all())
+
+    def statistics(self) -> dict:
+        """Counts for the home page and the monitor."""
+        t = self.t
+        hour_ago = sa.func.now() - sa.text("interval '1 hour'")
+        with self._begin() as conn:
+            stats = {
+                "packages": conn.scalar(sa.select(sa.func.count()).select_from(t["packages"])),
+                "versions": conn.scalar(sa.select(sa.func.count()).select_from(t["versions"])),
+                "files": conn.scalar(sa.select(sa.func.count()).select_from(t["files"])),
+                "packages_built": conn.scalar(
+                    sa.select(sa.func.count(sa.distinct(t["builds"].c.package)))
+                    .where(t["builds"].c.status == "success")),
+                "builds_last_hour": conn.scalar(
+                    sa.select(sa.func.count()).select_from(t["builds"])
+                    .where(t["builds"].c.started > hour_ago)),
+            }
+        stats["pending"] = {
+            abi: len(self.pending_builds(abi, PENDING_COUNT_LIMIT)) for abi in self.get_build_abis()
+        }
+        return stats
+
+    def build_statistics(self) -> dict:
+        """Builds in the last hour per ABI, their success rate, and pending per ABI."""
+        builds = self.t["builds"]
+        hour_ago = sa.func.now() - sa.text("interval '1 hour'")
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(builds.c.abi_tag, builds.c.status, sa.func.count())
+                .where(builds.c.started > hour_ago)
+                .group_by(builds.c.abi_tag, builds.c.status)
+            ).all()
+        per_abi: dict[str, int] = defaultdict(int)
+        succeeded = 0
+        for abi, status, count in rows:
+            per_abi[abi] += count
+            succeeded += count if status == "success" else 0
+        total = sum(per_abi.values())
+        return {
+            "builds_last_hour": dict(per_abi),
+            "success_rate": round(succeeded / total, 3) if total else None,
+            "pending": {abi: len(self.pending_builds(abi, PENDING_COUNT_LIMIT))
+                        for abi in self.get_build_abis()},
+        }
+
+    # --- reading a project --------------------------------------------------
+
+    def get_project(self, package: str) -> Optional[ProjectData]:
+        """Everything known of one project (None if unknown), newest version first."""
+        package = canonical_name(package)
+        t = self.t
+        with self._begin() as conn:
+            row = conn.execute(
+                sa.select(t["packages"]).where(t["packages"].c.package == package)
+            ).first()
+            if row is None:
+                return None
+            names = tuple(conn.scalars(
+                sa.select(t["package_names"].c.name)
+                .where(t["package_names"].c.package == package)
+                .order_by(t["package_names"].c.name)
+            ))
+            version_rows = conn.execute(
+                sa.select(t["versions"]).where(t["versions"].c.package == package)
+            ).all()
+            build_rows = conn.execute(
+                sa.select(t["builds"]).where(t["builds"].c.package == package)
+                .order_by(t["builds"].c.build_id)
+            ).all()
+            file_rows = conn.execute(
+                sa.select(t["files"], t["builds"].c.version)
+                .join(t["builds"], t["files"].c.build_id == t["builds"].c.build_id)
+                .where(t["builds"].c.package == package)
+                .order_by(t["files"].c.filename)
+            ).all()
+            dep_rows = conn.execute(
+                sa.select(t["dependencies"])
+                .join(t["files"], t["dependencies"].c.filename == t["files"].c.filename)
+                .join(t["builds"], t["files"].c.build_id == t["builds"].c.build_id)
+                .where(t["builds"].c.package == package)
+                .order_by(t["dependencies"].c.dependency)
+            ).all()
+        deps: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for dep in dep_rows:
+            deps[dep.filename][dep.tool].append(dep.dependency)
+        files_by_build: dict[int, list[FileData]] = defaultdict(list)
+        for f in file_rows:
+            files_by_build[f.build_id].append(FileData(
+                filename=f.filename, size=f.filesize, sha256=f.filehash,
+                py_tag=f.py_version_tag, abi_tag=f.abi_tag, platform_tag=f.platform_tag,
+                requires_python=f.requires_python, metadata_sha256=f.metadata_hash,
+                published=f.published,
+                dependencies={tool: tuple(names) for tool, names in deps[f.filename].items()},
+            ))
+        builds_by_version: dict[str, list[BuildData]] = defaultdict(list)
+        for b in build_rows:
+            builds_by_version[b.version].append(BuildData(
+                build_id=b.build_id, abi_tag=b.abi_tag, slave_label=b.slave_label,
+                started=b.started, duration=b.duration, status=b.status,
+                reason=b.reason, files=tuple(files_by_build[b.build_id]),
+            ))
+        versions = sorted(version_rows, key=lambda v: version_key(v.version), reverse=True)
+        return ProjectData(
+            package=row.package, description=row.description,
+            skip_reason=row.skip_reason, names=names,
+            versions=tuple(
+                VersionData(
+                    version=v.version, released=v.released, has_sdist=v.has_sdist,
+                    yanked=v.yanked, yank_reason=v.yank_reason,
+                    skip_reason=v.skip_reason,
+                    builds=tuple(builds_by_version[v.version]),
+                )
+                for v in versions
+            ),
+        )

@@ -1,0 +1,210 @@
+"""What the published index says, built from the database's records.
+
+One context builder per page makes the PEP 691-shaped dict; the JSON output
+is that dict as it is, and the HTML templates (chameleon, kept dumb) render
+the same dict.  Nothing here touches the disk or the database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any, Optional, Sequence
+
+from chameleon import PageTemplateLoader
+
+from .records import BuildData, FileData, ProjectData, VersionData
+from .resources import templates_dir
+
+#: The simple repository API version these pages follow (PEP 629/691/700).
+API_VERSION = "1.1"
+SIMPLE_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+SIMPLE_HTML_TYPE = "application/vnd.pypi.simple.v1+html"
+
+
+@dataclass(frozen=True)
+class Site:
+    """Facts about the farm that every page needs."""
+
+    name: str
+    index_url: str          # where pip finds simple/ (for the install instructions)
+    upstream_simple: str    # the upstream index's simple/ URL (PEP 708 tracks)
+
+
+def upload_time(moment: datetime) -> str:
+    """PEP 700's upload-time form: ISO 8601 in UTC with a Z."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def log_path(build_id: int) -> str:
+    """Where a build's log lives under logs/: 0000/0001/2345.txt.gz for build 12345."""
+    digits = f"{build_id:012d}"
+    return f"{digits[:4]}/{digits[4:8]}/{digits[8:]}.txt.gz"
+
+
+def yanked_attribute(yanked: Any) -> Optional[str]:
+    """The data-yanked attribute for a PEP 691 yanked value (None: no attribute)."""
+    if yanked is False:
+        return None
+    return "" if yanked is True else str(yanked)
+
+
+def _yanked(version: VersionData) -> Any:
+    if not version.yanked:
+        return False
+    return version.yank_reason or True
+
+
+def published_files(project: ProjectData) -> list[tuple[VersionData, FileData]]:
+    files = [
+        (version, f)
+        for version in project.versions
+        for build in version.builds if build.status == "success"
+        for f in build.files
+    ]
+    files.sort(key=lambda pair: pair[1].filename)
+    return files
+
+
+def simple_project_context(project: ProjectData, site: Site) -> dict:
+    """The PEP 691 (+ 700, 708) project page, as a dict."""
+    files = published_files(project)
+    with_files = {version.version for version, _ in files}
+    versions = [v.version for v in reversed(project.versions) if v.version in with_files]
+    return {
+        "meta": {
+            "api-version": API_VERSION,
+            "tracks": [f"{site.upstream_simple.rstrip('/')}/{project.package}/"],
+        },
+        "name": project.package,
+        "versions": versions,
+        "files": [
+            {
+                "filename": f.filename,
+                "url": f.filename,
+                "hashes": {"sha256": f.sha256},
+                "requires-python": f.requires_python,
+                "size": f.size,
+                "upload-time": upload_time(f.published),
+                "core-metadata": {"sha256": f.metadata_sha256},
+                "dist-info-metadata": {"sha256": f.metadata_sha256},
+                "yanked": _yanked(version),
+            }
+            for version, f in files
+        ],
+    }
+
+
+def simple_root_context(packages: Sequence[str]) -> dict:
+    return {
+        "meta": {"api-version": API_VERSION},
+        "projects": [{"name": name} for name in packages],
+    }
+
+
+def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> dict:
+    """The human project page and its JSON twin."""
+    versions = []
+    apt: set[str] = set()
+    for version in project.versions:
+        cells = {}
+        for abi in abis:
+            cells[abi] = _cell(project, version, abi)
+        files = [
+            {
+                "filename": f.filename, "size": f.size, "sha256": f.sha256,
+                "abi": f.abi_tag, "platform": f.platform_tag,
+                "requires_python": f.requires_python,
+                "apt_dependencies": list(f.dependencies.get("apt", ())),
+                "url": f"../../simple/{project.package}/{f.filename}",
+            }
+            for build in version.builds if build.status == "success"
+            for f in build.files
+        ]
+        for f in files:
+            apt.update(f["apt_dependencies"])
+        versions.append({
+            "version": version.version,
+            "released": upload_time(version.released),
+            "yanked": version.yanked,
+            "yank_reason": version.yank_reason,
+            "skip_reason": version.skip_reason or project.skip_reason,
+            "has_sdist": version.has_sdist,
+            "builds": cells,
+            "files": files,
+        })
+    return {
+        "package": project.package,
+        "description": project.description,
+        "skip_reason": project.skip_reason,
+        "aliases": [name for name in project.names if name != project.package],
+        "abis": list(abis),
+        "versions": versions,
+        "apt_dependencies": sorted(apt),
+        "install": f"pip install --extra-index-url {site.index_url} {project.package}",
+        "apt_install": f"sudo apt install {' '.join(sorted(apt))}" if apt else None,
+    }
+
+
+def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
+    """One version × ABI cell: built, failed (with its log), pending, skipped or yanked."""
+    for build in reversed(version.builds):
+        if _covers(build, abi):
+            cell = {"status": build.status, "build_id": build.build_id,
+                    "log": f"../../logs/{log_path(build.build_id)}",
+                    "duration_s": round(build.duration.total_seconds(), 1)}
+            if build.status != "success":
+                cell["reason"] = build.reason
+            return cell
+    skip = version.skip_reason or project.skip_reason
+    if skip:
+        return {"status": "skipped", "reason": skip}
+    if version.yanked:
+        return {"status": "yanked", "reason": version.yank_reason}
+    if not version.has_sdist:
+        return {"status": "binary-only", "reason": "no source distribution upstream"}
+    return {"status": "pending"}
+
+
+def _covers(build: BuildData, abi: str) -> bool:
+    """Whether *build* answers for *abi*: built on it, or made a wheel every ABI can use."""
+    if build.abi_tag == abi:
+        return True
+    if build.status != "success":
+        return False
+    return any(
+        f.abi_tag == "none"
+        or (f.abi_tag == "abi3" and abi_version(f.py_tag) <= abi_version(abi))
+        for f in build.files
+    )
+
+
+def abi_version(tag: str) -> tuple[int, int]:
+    """cp311 -> (3, 11), so that ABIs compare by Python version (as the database does)."""
+    match = re.match(r"^[a-z]+(\d)(\d+)", tag)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def to_json(context: dict) -> bytes:
+    return json.dumps(context, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+class Renderer:
+    """Renders the chameleon templates (loaded once, reused by one thread)."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+
+    @cached_property
+    def _loader(self) -> PageTemplateLoader:
+        return PageTemplateLoader(str(templates_dir()), ".pt")
+
+    def render(self, template: str, **context: Any) -> bytes:
+        page = self._loader[template]
+        text = page(site_name=self.site.name, index_url=self.site.index_url,
+                    layout=self._loader["layout"], yanked_attribute=yanked_attribute,
+                    **context)
+        return text.encode("utf-8")

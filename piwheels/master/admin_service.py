@@ -1,0 +1,324 @@
+"""admin_service: the master's control socket and status feed.
+
+Admin tools and monitors send requests to the control socket (one reply
+each).  Tasks report their state here; the service keeps the latest picture
+for monitors that connect (SNAPSHOT) and republishes every change on the
+status PUB socket.  Requests that change the database are done here, with
+this task's own connection; the other tasks are told through messages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+import zmq
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from ..db import Database
+from ..errors import PiwheelsError
+from ..names import canonical_name
+from ..protocols import (
+    BUILD_QUEUE, CONTROL, DRIVER_COMMANDS, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS, RECORD_REQUESTS, STATUS, STATUS_REPORTS, SUPERVISOR,
+)
+from ..wheel_facts import check_wheel, find_apt_dependencies
+from .task import Clock, Task
+
+OPERATOR_HOLD = "paused by the operator"
+#: How often the master's summary goes out on the status feed.
+MASTER_STATUS_INTERVAL_S = 1.0
+
+
+class AdminService(Task):
+    name = "admin_service"
+
+    def __init__(self, ctx: zmq.Context, *, dsn: str, control_address: str,
+                 status_address: str, transfers_dir: Path, max_wheel_size: int,
+                 socket_mode: int = 0o660, clock: Clock = time.monotonic) -> None:
+        super().__init__(ctx, clock=clock)
+        self.dsn = dsn
+        self.transfers_dir = Path(transfers_dir)
+        self.max_wheel_size = max_wheel_size
+        self.db: Optional[Database] = None
+        self.slaves: dict[int, dict] = {}
+        self.tasks: dict[str, dict] = {}
+        self.master_paused = False
+        self.control = self.socket(zmq.ROUTER, CONTROL.reverse())
+        _prepare_ipc(control_address)
+        self.control.bind(control_address)
+        _restrict_ipc(control_address, socket_mode)
+        self.status = self.socket(zmq.PUB, STATUS)
+        _prepare_ipc(status_address)
+        self.status.bind(status_address)
+        _restrict_ipc(status_address, socket_mode)
+        self.reports = self.socket(zmq.PULL, STATUS_REPORTS.reverse())
+        self.reports.bind(STATUS_REPORTS.address)
+        self.driver = self._push(DRIVER_COMMANDS, DRIVER_COMMANDS.address)
+        self.index = self._push(INDEX_REQUESTS, INDEX_REQUESTS.address)
+        self.queue = self._push(QUEUE_REQUESTS, QUEUE_REQUESTS.address)
+        self.cancels = self._push(BUILD_QUEUE, BUILD_QUEUE.address)
+        self.records = self._push(RECORD_REQUESTS, RECORD_REQUESTS.address)
+        self.follower = self._push(FOLLOWER_COMMANDS, FOLLOWER_COMMANDS.address)
+        self.supervisor = self._push(SUPERVISOR, SUPERVISOR.address)
+        self.register(self.reports, self.handle_report)
+        self.register(self.control, self.handle_control)
+        self.every(MASTER_STATUS_INTERVAL_S, self.publish_master)
+        self.handlers: dict[str, Callable[[dict], tuple[str, dict]]] = {
+            "SNAPSHOT": self.do_snapshot,
+            "PAUSE": self.do_pause,
+            "RESUME": self.do_resume,
+            "QUIT": self.do_quit,
+            "SLAVE": self.do_slave,
+            "ADD": self.do_add,
+            "REMOVE": self.do_remove,
+            "REBUILD": self.do_rebuild,
+            "IMPORT": self.do_import,
+            "RECONCILE": self.do_reconcile,
+        }
+
+    def _push(self, protocol, address: str):
+        sock = self.socket(zmq.PUSH, protocol)
+        sock.connect(address)
+        return sock
+
+    def on_start(self) -> None:
+        self.db = Database(self.dsn)
+
+    def on_stop(self) -> None:
+        if self.db is not None:
+            self.db.close()
+
+    def tell(self, sock, name: str, payload: Optional[dict] = None) -> None:
+        try:
+            sock.send(name, payload, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.log.warning("%s is not listening; dropped %s", sock.protocol.name, name)
+
+    # --- status ---------------------------------------------------------------
+
+    def handle_report(self) -> None:
+        msg = self.recv_or_log(self.reports)
+        if msg is None:
+            return
+        name, payload = msg
+        if name == "SLAVE":
+            self.slaves[payload["slave"]["slave_id"]] = payload["slave"]
+            self.status.send("SLAVE", payload)
+        elif name == "SLAVE_GONE":
+            self.slaves.pop(payload["slave_id"], None)
+            self.status.send("SLAVE_GONE", payload)
+        else:
+            self.tasks[payload["task"]] = payload["status"]
+
+    def master_status(self) -> dict:
+        status = {"paused": self.master_paused, "slaves": len(self.slaves)}
+        for task, values in sorted(self.tasks.items()):
+            status[task] = values
+        return status
+
+    def publish_master(self) -> None:
+        self.status.send("MASTER", {"master": self.master_status()})
+
+    # --- control requests -------------------------------------------------------
+
+    def handle_control(self) -> None:
+        address, name, payload = self.control.recv_from()
+        if name is None:
+            self.log.warning("dropped a bad control message: %s", payload)
+            self.control.send_to(address, "ERROR", {"message": f"bad request: {payload}"[:9000]})
+            return
+        try:
+            reply, answer = self.handlers[name](payload)
+        except PiwheelsError as exc:
+            reply, answer = "ERROR", {"message": str(exc)}
+        self.control.send_to(address, reply, answer)
+
+    def do_snapshot(self, _: dict) -> tuple[str, dict]:
+        return "SNAPSHOT", {"master": self.master_status(),
+                            "slaves": sorted(self.slaves.values(), key=lambda s: s["slave_id"])}
+
+    def do_pause(self, _: dict) -> tuple[str, dict]:
+        self.master_paused = True
+        self.tell(self.driver, "HOLD", {"reason": OPERATOR_HOLD})
+        self.publish_master()
+        return "OK", {"message": "the master is paused: no new builds are handed out"}
+
+    def do_resume(self, _: dict) -> tuple[str, dict]:
+        self.master_paused = False
+        self.tell(self.driver, "RELEASE", {"reason": OPERATOR_HOLD})
+        self.publish_master()
+        return "OK", {"message": "the master is handing out builds again"}
+
+    def do_quit(self, _: dict) -> tuple[str, dict]:
+        self.tell(self.supervisor, "QUIT", {"reason": "asked to stop by the operator"})
+        return "OK", {"message": "the master is stopping"}
+
+    def do_slave(self, request: dict) -> tuple[str, dict]:
+        slave_id = request["slave_id"]
+        if slave_id is not None and slave_id not in self.slaves:
+            return "ERROR", {"message": f"there is no slave {slave_id}"}
+        self.tell(self.driver, "SLAVE", request)
+        who = "every slave" if slave_id is None else f"slave {slave_id}"
+        return "OK", {"message": f"{request['action']} requested for {who}"}
+
+    def do_reconcile(self, _: dict) -> tuple[str, dict]:
+        self.tell(self.follower, "RECONCILE")
+        return "OK", {"message": "reconciling with the upstream index"}
+
+    def do_add(self, request: dict) -> tuple[str, dict]:
+        """piw-add: a project or release, and its skip, yank and alias settings."""
+        db, done = self.db, []
+        package = canonical_name(request["package"])
+        version = request["version"]
+        with db.transaction():
+            if db.add_package(request["package"]):
+                done.append(f"added {package}")
+            if version is not None:
+                if db.add_version(package, version, released=datetime.now(timezone.utc),
+                                  has_sdist=True):
+                    done.append(f"added {package} {version}")
+                if request["skip"]:
+                    db.skip_version(package, version, request["skip"])
+                    done.append(f"{package} {version} will not be built: {request['skip']}")
+                if request["unskip"]:
+                    db.skip_version(package, version, None)
+                    done.append(f"{package} {version} may be built again")
+                if request["yank"]:
+                    db.yank_version(package, version, request["yank_reason"])
+                    done.append(f"yanked {package} {version}")
+                if request["unyank"]:
+                    db.unyank_version(package, version)
+                    done.append(f"unyanked {package} {version}")
+            else:
+                if request["skip"]:
+                    db.skip_package(package, request["skip"])
+                    done.append(f"{package} will not be built: {request['skip']}")
+                if request["unskip"]:
+                    db.skip_package(package, None)
+                    done.append(f"{package} may be built again")
+            if request["alias"]:
+                db.add_alias(package, request["alias"])
+                done.append(f"{request['alias']} is another name for {package}")
+        if request["skip"] or request["yank"]:
+            self.tell(self.cancels, "CANCEL", {"package": package, "version": version})
+        self.changed(package)
+        return "OK", {"message": "; ".join(done) or f"{package} was already as asked"}
+
+    def do_remove(self, request: dict) -> tuple[str, dict]:
+        """piw-remove: a project or release, or only its builds (so they are made again)."""
+        db = self.db
+        package = canonical_name(request["package"])
+        version = request["version"]
+        what = package if version is None else f"{package} {version}"
+        with db.transaction():
+            if request["builds_only"] or request["skip"]:
+                count = db.remove_builds(package, version)
+                if request["skip"]:
+                    if version is None:
+                        db.skip_package(package, request["skip"])
+                    else:
+                        db.skip_version(package, version, request["skip"])
+                    message = f"removed {count} build(s) of {what}; it will not be built: " \
+                              f"{request['skip']}"
+                else:
+                    message = f"removed {count} build(s) of {what}; they will be built again"
+            elif version is None:
+                if not db.remove_package(package):
+                    return "ERROR", {"message": f"unknown package {package}"}
+                message = f"removed {what} and its files"
+            else:
+                if not db.remove_version(package, version):
+                    return "ERROR", {"message": f"unknown version {what}"}
+                message = f"removed {what} and its files"
+        self.tell(self.cancels, "CANCEL", {"package": package, "version": version})
+        self.changed(package)
+        return "OK", {"message": message}
+
+    def do_rebuild(self, request: dict) -> tuple[str, dict]:
+        part, package = request["part"], request["package"]
+        if part == "home":
+            self.tell(self.index, "HOME")
+        elif part == "index":
+            self.tell(self.index, "ROOT")
+        elif part == "project" and package:
+            package = canonical_name(package)
+            if self.db.get_project(package) is None:
+                return "ERROR", {"message": f"unknown package {package}"}
+            self.tell(self.index, "PACKAGE", {"package": package})
+        else:
+            self.tell(self.index, "ALL")
+        what = f"project {package}" if part == "project" and package else part
+        return "OK", {"message": f"rewriting {what}"}
+
+    def do_import(self, request: dict) -> tuple[str, dict]:
+        """piw-import: a wheel built elsewhere, checked exactly like a received one."""
+        path = Path(request["path"])
+        try:
+            name, version, _, tags = parse_wheel_filename(path.name)
+        except InvalidWheelFilename as exc:
+            return "ERROR", {"message": f"{path.name}: {exc}"}
+        tag = next(iter(tags))
+        abi_tag = request["abi_tag"] or _build_abi_of(tag)
+        if abi_tag is None:
+            return "ERROR", {"message": f"{path.name} does not say which ABI it was built "
+                                        "for; name one with --abi"}
+        if not path.is_file():
+            return "ERROR", {"message": f"{path} is not a file the master can read"}
+        facts = check_wheel(
+            path, package=str(name), version=str(version), expected_size=None,
+            expected_sha256=None, builder_abi=abi_tag,
+            builder_platform=None if tag.platform == "any" else tag.platform,
+            max_size=self.max_wheel_size)
+        self.transfers_dir.mkdir(parents=True, exist_ok=True)
+        staged = self.transfers_dir / f"import-{uuid.uuid4().hex}-{path.name}"
+        shutil.copyfile(path, staged)
+        with self.db.transaction():
+            self.db.add_package(str(name))
+            self.db.add_version(str(name), str(version), has_sdist=False)
+            # an ABI the farm does not build for is recorded, but not made active
+            self.db.register_build_abi(abi_tag, active=False)
+        record = facts.to_dict()
+        record["apt_dependencies"] = list(find_apt_dependencies(path))
+        record["path"] = str(staged)
+        self.tell(self.records, "RECORD", {
+            "package": str(name), "version": str(version), "abi_tag": abi_tag,
+            "slave_label": request["label"], "started": time.time(), "duration_s": 0.0,
+            "status": "success", "reason": None,
+            "log": f"imported from {path} by piw-import\n", "files": [record],
+        })
+        return "OK", {"message": f"imported {path.name} as a {abi_tag} build of "
+                                 f"{canonical_name(str(name))} {version}"}
+
+    def changed(self, package: str) -> None:
+        self.tell(self.index, "PACKAGE", {"package": package})
+        self.tell(self.queue, "REFRESH", {"package": package})
+
+
+def _build_abi_of(tag) -> Optional[str]:
+    """The build ABI a wheel's tag implies: its CPython ABI, or for abi3 its Python."""
+    if tag.abi.startswith("cp") and tag.abi[2:].isdigit():
+        return tag.abi
+    if tag.interpreter.startswith("cp") and tag.interpreter[2:].isdigit():
+        return tag.interpreter
+    return None
+
+
+def _prepare_ipc(address: str) -> None:
+    """Make the directory of an ipc:// socket, and clear a stale socket file."""
+    if address.startswith("ipc://"):
+        path = Path(address[len("ipc://"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_socket():
+            path.unlink()
+
+
+def _restrict_ipc(address: str, mode: int) -> None:
+    """An ipc socket only the master's user and group may use."""
+    if address.startswith("ipc://"):
+        os.chmod(address[len("ipc://"):], mode)
+

@@ -1,0 +1,169 @@
+"""build_recorder: publishes a finished build's verified wheels and records the attempt.
+
+The slave driver hands over each finished attempt and moves on; this task
+does the slow part (file moves, the database transaction) off its path.  A
+build's files are published only together with its database record: if the
+record cannot be written, the files are taken back out of the index.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+import sqlalchemy as sa
+import zmq
+
+from ..connection import first_line
+from ..db import Database
+from ..names import canonical_name
+from ..protocols import INDEX_REQUESTS, QUEUE_REQUESTS, RECORD_REQUESTS
+from ..records import BuildRecord, FileRecord
+from ..transport import ProtocolError
+from ..storage import atomic_move, atomic_write, remove_quietly
+from .task import Clock, Task
+
+#: The most attempts written in one transaction.
+MAX_BATCH = 500
+
+
+class BuildRecorder(Task):
+    name = "build_recorder"
+
+    def __init__(self, ctx: zmq.Context, *, dsn: str, output_path: Path,
+                 clock: Clock = time.monotonic) -> None:
+        super().__init__(ctx, clock=clock)
+        self.dsn = dsn
+        self.simple_dir = Path(output_path) / "simple"
+        self.db: Optional[Database] = None
+        self.recorded = 0
+        self.requests = self.socket(zmq.PULL, RECORD_REQUESTS.reverse())
+        self.requests.bind(RECORD_REQUESTS.address)
+        self.register(self.requests, self.handle_record)
+        self.queue_requests = self.socket(zmq.PUSH, QUEUE_REQUESTS)
+        self.queue_requests.connect(QUEUE_REQUESTS.address)
+        self.index_requests = self.socket(zmq.PUSH, INDEX_REQUESTS)
+        self.index_requests.connect(INDEX_REQUESTS.address)
+
+    def on_start(self) -> None:
+        self.db = Database(self.dsn)
+
+    def on_stop(self) -> None:
+        if self.db is not None:
+            self.db.close()
+
+    def handle_record(self) -> None:
+        """Record every attempt waiting (up to a batch) in one transaction."""
+        jobs = []
+        while len(jobs) < MAX_BATCH:
+            try:
+                _, job = self.requests.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except ProtocolError as exc:
+                self.log.error("dropped a bad record request: %s", exc)
+                continue
+            jobs.append(job)
+        if not jobs:
+            return
+        prepared = [self.prepare(job) for job in jobs]
+        try:
+            self.db.record_builds([record for record, _ in prepared])
+        except sa.exc.SQLAlchemyError as exc:
+            self.log.warning("batch of %d records failed (%s); recording one by one",
+                             len(prepared), exc.__class__.__name__)
+            for record, published in prepared:
+                self.record_one(record, published)
+        self.recorded += len(prepared)
+        for package in {canonical_name(job["package"]) for job in jobs}:
+            self.tell(self.index_requests, "PACKAGE", package)
+            self.tell(self.queue_requests, "REFRESH", package)
+
+    def prepare(self, job: dict) -> tuple[BuildRecord, list[Path]]:
+        """Publish a successful attempt's files; an attempt whose files cannot be
+        published becomes a rejected one."""
+        package = canonical_name(job["package"])
+        published: list[Path] = []
+        try:
+            files = []
+            for facts in job["files"]:
+                published += self.publish(package, facts)
+                files.append(file_record(facts))
+            return build_record(job, tuple(files)), published
+        except OSError as exc:
+            self.unpublish(job, published)
+            self.log.error("could not publish %s %s: %s", job["package"], job["version"], exc)
+            return build_record(
+                {**job, "status": "rejected", "reason": f"could not publish: {exc}"[:500]}, ()
+            ), []
+
+    def record_one(self, record: BuildRecord, published: list[Path]) -> None:
+        try:
+            self.db.record_build(record)
+        except sa.exc.IntegrityError as exc:
+            for path in published:
+                remove_quietly(path)
+            self.log.error("could not record %s %s for %s: %s", record.package, record.version,
+                           record.abi_tag, first_line(exc))
+            self.db.record_build(replace(
+                record, status="rejected", files=(),
+                reason=f"could not record: {first_line(exc)}"[:500]))
+
+    def unpublish(self, job: dict, published: list[Path]) -> None:
+        for path in published:
+            remove_quietly(path)
+        for facts in job["files"]:
+            remove_quietly(Path(facts["path"]))
+
+    def tell(self, sock, name: str, package: str) -> None:
+        try:
+            sock.send(name, {"package": package}, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            # nobody is taking these (yet); the periodic refresh catches up
+            self.log.debug("no %s listener; dropped %s", sock.protocol.name, name)
+
+    def status(self) -> dict:
+        return {"recorded": self.recorded}
+
+    def publish(self, package: str, facts: dict) -> list[Path]:
+        """Move one verified wheel into the index beside its core metadata."""
+        directory = self.simple_dir / package
+        wheel = directory / facts["filename"]
+        metadata = directory / (facts["filename"] + ".metadata")
+        if wheel.exists():
+            # never replace a published file (a duplicate pure wheel, say)
+            raise FileExistsError(f"{facts['filename']} is already published")
+        atomic_write(metadata, facts["metadata"])
+        try:
+            atomic_move(Path(facts["path"]), wheel)
+        except OSError:
+            remove_quietly(metadata)
+            raise
+        return [wheel, metadata]
+
+
+def file_record(facts: dict) -> FileRecord:
+    return FileRecord(
+        filename=facts["filename"], size=facts["size"], sha256=facts["sha256"],
+        package_tag=facts["package_tag"], version_tag=facts["version_tag"],
+        py_tag=facts["py_tag"], abi_tag=facts["abi_tag"], platform_tag=facts["platform_tag"],
+        requires_python=facts["requires_python"], metadata_sha256=facts["metadata_sha256"],
+        dependencies={
+            "apt": frozenset(facts["apt_dependencies"]),
+            # the schema keeps requirements up to 255 characters
+            "pip": frozenset(d for d in facts["requires_dist"] if len(d) <= 255),
+        },
+    )
+
+
+def build_record(job: dict, files: tuple[FileRecord, ...]) -> BuildRecord:
+    return BuildRecord(
+        package=job["package"], version=job["version"], abi_tag=job["abi_tag"],
+        slave_label=job["slave_label"],
+        started=datetime.fromtimestamp(job["started"], tz=timezone.utc),
+        duration=timedelta(seconds=job["duration_s"]), status=job["status"],
+        reason=job["reason"], log=job["log"], files=files,
+    )

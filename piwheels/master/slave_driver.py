@@ -1,0 +1,469 @@
+"""slave_driver: the master's side of the slave protocol.
+
+It greets slaves, hands each idle one the next build for its ABI, follows it
+through BUILT and the file transfers, and hands the finished attempt to the
+build recorder.  Nothing slow happens here: no database, no disk; every reply
+goes out at once.  A slave silent for longer than its liveness allows is
+dropped and its build goes back to the queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import zmq
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from ..names import canonical_name
+from ..protocols import (
+    BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE, TRANSFER_REQUESTS, TRANSFER_RESULTS,
+)
+from .task import STATUS_INTERVAL_S, Clock, Task
+
+
+#: How long a finished build stays off the queue, covering queue snapshots
+#: computed before it was recorded.
+RECENT_S = 600.0
+
+Job = tuple[str, str]
+
+
+@dataclass
+class SlaveState:
+    """What the master knows of one connected slave."""
+
+    slave_id: int
+    address: bytes
+    label: str
+    python_tag: str
+    abi_tag: str
+    platform_tag: str
+    python_version: str
+    os: str
+    build_timeout_s: float
+    connected_s: float
+    last_seen_s: float
+    state: str = "idle"  # idle | sleeping | building | sending
+    job: Optional[Job] = None
+    build_started: float = 0.0  # wall-clock, for the record
+    built: Optional[dict] = None
+    files_todo: list[str] = field(default_factory=list)
+    files_done: dict[str, str] = field(default_factory=dict)
+    sending: Optional[str] = None
+    rejected: Optional[str] = None
+    reply_deferred: bool = False
+    skip: bool = False
+    sleep_s: float = 0.0
+    paused: bool = False
+    stop: bool = False
+    connected_at: float = 0.0  # wall-clock, for monitors
+    last_seen_at: float = 0.0
+    job_started_s: float = 0.0
+    stats: dict = field(default_factory=dict)
+
+    def report(self, now_s: float) -> dict:
+        """What a monitor shows of this slave."""
+        return {
+            "slave_id": self.slave_id, "label": self.label, "abi_tag": self.abi_tag,
+            "platform_tag": self.platform_tag, "python_version": self.python_version,
+            "os": self.os, "state": self.state, "paused": self.paused,
+            "connected_at": self.connected_at,
+            "last_seen_s": round(now_s - self.last_seen_s, 1),
+            "package": self.job[0] if self.job else None,
+            "version": self.job[1] if self.job else None,
+            "job_s": round(now_s - self.job_started_s, 1) if self.job else None,
+            **self.stats,
+        }
+
+
+class SlaveDriver(Task):
+    name = "slave_driver"
+
+    def __init__(self, ctx: zmq.Context, *, slave_bind: str, index_url: str,
+                 heartbeat_s: float, liveness: int, sleep_s: float,
+                 clock: Clock = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        super().__init__(ctx, clock=clock)
+        self.index_url = index_url
+        self.heartbeat_s = heartbeat_s
+        self.liveness = liveness
+        self.sleep_s = sleep_s
+        self.wall_clock = wall_clock
+        self.slaves: dict[bytes, SlaveState] = {}
+        self.slaves_by_id: dict[int, SlaveState] = {}
+        self.queues: dict[str, deque[Job]] = {}
+        self.active: dict[Job, int] = {}  # (package, version) -> slave_id building it
+        self.recent: dict[tuple[str, str, str], float] = {}  # (pkg, ver, abi or "*") -> until
+        self.builds_handed_out = 0
+        self.holds: set[str] = set()  # reasons not to hand out builds (paused, disk full)
+        self._next_id = 1
+
+        self.router = self.socket(zmq.ROUTER, SLAVE.reverse())
+        self.router.bind(slave_bind)
+        self.slave_port = int(
+            self.router.zsocket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        self.queue_in = self.socket(zmq.PULL, BUILD_QUEUE.reverse())
+        self.queue_in.bind(BUILD_QUEUE.address)
+        self.transfer_results = self.socket(zmq.PULL, TRANSFER_RESULTS.reverse())
+        self.transfer_results.bind(TRANSFER_RESULTS.address)
+        self.transfer_requests = self.socket(zmq.PUSH, TRANSFER_REQUESTS)
+        self.transfer_requests.connect(TRANSFER_REQUESTS.address)
+        self.record_requests = self.socket(zmq.PUSH, RECORD_REQUESTS)
+        self.record_requests.connect(RECORD_REQUESTS.address)
+        self.queue_requests = self.socket(zmq.PUSH, QUEUE_REQUESTS)
+        self.queue_requests.connect(QUEUE_REQUESTS.address)
+        self.commands = self.socket(zmq.PULL, DRIVER_COMMANDS.reverse())
+        self.commands.bind(DRIVER_COMMANDS.address)
+        self.register(self.commands, self.handle_command)
+        self.every(STATUS_INTERVAL_S, self.report_slaves)
+        # internal results first: a SENT must find its file's verdict waiting
+        self.register(self.transfer_results, self.handle_transfer_result)
+        self.register(self.queue_in, self.handle_queue)
+        self.register(self.router, self.handle_slave)
+        self.every(min(1.0, heartbeat_s), self.expire_slaves)
+        self.handlers = {
+            "HELLO": self.do_hello,
+            "IDLE": self.do_idle,
+            "BUSY": self.do_busy,
+            "BUILT": self.do_built,
+            "SENT": self.do_sent,
+            "BYE": self.do_bye,
+        }
+
+    # --- inputs from other tasks ------------------------------------------------
+
+    def handle_queue(self) -> None:
+        msg = self.recv_or_log(self.queue_in)
+        if msg is None:
+            return
+        name, payload = msg
+        if name == "QUEUE":
+            self.queues[payload["abi_tag"]] = deque(
+                (job["package"], job["version"]) for job in payload["builds"])
+        else:
+            self.cancel(payload["package"], payload["version"])
+
+    def handle_command(self) -> None:
+        msg = self.recv_or_log(self.commands)
+        if msg is None:
+            return
+        name, payload = msg
+        if name == "HOLD":
+            if payload["reason"] not in self.holds:
+                self.log.warning("holding builds: %s", payload["reason"])
+            self.holds.add(payload["reason"])
+        elif name == "RELEASE":
+            if payload["reason"] in self.holds:
+                self.log.info("no longer holding builds for: %s", payload["reason"])
+            self.holds.discard(payload["reason"])
+        else:
+            self.slave_action(payload["action"], payload["slave_id"])
+
+    def slave_action(self, action: str, slave_id: Optional[int]) -> None:
+        """An operator's pause/resume/skip/stop, applied at each slave's next request."""
+        slaves = list(self.slaves.values()) if slave_id is None else \
+            [s for s in [self.slaves_by_id.get(slave_id)] if s is not None]
+        for slave in slaves:
+            if action == "pause":
+                slave.paused = True
+            elif action == "resume":
+                slave.paused = False
+            elif action == "skip":
+                if slave.state == "building":
+                    slave.skip = True
+            else:
+                slave.stop = True
+            self.log.info("slave %d (%s): %s requested", slave.slave_id, slave.label, action)
+            self._report(slave)
+
+    def cancel(self, package: str, version: Optional[str]) -> None:
+        """Stop building *package* (one release, or all): it changed upstream."""
+        def matches(job: Job) -> bool:
+            return job[0] == package and (version is None or job[1] == version)
+
+        for abi, queue in self.queues.items():
+            self.queues[abi] = deque(job for job in queue if not matches(job))
+        for slave in self.slaves.values():
+            if slave.job is not None and matches(slave.job) and slave.state == "building":
+                self.log.info("skipping %s %s on slave %d: it changed upstream",
+                              *slave.job, slave.slave_id)
+                slave.skip = True
+
+    def handle_transfer_result(self) -> None:
+        msg = self.recv_or_log(self.transfer_results)
+        if msg is None:
+            return
+        name, payload = msg
+        slave = self._slave_by_id(payload["slave_id"])
+        if slave is None or slave.state != "sending":
+            return  # the slave was dropped meanwhile; file_receiver was told
+        if name == "VERIFIED":
+            slave.files_done[payload["filename"]] = payload["path"]
+        else:
+            slave.rejected = f"{payload['filename']}: {payload['reason']}"
+        if slave.reply_deferred and slave.sending == payload["filename"]:
+            slave.reply_deferred = False
+            self._next_file(slave)
+
+    # --- the slave protocol ---------------------------------------------------
+
+    def handle_slave(self) -> None:
+        address, name, payload = self.router.recv_from()
+        slave = self.slaves.get(address)
+        if name is None:
+            self.log.warning("dropped a bad message from %s: %s",
+                             slave.label if slave else address.hex(), payload)
+            self._refuse(address, slave, f"invalid message: {payload}")
+            return
+        if slave is None and name != "HELLO":
+            if name != "BYE":
+                self.router.send_to(address, "RESET", {"reason": "unknown slave; say HELLO"})
+            return
+        if slave is not None:
+            slave.last_seen_s = self.clock()
+            if slave.stop and name != "BYE":
+                self.router.send_to(address, "DIE", {"reason": "stopped by the operator"})
+                self._drop(slave, "stopped by the operator")
+                return
+        self.handlers[name](address, slave, payload)
+        if slave is not None and slave.address in self.slaves:
+            self._report(slave)
+
+    def do_hello(self, address: bytes, slave: Optional[SlaveState], hello: dict) -> None:
+        if hello["protocol"] != PROTOCOL_VERSION:
+            self.log.warning("refused slave %s: protocol %d, not %d", hello["label"],
+                             hello["protocol"], PROTOCOL_VERSION)
+            self.router.send_to(address, "DIE", {
+                "reason": f"protocol version {hello['protocol']} is not the master's "
+                          f"{PROTOCOL_VERSION}; install the same piwheels version"})
+            return
+        if slave is not None:
+            self._drop(slave, "said HELLO again")
+        now = self.clock()
+        slave = SlaveState(
+            slave_id=self._next_id, address=address, label=hello["label"],
+            python_tag=hello["python_tag"], abi_tag=hello["abi_tag"],
+            platform_tag=hello["platform_tag"], python_version=hello["python_version"],
+            os=hello["os"], build_timeout_s=hello["build_timeout_s"],
+            connected_s=now, last_seen_s=now, connected_at=self.wall_clock(),
+        )
+        self._next_id += 1
+        self.slaves[address] = slave
+        self.slaves_by_id[slave.slave_id] = slave
+        if hello["building"]:
+            self._adopt(slave, (hello["building"]["package"], hello["building"]["version"]))
+        self.log.info("slave %d (%s, %s on %s) connected", slave.slave_id, slave.label,
+                      slave.abi_tag, slave.platform_tag)
+        self._tell_queue("ABI", {"abi_tag": slave.abi_tag})
+        self.router.send_to(address, "ACK", {
+            "slave_id": slave.slave_id, "index_url": self.index_url,
+            "heartbeat_s": self.heartbeat_s})
+
+    def do_idle(self, address: bytes, slave: SlaveState, idle: dict) -> None:
+        slave.stats = idle["stats"]
+        if slave.state not in ("idle", "sleeping"):
+            return self._refuse(address, slave, f"IDLE while {slave.state}")
+        held = self.paused or self.holds or slave.paused
+        job = None if held else self._next_job(slave.abi_tag)
+        if job is None:
+            slave.state = "sleeping"
+            slave.sleep_s = self.sleep_s
+            self.router.send_to(address, "SLEEP", {"seconds": self.sleep_s})
+            return
+        slave.state, slave.job = "building", job
+        slave.build_started = self.wall_clock()
+        slave.job_started_s = self.clock()
+        slave.built, slave.files_todo, slave.files_done = None, [], {}
+        slave.sending, slave.rejected, slave.skip = None, None, False
+        self.active[job] = slave.slave_id
+        self.builds_handed_out += 1
+        self.router.send_to(address, "BUILD", {"package": job[0], "version": job[1]})
+
+    def do_busy(self, address: bytes, slave: SlaveState, job: dict) -> None:
+        slave.stats = job["stats"]
+        if slave.state not in ("building", "sending") or slave.job != (job["package"], job["version"]):
+            return self._refuse(address, slave, f"BUSY with {job['package']} {job['version']} "
+                                                f"while {slave.state}")
+        if slave.skip and slave.state == "building":
+            self.router.send_to(address, "SKIP", {"reason": "skipped by the master"})
+        else:
+            self.router.send_to(address, "CONT")
+
+    def do_built(self, address: bytes, slave: SlaveState, built: dict) -> None:
+        job = (built["package"], built["version"])
+        if slave.state != "building" or slave.job != job:
+            return self._refuse(address, slave, f"BUILT {job} while {slave.state}")
+        slave.built = built
+        if slave.skip:
+            self._finish(slave, None)
+            return
+        if not built["success"]:
+            self._finish(slave, "failed", built["reason"] or "the build failed")
+            return
+        problem = self._check_files(built)
+        if problem:
+            self._finish(slave, "rejected", problem)
+            return
+        slave.state = "sending"
+        slave.files_todo = [f["filename"] for f in built["files"]]
+        for facts in built["files"]:
+            self.transfer_requests.send("EXPECT", {
+                "slave_id": slave.slave_id, "package": job[0], "version": job[1],
+                "abi_tag": slave.abi_tag, "platform_tag": slave.platform_tag,
+                "filename": facts["filename"], "size": facts["size"], "sha256": facts["sha256"],
+            })
+        self._next_file(slave)
+
+    def do_sent(self, address: bytes, slave: SlaveState, sent: dict) -> None:
+        if slave.state != "sending" or slave.sending != sent["filename"] or slave.reply_deferred:
+            return self._refuse(address, slave, f"SENT {sent['filename']} while {slave.state}")
+        if slave.rejected is None and sent["filename"] not in slave.files_done:
+            slave.reply_deferred = True  # the verdict is still on its way
+            return
+        self._next_file(slave)
+
+    def do_bye(self, address: bytes, slave: SlaveState, bye: dict) -> None:
+        self._drop(slave, f"said BYE ({bye['reason'] or 'no reason'})")
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _next_job(self, abi_tag: str) -> Optional[Job]:
+        queue = self.queues.get(abi_tag)
+        now = self.clock()
+        while queue:
+            job = queue.popleft()
+            if job in self.active:
+                continue  # one attempt per release at a time: a pure wheel may serve all ABIs
+            if (self.recent.get((*job, abi_tag), 0) > now
+                    or self.recent.get((*job, "*"), 0) > now):
+                continue
+            return job
+        return None
+
+    def _next_file(self, slave: SlaveState) -> None:
+        if slave.rejected is not None:
+            self._finish(slave, "rejected", slave.rejected)
+        elif slave.files_todo:
+            slave.sending = slave.files_todo.pop(0)
+            self.router.send_to(slave.address, "SEND", {"filename": slave.sending})
+        else:
+            self._finish(slave, "success", None)
+
+    def _finish(self, slave: SlaveState, status: Optional[str], reason: Optional[str] = None) -> None:
+        """Hand the attempt to the recorder (unless skipped) and free the slave."""
+        built, job = slave.built, slave.job
+        if status is not None:
+            files = []
+            if status == "success":
+                files = [dict(facts, path=slave.files_done[facts["filename"]])
+                         for facts in built["files"]]
+            elif slave.files_done or slave.state == "sending":
+                self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
+            self.record_requests.send("RECORD", {
+                "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
+                "slave_label": slave.label, "started": slave.build_started,
+                "duration_s": built["duration_s"], "status": status,
+                "reason": (reason or None) and reason[:500], "log": built["log"],
+                "files": files,
+            })
+        until = self.clock() + RECENT_S
+        self.recent[(*job, slave.abi_tag)] = until
+        if status == "success" and any(f["abi_tag"] == "none" for f in built["files"]):
+            self.recent[(*job, "*")] = until
+        self.active.pop(job, None)
+        slave.state, slave.job, slave.built, slave.sending = "idle", None, None, None
+        slave.files_todo, slave.files_done, slave.rejected = [], {}, None
+        self.router.send_to(slave.address, "DONE")
+
+    def _check_files(self, built: dict) -> Optional[str]:
+        """Why BUILT's file list cannot be accepted, or None."""
+        if not built["files"]:
+            return "the build reported success but no wheels"
+        names = [f["filename"] for f in built["files"]]
+        if len(set(names)) != len(names):
+            return "the build reported the same wheel twice"
+        for facts in built["files"]:
+            try:
+                name, _, _, _ = parse_wheel_filename(facts["filename"])
+            except InvalidWheelFilename as exc:
+                return f"bad wheel filename: {exc}"
+            if name != canonical_name(built["package"]):
+                return f"{facts['filename']} is not a wheel of {built['package']}"
+            claimed = (facts["py_tag"], facts["abi_tag"], facts["platform_tag"])
+            if claimed != tuple(facts["filename"][:-len(".whl")].split("-")[-3:]):
+                return f"{facts['filename']}: reported tags {claimed} disagree with its name"
+        return None
+
+    def _adopt(self, slave: SlaveState, job: Job) -> None:
+        """Take on a build a slave was running before it reconnected."""
+        owner_id = self.active.get(job)
+        owner = self._slave_by_id(owner_id) if owner_id is not None else None
+        if owner is not None and owner.label == slave.label:
+            self._drop(owner, "reconnected", requeue=False)
+            owner = None
+        slave.state, slave.job = "building", job
+        slave.build_started = self.wall_clock()
+        slave.job_started_s = self.clock()
+        if owner is not None:
+            slave.skip = True  # someone else has it: tell this one to stop
+        else:
+            self.active[job] = slave.slave_id
+
+    def _refuse(self, address: bytes, slave: Optional[SlaveState], why: str) -> None:
+        """A protocol violation: tell the slave to go away and forget it."""
+        self.log.warning("slave %s: %s; told it to go", slave.label if slave else "?", why)
+        self.router.send_to(address, "DIE", {"reason": why[:500]})
+        if slave is not None:
+            self._drop(slave, why)
+
+    def _drop(self, slave: SlaveState, why: str, *, requeue: bool = True) -> None:
+        self.slaves.pop(slave.address, None)
+        self.slaves_by_id.pop(slave.slave_id, None)
+        self.report("SLAVE_GONE", {"slave_id": slave.slave_id})
+        if slave.job is not None and self.active.get(slave.job) == slave.slave_id:
+            del self.active[slave.job]
+            if requeue:
+                self._tell_queue("REFRESH", {"package": slave.job[0]})
+        if slave.state == "sending" or slave.files_done:
+            self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
+        self.log.info("slave %d (%s) dropped: %s", slave.slave_id, slave.label, why)
+
+    def _slave_by_id(self, slave_id: int) -> Optional[SlaveState]:
+        return self.slaves_by_id.get(slave_id)
+
+    def _tell_queue(self, name: str, payload: dict) -> None:
+        try:
+            self.queue_requests.send(name, payload, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.log.debug("build queue not listening; dropped %s", name)
+
+    def expire_slaves(self) -> None:
+        now = self.clock()
+        for slave in list(self.slaves.values()):
+            limit = self.heartbeat_s * self.liveness
+            if slave.state == "sleeping":
+                limit += slave.sleep_s
+            if now - slave.last_seen_s > limit:
+                self._drop(slave, f"silent for {now - slave.last_seen_s:.1f} s")
+        for key in [key for key, until in self.recent.items() if until <= now]:
+            del self.recent[key]
+
+    def _report(self, slave: SlaveState) -> None:
+        self.report("SLAVE", {"slave": slave.report(self.clock())})
+
+    def report_slaves(self) -> None:
+        """Every slave's state, so monitors see "last seen" and build times move."""
+        for slave in self.slaves.values():
+            self._report(slave)
+
+    def status(self) -> dict:
+        return {
+            "slaves": len(self.slaves),
+            "building": sum(1 for s in self.slaves.values() if s.state == "building"),
+            "queued": {abi: len(queue) for abi, queue in self.queues.items()},
+            "handed_out": self.builds_handed_out,
+            "holds": sorted(self.holds | ({"paused"} if self.paused else set())),
+        }

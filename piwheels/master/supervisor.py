@@ -1,0 +1,175 @@
+"""The master's supervisor: starts the tasks in order, watches them, stops them.
+
+The master is a handful of tasks (threads), each owning its sockets and
+talking to the others only through messages.  The supervisor stops them all
+cleanly on request (SIGTERM/SIGINT in piw-master) or when one fails; then the
+exit status is non-zero, for systemd to restart the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from argparse import Namespace
+from pathlib import Path
+from typing import Optional
+
+import zmq
+
+from ..allow_list import AllowList
+from ..db import Database
+from ..errors import ConfigError
+from ..index_pages import Site
+from ..protocols import SUPERVISOR
+from ..pypi_client import PyPIClient
+from ..systemd import SystemdNotifier
+from ..transport import ProtocolError, Socket
+from .admin_service import AdminService
+from .build_queue import BuildQueue
+from .build_recorder import BuildRecorder
+from .file_receiver import FileReceiver
+from .index_writer import IndexWriter
+from .pypi_follower import PyPIFollower
+from .slave_driver import SlaveDriver
+from .stats import Stats
+from .task import Task, TaskControl
+
+log = logging.getLogger("piwheels.master")
+
+#: Every option piw-master takes.
+MASTER_OPTIONS = [
+    "dsn", "output_path", "pypi_simple", "pypi_json", "pypi_xmlrpc", "package_allow",
+    "package_allow_file", "poll_interval_s", "reconcile_interval_s", "oldest_first",
+    "slave_bind", "file_bind", "public_url", "site_name",
+    "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "queue_interval_s",
+    "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
+    "max_wheel_size", "control_address", "status_address", "min_free_space_mb",
+    "stats_interval_s", "verbose", "quiet", "log_file",
+]
+
+#: How long the master waits for each task to finish when stopping.
+TASK_STOP_TIMEOUT_S = 10.0
+
+
+class Master:
+    """Starts, supervises and stops the master's tasks."""
+
+    def __init__(self, options: Namespace) -> None:
+        if not options.pypi_simple:
+            raise ConfigError("set the upstream index with --pypi-simple (or PIW_PYPI_SIMPLE)")
+        self.options = options
+        self.allow = AllowList.from_options(options.package_allow, options.package_allow_file)
+        self.output_path = Path(options.output_path)
+        self.transfers_dir = self.output_path / ".transfers"
+        self.notifier = SystemdNotifier()
+        self._stop = threading.Event()
+        self.failed: Optional[str] = None
+        self.tasks: list[Task] = []
+
+    def make_tasks(self, ctx: zmq.Context) -> list[Task]:
+        """The tasks in start order: each binds what later ones connect to."""
+        o = self.options
+        site = Site(name=o.site_name, index_url=o.public_url.rstrip("/") + "/simple/",
+                    upstream_simple=o.pypi_simple)
+        return [
+            AdminService(
+                ctx, dsn=o.dsn, control_address=o.control_address,
+                status_address=o.status_address, transfers_dir=self.transfers_dir,
+                max_wheel_size=o.max_wheel_size,
+            ),
+            Stats(ctx, dsn=o.dsn, output_path=self.output_path,
+                  min_free_bytes=o.min_free_space_mb * 2**20, interval_s=o.stats_interval_s),
+            IndexWriter(ctx, dsn=o.dsn, output_path=self.output_path, site=site),
+            BuildRecorder(ctx, dsn=o.dsn, output_path=self.output_path),
+            BuildQueue(ctx, dsn=o.dsn, queue_size=o.queue_size, interval_s=o.queue_interval_s,
+                       newest_first=not o.oldest_first),
+            FileReceiver(
+                ctx, file_bind=o.file_bind, transfers_dir=self.transfers_dir,
+                chunk_size=o.chunk_size, window=o.transfer_window,
+                timeout_s=o.transfer_timeout_s, retries=o.transfer_retries,
+                max_wheel_size=o.max_wheel_size,
+            ),
+            SlaveDriver(
+                ctx, slave_bind=o.slave_bind, index_url=o.pypi_simple,
+                heartbeat_s=o.heartbeat_interval_s, liveness=o.slave_liveness,
+                sleep_s=o.sleep_interval_s,
+            ),
+            PyPIFollower(
+                ctx, dsn=o.dsn,
+                client=PyPIClient(simple_url=o.pypi_simple, json_url=o.pypi_json or None,
+                                  xmlrpc_url=o.pypi_xmlrpc or None),
+                allow=self.allow, poll_interval_s=o.poll_interval_s,
+                reconcile_interval_s=o.reconcile_interval_s,
+            ),
+        ]
+
+    def stop(self) -> None:
+        """Ask the master to stop (safe from any thread or a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        with Database(self.options.dsn) as db:
+            db.check_schema_version()
+        (self.output_path / "simple").mkdir(parents=True, exist_ok=True)
+        ctx = zmq.Context()
+        supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
+        supervisor.bind(SUPERVISOR.address)
+        controls: list[TaskControl] = []
+        try:
+            self.tasks = self.make_tasks(ctx)
+            for task in self.tasks:
+                task.start()
+                controls.append(TaskControl(ctx, task.name))
+            log.info("master started: slaves on %s, files on %s, output in %s",
+                     self.options.slave_bind, self.options.file_bind, self.output_path)
+            self.notifier.ready()
+            self._supervise(supervisor)
+        finally:
+            self.notifier.stopping()
+            for control in reversed(controls):
+                control.send("QUIT")
+            deadline = time.monotonic() + TASK_STOP_TIMEOUT_S
+            for task in reversed(self.tasks):
+                task.join(max(0.1, deadline - time.monotonic()))
+                if task.is_alive():
+                    log.error("task %s did not stop in time", task.name)
+            for control in controls:
+                control.close()
+            supervisor.close()
+            if any(task.is_alive() for task in self.tasks):
+                ctx.destroy(linger=0)
+            else:
+                ctx.term()
+        log.info("master stopped")
+        return 1 if self.failed else 0
+
+    def _supervise(self, supervisor: Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(supervisor.zsocket, zmq.POLLIN)
+        watchdog_s = self.notifier.watchdog_interval_s
+        next_watchdog = time.monotonic()
+        while not self._stop.is_set():
+            if poller.poll(200):
+                try:
+                    name, payload = supervisor.recv()
+                except ProtocolError as exc:
+                    log.error("bad supervisor message: %s", exc)
+                    continue
+                if name == "FAILED":
+                    self.failed = f"{payload['task']}: {payload['error'].strip()}"
+                    log.critical("stopping: task %s", self.failed)
+                    return
+                if name == "QUIT":
+                    log.info("stopping: %s", payload["reason"])
+                    return
+            dead = [task.name for task in self.tasks if not task.is_alive()]
+            if dead:
+                self.failed = f"task {', '.join(dead)} stopped unexpectedly"
+                log.critical("stopping: %s", self.failed)
+                return
+            if watchdog_s is not None and time.monotonic() >= next_watchdog:
+                self.notifier.watchdog()
+                next_watchdog = time.monotonic() + watchdog_s
+
+

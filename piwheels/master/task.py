@@ -1,0 +1,202 @@
+"""The actor base every master task is built on.
+
+A task is a thread that owns its ZeroMQ sockets and state.  It registers each
+socket with a handler, schedules periodic jobs with :meth:`Task.every`, and
+obeys PAUSE/RESUME/QUIT on its inproc control socket.  It talks to other tasks
+only through the messages of :mod:`piwheels.protocols`.  An exception escaping
+a handler is logged and reported to the supervisor, which stops the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import zmq
+
+from ..protocols import Protocol, STATUS_REPORTS, SUPERVISOR, TASK_CONTROL
+from ..transport import ProtocolError, Socket
+
+#: Where tasks report what monitors should see (admin_service listens).
+#: How often each task reports its :meth:`Task.status`.
+STATUS_INTERVAL_S = 2.0
+
+Clock = Callable[[], float]
+
+
+def control_address(task_name: str) -> str:
+    return f"inproc://control-{task_name}"
+
+
+@dataclass
+class _Timer:
+    interval_s: float
+    job: Callable[[], None]
+    due: float
+
+
+class Task(threading.Thread):
+    """One master actor.  Subclasses set :attr:`name` and register their sockets."""
+
+    name = "task"
+
+    def __init__(self, ctx: zmq.Context, *, clock: Clock = time.monotonic) -> None:
+        super().__init__(name=self.name, daemon=True)
+        self.ctx = ctx
+        self.clock = clock
+        self.log = logging.getLogger(f"piwheels.master.{self.name}")
+        self.paused = False
+        self._quit = False
+        self._poller = zmq.Poller()
+        self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
+        self._sockets: list[Socket] = []
+        self._timers: list[_Timer] = []
+        self.control = self.socket(zmq.PULL, TASK_CONTROL.reverse())
+        self.control.bind(control_address(self.name))
+        self.register(self.control, self._handle_control)
+        self._supervisor = self.socket(zmq.PUSH, SUPERVISOR)
+        self._supervisor.connect(SUPERVISOR.address)
+        self.status_reports = self.socket(zmq.PUSH, STATUS_REPORTS)
+        self.status_reports.connect(STATUS_REPORTS.address)
+        self.every(STATUS_INTERVAL_S, self.report_status)
+
+    # --- building blocks for subclasses ---------------------------------------
+
+    def socket(self, kind: int, protocol: Protocol, **options) -> Socket:
+        """A socket this task owns (closed when it stops)."""
+        sock = Socket.make(self.ctx, kind, protocol, **options)
+        self._sockets.append(sock)
+        return sock
+
+    def register(self, sock: Socket, handler: Callable[[], None]) -> None:
+        """Call *handler* whenever *sock* has a message waiting."""
+        self._poller.register(sock.zsocket, zmq.POLLIN)
+        self._handlers[sock.zsocket] = handler
+
+    def unregister(self, sock: Socket) -> None:
+        self._poller.unregister(sock.zsocket)
+        del self._handlers[sock.zsocket]
+
+    def every(self, interval_s: float, job: Callable[[], None], *, now: bool = False) -> None:
+        """Run *job* every *interval_s* seconds (first run at once if *now*)."""
+        due = self.clock() + (0 if now else interval_s)
+        self._timers.append(_Timer(interval_s, job, due))
+
+    def recv_or_log(self, sock: Socket) -> Optional[tuple[str, dict]]:
+        """The next message on an internal socket; a bad one is logged and dropped."""
+        try:
+            return sock.recv()
+        except ProtocolError as exc:
+            self.log.error("dropped a bad %s message: %s", sock.protocol.name, exc)
+            return None
+
+    def report(self, name: str, payload: dict) -> None:
+        """Tell admin_service something for the monitors (dropped if it is not there)."""
+        try:
+            self.status_reports.send(name, payload, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def report_status(self) -> None:
+        status = self.status()
+        if status:
+            self.report("TASK", {"task": self.name, "status": status})
+
+    # --- hooks ----------------------------------------------------------------
+
+    def status(self) -> dict:
+        """Figures for the monitor (empty: nothing to report)."""
+        return {}
+
+    def on_start(self) -> None:
+        """Called in the task's thread before the loop starts."""
+
+    def on_stop(self) -> None:
+        """Called in the task's thread after the loop ends (also after a failure)."""
+
+    def on_pause(self) -> None:
+        pass
+
+    def on_resume(self) -> None:
+        pass
+
+    # --- the loop ---------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.on_start()
+            while not self._quit:
+                self._run_due_timers()
+                timeout_ms = self._poll_timeout_ms()
+                for zsocket, _ in self._poller.poll(timeout_ms):
+                    handler = self._handlers.get(zsocket)
+                    if handler is not None:
+                        handler()
+                    if self._quit:
+                        break
+        except Exception as exc:
+            self.log.critical("task failed: %s", exc, exc_info=True)
+            try:
+                self._supervisor.send("FAILED", {
+                    "task": self.name,
+                    "error": "".join(traceback.format_exception_only(type(exc), exc))[-9000:],
+                })
+            except Exception:  # the supervisor may be gone already
+                pass
+        finally:
+            try:
+                self.on_stop()
+            finally:
+                for sock in self._sockets:
+                    sock.close()
+
+    def _run_due_timers(self) -> None:
+        now = self.clock()
+        for timer in self._timers:
+            if timer.due <= now:
+                timer.job()
+                timer.due = max(timer.due + timer.interval_s, now)
+
+    def _poll_timeout_ms(self) -> int:
+        if not self._timers:
+            return 1000
+        wait = min(timer.due for timer in self._timers) - self.clock()
+        return max(0, min(1000, int(wait * 1000) + 1))
+
+    def _handle_control(self) -> None:
+        msg = self.recv_or_log(self.control)
+        if msg is None:
+            return
+        name, _ = msg
+        if name == "QUIT":
+            self._quit = True
+        elif name == "PAUSE" and not self.paused:
+            self.paused = True
+            self.on_pause()
+        elif name == "RESUME" and self.paused:
+            self.paused = False
+            self.on_resume()
+
+
+class TaskControl:
+    """The supervisor's handle on one task's control socket (used from one thread)."""
+
+    def __init__(self, ctx: zmq.Context, task_name: str) -> None:
+        self.task_name = task_name
+        self._sock = Socket.make(ctx, zmq.PUSH, TASK_CONTROL)
+        self._sock.connect(control_address(task_name))
+
+    def send(self, name: str) -> bool:
+        """Send a control message; False if the task is no longer there to take it."""
+        try:
+            self._sock.send(name, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._sock.close()

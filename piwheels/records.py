@@ -1,0 +1,99 @@
+"""In-process records passed between the slave, the master's tasks and the data layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Optional
+
+BUILD_STATUSES = ("success", "failed", "rejected")
+DEPENDENCY_TOOLS = ("apt", "pip")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One wheel of a build, as verified by the master."""
+
+    filename: str
+    size: int
+    sha256: str
+    package_tag: str
+    version_tag: str
+    py_tag: str
+    abi_tag: str
+    platform_tag: str
+    requires_python: Optional[str]
+    metadata_sha256: str
+    dependencies: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """One build attempt: who built what for which ABI, how it went, and its wheels."""
+
+    package: str
+    version: str
+    abi_tag: str
+    slave_label: str
+    started: datetime
+    duration: timedelta
+    status: str
+    log: str
+    reason: Optional[str] = None
+    files: tuple[FileRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status not in BUILD_STATUSES:
+            raise ValueError(f"build status must be one of {BUILD_STATUSES}, not {self.status!r}")
+        if self.status != "success" and self.files:
+            raise ValueError("only a successful build has files")
+
+
+@dataclass(frozen=True)
+class FileData:
+    """A published file as the project pages need it."""
+
+    filename: str
+    size: int
+    sha256: str
+    py_tag: str
+    abi_tag: str
+    platform_tag: str
+    requires_python: Optional[str]
+    metadata_sha256: str
+    published: datetime
+    dependencies: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class BuildData:
+    build_id: int
+    abi_tag: str
+    slave_label: str
+    started: datetime
+    duration: timedelta
+    status: str
+    reason: Optional[str]
+    files: tuple[FileData, ...]
+
+
+@dataclass(frozen=True)
+class VersionData:
+    version: str
+    released: datetime
+    has_sdist: bool
+    yanked: bool
+    yank_reason: Optional[str]
+    skip_reason: Optional[str]
+    builds: tuple[BuildData, ...]
+
+
+@dataclass(frozen=True)
+class ProjectData:
+    """Everything the database knows of one project, newest version first."""
+
+    package: str
+    description: str
+    skip_reason: Optional[str]
+    names: tuple[str, ...]
+    versions: tuple[VersionData, ...]

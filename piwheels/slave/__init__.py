@@ -1,0 +1,336 @@
+"""piw-slave: build the wheels the master asks for and send them back.
+
+One loop with at most one request to the master outstanding.  The build runs
+in a worker thread so the loop keeps heartbeating (BUSY) and serving file
+chunks.  If the master stays silent past the reply timeout, the slave throws
+its sockets away, connects afresh and says HELLO again, naming any build it
+is still running so that the build keeps its place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from argparse import Namespace
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import zmq
+
+from .. import cli, config
+from ..errors import PiwheelsError
+from ..host_stats import host_stats
+from ..protocols import PROTOCOL_VERSION, SLAVE
+from ..systemd import SystemdNotifier
+from ..transport import ProtocolError, Socket
+from .builder import Builder, BuildLimits, BuildResult
+from .file_sender import FileSender
+
+log = logging.getLogger("piwheels.slave")
+
+SLAVE_OPTIONS = [
+    "master", "slave_port", "file_port", "label", "build_timeout_s", "work_dir",
+    "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "verbose", "quiet", "log_file",
+]
+
+#: How long to wait for ACK after HELLO before trying a fresh connection.
+HELLO_TIMEOUT_S = 3.0
+#: Heartbeats the master may miss before the slave reconnects.
+MASTER_LIVENESS = 3
+#: The longest the loop sleeps between looks at the build thread and timers.
+LOOP_INTERVAL_S = 0.1
+
+Clock = Callable[[], float]
+
+
+class Slave:
+    """The slave's state machine (see the module docstring)."""
+
+    def __init__(self, *, master: str, slave_port: int, file_port: int, label: str,
+                 builder: Builder, build_timeout_s: float, clock: Clock = time.monotonic) -> None:
+        self.slave_address = f"tcp://{master}:{slave_port}"
+        self.file_address = f"tcp://{master}:{file_port}"
+        self.label = label
+        self.builder = builder
+        self.build_timeout_s = build_timeout_s
+        self.clock = clock
+        self.ctx = zmq.Context()
+        self.sock: Optional[Socket] = None
+        self.sender = FileSender(self.ctx, self.file_address, clock=clock)
+        self.slave_id: Optional[int] = None
+        self.heartbeat_s = 3.0
+        self.outstanding: Optional[tuple[str, float]] = None
+        self.last_sent_s = 0.0
+        self.state = "connecting"
+        self.job: Optional[tuple[str, str]] = None
+        self.build_thread: Optional[threading.Thread] = None
+        self.result: Optional[BuildResult] = None
+        self.skipped = False
+        self.sleep_until_s = 0.0
+        self.sent_pending: Optional[str] = None
+        self.sending_filename: Optional[str] = None
+        self.stopping = threading.Event()
+        self.exit_reason: Optional[str] = None
+        self.exit_status = 0
+        self.environment = builder.environment()
+        self.notifier = SystemdNotifier()
+        self.next_watchdog_s = 0.0
+
+    # --- connection -----------------------------------------------------------
+
+    def connect(self) -> None:
+        """A fresh socket to the master (the old one, if any, is thrown away)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sender.reconnect()
+        self.sock = Socket.make(self.ctx, zmq.DEALER, SLAVE)
+        self.sock.connect(self.slave_address)
+        self.outstanding = None
+        self.slave_id = None
+        self.state = "connecting"
+        self.sent_pending = None
+        building = None
+        if self.job is not None:
+            building = {"package": self.job[0], "version": self.job[1]}
+        env = self.environment
+        self.request("HELLO", {
+            "protocol": PROTOCOL_VERSION, "label": self.label,
+            "python_tag": env["python_tag"], "abi_tag": env["abi_tag"],
+            "platform_tag": env["platform_tag"], "python_version": env["python_version"],
+            "pip_version": env["pip_version"], "os": env["os"],
+            "build_timeout_s": self.build_timeout_s, "building": building,
+        })
+
+    def request(self, name: str, payload: Optional[dict] = None) -> None:
+        self.sock.send(name, payload)
+        self.outstanding = (name, self.clock())
+        self.last_sent_s = self.clock()
+
+    # --- the loop ---------------------------------------------------------------
+
+    def run(self) -> int:
+        self.connect()
+        poller = zmq.Poller()
+        try:
+            while not self.stopping.is_set():
+                poller = zmq.Poller()
+                poller.register(self.sock.zsocket, zmq.POLLIN)
+                poller.register(self.sender.socket.zsocket, zmq.POLLIN)
+                events = dict(poller.poll(int(LOOP_INTERVAL_S * 1000)))
+                if self.sock.zsocket in events:
+                    self.handle_reply()
+                if self.sender.socket.zsocket in events and not self.stopping.is_set():
+                    outcome = self.sender.handle()
+                    if outcome is not None:
+                        self.transfer_finished(*outcome)
+                if not self.stopping.is_set():
+                    self.tick()
+        finally:
+            self.shutdown()
+        if self.exit_reason:
+            log.log(logging.ERROR if self.exit_status else logging.INFO, "%s", self.exit_reason)
+        return self.exit_status
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.build_thread is not None and self.build_thread.is_alive():
+            self.builder.cancel()
+            self.build_thread.join(30)
+        if self.result is not None:
+            self.result.close()
+            self.result = None
+        if self.sock is not None and self.slave_id is not None and self.exit_status == 0:
+            try:
+                self.sock.send("BYE", {"reason": self.exit_reason or "slave stopped"},
+                               flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        if self.sock is not None:
+            self.sock.close()
+        self.sender.close()
+        self.ctx.term()
+
+    def tick(self) -> None:
+        now = self.clock()
+        if self.notifier.watchdog_interval_s and now >= self.next_watchdog_s:
+            self.notifier.watchdog()
+            self.next_watchdog_s = now + self.notifier.watchdog_interval_s
+        if self.outstanding is not None:
+            name, sent_s = self.outstanding
+            limit = HELLO_TIMEOUT_S if name == "HELLO" else self.heartbeat_s * MASTER_LIVENESS
+            if now - sent_s > limit:
+                log.warning("no answer from the master for %.1f s; reconnecting", now - sent_s)
+                self.connect()
+            return
+        if self.state == "building" and self.result is not None:
+            self.send_built()
+        elif self.sent_pending is not None:
+            filename, self.sent_pending = self.sent_pending, None
+            self.request("SENT", {"filename": filename})
+        elif self.state in ("building", "sending") and now - self.last_sent_s >= self.heartbeat_s:
+            self.request("BUSY", {"package": self.job[0], "version": self.job[1],
+                                  "stats": host_stats(self.builder.work_dir)})
+        elif self.state == "sleeping" and now >= self.sleep_until_s:
+            self.state = "idle"
+            self.request("IDLE", {"stats": host_stats(self.builder.work_dir)})
+
+    # --- replies from the master -----------------------------------------------
+
+    def handle_reply(self) -> None:
+        try:
+            name, payload = self.sock.recv()
+        except ProtocolError as exc:
+            log.error("ignored a bad message from the master: %s", exc)
+            return
+        self.outstanding = None
+        handler = getattr(self, f"do_{name.lower()}")
+        handler(payload)
+
+    def do_ack(self, ack: dict) -> None:
+        self.slave_id = ack["slave_id"]
+        self.heartbeat_s = ack["heartbeat_s"]
+        self.builder.index_url = ack["index_url"]
+        log.info("connected to the master as slave %d", self.slave_id)
+        self.notifier.ready()
+        self.notifier.status(f"slave {self.slave_id} of {self.slave_address}")
+        if self.job is not None:
+            self.state = "building"  # still running, or finished: BUILT goes next
+        else:
+            self.state = "idle"
+            self.request("IDLE", {"stats": host_stats(self.builder.work_dir)})
+
+    def do_build(self, job: dict) -> None:
+        self.job = (job["package"], job["version"])
+        self.state = "building"
+        self.skipped = False
+        self.result = None
+        log.info("building %s %s", *self.job)
+        self.build_thread = threading.Thread(
+            target=self._build, args=self.job, name="build", daemon=True)
+        self.build_thread.start()
+
+    def _build(self, package: str, version: str) -> None:
+        if self.skipped:  # skipped before the build could start
+            self.result = BuildResult(success=False, duration_s=0.0, log="skipped\n",
+                                      reason="skipped by the master", wheels=[])
+            return
+        try:
+            result = self.builder.build(package, version)
+        except Exception as exc:  # a bug in the builder must not kill the slave
+            log.exception("the build of %s %s crashed", package, version)
+            result = BuildResult(success=False, duration_s=0.0, log=f"builder crashed: {exc}\n",
+                                 reason=f"builder crashed: {exc}", wheels=[])
+        self.result = result
+
+    def send_built(self) -> None:
+        result = self.result
+        files = [] if not result.success else [facts.to_dict() for _, facts in result.wheels]
+        reason = "skipped by the master" if self.skipped else result.reason
+        log.info("built %s %s: %s in %.1f s", *self.job,
+                 "success" if result.success else f"failed ({reason})", result.duration_s)
+        self.request("BUILT", {
+            "package": self.job[0], "version": self.job[1],
+            "success": result.success and not self.skipped,
+            "duration_s": result.duration_s, "log": result.log, "reason": reason,
+            "files": files if not self.skipped else [],
+        })
+        self.state = "built"
+
+    def do_sleep(self, sleep: dict) -> None:
+        self.state = "sleeping"
+        self.sleep_until_s = self.clock() + sleep["seconds"]
+
+    def do_cont(self, _: dict) -> None:
+        pass
+
+    def do_skip(self, skip: dict) -> None:
+        log.info("the master skipped %s %s: %s", *self.job, skip["reason"])
+        self.skipped = True
+        self.builder.cancel()
+
+    def do_send(self, send: dict) -> None:
+        for path, facts in self.result.wheels if self.result else []:
+            if facts.filename == send["filename"]:
+                self.state = "sending"
+                self.sending_filename = send["filename"]
+                self.last_sent_s = self.clock()
+                self.sender.offer(self.slave_id, path, facts.size, facts.sha256)
+                return
+        log.error("the master asked for %s, which this build did not make", send["filename"])
+        self.sent_pending = send["filename"]
+
+    def transfer_finished(self, ok: bool, reason: Optional[str]) -> None:
+        if self.state != "sending":
+            return
+        if not ok:
+            log.warning("the master refused a file: %s", reason)
+        self.sent_pending = self.sending_filename
+
+    def do_done(self, _: dict) -> None:
+        if self.result is not None:
+            self.result.close()
+        self.result, self.job, self.build_thread = None, None, None
+        self.state = "idle"
+        self.request("IDLE", {"stats": host_stats(self.builder.work_dir)})
+
+    def do_die(self, die: dict) -> None:
+        self.exit_reason = f"the master told this slave to stop: {die['reason']}"
+        self.exit_status = 1
+        self.stopping.set()
+
+    def do_reset(self, reset: dict) -> None:
+        log.info("the master does not know this slave (%s); saying HELLO again", reset["reason"])
+        self.connect()
+
+
+def make_slave(options: Namespace) -> Slave:
+    if os.geteuid() == 0:
+        raise PiwheelsError(
+            "piw-slave refuses to run as root: builds run arbitrary code from the "
+            "upstream index; run it as an unprivileged user")
+    work_dir = Path(options.work_dir or tempfile.gettempdir())
+    cache_dir = Path(options.cache_dir) if options.cache_dir else work_dir / "piwheels-cache"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    builder = Builder(
+        python=options.python or sys.executable, index_url="", work_dir=work_dir,
+        cache_dir=cache_dir,
+        limits=BuildLimits(
+            timeout_s=options.build_timeout_s,
+            memory_bytes=max(0, options.memory_limit_mb) * 1024 * 1024,
+            max_log_bytes=options.max_log_bytes,
+        ),
+    )
+    return Slave(
+        master=options.master, slave_port=options.slave_port, file_port=options.file_port,
+        label=options.label or socket.gethostname(), builder=builder,
+        build_timeout_s=options.build_timeout_s,
+    )
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    parser = config.make_parser("piw-slave", __doc__.splitlines()[0], SLAVE_OPTIONS)
+    options = parser.parse_args(argv)
+    cli.configure_logging(options)
+    slave = make_slave(options)
+
+    def on_signal(signum, frame):
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        slave.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return slave.run()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return cli.run(_main, argv)

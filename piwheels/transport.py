@@ -1,0 +1,132 @@
+"""ZeroMQ sockets that speak one :class:`~piwheels.protocols.Protocol`.
+
+Every message is msgpack-encoded as ``[name, payload]`` and checked against
+the protocol's schema on the way out (a bug here raises) and on the way in
+(bad input raises :class:`ProtocolError`, which callers log and drop).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import msgpack
+import voluptuous
+import zmq
+
+from .protocols import Protocol
+
+log = logging.getLogger("piwheels.transport")
+
+#: Messages larger than this are refused before decoding.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """A message that is not valid in this protocol; the text says why."""
+
+
+def encode(protocol: Protocol, name: str, payload: Optional[dict] = None) -> bytes:
+    payload = {} if payload is None else payload
+    try:
+        schema = protocol.sends[name]
+    except KeyError:
+        raise ValueError(f"{protocol.name}: {name} is not a message this side sends") from None
+    try:
+        payload = schema(payload)
+    except voluptuous.Invalid as exc:
+        raise ValueError(f"{protocol.name}: invalid {name} to send: {exc}") from None
+    return msgpack.packb([name, payload], use_bin_type=True)
+
+
+def decode(protocol: Protocol, frame: bytes) -> tuple[str, dict]:
+    if len(frame) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(frame)} bytes is too large")
+    try:
+        value = msgpack.unpackb(frame, raw=False, strict_map_key=True,
+                                max_bin_len=MAX_MESSAGE_BYTES, max_str_len=MAX_MESSAGE_BYTES)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(f"undecodable message ({type(exc).__name__})") from None
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
+        raise ProtocolError("message is not a [name, payload] pair")
+    name, payload = value
+    try:
+        schema = protocol.receives[name]
+    except KeyError:
+        raise ProtocolError(f"unknown message {name[:40]!r}") from None
+    if payload is None:
+        payload = {}
+    try:
+        return name, schema(payload)
+    except voluptuous.Invalid as exc:
+        raise ProtocolError(f"invalid {name}: {exc}") from None
+
+
+class Socket:
+    """A ZeroMQ socket bound to one protocol (as seen from this side)."""
+
+    def __init__(self, zsocket: zmq.Socket, protocol: Protocol) -> None:
+        self.zsocket = zsocket
+        self.protocol = protocol
+
+    @classmethod
+    def make(cls, ctx: zmq.Context, kind: int, protocol: Protocol, *,
+             linger_ms: int = 0, hwm: int = 10_000) -> "Socket":
+        zsocket = ctx.socket(kind)
+        zsocket.setsockopt(zmq.LINGER, linger_ms)
+        zsocket.setsockopt(zmq.SNDHWM, hwm)
+        zsocket.setsockopt(zmq.RCVHWM, hwm)
+        zsocket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        if kind == zmq.ROUTER:
+            zsocket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        return cls(zsocket, protocol)
+
+    def bind(self, address: str) -> None:
+        self.zsocket.bind(address)
+
+    def connect(self, address: str) -> None:
+        self.zsocket.connect(address)
+
+    def close(self) -> None:
+        self.zsocket.close(linger=0)
+
+    def fileno(self):
+        return self.zsocket
+
+    # --- plain (DEALER/PUSH/PULL/REQ/PUB) ------------------------------------
+
+    def send(self, name: str, payload: Optional[dict] = None, *, flags: int = 0) -> None:
+        self.zsocket.send(encode(self.protocol, name, payload), flags=flags, copy=False)
+
+    def recv(self, *, flags: int = 0) -> tuple[str, dict]:
+        """The next message; raises :class:`ProtocolError` for a bad one (already consumed)."""
+        frames = self.zsocket.recv_multipart(flags=flags, copy=True)
+        if len(frames) != 1:
+            raise ProtocolError(f"expected one frame, got {len(frames)}")
+        return decode(self.protocol, frames[0])
+
+    # --- ROUTER ----------------------------------------------------------------
+
+    def send_to(self, address: bytes, name: str, payload: Optional[dict] = None) -> bool:
+        """Send to one peer; False if that peer is gone (never blocks)."""
+        try:
+            self.zsocket.send_multipart(
+                [address, encode(self.protocol, name, payload)], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                return False
+            raise
+        return True
+
+    def recv_from(self) -> tuple[bytes, Any, Any]:
+        """(address, name, payload); name is None and payload the error for a bad message."""
+        frames = self.zsocket.recv_multipart(copy=True)
+        if len(frames) != 2:
+            address = frames[0] if frames else b""
+            return address, None, ProtocolError(f"expected 2 frames, got {len(frames)}")
+        address, frame = frames
+        try:
+            name, payload = decode(self.protocol, frame)
+        except ProtocolError as exc:
+            return address, None, exc
+        return address, name, payload

@@ -1,0 +1,550 @@
+"""What a wheel file says about itself, and whether the master may accept it.
+
+The slave reads each wheel it built with :func:`inspect_wheel` and reports the
+facts in BUILT; the master checks the file it received with
+:func:`check_wheel` before it publishes anything.  Both are pure helpers: files
+in, facts or a :class:`~piwheels.errors.WheelError` out, no sockets.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import email.parser
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Optional
+
+from packaging.tags import Tag
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from .errors import WheelError
+
+#: Bytes read at a time when hashing or copying (wheels can be large).
+CHUNK_BYTES = 1024 * 1024
+#: RECORD hash algorithms the wheel specification accepts ("sha256 or better").
+RECORD_HASHES = ("sha256", "sha384", "sha512")
+#: How long one ``ldd`` or ``dpkg -S`` may take before the apt lookup gives up.
+TOOL_TIMEOUT_S = 60.0
+#: The longest file name the master stores (and the protocol carries).
+MAX_FILENAME_LENGTH = 255
+#: A wheel may unpack to at most this many times the size limit (a zip bomb
+#: would keep the master busy checking RECORD hashes).
+MAX_UNPACKED_FACTOR = 4
+
+_SHARED_LIBRARY = re.compile(r"\.so(\.\d+)*$")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass(frozen=True)
+class WheelFacts:
+    """The facts of one wheel file, as the slave reports them and the index needs them."""
+
+    filename: str
+    size: int
+    sha256: str
+    package_tag: str
+    version_tag: str
+    py_tag: str
+    abi_tag: str
+    platform_tag: str
+    requires_python: Optional[str]
+    requires_dist: tuple[str, ...]
+    metadata: bytes
+    metadata_sha256: str
+    apt_dependencies: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, so the facts fit in a msgpack message."""
+        return {
+            "filename": self.filename,
+            "size": self.size,
+            "sha256": self.sha256,
+            "package_tag": self.package_tag,
+            "version_tag": self.version_tag,
+            "py_tag": self.py_tag,
+            "abi_tag": self.abi_tag,
+            "platform_tag": self.platform_tag,
+            "requires_python": self.requires_python,
+            "requires_dist": list(self.requires_dist),
+            "metadata": self.metadata,
+            "metadata_sha256": self.metadata_sha256,
+            "apt_dependencies": list(self.apt_dependencies),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "WheelFacts":
+        """The inverse of :meth:`to_dict` (lists become tuples again)."""
+        return cls(
+            filename=data["filename"],
+            size=int(data["size"]),
+            sha256=data["sha256"],
+            package_tag=data["package_tag"],
+            version_tag=data["version_tag"],
+            py_tag=data["py_tag"],
+            abi_tag=data["abi_tag"],
+            platform_tag=data["platform_tag"],
+            requires_python=data["requires_python"],
+            requires_dist=tuple(data["requires_dist"]),
+            metadata=bytes(data["metadata"]),
+            metadata_sha256=data["metadata_sha256"],
+            apt_dependencies=tuple(data["apt_dependencies"]),
+        )
+
+
+@dataclass(frozen=True)
+class _WheelName:
+    """A wheel file name taken apart; the tag fields keep compressed sets (``py2.py3``)."""
+
+    filename: str
+    name: str
+    version: Version
+    package_tag: str
+    version_tag: str
+    py_tag: str
+    abi_tag: str
+    platform_tag: str
+    tags: frozenset[Tag]
+
+
+@dataclass(frozen=True)
+class _Metadata:
+    raw: bytes
+    name: str
+    version: str
+    requires_python: Optional[str]
+    requires_dist: tuple[str, ...]
+
+
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of the file at *path*, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def inspect_wheel(path: Path, *, find_apt_deps: bool = True) -> WheelFacts:
+    """The facts of the wheel at *path*; raises :class:`WheelError` if it cannot be read.
+
+    With *find_apt_deps*, the Debian packages its shared libraries link to are
+    looked up with ``ldd`` and ``dpkg -S`` (none where those tools are missing).
+    """
+    path = Path(path)
+    name = _parse_filename(path.name)
+    return _facts(path, name, path.stat().st_size, sha256_file(path), find_apt_deps)
+
+
+def check_wheel(
+    path: Path,
+    *,
+    package: str,
+    version: str,
+    expected_size: Optional[int],
+    expected_sha256: Optional[str],
+    builder_abi: Optional[str],
+    builder_platform: Optional[str],
+    max_size: int,
+    filename: Optional[str] = None,
+) -> WheelFacts:
+    """The facts of a wheel the master received, after every acceptance check.
+
+    *filename* is the name the slave gave the file (default: the name of
+    *path*).  Raises :class:`WheelError` with a one-line reason for the first
+    check that fails.  The facts carry no apt dependencies: the slave reports
+    those, the master does not run ``ldd`` on files it did not build.
+    """
+    path = Path(path)
+    filename = path.name if filename is None else filename
+    name = _parse_filename(filename)
+    size = path.stat().st_size
+    if size > max_size:
+        raise WheelError(f"{filename} is {size} bytes, over the limit of {max_size} bytes")
+    if expected_size is not None and size != expected_size:
+        raise WheelError(f"{filename} is {size} bytes, but the slave reported {expected_size}")
+    sha256 = sha256_file(path)
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        raise WheelError(f"{filename} has SHA-256 {sha256}, but the slave reported {expected_sha256}")
+    _check_contents(path, name, max_unpacked=MAX_UNPACKED_FACTOR * max_size)
+    facts = _facts(path, name, size, sha256, find_apt_deps=False)
+    check_identity(facts, package=package, version=version)
+    _check_tags(name, builder_abi, builder_platform)
+    return facts
+
+
+# --- file name ----------------------------------------------------------------------
+
+
+def _parse_filename(filename: str) -> _WheelName:
+    if (
+        not filename
+        or len(filename) > MAX_FILENAME_LENGTH
+        or "/" in filename
+        or "\\" in filename
+        or "\0" in filename
+        or filename.startswith(".")
+        or filename != filename.strip()
+    ):
+        raise WheelError(f"{filename!r} is not a plain file name")
+    try:
+        name, version, _build, tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename as exc:
+        raise WheelError(f"{filename!r} is not a wheel file name: {exc}") from None
+    parts = filename[: -len(".whl")].split("-")
+    return _WheelName(
+        filename=filename,
+        name=name,
+        version=version,
+        package_tag=parts[0],
+        version_tag=parts[1],
+        py_tag=parts[-3],
+        abi_tag=parts[-2],
+        platform_tag=parts[-1],
+        tags=tags,
+    )
+
+
+# --- reading the archive -------------------------------------------------------------
+
+
+class _Archive:
+    """A wheel opened as a zip, with every zip failure turned into a WheelError."""
+
+    def __init__(self, path: Path, filename: str) -> None:
+        self.filename = filename
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+            raise WheelError(f"{filename} is not a valid zip file: {exc}") from None
+
+    def __enter__(self) -> "_Archive":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.zip.close()
+
+    def files(self) -> list[zipfile.ZipInfo]:
+        return [info for info in self.zip.infolist() if not info.is_dir()]
+
+    def read(self, member: str) -> bytes:
+        return b"".join(self.chunks(member))
+
+    def chunks(self, member: str) -> Iterator[bytes]:
+        """The member's bytes in pieces; reading to the end also checks its CRC."""
+        try:
+            with self.zip.open(member) as f:
+                yield from iter(lambda: f.read(CHUNK_BYTES), b"")
+        except KeyError:
+            raise WheelError(f"{self.filename} holds no {member}") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
+                NotImplementedError, RuntimeError) as exc:
+            raise WheelError(f"{self.filename} is corrupt at {member}: {exc}") from None
+
+    def dist_info(self, name: _WheelName) -> str:
+        """The one top-level ``.dist-info`` directory (the one named for the project if several)."""
+        tops = sorted({
+            info.filename.split("/", 1)[0] for info in self.zip.infolist()
+            if "/" in info.filename and info.filename.split("/", 1)[0].endswith(".dist-info")
+        })
+        if len(tops) > 1:
+            tops = [
+                top for top in tops
+                if canonicalize_name(top[: -len(".dist-info")].rsplit("-", 1)[0]) == name.name
+            ]
+        if len(tops) != 1:
+            raise WheelError(
+                f"{self.filename} has {len(tops) or 'no'} .dist-info directories for "
+                f"{name.name}; a wheel has exactly one")
+        return tops[0]
+
+
+def _facts(path: Path, name: _WheelName, size: int, sha256: str, find_apt_deps: bool) -> WheelFacts:
+    with _Archive(path, name.filename) as archive:
+        metadata = _parse_metadata(archive.read(f"{archive.dist_info(name)}/METADATA"),
+                                   name.filename)
+    return WheelFacts(
+        filename=name.filename,
+        size=size,
+        sha256=sha256,
+        package_tag=name.package_tag,
+        version_tag=name.version_tag,
+        py_tag=name.py_tag,
+        abi_tag=name.abi_tag,
+        platform_tag=name.platform_tag,
+        requires_python=metadata.requires_python,
+        requires_dist=metadata.requires_dist,
+        metadata=metadata.raw,
+        metadata_sha256=hashlib.sha256(metadata.raw).hexdigest(),
+        apt_dependencies=find_apt_dependencies(path) if find_apt_deps else (),
+    )
+
+
+def _parse_metadata(raw: bytes, filename: str) -> _Metadata:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WheelError(f"the METADATA of {filename} is not UTF-8") from None
+    message: Message = email.parser.Parser().parsestr(text, headersonly=True)
+    name = _one_line(message.get("Name"))
+    version = _one_line(message.get("Version"))
+    if not name or not version:
+        raise WheelError(f"the METADATA of {filename} has no Name or no Version")
+    requires_python = _one_line(message.get("Requires-Python")) or None
+    requires_dist = tuple(
+        line for line in map(_one_line, message.get_all("Requires-Dist") or ()) if line
+    )
+    return _Metadata(raw, name, version, requires_python, requires_dist)
+
+
+def _one_line(value: object) -> str:
+    """A header value with folded lines joined (a reason must stay on one line)."""
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+# --- acceptance checks ----------------------------------------------------------------
+
+
+def _check_contents(path: Path, name: _WheelName, max_unpacked: int) -> None:
+    """Safe member names, a RECORD that matches every member, no corrupt data."""
+    filename = name.filename
+    with _Archive(path, filename) as archive:
+        unpacked = sum(info.file_size for info in archive.zip.infolist())
+        if unpacked > max_unpacked:
+            raise WheelError(
+                f"{filename} unpacks to {unpacked} bytes, over the limit of {max_unpacked} bytes")
+        names = [info.filename for info in archive.zip.infolist()]
+        seen: set[str] = set()
+        for member in names:
+            _check_member_name(member, filename)
+            if member in seen:
+                raise WheelError(f"{filename} holds {member} twice")
+            seen.add(member)
+        record_path = f"{archive.dist_info(name)}/RECORD"
+        if record_path not in seen:
+            raise WheelError(f"{filename} has no {record_path}")
+        record = _parse_record(archive.read(record_path), filename)
+        for info in archive.files():
+            member = info.filename
+            entry = record.pop(member, None)
+            if entry is None:
+                raise WheelError(f"{filename} holds {member}, which its RECORD does not list")
+            algorithm, expected, size_text = entry
+            unsigned = member == record_path or (
+                member.startswith(record_path) and member.endswith((".jws", ".p7s"))
+            )
+            if unsigned:
+                for _ in archive.chunks(member):
+                    pass  # nothing to compare, but the zip's CRC is still checked
+                continue
+            if algorithm is None:
+                raise WheelError(f"the RECORD of {filename} has no hash for {member}")
+            digest = hashlib.new(algorithm)
+            length = 0
+            for chunk in archive.chunks(member):
+                length += len(chunk)
+                digest.update(chunk)
+            actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+            if actual != expected:
+                raise WheelError(f"{member} in {filename} does not match its RECORD hash")
+            if size_text and size_text != str(length):
+                raise WheelError(
+                    f"{member} in {filename} is {length} bytes, but its RECORD says {size_text}")
+        if record:
+            missing = sorted(record)[0]
+            raise WheelError(f"the RECORD of {filename} lists {missing}, which the wheel lacks")
+
+
+def _check_member_name(member: str, filename: str) -> None:
+    parts = re.split(r"[/\\]", member)
+    if member.startswith(("/", "\\")) or _DRIVE.match(member):
+        raise WheelError(f"{filename} holds a member with an absolute path: {member!r}")
+    if ".." in parts:
+        raise WheelError(f"{filename} holds a member that climbs out with '..': {member!r}")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in member):
+        raise WheelError(f"{filename} holds a member with a control character in its name: {member!r}")
+
+
+def _parse_record(raw: bytes, filename: str) -> dict[str, tuple[Optional[str], str, str]]:
+    """RECORD as {path: (algorithm or None, urlsafe-b64 digest, size text)}."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WheelError(f"the RECORD of {filename} is not UTF-8") from None
+    entries: dict[str, tuple[Optional[str], str, str]] = {}
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise WheelError(f"the RECORD of {filename} is not valid CSV: {exc}") from None
+    for row in rows:
+        if not row:
+            continue
+        if len(row) != 3:
+            raise WheelError(f"the RECORD of {filename} has a line of {len(row)} fields, not 3")
+        member, hash_text, size_text = row
+        if member in entries:
+            raise WheelError(f"the RECORD of {filename} lists {member} twice")
+        algorithm: Optional[str] = None
+        digest = ""
+        if hash_text:
+            algorithm, sep, digest = hash_text.partition("=")
+            if not sep or algorithm not in RECORD_HASHES:
+                raise WheelError(
+                    f"the RECORD of {filename} hashes {member} with {algorithm!r}; "
+                    f"a wheel must use one of {', '.join(RECORD_HASHES)}")
+        entries[member] = (algorithm, digest, size_text.strip())
+    return entries
+
+
+def check_identity(facts: WheelFacts, *, package: str, version: str) -> None:
+    """Raises :class:`WheelError` unless METADATA and file name both name the job's release."""
+    name = _parse_filename(facts.filename)
+    metadata = _parse_metadata(facts.metadata, name.filename)
+    job_name = canonicalize_name(package)
+    if canonicalize_name(metadata.name) != job_name or name.name != job_name:
+        raise WheelError(
+            f"{name.filename} is for project {metadata.name!r} (file name: "
+            f"{name.package_tag!r}), but the build was of {package!r}")
+    try:
+        metadata_version = Version(metadata.version)
+    except InvalidVersion:
+        raise WheelError(
+            f"the METADATA of {name.filename} has an invalid Version {metadata.version!r}"
+        ) from None
+    try:
+        job_version = Version(version)
+    except InvalidVersion:
+        raise WheelError(f"the build's version {version!r} is not a valid version") from None
+    if metadata_version != job_version or name.version != job_version:
+        raise WheelError(
+            f"{name.filename} is version {metadata.version} (file name: {name.version_tag}), "
+            f"but the build was of version {version}")
+
+
+def _check_tags(name: _WheelName, builder_abi: Optional[str], builder_platform: Optional[str]) -> None:
+    """Each tag is pure, or for the ABI and platform of the slave that built it."""
+    for tag in sorted(name.tags, key=str):
+        if tag.abi == "none" and tag.platform == "any":
+            continue
+        abi_ok = builder_abi is None or tag.abi in (builder_abi.lower(), "abi3", "none")
+        platform_ok = builder_platform is None or tag.platform == builder_platform.lower()
+        if not (abi_ok and platform_ok):
+            raise WheelError(
+                f"{name.filename} has tag {tag}, which a builder for ABI {builder_abi} "
+                f"on {builder_platform} cannot have made")
+
+
+# --- apt dependencies -------------------------------------------------------------------
+
+
+def find_apt_dependencies(path: Path) -> tuple[str, ...]:
+    """The Debian packages the wheel's shared libraries link to, sorted.
+
+    Empty where ``ldd`` or ``dpkg`` is missing, or nothing links outside the wheel.
+    """
+    ldd = shutil.which("ldd")
+    dpkg = shutil.which("dpkg")
+    if ldd is None or dpkg is None:
+        return ()
+    with tempfile.TemporaryDirectory(prefix="piw-ldd-") as tmp:
+        extracted = _extract_libraries(path, Path(tmp))
+        libraries: set[str] = set()
+        for library in extracted:
+            libraries.update(_ldd(ldd, library))
+        libraries = {lib for lib in libraries if not lib.startswith(tmp + os.sep)}
+    return _dpkg_owners(dpkg, libraries)
+
+
+def _extract_libraries(path: Path, root: Path) -> list[Path]:
+    """Copy the wheel's shared libraries under *root*, keeping their relative paths."""
+    extracted = []
+    with _Archive(path, path.name) as archive:
+        for info in archive.files():
+            member = info.filename
+            if not _SHARED_LIBRARY.search(member.rsplit("/", 1)[-1]):
+                continue
+            parts = member.split("/")
+            if member.startswith("/") or ".." in parts or "\\" in member or "\0" in member:
+                continue
+            target = root.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as dst:
+                for chunk in archive.chunks(member):
+                    dst.write(chunk)
+            extracted.append(target)
+    return extracted
+
+
+def _tool_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
+
+
+def _ldd(ldd: str, library: Path) -> set[str]:
+    """The resolved paths of the libraries *library* loads."""
+    try:
+        result = subprocess.run(
+            [ldd, str(library)], stdin=subprocess.DEVNULL, capture_output=True,
+            text=True, errors="replace", timeout=TOOL_TIMEOUT_S, env=_tool_env(),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    found = set()
+    for line in result.stdout.splitlines():
+        line = line.strip()
+        if "=>" in line:
+            target = line.split("=>", 1)[1].strip()
+        else:
+            target = line
+        target = target.split(" (0x", 1)[0].strip()
+        if target.startswith("/"):
+            found.add(target)
+    return found
+
+
+def _path_variants(path: str) -> Iterable[str]:
+    """*path*, its real path, and its other spelling on a merged-/usr system (dpkg knows one)."""
+    for candidate in {path, os.path.realpath(path)}:
+        yield candidate
+        if candidate.startswith("/usr/"):
+            yield candidate[len("/usr"):]
+        else:
+            yield "/usr" + candidate
+
+
+def _dpkg_owners(dpkg: str, libraries: Iterable[str]) -> tuple[str, ...]:
+    queries = sorted({
+        variant for library in libraries for variant in _path_variants(library)
+        if not any(ch in variant for ch in "*?[]\\")
+    })
+    if not queries:
+        return ()
+    try:
+        result = subprocess.run(
+            [dpkg, "-S", *queries], stdin=subprocess.DEVNULL, capture_output=True,
+            text=True, errors="replace", timeout=TOOL_TIMEOUT_S, env=_tool_env(),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    packages = set()
+    for line in result.stdout.splitlines():
+        if line.startswith("diversion "):
+            continue
+        owners, sep, _ = line.partition(": ")
+        if not sep:
+            continue
+        for owner in owners.split(", "):
+            owner = owner.strip().split(":", 1)[0]
+            if owner:
+                packages.add(owner)
+    return tuple(sorted(packages))

@@ -1,0 +1,1 @@
+"""Chameleon page templates for the published index and project pages."""

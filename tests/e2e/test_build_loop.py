@@ -1,0 +1,162 @@
+"""The build loop end to end: a real piw-master, real piw-slaves, real pip builds.
+
+Each test starts the master and slaves as subprocesses on loopback ports,
+adds releases to the database, serves their sdists from a local index, and
+checks what lands in the database and the output directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from farm import Farm, pyenv_python, wait_for
+from sdist_factory import make_sdist
+
+pytestmark = pytest.mark.slow
+
+BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def farm(tmp_path, master_dsn, build_index):
+    farm = Farm(tmp_path, master_dsn, build_index.url)
+    try:
+        yield farm
+    finally:
+        farm.stop()
+
+
+@pytest.fixture
+def release(db, build_index, tmp_path):
+    """Make an sdist, serve it, and record the release (newer ones first in the queue)."""
+    sdists = tmp_path / "sdists"
+    sdists.mkdir()
+    count = [0]
+
+    def add(name: str, version: str = "1.0", **kwargs) -> Path:
+        path = make_sdist(sdists, name, version, **kwargs)
+        build_index.add(path)
+        count[0] += 1
+        db.add_package(name)
+        db.add_version(name, version, released=BASE_TIME - timedelta(hours=count[0]),
+                       has_sdist=True)
+        return path
+
+    return add
+
+
+def builds_of(db, package: str):
+    project = db.get_project(package)
+    return [b for v in project.versions for b in v.builds] if project else []
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def no_temp_files(farm: Farm) -> bool:
+    transfers = farm.output / ".transfers"
+    return not transfers.exists() or not any(transfers.iterdir())
+
+
+def test_two_abis_pure_once_c_extension_per_abi(farm, db, release):
+    release("pure-thing", kind="pure")
+    release("c-thing", kind="c_ext")
+    farm.start_master()
+    farm.start_slave("py311", pyenv_python("11"))
+    farm.start_slave("py312", pyenv_python("12"))
+
+    wait_for(lambda: len(builds_of(db, "c-thing")) == 2 and builds_of(db, "pure-thing"),
+             240, "both packages built")
+    time.sleep(2)  # give a wrong second build of the pure package the chance to appear
+
+    (pure,) = builds_of(db, "pure-thing")
+    assert pure.status == "success"
+    (pure_file,) = pure.files
+    assert pure_file.filename == "pure_thing-1.0-py3-none-any.whl"
+
+    c_builds = builds_of(db, "c-thing")
+    assert sorted(b.abi_tag for b in c_builds) == ["cp311", "cp312"]
+    assert all(b.status == "success" for b in c_builds)
+    c_files = sorted(f.filename for b in c_builds for f in b.files)
+    assert [name.split("-")[2] for name in c_files] == ["cp311", "cp312"]
+
+    for build in [pure, *c_builds]:
+        for f in build.files:
+            path = farm.output / "simple" / build_package(f.filename) / f.filename
+            assert sha256(path) == f.sha256
+            assert path.stat().st_size == f.size
+            metadata = path.with_name(f.filename + ".metadata")
+            assert hashlib.sha256(metadata.read_bytes()).hexdigest() == f.metadata_sha256
+    for abi in ("cp311", "cp312"):
+        assert db.pending_builds(abi, 10) == []
+    assert no_temp_files(farm)
+
+
+def build_package(filename: str) -> str:
+    return filename.split("-")[0].replace("_", "-")
+
+
+def test_slave_killed_mid_build_is_replaced(farm, db, release):
+    release("slow-thing", setup_body="import time\ntime.sleep(3)\n")
+    farm.start_master()
+    first = farm.start_slave("doomed", pyenv_python("11"))
+    first.wait_log("building slow-thing 1.0", 60)
+    first.kill()
+    farm.start_slave("rescuer", pyenv_python("11"))
+    wait_for(lambda: builds_of(db, "slow-thing"), 120, "the build to be recorded")
+    (build,) = builds_of(db, "slow-thing")
+    assert (build.status, build.slave_label) == ("success", "rescuer")
+    assert "dropped" in farm.master.log()
+    assert no_temp_files(farm)
+
+
+def test_slave_killed_mid_transfer_is_replaced(farm, db, release):
+    # 24 MB of incompressible data pulled in 8 KiB chunks, one at a time
+    release("big-thing", data_bytes=24 * 1024 * 1024)
+    farm.start_master("--chunk-size", "8192", "--transfer-window", "1")
+    first = farm.start_slave("doomed", pyenv_python("11"))
+    transfers = farm.output / ".transfers"
+    wait_for(lambda: transfers.exists() and any(transfers.glob("*.part")), 120,
+             "a transfer to start")
+    first.kill()
+    wait_for(lambda: no_temp_files(farm), 30, "the half-done transfer to be removed")
+    assert not list((farm.output / "simple").glob("big-thing/*.whl"))
+    farm.start_slave("rescuer", pyenv_python("11"))
+    wait_for(lambda: builds_of(db, "big-thing"), 180, "the build to be recorded")
+    (build,) = builds_of(db, "big-thing")
+    assert (build.status, build.slave_label) == ("success", "rescuer")
+    (f,) = build.files
+    assert sha256(farm.output / "simple" / "big-thing" / f.filename) == f.sha256
+    assert no_temp_files(farm)
+
+
+def test_timeout_and_memory_limit_then_next_build(farm, db, release):
+    release("sleeper", setup_body=(
+        "import os, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        while True: time.sleep(1)\n"
+        "while True: time.sleep(1)\n"
+    ))
+    release("hog", setup_body=(
+        "hoard = []\n"
+        "while True: hoard.append(bytearray(64 * 1024 * 1024))\n"
+    ))
+    release("fine")
+    farm.start_master()
+    farm.start_slave("limited", pyenv_python("11"), "--timeout", "15", "--memory-limit", "1024")
+    wait_for(lambda: all(builds_of(db, p) for p in ("sleeper", "hog", "fine")), 240,
+             "all three builds recorded")
+    (sleeper,) = builds_of(db, "sleeper")
+    (hog,) = builds_of(db, "hog")
+    (fine,) = builds_of(db, "fine")
+    assert sleeper.status == "failed" and "timed out" in sleeper.reason
+    assert hog.status == "failed"
+    assert fine.status == "success"
+    log = db.get_build_log(hog.build_id)
+    assert "MemoryError" in log or "memory" in log.lower()

@@ -1,0 +1,160 @@
+"""Running a real farm in tests: piw-master and piw-slave as subprocesses.
+
+Slaves refuse to run as root, so when the tests run as root the slaves run as
+an unprivileged build user (``PIWHEELS_TEST_BUILD_USER``, default
+``piwbuild``; .ci/run creates it).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+BIN = Path(sys.executable).parent
+BUILD_USER = os.environ.get("PIWHEELS_TEST_BUILD_USER", "piwbuild")
+PYENV = Path("/root/.pyenv/versions")
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pyenv_python(minor: str) -> str:
+    """The pyenv CPython 3.<minor> interpreter (e.g. "12")."""
+    for version in sorted(PYENV.glob(f"3.{minor}.*")):
+        python = version / "bin" / f"python3.{minor}"
+        if python.exists():
+            return str(python)
+    raise RuntimeError(f"CPython 3.{minor} is not installed under {PYENV}")
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float, what: str,
+             interval_s: float = 0.2) -> T:
+    """Poll *condition* until it returns something true; fail the test after *timeout_s*."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def build_user() -> Optional[pwd.struct_passwd]:
+    """The user slaves run as, or None to run them as ourselves (not root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(BUILD_USER)
+    except KeyError:
+        raise RuntimeError(
+            f"the tests run as root but slaves refuse root; create the build user with "
+            f"`useradd --system --create-home {BUILD_USER}` (.ci/run does) or set "
+            f"PIWHEELS_TEST_BUILD_USER") from None
+
+
+class Process:
+    """A piwheels daemon under test, its output kept in a log file."""
+
+    def __init__(self, args: list[str], log_path: Path, *,
+                 user: Optional[pwd.struct_passwd] = None, env: Optional[dict] = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        kwargs = {}
+        if user is not None:
+            kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, **kwargs,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout_s: float) -> None:
+        wait_for(lambda: text in self.log(), timeout_s, f"{text!r} in {self.log_path.name}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+class Farm:
+    """One master and any number of slaves for a test, all stopped at the end."""
+
+    def __init__(self, tmp_path: Path, master_dsn: str, index_url: str) -> None:
+        self.tmp_path = tmp_path
+        self.master_dsn = master_dsn
+        self.index_url = index_url
+        self.output = tmp_path / "output"
+        self.slave_port = free_port()
+        self.file_port = free_port()
+        self.control_address = f"ipc://{tmp_path}/control"
+        self.status_address = f"ipc://{tmp_path}/status"
+        self.master: Optional[Process] = None
+        self.slaves: list[Process] = []
+        self.user = build_user()
+
+    def start_master(self, *extra: str) -> Process:
+        self.master = Process([
+            str(BIN / "piw-master"), "-v", "--dsn", self.master_dsn,
+            "--output-path", str(self.output), "--pypi-simple", self.index_url,
+            "--slave-bind", f"tcp://127.0.0.1:{self.slave_port}",
+            "--file-bind", f"tcp://127.0.0.1:{self.file_port}",
+            "--heartbeat-interval", "0.5", "--slave-liveness", "4",
+            "--sleep-interval", "0.5", "--queue-interval", "1",
+            "--transfer-timeout", "2", "--control-address", self.control_address,
+            "--status-address", self.status_address, "--min-free-space", "1",
+            "--stats-interval", "1", *extra,
+        ], self.tmp_path / f"master-{len(self.slaves)}-{time.monotonic_ns()}.log")
+        self.master.wait_log("master started", 30)
+        return self.master
+
+    def start_slave(self, label: str, python: str, *extra: str) -> Process:
+        work = self.tmp_path / f"work-{label}"
+        work.mkdir(exist_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        if self.user is not None:
+            os.chown(work, self.user.pw_uid, self.user.pw_gid)
+            env["HOME"] = self.user.pw_dir
+        slave = Process([
+            str(BIN / "piw-slave"), "-v", "--master", "127.0.0.1",
+            "--slave-port", str(self.slave_port), "--file-port", str(self.file_port),
+            "--label", label, "--dir", str(work), "--python", python, *extra,
+        ], self.tmp_path / f"slave-{label}-{time.monotonic_ns()}.log", user=self.user, env=env)
+        self.slaves.append(slave)
+        return slave
+
+    def stop(self) -> None:
+        for slave in self.slaves:
+            slave.stop()
+        if self.master is not None:
+            self.master.stop()
+        if self.user is not None:
+            # builds orphaned by a killed slave run in their own sessions
+            subprocess.run(["pkill", "-KILL", "-u", self.user.pw_name], check=False)

@@ -1,0 +1,229 @@
+"""piw-initdb against a real PostgreSQL: create, no-op, upgrade, refusals."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from catalogue import differences, snapshot
+
+from piwheels import schema
+from piwheels.errors import Aborted, SchemaError
+from piwheels.initdb import initdb
+
+PIW_INITDB = str(Path(sys.executable).parent / "piw-initdb")
+
+# A second schema version used to exercise the upgrade machinery on top of
+# the real version 1 schema.
+V2_ADDITIONS = """
+ALTER TABLE packages ADD COLUMN homepage varchar(255) NULL;
+CREATE TABLE rewrites_pending (
+    package varchar(200) NOT NULL,
+    requested timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT rewrites_pending_pk PRIMARY KEY (package),
+    CONSTRAINT rewrites_pending_package_fk FOREIGN KEY (package)
+        REFERENCES packages (package) ON DELETE CASCADE
+);
+CREATE INDEX rewrites_pending_requested ON rewrites_pending (requested);
+"""
+V2_GRANTS = "GRANT SELECT, INSERT, DELETE ON rewrites_pending TO @ROLE@;\n"
+
+
+def run_initdb(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PIW_INITDB, *args], capture_output=True, text=True, input=input, timeout=120,
+    )
+
+
+def make_v2_scripts(tmp_path: Path, *, grants: str = V2_GRANTS,
+                    upgrade_tail: str = "") -> Path:
+    """A scripts directory for a version 2 that extends the real version 1."""
+    real_create = (schema.sql_dir() / schema.CREATE_SCRIPT).read_text()
+    assert "INSERT INTO configuration (id, schema_version) VALUES (1, 1);" in real_create
+    v2_create = real_create.replace(
+        "INSERT INTO configuration (id, schema_version) VALUES (1, 1);",
+        "INSERT INTO configuration (id, schema_version) VALUES (1, 2);",
+    ) + V2_ADDITIONS + V2_GRANTS
+    directory = tmp_path / "v2"
+    directory.mkdir()
+    (directory / schema.CREATE_SCRIPT).write_text(v2_create)
+    (directory / "upgrade_piwheels_1_to_2.sql").write_text(
+        V2_ADDITIONS + grants + "UPDATE configuration SET schema_version = 2;\n" + upgrade_tail
+    )
+    return directory
+
+
+def schema_version(dsn: str) -> int | None:
+    engine = sa.create_engine(dsn, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("configuration"):
+                return None
+            return conn.exec_driver_sql("SELECT schema_version FROM configuration").scalar()
+    finally:
+        engine.dispose()
+
+
+def test_creates_schema_then_does_nothing(empty_database, master_role):
+    first = run_initdb("--dsn", empty_database, "--user", master_role, "-y")
+    assert first.returncode == 0, first.stderr
+    assert "created schema version 1" in first.stdout
+    assert schema_version(empty_database) == schema.SCHEMA_VERSION
+    before = snapshot(empty_database)
+
+    second = run_initdb("--dsn", empty_database, "--user", master_role, "-y")
+    assert second.returncode == 0, second.stderr
+    assert "nothing to do" in second.stdout
+    assert snapshot(empty_database) == before
+
+
+def test_asks_before_changing(empty_database, master_role):
+    declined = run_initdb("--dsn", empty_database, "--user", master_role, input="n\n")
+    assert declined.returncode == 1
+    assert "pass -y" in declined.stderr
+    assert schema_version(empty_database) is None
+
+
+def test_declined_at_a_terminal_changes_nothing(empty_database, master_role, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", _Terminal("no\n"))
+    with pytest.raises(Aborted):
+        initdb(empty_database, master_role, assume_yes=False, out=io.StringIO())
+    assert schema_version(empty_database) is None
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
+    assert initdb(empty_database, master_role, assume_yes=False, out=io.StringIO()) == 0
+    assert schema_version(empty_database) == 1
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_upgrade_equals_fresh_create(postgres, master_role, tmp_path):
+    scripts = make_v2_scripts(tmp_path)
+    upgraded = postgres.dsn(postgres.create_database())
+    fresh = postgres.dsn(postgres.create_database())
+    out = io.StringIO()
+    initdb(upgraded, master_role, True, out)
+    initdb(upgraded, master_role, True, out, target=2, scripts_dir=scripts)
+    assert "upgraded" in out.getvalue()
+    initdb(fresh, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
+    assert schema_version(upgraded) == schema_version(fresh) == 2
+    assert differences(snapshot(upgraded), snapshot(fresh)) == []
+    # and once there, it is a no-op
+    out = io.StringIO()
+    initdb(upgraded, master_role, True, out, target=2, scripts_dir=scripts)
+    assert "nothing to do" in out.getvalue()
+
+
+def test_catalogue_comparison_sees_a_forgotten_grant(postgres, master_role, tmp_path):
+    scripts = make_v2_scripts(tmp_path, grants="")
+    upgraded = postgres.dsn(postgres.create_database())
+    fresh = postgres.dsn(postgres.create_database())
+    initdb(upgraded, master_role, True, io.StringIO())
+    initdb(upgraded, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
+    initdb(fresh, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
+    diff = differences(snapshot(upgraded), snapshot(fresh))
+    assert any("rewrites_pending" in line and master_role in line for line in diff)
+
+
+def test_failed_upgrade_changes_nothing(postgres, master_role, tmp_path):
+    scripts = make_v2_scripts(tmp_path, upgrade_tail="SELECT 1 / 0;\n")
+    dsn = postgres.dsn(postgres.create_database())
+    initdb(dsn, master_role, True, io.StringIO())
+    before = snapshot(dsn)
+    with pytest.raises(SchemaError, match="upgrade_piwheels_1_to_2.sql failed: division by zero"):
+        initdb(dsn, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
+    assert schema_version(dsn) == 1
+    assert snapshot(dsn) == before
+
+
+def test_refuses_newer_schema(empty_database, master_role):
+    initdb(empty_database, master_role, True, io.StringIO())
+    engine = sa.create_engine(empty_database, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE configuration SET schema_version = 99")
+    engine.dispose()
+    result = run_initdb("--dsn", empty_database, "--user", master_role, "-y")
+    assert result.returncode == 1
+    assert "version 99, newer than this piw-initdb knows" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_refuses_database_with_foreign_tables(empty_database, master_role):
+    engine = sa.create_engine(empty_database, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE orders (id integer)")
+    engine.dispose()
+    with pytest.raises(SchemaError, match="not a piwheels schema"):
+        initdb(empty_database, master_role, True, io.StringIO())
+
+
+def test_refuses_non_superuser(postgres, empty_database, master_role):
+    database = empty_database.rsplit("/", 1)[1]
+    result = run_initdb("--dsn", postgres.dsn(database, master_role), "--user", master_role, "-y")
+    assert result.returncode == 1
+    assert "must connect as a PostgreSQL superuser" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_role(empty_database):
+    result = run_initdb("--dsn", empty_database, "--user", "no_such_role_piwheels", "-y")
+    assert result.returncode == 1
+    assert "role 'no_such_role_piwheels' does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert schema_version(empty_database) is None
+
+
+def test_unreachable_server(master_role):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # nothing listens on the port once the socket is closed
+    result = run_initdb("--dsn", f"postgresql://postgres@127.0.0.1:{port}/x",
+                        "--user", master_role, "-y")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot connect to the database at")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_option():
+    result = run_initdb("--no-such-option")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --no-such-option" in result.stderr
+
+
+def test_plan_missing_step(tmp_path):
+    (tmp_path / schema.CREATE_SCRIPT).write_text("")
+    (tmp_path / "upgrade_piwheels_1_to_2.sql").write_text("")
+    assert [s.to_version for s in schema.plan(1, 2, tmp_path)] == [2]
+    with pytest.raises(SchemaError, match="no upgrade script from schema version 2"):
+        schema.plan(1, 3, tmp_path)
+    assert schema.plan(3, 3, tmp_path) == []
+
+
+def test_plan_orders_steps(tmp_path):
+    (tmp_path / schema.CREATE_SCRIPT).write_text("")
+    for old in (3, 1, 2):
+        (tmp_path / f"upgrade_piwheels_{old}_to_{old + 1}.sql").write_text("")
+    assert [s.name for s in schema.plan(1, 4, tmp_path)] == [
+        "upgrade_piwheels_1_to_2.sql", "upgrade_piwheels_2_to_3.sql",
+        "upgrade_piwheels_3_to_4.sql",
+    ]
+    assert schema.plan(None, 4, tmp_path)[0].name == schema.CREATE_SCRIPT
+
+
+def test_real_scripts_reach_current_version():
+    """Every upgrade script shipped forms one chain ending at SCHEMA_VERSION."""
+    shipped = sorted(p.name for p in schema.sql_dir().glob("upgrade_piwheels_*.sql"))
+    if shipped:
+        first = int(shipped[0].split("_")[2])
+        assert schema.plan(first)[-1].to_version == schema.SCHEMA_VERSION
+    create = (schema.sql_dir() / schema.CREATE_SCRIPT).read_text()
+    assert (f"INSERT INTO configuration (id, schema_version) VALUES (1, {schema.SCHEMA_VERSION});"
+            in create)

@@ -1,0 +1,183 @@
+"""index_writer: the output tree it writes from the database, and how it keeps it."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import zmq
+from farm import wait_for
+
+from piwheels.index_pages import Site, log_path
+from piwheels.master.index_writer import IndexWriter
+from piwheels.master.task import TaskControl
+from piwheels.protocols import INDEX_REQUESTS, SUPERVISOR
+from piwheels.records import BuildRecord, FileRecord
+from piwheels.transport import Socket
+
+T0 = datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+SITE = Site(name="Test farm", index_url="http://farm.test/simple/",
+            upstream_simple="http://upstream.test/simple/")
+
+
+class Writer:
+    def __init__(self, master_dsn: str, output: Path) -> None:
+        self.ctx = zmq.Context()
+        self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
+        self.supervisor.bind(SUPERVISOR.address)
+        self.task = IndexWriter(self.ctx, dsn=master_dsn, output_path=output, site=SITE,
+                                coalesce_s=0.05)
+        self.requests = Socket.make(self.ctx, zmq.PUSH, INDEX_REQUESTS)
+        self.requests.connect(INDEX_REQUESTS.address)
+        self.control = TaskControl(self.ctx, self.task.name)
+        self.task.start()
+
+    def package(self, name: str) -> None:
+        self.requests.send("PACKAGE", {"package": name})
+
+    def stop(self) -> None:
+        self.control.send("QUIT")
+        self.task.join(10)
+        if self.supervisor.zsocket.poll(0):
+            raise AssertionError(f"the writer failed: {self.supervisor.recv()[1]['error']}")
+        for sock in (self.control, self.requests, self.supervisor):
+            sock.close()
+        self.ctx.term()
+
+
+@pytest.fixture
+def output(tmp_path):
+    return tmp_path / "output"
+
+
+@pytest.fixture
+def writer(master_dsn, output):
+    w = Writer(master_dsn, output)
+    yield w
+    w.stop()
+
+
+def publish(db, output: Path, name: str, version: str, *, abi="cp311", py="cp311",
+            wheel_abi=None, requires_python=">=3.9", yanked=None):
+    """Record a successful build with one wheel, and put the wheel where it belongs."""
+    db.add_build_abi(abi)
+    db.add_package(name, description=f"{name} does things")
+    db.add_version(name, version, released=T0, has_sdist=True)
+    if yanked is not None:
+        db.yank_version(name, version, yanked)
+    wheel_abi = wheel_abi or abi
+    filename = f"{name.replace('-', '_')}-{version}-{py}-{wheel_abi}-linux_aarch64.whl"
+    content = f"wheel {filename}".encode()
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    directory = output / "simple" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / filename).write_bytes(content)
+    (directory / (filename + ".metadata")).write_bytes(metadata)
+    db.record_build(BuildRecord(
+        package=name, version=version, abi_tag=abi, slave_label="pi", started=T0,
+        duration=timedelta(seconds=12), status="success", log=f"log of {filename}\n",
+        files=(FileRecord(
+            filename=filename, size=len(content), sha256=hashlib.sha256(content).hexdigest(),
+            package_tag=name, version_tag=version, py_tag=py, abi_tag=wheel_abi,
+            platform_tag="linux_aarch64", requires_python=requires_python,
+            metadata_sha256=hashlib.sha256(metadata).hexdigest(),
+            dependencies={"apt": frozenset({"libfoo1"})}),),
+    ))
+    return filename
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def test_package_pages(db, writer, output):
+    filename = publish(db, output, "foo-bar", "1.0", requires_python="<4,>=3.9")
+    db.add_alias("foo-bar", "Foo_Bar")
+    writer.package("foo-bar")
+    page = output / "simple" / "foo-bar" / "index.json"
+    wait_for((output / "simple" / "Foo_Bar").is_symlink, 10, "the pages (aliases come last)")
+    data = read_json(page)
+    assert data["meta"] == {"api-version": "1.1", "tracks": ["http://upstream.test/simple/foo-bar/"]}
+    assert data["name"] == "foo-bar" and data["versions"] == ["1.0"]
+    (f,) = data["files"]
+    assert f["filename"] == filename and f["url"] == filename
+    assert f["requires-python"] == "<4,>=3.9" and f["yanked"] is False
+    assert set(f) >= {"hashes", "size", "upload-time", "core-metadata"}
+    html = (output / "simple" / "foo-bar" / "index.html").read_text()
+    assert f'href="{filename}#sha256={f["hashes"]["sha256"]}"' in html
+    assert 'data-requires-python="&lt;4,&gt;=3.9"' in html
+    assert f'data-core-metadata="sha256={f["core-metadata"]["sha256"]}"' in html
+    assert "data-yanked" not in html
+    assert '<meta name="pypi:tracks" content="http://upstream.test/simple/foo-bar/">' in html
+    project = read_json(output / "project" / "foo-bar" / "json" / "index.json")
+    assert project["versions"][0]["builds"]["cp311"]["status"] == "success"
+    assert project["apt_install"] == "sudo apt install libfoo1"
+    human = (output / "project" / "foo-bar" / "index.html").read_text()
+    assert "pip install --extra-index-url http://farm.test/simple/ foo-bar" in human
+    assert "sudo apt install libfoo1" in human
+    (build,) = db.get_project("foo-bar").versions[0].builds
+    log = output / "logs" / log_path(build.build_id)
+    assert gzip.decompress(log.read_bytes()).decode() == f"log of {filename}\n"
+    assert os.readlink(output / "simple" / "Foo_Bar") == "foo-bar"
+    wait_for(lambda: (output / "simple" / "index.json").exists(), 10, "the root")
+    assert read_json(output / "simple" / "index.json")["projects"] == [{"name": "foo-bar"}]
+    assert read_json(output / "packages.json") == [["foo-bar", "foo-bar does things"]]
+
+
+def test_yanked_release(db, writer, output):
+    publish(db, output, "yanky", "1.0", yanked="broken <badly>")
+    writer.package("yanky")
+    page = output / "simple" / "yanky" / "index.json"
+    wait_for(page.exists, 10, "the simple page")
+    assert read_json(page)["files"][0]["yanked"] == "broken <badly>"
+    assert 'data-yanked="broken &lt;badly&gt;"' in (page.parent / "index.html").read_text()
+
+
+def test_unchanged_pages_are_not_rewritten(db, writer, output):
+    publish(db, output, "steady", "1.0")
+    writer.package("steady")
+    page = output / "simple" / "steady" / "index.html"
+    wait_for(page.exists, 10, "the simple page")
+    inode = page.stat().st_ino
+    before = writer.task.pages_written
+    writer.package("steady")
+    wait_for(lambda: not writer.task.dirty, 5, "the second request")
+    assert page.stat().st_ino == inode
+    publish(db, output, "steady", "2.0")
+    writer.package("steady")
+    wait_for(lambda: page.stat().st_ino != inode, 10, "the page to change")
+    assert writer.task.pages_written > before
+
+
+def test_removal_clears_files_and_pages(db, writer, output):
+    old = publish(db, output, "shrinking", "1.0")
+    new = publish(db, output, "shrinking", "2.0")
+    writer.package("shrinking")
+    wait_for((output / "project" / "shrinking" / "index.html").exists, 10, "the pages")
+    db.remove_version("shrinking", "1.0")
+    writer.package("shrinking")
+    directory = output / "simple" / "shrinking"
+    wait_for(lambda: not (directory / old).exists(), 10, "the removed release's wheel to go")
+    assert not (directory / (old + ".metadata")).exists()
+    assert (directory / new).exists()
+    db.remove_package("shrinking")
+    writer.package("shrinking")
+    wait_for(lambda: not directory.exists(), 10, "the project's directory to go")
+    assert not (output / "project" / "shrinking").exists()
+    wait_for(lambda: read_json(output / "simple" / "index.json")["projects"] == [], 10,
+             "the root to drop it")
+
+
+def test_home_page(db, writer, output):
+    publish(db, output, "homely", "1.0")
+    writer.requests.send("HOME")
+    home = output / "index.html"
+    wait_for(home.exists, 10, "the home page")
+    text = home.read_text()
+    assert "extra-index-url=http://farm.test/simple/" in text
+    assert (output / "static" / "style.css").exists()

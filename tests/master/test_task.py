@@ -1,0 +1,85 @@
+"""The actor base: timers, control messages, failure reporting."""
+
+from __future__ import annotations
+
+import threading
+
+import zmq
+
+from piwheels.master.task import Task, TaskControl
+from piwheels.protocols import SUPERVISOR
+from piwheels.transport import Socket
+
+
+class Ticker(Task):
+    name = "ticker"
+
+    def __init__(self, ctx, *, fail_after=None):
+        super().__init__(ctx)
+        self.ticks = 0
+        self.fail_after = fail_after
+        self.events: list[str] = []
+        self.ticked = threading.Event()
+        self.every(0.01, self.tick)
+
+    def tick(self):
+        if self.paused:
+            return
+        self.ticks += 1
+        self.ticked.set()
+        if self.fail_after is not None and self.ticks >= self.fail_after:
+            raise RuntimeError("boom")
+
+    def on_pause(self):
+        self.events.append("pause")
+
+    def on_resume(self):
+        self.events.append("resume")
+
+    def on_stop(self):
+        self.events.append("stop")
+
+
+def supervisor(ctx):
+    sock = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
+    sock.bind(SUPERVISOR.address)
+    return sock
+
+
+def test_timers_pause_resume_quit():
+    ctx = zmq.Context()
+    sup = supervisor(ctx)
+    task = Ticker(ctx)
+    control = TaskControl(ctx, "ticker")
+    try:
+        task.start()
+        assert task.ticked.wait(5)
+        control.send("PAUSE")
+        control.send("RESUME")
+        control.send("QUIT")
+        task.join(5)
+        assert not task.is_alive()
+        assert task.events == ["pause", "resume", "stop"]
+        assert task.ticks >= 1
+    finally:
+        control.close()
+        sup.close()
+        ctx.term()
+
+
+def test_failure_is_reported_to_the_supervisor():
+    ctx = zmq.Context()
+    sup = supervisor(ctx)
+    task = Ticker(ctx, fail_after=3)
+    try:
+        task.start()
+        task.join(5)
+        assert not task.is_alive()
+        assert sup.zsocket.poll(5000)
+        name, payload = sup.recv()
+        assert name == "FAILED"
+        assert payload["task"] == "ticker" and "boom" in payload["error"]
+        assert task.events == ["stop"]
+    finally:
+        sup.close()
+        ctx.term()

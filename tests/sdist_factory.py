@@ -1,0 +1,140 @@
+"""Small, real source distributions for build tests.
+
+Each sdist is a ``.tar.gz`` with a plain setuptools ``setup.py`` and a
+``pyproject.toml`` that names setuptools as the build backend, so pip builds it
+in an isolated environment exactly as it builds a release from the upstream
+index.  ``setup_body`` is Python inserted at the top of ``setup.py``: it runs
+inside the build, which lets a test make a build hang, fork, allocate or talk.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from packaging.utils import canonicalize_name
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+"""
+
+SETUP_PY = """\
+{setup_body}
+from setuptools import setup{ext_import}
+
+setup(
+    name={name!r},
+    version={version!r},
+    description="A package made by the piwheels tests",
+    {module_arg},{requires_python_arg}{requires_arg}
+)
+"""
+
+C_SOURCE = """\
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+
+/* cbrt comes from libm, so the module links to a system library. */
+static PyObject *answer(PyObject *self, PyObject *args)
+{{
+    volatile double cube = 74088.0;
+    return PyLong_FromLong((long)round(cbrt(cube)));
+}}
+
+static PyMethodDef methods[] = {{
+    {{"answer", answer, METH_NOARGS, "The answer."}},
+    {{NULL, NULL, 0, NULL}}
+}};
+
+static struct PyModuleDef module = {{
+    PyModuleDef_HEAD_INIT, "{module}", NULL, -1, methods
+}};
+
+PyMODINIT_FUNC PyInit_{module}(void)
+{{
+    return PyModule_Create(&module);
+}}
+"""
+
+
+def module_name(name: str) -> str:
+    """The importable module a factory sdist of project *name* holds."""
+    return canonicalize_name(name).replace("-", "_")
+
+
+def make_sdist(
+    dest_dir: Path,
+    name: str,
+    version: str,
+    *,
+    kind: str = "pure",
+    setup_body: str = "",
+    requires_python: Optional[str] = None,
+    declared_version: Optional[str] = None,
+    requires: Sequence[str] = (),
+    data_bytes: int = 0,
+) -> Path:
+    """Write ``<name>-<version>.tar.gz`` into *dest_dir* and return its path.
+
+    *kind* is ``"pure"`` (one Python module) or ``"c_ext"`` (one C extension
+    module linked to libm, so the wheel is specific to the interpreter and
+    platform and depends on a system library).
+    *declared_version* is the version ``setup.py`` claims (default *version*),
+    for sdists whose metadata disagrees with their file name.  *requires*
+    become the wheel's Requires-Dist.  *data_bytes* adds a data file of that
+    many random (incompressible) bytes, for a large wheel.
+    """
+    if kind not in ("pure", "c_ext"):
+        raise ValueError(f"kind must be 'pure' or 'c_ext', not {kind!r}")
+    module = module_name(name)
+    stem = f"{module}-{version}"
+    if kind == "pure":
+        module_arg = f"py_modules=[{module!r}]"
+        ext_import = ""
+        sources = {f"{module}.py": '"""Made by the piwheels tests."""\n\nANSWER = 42\n'}
+    else:
+        module_arg = f"ext_modules=[Extension({module!r}, sources=[{module + '.c'!r}], libraries=['m'])]"
+        ext_import = ", Extension"
+        sources = {f"{module}.c": C_SOURCE.format(module=module)}
+    requires_python_arg = (
+        f"\n    python_requires={requires_python!r}," if requires_python is not None else ""
+    )
+    requires_arg = f"\n    install_requires={list(requires)!r}," if requires else ""
+    blob: dict[str, bytes] = {}
+    if data_bytes:
+        blob["blob.bin"] = os.urandom(data_bytes)
+        requires_arg += f"\n    data_files=[('share/{module}', ['blob.bin'])],"
+    declared = declared_version or version
+    files = {
+        "pyproject.toml": PYPROJECT,
+        "setup.py": SETUP_PY.format(
+            setup_body=textwrap.dedent(setup_body), ext_import=ext_import, name=name,
+            version=declared, module_arg=module_arg, requires_python_arg=requires_python_arg,
+            requires_arg=requires_arg,
+        ),
+        "PKG-INFO": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {declared}\n"
+            + (f"Requires-Python: {requires_python}\n" if requires_python else "")
+        ),
+        **sources,
+    }
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    path = dest_dir / f"{stem}.tar.gz"
+    now = int(time.time())
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in {**files, **blob}.items():
+            data = text if isinstance(text, bytes) else text.encode("utf-8")
+            info = tarfile.TarInfo(f"{stem}/{rel}")
+            info.size = len(data)
+            info.mtime = now
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path

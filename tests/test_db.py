@@ -1,0 +1,245 @@
+"""The data layer against the real schema, connected as the master's role."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from piwheels.connection import make_engine, translate_errors
+from piwheels.errors import (
+    InvalidName, InvalidVersion, PermissionProblem, SchemaVersionMismatch,
+    UnknownPackage, UnknownVersion,
+)
+from piwheels.records import BuildRecord, FileRecord
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+HASH_A = "a" * 64
+HASH_B = "b" * 64
+
+
+def wheel(filename="foo_bar-1.0-cp311-cp311-linux_armv7l.whl", sha=HASH_A, abi="cp311",
+          deps=None) -> FileRecord:
+    name, version, py, abi_tag, plat = filename[:-4].split("-")
+    return FileRecord(
+        filename=filename, size=1234, sha256=sha, package_tag=name, version_tag=version,
+        py_tag=py, abi_tag=abi_tag, platform_tag=plat, requires_python=">=3.9",
+        metadata_sha256=HASH_B, dependencies=deps or {},
+    )
+
+
+def build(status="success", files=(), version="1.0", abi="cp311") -> BuildRecord:
+    return BuildRecord(
+        package="Foo_Bar", version=version, abi_tag=abi, slave_label="pi4-1",
+        started=NOW, duration=timedelta(seconds=42), status=status, log="built ok\n",
+        files=tuple(files),
+    )
+
+
+def test_schema_version_matches(db):
+    db.check_schema_version()
+
+
+def test_schema_version_mismatch(db, schema_database):
+    engine = sa.create_engine(schema_database["superuser"], poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE configuration SET schema_version = 7")
+    try:
+        with pytest.raises(SchemaVersionMismatch, match="version 7, newer than this code"):
+            db.check_schema_version()
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE configuration SET schema_version = 1")
+        engine.dispose()
+
+
+def test_add_package_canonicalises_and_keeps_display_name(db):
+    assert db.add_package("Foo_Bar.baz", description="A thing")
+    assert not db.add_package("foo-bar-baz")
+    project = db.get_project("FOO.BAR_baz")
+    assert project.package == "foo-bar-baz"
+    assert project.description == "A thing"
+    assert project.names == ("Foo_Bar.baz", "foo-bar-baz")
+
+
+@pytest.mark.parametrize("name", ["", "-foo", "foo bar", "x" * 201, "föö"])
+def test_invalid_names_rejected(db, name):
+    with pytest.raises(InvalidName):
+        db.add_package(name)
+
+
+def test_versions_normalised_and_sorted(db):
+    db.add_package("foo")
+    assert db.add_version("foo", "1.0", released=NOW)
+    assert db.add_version("foo", "1.10", released=NOW)
+    assert db.add_version("foo", "1.2-1", released=NOW)
+    assert not db.add_version("foo", "1.0", released=NOW)
+    versions = [v.version for v in db.get_project("foo").versions]
+    assert versions == ["1.10", "1.2.post1", "1.0"]
+
+
+@pytest.mark.parametrize("version", ["", "not a version", "1" * 201])
+def test_invalid_versions_rejected(db, version):
+    db.add_package("foo")
+    with pytest.raises(InvalidVersion):
+        db.add_version("foo", version)
+
+
+def test_version_of_unknown_package(db):
+    with pytest.raises(UnknownPackage):
+        db.add_version("nope", "1.0")
+    db.add_package("foo")
+    with pytest.raises(UnknownVersion):
+        db.yank_version("foo", "9.9")
+
+
+def test_binary_only_release_gains_sdist(db):
+    db.add_package("foo")
+    db.add_version("foo", "2.0", has_sdist=False)
+    assert not db.get_project("foo").versions[0].has_sdist
+    db.add_version("foo", "2.0", has_sdist=True)
+    assert db.get_project("foo").versions[0].has_sdist
+    db.add_version("foo", "2.0", has_sdist=False)
+    assert db.get_project("foo").versions[0].has_sdist
+
+
+def test_yank_and_unyank(db):
+    db.add_package("foo")
+    db.add_version("foo", "1.0")
+    db.yank_version("foo", "1.0", "broken on arm")
+    v = db.get_project("foo").versions[0]
+    assert (v.yanked, v.yank_reason) == (True, "broken on arm")
+    db.unyank_version("foo", "1.0")
+    v = db.get_project("foo").versions[0]
+    assert (v.yanked, v.yank_reason) == (False, None)
+
+
+def test_skip_package_and_version(db):
+    db.add_package("foo")
+    db.add_version("foo", "1.0")
+    db.skip_package("foo", "too big")
+    db.skip_version("foo", "1.0", "needs CUDA")
+    project = db.get_project("foo")
+    assert project.skip_reason == "too big"
+    assert project.versions[0].skip_reason == "needs CUDA"
+    db.skip_package("foo", None)
+    assert db.get_project("foo").skip_reason is None
+    with pytest.raises(UnknownPackage):
+        db.skip_package("bar", "x")
+
+
+def test_record_build_with_files_and_dependencies(db):
+    db.add_package("Foo_Bar")
+    db.add_version("foo-bar", "1.0")
+    db.add_build_abi("cp311")
+    build_id = db.record_build(build(files=[
+        wheel(deps={"apt": frozenset({"libc6", "libssl3"}), "pip": frozenset({"six"})}),
+    ]))
+    assert db.get_build_log(build_id) == "built ok\n"
+    (version,) = db.get_project("foo-bar").versions
+    (attempt,) = version.builds
+    assert (attempt.build_id, attempt.status, attempt.abi_tag) == (build_id, "success", "cp311")
+    assert attempt.duration == timedelta(seconds=42)
+    (f,) = attempt.files
+    assert f.sha256 == HASH_A and f.size == 1234 and f.requires_python == ">=3.9"
+    assert f.dependencies == {"apt": ("libc6", "libssl3"), "pip": ("six",)}
+
+
+def test_record_build_is_all_or_nothing(db):
+    db.add_package("foo-bar")
+    db.add_version("foo-bar", "1.0")
+    db.add_build_abi("cp311")
+    db.record_build(build(files=[wheel()]))
+    # the same filename again violates the files key: nothing of this attempt stays
+    with pytest.raises(sa.exc.IntegrityError):
+        db.record_build(build(files=[wheel(sha=HASH_B)]))
+    (version,) = db.get_project("foo-bar").versions
+    assert len(version.builds) == 1
+
+
+def test_bad_hash_rejected_by_schema(db):
+    db.add_package("foo-bar")
+    db.add_version("foo-bar", "1.0")
+    db.add_build_abi("cp311")
+    with pytest.raises(sa.exc.IntegrityError, match="files_filehash_ck"):
+        db.record_build(build(files=[wheel(sha="XYZ")]))
+
+
+def test_failed_build_has_no_files():
+    with pytest.raises(ValueError, match="only a successful build"):
+        build(status="failed", files=[wheel()])
+
+
+def test_removing_a_version_cascades(db):
+    db.add_package("foo-bar")
+    db.add_version("foo-bar", "1.0")
+    db.add_version("foo-bar", "2.0")
+    db.add_build_abi("cp311")
+    db.record_build(build(files=[wheel()]))
+    assert db.remove_version("foo-bar", "1.0")
+    assert not db.remove_version("foo-bar", "1.0")
+    assert [v.version for v in db.get_project("foo-bar").versions] == ["2.0"]
+    assert db.remove_package("foo-bar")
+    assert db.get_project("foo-bar") is None
+
+
+def test_build_abis_order_numerically(db):
+    for abi in ("cp311", "cp39", "cp313", "cp310"):
+        db.add_build_abi(abi)
+    db.add_build_abi("cp310", active=False)
+    assert db.get_build_abis() == ["cp39", "cp311", "cp313"]
+    assert db.get_build_abis(active_only=False) == ["cp39", "cp310", "cp311", "cp313"]
+
+
+def test_pypi_serial_never_moves_back(db):
+    assert db.get_pypi_serial() == 0
+    db.set_pypi_serial(1000)
+    db.set_pypi_serial(10)
+    assert db.get_pypi_serial() == 1000
+
+
+def test_aliases(db):
+    db.add_package("foo")
+    db.add_alias("foo", "Foo.Legacy")
+    assert "Foo.Legacy" in db.get_project("foo").names
+    with pytest.raises(UnknownPackage):
+        db.add_alias("bar", "baz")
+
+
+@pytest.mark.parametrize("statement", [
+    "DROP TABLE dependencies",
+    "ALTER TABLE packages ADD COLUMN evil integer",
+    "TRUNCATE packages CASCADE",
+    "CREATE TABLE evil (id integer)",
+    "UPDATE configuration SET schema_version = 2",
+])
+def test_master_role_cannot_change_the_schema(master_dsn, statement):
+    engine = sa.create_engine(master_dsn, poolclass=sa.pool.NullPool)
+    try:
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied|must be owner"):
+            with engine.begin() as conn:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def test_master_role_can_write_rows(master_dsn):
+    engine = sa.create_engine(master_dsn, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO packages (package) VALUES ('rowtest')")
+            conn.exec_driver_sql("UPDATE configuration SET pypi_serial = 5")
+            conn.exec_driver_sql("DELETE FROM packages WHERE package = 'rowtest'")
+    finally:
+        engine.dispose()
+
+
+def test_permission_problem_is_translated(master_dsn):
+    engine = make_engine(master_dsn)
+    try:
+        with pytest.raises(PermissionProblem, match="must be owner"):
+            with translate_errors(engine), engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE files")
+    finally:
+        engine.dispose()

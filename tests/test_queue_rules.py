@@ -1,0 +1,113 @@
+"""Which releases the build queue offers for each ABI (the design's queue rules)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from piwheels.records import BuildRecord, FileRecord
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def farm_db(db):
+    for abi in ("cp39", "cp311", "cp312"):
+        db.add_build_abi(abi)
+    return db
+
+
+def release(db, name, version="1.0", *, age_h=0, **kwargs):
+    db.add_package(name)
+    db.add_version(name, version, released=T0 - timedelta(hours=age_h), **kwargs)
+
+
+def attempt(db, name, abi, *, status="success", wheel_tags=None, version="1.0"):
+    files = ()
+    if status == "success":
+        py, wheel_abi, plat = wheel_tags or (abi, abi, "linux_aarch64")
+        filename = f"{name.replace('-', '_')}-{version}-{py}-{wheel_abi}-{plat}.whl"
+        files = (FileRecord(
+            filename=filename, size=10, sha256="a" * 64, package_tag=name, version_tag=version,
+            py_tag=py, abi_tag=wheel_abi, platform_tag=plat, requires_python=None,
+            metadata_sha256="b" * 64),)
+    db.record_build(BuildRecord(
+        package=name, version=version, abi_tag=abi, slave_label="s", started=T0,
+        duration=timedelta(seconds=1), status=status, log="", files=files,
+        reason=None if status == "success" else "broke"))
+
+
+def pending(db, abi, **kwargs):
+    return [p for p, _ in db.pending_builds(abi, 100, **kwargs)]
+
+
+def test_newest_first_and_oldest_first(farm_db):
+    release(farm_db, "old", age_h=10)
+    release(farm_db, "new", age_h=1)
+    release(farm_db, "mid", age_h=5)
+    assert pending(farm_db, "cp311") == ["new", "mid", "old"]
+    assert pending(farm_db, "cp311", newest_first=False) == ["old", "mid", "new"]
+
+
+def test_pure_wheel_serves_every_abi(farm_db):
+    release(farm_db, "pure")
+    attempt(farm_db, "pure", "cp311", wheel_tags=("py3", "none", "any"))
+    for abi in ("cp39", "cp311", "cp312"):
+        assert pending(farm_db, abi) == []
+
+
+def test_abi3_serves_newer_pythons_only(farm_db):
+    release(farm_db, "limited")
+    attempt(farm_db, "limited", "cp311", wheel_tags=("cp311", "abi3", "linux_aarch64"))
+    assert pending(farm_db, "cp39") == ["limited"]   # cp39 < cp311, not as strings
+    assert pending(farm_db, "cp311") == []
+    assert pending(farm_db, "cp312") == []
+
+
+def test_failures_are_not_retried_and_other_abis_still_wanted(farm_db):
+    release(farm_db, "broken")
+    attempt(farm_db, "broken", "cp311", status="failed")
+    assert pending(farm_db, "cp311") == []
+    assert pending(farm_db, "cp312") == ["broken"]
+
+
+def test_platform_wheel_serves_its_own_abi(farm_db):
+    release(farm_db, "native")
+    attempt(farm_db, "native", "cp312")
+    assert pending(farm_db, "cp312") == []
+    assert pending(farm_db, "cp311") == ["native"]
+
+
+def test_skipped_yanked_and_binary_only_are_not_built(farm_db):
+    release(farm_db, "skipver")
+    farm_db.skip_version("skipver", "1.0", "too big")
+    release(farm_db, "skippkg")
+    farm_db.skip_package("skippkg", "needs a GPU")
+    release(farm_db, "yanked", yanked=True, yank_reason="bad")
+    release(farm_db, "binary", has_sdist=False)
+    assert pending(farm_db, "cp311") == []
+    farm_db.skip_package("skippkg", None)
+    farm_db.unyank_version("yanked", "1.0")
+    farm_db.set_has_sdist("binary", "1.0", True)
+    assert sorted(pending(farm_db, "cp311")) == ["binary", "skippkg", "yanked"]
+
+
+def test_built_flag_follows_builds_and_abis(farm_db):
+    release(farm_db, "flag")
+    for abi in ("cp39", "cp311"):
+        attempt(farm_db, "flag", abi)
+    assert not farm_db.get_versions("flag")["1.0"]["built"]
+    attempt(farm_db, "flag", "cp312", status="failed")
+    assert farm_db.get_versions("flag")["1.0"]["built"]
+    assert all(pending(farm_db, abi) == [] for abi in ("cp39", "cp311", "cp312"))
+    farm_db.add_build_abi("cp313")
+    assert not farm_db.get_versions("flag")["1.0"]["built"]
+    assert pending(farm_db, "cp313") == ["flag"]
+    farm_db.remove_builds("flag")
+    assert pending(farm_db, "cp311") == ["flag"]
+
+
+def test_inactive_abis_are_not_offered(farm_db):
+    farm_db.add_build_abi("cp39", active=False)
+    assert farm_db.get_build_abis() == ["cp311", "cp312"]

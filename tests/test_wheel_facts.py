@@ -1,0 +1,420 @@
+"""Reading wheels and the master's acceptance check, on real and on crafted wheels.
+
+Real wheels come from factory sdists built once per module with ``pip wheel``
+(no build isolation: setuptools of the test environment, no index needed).
+Broken wheels are crafted with zipfile, one defect each.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import msgpack
+import pytest
+from packaging.tags import sys_tags
+from sdist_factory import make_sdist
+
+from piwheels.errors import WheelError
+from piwheels.wheel_facts import (
+    WheelFacts,
+    check_identity,
+    check_wheel,
+    inspect_wheel,
+    sha256_file,
+)
+
+PY_TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
+# The platform a local build is tagged with (not manylinux or musllinux).
+PLATFORM = [
+    tag.platform for tag in sys_tags()
+    if (tag.interpreter, tag.abi) == (PY_TAG, PY_TAG)
+    and not tag.platform.startswith(("manylinux", "musllinux"))
+][-1]
+OTHER_PLATFORM = "linux_aarch64" if PLATFORM != "linux_aarch64" else "linux_x86_64"
+OTHER_PY_TAG = "cp313" if PY_TAG != "cp313" else "cp312"
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def real_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A pure and a C extension wheel, built from factory sdists by pip."""
+    root = tmp_path_factory.mktemp("real-wheels")
+    sdists = [
+        make_sdist(root / "sdists", "piw_facts", "1.0", requires_python=">=3.8",
+                   requires=["attrs>=20", 'six; python_version < "3"']),
+        make_sdist(root / "sdists", "piw-facts-ext", "2.1", kind="c_ext"),
+    ]
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath), "HOME": str(root), "LC_ALL": "C.UTF-8",
+        "PIP_CONFIG_FILE": os.devnull, "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index",
+         "--no-cache-dir", "--disable-pip-version-check", "--quiet",
+         "--wheel-dir", str(root / "wheels"), *map(str, sdists)],
+        check=True, env=env, stdin=subprocess.DEVNULL, cwd=root, timeout=300,
+    )
+    [pure] = (root / "wheels").glob("piw_facts-1.0-*.whl")
+    [ext] = (root / "wheels").glob("piw_facts_ext-2.1-*.whl")
+    return {"pure": pure, "ext": ext}
+
+
+# --- crafting wheels ------------------------------------------------------------------
+
+
+def record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def craft_wheel(
+    directory: Path,
+    filename: str = "piw_craft-1.0-py3-none-any.whl",
+    *,
+    name: str = "piw-craft",
+    version: str = "1.0",
+    files: Optional[dict[str, bytes]] = None,
+    record: Optional[str] = None,
+    record_extra: str = "",
+    dist_info: Optional[str] = None,
+    metadata: Optional[bytes] = None,
+    compression: int = zipfile.ZIP_STORED,
+) -> Path:
+    """A wheel with a correct RECORD unless *record* replaces it (``"omit"``: none)."""
+    dist_info = dist_info or f"{name.replace('-', '_')}-{version}.dist-info"
+    members = dict(files if files is not None else {"piw_craft.py": b"ANSWER = 42\n"})
+    members.setdefault(
+        f"{dist_info}/METADATA",
+        metadata if metadata is not None else
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode())
+    members.setdefault(
+        f"{dist_info}/WHEEL",
+        b"Wheel-Version: 1.0\nGenerator: piwheels-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    record_path = f"{dist_info}/RECORD"
+    if record is None:
+        record = "".join(
+            f"{member},{record_hash(data)},{len(data)}\n" for member, data in members.items()
+        ) + f"{record_path},,\n" + record_extra
+    path = directory / filename
+    with zipfile.ZipFile(path, "w", compression) as wheel:
+        for member, data in members.items():
+            wheel.writestr(member, data)
+        if record != "omit":
+            wheel.writestr(record_path, record)
+    return path
+
+
+def check(path: Path, **overrides) -> WheelFacts:
+    facts = {
+        "package": "piw-craft", "version": "1.0", "expected_size": path.stat().st_size,
+        "expected_sha256": sha256_file(path), "builder_abi": PY_TAG,
+        "builder_platform": PLATFORM, "max_size": 10 * MiB,
+    }
+    facts.update(overrides)
+    return check_wheel(path, **facts)
+
+
+# --- facts of real wheels --------------------------------------------------------------
+
+
+def test_pure_wheel_facts(real_wheels: dict[str, Path]) -> None:
+    path = real_wheels["pure"]
+    facts = inspect_wheel(path)
+    assert facts.filename == path.name == "piw_facts-1.0-py3-none-any.whl"
+    assert (facts.package_tag, facts.version_tag) == ("piw_facts", "1.0")
+    assert (facts.py_tag, facts.abi_tag, facts.platform_tag) == ("py3", "none", "any")
+    assert facts.size == path.stat().st_size
+    assert facts.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() == sha256_file(path)
+    assert facts.requires_python == ">=3.8"
+    assert facts.requires_dist == ("attrs>=20", 'six; python_version < "3"')
+    with zipfile.ZipFile(path) as wheel:
+        assert facts.metadata == wheel.read("piw_facts-1.0.dist-info/METADATA")
+    assert facts.metadata_sha256 == hashlib.sha256(facts.metadata).hexdigest()
+    assert facts.apt_dependencies == ()
+
+
+@pytest.mark.skipif(not (shutil.which("ldd") and shutil.which("dpkg")), reason="needs ldd and dpkg")
+def test_extension_wheel_lists_the_apt_packages_it_links_to(real_wheels: dict[str, Path]) -> None:
+    facts = inspect_wheel(real_wheels["ext"])
+    assert facts.filename == f"piw_facts_ext-2.1-{PY_TAG}-{PY_TAG}-{PLATFORM}.whl"
+    assert (facts.py_tag, facts.abi_tag, facts.platform_tag) == (PY_TAG, PY_TAG, PLATFORM)
+    assert "libc6" in facts.apt_dependencies  # libm.so.6 belongs to libc6
+    assert list(facts.apt_dependencies) == sorted(set(facts.apt_dependencies))
+    assert all(":" not in package for package in facts.apt_dependencies)
+    assert inspect_wheel(real_wheels["ext"], find_apt_deps=False).apt_dependencies == ()
+
+
+def test_facts_survive_a_msgpack_message(real_wheels: dict[str, Path]) -> None:
+    facts = inspect_wheel(real_wheels["pure"])
+    data = facts.to_dict()
+    assert {type(value) for value in data.values()} <= {str, int, bytes, list, type(None)}
+    wire = msgpack.unpackb(msgpack.packb(data, use_bin_type=True), raw=False)
+    assert WheelFacts.from_dict(wire) == facts
+
+
+def test_real_wheels_pass_the_acceptance_check(real_wheels: dict[str, Path]) -> None:
+    for key, package, version in (("pure", "piw.facts", "1.0"), ("ext", "Piw_Facts_Ext", "2.1.0")):
+        path = real_wheels[key]
+        facts = check(path, package=package, version=version)
+        assert facts == WheelFacts(**{**inspect_wheel(path).__dict__, "apt_dependencies": ()})
+
+
+def test_compressed_tag_sets_are_kept_as_written(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path, "piw_craft-1.0-py2.py3-none-any.whl")
+    facts = check(path)
+    assert (facts.py_tag, facts.abi_tag, facts.platform_tag) == ("py2.py3", "none", "any")
+
+
+def test_signature_files_and_record_itself_need_no_hash(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path, files={
+        "piw_craft.py": b"X = 1\n",
+        "piw_craft-1.0.dist-info/RECORD.jws": b"{}",
+    })
+    assert check(path).filename == path.name
+    with zipfile.ZipFile(path) as wheel:
+        record = wheel.read("piw_craft-1.0.dist-info/RECORD").decode()
+    assert "piw_craft-1.0.dist-info/RECORD,," in record
+
+
+def test_tags_the_builder_can_make_are_accepted(tmp_path: Path) -> None:
+    for tags in (f"{PY_TAG}-abi3-{PLATFORM}", f"py3-none-{PLATFORM}", "py3-none-any",
+                 f"{PY_TAG}-{PY_TAG}-{PLATFORM}", f"{PY_TAG}-none-any"):
+        path = craft_wheel(tmp_path, f"piw_craft-1.0-{tags}.whl")
+        assert check(path).filename == path.name
+    # nothing is known of the builder: any tag will do
+    path = craft_wheel(tmp_path, "piw_craft-1.0-cp399-cp399-linux_sparc.whl")
+    assert check(path, builder_abi=None, builder_platform=None).abi_tag == "cp399"
+
+
+# --- rejections -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("filename, reason", [
+    ("piw_craft-1.0.tar.gz", "is not a wheel file name"),
+    ("piw_craft-1.0.whl", "is not a wheel file name"),
+    ("piw craft-1.0-py3-none-any.whl", "is not a wheel file name"),
+    ("../piw_craft-1.0-py3-none-any.whl", "is not a plain file name"),
+    ("sub/piw_craft-1.0-py3-none-any.whl", "is not a plain file name"),
+    ("sub\\piw_craft-1.0-py3-none-any.whl", "is not a plain file name"),
+    (".piw_craft-1.0-py3-none-any.whl", "is not a plain file name"),
+    ("", "is not a plain file name"),
+])
+def test_bad_file_names_are_rejected(tmp_path: Path, filename: str, reason: str) -> None:
+    path = craft_wheel(tmp_path)
+    with pytest.raises(WheelError, match=reason):
+        check(path, filename=filename)
+
+
+def test_a_wheel_over_the_size_limit_is_rejected(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path)
+    size = path.stat().st_size
+    assert check(path, max_size=size).size == size
+    with pytest.raises(WheelError, match=f"is {size} bytes, over the limit of {size - 1} bytes"):
+        check(path, max_size=size - 1)
+
+
+def test_a_wheel_that_unpacks_too_far_is_rejected(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path, files={"piw_craft/zeros.bin": bytes(MiB)},
+                       compression=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 100_000
+    assert check(path, max_size=MiB // 2).size == path.stat().st_size
+    with pytest.raises(WheelError, match="unpacks to .* bytes, over the limit of 400000 bytes"):
+        check(path, max_size=100_000)
+
+
+def test_size_and_hash_must_be_what_the_slave_reported(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path)
+    size = path.stat().st_size
+    with pytest.raises(WheelError, match=f"is {size} bytes, but the slave reported {size + 1}"):
+        check(path, expected_size=size + 1)
+    with pytest.raises(WheelError, match="has SHA-256 .* but the slave reported 0000"):
+        check(path, expected_sha256="0" * 64)
+    assert check(path, expected_sha256=sha256_file(path).upper()).size == size
+
+
+def test_a_file_that_is_not_a_zip_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "piw_craft-1.0-py3-none-any.whl"
+    path.write_bytes(b"this is not a zip file at all")
+    with pytest.raises(WheelError, match="is not a valid zip file"):
+        check(path)
+    with pytest.raises(WheelError, match="is not a valid zip file"):
+        inspect_wheel(path)
+
+
+def test_a_truncated_wheel_is_rejected(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WheelError, match="is not a valid zip file"):
+        check(path)
+
+
+def test_corrupt_member_data_is_rejected(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path, files={"piw_craft.py": b"ANSWER = 42  # untouched\n"})
+    data = path.read_bytes()
+    assert data.count(b"untouched") == 1
+    path.write_bytes(data.replace(b"untouched", b"TAMPERED!"))
+    with pytest.raises(WheelError, match="is corrupt at piw_craft.py: Bad CRC-32"):
+        check(path)
+
+
+@pytest.mark.parametrize("member, reason", [
+    ("/etc/evil.py", "a member with an absolute path"),
+    ("\\evil.py", "a member with an absolute path"),
+    ("C:/evil.py", "a member with an absolute path"),
+    ("../evil.py", "a member that climbs out with '..'"),
+    ("piw_craft/../../evil.py", "a member that climbs out with '..'"),
+    ("piw_craft\\..\\evil.py", "a member that climbs out with '..'"),
+    ("piw_craft/evil\n.py", "a member with a control character in its name"),
+])
+def test_members_outside_the_wheel_are_rejected(tmp_path: Path, member: str, reason: str) -> None:
+    path = craft_wheel(tmp_path, files={"piw_craft.py": b"X = 1\n", member: b"evil\n"})
+    with zipfile.ZipFile(path) as wheel:
+        assert member in wheel.namelist()  # zipfile wrote the name as given
+    with pytest.raises(WheelError, match=reason):
+        check(path)
+
+
+def test_a_member_stored_twice_is_rejected(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile: "Duplicate name"
+        with zipfile.ZipFile(path, "a") as wheel:
+            wheel.writestr("piw_craft.py", b"import os; os.system('evil')\n")
+    with pytest.raises(WheelError, match="holds piw_craft.py twice"):
+        check(path)
+
+
+def test_a_wheel_without_record_is_rejected(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path, record="omit")
+    with pytest.raises(WheelError, match="has no piw_craft-1.0.dist-info/RECORD"):
+        check(path)
+
+
+DEFAULT_MEMBERS = {
+    "piw_craft.py": b"ANSWER = 42\n",
+    "piw_craft-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: piw-craft\nVersion: 1.0\n",
+    "piw_craft-1.0.dist-info/WHEEL": (
+        b"Wheel-Version: 1.0\nGenerator: piwheels-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n"),
+}
+
+
+def _record(replace: Optional[dict[str, str]] = None) -> str:
+    """A correct RECORD for the default crafted wheel, with some lines replaced ("": dropped)."""
+    lines = {
+        member: f"{member},{record_hash(data)},{len(data)}"
+        for member, data in DEFAULT_MEMBERS.items()
+    }
+    lines["piw_craft-1.0.dist-info/RECORD"] = "piw_craft-1.0.dist-info/RECORD,,"
+    lines.update(replace or {})
+    return "".join(f"{line}\n" for line in lines.values() if line)
+
+
+GOOD_HASH = record_hash(DEFAULT_MEMBERS["piw_craft.py"])
+
+
+@pytest.mark.parametrize("record, reason", [
+    (_record({"piw_craft.py": f"piw_craft.py,{record_hash(b'ANSWER = 43')},12"}),
+     "piw_craft.py in .* does not match its RECORD hash"),
+    (_record({"piw_craft.py": f"piw_craft.py,{GOOD_HASH},99"}),
+     "piw_craft.py in .* is 12 bytes, but its RECORD says 99"),
+    (_record({"piw_craft.py": ""}), "holds piw_craft.py, which its RECORD does not list"),
+    (_record() + "piw_craft/missing.py,sha256=abc,3\n",
+     "lists piw_craft/missing.py, which the wheel lacks"),
+    (_record({"piw_craft.py": "piw_craft.py,,12"}), "has no hash for piw_craft.py"),
+    (_record({"piw_craft.py": "piw_craft.py,md5=abcdef,12"}), "hashes piw_craft.py with 'md5'"),
+    (_record({"piw_craft.py": "piw_craft.py,sha256=abc"}), "a line of 2 fields, not 3"),
+    (_record() + _record(), "lists piw_craft.py twice"),
+])
+def test_record_must_match_every_member(tmp_path: Path, record: str, reason: str) -> None:
+    path = craft_wheel(tmp_path, record=record)
+    with pytest.raises(WheelError, match=reason):
+        check(path)
+
+
+def test_the_default_record_is_right(tmp_path: Path) -> None:
+    assert check(craft_wheel(tmp_path, record=_record())).size > 0
+
+
+@pytest.mark.parametrize("package, version, reason", [
+    ("piw-other", "1.0", "is for project 'piw-craft' .* but the build was of 'piw-other'"),
+    ("piw-craft", "1.1", "is version 1.0 .* but the build was of version 1.1"),
+    ("piw-craft", "not a version", "the build's version 'not a version' is not a valid version"),
+])
+def test_the_wheel_must_be_of_the_job(tmp_path: Path, package: str, version: str,
+                                      reason: str) -> None:
+    path = craft_wheel(tmp_path)
+    with pytest.raises(WheelError, match=reason):
+        check(path, package=package, version=version)
+
+
+def test_names_and_versions_are_compared_in_normal_form(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path, name="Piw.Craft", version="1.0.0")
+    assert check(path, package="PIW_craft", version="1.0").package_tag == "piw_craft"
+
+
+def test_metadata_must_agree_with_the_file_name(tmp_path: Path) -> None:
+    # the file name says 1.0 like the job, METADATA says 2.0
+    path = craft_wheel(tmp_path, dist_info="piw_craft-1.0.dist-info",
+                       metadata=b"Metadata-Version: 2.1\nName: piw-craft\nVersion: 2.0\n")
+    with pytest.raises(WheelError, match="is version 2.0 \\(file name: 1.0\\)"):
+        check(path)
+    path = craft_wheel(tmp_path, dist_info="piw_craft-1.0.dist-info",
+                       metadata=b"Metadata-Version: 2.1\nName: piw-other\nVersion: 1.0\n")
+    with pytest.raises(WheelError, match="is for project 'piw-other' \\(file name: 'piw_craft'\\)"):
+        check(path)
+    with pytest.raises(WheelError, match="is for project 'piw-other'"):
+        check_identity(inspect_wheel(path), package="piw-craft", version="1.0")
+
+
+@pytest.mark.parametrize("metadata, reason", [
+    (b"Metadata-Version: 2.1\nName: piw-craft\n", "has no Name or no Version"),
+    (b"Metadata-Version: 2.1\nName: piw-craft\nVersion: one\n", "has an invalid Version 'one'"),
+    (b"Metadata-Version: 2.1\nName: piw-\xff\nVersion: 1.0\n", "is not UTF-8"),
+])
+def test_bad_metadata_is_rejected(tmp_path: Path, metadata: bytes, reason: str) -> None:
+    path = craft_wheel(tmp_path, metadata=metadata)
+    with pytest.raises(WheelError, match=reason):
+        check(path)
+
+
+def test_a_wheel_needs_one_dist_info_with_metadata(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path, files={"piw_craft.py": b"X = 1\n",
+                                        "piw_craft-2.0.dist-info/METADATA": b"Name: x\n"})
+    with pytest.raises(WheelError, match="has 2 .dist-info directories"):
+        check(path)
+    path = tmp_path / "piw_craft-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("piw_craft.py", b"X = 1\n")
+    with pytest.raises(WheelError, match="has no .dist-info directories"):
+        inspect_wheel(path)
+    path = craft_wheel(tmp_path, files={"piw_craft-1.0.dist-info/WHEEL": b""},
+                       metadata=b"", record="omit")
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("piw_craft-1.0.dist-info/WHEEL", b"")
+    with pytest.raises(WheelError, match="holds no piw_craft-1.0.dist-info/METADATA"):
+        inspect_wheel(path)
+
+
+@pytest.mark.parametrize("tags, bad_tag", [
+    (f"{OTHER_PY_TAG}-{OTHER_PY_TAG}-{PLATFORM}", f"{OTHER_PY_TAG}-{OTHER_PY_TAG}-{PLATFORM}"),
+    (f"{PY_TAG}-{PY_TAG}-{OTHER_PLATFORM}", f"{PY_TAG}-{PY_TAG}-{OTHER_PLATFORM}"),
+    (f"py3-none-{OTHER_PLATFORM}", f"py3-none-{OTHER_PLATFORM}"),
+    (f"{PY_TAG}-abi3-win_amd64", f"{PY_TAG}-abi3-win_amd64"),
+    (f"py3-none-any.{PLATFORM}.{OTHER_PLATFORM}", f"py3-none-{OTHER_PLATFORM}"),
+])
+def test_tags_the_builder_cannot_make_are_rejected(tmp_path: Path, tags: str,
+                                                   bad_tag: str) -> None:
+    path = craft_wheel(tmp_path, f"piw_craft-1.0-{tags}.whl")
+    with pytest.raises(WheelError, match=f"has tag {bad_tag}, which a builder for ABI {PY_TAG}"):
+        check(path)
