@@ -11,8 +11,10 @@ import os
 import pwd
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
@@ -72,6 +74,7 @@ class Process:
                  user: Optional[pwd.struct_passwd] = None, env: Optional[dict] = None) -> None:
         self.args = args
         self.log_path = log_path
+        self.expected_exit = False
         self._log = open(log_path, "ab")
         kwargs = {}
         if user is not None:
@@ -88,11 +91,13 @@ class Process:
         wait_for(lambda: text in self.log(), timeout_s, f"{text!r} in {self.log_path.name}")
 
     def kill(self) -> None:
+        self.expected_exit = True
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
 
     def stop(self, timeout_s: float = 20) -> int:
+        self.expected_exit = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -119,6 +124,9 @@ class Farm:
         self.master: Optional[Process] = None
         self.slaves: list[Process] = []
         self.user = build_user()
+        # the build user cannot reach pytest's private temp tree
+        self.work_root = Path(tempfile.mkdtemp(prefix="piw-farm-"))
+        self.work_root.chmod(0o755)
 
     def start_master(self, *extra: str) -> Process:
         self.master = Process([
@@ -136,7 +144,7 @@ class Farm:
         return self.master
 
     def start_slave(self, label: str, python: str, *extra: str) -> Process:
-        work = self.tmp_path / f"work-{label}"
+        work = self.work_root / f"work-{label}"
         work.mkdir(exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         if self.user is not None:
@@ -158,3 +166,15 @@ class Farm:
         if self.user is not None:
             # builds orphaned by a killed slave run in their own sessions
             subprocess.run(["pkill", "-KILL", "-u", self.user.pw_name], check=False)
+        shutil.rmtree(self.work_root, ignore_errors=True)
+
+    def wait(self, condition: Callable[[], T], timeout_s: float, what: str) -> T:
+        """:func:`wait_for`, but fail at once (with its log) if a daemon died."""
+        def check():
+            for process in [self.master, *self.slaves]:
+                if process is not None and not process.expected_exit and \
+                        process.proc.poll() is not None:
+                    raise AssertionError(f"{process.log_path.name} exited with "
+                                         f"{process.proc.returncode}:\n{process.log()[-3000:]}")
+            return condition()
+        return wait_for(check, timeout_s, what)

@@ -52,9 +52,9 @@ class AdminService(Task):
         _prepare_ipc(control_address)
         self.control.bind(control_address)
         _restrict_ipc(control_address, socket_mode)
-        self.status = self.socket(zmq.PUB, STATUS)
+        self.status_pub = self.socket(zmq.PUB, STATUS)
         _prepare_ipc(status_address)
-        self.status.bind(status_address)
+        self.status_pub.bind(status_address)
         _restrict_ipc(status_address, socket_mode)
         self.reports = self.socket(zmq.PULL, STATUS_REPORTS.reverse())
         self.reports.bind(STATUS_REPORTS.address)
@@ -108,10 +108,10 @@ class AdminService(Task):
         name, payload = msg
         if name == "SLAVE":
             self.slaves[payload["slave"]["slave_id"]] = payload["slave"]
-            self.status.send("SLAVE", payload)
+            self.status_pub.send("SLAVE", payload)
         elif name == "SLAVE_GONE":
             self.slaves.pop(payload["slave_id"], None)
-            self.status.send("SLAVE_GONE", payload)
+            self.status_pub.send("SLAVE_GONE", payload)
         else:
             self.tasks[payload["task"]] = payload["status"]
 
@@ -122,7 +122,7 @@ class AdminService(Task):
         return status
 
     def publish_master(self) -> None:
-        self.status.send("MASTER", {"master": self.master_status()})
+        self.status_pub.send("MASTER", {"master": self.master_status()})
 
     # --- control requests -------------------------------------------------------
 

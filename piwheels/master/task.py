@@ -55,9 +55,9 @@ class Task(threading.Thread):
         self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
         self._sockets: list[Socket] = []
         self._timers: list[_Timer] = []
-        self.control = self.socket(zmq.PULL, TASK_CONTROL.reverse())
-        self.control.bind(control_address(self.name))
-        self.register(self.control, self._handle_control)
+        self._task_control = self.socket(zmq.PULL, TASK_CONTROL.reverse())
+        self._task_control.bind(control_address(self.name))
+        self.register(self._task_control, self._handle_control)
         self._supervisor = self.socket(zmq.PUSH, SUPERVISOR)
         self._supervisor.connect(SUPERVISOR.address)
         self.status_reports = self.socket(zmq.PUSH, STATUS_REPORTS)
@@ -168,7 +168,7 @@ class Task(threading.Thread):
         return max(0, min(1000, int(wait * 1000) + 1))
 
     def _handle_control(self) -> None:
-        msg = self.recv_or_log(self.control)
+        msg = self.recv_or_log(self._task_control)
         if msg is None:
             return
         name, _ = msg

@@ -299,8 +299,13 @@ def make_slave(options: Namespace) -> Slave:
             "upstream index; run it as an unprivileged user")
     work_dir = Path(options.work_dir or tempfile.gettempdir())
     cache_dir = Path(options.cache_dir) if options.cache_dir else work_dir / "piwheels-cache"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    for directory in (work_dir, cache_dir):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise PermissionError(f"{directory} is not writable")
+        except OSError as exc:
+            raise PiwheelsError(f"cannot use {directory} for builds: {exc}") from None
     builder = Builder(
         python=options.python or sys.executable, index_url="", work_dir=work_dir,
         cache_dir=cache_dir,

@@ -32,7 +32,7 @@ class FileSender:
         self.clock = clock
         self.filename: Optional[str] = None
         self.size = 0
-        self.handle: Optional[BinaryIO] = None
+        self.file: Optional[BinaryIO] = None
         self.chunks_sent = 0
         self.socket = self._connect()
 
@@ -46,7 +46,7 @@ class FileSender:
         self._close_file()
         self.filename = Path(path).name
         self.size = size
-        self.handle = open(path, "rb")
+        self.file = open(path, "rb")
         self.socket.send("OFFER", {"slave_id": slave_id, "filename": self.filename,
                                    "size": size, "sha256": sha256})
 
@@ -72,8 +72,8 @@ class FileSender:
                                          "reason": f"{offset}+{length} is past the end"})
             return
         try:
-            self.handle.seek(offset)
-            data = self.handle.read(length)
+            self.file.seek(offset)
+            data = self.file.read(length)
         except OSError as exc:
             self.socket.send("MISSING", {"filename": self.filename, "reason": str(exc)[:500]})
             return
@@ -92,9 +92,9 @@ class FileSender:
         self.socket = self._connect()
 
     def _close_file(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-        self.handle, self.filename, self.size = None, None, 0
+        if self.file is not None:
+            self.file.close()
+        self.file, self.filename, self.size = None, None, 0
 
     def close(self) -> None:
         self._close_file()

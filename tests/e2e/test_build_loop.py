@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from farm import Farm, pyenv_python, wait_for
+from farm import Farm, pyenv_python
 from sdist_factory import make_sdist
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def test_two_abis_pure_once_c_extension_per_abi(farm, db, release):
     farm.start_slave("py311", pyenv_python("11"))
     farm.start_slave("py312", pyenv_python("12"))
 
-    wait_for(lambda: len(builds_of(db, "c-thing")) == 2 and builds_of(db, "pure-thing"),
+    farm.wait(lambda: len(builds_of(db, "c-thing")) == 2 and builds_of(db, "pure-thing"),
              240, "both packages built")
     time.sleep(2)  # give a wrong second build of the pure package the chance to appear
 
@@ -108,7 +108,7 @@ def test_slave_killed_mid_build_is_replaced(farm, db, release):
     first.wait_log("building slow-thing 1.0", 60)
     first.kill()
     farm.start_slave("rescuer", pyenv_python("11"))
-    wait_for(lambda: builds_of(db, "slow-thing"), 120, "the build to be recorded")
+    farm.wait(lambda: builds_of(db, "slow-thing"), 120, "the build to be recorded")
     (build,) = builds_of(db, "slow-thing")
     assert (build.status, build.slave_label) == ("success", "rescuer")
     assert "dropped" in farm.master.log()
@@ -121,13 +121,13 @@ def test_slave_killed_mid_transfer_is_replaced(farm, db, release):
     farm.start_master("--chunk-size", "8192", "--transfer-window", "1")
     first = farm.start_slave("doomed", pyenv_python("11"))
     transfers = farm.output / ".transfers"
-    wait_for(lambda: transfers.exists() and any(transfers.glob("*.part")), 120,
+    farm.wait(lambda: transfers.exists() and any(transfers.glob("*.part")), 120,
              "a transfer to start")
     first.kill()
-    wait_for(lambda: no_temp_files(farm), 30, "the half-done transfer to be removed")
+    farm.wait(lambda: no_temp_files(farm), 30, "the half-done transfer to be removed")
     assert not list((farm.output / "simple").glob("big-thing/*.whl"))
     farm.start_slave("rescuer", pyenv_python("11"))
-    wait_for(lambda: builds_of(db, "big-thing"), 180, "the build to be recorded")
+    farm.wait(lambda: builds_of(db, "big-thing"), 180, "the build to be recorded")
     (build,) = builds_of(db, "big-thing")
     assert (build.status, build.slave_label) == ("success", "rescuer")
     (f,) = build.files
@@ -150,7 +150,7 @@ def test_timeout_and_memory_limit_then_next_build(farm, db, release):
     release("fine")
     farm.start_master()
     farm.start_slave("limited", pyenv_python("11"), "--timeout", "15", "--memory-limit", "1024")
-    wait_for(lambda: all(builds_of(db, p) for p in ("sleeper", "hog", "fine")), 240,
+    farm.wait(lambda: all(builds_of(db, p) for p in ("sleeper", "hog", "fine")), 240,
              "all three builds recorded")
     (sleeper,) = builds_of(db, "sleeper")
     (hog,) = builds_of(db, "hog")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import zmq
 
@@ -83,3 +84,29 @@ def test_failure_is_reported_to_the_supervisor():
     finally:
         sup.close()
         ctx.term()
+
+
+def test_no_task_shadows_the_actor_api():
+    """A task's ``self.status = socket`` once hid Task.status() and killed the master."""
+    import ast
+    import inspect
+
+    import piwheels.master as master_pkg
+    from piwheels.master.task import Task
+
+    api = {name for name in dir(Task) if not name.startswith("__")}
+    base = {node.attr for node in ast.walk(ast.parse(inspect.getsource(Task)))
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)}
+    clashes = []
+    for path in Path(master_pkg.__file__).parent.glob("*.py"):
+        if path.name == "task.py":
+            continue
+        tasks = [node for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.ClassDef)
+                 and any(isinstance(b, ast.Name) and b.id == "Task" for b in node.bases)]
+        for node in (n for task in tasks for n in ast.walk(task)):
+            if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                    and isinstance(node.value, ast.Name) and node.value.id == "self"
+                    and (node.attr in api or node.attr in base - {"paused"})):
+                clashes.append(f"{path.name}:{node.lineno} self.{node.attr}")
+    assert not clashes

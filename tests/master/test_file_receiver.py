@@ -1,0 +1,304 @@
+"""file_receiver against the real slave-side FileSender and against misbehaving peers.
+
+Every test runs the task in its thread on real ZeroMQ sockets (TCP for the
+file protocol, inproc for the slave driver's side, which the test plays).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import zlib
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+from farm import free_port, wait_for
+from wheel_craft import craft_wheel
+
+from piwheels.master.file_receiver import FileReceiver
+from piwheels.protocols import FILE_TRANSFER, SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
+from piwheels.slave.file_sender import FileSender
+from piwheels.transport import Socket
+
+CHUNK = 16 * 1024
+
+
+def big_wheel(directory: Path, name: str = "piw-craft", size: int = 300_000) -> Path:
+    """A valid wheel of about *size* bytes (random data does not compress)."""
+    return craft_wheel(directory, f"{name.replace('-', '_')}-1.0-py3-none-any.whl", name=name,
+                       files={"piw_craft/blob.bin": os.urandom(size),
+                              "piw_craft/__init__.py": b""})
+
+
+class Rig:
+    """A running FileReceiver plus the sockets the test drives it through."""
+
+    def __init__(self, tmp_path: Path, **options) -> None:
+        self.ctx = zmq.Context()
+        self.transfers = tmp_path / "output" / ".transfers"
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
+        self.supervisor.bind(SUPERVISOR.address)
+        self.results = Socket.make(self.ctx, zmq.PULL, TRANSFER_RESULTS.reverse())
+        self.results.bind(TRANSFER_RESULTS.address)
+        settings = dict(chunk_size=CHUNK, window=4, timeout_s=0.3, retries=2,
+                        max_wheel_size=10 * 1024 * 1024)
+        settings.update(options)
+        self.task = FileReceiver(self.ctx, file_bind=self.address,
+                                 transfers_dir=self.transfers, **settings)
+        self.requests = Socket.make(self.ctx, zmq.PUSH, TRANSFER_REQUESTS)
+        self.requests.connect(TRANSFER_REQUESTS.address)
+        self.task.start()
+
+    def expect(self, path: Path, slave_id: int = 1, **overrides) -> dict:
+        data = path.read_bytes()
+        expect = {"slave_id": slave_id, "package": "piw-craft", "version": "1.0",
+                  "abi_tag": "none", "platform_tag": "any", "filename": path.name,
+                  "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        expect.update(overrides)
+        self.requests.send("EXPECT", expect)
+        time.sleep(0.05)  # EXPECT and OFFER travel on different sockets
+        return expect
+
+    def result(self, timeout_s: float = 10) -> tuple[str, dict]:
+        assert self.results.zsocket.poll(int(timeout_s * 1000)), "no transfer result"
+        return self.results.recv()
+
+    def no_result(self, wait_s: float = 0.5) -> bool:
+        return not self.results.zsocket.poll(int(wait_s * 1000))
+
+    def dealer(self) -> Socket:
+        sock = Socket.make(self.ctx, zmq.DEALER, FILE_TRANSFER)
+        sock.connect(self.address)
+        return sock
+
+    def close(self) -> None:
+        self.task._quit = True
+        self.task.join(5)
+        assert not self.task.is_alive()
+        failed = self.supervisor.zsocket.poll(0)
+        for sock in (self.supervisor, self.results, self.requests):
+            sock.close()
+        self.ctx.destroy(linger=0)  # also closes what a failed test left open
+        assert not failed, "the task reported a failure"
+
+
+@pytest.fixture
+def rig(tmp_path):
+    rigs = []
+
+    def make(**options) -> Rig:
+        rigs.append(Rig(tmp_path, **options))
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.close()
+
+
+def recv(sock: Socket, timeout_s: float = 5) -> tuple[str, dict]:
+    assert sock.zsocket.poll(int(timeout_s * 1000)), "nothing received"
+    return sock.recv()
+
+
+def chunk_of(data: bytes, fetch: dict, *, damage: bool = False) -> dict:
+    piece = data[fetch["offset"]:fetch["offset"] + fetch["length"]]
+    crc = zlib.crc32(piece)
+    if damage:
+        piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
+    return {"filename": fetch["filename"], "offset": fetch["offset"], "data": piece, "crc32": crc}
+
+
+def serve_with_sender(rig_: Rig, path: Path, slave_id: int = 1):
+    """Offer *path* with the slave's real FileSender; the verdict it gets."""
+    sender = FileSender(rig_.ctx, rig_.address)
+    try:
+        time.sleep(0.05)
+        facts = rig_.expect(path, slave_id)
+        sender.offer(slave_id, path, facts["size"], facts["sha256"])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if sender.socket.zsocket.poll(100):
+                outcome = sender.handle()
+                if outcome is not None:
+                    return outcome, sender.chunks_sent
+        raise AssertionError("the transfer never finished")
+    finally:
+        sender.close()
+
+
+def test_a_wheel_arrives_whole_and_verified(rig, tmp_path):
+    r = rig()
+    path = big_wheel(tmp_path)
+    (ok, reason), chunks = serve_with_sender(r, path)
+    assert (ok, reason) == (True, None)
+    assert chunks == -(-path.stat().st_size // CHUNK)
+    name, verified = r.result()
+    assert name == "VERIFIED" and verified["filename"] == path.name
+    received = Path(verified["path"])
+    assert received.parent == r.transfers and not received.name.endswith(".part")
+    assert received.read_bytes() == path.read_bytes()
+    assert not list(r.transfers.glob("*.part"))
+
+
+def test_a_damaged_chunk_is_fetched_again(rig, tmp_path):
+    r = rig(window=1)
+    path = big_wheel(tmp_path, size=40_000)
+    data = path.read_bytes()
+    facts = r.expect(path)
+    slave = r.dealer()
+    slave.send("OFFER", {"slave_id": 1, "filename": path.name, "size": facts["size"],
+                         "sha256": facts["sha256"]})
+    fetches = []
+    damaged_once = False
+    while True:
+        name, fetch = recv(slave)
+        if name == "RECEIVED":
+            break
+        fetches.append(fetch["offset"])
+        damage = fetch["offset"] == CHUNK and not damaged_once
+        damaged_once = damaged_once or damage
+        slave.send("CHUNK", chunk_of(data, fetch, damage=damage))
+    assert fetch["ok"], fetch["reason"]
+    assert fetches.count(CHUNK) == 2 and fetches.count(0) == 1
+    assert r.result()[0] == "VERIFIED"
+    assert r.task.status()["chunks_refetched"] == 1
+    slave.close()
+
+
+def test_an_unexpected_offer_is_refused_and_nothing_is_written(rig, tmp_path):
+    r = rig()
+    path = big_wheel(tmp_path, size=1000)
+    slave = r.dealer()
+    slave.send("OFFER", {"slave_id": 7, "filename": path.name, "size": path.stat().st_size,
+                         "sha256": "0" * 64})
+    name, verdict = recv(slave)
+    assert (name, verdict["ok"], verdict["reason"]) == ("RECEIVED", False, "not expected")
+    assert r.no_result()
+    assert not any(r.transfers.iterdir())
+    slave.close()
+
+
+def test_garbage_is_dropped_and_the_receiver_carries_on(rig, tmp_path):
+    r = rig()
+    raw = r.ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(r.address)
+    raw.send(os.urandom(64))
+    raw.send_multipart([b"one", b"two", b"three"])
+    raw.send(msgpack.packb(["FETCH", {"filename": "x", "offset": 0, "length": 1}]))
+    raw.send(msgpack.packb(["CHUNK", {"filename": "x", "offset": -1}]))
+    raw.send(msgpack.packb(["CHUNK", {"filename": "x.whl", "offset": 0, "data": b"zz",
+                                      "crc32": zlib.crc32(b"zz")}]))
+    raw.send(msgpack.packb({"not": "a pair"}))
+    raw.close()
+    path = big_wheel(tmp_path, size=50_000)
+    (ok, reason), _ = serve_with_sender(r, path)
+    assert ok, reason
+    assert r.result()[0] == "VERIFIED"
+
+
+def test_a_silent_slave_times_out_and_the_part_file_goes(rig, tmp_path):
+    r = rig(timeout_s=0.2, retries=2)
+    path = big_wheel(tmp_path, size=50_000)
+    facts = r.expect(path)
+    slave = r.dealer()
+    slave.send("OFFER", {"slave_id": 1, "filename": path.name, "size": facts["size"],
+                         "sha256": facts["sha256"]})
+    assert recv(slave)[0] == "FETCH"
+    wait_for(lambda: list(r.transfers.glob("*.part")), 5, "the part file")
+    name, rejected = r.result()
+    assert name == "REJECTED" and "timed out" in rejected["reason"]
+    assert not list(r.transfers.glob("*.part"))
+    slave.close()
+
+
+def test_wrong_content_is_fetched_again_then_rejected(rig, tmp_path):
+    r = rig(retries=1, window=8)
+    path = big_wheel(tmp_path, size=30_000)
+    facts = r.expect(path)
+    impostor = os.urandom(facts["size"])  # right size, right CRCs, wrong file
+    slave = r.dealer()
+    slave.send("OFFER", {"slave_id": 1, "filename": path.name, "size": facts["size"],
+                         "sha256": facts["sha256"]})
+    first_chunk_fetches = 0
+    while True:
+        name, msg = recv(slave)
+        if name == "RECEIVED":
+            break
+        first_chunk_fetches += msg["offset"] == 0
+        slave.send("CHUNK", chunk_of(impostor, msg))
+    assert not msg["ok"] and "SHA-256" in msg["reason"]
+    assert first_chunk_fetches == 2  # the whole file was fetched a second time
+    name, rejected = r.result()
+    assert name == "REJECTED" and "SHA-256" in rejected["reason"]
+    assert not any(r.transfers.iterdir())
+    slave.close()
+
+
+def test_a_file_the_slave_cannot_serve_is_rejected(rig, tmp_path):
+    r = rig()
+    path = big_wheel(tmp_path, size=5000)
+    facts = r.expect(path)
+    slave = r.dealer()
+    slave.send("OFFER", {"slave_id": 1, "filename": path.name, "size": facts["size"],
+                         "sha256": facts["sha256"]})
+    recv(slave)
+    slave.send("MISSING", {"filename": path.name, "reason": "disk on fire"})
+    name, rejected = r.result()
+    assert name == "REJECTED" and "disk on fire" in rejected["reason"]
+    slave.close()
+
+
+def test_a_wheel_of_the_wrong_release_is_rejected_with_a_reason(rig, tmp_path):
+    r = rig()
+    path = big_wheel(tmp_path, name="other-thing", size=5000)
+    r.expect(path, package="piw-craft")
+    sender = FileSender(r.ctx, r.address)
+    data = path.read_bytes()
+    sender.offer(1, path, len(data), hashlib.sha256(data).hexdigest())
+    outcome = None
+    deadline = time.monotonic() + 10
+    while outcome is None and time.monotonic() < deadline:
+        if sender.socket.zsocket.poll(100):
+            outcome = sender.handle()
+    sender.close()
+    assert outcome is not None and outcome[0] is False
+    name, rejected = r.result()
+    assert name == "REJECTED" and rejected["reason"] == outcome[1]
+    assert "piw-craft" in rejected["reason"] or "other" in rejected["reason"]
+
+
+def test_abandon_drops_half_done_and_verified_files(rig, tmp_path):
+    r = rig(window=1)
+    (tmp_path / "earlier").mkdir()
+    done = big_wheel(tmp_path / "earlier", size=5000)
+    (ok, _), _ = serve_with_sender(r, done, slave_id=3)
+    assert ok
+    verified = Path(r.result()[1]["path"])
+    assert verified.exists()
+    path = big_wheel(tmp_path, size=60_000)
+    facts = r.expect(path, slave_id=3)
+    slave = r.dealer()
+    slave.send("OFFER", {"slave_id": 3, "filename": path.name, "size": facts["size"],
+                         "sha256": facts["sha256"]})
+    fetch = recv(slave)[1]
+    wait_for(lambda: list(r.transfers.glob("*.part")), 5, "the part file")
+    r.requests.send("ABANDON", {"slave_id": 3})
+    wait_for(lambda: not any(r.transfers.iterdir()), 5, "the transfers directory to empty")
+    slave.send("CHUNK", chunk_of(path.read_bytes(), fetch))  # too late: dropped
+    assert r.no_result()
+    slave.close()
+
+
+def test_leftovers_of_an_earlier_run_are_wiped_at_start(rig, tmp_path):
+    leftovers = tmp_path / "output" / ".transfers"
+    leftovers.mkdir(parents=True)
+    (leftovers / "1-abc-x-1.0-py3-none-any.whl.part").write_bytes(b"half")
+    r = rig()
+    wait_for(lambda: r.transfers.is_dir() and not any(r.transfers.iterdir()), 5,
+             "the leftovers to go")
