@@ -38,7 +38,7 @@ class UpstreamError(PiwheelsError):
     host does not offer that API at all).
     """
 
-    def __init__(self, message: str, retry_after_s: float = 2.0, *,
+    def __init__(self, message: str, retry_after_s: float = 1.0, *,
                  permanent: bool = False) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
