@@ -30,6 +30,8 @@ from piwheels.protocols import PROTOCOL_VERSION, SLAVE
 from piwheels.transport import Socket
 
 BIN = Path(sys.executable).parent
+# bench/queue.py would shadow the standard library's queue in multiprocessing
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 IDLE = {"stats": {"load_1m": 0.5, "memory_free": 10**9, "disk_free": 10**10,
                   "temperature_c": None}}
 
@@ -68,6 +70,7 @@ def client(port: int, slaves: int, seconds: float, results) -> None:
     builds_out = 0
     last_build = None
     longest_gap = 0.0
+    gap_at = 0.0
     start = None
     deadline = None
     while deadline is None or time.monotonic() < deadline:
@@ -81,8 +84,8 @@ def client(port: int, slaves: int, seconds: float, results) -> None:
                     deadline = start + seconds
             elif name == "BUILD":
                 now = time.monotonic()
-                if last_build is not None:
-                    longest_gap = max(longest_gap, now - last_build)
+                if last_build is not None and now - last_build > longest_gap:
+                    longest_gap, gap_at = now - last_build, now - start
                 last_build = now
                 builds_out += 1
                 sock.send("BUILT", {
@@ -98,7 +101,7 @@ def client(port: int, slaves: int, seconds: float, results) -> None:
                 sock.send("IDLE", IDLE)
             elif name in ("DIE", "RESET"):
                 raise SystemExit(f"master said {name}: {payload}")
-    results.put((done, builds_out, longest_gap, time.monotonic() - start))
+    results.put((done, builds_out, longest_gap, time.monotonic() - start, gap_at))
     for sock in socks.values():
         sock.close()
     ctx.term()
@@ -111,6 +114,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--versions", type=int, default=200_000)
+    parser.add_argument("--master-log", help="keep the master's debug log in this file")
     args = parser.parse_args()
 
     name = f"piwheels_bench_{uuid.uuid4().hex[:8]}"
@@ -132,6 +136,7 @@ def main() -> None:
                 "--pypi-simple", "http://127.0.0.1:1/simple/",
                 "--slave-bind", f"tcp://127.0.0.1:{port}", "--file-bind", "tcp://127.0.0.1:*",
                 "--queue-size", "5000", "--sleep-interval", "0.05",
+                *(["--log-file", args.master_log] if args.master_log else []),
             ])
             time.sleep(2)
             results = multiprocessing.Queue()
@@ -146,18 +151,23 @@ def main() -> None:
             for proc in clients:
                 proc.join()
             time.sleep(2)  # let the recorder finish its last batch
+            master.terminate()
+            master.wait(60)
             engine = sa.create_engine(dsn)
             with engine.connect() as conn:
                 recorded = conn.exec_driver_sql("SELECT count(*) FROM builds").scalar()
                 logs = conn.exec_driver_sql("SELECT count(*) FROM build_logs").scalar()
             engine.dispose()
+            queue_s = time_queue(dsn)
         done = sum(f[0] for f in figures)
         elapsed = max(f[3] for f in figures)
-        gap = max(f[2] for f in figures)
+        gap, gap_at = max((f[2], f[4]) for f in figures)
         print(f"slaves: {per_client * args.clients}, seconds: {elapsed:.1f}")
         print(f"builds completed: {done} ({done / elapsed:.0f}/s)")
         print(f"builds recorded in the database: {recorded} (logs: {logs})")
-        print(f"longest pause between BUILD replies: {gap * 1000:.0f} ms")
+        print(f"longest pause between BUILD replies: {gap * 1000:.0f} ms "
+              f"(at {gap_at:.1f} s into the run)")
+        print(f"next 5000 builds computed afterwards in {queue_s * 1000:.0f} ms")
     finally:
         if master is not None:
             master.terminate()
@@ -166,6 +176,15 @@ def main() -> None:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
         admin.dispose()
+
+
+def time_queue(dsn: str) -> float:
+    """How long the build queue's query takes on the database the run left."""
+    from piwheels.db import Database
+    with Database(dsn) as db:
+        start = time.perf_counter()
+        db.pending_builds("cp311", 5000)
+        return time.perf_counter() - start
 
 
 def free_port() -> int:

@@ -325,7 +325,8 @@ class Database:
         releases the database holds.
         """
         versions, packages = self.t["versions"], self.t["packages"]
-        released = versions.c.released.desc() if newest_first else versions.c.released.asc()
+        # one direction for the whole key, so the versions_buildable index serves it
+        direction = sa.desc if newest_first else sa.asc
         query = (
             sa.select(versions.c.package, versions.c.version)
             .join(packages, packages.c.package == versions.c.package)
@@ -334,7 +335,8 @@ class Database:
                 versions.c.skip_reason.is_(None), packages.c.skip_reason.is_(None),
                 sa.func.needs_build(versions.c.package, versions.c.version, abi_tag),
             )
-            .order_by(released, versions.c.package, versions.c.version)
+            .order_by(*(direction(column) for column in
+                        (versions.c.released, versions.c.package, versions.c.version)))
             .limit(limit)
         )
         with self._begin() as conn:

@@ -100,7 +100,7 @@ class Socket:
 
     def recv(self, *, flags: int = 0) -> tuple[str, dict]:
         """The next message; raises :class:`ProtocolError` for a bad one (already consumed)."""
-        frames = self.zsocket.recv_multipart(flags=flags, copy=True)
+        frames = [f.buffer for f in self.zsocket.recv_multipart(flags=flags, copy=False)]
         if len(frames) != 1:
             raise ProtocolError(f"expected one frame, got {len(frames)}")
         return decode(self.protocol, frames[0])
@@ -120,11 +120,11 @@ class Socket:
 
     def recv_from(self) -> tuple[bytes, Any, Any]:
         """(address, name, payload); name is None and payload the error for a bad message."""
-        frames = self.zsocket.recv_multipart(copy=True)
+        frames = [f.buffer for f in self.zsocket.recv_multipart(copy=False)]
         if len(frames) != 2:
-            address = frames[0] if frames else b""
+            address = bytes(frames[0]) if frames else b""
             return address, None, ProtocolError(f"expected 2 frames, got {len(frames)}")
-        address, frame = frames
+        address, frame = bytes(frames[0]), frames[1]
         try:
             name, payload = decode(self.protocol, frame)
         except ProtocolError as exc:

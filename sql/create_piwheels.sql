@@ -93,7 +93,9 @@ CREATE TABLE versions (
 
 -- The build queue walks the releases that may still need a build, newest
 -- (or oldest) first; finished ones drop out of this index.
-CREATE INDEX versions_buildable ON versions (released)
+-- It holds the whole sort key, so a LIMITed scan stops after the first rows
+-- instead of sorting every pending release.
+CREATE INDEX versions_buildable ON versions (released, package, version)
     WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL;
 
 CREATE TABLE build_abis (

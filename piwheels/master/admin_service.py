@@ -22,9 +22,10 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ..db import Database
 from ..errors import PiwheelsError
-from ..names import canonical_name
+from ..names import canonical_name, normal_version
 from ..protocols import (
-    BUILD_QUEUE, CONTROL, DRIVER_COMMANDS, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS, RECORD_REQUESTS, STATUS, STATUS_REPORTS, SUPERVISOR,
+    BUILD_QUEUE, CONTROL, DRIVER_COMMANDS, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS,
+    RECORD_REQUESTS, STATS_COMMANDS, STATUS, STATUS_REPORTS, SUPERVISOR,
 )
 from ..wheel_facts import check_wheel, find_apt_dependencies
 from .task import Clock, Task
@@ -47,7 +48,11 @@ class AdminService(Task):
         self.db: Optional[Database] = None
         self.slaves: dict[int, dict] = {}
         self.tasks: dict[str, dict] = {}
+        self.task_reports: dict[str, int] = {}  # reports received, per task
+        self.rebuild: Optional[dict] = None  # the last piw-rebuild, while it is followed
+        self.rebuilds = 0
         self.master_paused = False
+        self.started_at = time.time()  # wall-clock, for monitors
         self.control = self.socket(zmq.ROUTER, CONTROL.reverse())
         _prepare_ipc(control_address)
         self.control.bind(control_address)
@@ -64,6 +69,7 @@ class AdminService(Task):
         self.cancels = self._push(BUILD_QUEUE, BUILD_QUEUE.address)
         self.records = self._push(RECORD_REQUESTS, RECORD_REQUESTS.address)
         self.follower = self._push(FOLLOWER_COMMANDS, FOLLOWER_COMMANDS.address)
+        self.stats = self._push(STATS_COMMANDS, STATS_COMMANDS.address)
         self.supervisor = self._push(SUPERVISOR, SUPERVISOR.address)
         self.register(self.reports, self.handle_report)
         self.register(self.control, self.handle_control)
@@ -79,6 +85,7 @@ class AdminService(Task):
             "REBUILD": self.do_rebuild,
             "IMPORT": self.do_import,
             "RECONCILE": self.do_reconcile,
+            "MIN_FREE_SPACE": self.do_min_free_space,
         }
 
     def _push(self, protocol, address: str):
@@ -114,12 +121,30 @@ class AdminService(Task):
             self.status_pub.send("SLAVE_GONE", payload)
         else:
             self.tasks[payload["task"]] = payload["status"]
+            self.task_reports[payload["task"]] = self.task_reports.get(payload["task"], 0) + 1
 
     def master_status(self) -> dict:
-        status = {"paused": self.master_paused, "slaves": len(self.slaves)}
+        status = {"paused": self.master_paused, "slaves": len(self.slaves),
+                  "started_at": self.started_at, "rebuild": self.rebuild_status()}
         for task, values in sorted(self.tasks.items()):
             status[task] = values
         return status
+
+    def rebuild_status(self) -> Optional[dict]:
+        """How far the index writer is with the last piw-rebuild (None: none asked).
+
+        ``total`` is the projects asked for and ``pending`` those the writer still
+        has to write (other changes included); ``settled`` says the
+        writer has reported twice since the request, so its figures include it
+        (its first report may have been made before it saw the request).
+        """
+        if self.rebuild is None:
+            return None
+        writer = self.tasks.get("index_writer", {})
+        reports = self.task_reports.get("index_writer", 0) - self.rebuild["mark"]
+        return {"rebuild_id": self.rebuild["rebuild_id"], "part": self.rebuild["part"],
+                "total": self.rebuild["total"], "pending": writer.get("dirty", 0),
+                "root_pending": bool(writer.get("root_pending")), "settled": reports >= 2}
 
     def publish_master(self) -> None:
         self.status_pub.send("MASTER", {"master": self.master_status()})
@@ -170,6 +195,12 @@ class AdminService(Task):
         self.tell(self.follower, "RECONCILE")
         return "OK", {"message": "reconciling with the upstream index"}
 
+    def do_min_free_space(self, request: dict) -> tuple[str, dict]:
+        """Change --min-free-space while the master runs (until it restarts)."""
+        self.tell(self.stats, "MIN_FREE", {"bytes": request["mib"] * 2**20})
+        return "OK", {"message": f"builds are held while under {request['mib']} MiB is free "
+                                 "(until the master restarts)"}
+
     def do_add(self, request: dict) -> tuple[str, dict]:
         """piw-add: a project or release, and its skip, yank and alias settings."""
         db, done = self.db, []
@@ -217,6 +248,11 @@ class AdminService(Task):
         what = package if version is None else f"{package} {version}"
         with db.transaction():
             if request["builds_only"] or request["skip"]:
+                known = db.get_versions(package) if db.get_project(package) else None
+                if known is None:
+                    return "ERROR", {"message": f"unknown package {package}"}
+                if version is not None and normal_version(version) not in known:
+                    return "ERROR", {"message": f"unknown version {what}"}
                 count = db.remove_builds(package, version)
                 if request["skip"]:
                     if version is None:
@@ -253,15 +289,26 @@ class AdminService(Task):
         else:
             self.tell(self.index, "ALL")
         what = f"project {package}" if part == "project" and package else part
-        return "OK", {"message": f"rewriting {what}"}
+        self.rebuilds += 1
+        total = {"home": 0, "index": 0, "project": 1 if package else None}.get(part)
+        if total is None:
+            total = len(self.db.all_packages())
+        self.rebuild = {"rebuild_id": self.rebuilds, "part": what, "total": total,
+                        "mark": self.task_reports.get("index_writer", 0)}
+        return "REBUILDING", {"message": f"rewriting {what}", "rebuild_id": self.rebuilds}
 
     def do_import(self, request: dict) -> tuple[str, dict]:
-        """piw-import: a wheel built elsewhere, checked exactly like a received one."""
+        """piw-import: a wheel built elsewhere, checked exactly like a received one.
+
+        The wheel is copied beside the transfers first and the copy is what is
+        checked and published, so a file changed meanwhile cannot slip in.
+        """
         path = Path(request["path"])
         try:
             name, version, _, tags = parse_wheel_filename(path.name)
         except InvalidWheelFilename as exc:
             return "ERROR", {"message": f"{path.name}: {exc}"}
+        package = canonical_name(str(name))
         tag = next(iter(tags))
         abi_tag = request["abi_tag"] or _build_abi_of(tag)
         if abi_tag is None:
@@ -269,21 +316,35 @@ class AdminService(Task):
                                         "for; name one with --abi"}
         if not path.is_file():
             return "ERROR", {"message": f"{path} is not a file the master can read"}
-        facts = check_wheel(
-            path, package=str(name), version=str(version), expected_size=None,
-            expected_sha256=None, builder_abi=abi_tag,
-            builder_platform=None if tag.platform == "any" else tag.platform,
-            max_size=self.max_wheel_size)
+        project = self.db.get_project(package)
+        if project is not None and any(
+                f.filename == path.name
+                for v in project.versions for b in v.builds for f in b.files):
+            return "ERROR", {"message": f"{path.name} is already in the index; remove its "
+                                        f"build first (piw-remove --builds)"}
         self.transfers_dir.mkdir(parents=True, exist_ok=True)
-        staged = self.transfers_dir / f"import-{uuid.uuid4().hex}-{path.name}"
-        shutil.copyfile(path, staged)
+        staged = self.transfers_dir / f"import-{uuid.uuid4().hex}.whl"
+        try:
+            shutil.copyfile(path, staged)
+            facts = check_wheel(
+                staged, filename=path.name, package=str(name), version=str(version),
+                expected_size=None, expected_sha256=None, builder_abi=abi_tag,
+                builder_platform=None if tag.platform == "any" else tag.platform,
+                max_size=self.max_wheel_size)
+            apt = list(find_apt_dependencies(staged))
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            return "ERROR", {"message": f"cannot read {path}: {exc.strerror or exc}"}
+        except PiwheelsError:
+            staged.unlink(missing_ok=True)
+            raise
         with self.db.transaction():
             self.db.add_package(str(name))
             self.db.add_version(str(name), str(version), has_sdist=False)
             # an ABI the farm does not build for is recorded, but not made active
             self.db.register_build_abi(abi_tag, active=False)
         record = facts.to_dict()
-        record["apt_dependencies"] = list(find_apt_dependencies(path))
+        record["apt_dependencies"] = apt
         record["path"] = str(staged)
         self.tell(self.records, "RECORD", {
             "package": str(name), "version": str(version), "abi_tag": abi_tag,
@@ -292,7 +353,7 @@ class AdminService(Task):
             "log": f"imported from {path} by piw-import\n", "files": [record],
         })
         return "OK", {"message": f"imported {path.name} as a {abi_tag} build of "
-                                 f"{canonical_name(str(name))} {version}"}
+                                 f"{package} {version}"}
 
     def changed(self, package: str) -> None:
         self.tell(self.index, "PACKAGE", {"package": package})

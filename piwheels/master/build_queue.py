@@ -66,8 +66,11 @@ class BuildQueue(Task):
             return
         self._wanted = False
         for abi_tag in self.db.get_build_abis():
+            started = time.perf_counter()
             builds = self.db.pending_builds(abi_tag, self.queue_size, self.newest_first)
-            self.queue_out.send("QUEUE", {
+            self.log.debug("%d pending builds for %s found in %.0f ms", len(builds), abi_tag,
+                           (time.perf_counter() - started) * 1000)
+            self.tell(self.queue_out, "QUEUE", {
                 "abi_tag": abi_tag,
                 "builds": [{"package": p, "version": v} for p, v in builds],
             })

@@ -20,7 +20,7 @@ import zmq
 from ..connection import first_line
 from ..db import Database
 from ..names import canonical_name
-from ..protocols import INDEX_REQUESTS, QUEUE_REQUESTS, RECORD_REQUESTS
+from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS
 from ..records import BuildRecord, FileRecord
 from ..transport import ProtocolError
 from ..storage import atomic_move, atomic_write, remove_quietly
@@ -43,8 +43,6 @@ class BuildRecorder(Task):
         self.requests = self.socket(zmq.PULL, RECORD_REQUESTS.reverse())
         self.requests.bind(RECORD_REQUESTS.address)
         self.register(self.requests, self.handle_record)
-        self.queue_requests = self.socket(zmq.PUSH, QUEUE_REQUESTS)
-        self.queue_requests.connect(QUEUE_REQUESTS.address)
         self.index_requests = self.socket(zmq.PUSH, INDEX_REQUESTS)
         self.index_requests.connect(INDEX_REQUESTS.address)
 
@@ -52,8 +50,13 @@ class BuildRecorder(Task):
         self.db = Database(self.dsn)
 
     def on_stop(self) -> None:
+        """Record what the slave driver (stopped before us) already handed over."""
         if self.db is not None:
-            self.db.close()
+            try:
+                while self.requests.zsocket.poll(0):
+                    self.handle_record()
+            finally:
+                self.db.close()
 
     def handle_record(self) -> None:
         """Record every attempt waiting (up to a batch) in one transaction."""
@@ -78,9 +81,10 @@ class BuildRecorder(Task):
             for record, published in prepared:
                 self.record_one(record, published)
         self.recorded += len(prepared)
+        # A recorded attempt only ever shortens the build queue, and the slave
+        # driver already skips what it has just seen finish: no queue refresh.
         for package in {canonical_name(job["package"]) for job in jobs}:
-            self.tell(self.index_requests, "PACKAGE", package)
-            self.tell(self.queue_requests, "REFRESH", package)
+            self.tell(self.index_requests, "PACKAGE", {"package": package})
 
     def prepare(self, job: dict) -> tuple[BuildRecord, list[Path]]:
         """Publish a successful attempt's files; an attempt whose files cannot be
@@ -117,13 +121,6 @@ class BuildRecorder(Task):
             remove_quietly(path)
         for facts in job["files"]:
             remove_quietly(Path(facts["path"]))
-
-    def tell(self, sock, name: str, package: str) -> None:
-        try:
-            sock.send(name, {"package": package}, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            # nobody is taking these (yet); the periodic refresh catches up
-            self.log.debug("no %s listener; dropped %s", sock.protocol.name, name)
 
     def status(self) -> dict:
         return {"recorded": self.recorded}

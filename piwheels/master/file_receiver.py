@@ -251,7 +251,7 @@ class FileReceiver(Task):
         self.log.info("received %s from slave %d", expected.filename, expected.slave_id)
         self.router.send_to(transfer.address, "RECEIVED", {
             "filename": expected.filename, "ok": True, "reason": None})
-        self.results.send("VERIFIED", {"slave_id": expected.slave_id,
+        self.tell(self.results, "VERIFIED", {"slave_id": expected.slave_id,
                                        "filename": expected.filename, "path": str(final)})
 
     def _fail(self, transfer: Transfer, reason: str) -> None:
@@ -264,7 +264,7 @@ class FileReceiver(Task):
                          expected.slave_id, reason)
         self.router.send_to(address, "RECEIVED", {
             "filename": expected.filename, "ok": False, "reason": reason[:500]})
-        self.results.send("REJECTED", {"slave_id": expected.slave_id,
+        self.tell(self.results, "REJECTED", {"slave_id": expected.slave_id,
                                        "filename": expected.filename, "reason": reason[:500]})
 
     def _discard(self, transfer: Transfer) -> None:

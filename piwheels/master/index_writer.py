@@ -12,6 +12,7 @@ set of published projects changes.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import time
@@ -22,10 +23,12 @@ from typing import Optional
 import zmq
 
 from ..db import Database
+from ..errors import InvalidName
 from ..index_pages import (
     Renderer, Site, log_path, project_context, published_files, simple_project_context,
     simple_root_context, to_json,
 )
+from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS
 from ..resources import templates_dir
 from ..storage import atomic_write, remove_quietly
@@ -34,6 +37,9 @@ from .task import Clock, Task
 #: The longest one batch of page writing runs before the task looks at its sockets.
 SLICE_S = 0.5
 PAGE_FILES = {"index.html", "index.json"}
+METADATA_SUFFIX = ".metadata"
+#: A wheel no page ever listed is removed once it is this old (a crash left it behind).
+ORPHAN_AGE_S = 3600.0
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -45,6 +51,21 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         pass
     atomic_write(path, data)
     return True
+
+
+def listed_files(page: Path) -> set[str]:
+    """The file names a project's JSON page lists (none if it is missing or unreadable)."""
+    try:
+        return {f["filename"] for f in json.loads(page.read_bytes())["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _age_s(path: Path, now: float) -> float:
+    try:
+        return now - path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def format_size(size: int) -> str:
@@ -92,7 +113,10 @@ class IndexWriter(Task):
             return
         name, payload = msg
         if name == "PACKAGE":
-            self.dirty[payload["package"]] = None
+            try:
+                self.dirty[canonical_name(payload["package"])] = None
+            except InvalidName as exc:
+                self.log.error("dropped a page request: %s", exc)
         elif name == "HOME":
             self.home_dirty = True
         elif name == "ROOT":
@@ -135,14 +159,10 @@ class IndexWriter(Task):
             return
         files = published_files(project)
         simple = simple_project_context(project, self.site)
+        listed_before = listed_files(simple_dir / "index.json")
         self._write(simple_dir / "index.html", self.renderer.render("simple_project", **simple))
         self._write(simple_dir / "index.json", to_json(simple))
-        keep = {f.filename for _, f in files} | {f.filename + ".metadata" for _, f in files}
-        if simple_dir.is_dir():
-            for entry in simple_dir.iterdir():
-                if entry.name not in keep and entry.name not in PAGE_FILES \
-                        and not entry.name.startswith("."):
-                    remove_quietly(entry)  # gone upstream, or its build was dropped
+        self._prune(simple_dir, {f.filename for _, f in files}, listed_before)
         abis = self.db.get_build_abis()
         context = project_context(project, abis, self.site)
         self._write(project_dir / "json" / "index.json", to_json(context))
@@ -153,6 +173,27 @@ class IndexWriter(Task):
                 self._write_log(build.build_id)
         self._write_aliases(package, project.names)
         self._root_membership(package, bool(files))
+
+    def _prune(self, directory: Path, listed: set[str], listed_before: set[str]) -> None:
+        """Remove the wheels (and their .metadata) the page no longer lists.
+
+        Only files the previous page listed go at once (gone upstream, or their
+        build was dropped).  A wheel the page never listed may be one the build
+        recorder has published but not yet recorded, so it is left alone unless
+        it is older than :data:`ORPHAN_AGE_S` (left behind by a crash).
+        """
+        if not directory.is_dir():
+            return
+        now = time.time()
+        for entry in directory.iterdir():
+            name = entry.name
+            if name in PAGE_FILES or name.startswith("."):
+                continue
+            wheel = name[:-len(METADATA_SUFFIX)] if name.endswith(METADATA_SUFFIX) else name
+            if wheel in listed:
+                continue
+            if wheel in listed_before or _age_s(entry, now) > ORPHAN_AGE_S:
+                remove_quietly(entry)
 
     def _write(self, path: Path, data: bytes) -> None:
         if write_if_changed(path, data):

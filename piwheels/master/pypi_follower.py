@@ -359,16 +359,10 @@ class PyPIFollower(Task):
 
     def announce(self, touched: set[str], cancelled: list[tuple[str, Optional[str]]]) -> None:
         for package, version in cancelled:
-            self._send(self.cancels, "CANCEL", {"package": package, "version": version})
+            self.tell(self.cancels, "CANCEL", {"package": package, "version": version})
         for package in touched:
-            self._send(self.index_requests, "PACKAGE", {"package": package})
-            self._send(self.queue_requests, "REFRESH", {"package": package})
-
-    def _send(self, sock, name: str, payload: dict) -> None:
-        try:
-            sock.send(name, payload, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.log.debug("nobody takes %s messages; dropped %s", sock.protocol.name, name)
+            self.tell(self.index_requests, "PACKAGE", {"package": package})
+            self.tell(self.queue_requests, "REFRESH", {"package": package})
 
     def status(self) -> dict:
         return {"events": self.events_applied, "to_read": len(self.to_read),

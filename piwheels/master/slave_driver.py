@@ -95,6 +95,9 @@ class SlaveDriver(Task):
         self.slaves: dict[bytes, SlaveState] = {}
         self.slaves_by_id: dict[int, SlaveState] = {}
         self.queues: dict[str, deque[Job]] = {}
+        #: queue length at which to ask build_queue for more, and ABIs already asked for
+        self.refill_at: dict[str, int] = {}
+        self.refill_asked: set[str] = set()
         self.active: dict[Job, int] = {}  # (package, version) -> slave_id building it
         self.recent: dict[tuple[str, str, str], float] = {}  # (pkg, ver, abi or "*") -> until
         self.builds_handed_out = 0
@@ -141,8 +144,13 @@ class SlaveDriver(Task):
             return
         name, payload = msg
         if name == "QUEUE":
-            self.queues[payload["abi_tag"]] = deque(
-                (job["package"], job["version"]) for job in payload["builds"])
+            abi_tag = payload["abi_tag"]
+            self.queues[abi_tag] = deque(
+                job for job in ((j["package"], j["version"]) for j in payload["builds"])
+                if self._wanted(job, abi_tag))
+            # ask for more while a good part is left: the answer takes a while
+            self.refill_at[abi_tag] = len(self.queues[abi_tag]) * 3 // 4
+            self.refill_asked.discard(abi_tag)
         else:
             self.cancel(payload["package"], payload["version"])
 
@@ -257,7 +265,7 @@ class SlaveDriver(Task):
             self._adopt(slave, (hello["building"]["package"], hello["building"]["version"]))
         self.log.info("slave %d (%s, %s on %s) connected", slave.slave_id, slave.label,
                       slave.abi_tag, slave.platform_tag)
-        self._tell_queue("ABI", {"abi_tag": slave.abi_tag})
+        self.tell(self.queue_requests, "ABI", {"abi_tag": slave.abi_tag})
         self.router.send_to(address, "ACK", {
             "slave_id": slave.slave_id, "index_url": self.index_url,
             "heartbeat_s": self.heartbeat_s})
@@ -332,16 +340,25 @@ class SlaveDriver(Task):
 
     def _next_job(self, abi_tag: str) -> Optional[Job]:
         queue = self.queues.get(abi_tag)
-        now = self.clock()
+        if (queue is not None and len(queue) <= self.refill_at.get(abi_tag, 0)
+                and abi_tag not in self.refill_asked):
+            # half gone: ask for more before the slaves run dry
+            self.refill_asked.add(abi_tag)
+            self.log.debug("%d builds left for %s: asking for more", len(queue), abi_tag)
+            self.tell(self.queue_requests, "REFRESH", {"package": None})
         while queue:
             job = queue.popleft()
-            if job in self.active:
-                continue  # one attempt per release at a time: a pure wheel may serve all ABIs
-            if (self.recent.get((*job, abi_tag), 0) > now
-                    or self.recent.get((*job, "*"), 0) > now):
-                continue
-            return job
+            if self._wanted(job, abi_tag):
+                return job
         return None
+
+    def _wanted(self, job: Job, abi_tag: str) -> bool:
+        """Whether *job* may be handed out now (the queue can lag behind the slaves)."""
+        if job in self.active:
+            return False  # one attempt per release at a time: a pure wheel may serve all ABIs
+        now = self.clock()
+        return (self.recent.get((*job, abi_tag), 0) <= now
+                and self.recent.get((*job, "*"), 0) <= now)
 
     def _next_file(self, slave: SlaveState) -> None:
         if slave.rejected is not None:
@@ -426,19 +443,13 @@ class SlaveDriver(Task):
         if slave.job is not None and self.active.get(slave.job) == slave.slave_id:
             del self.active[slave.job]
             if requeue:
-                self._tell_queue("REFRESH", {"package": slave.job[0]})
+                self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
         if slave.state == "sending" or slave.files_done:
             self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
         self.log.info("slave %d (%s) dropped: %s", slave.slave_id, slave.label, why)
 
     def _slave_by_id(self, slave_id: int) -> Optional[SlaveState]:
         return self.slaves_by_id.get(slave_id)
-
-    def _tell_queue(self, name: str, payload: dict) -> None:
-        try:
-            self.queue_requests.send(name, payload, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.log.debug("build queue not listening; dropped %s", name)
 
     def expire_slaves(self) -> None:
         now = self.clock()

@@ -5,7 +5,8 @@ pending builds per ABI, success rate) and this machine's load, memory, disk
 and temperature, and reports them.  When the output directory's free space
 falls under the configured minimum it tells the slave driver to hold new
 builds, says so in the log and on the monitor, and lets them go again once
-space returns.
+space returns.  The minimum can be changed while the master runs (the
+MIN_FREE_SPACE control request).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import zmq
 
 from ..db import Database
 from ..host_stats import host_stats
-from ..protocols import DRIVER_COMMANDS
+from ..protocols import DRIVER_COMMANDS, STATS_COMMANDS
 from .task import Clock, Task
 
 DISK_HOLD = "free disk space is low"
@@ -38,6 +39,9 @@ class Stats(Task):
         self.disk_low = False
         self.driver = self.socket(zmq.PUSH, DRIVER_COMMANDS)
         self.driver.connect(DRIVER_COMMANDS.address)
+        self.commands = self.socket(zmq.PULL, STATS_COMMANDS.reverse())
+        self.commands.bind(STATS_COMMANDS.address)
+        self.register(self.commands, self.handle_command)
         self.every(interval_s, self.gather, now=True)
 
     def on_start(self) -> None:
@@ -46,6 +50,16 @@ class Stats(Task):
     def on_stop(self) -> None:
         if self.db is not None:
             self.db.close()
+
+    def handle_command(self) -> None:
+        msg = self.recv_or_log(self.commands)
+        if msg is None:
+            return
+        _, payload = msg
+        self.log.info("minimum free space under %s: %d MiB (was %d MiB)", self.output_path,
+                      payload["bytes"] // 2**20, self.min_free_bytes // 2**20)
+        self.min_free_bytes = payload["bytes"]
+        self.gather()
 
     def gather(self) -> None:
         host = host_stats(self.output_path)
@@ -63,8 +77,8 @@ class Stats(Task):
                              free // 2**20, self.output_path, self.min_free_bytes // 2**20)
             self._tell("HOLD")
         elif not low and self.disk_low:
-            self.log.info("%d MiB free under %s again: builds resume", free // 2**20,
-                          self.output_path)
+            self.log.info("%d MiB free under %s again (minimum %d MiB): builds resume",
+                          free // 2**20, self.output_path, self.min_free_bytes // 2**20)
             self._tell("RELEASE")
         elif low:
             self._tell("HOLD")  # again, in case the slave driver restarted

@@ -94,6 +94,19 @@ class Task(threading.Thread):
             self.log.error("dropped a bad %s message: %s", sock.protocol.name, exc)
             return None
 
+    def tell(self, sock: Socket, name: str, payload: Optional[dict] = None) -> bool:
+        """Send to another task without ever blocking; False if it is not taking messages.
+
+        Only a task that has stopped (or is far behind) refuses: what is
+        dropped then is recalculated or redone after a restart.
+        """
+        try:
+            sock.send(name, payload, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.log.debug("nobody takes %s messages; dropped %s", sock.protocol.name, name)
+            return False
+        return True
+
     def report(self, name: str, payload: dict) -> None:
         """Tell admin_service something for the monitors (dropped if it is not there)."""
         try:

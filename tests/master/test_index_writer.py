@@ -6,6 +6,8 @@ import gzip
 import hashlib
 import json
 import os
+import re
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import zmq
 from farm import wait_for
 
 from piwheels.index_pages import Site, log_path
-from piwheels.master.index_writer import IndexWriter
+from piwheels.master.index_writer import ORPHAN_AGE_S, IndexWriter
 from piwheels.master.task import TaskControl
 from piwheels.protocols import INDEX_REQUESTS, SUPERVISOR
 from piwheels.records import BuildRecord, FileRecord
@@ -165,6 +167,12 @@ def test_removal_clears_files_and_pages(db, writer, output):
     wait_for(lambda: not (directory / old).exists(), 10, "the removed release's wheel to go")
     assert not (directory / (old + ".metadata")).exists()
     assert (directory / new).exists()
+    page = read_json(directory / "index.json")
+    assert page["versions"] == ["2.0"] and [f["filename"] for f in page["files"]] == [new]
+    assert old not in (directory / "index.html").read_text()
+    project = read_json(output / "project" / "shrinking" / "json" / "index.json")
+    assert [v["version"] for v in project["versions"]] == ["2.0"]
+    assert old not in (output / "project" / "shrinking" / "index.html").read_text()
     db.remove_package("shrinking")
     writer.package("shrinking")
     wait_for(lambda: not directory.exists(), 10, "the project's directory to go")
@@ -181,3 +189,70 @@ def test_home_page(db, writer, output):
     text = home.read_text()
     assert "extra-index-url=http://farm.test/simple/" in text
     assert (output / "static" / "style.css").exists()
+
+
+def test_an_upstream_yank_and_unyank_change_the_pages(db, writer, output):
+    kept = publish(db, output, "wobbly", "1.0")
+    yanked = publish(db, output, "wobbly", "2.0")
+    writer.package("wobbly")
+    page = output / "simple" / "wobbly" / "index.json"
+    wait_for(page.exists, 10, "the simple page")
+    assert [f["yanked"] for f in read_json(page)["files"]] == [False, False]
+    db.yank_version("wobbly", "2.0", "it eats data")
+    writer.package("wobbly")
+    wait_for(lambda: [f["yanked"] for f in read_json(page)["files"]] == [False, "it eats data"],
+             10, "the yank to reach the JSON page")
+    html = (page.parent / "index.html").read_text()
+    anchors = dict(re.findall(r'<a href="([^"#]+)#[^>]*?(data-yanked="[^"]*")?>', html))
+    assert anchors == {kept: "", yanked: 'data-yanked="it eats data"'}
+    project = read_json(output / "project" / "wobbly" / "json" / "index.json")
+    assert [(v["version"], v["yanked"], v["yank_reason"]) for v in project["versions"]] == [
+        ("2.0", True, "it eats data"), ("1.0", False, None)]
+    human = (output / "project" / "wobbly" / "index.html").read_text()
+    assert re.search(r'<tr class="yanked">\s*<td>2\.0<span class="tag"\s+title="it eats data">',
+                     human)
+    db.unyank_version("wobbly", "2.0")
+    writer.package("wobbly")
+    wait_for(lambda: [f["yanked"] for f in read_json(page)["files"]] == [False, False],
+             10, "the unyank to reach the JSON page")
+    assert "data-yanked" not in (page.parent / "index.html").read_text()
+    assert 'class="yanked"' not in (output / "project" / "wobbly" / "index.html").read_text()
+    assert (page.parent / yanked).exists()  # a yanked wheel stays published
+
+
+def test_a_wheel_published_but_not_yet_recorded_is_left_alone(db, writer, output):
+    """The build recorder moves a wheel into place before its database record commits;
+    a page written in between must not take the wheel away."""
+    publish(db, output, "racy", "1.0")
+    directory = output / "simple" / "racy"
+    arriving = directory / "racy-2.0-cp311-cp311-linux_aarch64.whl"
+    arriving.write_bytes(b"a wheel on its way")
+    arriving.with_name(arriving.name + ".metadata").write_bytes(b"Name: racy\n")
+    writer.package("racy")
+    wait_for((directory / "index.json").exists, 10, "the simple page")
+    writer.package("racy")
+    wait_for(lambda: not writer.task.dirty, 5, "the second request")
+    time.sleep(0.2)
+    assert arriving.exists() and arriving.with_name(arriving.name + ".metadata").exists()
+    assert arriving.name not in (directory / "index.json").read_text()
+    # left behind by a crash: once it is old, it goes
+    old = time.time() - ORPHAN_AGE_S - 60
+    for path in (arriving, arriving.with_name(arriving.name + ".metadata")):
+        os.utime(path, (old, old))
+    writer.package("racy")
+    wait_for(lambda: not arriving.exists(), 10, "the orphan to go")
+    assert not arriving.with_name(arriving.name + ".metadata").exists()
+    assert len(list(directory.glob("*.whl"))) == 1
+
+
+def test_bad_and_non_canonical_page_requests(db, writer, output):
+    publish(db, output, "foo-bar", "1.0")
+    db.add_alias("foo-bar", "Foo.Bar")
+    writer.package("../../etc")  # dropped with a log line, not a crash
+    writer.package("Foo.Bar")
+    page = output / "simple" / "foo-bar" / "index.json"
+    wait_for(page.exists, 10, "the canonical page")
+    wait_for((output / "simple" / "Foo.Bar").is_symlink, 10, "the alias")
+    assert sorted(p.name for p in (output / "simple").iterdir() if p.is_dir()
+                  and not p.is_symlink()) == ["foo-bar"]
+    assert writer.task.is_alive()

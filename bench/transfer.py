@@ -1,0 +1,188 @@
+"""Benchmark: one large wheel through the file-transfer protocol vs a plain TCP copy.
+
+The protocol run uses the real tasks on loopback TCP: the slave's FileSender
+serves chunks, the master's FileReceiver pulls them (credit window, CRC-32
+per chunk), writes the temp file, then checks size, SHA-256 and the whole
+wheel before reporting it VERIFIED; the clock stops there.  The plain run
+sends the same bytes over one TCP connection into a file.  Prints MB/s of
+both and their ratio.
+
+    python bench/transfer.py --size-mb 50 --chunk-size 262144 --window 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import multiprocessing
+import os
+import socket
+import statistics
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import zmq
+
+from piwheels.master.file_receiver import FileReceiver
+from piwheels.protocols import SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
+from piwheels.slave.file_sender import FileSender
+from piwheels.transport import Socket
+
+MB = 1024 * 1024
+
+
+def make_wheel(directory: Path, size: int) -> Path:
+    """A valid pure wheel of about *size* bytes (random data, stored, so it does not shrink)."""
+    import base64
+
+    path = directory / "bench_blob-1.0-py3-none-any.whl"
+    blob = os.urandom(size)
+    members = {
+        "bench_blob/blob.bin": blob,
+        "bench_blob-1.0.dist-info/METADATA":
+            b"Metadata-Version: 2.1\nName: bench-blob\nVersion: 1.0\n",
+        "bench_blob-1.0.dist-info/WHEEL":
+            b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = ""
+    for name, data in members.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{name},sha256={digest},{len(data)}\n"
+    record += "bench_blob-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as wheel:
+        for name, data in members.items():
+            wheel.writestr(name, data)
+        wheel.writestr("bench_blob-1.0.dist-info/RECORD", record)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TimedReceiver(FileReceiver):
+    """Notes when the last chunk is on disk, to split transfer from verification."""
+
+    def _complete(self, transfer) -> None:
+        self.received_at = time.perf_counter()
+        super()._complete(transfer)
+
+
+def serve(address: str, wheel: Path, size: int, sha256: str) -> None:
+    """The slave's side: offer the file and answer FETCHes until RECEIVED."""
+    ctx = zmq.Context()
+    sender = FileSender(ctx, address)
+    sender.offer(1, wheel, size, sha256)
+    while sender.handle() is None:
+        pass
+    sender.close()
+    ctx.term()
+
+
+def protocol_run(wheel: Path, work: Path, chunk_size: int, window: int) -> tuple[float, float]:
+    """Seconds from OFFER to the last chunk written, and to VERIFIED, through the real tasks."""
+    ctx = zmq.Context()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
+    supervisor.bind(SUPERVISOR.address)
+    results = Socket.make(ctx, zmq.PULL, TRANSFER_RESULTS.reverse())
+    results.bind(TRANSFER_RESULTS.address)
+    receiver = TimedReceiver(ctx, file_bind=address, transfers_dir=work / ".transfers",
+                            chunk_size=chunk_size, window=window, timeout_s=10, retries=3,
+                            max_wheel_size=2**31)
+    requests = Socket.make(ctx, zmq.PUSH, TRANSFER_REQUESTS)
+    requests.connect(TRANSFER_REQUESTS.address)
+    receiver.start()
+    data_size = wheel.stat().st_size
+    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    requests.send("EXPECT", {"slave_id": 1, "package": "bench-blob", "version": "1.0",
+                             "abi_tag": "none", "platform_tag": "any",
+                             "filename": wheel.name, "size": data_size, "sha256": sha256})
+    time.sleep(0.2)
+    # the slave is another process (another machine, in a farm), as in real life
+    slave = multiprocessing.Process(target=serve, args=(address, wheel, data_size, sha256))
+    start = time.perf_counter()
+    slave.start()
+    verdict = [results.recv()]
+    slave.join()
+    elapsed = time.perf_counter() - start
+    transferred = receiver.received_at - start
+    name, payload = verdict[0]
+    if name != "VERIFIED":
+        raise SystemExit(f"transfer failed: {payload}")
+    Path(payload["path"]).unlink()
+    receiver._quit = True  # the bench owns the task; no supervisor to ask
+    receiver.join(5)
+    for sock in (supervisor, results, requests):
+        sock.close()
+    ctx.destroy(linger=0)
+    return transferred, elapsed
+
+
+def plain_run(wheel: Path, work: Path, buffer_size: int) -> float:
+    """Seconds to copy the file over one loopback TCP connection into a file."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    target = work / "plain.bin"
+
+    def send():
+        with socket.create_connection(("127.0.0.1", port)) as conn, open(wheel, "rb") as f:
+            while True:
+                data = f.read(buffer_size)
+                if not data:
+                    break
+                conn.sendall(data)
+
+    sender = multiprocessing.Process(target=send)
+    start = time.perf_counter()
+    sender.start()
+    conn, _ = server.accept()
+    with conn, open(target, "wb") as out:
+        while True:
+            data = conn.recv(buffer_size)
+            if not data:
+                break
+            out.write(data)
+    elapsed = time.perf_counter() - start
+    sender.join()
+    server.close()
+    target.unlink()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=50)
+    parser.add_argument("--chunk-size", type=int, default=256 * 1024)
+    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        wheel = make_wheel(work, args.size_mb * MB)
+        size_mb = wheel.stat().st_size / MB
+        protocol, plain = [], []
+        for _ in range(args.rounds):
+            protocol.append(protocol_run(wheel, work, args.chunk_size, args.window))
+            plain.append(plain_run(wheel, work, args.chunk_size))
+    transfer = [t for t, _ in protocol]
+    verified = [v for _, v in protocol]
+    best_transfer, best_verified, best_plain = min(transfer), min(verified), min(plain)
+    print(f"file: {size_mb:.1f} MB, chunk {args.chunk_size} B, window {args.window}, "
+          f"{args.rounds} rounds (best and median)")
+    print(f"transfer protocol, file on disk:       {size_mb / best_transfer:.0f} MB/s "
+          f"(median {size_mb / statistics.median(transfer):.0f})")
+    print(f"... and verified (hash, zip, RECORD):  {size_mb / best_verified:.0f} MB/s "
+          f"(median {size_mb / statistics.median(verified):.0f})")
+    print(f"plain TCP copy:                        {size_mb / best_plain:.0f} MB/s "
+          f"(median {size_mb / statistics.median(plain):.0f})")
+    print(f"ratio: transfer {best_plain / best_transfer:.0%}, transfer and verification "
+          f"{best_plain / best_verified:.0%} of the plain copy's speed")
+
+
+if __name__ == "__main__":
+    main()
