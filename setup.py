@@ -50,6 +50,7 @@ setup(
         "sqlalchemy>=2.0",
         "psycopg2-binary>=2.9",
         "chameleon>=4.0",
+        "urwid>=2.1",
     ],
     extras_require={
         "test": [
@@ -58,6 +59,8 @@ setup(
             "sphinx>=7",
             "wheel",
             "setuptools",
+            "uv",
+            "pypi-simple>=1.0",
         ],
         "doc": [
             "sphinx>=7",
@@ -72,6 +75,7 @@ setup(
             "piw-remove = piwheels.admin:remove_main",
             "piw-rebuild = piwheels.admin:rebuild_main",
             "piw-import = piwheels.admin:import_main",
+            "piw-monitor = piwheels.monitor:main",
             "piw-quickstart = piwheels.quickstart:main",
         ],
     },

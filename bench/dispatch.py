@@ -12,6 +12,12 @@ two BUILD replies seen by any slave.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/queue.py must not stand in for the standard library's queue module
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import multiprocessing
 import os
@@ -30,8 +36,6 @@ from piwheels.protocols import PROTOCOL_VERSION, SLAVE
 from piwheels.transport import Socket
 
 BIN = Path(sys.executable).parent
-# bench/queue.py would shadow the standard library's queue in multiprocessing
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 IDLE = {"stats": {"load_1m": 0.5, "memory_free": 10**9, "disk_free": 10**10,
                   "temperature_c": None}}
 

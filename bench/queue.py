@@ -12,6 +12,12 @@ built, as on a farm that has caught up) and two ABIs, then measures:
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/queue.py must not stand in for the standard library's queue module
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import statistics
 import subprocess
@@ -47,7 +53,7 @@ def seed(dsn: str, versions: int, built_fraction: float) -> None:
             f"SELECT 'pkg-' || n FROM generate_series(1, {projects}) AS n")
         conn.exec_driver_sql(
             "INSERT INTO versions (package, version, released, has_sdist, built) "
-            f"SELECT 'pkg-' || (n % {projects} + 1), (n / {projects})::text || '.0', "
+            f"SELECT 'pkg-' || (n %% {projects} + 1), (n / {projects})::text || '.0', "
             "       now() - (n * interval '1 minute'), true, "
             f"      n > {versions - built} "
             f"FROM generate_series(1, {versions}) AS n")

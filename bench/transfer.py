@@ -12,6 +12,12 @@ both and their ratio.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/queue.py must not stand in for the standard library's queue module
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import hashlib
 import multiprocessing

@@ -40,6 +40,13 @@ class AllowList:
     def everything(self) -> bool:
         return self._regex is None
 
+    @property
+    def names(self) -> Optional[tuple[str, ...]]:
+        """The projects named, when every pattern is a plain name (no wildcards); else None."""
+        if not self.patterns or any(c in p for p in self.patterns for c in "*?["):
+            return None
+        return self.patterns
+
     def allows(self, canonical: str) -> bool:
         return self._regex is None or self._regex.fullmatch(canonical) is not None
 

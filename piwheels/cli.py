@@ -16,8 +16,12 @@ from .errors import PiwheelsError
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(args: Namespace) -> None:
-    """Console logging at the level -v/-q ask for, plus an optional debug log file."""
+def configure_logging(args: Namespace, *, console: bool = True) -> None:
+    """Console logging at the level -v/-q ask for, plus an optional debug log file.
+
+    A full-screen program (piw-monitor) passes ``console=False``: log lines
+    would scribble over its screen, so only the log file gets them.
+    """
     verbose = getattr(args, "verbose", 0) or 0
     quiet = getattr(args, "quiet", False)
     if quiet:
@@ -30,16 +34,19 @@ def configure_logging(args: Namespace) -> None:
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(level)
-    console.setFormatter(logging.Formatter("%(message)s" if verbose == 0 else LOG_FORMAT))
-    root.addHandler(console)
+    if console:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(level)
+        handler.setFormatter(logging.Formatter("%(message)s" if verbose == 0 else LOG_FORMAT))
+        root.addHandler(handler)
     log_file = getattr(args, "log_file", None)
     if log_file:
         handler = logging.FileHandler(log_file, encoding="utf-8")
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(handler)
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())  # not logging's last resort, stderr
 
 
 def run(main: Callable[[Optional[Sequence[str]]], int],

@@ -12,7 +12,7 @@ import logging
 from collections import defaultdict
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -202,6 +202,41 @@ class Database:
             self._existing_package(package, conn)
             row = conn.execute(stmt).first()
         return bool(row and row.inserted)
+
+    def add_releases(self, releases: Iterable[tuple[str, str, datetime, bool]]) -> None:
+        """Record many (name, version, released, has_sdist) at once, projects included.
+
+        For catching up with the change feed: a few multi-row statements
+        instead of several per release.  Like :meth:`add_version`, a release
+        seen again may gain an sdist and never loses one.
+        """
+        merged: dict[tuple[str, str], list] = {}
+        names: dict[str, str] = {}
+        for name, version, released, has_sdist in releases:
+            package, version = canonical_name(name), normal_version(version)
+            names.setdefault(name, package)
+            names.setdefault(package, package)
+            row = merged.setdefault((package, version), [released, has_sdist])
+            row[0], row[1] = min(row[0], released), row[1] or has_sdist
+        if not merged:
+            return
+        packages, aliases, versions = (
+            self.t["packages"], self.t["package_names"], self.t["versions"])
+        insert_versions = pg_insert(versions)
+        insert_versions = insert_versions.on_conflict_do_update(
+            index_elements=[versions.c.package, versions.c.version],
+            set_={"has_sdist": versions.c.has_sdist | insert_versions.excluded.has_sdist},
+            where=~versions.c.has_sdist & insert_versions.excluded.has_sdist,
+        )
+        with self._begin() as conn:
+            conn.execute(pg_insert(packages).on_conflict_do_nothing(),
+                         [{"package": p, "description": ""} for p in set(names.values())])
+            conn.execute(pg_insert(aliases).on_conflict_do_nothing(),
+                         [{"name": n, "package": p} for n, p in names.items()])
+            conn.execute(insert_versions, [
+                {"package": p, "version": v, "released": released, "has_sdist": has_sdist,
+                 "yanked": False}
+                for (p, v), (released, has_sdist) in merged.items()])
 
     def set_has_sdist(self, package: str, version: str, has_sdist: bool) -> None:
         self._update_version(package, version, has_sdist=has_sdist)
@@ -409,6 +444,17 @@ class Database:
         with self._begin() as conn:
             return conn.scalar(sa.select(logs.c.log).where(logs.c.build_id == build_id))
 
+    def get_build_logs(self, build_ids: Iterable[int]) -> dict[int, str]:
+        """{build id: log} of several attempts at once (ids without a log are left out)."""
+        wanted = sorted(set(build_ids))
+        if not wanted:
+            return {}
+        logs = self.t["build_logs"]
+        with self._begin() as conn:
+            return dict(conn.execute(
+                sa.select(logs.c.build_id, logs.c.log).where(logs.c.build_id.in_(wanted))
+            ).all())
+
     # --- the index as a whole -----------------------------------------------
 
     def all_packages(self) -> list[str]:
@@ -478,38 +524,48 @@ class Database:
     def get_project(self, package: str) -> Optional[ProjectData]:
         """Everything known of one project (None if unknown), newest version first."""
         package = canonical_name(package)
+        return self.get_projects([package]).get(package)
+
+    def get_projects(self, packages: Iterable[str]) -> dict[str, ProjectData]:
+        """:meth:`get_project` for many projects in one transaction and a few queries
+        (the index writer rewrites projects in batches); unknown ones are left out."""
+        wanted = sorted({canonical_name(package) for package in packages})
+        if not wanted:
+            return {}
         t = self.t
+        builds = t["builds"]
         with self._begin() as conn:
-            row = conn.execute(
-                sa.select(t["packages"]).where(t["packages"].c.package == package)
-            ).first()
-            if row is None:
-                return None
-            names = tuple(conn.scalars(
-                sa.select(t["package_names"].c.name)
-                .where(t["package_names"].c.package == package)
+            rows = conn.execute(
+                sa.select(t["packages"]).where(t["packages"].c.package.in_(wanted))
+            ).all()
+            name_rows = conn.execute(
+                sa.select(t["package_names"].c.package, t["package_names"].c.name)
+                .where(t["package_names"].c.package.in_(wanted))
                 .order_by(t["package_names"].c.name)
-            ))
+            ).all()
             version_rows = conn.execute(
-                sa.select(t["versions"]).where(t["versions"].c.package == package)
+                sa.select(t["versions"]).where(t["versions"].c.package.in_(wanted))
             ).all()
             build_rows = conn.execute(
-                sa.select(t["builds"]).where(t["builds"].c.package == package)
-                .order_by(t["builds"].c.build_id)
+                sa.select(builds).where(builds.c.package.in_(wanted))
+                .order_by(builds.c.build_id)
             ).all()
             file_rows = conn.execute(
-                sa.select(t["files"], t["builds"].c.version)
-                .join(t["builds"], t["files"].c.build_id == t["builds"].c.build_id)
-                .where(t["builds"].c.package == package)
+                sa.select(t["files"])
+                .join(builds, t["files"].c.build_id == builds.c.build_id)
+                .where(builds.c.package.in_(wanted))
                 .order_by(t["files"].c.filename)
             ).all()
             dep_rows = conn.execute(
                 sa.select(t["dependencies"])
                 .join(t["files"], t["dependencies"].c.filename == t["files"].c.filename)
-                .join(t["builds"], t["files"].c.build_id == t["builds"].c.build_id)
-                .where(t["builds"].c.package == package)
+                .join(builds, t["files"].c.build_id == builds.c.build_id)
+                .where(builds.c.package.in_(wanted))
                 .order_by(t["dependencies"].c.dependency)
             ).all()
+        names: dict[str, list[str]] = defaultdict(list)
+        for row in name_rows:
+            names[row.package].append(row.name)
         deps: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         for dep in dep_rows:
             deps[dep.filename][dep.tool].append(dep.dependency)
@@ -522,24 +578,31 @@ class Database:
                 published=f.published,
                 dependencies={tool: tuple(names) for tool, names in deps[f.filename].items()},
             ))
-        builds_by_version: dict[str, list[BuildData]] = defaultdict(list)
+        builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
         for b in build_rows:
-            builds_by_version[b.version].append(BuildData(
+            builds_by_version[b.package, b.version].append(BuildData(
                 build_id=b.build_id, abi_tag=b.abi_tag, slave_label=b.slave_label,
                 started=b.started, duration=b.duration, status=b.status,
                 reason=b.reason, files=tuple(files_by_build[b.build_id]),
             ))
-        versions = sorted(version_rows, key=lambda v: version_key(v.version), reverse=True)
-        return ProjectData(
-            package=row.package, description=row.description,
-            skip_reason=row.skip_reason, names=names,
-            versions=tuple(
-                VersionData(
-                    version=v.version, released=v.released, has_sdist=v.has_sdist,
-                    yanked=v.yanked, yank_reason=v.yank_reason,
-                    skip_reason=v.skip_reason,
-                    builds=tuple(builds_by_version[v.version]),
-                )
-                for v in versions
-            ),
-        )
+        versions_by_package: dict[str, list] = defaultdict(list)
+        for v in version_rows:
+            versions_by_package[v.package].append(v)
+        projects = {}
+        for row in rows:
+            versions = sorted(versions_by_package[row.package],
+                              key=lambda v: version_key(v.version), reverse=True)
+            projects[row.package] = ProjectData(
+                package=row.package, description=row.description,
+                skip_reason=row.skip_reason, names=tuple(names[row.package]),
+                versions=tuple(
+                    VersionData(
+                        version=v.version, released=v.released, has_sdist=v.has_sdist,
+                        yanked=v.yanked, yank_reason=v.yank_reason,
+                        skip_reason=v.skip_reason,
+                        builds=tuple(builds_by_version[row.package, v.version]),
+                    )
+                    for v in versions
+                ),
+            )
+        return projects

@@ -171,6 +171,9 @@ TASK_CONTROL = Protocol("task_control", sends={
 BUILD_QUEUE = Protocol("build_queue", sends={
     "QUEUE": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
     "CANCEL": message({"package": Name, "version": AnyOf(None, Version)}),
+    # admin -> slave_driver: its builds were removed (piw-remove --builds): it may be
+    # handed out again at once, though it was built a moment ago
+    "REQUEUE": message({"package": Name, "version": AnyOf(None, Version)}),
 }, receives={}, address="inproc://build_queue")
 
 # slave_driver / build_recorder / pypi_follower -> build_queue
@@ -252,10 +255,14 @@ CONTROL = Protocol("control", sends={
     "IMPORT": message({"path": All(str, Length(min=1, max=4096)),
                        "abi_tag": AnyOf(None, Tag), "label": Label}),
     "RECONCILE": message(),
+    # hold new builds while the output directory has less free space than this
+    "MIN_FREE_SPACE": message({"mib": Count}),
 }, receives={
     "OK": message({"message": Text}),
     "ERROR": message({"message": Text}),
     "SNAPSHOT": message({"master": dict, "slaves": [dict]}),
+    # REBUILD's reply: the master's status names this id while it follows the rewrite
+    "REBUILDING": message({"message": Text, "rebuild_id": Count}),
 })
 
 # --- status: master admin_service (PUB) -> monitors (SUB) ---------------------------
@@ -281,6 +288,11 @@ DRIVER_COMMANDS = Protocol("driver_commands", sends={
     "SLAVE": message({"action": AnyOf(*SLAVE_ACTIONS), "slave_id": AnyOf(None, SlaveId)}),
 }, receives={}, address="inproc://driver_commands")
 
+# admin_service -> stats
+STATS_COMMANDS = Protocol("stats_commands", sends={
+    "MIN_FREE": message({"bytes": Count}),
+}, receives={}, address="inproc://stats_commands")
+
 # admin_service -> pypi_follower
 FOLLOWER_COMMANDS = Protocol("follower_commands", sends={
     "RECONCILE": message(),
@@ -290,4 +302,5 @@ ALL_PROTOCOLS = (
     SLAVE, FILE_TRANSFER, TASK_CONTROL, BUILD_QUEUE, QUEUE_REQUESTS,
     TRANSFER_REQUESTS, TRANSFER_RESULTS, RECORD_REQUESTS, INDEX_REQUESTS,
     SUPERVISOR, CONTROL, STATUS, STATUS_REPORTS, DRIVER_COMMANDS, FOLLOWER_COMMANDS,
+    STATS_COMMANDS,
 )

@@ -2,12 +2,16 @@
 
 It makes a throw-away database on the local PostgreSQL, starts a master that
 follows only the named projects, one slave per requested CPython, and a web
-server for the output, then prints the pip command to use.  Ctrl-C stops
-everything and drops the database.
+server for the output, then prints the pip command to use and reports each
+build as it is recorded.  Ctrl-C stops everything and drops the database.
+
+The upstream index comes from --pypi-simple (or PIW_PYPI_SIMPLE), else from
+the index pip is configured to use on this machine.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import shutil
@@ -25,30 +29,66 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from . import cli, config
-from .control_client import StatusFeed
+from .control_client import ControlClient
+from .db import Database
 from .errors import ConfigError, PiwheelsError
 from .initdb import initdb
 
 BIN = Path(sys.executable).parent
-#: Where the builds run when quickstart is started as root (slaves refuse root).
+#: Who the slaves run as when quickstart is started as root (slaves refuse root).
 BUILD_USER = "piwbuild"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+#: How long the master and each slave may take to come up.
+START_TIMEOUT_S = 60.0
+#: How often the farm's builds are looked at while it runs.
+WATCH_INTERVAL_S = 2.0
+#: Lines of a failed process's log shown with the error.
+LOG_TAIL_LINES = 15
 
 
 def find_python(version: str) -> str:
-    """An interpreter for "3.12" (or a path): on PATH, or installed by pyenv."""
+    """An interpreter for "3.12" (or a path): installed by pyenv, or on PATH.
+
+    pyenv's shims are skipped: they pick a Python by the caller's pyenv
+    settings, which the unprivileged build user does not share.
+    """
     if os.sep in version:
         return version
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
     for root in (Path.home() / ".pyenv" / "versions", Path("/root/.pyenv/versions")):
         for candidate in sorted(root.glob(f"{version}.*"), reverse=True):
             python = candidate / "bin" / f"python{version}"
             if python.exists():
                 return str(python)
-    raise ConfigError(f"no Python {version} found (looked for python{version} on PATH and "
-                      "in pyenv); pass --python with a path instead")
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if Path(directory).name == "shims":
+            continue
+        found = shutil.which(f"python{version}", path=directory)
+        if found:
+            return found
+    raise ConfigError(f"no Python {version} found (looked in pyenv and for python{version} "
+                      "on PATH); pass --python with a path instead")
+
+
+def pip_index_url() -> Optional[str]:
+    """The index pip is configured to use here (PIP_INDEX_URL or pip's config), if any."""
+    url = os.environ.get("PIP_INDEX_URL", "").split()
+    if url:
+        return url[0]
+    try:
+        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
+                                capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = {}
+    for line in listed.stdout.splitlines():
+        key, _, value = line.partition("=")
+        found[key.strip()] = value.strip().strip("'\"").split()
+    for key in (":env:.index-url", "install.index-url", "global.index-url"):
+        words = found.get(key)
+        if words and words[0].startswith(("http://", "https://")):
+            return words[0]
+    return None
 
 
 def free_port() -> int:
@@ -65,23 +105,28 @@ class QuickFarm:
         self.workdir = Path(tempfile.mkdtemp(prefix="piwheels-quickstart-"))
         os.chmod(self.workdir, 0o755)
         self.output = self.workdir / "output"
+        self.logs = self.workdir / "logs"
         self.name = f"piwheels_quick_{uuid.uuid4().hex[:8]}"
         self.admin = sa.create_engine(
             make_url(options.server).set(drivername="postgresql+psycopg2"),
-            isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-        self.processes: list[subprocess.Popen] = []
+            isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool,
+            connect_args={"connect_timeout": 5})
+        self.processes: dict[str, subprocess.Popen] = {}
         self.database_made = False
-        self.user = None
-        if os.geteuid() == 0:
-            self.user = self._build_user()
+        self.failed = False
+        self.user = self._build_user() if os.geteuid() == 0 else None
+        self.control = f"ipc://{self.workdir}/control"
+        self.status = f"ipc://{self.workdir}/status"
 
-    def _build_user(self):
+    def _build_user(self) -> pwd.struct_passwd:
+        name = self.options.build_user
         try:
-            return pwd.getpwnam(BUILD_USER)
+            return pwd.getpwnam(name)
         except KeyError:
+            print(f"creating the unprivileged user {name} for the builds", flush=True)
             subprocess.run(["useradd", "--system", "--create-home", "--shell",
-                            "/usr/sbin/nologin", BUILD_USER], check=True)
-            return pwd.getpwnam(BUILD_USER)
+                            "/usr/sbin/nologin", name], check=True)
+            return pwd.getpwnam(name)
 
     def dsn(self, user: Optional[str] = None) -> str:
         url = make_url(self.options.server).set(database=self.name,
@@ -90,29 +135,19 @@ class QuickFarm:
             url = url.set(username=user, password=None)
         return url.render_as_string(hide_password=False)
 
-    def make_database(self) -> None:
-        try:
-            with self.admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
-                conn.exec_driver_sql(f'CREATE ROLE "{self.name}" LOGIN')
-        except sa.exc.OperationalError as exc:
-            raise PiwheelsError(
-                f"cannot reach PostgreSQL at {self.options.server}: "
-                f"{str(exc.orig).strip().splitlines()[0]}") from None
-        self.database_made = True
-        with open(os.devnull, "w") as quiet:
-            initdb(self.dsn(), self.name, assume_yes=True, out=quiet)
+    # --- starting -------------------------------------------------------------------
 
     def start(self) -> None:
         o = self.options
+        pythons = {version: find_python(version) for version in o.python}
+        for version, python in pythons.items():
+            self._check_python(version, python)
         self.make_database()
         self.port = o.port or free_port()
         public = f"http://127.0.0.1:{self.port}/"
-        logs = self.workdir / "logs"
-        logs.mkdir()
-        self.control = f"ipc://{self.workdir}/control"
-        self.status = f"ipc://{self.workdir}/status"
+        self.logs.mkdir()
         slave_port, file_port = free_port(), free_port()
+        print(f"upstream index: {o.pypi_simple}", flush=True)
         self._spawn("master", [
             str(BIN / "piw-master"), "--dsn", self.dsn(self.name),
             "--output-path", str(self.output), "--public-url", public,
@@ -123,10 +158,9 @@ class QuickFarm:
             "--slave-bind", f"tcp://127.0.0.1:{slave_port}",
             "--file-bind", f"tcp://127.0.0.1:{file_port}",
             *[arg for project in o.projects for arg in ("--package-allow", project)],
-        ], logs)
-        time.sleep(2)
-        for version in o.python or [f"{sys.version_info[0]}.{sys.version_info[1]}"]:
-            python = find_python(version)
+        ])
+        self._wait("the master", lambda snapshot: True)
+        for version, python in pythons.items():
             work = self.workdir / f"slave-{version}"
             work.mkdir()
             if self.user is not None:
@@ -135,83 +169,194 @@ class QuickFarm:
                 str(BIN / "piw-slave"), "--master", "127.0.0.1", "--slave-port", str(slave_port),
                 "--file-port", str(file_port), "--label", f"quick-{version}",
                 "--dir", str(work), "--python", python,
-            ], logs, as_build_user=True)
-        self._serve(logs)
-        print(f"\nThe farm is up (files in {self.workdir}). When its wheels are built, use:\n\n"
+            ], as_build_user=True)
+        self._wait(f"{len(pythons)} slave(s)",
+                   lambda snapshot: len(snapshot["slaves"]) >= len(pythons))
+        self._serve()
+        print(f"\nThe farm is up: {len(pythons)} slave(s) (Python {', '.join(pythons)}), "
+              f"files in {self.workdir}.\nWhen its wheels are built, install them with:\n\n"
               f"    pip install --extra-index-url {public}simple/ {' '.join(o.projects)}\n\n"
-              f"Pages: {public}   Logs: {logs}   Ctrl-C stops everything.\n", flush=True)
+              f"Pages: {public}   Logs: {self.logs}   Ctrl-C stops everything.\n", flush=True)
 
-    def _spawn(self, name: str, args: list[str], logs: Path, as_build_user: bool = False) -> None:
-        log = open(logs / f"{name}.log", "ab")
+    def _check_python(self, version: str, python: str) -> None:
+        """The slave's interpreter must run as the user the slave runs as."""
+        kwargs = {}
+        if self.user is not None:
+            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        try:
+            result = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
+                                    capture_output=True, text=True, timeout=60, cwd="/",
+                                    stdin=subprocess.DEVNULL, env=self._build_env(), **kwargs)
+        except OSError as exc:
+            raise ConfigError(f"cannot run {python} for Python {version}: {exc}") from None
+        who = f" as {self.user.pw_name}" if self.user is not None else ""
+        if result.returncode != 0:
+            raise ConfigError(f"{python} does not run{who}: "
+                              f"{(result.stderr.strip().splitlines() or ['?'])[-1]}")
+
+    def make_database(self) -> None:
+        try:
+            with self.admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
+                self.database_made = True
+                conn.exec_driver_sql(f'CREATE ROLE "{self.name}" LOGIN')
+        except sa.exc.OperationalError as exc:
+            raise PiwheelsError(
+                f"cannot reach PostgreSQL at {self.options.server}: "
+                f"{str(exc.orig).strip().splitlines()[0]}; start it, or name another "
+                "server with --server") from None
+        initdb_log = logging.getLogger("piwheels.initdb")
+        level = initdb_log.level
+        initdb_log.setLevel(logging.WARNING)
+        try:
+            with open(os.devnull, "w") as quiet:
+                initdb(self.dsn(), self.name, assume_yes=True, out=quiet)
+        finally:
+            initdb_log.setLevel(level)
+
+    def _build_env(self) -> dict:
+        if self.user is None:
+            return dict(os.environ)
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.user.pw_dir,
+                "LANG": "C.UTF-8"}
+
+    def _spawn(self, name: str, args: list[str], as_build_user: bool = False) -> None:
         kwargs = {}
         env = dict(os.environ)
         if as_build_user and self.user is not None:
             kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
-            env = {"PATH": env.get("PATH", "/usr/bin:/bin"), "HOME": self.user.pw_dir,
-                   "LANG": "C.UTF-8"}
-        self.processes.append(subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True, **kwargs))
+            env = self._build_env()
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, start_new_session=True, **kwargs)
 
-    def _serve(self, logs: Path) -> None:
+    def _wait(self, what: str, ready) -> None:
+        """Until the master's snapshot satisfies *ready*; fail at once if a process died."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        client = ControlClient(self.control, timeout_s=1.0)
+        try:
+            while True:
+                self.check_processes()
+                try:
+                    reply, snapshot = client.request("SNAPSHOT")
+                except PiwheelsError:
+                    reply, snapshot = None, None
+                if reply == "SNAPSHOT" and ready(snapshot):
+                    return
+                if time.monotonic() > deadline:
+                    self.failed = True
+                    raise PiwheelsError(f"{what} did not come up within {START_TIMEOUT_S:.0f} s; "
+                                        f"see the logs in {self.logs}")
+                time.sleep(0.5)
+        finally:
+            client.close()
+
+    def check_processes(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                self.failed = True
+                raise PiwheelsError(
+                    f"{name} stopped (exit status {proc.returncode}); the end of its log, "
+                    f"{self.logs / (name + '.log')}:\n{self._tail(name)}")
+
+    def _tail(self, name: str) -> str:
+        try:
+            lines = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "    (no log)"
+        return "\n".join("    " + line for line in lines[-LOG_TAIL_LINES:])
+
+    def _serve(self) -> None:
         self.output.mkdir(parents=True, exist_ok=True)
         if Path(NGINX).exists():
             site = _nginx_site().read_text()
             site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
             site = site.replace("/var/www/piwheels", str(self.output))
+            temp = self.workdir / "nginx-tmp"
             conf = self.workdir / "nginx.conf"
             conf.write_text(
                 f"daemon off;\nworker_processes 1;\npid {self.workdir}/nginx.pid;\n"
-                f"error_log {logs}/nginx-error.log;\nevents {{ worker_connections 64; }}\n"
+                f"error_log {self.logs}/nginx-error.log;\nevents {{ worker_connections 64; }}\n"
                 f"http {{\n  include /etc/nginx/mime.types;\n"
-                f"  access_log {logs}/nginx-access.log;\n"
-                f"  client_body_temp_path {self.workdir}/nginx-tmp;\n"
-                f"  proxy_temp_path {self.workdir}/nginx-tmp;\n"
-                f"  fastcgi_temp_path {self.workdir}/nginx-tmp;\n"
-                f"  uwsgi_temp_path {self.workdir}/nginx-tmp;\n"
-                f"  scgi_temp_path {self.workdir}/nginx-tmp;\n{site}\n}}\n")
-            self._spawn("nginx", [NGINX, "-c", str(conf), "-p", str(self.workdir)], logs)
+                f"  access_log {self.logs}/nginx-access.log;\n"
+                + "".join(f"  {kind}_temp_path {temp};\n"
+                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+                + f"{site}\n}}\n")
+            self._spawn("nginx", [NGINX, "-c", str(conf), "-p", str(self.workdir)])
         else:
             self._spawn("http", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                                 "--directory", str(self.output), str(self.port)], logs)
+                                 "--directory", str(self.output), str(self.port)])
+        self._wait_http()
+
+    def _wait_http(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            self.check_processes()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.failed = True
+                    raise PiwheelsError(f"the web server did not answer on port {self.port}; "
+                                        f"see the logs in {self.logs}") from None
+                time.sleep(0.2)
+
+    # --- running --------------------------------------------------------------------
 
     def watch(self) -> None:
-        """Report builds as the farm makes them, until interrupted."""
-        feed = StatusFeed(self.status)
-        seen = None
-        try:
+        """Report each build as the farm records it, until interrupted."""
+        seen: set[int] = set()
+        all_done = None
+        with Database(self.dsn(self.name)) as db:
             while True:
-                msg = feed.poll(5)
-                for proc in self.processes:
-                    if proc.poll() is not None:
-                        raise PiwheelsError(f"{proc.args[0]} stopped (status {proc.returncode}); "
-                                            f"see the logs in {self.workdir}/logs")
-                if msg and msg[0] == "MASTER":
-                    recorder = msg[1]["master"].get("build_recorder", {})
-                    done = recorder.get("recorded")
-                    if done is not None and done != seen:
-                        seen = done
-                        print(f"builds recorded so far: {done}", flush=True)
-        finally:
-            feed.close()
+                self.check_processes()
+                for package in self.options.projects:
+                    project = db.get_project(package)
+                    for version in project.versions if project else ():
+                        for build in version.builds:
+                            if build.build_id in seen:
+                                continue
+                            seen.add(build.build_id)
+                            files = ", ".join(f.filename for f in build.files)
+                            print(f"built {project.package} {version.version} for "
+                                  f"{build.abi_tag}: {build.status}"
+                                  + (f" ({files})" if files else
+                                     f" ({build.reason})" if build.reason else ""),
+                                  flush=True)
+                pending = sum(db.build_statistics()["pending"].values())
+                done = bool(seen) and pending == 0
+                if done and not all_done:
+                    print(f"nothing left to build ({len(seen)} build(s)); the farm keeps "
+                          "following upstream until Ctrl-C", flush=True)
+                all_done = done
+                time.sleep(WATCH_INTERVAL_S)
+
+    # --- stopping -------------------------------------------------------------------
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):
+        for proc in reversed(list(self.processes.values())):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in reversed(self.processes):
+        for proc in reversed(list(self.processes.values())):
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         if self.database_made:
             with self.admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
                 conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{self.name}"')
         self.admin.dispose()
-        if not self.options.keep:
+        if not self.processes and not self.database_made:
             shutil.rmtree(self.workdir, ignore_errors=True)
-        print("stopped", flush=True)
+        elif self.options.keep or self.failed:
+            print(f"stopped; the files and logs stay in {self.workdir}", flush=True)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            print("stopped; the database and all files are gone", flush=True)
 
 
 def _nginx_site() -> Path:
@@ -233,21 +378,38 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("--server", metavar="URL",
                         default=os.environ.get("PIW_QUICKSTART_SERVER",
                                                "postgresql://postgres@127.0.0.1:5432/postgres"),
-                        help="a PostgreSQL server where databases may be created")
-    parser.add_argument("--port", type=int, default=0, help="the web server's port")
-    parser.add_argument("--keep", action="store_true", help="keep the output when stopping")
+                        help="a PostgreSQL server where databases may be created "
+                             "[env var: PIW_QUICKSTART_SERVER]")
+    parser.add_argument("--build-user", default=BUILD_USER, metavar="USER",
+                        help="run as root, the slaves run as this unprivileged user (made if "
+                             "missing)")
+    parser.add_argument("--port", type=int, default=0,
+                        help="the web server's port (default: a free one)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the output and logs when stopping")
     options = parser.parse_args(argv)
     cli.configure_logging(options)
+    options.python = options.python or [f"{sys.version_info[0]}.{sys.version_info[1]}"]
     if not options.pypi_simple:
-        raise ConfigError("name the upstream index with --pypi-simple URL (or PIW_PYPI_SIMPLE), "
-                          "e.g. the /simple/ address of the public package index")
+        options.pypi_simple = pip_index_url()
+        if not options.pypi_simple:
+            raise ConfigError(
+                "name the upstream index with --pypi-simple URL (or PIW_PYPI_SIMPLE), e.g. the "
+                "/simple/ address of the public package index; pip on this machine names none")
+        print(f"using the index pip is configured with ({options.pypi_simple})", flush=True)
     farm = QuickFarm(options)
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         farm.start()
         farm.watch()
     except KeyboardInterrupt:
         print("\nstopping…", flush=True)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         farm.stop()
     return 0
 

@@ -206,6 +206,13 @@ class FakePyPI:
             self._event(project.name, None, "update classifiers")
             self._event(project.name, None, "docupdate")
 
+    def log_events(self, rows: list[tuple[str, Optional[str], int, str]]) -> None:
+        """Append raw change-log events (name, version, timestamp, action): for benchmarks."""
+        with self.lock:
+            for name, version, stamp, action in rows:
+                self.serial += 1
+                self.changelog.append((name, version, stamp, action, self.serial))
+
     # --- misbehaviour ---------------------------------------------------------------
 
     def fail_next(self, count: int, status: int = 500) -> None:

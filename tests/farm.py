@@ -67,6 +67,24 @@ def build_user() -> Optional[pwd.struct_passwd]:
             f"PIWHEELS_TEST_BUILD_USER") from None
 
 
+def kill_processes_under(root: Path) -> None:
+    """SIGKILL every process working in *root*: builds orphaned by a killed slave
+    run in their own sessions (and other farms on this machine are left alone)."""
+    root = str(root.resolve())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + "/"):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 class Process:
     """A piwheels daemon under test, its output kept in a log file."""
 
@@ -163,9 +181,7 @@ class Farm:
             slave.stop()
         if self.master is not None:
             self.master.stop()
-        if self.user is not None:
-            # builds orphaned by a killed slave run in their own sessions
-            subprocess.run(["pkill", "-KILL", "-u", self.user.pw_name], check=False)
+        kill_processes_under(self.work_root)
         shutil.rmtree(self.work_root, ignore_errors=True)
 
     def wait(self, condition: Callable[[], T], timeout_s: float, what: str) -> T:

@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import cli, config
-from ..control_client import ControlClient, StatusFeed
-from ..errors import Aborted
+from ..control_client import ControlClient, MasterUnavailable, StatusFeed
+from ..errors import Aborted, PiwheelsError
 from ..protocols import REBUILD_PARTS
+
+#: Characters in piw-rebuild's progress bar.
+PROGRESS_WIDTH = 40
+#: piw-rebuild gives up following a master that published nothing for this long
+#: (it publishes its status every second).
+STATUS_SILENCE_S = 30.0
 
 CLIENT_OPTIONS = ["control_address", "request_timeout_s", "verbose", "quiet", "log_file"]
 
@@ -124,11 +130,13 @@ def _rebuild(argv: Optional[Sequence[str]]) -> int:
     feed = None if options.no_wait else StatusFeed(options.status_address)
     client = _client(options)
     try:
+        reply, answer = client.request(
+            "REBUILD", {"part": options.part, "package": options.package})
+        if reply == "ERROR":
+            raise PiwheelsError(answer["message"])
+        print(answer["message"], flush=True)
         if feed is not None:
-            time.sleep(0.2)  # let the subscription settle before the work starts
-        print(client.command("REBUILD", {"part": options.part, "package": options.package}))
-        if feed is not None:
-            _follow_index_writer(feed, sys.stderr)
+            _follow_rebuild(feed, answer["rebuild_id"], sys.stderr)
     finally:
         client.close()
         if feed is not None:
@@ -136,31 +144,40 @@ def _rebuild(argv: Optional[Sequence[str]]) -> int:
     return 0
 
 
-def _follow_index_writer(feed: StatusFeed, out, timeout_s: float = 3600) -> None:
-    """A progress bar from the index writer's pending count, until it reaches zero."""
-    deadline = time.monotonic() + timeout_s
+def _follow_rebuild(feed: StatusFeed, rebuild_id: int, out,
+                    silence_s: float = STATUS_SILENCE_S) -> None:
+    """A progress bar from the master's account of rebuild *rebuild_id*, until it is done.
+
+    The master counts the projects the index writer still has to write; the
+    rebuild is done once that count is zero in a report the writer made after
+    the request (``settled``) and the simple root is written too.
+    """
     total = 0
-    idle_reports = 0
-    while time.monotonic() < deadline:
-        msg = feed.poll(5.0)
+    last_heard = time.monotonic()
+    while True:
+        msg = feed.poll(1.0)
         if msg is None or msg[0] != "MASTER":
+            if time.monotonic() - last_heard > silence_s:
+                raise MasterUnavailable(
+                    f"the master has said nothing on its status feed for {silence_s:.0f} s; "
+                    "the rewrite may still finish (see its log)")
             continue
-        writer = msg[1]["master"].get("index_writer", {})
-        pending = writer.get("dirty", 0) + (1 if writer.get("root_pending") else 0)
-        total = max(total, pending)
-        done = total - pending
+        last_heard = time.monotonic()
+        rebuild = msg[1]["master"].get("rebuild")
+        if not rebuild or rebuild["rebuild_id"] < rebuild_id:
+            continue  # a status from before the request
+        # (a later rebuild by someone else finishes after ours: following it is right)
+        pending = rebuild["pending"]
+        total = max(total, rebuild["total"], pending)
         if total:
-            width = 40
-            filled = int(width * done / total)
-            out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} pages")
+            done = total - pending
+            filled = PROGRESS_WIDTH * done // total
+            out.write(f"\r[{'#' * filled}{'.' * (PROGRESS_WIDTH - filled)}] "
+                      f"{done}/{total} projects")
             out.flush()
-        if pending == 0:
-            idle_reports += 1
-            # the writer reports every couple of seconds: give it time to start
-            if total or idle_reports >= 5:
-                break
-    out.write("\n" if total else "")
-    out.write("done\n")
+        if rebuild["settled"] and pending == 0 and not rebuild["root_pending"]:
+            out.write("\ndone\n" if total else "done\n")
+            return
 
 
 def rebuild_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -205,7 +205,7 @@ class AdminService(Task):
         """piw-add: a project or release, and its skip, yank and alias settings."""
         db, done = self.db, []
         package = canonical_name(request["package"])
-        version = request["version"]
+        version = None if request["version"] is None else normal_version(request["version"])
         with db.transaction():
             if db.add_package(request["package"]):
                 done.append(f"added {package}")
@@ -244,14 +244,14 @@ class AdminService(Task):
         """piw-remove: a project or release, or only its builds (so they are made again)."""
         db = self.db
         package = canonical_name(request["package"])
-        version = request["version"]
+        version = None if request["version"] is None else normal_version(request["version"])
         what = package if version is None else f"{package} {version}"
         with db.transaction():
             if request["builds_only"] or request["skip"]:
                 known = db.get_versions(package) if db.get_project(package) else None
                 if known is None:
                     return "ERROR", {"message": f"unknown package {package}"}
-                if version is not None and normal_version(version) not in known:
+                if version is not None and version not in known:
                     return "ERROR", {"message": f"unknown version {what}"}
                 count = db.remove_builds(package, version)
                 if request["skip"]:
@@ -271,7 +271,12 @@ class AdminService(Task):
                 if not db.remove_version(package, version):
                     return "ERROR", {"message": f"unknown version {what}"}
                 message = f"removed {what} and its files"
-        self.tell(self.cancels, "CANCEL", {"package": package, "version": version})
+        job = {"package": package, "version": version}
+        if request["builds_only"] and not request["skip"]:
+            # built a moment ago, the slave driver would not hand it out for a while
+            self.tell(self.cancels, "REQUEUE", job)
+        else:
+            self.tell(self.cancels, "CANCEL", job)
         self.changed(package)
         return "OK", {"message": message}
 

@@ -75,6 +75,10 @@ class PyPIFollower(Task):
         self.reconcile_failed = False
         self._pending_etag: Optional[str] = None
         self.events_applied = 0
+        #: additions of the page being applied, written in one go (see flush_releases)
+        self.batching = True
+        self.pending_releases: list = []
+        self.pending_packages: set[str] = set()
         self.events_skipped = 0
         self.queue_requests = self.socket(zmq.PUSH, QUEUE_REQUESTS)
         self.queue_requests.connect(QUEUE_REQUESTS.address)
@@ -157,10 +161,12 @@ class PyPIFollower(Task):
         """Apply one page of events and store the serial it reaches, all in one transaction."""
         touched: set[str] = set()
         cancelled: list[tuple[str, Optional[str]]] = []
+        self.batching, self.pending_releases, self.pending_packages = True, [], set()
         try:
             with self.db.transaction():
                 for event in events:
                     self.apply_event(event, touched, cancelled)
+                self.flush_releases()
                 self.db.set_pypi_serial(events[-1].serial)
         except (sa.exc.DataError, sa.exc.IntegrityError) as exc:
             # something upstream sent does not fit the schema: apply the page again
@@ -168,6 +174,7 @@ class PyPIFollower(Task):
             self.log.warning("a change-feed page was refused (%s); applying it event by event",
                              exc.__class__.__name__)
             touched, cancelled = set(), []
+            self.batching, self.pending_releases, self.pending_packages = False, [], set()
             with self.db.transaction():
                 for event in events:
                     try:
@@ -192,6 +199,9 @@ class PyPIFollower(Task):
             return
         action = event.action
         db = self.db
+        if package in self.pending_packages and not (
+                action == "new release" or action.startswith(ADD_FILE_PREFIX)):
+            self.flush_releases()
         try:
             if action == "create":
                 if db.add_package(event.name):
@@ -199,12 +209,14 @@ class PyPIFollower(Task):
             elif action == "new release" or action.startswith(ADD_FILE_PREFIX):
                 if event.version is None:
                     return
-                version = normal_version(event.version)
-                db.add_package(event.name)
-                db.add_version(
-                    event.name, version,
-                    released=_timestamp(event.timestamp),
-                    has_sdist=action.startswith(SDIST_ACTION_PREFIX))
+                release = (event.name, normal_version(event.version),
+                           _timestamp(event.timestamp), action.startswith(SDIST_ACTION_PREFIX))
+                if self.batching:
+                    # additions are written together, before anything else about the package
+                    self.pending_releases.append(release)
+                    self.pending_packages.add(package)
+                else:
+                    db.add_releases([release])
             elif action.startswith("remove file "):
                 self.read_later(package, event.name)
             elif action == "remove release":
@@ -243,10 +255,19 @@ class PyPIFollower(Task):
             return
         touched.add(package)
 
+    def flush_releases(self) -> None:
+        """Write the additions gathered so far (the page's order is kept per package)."""
+        if self.pending_releases:
+            self.db.add_releases(self.pending_releases)
+        self.pending_releases, self.pending_packages = [], set()
+
     # --- the reconciler ---------------------------------------------------------
 
     def start_reconcile(self) -> None:
         self.next_reconcile_s = self.clock() + self.reconcile_interval_s
+        if self.allow.names is not None:
+            self.reconcile_named(self.allow.names)
+            return
         answer = self.client.project_serials(self.etag)
         if answer is None:
             self.log.debug("reconcile: the project list has not changed")
@@ -271,6 +292,16 @@ class PyPIFollower(Task):
         self.reconcile_serial = serial
         self.reconcile_failed = False
         self._pending_etag = etag
+
+    def reconcile_named(self, names: tuple[str, ...]) -> None:
+        """A farm for a few named projects reads just those, never the whole upstream
+        list (tens of MB, which some indexes serve only as HTML, without serials)."""
+        for package in names:
+            self.read_later(package, package)
+        self.log.info("reconcile: reading the %d named project(s)", len(names))
+        self.reconcile_serial = self.db.get_pypi_serial()
+        self.reconcile_failed = False
+        self._pending_etag = self.etag
 
     def finish_reconcile(self) -> None:
         serial, self.reconcile_serial = self.reconcile_serial, None

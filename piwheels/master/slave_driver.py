@@ -151,6 +151,8 @@ class SlaveDriver(Task):
             # ask for more while a good part is left: the answer takes a while
             self.refill_at[abi_tag] = len(self.queues[abi_tag]) * 3 // 4
             self.refill_asked.discard(abi_tag)
+        elif name == "REQUEUE":
+            self.forget(payload["package"], payload["version"])
         else:
             self.cancel(payload["package"], payload["version"])
 
@@ -186,6 +188,12 @@ class SlaveDriver(Task):
                 slave.stop = True
             self.log.info("slave %d (%s): %s requested", slave.slave_id, slave.label, action)
             self._report(slave)
+
+    def forget(self, package: str, version: Optional[str]) -> None:
+        """Let *package* (one release, or all) be built again though it was just built."""
+        for key in [key for key in self.recent
+                    if key[0] == package and (version is None or key[1] == version)]:
+            del self.recent[key]
 
     def cancel(self, package: str, version: Optional[str]) -> None:
         """Stop building *package* (one release, or all): it changed upstream."""

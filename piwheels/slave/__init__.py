@@ -46,6 +46,10 @@ MASTER_LIVENESS = 3
 #: The longest the loop sleeps between looks at the build thread and timers.
 LOOP_INTERVAL_S = 0.1
 
+#: The exit status after the master said DIE (an operator's stop, or a version
+#: mismatch): restarting would not help, so the systemd unit does not.
+EXIT_TOLD_TO_STOP = 3
+
 Clock = Callable[[], float]
 
 
@@ -284,7 +288,7 @@ class Slave:
 
     def do_die(self, die: dict) -> None:
         self.exit_reason = f"the master told this slave to stop: {die['reason']}"
-        self.exit_status = 1
+        self.exit_status = EXIT_TOLD_TO_STOP
         self.stopping.set()
 
     def do_reset(self, reset: dict) -> None:

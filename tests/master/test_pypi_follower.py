@@ -219,6 +219,22 @@ def test_allow_list(db, pypi, files, follower):
     assert db.get_project("unwanted") is None
 
 
+def test_named_projects_are_read_without_the_project_list(db, pypi, files, follower):
+    pypi.publish("wanted", "1.0", files("wanted", "1.0"))
+    pypi.publish("Also_Wanted", "2.0", files("also-wanted", "2.0"))
+    pypi.publish("unwanted", "1.0", files("unwanted", "1.0"))
+    follower(allow=AllowList(["wanted", "also-wanted", "not-upstream"]))
+    wait_for(lambda: db.get_project("wanted") and db.get_project("also-wanted"), 20,
+             "the named projects")
+    assert db.get_versions("also-wanted")["2.0"]["has_sdist"]
+    assert db.get_project("unwanted") is None and db.get_project("not-upstream") is None
+    roots = [r for r in pypi.requests if r.path.rstrip("/") == "/simple"]
+    assert roots == []  # the whole list was never fetched
+    # removed upstream: gone here at the next reconcile
+    pypi.remove_project("wanted")
+    wait_for(lambda: db.get_project("wanted") is None, 20, "the removal")
+
+
 def test_restart_catches_up_through_the_reconciler(db, pypi, files, follower):
     first = follower()
     pypi.publish("steady", "1.0", files("steady", "1.0"))

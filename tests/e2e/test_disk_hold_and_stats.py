@@ -1,0 +1,106 @@
+"""The free-space guard and the figures monitors get, with a real master and slave.
+
+The master is started with a minimum free space larger than the disk has, so
+it must hold every build: an idle slave is told to sleep and the log says
+why.  Lowering the minimum through the control socket lets the build go on,
+after which the status carries the figures of that build.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+
+import pytest
+from farm import Farm, pyenv_python
+from sdist_factory import make_sdist
+
+from piwheels.control_client import ControlClient
+
+pytestmark = pytest.mark.slow
+
+ABI = "cp311"
+HOST_FIGURES = ("load_1m", "memory_free", "disk_free", "temperature_c")
+
+
+@pytest.fixture
+def farm(tmp_path, master_dsn, build_index):
+    farm = Farm(tmp_path, master_dsn, build_index.url)
+    try:
+        yield farm
+    finally:
+        farm.stop()
+
+
+def builds_of(db, package: str):
+    project = db.get_project(package)
+    return [b for v in project.versions for b in v.builds] if project else []
+
+
+def snapshot(farm: Farm) -> dict:
+    client = ControlClient(farm.control_address, timeout_s=10)
+    try:
+        reply, answer = client.request("SNAPSHOT")
+    finally:
+        client.close()
+    assert reply == "SNAPSHOT"
+    return answer
+
+
+def test_low_disk_holds_builds_until_space_is_enough(farm, db, build_index, tmp_path):
+    sdist = make_sdist(tmp_path / "sdists", "held-thing", "1.0")
+    build_index.add(sdist)
+    db.add_package("held-thing")
+    db.add_version("held-thing", "1.0", released=datetime.now(timezone.utc), has_sdist=True)
+    free_mib = shutil.disk_usage(tmp_path).free // 2**20
+    master = farm.start_master("--min-free-space", str(free_mib + 100_000))
+    master.wait_log("holding new builds", 20)
+    slave = farm.start_slave("py311", pyenv_python("11"))
+    slave.wait_log("connected to the master", 30)
+
+    # the slave asks, round after round, and is told to sleep
+    time.sleep(4)
+    assert builds_of(db, "held-thing") == []
+    assert "building held-thing" not in slave.log()
+    log = master.log()
+    assert f"(minimum {free_mib + 100_000} MiB): holding new builds" in log
+    assert "holding builds: free disk space is low" in log
+    status = snapshot(farm)
+    stats = status["master"]["stats"]
+    assert stats["disk_low"] is True
+    assert stats["min_free"] == (free_mib + 100_000) * 2**20
+    assert stats["pending"] == {ABI: 1}
+    assert status["master"]["slave_driver"]["holds"] == ["free disk space is low"]
+    (idle,) = status["slaves"]
+    assert (idle["label"], idle["abi_tag"], idle["state"]) == ("py311", ABI, "sleeping")
+
+    # the operator lowers the minimum while the master runs: the build goes ahead
+    client = ControlClient(farm.control_address)
+    try:
+        assert "1 MiB" in client.command("MIN_FREE_SPACE", {"mib": 1})
+    finally:
+        client.close()
+    master.wait_log("builds resume", 20)
+    master.wait_log("no longer holding builds for: free disk space is low", 20)
+    farm.wait(lambda: builds_of(db, "held-thing"), 120, "the held build to be made")
+    (build,) = builds_of(db, "held-thing")
+    assert (build.status, build.abi_tag, build.slave_label) == ("success", ABI, "py311")
+
+    # the monitor's figures: per ABI, the success rate, this disk, every slave's host
+    def figures_updated():
+        stats = snapshot(farm)["master"]["stats"]
+        return stats if stats.get("builds_last_hour") == {ABI: 1} else None
+
+    stats = farm.wait(figures_updated, 20, "the build counted in the statistics")
+    assert stats["success_rate"] == 1.0
+    assert stats["pending"] == {ABI: 0}
+    assert stats["disk_low"] is False and stats["min_free"] == 2**20
+    assert 0 < stats["disk_free"] == pytest.approx(shutil.disk_usage(farm.output).free,
+                                                   rel=0.05)
+    assert stats["load_1m"] >= 0 and stats["memory_free"] > 0
+    assert "temperature_c" in stats  # None where the machine has no sensor
+    assert snapshot(farm)["master"]["slave_driver"]["holds"] == []
+    (worker,) = snapshot(farm)["slaves"]
+    assert all(figure in worker for figure in HOST_FIGURES), worker
+    assert worker["load_1m"] >= 0 and worker["memory_free"] > 0 and worker["disk_free"] > 0
