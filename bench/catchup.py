@@ -13,16 +13,13 @@ serial reaches the last event.  Prints events per second.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# bench/queue.py must not stand in for the standard library's queue module
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# bench/queue.py must not stand in for the standard library's queue module:
+# this folder goes to the end of the path (its benchdb helper is still found)
+sys.path.append(sys.path.pop(0))
 
 import argparse
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -30,15 +27,16 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fake_pypi import FakePyPI  # noqa: E402
+from benchdb import DEFAULT_SERVER, throwaway_database
+from fake_pypi import FakePyPI
 
-from piwheels.allow_list import AllowList  # noqa: E402
-from piwheels.db import Database  # noqa: E402
-from piwheels.master.pypi_follower import PyPIFollower  # noqa: E402
-from piwheels.master.task import TaskControl  # noqa: E402
-from piwheels.protocols import BUILD_QUEUE, INDEX_REQUESTS, QUEUE_REQUESTS, SUPERVISOR  # noqa: E402
-from piwheels.pypi_client import PyPIClient  # noqa: E402
-from piwheels.transport import Socket  # noqa: E402
+from piwheels.allow_list import AllowList
+from piwheels.db import Database
+from piwheels.master.pypi_follower import PyPIFollower
+from piwheels.master.task import TaskControl
+from piwheels.protocols import BUILD_QUEUE, INDEX_REQUESTS, QUEUE_REQUESTS, SUPERVISOR
+from piwheels.pypi_client import PyPIClient
+from piwheels.transport import Socket
 
 BIN = Path(sys.executable).parent
 
@@ -69,23 +67,14 @@ def events(projects: int, count: int) -> list[tuple[str, str, int, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--server", default=DEFAULT_SERVER)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--projects", type=int, default=50_000)
     parser.add_argument("--page-size", type=int, default=50_000)
     args = parser.parse_args()
 
-    name = f"piwheels_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(args.server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        conn.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN')
-    dsn = sa.engine.make_url(args.server).set(database=name).render_as_string(False)
-    master_dsn = sa.engine.make_url(dsn).set(username=name).render_as_string(False)
     ctx = zmq.Context()
-    try:
-        subprocess.run([str(BIN / "piw-initdb"), "--dsn", dsn, "--user", name, "-y", "-q"],
-                       check=True)
+    with throwaway_database(args.server) as (dsn, master_dsn):
         seed(dsn, args.projects)
         with FakePyPI(page_size=args.page_size) as pypi:
             pypi.log_events(events(args.projects, args.events))
@@ -122,12 +111,7 @@ def main() -> None:
               f"(XML-RPC: at most one call a second)")
         print(f"applied in {elapsed:.1f} s: {args.events / elapsed:.0f} events/s; "
               f"releases in the database: {count}")
-    finally:
-        ctx.destroy(linger=0)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
-        admin.dispose()
+    ctx.destroy(linger=0)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ two BUILD replies seen by any slave.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# bench/queue.py must not stand in for the standard library's queue module
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# bench/queue.py must not stand in for the standard library's queue module:
+# this folder goes to the end of the path (its benchdb helper is still found)
+sys.path.append(sys.path.pop(0))
 
 import argparse
 import multiprocessing
@@ -26,11 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
 import zmq
+
+from benchdb import DEFAULT_SERVER, throwaway_database
 
 from piwheels.protocols import PROTOCOL_VERSION, SLAVE
 from piwheels.transport import Socket
@@ -113,7 +114,7 @@ def client(port: int, slaves: int, seconds: float, results) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--server", default=DEFAULT_SERVER)
     parser.add_argument("--slaves", type=int, default=200)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--seconds", type=float, default=120)
@@ -121,27 +122,18 @@ def main() -> None:
     parser.add_argument("--master-log", help="keep the master's debug log in this file")
     args = parser.parse_args()
 
-    name = f"piwheels_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(args.server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        conn.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN')
-    dsn = sa.engine.make_url(args.server).set(database=name).render_as_string(False)
-    master_dsn = sa.engine.make_url(dsn).set(username=name).render_as_string(False)
-    master = None
-    try:
-        subprocess.run([str(BIN / "piw-initdb"), "--dsn", dsn, "--user", name, "-y", "-q"],
-                       check=True)
+    with throwaway_database(args.server) as (dsn, master_dsn), \
+            tempfile.TemporaryDirectory() as output:
         seed(dsn, args.versions)
         port = free_port()
-        with tempfile.TemporaryDirectory() as output:
-            master = subprocess.Popen([
-                str(BIN / "piw-master"), "-q", "--dsn", master_dsn, "--output-path", output,
-                "--pypi-simple", "http://127.0.0.1:1/simple/",
-                "--slave-bind", f"tcp://127.0.0.1:{port}", "--file-bind", "tcp://127.0.0.1:*",
-                "--queue-size", "5000", "--sleep-interval", "0.05",
-                *(["--log-file", args.master_log] if args.master_log else []),
-            ])
+        master = subprocess.Popen([
+            str(BIN / "piw-master"), "-q", "--dsn", master_dsn, "--output-path", output,
+            "--pypi-simple", "http://127.0.0.1:1/simple/",
+            "--slave-bind", f"tcp://127.0.0.1:{port}", "--file-bind", "tcp://127.0.0.1:*",
+            "--queue-size", "5000", "--sleep-interval", "0.05",
+            *(["--log-file", args.master_log] if args.master_log else []),
+        ])
+        try:
             time.sleep(2)
             results = multiprocessing.Queue()
             per_client = args.slaves // args.clients
@@ -155,31 +147,24 @@ def main() -> None:
             for proc in clients:
                 proc.join()
             time.sleep(2)  # let the recorder finish its last batch
+        finally:
             master.terminate()
             master.wait(60)
-            engine = sa.create_engine(dsn)
-            with engine.connect() as conn:
-                recorded = conn.exec_driver_sql("SELECT count(*) FROM builds").scalar()
-                logs = conn.exec_driver_sql("SELECT count(*) FROM build_logs").scalar()
-            engine.dispose()
-            queue_s = time_queue(dsn)
-        done = sum(f[0] for f in figures)
-        elapsed = max(f[3] for f in figures)
-        gap, gap_at = max((f[2], f[4]) for f in figures)
-        print(f"slaves: {per_client * args.clients}, seconds: {elapsed:.1f}")
-        print(f"builds completed: {done} ({done / elapsed:.0f}/s)")
-        print(f"builds recorded in the database: {recorded} (logs: {logs})")
-        print(f"longest pause between BUILD replies: {gap * 1000:.0f} ms "
-              f"(at {gap_at:.1f} s into the run)")
-        print(f"next 5000 builds computed afterwards in {queue_s * 1000:.0f} ms")
-    finally:
-        if master is not None:
-            master.terminate()
-            master.wait(30)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
-        admin.dispose()
+        engine = sa.create_engine(dsn)
+        with engine.connect() as conn:
+            recorded = conn.exec_driver_sql("SELECT count(*) FROM builds").scalar()
+            logs = conn.exec_driver_sql("SELECT count(*) FROM build_logs").scalar()
+        engine.dispose()
+        queue_s = time_queue(dsn)
+    done = sum(f[0] for f in figures)
+    elapsed = max(f[3] for f in figures)
+    gap, gap_at = max((f[2], f[4]) for f in figures)
+    print(f"slaves: {per_client * args.clients}, seconds: {elapsed:.1f}")
+    print(f"builds completed: {done} ({done / elapsed:.0f}/s)")
+    print(f"builds recorded in the database: {recorded} (logs: {logs})")
+    print(f"longest pause between BUILD replies: {gap * 1000:.0f} ms "
+          f"(at {gap_at:.1f} s into the run)")
+    print(f"next 5000 builds computed afterwards in {queue_s * 1000:.0f} ms")
 
 
 def time_queue(dsn: str) -> float:

@@ -13,14 +13,13 @@ built, as on a farm that has caught up) and two ABIs, then measures:
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# bench/queue.py must not stand in for the standard library's queue module
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# bench/queue.py must not stand in for the standard library's queue module:
+# this folder goes to the end of the path (its benchdb helper is still found)
+sys.path.append(sys.path.pop(0))
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 import zmq
+
+from benchdb import DEFAULT_SERVER, throwaway_database
 
 from piwheels.db import Database
 from piwheels.master.build_queue import BuildQueue
@@ -120,34 +121,20 @@ def time_new_release(dsn: str, repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--server", default=DEFAULT_SERVER)
     parser.add_argument("--versions", type=int, default=1_000_000)
     parser.add_argument("--built", type=float, default=0.95, help="fraction already built")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
 
-    name = f"piwheels_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(args.server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        conn.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN')
-    dsn = sa.engine.make_url(args.server).set(database=name).render_as_string(False)
-    try:
-        subprocess.run([str(BIN / "piw-initdb"), "--dsn", dsn, "--user", name, "-y", "-q"],
-                       check=True)
+    with throwaway_database(args.server) as (dsn, master_dsn):
         start = time.perf_counter()
         seed(dsn, args.versions, args.built)
         print(f"seeded {args.versions} releases ({args.built:.0%} built) and 2 ABIs in "
               f"{time.perf_counter() - start:.0f} s")
-        master_dsn = sa.engine.make_url(dsn).set(username=name).render_as_string(False)
         with Database(master_dsn) as db:
             time_queries(db, args.repeats)
         time_new_release(master_dsn, args.repeats)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
-        admin.dispose()
 
 
 if __name__ == "__main__":
