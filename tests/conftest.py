@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -18,6 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from fake_index import FakeIndex, download_backend_wheels
+from farm import Farm
+from sdist_factory import make_sdist
 
 from piwheels.db import Database
 from piwheels.initdb import initdb
@@ -195,3 +198,37 @@ def build_index(build_backends: list[Path],
 def build_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One pip cache shared by every build of the session, as a slave shares its cache."""
     return tmp_path_factory.mktemp("build-cache")
+
+
+# --- a farm of real daemons -------------------------------------------------------
+
+@pytest.fixture
+def farm(tmp_path, master_dsn, build_index):
+    farm = Farm(tmp_path, master_dsn, build_index.url)
+    try:
+        yield farm
+    finally:
+        farm.stop()
+
+
+#: release times of test releases count back from here (newest built first)
+RELEASE_BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def release(db, build_index, tmp_path):
+    """Make an sdist, serve it, and record the release (newer ones first in the queue)."""
+    sdists = tmp_path / "sdists"
+    sdists.mkdir()
+    count = [0]
+
+    def add(name: str, version: str = "1.0", **kwargs) -> Path:
+        path = make_sdist(sdists, name, version, **kwargs)
+        build_index.add(path)
+        count[0] += 1
+        db.add_package(name)
+        db.add_version(name, version, released=RELEASE_BASE_TIME - timedelta(hours=count[0]),
+                       has_sdist=True)
+        return path
+
+    return add

@@ -67,6 +67,11 @@ def build_user() -> Optional[pwd.struct_passwd]:
             f"PIWHEELS_TEST_BUILD_USER") from None
 
 
+def builds_of(db, package: str):
+    project = db.get_project(package)
+    return [b for v in project.versions for b in v.builds] if project else []
+
+
 def kill_processes_under(root: Path) -> None:
     """SIGKILL every process working in *root*: builds orphaned by a killed slave
     run in their own sessions (and other farms on this machine are left alone)."""

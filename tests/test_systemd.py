@@ -147,15 +147,6 @@ def notify(farm):
         sock.close()
 
 
-@pytest.fixture
-def farm(tmp_path, master_dsn, build_index):
-    farm = Farm(tmp_path, master_dsn, build_index.url)
-    try:
-        yield farm
-    finally:
-        farm.stop()
-
-
 @pytest.mark.slow
 def test_master_tells_systemd_ready_watchdog_stopping(farm, notify, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))

@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from farm import Farm, pyenv_python
+from farm import Farm, builds_of, pyenv_python
 from sdist_factory import make_sdist
 
 pytestmark = pytest.mark.slow
@@ -29,15 +29,6 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 ABI = f"cp{sys.version_info.major}{sys.version_info.minor}"
 TOOL_TIMEOUT_S = 60
-
-
-@pytest.fixture
-def farm(tmp_path, master_dsn, build_index):
-    farm = Farm(tmp_path, master_dsn, build_index.url)
-    try:
-        yield farm
-    finally:
-        farm.stop()
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +113,6 @@ def simple_files(farm: Farm, package: str) -> list[str]:
     except (FileNotFoundError, json.JSONDecodeError):
         return []
     return [entry["filename"] for entry in page["files"]]
-
-
-def builds_of(db, package: str):
-    project = db.get_project(package)
-    return [b for v in project.versions for b in v.builds] if project else []
 
 
 def sha256(path: Path) -> str:

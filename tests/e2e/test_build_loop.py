@@ -9,49 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from farm import Farm, pyenv_python
-from sdist_factory import make_sdist
+from farm import Farm, builds_of, pyenv_python
 
 pytestmark = pytest.mark.slow
 
-BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def farm(tmp_path, master_dsn, build_index):
-    farm = Farm(tmp_path, master_dsn, build_index.url)
-    try:
-        yield farm
-    finally:
-        farm.stop()
-
-
-@pytest.fixture
-def release(db, build_index, tmp_path):
-    """Make an sdist, serve it, and record the release (newer ones first in the queue)."""
-    sdists = tmp_path / "sdists"
-    sdists.mkdir()
-    count = [0]
-
-    def add(name: str, version: str = "1.0", **kwargs) -> Path:
-        path = make_sdist(sdists, name, version, **kwargs)
-        build_index.add(path)
-        count[0] += 1
-        db.add_package(name)
-        db.add_version(name, version, released=BASE_TIME - timedelta(hours=count[0]),
-                       has_sdist=True)
-        return path
-
-    return add
-
-
-def builds_of(db, package: str):
-    project = db.get_project(package)
-    return [b for v in project.versions for b in v.builds] if project else []
 
 
 def sha256(path: Path) -> str:

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from farm import Farm, pyenv_python
+from farm import Farm, builds_of, pyenv_python
 from sdist_factory import make_sdist
 
 from piwheels.control_client import ControlClient
@@ -22,20 +22,6 @@ pytestmark = pytest.mark.slow
 
 ABI = "cp311"
 HOST_FIGURES = ("load_1m", "memory_free", "disk_free", "temperature_c")
-
-
-@pytest.fixture
-def farm(tmp_path, master_dsn, build_index):
-    farm = Farm(tmp_path, master_dsn, build_index.url)
-    try:
-        yield farm
-    finally:
-        farm.stop()
-
-
-def builds_of(db, package: str):
-    project = db.get_project(package)
-    return [b for v in project.versions for b in v.builds] if project else []
 
 
 def snapshot(farm: Farm) -> dict:

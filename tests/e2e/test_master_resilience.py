@@ -11,47 +11,17 @@ from __future__ import annotations
 import os
 import re
 import time
-from datetime import datetime, timedelta, timezone
 
 import msgpack
 import pytest
 import zmq
-from farm import Farm, pyenv_python
-from sdist_factory import make_sdist
+from farm import builds_of, pyenv_python
 
 from piwheels.protocols import FILE_TRANSFER, PROTOCOL_VERSION, SLAVE
 from piwheels.transport import Socket
 
 pytestmark = pytest.mark.slow
 
-BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def farm(tmp_path, master_dsn, build_index):
-    farm = Farm(tmp_path, master_dsn, build_index.url)
-    try:
-        yield farm
-    finally:
-        farm.stop()
-
-
-@pytest.fixture
-def release(db, build_index, tmp_path):
-    sdists = tmp_path / "sdists"
-    sdists.mkdir()
-
-    def add(name: str, version: str = "1.0", **kwargs) -> None:
-        build_index.add(make_sdist(sdists, name, version, **kwargs))
-        db.add_package(name)
-        db.add_version(name, version, released=BASE_TIME - timedelta(hours=1), has_sdist=True)
-
-    return add
-
-
-def builds_of(db, package: str):
-    project = db.get_project(package)
-    return [b for v in project.versions for b in v.builds] if project else []
 
 
 def hello(protocol: int = PROTOCOL_VERSION, **overrides) -> dict:

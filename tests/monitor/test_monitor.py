@@ -375,15 +375,6 @@ ENDLESS = "import time\ntime.sleep(600)\n"
 
 
 @pytest.fixture
-def farm(tmp_path, master_dsn, build_index):
-    farm = Farm(tmp_path, master_dsn, build_index.url)
-    try:
-        yield farm
-    finally:
-        farm.stop()
-
-
-@pytest.fixture
 def monitor(tmp_path, farm):
     """piw-monitor in a terminal, watching the farm's master."""
     terminal = Terminal(tmp_path, [
