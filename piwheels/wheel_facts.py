@@ -158,6 +158,7 @@ def check_wheel(
     builder_platform: Optional[str],
     max_size: int,
     filename: Optional[str] = None,
+    sha256: Optional[str] = None,
 ) -> WheelFacts:
     """The facts of a wheel the master received, after every acceptance check.
 
@@ -165,6 +166,7 @@ def check_wheel(
     *path*).  Raises :class:`WheelError` with a one-line reason for the first
     check that fails.  The facts carry no apt dependencies: the slave reports
     those, the master does not run ``ldd`` on files it did not build.
+    *sha256* is the file's hash when the caller computed it while writing it.
     """
     path = Path(path)
     filename = path.name if filename is None else filename
@@ -174,7 +176,7 @@ def check_wheel(
         raise WheelError(f"{filename} is {size} bytes, over the limit of {max_size} bytes")
     if expected_size is not None and size != expected_size:
         raise WheelError(f"{filename} is {size} bytes, but the slave reported {expected_size}")
-    sha256 = sha256_file(path)
+    sha256 = sha256 or sha256_file(path)
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise WheelError(f"{filename} has SHA-256 {sha256}, but the slave reported {expected_sha256}")
     _check_contents(path, name, max_unpacked=MAX_UNPACKED_FACTOR * max_size)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 
 import msgpack
 import pytest
+import sqlalchemy as sa
 import zmq
-from farm import builds_of, pyenv_python
+from farm import BIN, builds_of, pyenv_python
 
 from piwheels.protocols import FILE_TRANSFER, PROTOCOL_VERSION, SLAVE
 from piwheels.transport import Socket
@@ -153,3 +155,28 @@ def test_a_build_keeps_its_place_across_a_master_crash(farm, db, release):
     assert slave.log().count("building long-haul 1.0") == 1
     transfers = farm.output / ".transfers"
     assert not transfers.exists() or not any(transfers.iterdir())
+
+
+def test_a_failing_task_stops_the_master_with_a_non_zero_status(farm, schema_database,
+                                                                 master_role):
+    farm.start_master()
+    # take away a right the stats task needs on its next look at the database
+    engine = sa.create_engine(schema_database["superuser"])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'REVOKE SELECT ON builds FROM "{master_role}"')
+    engine.dispose()
+    assert farm.master.proc.wait(30) != 0
+    farm.master.expected_exit = True
+    log = farm.master.log()
+    assert "stopping: task" in log and "master stopped" in log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is of root")
+def test_the_slave_refuses_to_run_as_root(tmp_path):
+    result = subprocess.run(
+        [str(BIN / "piw-slave"), "--master", "127.0.0.1", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: piw-slave refuses to run as root: builds run arbitrary code from the "
+        "upstream index; run it as an unprivileged user"]
