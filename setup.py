@@ -61,6 +61,8 @@ setup(
             "setuptools",
             "uv",
             "pypi-simple>=1.0",
+            # pip fetches only .metadata on a --dry-run from 25.3 (the PEP 658 test)
+            "pip>=25.3",
         ],
         "doc": [
             "sphinx>=7",

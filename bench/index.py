@@ -15,35 +15,40 @@ and measures the index writer:
 
 from __future__ import annotations
 
+import sys
+
+# bench/queue.py must not stand in for the standard library's queue module (the
+# index writer's worker pool needs it): this folder goes to the end of the path
+sys.path.append(sys.path.pop(0))
+
 import argparse
-import cProfile
 import hashlib
-import pstats
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Optional
 
 import sqlalchemy as sa
 import zmq
 
+from benchdb import DEFAULT_SERVER, throwaway_database
+
 from piwheels.db import Database
 from piwheels.index_pages import Site
-from piwheels.master.index_writer import IndexWriter
+from piwheels.master.index_writer import IndexWriter, PageWriter
 from piwheels.master.task import TaskControl
 from piwheels.protocols import INDEX_REQUESTS, SUPERVISOR
 from piwheels.records import BuildRecord, FileRecord
 from piwheels.transport import Socket
 
-BIN = Path(sys.executable).parent
 ABIS = ("cp311", "cp313")
 SITE = Site(name="Bench farm", index_url="http://farm.test/simple/",
             upstream_simple="http://upstream.test/simple/")
+MOVED = Site(name="Bench farm", index_url="http://wheels.farm.test/simple/",
+             upstream_simple="http://mirror.upstream.test/simple/")
 
 
 def seed(dsn: str, packages: int, versions: int) -> None:
@@ -99,24 +104,42 @@ def seed(dsn: str, packages: int, versions: int) -> None:
     engine.dispose()
 
 
-class BenchWriter:
-    """An IndexWriter driven from this thread, so its work alone is timed."""
+class RunningWriter:
+    """A real index_writer task, as piw-master runs it."""
 
-    def __init__(self, dsn: str, output: Path) -> None:
+    def __init__(self, dsn: str, output: Path, site: Site, workers: Optional[int]) -> None:
         self.ctx = zmq.Context()
-        self.writer = IndexWriter(self.ctx, dsn=dsn, output_path=output, site=SITE)
-        self.writer.on_start()
+        self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
+        self.supervisor.bind(SUPERVISOR.address)
+        self.task = IndexWriter(self.ctx, dsn=dsn, output_path=output, site=site,
+                                workers=workers)
+        self.control = TaskControl(self.ctx, self.task.name)
+        self.requests = Socket.make(self.ctx, zmq.PUSH, INDEX_REQUESTS)
+        self.requests.connect(INDEX_REQUESTS.address)
+        self.task.start()
+
+    def idle(self) -> bool:
+        if self.supervisor.zsocket.poll(0):
+            raise RuntimeError(f"the index writer failed: {self.supervisor.recv()[1]}")
+        status = self.task.status()
+        return not (status["dirty"] or status["root_pending"] or status["home_pending"])
 
     def rewrite_all(self) -> float:
+        """Send ALL and wait for every page, the root and the home page."""
+        while not self.idle():  # its start-up writes
+            time.sleep(0.01)
         start = time.perf_counter()
-        self.writer.rewrite_all()
-        while self.writer.dirty or self.writer.root_dirty or self.writer.home_dirty:
-            self.writer.flush()
+        self.requests.send("ALL")
+        while self.task.status()["root_pending"] is False:  # until it has taken the request
+            time.sleep(0.001)
+        while not self.idle():
+            time.sleep(0.01)
         return time.perf_counter() - start
 
     def close(self) -> None:
-        self.writer.on_stop()
-        for sock in self.writer._sockets:
+        self.control.send("QUIT")
+        self.task.join(30)
+        for sock in (self.control, self.requests, self.supervisor):
             sock.close()
         self.ctx.term()
 
@@ -145,40 +168,31 @@ def new_build(db: Database, package: str, version: str) -> str:
 
 def time_one_package(dsn: str, output: Path, packages: int, repeats: int) -> None:
     """Refreshing one project after a build: the writing alone, then through the task."""
-    bench = BenchWriter(dsn, output)
     db = Database(dsn)
+    pages = PageWriter(db, output, SITE)
     times = []
-    try:
-        for i in range(repeats):
-            package = f"pkg-{(i * 7919) % packages + 1}"
-            filename = new_build(db, package, f"{100 + i}.0")
-            start = time.perf_counter()
-            bench.writer.write_package(package)
-            times.append(time.perf_counter() - start)
-            assert filename in (output / "simple" / package / "index.html").read_text()
-    finally:
-        bench.close()
+    for i in range(repeats):
+        package = f"pkg-{(i * 7919) % packages + 1}"
+        filename = new_build(db, package, f"{100 + i}.0")
+        start = time.perf_counter()
+        pages.write_packages([package])
+        times.append(time.perf_counter() - start)
+        assert filename in (output / "simple" / package / "index.html").read_text()
     print(f"  one project's pages after a build, writing alone: median "
           f"{statistics.median(times) * 1000:.1f} ms, worst {max(times) * 1000:.1f} ms "
           f"over {repeats} projects")
 
-    ctx = zmq.Context()
-    supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
-    supervisor.bind(SUPERVISOR.address)
-    task = IndexWriter(ctx, dsn=dsn, output_path=output, site=SITE)
-    control = TaskControl(ctx, task.name)
-    requests = Socket.make(ctx, zmq.PUSH, INDEX_REQUESTS)
-    requests.connect(INDEX_REQUESTS.address)
-    task.start()
+    writer = RunningWriter(dsn, output, SITE, workers=None)
     delays = []
     try:
-        time.sleep(1.0)  # let its first flush of the home and root pages pass
+        while not writer.idle():
+            time.sleep(0.01)
         for i in range(repeats):
             package = f"pkg-{(i * 104729) % packages + 1}"
             filename = new_build(db, package, f"{200 + i}.0")
             page = output / "simple" / package / "index.json"
             start = time.perf_counter()
-            requests.send("PACKAGE", {"package": package})
+            writer.requests.send("PACKAGE", {"package": package})
             while filename not in page.read_text():
                 if time.perf_counter() - start > 10:
                     raise RuntimeError(f"{package}'s page did not change within 10 s")
@@ -186,78 +200,87 @@ def time_one_package(dsn: str, output: Path, packages: int, repeats: int) -> Non
             delays.append(time.perf_counter() - start)
             time.sleep(0.6)  # a quiet spell between builds, as on a real farm
     finally:
-        control.send("QUIT")
-        task.join(10)
-        for sock in (control, requests, supervisor):
+        writer.close()
+        db.close()
+    print(f"  one project's pages after a build, request to new page through the task: "
+          f"median {statistics.median(delays) * 1000:.1f} ms, "
+          f"worst {max(delays) * 1000:.1f} ms")
+
+
+def time_root(dsn: str, output: Path) -> None:
+    """Rewriting the simple root, packages.json and the sitemap (a new project's first wheel)."""
+    ctx = zmq.Context()
+    writer = IndexWriter(ctx, dsn=dsn, output_path=output, site=SITE)
+    writer.on_start()
+    try:
+        start = time.perf_counter()
+        writer.write_root()
+        print(f"  the simple root, packages.json and sitemap: "
+              f"{time.perf_counter() - start:.2f} s")
+    finally:
+        writer.on_stop()
+        for sock in writer._sockets:
             sock.close()
         ctx.term()
-        db.close()
-    print(f"  one project's pages after a build, request to page through the task: median "
-          f"{statistics.median(delays) * 1000:.1f} ms, worst {max(delays) * 1000:.1f} ms")
 
 
 def run_scale(superuser_dsn: str, dsn: str, packages: int, versions: int, repeats: int,
-              work: Path, profile: bool) -> None:
+              work: Path, workers: Optional[int]) -> None:
     start = time.perf_counter()
     seed(superuser_dsn, packages, versions)
     print(f"{packages} projects, {packages * versions} releases, "
           f"{packages * versions * len(ABIS)} wheels: seeded in "
           f"{time.perf_counter() - start:.0f} s")
     output = work / f"output-{packages}"
-    bench = BenchWriter(dsn, output)
+    writer = RunningWriter(dsn, output, SITE, workers)
     try:
-        profiler = cProfile.Profile() if profile else None
-        if profiler:
-            profiler.enable()
-        cold_s = bench.rewrite_all()
-        if profiler:
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        cold_s = writer.rewrite_all()
         files = count_files(output)
         print(f"  full rewrite into an empty directory: {cold_s:.1f} s "
               f"({files} files, {packages / cold_s:.0f} projects/s)")
-        written = bench.writer.pages_written
-        warm_s = bench.rewrite_all()
-        print(f"  full rewrite over that tree: {warm_s:.1f} s "
-              f"({bench.writer.pages_written - written} pages changed)")
     finally:
-        bench.close()
+        writer.close()
+    time_root(dsn, output)
+    # a new address and upstream: every page changes (the logs stay as they are)
+    writer = RunningWriter(dsn, output, MOVED, workers)
+    try:
+        written = writer.task.pages_written
+        changed_s = writer.rewrite_all()
+        print(f"  full rewrite, every page changed: {changed_s:.1f} s "
+              f"({writer.task.pages_written - written} pages written, "
+              f"{packages / changed_s:.0f} projects/s)")
+        written = writer.task.pages_written
+        warm_s = writer.rewrite_all()
+        print(f"  full rewrite, nothing changed: {warm_s:.1f} s "
+              f"({writer.task.pages_written - written} pages written)")
+    finally:
+        writer.close()
     time_one_package(dsn, output, packages, repeats)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--server", default=DEFAULT_SERVER)
     parser.add_argument("--packages", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--versions", type=int, default=3, help="releases per project")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where the output trees go (default: a temp dir, removed after)")
-    parser.add_argument("--profile", action="store_true", help="profile the first full rewrite")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes for full rewrites (default: one per CPU; "
+                             "0: none, all in the task's thread)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="piwheels-bench-", dir=args.work_dir))
-    admin = sa.create_engine(args.server, isolation_level="AUTOCOMMIT")
     try:
         for packages in args.packages:
-            name = f"piwheels_bench_{uuid.uuid4().hex[:8]}"
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-                conn.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN')
-            dsn = sa.engine.make_url(args.server).set(database=name).render_as_string(False)
-            try:
-                subprocess.run([str(BIN / "piw-initdb"), "--dsn", dsn, "--user", name, "-y",
-                                "-q"], check=True)
-                master_dsn = sa.engine.make_url(dsn).set(username=name).render_as_string(False)
-                run_scale(dsn, master_dsn, packages, args.versions, args.repeats, work,
-                          args.profile)
-            finally:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                    conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
-                shutil.rmtree(work / f"output-{packages}", ignore_errors=True)
+            with throwaway_database(args.server) as (dsn, master_dsn):
+                try:
+                    run_scale(dsn, master_dsn, packages, args.versions, args.repeats, work,
+                              args.workers)
+                finally:
+                    shutil.rmtree(work / f"output-{packages}", ignore_errors=True)
     finally:
-        admin.dispose()
         shutil.rmtree(work, ignore_errors=True)
 
 

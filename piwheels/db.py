@@ -533,76 +533,80 @@ class Database:
         if not wanted:
             return {}
         t = self.t
-        builds = t["builds"]
+        p, n, v, b, f, d = (t[name] for name in (
+            "packages", "package_names", "versions", "builds", "files", "dependencies"))
+        of_wanted = b.c.package.in_(wanted)
         with self._begin() as conn:
             rows = conn.execute(
-                sa.select(t["packages"]).where(t["packages"].c.package.in_(wanted))
+                sa.select(p.c.package, p.c.description, p.c.skip_reason)
+                .where(p.c.package.in_(wanted))
             ).all()
             name_rows = conn.execute(
-                sa.select(t["package_names"].c.package, t["package_names"].c.name)
-                .where(t["package_names"].c.package.in_(wanted))
-                .order_by(t["package_names"].c.name)
+                sa.select(n.c.package, n.c.name).where(n.c.package.in_(wanted))
+                .order_by(n.c.name)
             ).all()
             version_rows = conn.execute(
-                sa.select(t["versions"]).where(t["versions"].c.package.in_(wanted))
+                sa.select(v.c.package, v.c.version, v.c.released, v.c.has_sdist, v.c.yanked,
+                          v.c.yank_reason, v.c.skip_reason)
+                .where(v.c.package.in_(wanted))
             ).all()
             build_rows = conn.execute(
-                sa.select(builds).where(builds.c.package.in_(wanted))
-                .order_by(builds.c.build_id)
+                sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.slave_label,
+                          b.c.started, b.c.duration, b.c.status, b.c.reason)
+                .where(of_wanted).order_by(b.c.build_id)
             ).all()
             file_rows = conn.execute(
-                sa.select(t["files"])
-                .join(builds, t["files"].c.build_id == builds.c.build_id)
-                .where(builds.c.package.in_(wanted))
-                .order_by(t["files"].c.filename)
+                sa.select(f.c.build_id, f.c.filename, f.c.filesize, f.c.filehash,
+                          f.c.py_version_tag, f.c.abi_tag, f.c.platform_tag,
+                          f.c.requires_python, f.c.metadata_hash, f.c.published)
+                .join(b, f.c.build_id == b.c.build_id)
+                .where(of_wanted).order_by(f.c.filename)
             ).all()
             dep_rows = conn.execute(
-                sa.select(t["dependencies"])
-                .join(t["files"], t["dependencies"].c.filename == t["files"].c.filename)
-                .join(builds, t["files"].c.build_id == builds.c.build_id)
-                .where(builds.c.package.in_(wanted))
-                .order_by(t["dependencies"].c.dependency)
+                sa.select(d.c.filename, d.c.tool, d.c.dependency)
+                .join(f, d.c.filename == f.c.filename)
+                .join(b, f.c.build_id == b.c.build_id)
+                .where(of_wanted).order_by(d.c.dependency)
             ).all()
         names: dict[str, list[str]] = defaultdict(list)
-        for row in name_rows:
-            names[row.package].append(row.name)
+        for package, name in name_rows:
+            names[package].append(name)
         deps: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for dep in dep_rows:
-            deps[dep.filename][dep.tool].append(dep.dependency)
+        for filename, tool, dependency in dep_rows:
+            deps[filename][tool].append(dependency)
         files_by_build: dict[int, list[FileData]] = defaultdict(list)
-        for f in file_rows:
-            files_by_build[f.build_id].append(FileData(
-                filename=f.filename, size=f.filesize, sha256=f.filehash,
-                py_tag=f.py_version_tag, abi_tag=f.abi_tag, platform_tag=f.platform_tag,
-                requires_python=f.requires_python, metadata_sha256=f.metadata_hash,
-                published=f.published,
-                dependencies={tool: tuple(names) for tool, names in deps[f.filename].items()},
+        for (build_id, filename, size, sha256, py_tag, abi_tag, platform_tag, requires_python,
+             metadata_sha256, published) in file_rows:
+            found = deps.get(filename)
+            files_by_build[build_id].append(FileData(
+                filename=filename, size=size, sha256=sha256, py_tag=py_tag, abi_tag=abi_tag,
+                platform_tag=platform_tag, requires_python=requires_python,
+                metadata_sha256=metadata_sha256, published=published,
+                dependencies={tool: tuple(names) for tool, names in found.items()}
+                if found else {},
             ))
         builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
-        for b in build_rows:
-            builds_by_version[b.package, b.version].append(BuildData(
-                build_id=b.build_id, abi_tag=b.abi_tag, slave_label=b.slave_label,
-                started=b.started, duration=b.duration, status=b.status,
-                reason=b.reason, files=tuple(files_by_build[b.build_id]),
+        for (build_id, package, version, abi_tag, slave_label, started, duration, status,
+             reason) in build_rows:
+            builds_by_version[package, version].append(BuildData(
+                build_id=build_id, abi_tag=abi_tag, slave_label=slave_label, started=started,
+                duration=duration, status=status, reason=reason,
+                files=tuple(files_by_build.get(build_id, ())),
             ))
-        versions_by_package: dict[str, list] = defaultdict(list)
-        for v in version_rows:
-            versions_by_package[v.package].append(v)
+        versions_by_package: dict[str, list[VersionData]] = defaultdict(list)
+        for (package, version, released, has_sdist, yanked, yank_reason,
+             skip_reason) in version_rows:
+            versions_by_package[package].append(VersionData(
+                version=version, released=released, has_sdist=has_sdist, yanked=yanked,
+                yank_reason=yank_reason, skip_reason=skip_reason,
+                builds=tuple(builds_by_version.get((package, version), ())),
+            ))
         projects = {}
-        for row in rows:
-            versions = sorted(versions_by_package[row.package],
-                              key=lambda v: version_key(v.version), reverse=True)
-            projects[row.package] = ProjectData(
-                package=row.package, description=row.description,
-                skip_reason=row.skip_reason, names=tuple(names[row.package]),
-                versions=tuple(
-                    VersionData(
-                        version=v.version, released=v.released, has_sdist=v.has_sdist,
-                        yanked=v.yanked, yank_reason=v.yank_reason,
-                        skip_reason=v.skip_reason,
-                        builds=tuple(builds_by_version[row.package, v.version]),
-                    )
-                    for v in versions
-                ),
+        for package, description, skip_reason in rows:
+            versions = versions_by_package.get(package, [])
+            versions.sort(key=lambda v: version_key(v.version), reverse=True)
+            projects[package] = ProjectData(
+                package=package, description=description, skip_reason=skip_reason,
+                names=tuple(names.get(package, ())), versions=tuple(versions),
             )
         return projects

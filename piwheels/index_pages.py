@@ -69,9 +69,12 @@ def published_files(project: ProjectData) -> list[tuple[VersionData, FileData]]:
     return files
 
 
-def simple_project_context(project: ProjectData, site: Site) -> dict:
-    """The PEP 691 (+ 700, 708) project page, as a dict."""
-    files = published_files(project)
+def simple_project_context(project: ProjectData, site: Site,
+                           files: Optional[list[tuple[VersionData, FileData]]] = None) -> dict:
+    """The PEP 691 (+ 700, 708) project page, as a dict (*files*: its published files,
+    if the caller has them already)."""
+    if files is None:
+        files = published_files(project)
     with_files = {version.version for version, _ in files}
     versions = [v.version for v in reversed(project.versions) if v.version in with_files]
     return {
@@ -197,14 +200,21 @@ class Renderer:
 
     def __init__(self, site: Site) -> None:
         self.site = site
+        self._templates: dict[str, Any] = {}
 
     @cached_property
     def _loader(self) -> PageTemplateLoader:
         return PageTemplateLoader(str(templates_dir()), ".pt")
 
+    def _template(self, name: str) -> Any:
+        try:
+            return self._templates[name]
+        except KeyError:
+            template = self._templates[name] = self._loader[name]
+            return template
+
     def render(self, template: str, **context: Any) -> bytes:
-        page = self._loader[template]
-        text = page(site_name=self.site.name, index_url=self.site.index_url,
-                    layout=self._loader["layout"], yanked_attribute=yanked_attribute,
-                    **context)
+        text = self._template(template)(
+            site_name=self.site.name, index_url=self.site.index_url,
+            layout=self._template("layout"), yanked_attribute=yanked_attribute, **context)
         return text.encode("utf-8")

@@ -79,4 +79,4 @@ def test_router_reports_bad_messages_without_raising():
     finally:
         dealer.close(0)
         router.close()
-        ctx.term()
+        ctx.destroy(linger=0)

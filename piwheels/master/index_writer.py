@@ -1,24 +1,32 @@
 """index_writer: keeps the static output tree in step with the database.
 
-Requests name a package (or the home page, or everything); bursts are
-coalesced and each package is rewritten from the database alone: its simple
-pages (HTML and JSON), its project page and JSON, its build logs, and the
-removal of files the database no longer lists.  Every write goes through a
-temp file and a rename, and a page whose bytes did not change is left alone.
-The simple root, packages.json and the sitemap are rewritten only when the
-set of published projects changes.
+Requests name a package (or the home page, or everything).  Each package is
+rewritten from the database alone: its simple pages (HTML and JSON), its
+project page and JSON, its build logs, its alias links, and the removal of
+files the database no longer lists.  A request that finds the writer idle is
+written at once; the ones that follow within ``coalesce_s`` are written
+together.  Every write goes through a temp file and a rename, and a page whose
+bytes did not change is left alone.  The simple root, packages.json and the
+sitemap are rewritten only when the set of published projects changes, and at
+most every ``root_interval_s``.
+
+A long backlog (a full rewrite) is shared among worker processes, each with
+its own database connection; a package is never written by two at once.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import zmq
 
@@ -30,34 +38,53 @@ from ..index_pages import (
 )
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS
+from ..records import ProjectData
 from ..resources import templates_dir
 from ..storage import atomic_write, remove_quietly
 from .task import Clock, Task
 
-#: The longest one batch of page writing runs before the task looks at its sockets.
+#: The longest one run of page writing in the task's own thread lasts.
 SLICE_S = 0.5
+#: How many projects are read from the database together.
+BATCH_SIZE = 100
+#: A backlog this long (a full rewrite) is shared among worker processes...
+PARALLEL_BACKLOG = 2000
+#: ... in batches of this many projects, at most this many batches per worker queued.
+WORKER_BATCH_SIZE = 500
+WORKER_QUEUE = 2
 PAGE_FILES = {"index.html", "index.json"}
 METADATA_SUFFIX = ".metadata"
+#: The simple root lists every project (a second's work at 100k): rewritten at most this
+#: often, however many new projects arrive.
+ROOT_INTERVAL_S = 5.0
 #: A wheel no page ever listed is removed once it is this old (a crash left it behind).
 ORPHAN_AGE_S = 3600.0
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Write *data* atomically unless *path* already holds exactly that; True if written."""
+def read_if_exists(path: str | Path) -> Optional[bytes]:
     try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
+        with open(path, "rb", buffering=0) as f:
+            return f.readall()
     except FileNotFoundError:
-        pass
+        return None
+
+
+def write_if_changed(path: str | Path, data: bytes, old: Optional[bytes] = None) -> bool:
+    """Write *data* atomically unless *path* already holds exactly that (*old*, if the
+    caller has read it already); True if written."""
+    if old is None:
+        old = read_if_exists(path)
+    if old == data:
+        return False
     atomic_write(path, data)
     return True
 
 
-def listed_files(page: Path) -> set[str]:
-    """The file names a project's JSON page lists (none if it is missing or unreadable)."""
+def listed_files(page: Optional[bytes]) -> set[str]:
+    """The file names a project's JSON *page* lists (none if it is missing or unreadable)."""
     try:
-        return {f["filename"] for f in json.loads(page.read_bytes())["files"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        return {f["filename"] for f in json.loads(page)["files"]}
+    except (ValueError, KeyError, TypeError):
         return set()
 
 
@@ -76,103 +103,70 @@ def format_size(size: int) -> str:
     return f"{size} B"
 
 
-class IndexWriter(Task):
-    name = "index_writer"
+@dataclass
+class Written:
+    """What writing a batch of projects did."""
 
-    def __init__(self, ctx: zmq.Context, *, dsn: str, output_path: Path, site: Site,
-                 coalesce_s: float = 0.5, home_interval_s: float = 60.0,
-                 clock: Clock = time.monotonic) -> None:
-        super().__init__(ctx, clock=clock)
-        self.dsn = dsn
-        self.output = Path(output_path)
+    published: dict[str, bool] = field(default_factory=dict)  # has files on its page
+    pages: int = 0
+
+
+class PageWriter:
+    """Writes projects' files into the output tree: used by the task itself and by
+    each of its worker processes (every one with its own database connection)."""
+
+    def __init__(self, db: Database, output: Path, site: Site) -> None:
+        self.db = db
+        self.output = Path(output)
         self.site = site
         self.renderer = Renderer(site)
-        self.db: Optional[Database] = None
-        self.dirty: dict[str, None] = {}  # insertion-ordered set
-        self.root: Optional[set[str]] = None
-        self.root_dirty = True
-        self.home_dirty = True
-        self.pages_written = 0
-        self.requests = self.socket(zmq.PULL, INDEX_REQUESTS.reverse())
-        self.requests.bind(INDEX_REQUESTS.address)
-        self.register(self.requests, self.handle_request)
-        self.every(coalesce_s, self.flush)
-        self.every(home_interval_s, self.want_home)
 
-    def on_start(self) -> None:
-        self.db = Database(self.dsn)
-        self.write_static()
+    def write(self, path: str | Path, data: bytes, written: Written,
+              old: Optional[bytes] = None) -> None:
+        if write_if_changed(path, data, old):
+            written.pages += 1
 
-    def on_stop(self) -> None:
-        if self.db is not None:
-            self.db.close()
-
-    def handle_request(self) -> None:
-        msg = self.recv_or_log(self.requests)
-        if msg is None:
-            return
-        name, payload = msg
-        if name == "PACKAGE":
-            try:
-                self.dirty[canonical_name(payload["package"])] = None
-            except InvalidName as exc:
-                self.log.error("dropped a page request: %s", exc)
-        elif name == "HOME":
-            self.home_dirty = True
-        elif name == "ROOT":
-            self.root_dirty = True
-        else:
-            self.rewrite_all()
-
-    def want_home(self) -> None:
-        self.home_dirty = True
-
-    # --- writing ----------------------------------------------------------------
-
-    def flush(self) -> None:
-        deadline = self.clock() + SLICE_S
-        while self.dirty and self.clock() < deadline:
-            package = next(iter(self.dirty))
-            del self.dirty[package]
-            self.write_package(package)
-        if self.root_dirty and not self.dirty:
-            self.write_root()
-        if self.home_dirty and not self.dirty:
-            self.write_home()
-
-    def rewrite_all(self) -> None:
-        """Queue every package for rewriting, plus the root and home pages."""
-        for package in self.db.all_packages():
-            self.dirty[package] = None
-        self.root_dirty = self.home_dirty = True
-        self.root = None
-
-    def write_package(self, package: str) -> None:
-        project = self.db.get_project(package)
-        simple_dir = self.output / "simple" / package
-        project_dir = self.output / "project" / package
-        if project is None:
-            for directory in (simple_dir, project_dir):
-                shutil.rmtree(directory, ignore_errors=True)
-            self._remove_aliases(package)
-            self._root_membership(package, False)
-            return
-        files = published_files(project)
-        simple = simple_project_context(project, self.site)
-        listed_before = listed_files(simple_dir / "index.json")
-        self._write(simple_dir / "index.html", self.renderer.render("simple_project", **simple))
-        self._write(simple_dir / "index.json", to_json(simple))
-        self._prune(simple_dir, {f.filename for _, f in files}, listed_before)
+    def write_packages(self, packages: Sequence[str]) -> Written:
+        """Rewrite these projects' pages, logs and links from one read of the database."""
+        written = Written()
+        packages = [canonical_name(package) for package in packages]
+        projects = self.db.get_projects(packages)
         abis = self.db.get_build_abis()
+        build_ids = []
+        for package in packages:
+            project = projects.get(package)
+            if project is None:
+                self._remove_project(package)
+                written.published[package] = False
+            else:
+                written.published[package] = self._write_project(project, abis, written)
+                build_ids += [b.build_id for v in project.versions for b in v.builds]
+        self._write_logs(build_ids)
+        return written
+
+    def _remove_project(self, package: str) -> None:
+        for section in ("simple", "project"):
+            shutil.rmtree(self.output / section / package, ignore_errors=True)
+        self._remove_aliases(package)
+
+    def _write_project(self, project: ProjectData, abis: list[str], written: Written) -> bool:
+        package = project.package
+        simple_dir = os.path.join(self.output, "simple", package)
+        project_dir = os.path.join(self.output, "project", package)
+        files = published_files(project)
+        simple = simple_project_context(project, self.site, files)
+        simple_json = os.path.join(simple_dir, "index.json")
+        page_before = read_if_exists(simple_json)
+        self.write(os.path.join(simple_dir, "index.html"),
+                   self.renderer.render("simple_project", **simple), written)
+        self.write(simple_json, to_json(simple), written, page_before)
+        self._prune(Path(simple_dir), {f.filename for _, f in files}, listed_files(page_before))
         context = project_context(project, abis, self.site)
-        self._write(project_dir / "json" / "index.json", to_json(context))
-        self._write(project_dir / "index.html", self.renderer.render(
-            "project", format_size=format_size, **context))
-        for version in project.versions:
-            for build in version.builds:
-                self._write_log(build.build_id)
+        self.write(os.path.join(project_dir, "json", "index.json"), to_json(context), written)
+        self.write(os.path.join(project_dir, "index.html"), self.renderer.render(
+            "project", format_size=format_size, **context), written)
         self._write_aliases(package, project.names)
-        self._root_membership(package, bool(files))
+        return bool(files)
 
     def _prune(self, directory: Path, listed: set[str], listed_before: set[str]) -> None:
         """Remove the wheels (and their .metadata) the page no longer lists.
@@ -195,17 +189,13 @@ class IndexWriter(Task):
             if wheel in listed_before or _age_s(entry, now) > ORPHAN_AGE_S:
                 remove_quietly(entry)
 
-    def _write(self, path: Path, data: bytes) -> None:
-        if write_if_changed(path, data):
-            self.pages_written += 1
-
-    def _write_log(self, build_id: int) -> None:
-        path = self.output / "logs" / log_path(build_id)
-        if path.exists():
-            return
-        text = self.db.get_build_log(build_id)
-        if text is not None:
-            atomic_write(path, gzip.compress(text.encode("utf-8"), mtime=0))
+    def _write_logs(self, build_ids: list[int]) -> None:
+        """Write the logs not written yet (a build's log never changes)."""
+        logs = os.path.join(self.output, "logs")
+        missing = [b for b in build_ids if not os.path.exists(os.path.join(logs, log_path(b)))]
+        for build_id, text in self.db.get_build_logs(missing).items():
+            atomic_write(os.path.join(logs, log_path(build_id)),
+                         gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0))
 
     def _write_aliases(self, package: str, names: tuple[str, ...]) -> None:
         """Other spellings of the name lead to the canonical directories (symlinks)."""
@@ -232,6 +222,168 @@ class IndexWriter(Task):
                 if entry.is_symlink() and os.readlink(entry) == package:
                     remove_quietly(entry)
 
+
+# --- worker processes (a full rewrite) --------------------------------------------------
+# Each worker process keeps its own PageWriter, made once by the pool's initializer.
+
+_worker_pages: Optional[PageWriter] = None
+
+
+def _start_worker(dsn: str, output: str, site: Site) -> None:
+    global _worker_pages
+    _worker_pages = PageWriter(Database(dsn), Path(output), site)
+
+
+def _worker_write(packages: list[str]) -> Written:
+    return _worker_pages.write_packages(packages)
+
+
+class IndexWriter(Task):
+    name = "index_writer"
+
+    def __init__(self, ctx: zmq.Context, *, dsn: str, output_path: Path, site: Site,
+                 coalesce_s: float = 0.5, home_interval_s: float = 60.0,
+                 root_interval_s: float = ROOT_INTERVAL_S,
+                 workers: Optional[int] = None, parallel_backlog: int = PARALLEL_BACKLOG,
+                 worker_batch_size: int = WORKER_BATCH_SIZE,
+                 clock: Clock = time.monotonic) -> None:
+        super().__init__(ctx, clock=clock)
+        self.dsn = dsn
+        self.output = Path(output_path)
+        self.site = site
+        self.coalesce_s = coalesce_s
+        self.root_interval_s = root_interval_s
+        #: worker processes for a full rewrite (0: write everything in this thread)
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.parallel_backlog = parallel_backlog
+        self.worker_batch_size = worker_batch_size
+        self.db: Optional[Database] = None
+        self.pages: Optional[PageWriter] = None
+        self.pool: Optional[ProcessPoolExecutor] = None
+        self.in_flight: dict[Future, list[str]] = {}
+        self.busy: set[str] = set()  # packages a worker is writing now
+        self.dirty: dict[str, None] = {}  # insertion-ordered set
+        self.root: Optional[set[str]] = None
+        self.root_dirty = True
+        self.home_dirty = True
+        self.pages_written = 0
+        self.batches_shared = 0  # batches handed to worker processes
+        self.last_write = float("-inf")  # when packages were last written in this thread
+        self.last_root = float("-inf")
+        self.requests = self.socket(zmq.PULL, INDEX_REQUESTS.reverse())
+        self.requests.bind(INDEX_REQUESTS.address)
+        self.register(self.requests, self.handle_request)
+        self.every(coalesce_s, self.flush)
+        self.every(home_interval_s, self.want_home)
+
+    def on_start(self) -> None:
+        self.db = Database(self.dsn)
+        self.pages = PageWriter(self.db, self.output, self.site)
+        self.write_static()
+
+    def on_stop(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        if self.db is not None:
+            self.db.close()
+
+    def handle_request(self) -> None:
+        msg = self.recv_or_log(self.requests)
+        if msg is None:
+            return
+        name, payload = msg
+        if name == "PACKAGE":
+            try:
+                self.dirty[canonical_name(payload["package"])] = None
+            except InvalidName as exc:
+                self.log.error("dropped a page request: %s", exc)
+                return
+            if self.clock() - self.last_write >= self.coalesce_s:
+                self.flush()  # quiet until now: no burst to wait for
+        elif name == "HOME":
+            self.home_dirty = True
+        elif name == "ROOT":
+            self.root_dirty = True
+        else:
+            self.rewrite_all()
+
+    def want_home(self) -> None:
+        self.home_dirty = True
+
+    # --- writing ----------------------------------------------------------------
+
+    def flush(self) -> None:
+        self._collect()
+        if self.pool is not None or (self.workers and len(self.dirty) >= self.parallel_backlog):
+            self._share_out()
+        else:
+            deadline = self.clock() + SLICE_S
+            while self.dirty and self.clock() < deadline:
+                batch = self._take(BATCH_SIZE)
+                if not batch:
+                    break  # all that is left is being written by a worker
+                self._apply(self.pages.write_packages(batch))
+                self.last_write = self.clock()
+        if not self.dirty and not self.in_flight:
+            if self.root_dirty and self.clock() - self.last_root >= self.root_interval_s:
+                self.write_root()
+            if self.home_dirty:
+                self.write_home()
+
+    def rewrite_all(self) -> None:
+        """Queue every package for rewriting, plus the root and home pages."""
+        for package in self.db.all_packages():
+            self.dirty[package] = None
+        self.root_dirty = self.home_dirty = True
+        self.root = None
+
+    def write_package(self, package: str) -> None:
+        """Rewrite one package's files now, in this thread."""
+        self._apply(self.pages.write_packages([package]))
+
+    def _take(self, count: int) -> list[str]:
+        """Up to *count* dirty packages, oldest request first, none a worker has now."""
+        batch = []
+        for package in self.dirty:
+            if package not in self.busy:
+                batch.append(package)
+                if len(batch) == count:
+                    break
+        for package in batch:
+            del self.dirty[package]
+        return batch
+
+    def _apply(self, written: Written) -> None:
+        self.pages_written += written.pages
+        for package, published in written.published.items():
+            self._root_membership(package, published)
+
+    def _share_out(self) -> None:
+        if self.pool is None:
+            self.log.info("sharing %d packages among %d worker processes",
+                          len(self.dirty), self.workers)
+            self.pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(self.dsn, str(self.output), self.site))
+        while len(self.in_flight) < self.workers * WORKER_QUEUE:
+            batch = self._take(self.worker_batch_size)
+            if not batch:
+                break
+            self.in_flight[self.pool.submit(_worker_write, batch)] = batch
+            self.busy.update(batch)
+            self.batches_shared += 1
+        if not self.in_flight:
+            self.pool.shutdown(wait=True)  # the backlog is done; free the connections
+            self.pool = None
+
+    def _collect(self) -> None:
+        """Take in what the workers finished (a worker's failure fails the task)."""
+        for future in [f for f in self.in_flight if f.done()]:
+            batch = self.in_flight.pop(future)
+            self.busy.difference_update(batch)
+            self._apply(future.result())
+
     def _root_membership(self, package: str, published: bool) -> None:
         if self.root is None:
             return  # the next root write reads the whole list anyway
@@ -242,6 +394,11 @@ class IndexWriter(Task):
             self.root.discard(package)
             self.root_dirty = True
 
+    def _write(self, path: Path, data: bytes) -> None:
+        written = Written()
+        self.pages.write(path, data, written)
+        self.pages_written += written.pages
+
     def write_root(self) -> None:
         """The simple root, packages.json (name and description, for search) and sitemap."""
         described = self.db.packages_with_files()
@@ -249,17 +406,19 @@ class IndexWriter(Task):
         packages = sorted(described)
         context = simple_root_context(packages)
         simple = self.output / "simple"
-        self._write(simple / "index.html", self.renderer.render("simple_root", **context))
+        renderer = self.pages.renderer
+        self._write(simple / "index.html", renderer.render("simple_root", **context))
         self._write(simple / "index.json", to_json(context))
         self._write(self.output / "packages.json",
                     to_json([[name, described[name]] for name in packages]))
-        self._write(self.output / "sitemap.xml", self.renderer.render(
+        self._write(self.output / "sitemap.xml", renderer.render(
             "sitemap", packages=packages, base_url=self.site.index_url.rsplit("simple", 1)[0]))
         self.root_dirty = False
+        self.last_root = self.clock()
 
     def write_home(self) -> None:
         stats = self.db.statistics()
-        self._write(self.output / "index.html", self.renderer.render(
+        self._write(self.output / "index.html", self.pages.renderer.render(
             "home", root="", stats=stats,
             updated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
         self.home_dirty = False
@@ -269,5 +428,7 @@ class IndexWriter(Task):
                     (templates_dir() / "style.css").read_bytes())
 
     def status(self) -> dict:
-        return {"dirty": len(self.dirty), "root_pending": self.root_dirty,
+        # "dirty" counts what is still to write, a worker's share included
+        return {"dirty": len(self.dirty) + len(self.busy), "in_flight": len(self.busy),
+                "root_pending": self.root_dirty, "home_pending": self.home_dirty,
                 "pages_written": self.pages_written}

@@ -161,11 +161,16 @@ def test_a_failing_task_stops_the_master_with_a_non_zero_status(farm, schema_dat
                                                                  master_role):
     farm.start_master()
     # take away a right the stats task needs on its next look at the database
+    # (the database is shared by the session's tests: the right comes back after)
     engine = sa.create_engine(schema_database["superuser"])
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'REVOKE SELECT ON builds FROM "{master_role}"')
-    engine.dispose()
-    assert farm.master.proc.wait(30) != 0
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'REVOKE SELECT ON builds FROM "{master_role}"')
+        assert farm.master.proc.wait(30) != 0
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'GRANT SELECT ON builds TO "{master_role}"')
+        engine.dispose()
     farm.master.expected_exit = True
     log = farm.master.log()
     assert "stopping: task" in log and "master stopped" in log

@@ -28,12 +28,12 @@ SITE = Site(name="Test farm", index_url="http://farm.test/simple/",
 
 
 class Writer:
-    def __init__(self, master_dsn: str, output: Path) -> None:
+    def __init__(self, master_dsn: str, output: Path, **options) -> None:
         self.ctx = zmq.Context()
         self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
         self.supervisor.bind(SUPERVISOR.address)
         self.task = IndexWriter(self.ctx, dsn=master_dsn, output_path=output, site=SITE,
-                                coalesce_s=0.05)
+                                coalesce_s=0.05, **options)
         self.requests = Socket.make(self.ctx, zmq.PUSH, INDEX_REQUESTS)
         self.requests.connect(INDEX_REQUESTS.address)
         self.control = TaskControl(self.ctx, self.task.name)
@@ -45,11 +45,12 @@ class Writer:
     def stop(self) -> None:
         self.control.send("QUIT")
         self.task.join(10)
-        if self.supervisor.zsocket.poll(0):
-            raise AssertionError(f"the writer failed: {self.supervisor.recv()[1]['error']}")
+        failed = self.supervisor.recv()[1]["error"] if self.supervisor.zsocket.poll(0) else None
         for sock in (self.control, self.requests, self.supervisor):
             sock.close()
-        self.ctx.term()
+        self.ctx.destroy(linger=0)  # never term(): a failed test may have left sockets open
+        if failed:
+            raise AssertionError(f"the writer failed: {failed}")
 
 
 @pytest.fixture
@@ -256,3 +257,46 @@ def test_bad_and_non_canonical_page_requests(db, writer, output):
     assert sorted(p.name for p in (output / "simple").iterdir() if p.is_dir()
                   and not p.is_symlink()) == ["foo-bar"]
     assert writer.task.is_alive()
+
+
+def written_tree(output: Path) -> dict[str, bytes]:
+    """What the writer wrote (not the wheels; not the home page, which shows the time)."""
+    return {
+        str(path.relative_to(output)): os.readlink(path).encode() if path.is_symlink()
+        else path.read_bytes()
+        for path in output.rglob("*")
+        if (path.is_file() or path.is_symlink()) and path != output / "index.html"
+        and not path.name.endswith((".whl", ".metadata"))
+    }
+
+
+def full_rewrite(master_dsn: str, output: Path, projects: list[str], workers: int) -> int:
+    """Rewrite everything with a fresh writer; how many batches went to worker processes."""
+    writer = Writer(master_dsn, output, workers=workers, parallel_backlog=1,
+                    worker_batch_size=2)
+    pages = [output / section / name / "index.html" for name in projects
+             for section in ("simple", "project")]
+    try:
+        wait_for(lambda: not writer.task.status()["root_pending"], 10, "the start")
+        assert not any(page.exists() for page in pages)
+        writer.requests.send("ALL")
+        wait_for(lambda: all(page.exists() for page in pages) and not any(
+            writer.task.status()[key] for key in (
+                "dirty", "in_flight", "root_pending", "home_pending")), 60, "the rewrite")
+        return writer.task.batches_shared
+    finally:
+        writer.stop()
+
+
+def test_a_full_rewrite_shared_among_worker_processes(db, master_dsn, output, tmp_path):
+    for i in range(12):
+        publish(db, output, f"many-{i}", "1.0")
+        publish(db, output, f"many-{i}", "2.0", yanked="old" if i % 3 == 0 else None)
+    db.add_alias("many-3", "Many_3")
+    projects = [f"many-{i}" for i in range(12)]
+    assert full_rewrite(master_dsn, output, projects, workers=0) == 0
+    alone = written_tree(output)
+    assert len([name for name in alone if name.endswith("index.json")]) == 12 * 2 + 1
+    shared_output = tmp_path / "shared"
+    assert full_rewrite(master_dsn, shared_output, projects, workers=2) == 6
+    assert written_tree(shared_output) == alone

@@ -80,12 +80,13 @@ class Follower:
     def stop(self) -> None:
         self.control.send("QUIT")
         self.task.join(10)
-        assert not self.task.is_alive()
-        if self.supervisor.zsocket.poll(0):
-            raise AssertionError(f"the follower failed: {self.supervisor.recv()[1]['error']}")
+        failed = self.supervisor.recv()[1]["error"] if self.supervisor.zsocket.poll(0) else None
         for sock in [self.control, self.supervisor, *self.listeners]:
             sock.close()
-        self.ctx.term()
+        self.ctx.destroy(linger=0)  # never term(): a failed test may have left sockets open
+        assert not self.task.is_alive()
+        if failed:
+            raise AssertionError(f"the follower failed: {failed}")
 
 
 @pytest.fixture(params=["xmlrpc", "json"])

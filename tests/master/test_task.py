@@ -65,7 +65,7 @@ def test_timers_pause_resume_quit():
     finally:
         control.close()
         sup.close()
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_failure_is_reported_to_the_supervisor():
@@ -83,7 +83,7 @@ def test_failure_is_reported_to_the_supervisor():
         assert task.events == ["stop"]
     finally:
         sup.close()
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_no_task_shadows_the_actor_api():

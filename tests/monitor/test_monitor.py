@@ -310,7 +310,7 @@ def test_ipc_problem_names_a_forbidden_socket(tmp_path):
         tmp_path.chmod(0o700)
         for sock in sockets:
             sock.close(linger=0)
-        ctx.term()
+        ctx.destroy(linger=0)
         shutil.rmtree(shared, ignore_errors=True)
 
 
@@ -336,7 +336,7 @@ def test_control_client_never_takes_a_late_answer():
     finally:
         client.close()
         server.close()
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_link_without_a_master(tmp_path):

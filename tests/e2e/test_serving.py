@@ -1,0 +1,696 @@
+"""The published index as clients meet it: a real nginx, real installers, a real browser.
+
+Small real wheels (built once per module from factory sdists) go through the
+master's publishing end (build_recorder, then index_writer, both real tasks on
+a throw-away database), and the output tree is served by nginx running the
+site configuration from the docs.  pip, uv, pypi-simple and headless
+Chromium then use it over HTTP; nginx's access log shows what they fetched.
+Nothing here reaches any other server.
+"""
+
+from __future__ import annotations
+
+import ensurepip
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib.metadata import distributions
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pytest
+import requests
+import zmq
+from bs4 import BeautifulSoup
+from farm import PYENV, wait_for
+from nginx_server import NginxServer, nginx_binary
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, PyPISimple
+from sdist_factory import make_sdist
+
+from piwheels.db import Database
+from piwheels.index_pages import Site
+from piwheels.initdb import initdb
+from piwheels.master.build_recorder import BuildRecorder
+from piwheels.master.index_writer import IndexWriter
+from piwheels.master.task import TaskControl
+from piwheels.protocols import INDEX_REQUESTS, RECORD_REQUESTS, SUPERVISOR
+from piwheels.transport import Socket
+from piwheels.wheel_facts import inspect_wheel
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(nginx_binary() is None, reason="needs nginx (apt install nginx-light)"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+PY_TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
+UPSTREAM = "http://upstream.test/simple/"
+BASE_TIME = datetime(2026, 3, 1, tzinfo=timezone.utc)
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=60"
+UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
+                None)
+#: The first pip whose --dry-run downloads no wheel when PEP 658 metadata is served
+#: (older ones fetch the chosen wheels after resolving).
+PIP_METADATA_DRY_RUN = Version("25.3")
+
+
+@dataclass(frozen=True)
+class Release:
+    project: str
+    version: str
+    requires_python: Optional[str] = None
+    requires: tuple[str, ...] = ()
+    kind: str = "pure"
+
+
+RELEASES = (
+    Release("piw-serve-hello", "1.0"),
+    Release("piw-serve-hello", "2.0"),
+    Release("piw-serve-native", "1.0", kind="c_ext"),
+    Release("piw-serve-yanked", "1.0"),
+    Release("piw-serve-yanked", "2.0"),
+    Release("piw-serve-future", "1.0", requires_python=">=3.8"),
+    Release("piw-serve-future", "2.0", requires_python=">=3.99"),
+    Release("piw-serve-many", "1.0", requires=("piw-serve-hello>=1",)),
+    Release("piw-serve-many", "1.1", requires=("piw-serve-hello>=2",)),
+    Release("piw-serve-many", "2.0", requires=("piw-serve-hello>=2",)),
+    Release("piw-serve-gone", "1.0"),
+    Release("piw-serve-gone", "2.0"),
+)
+PROJECTS = sorted({r.project for r in RELEASES})
+ALIAS = ("piw-serve-hello", "Piw_Serve_Hello")
+
+
+# --- building the wheels ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """One real wheel per release, built by pip from a factory sdist."""
+    root = tmp_path_factory.mktemp("serving-wheels")
+    by_version: dict[str, list[Path]] = {}  # one pip run can build only one version of each
+    for r in RELEASES:
+        by_version.setdefault(r.version, []).append(make_sdist(
+            root / "sdists", r.project, r.version, kind=r.kind,
+            requires_python=r.requires_python, requires=r.requires))
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
+             "--no-index", "--no-cache-dir", "--quiet", "--ignore-requires-python",
+             "--wheel-dir", str(root / "wheels"), *map(str, sdists)],
+            env=clean_env(root), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root)
+        for sdists in by_version.values()
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr.decode(errors="replace")
+    found = {}
+    for path in (root / "wheels").glob("*.whl"):
+        name, version = path.name.split("-")[:2]
+        found[(canonicalize_name(name), version)] = path
+    assert set(found) == {(r.project, r.version) for r in RELEASES}
+    return found
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """No pip or uv configuration from this machine: only the index a command names."""
+    return {
+        "PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LC_ALL": "C.UTF-8",
+        "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_INPUT": "1", "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never",
+        "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+# --- the master's publishing end -------------------------------------------------------
+
+
+class Publisher:
+    """build_recorder and index_writer as piw-master runs them, fed as the slave driver
+    and the upstream follower feed them."""
+
+    def __init__(self, dsn: str, output: Path, site: Site, incoming: Path) -> None:
+        self.incoming = incoming
+        incoming.mkdir(parents=True, exist_ok=True)
+        self.ctx = zmq.Context()
+        self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
+        self.supervisor.bind(SUPERVISOR.address)
+        self.tasks = [
+            IndexWriter(self.ctx, dsn=dsn, output_path=output, site=site, coalesce_s=0.05),
+            BuildRecorder(self.ctx, dsn=dsn, output_path=output),
+        ]
+        self.controls = [TaskControl(self.ctx, task.name) for task in self.tasks]
+        self.records = Socket.make(self.ctx, zmq.PUSH, RECORD_REQUESTS)
+        self.records.connect(RECORD_REQUESTS.address)
+        self.index = Socket.make(self.ctx, zmq.PUSH, INDEX_REQUESTS)
+        self.index.connect(INDEX_REQUESTS.address)
+        for task in self.tasks:
+            task.start()
+
+    def record(self, release: Release, wheel: Path) -> None:
+        """A successful build of *release* whose verified wheel waits in the transfer dir."""
+        arrived = self.incoming / wheel.name
+        shutil.copyfile(wheel, arrived)
+        facts = inspect_wheel(arrived).to_dict()
+        self.records.send("RECORD", {
+            "package": release.project, "version": release.version, "abi_tag": PY_TAG,
+            "slave_label": "serving-test", "started": time.time(), "duration_s": 2.5,
+            "status": "success", "reason": None, "log": f"built {wheel.name}\n",
+            "files": [{**facts, "path": str(arrived)}],
+        })
+
+    def changed(self, project: str) -> None:
+        """What the upstream follower says after it changed *project* in the database."""
+        self.index.send("PACKAGE", {"package": project})
+
+    def check(self) -> None:
+        if self.supervisor.zsocket.poll(0):
+            raise AssertionError(f"a master task failed: {self.supervisor.recv()[1]}")
+
+    def stop(self) -> None:
+        for control in self.controls:
+            control.send("QUIT")
+        for task in self.tasks:
+            task.join(10)
+        try:
+            self.check()
+        finally:
+            for sock in (*self.controls, self.records, self.index, self.supervisor):
+                sock.close()
+            self.ctx.destroy(linger=0)  # never term(): a failed test may have left sockets open
+
+
+@dataclass
+class Served:
+    output: Path
+    nginx: NginxServer
+    db: Database
+    publisher: Publisher
+    wheels: dict[tuple[str, str], Path]
+
+    @property
+    def index_url(self) -> str:
+        return self.nginx.url + "simple/"
+
+    def simple_json(self, project: str) -> Optional[dict]:
+        """The project's JSON page as nginx serves it now (None: 404)."""
+        status, _, body = self.nginx.get(f"/simple/{project}/", {"Accept": JSON_TYPE})
+        if status == 404:
+            return None
+        assert status == 200, (project, status)
+        return json.loads(body)
+
+    def wait_until_served(self, project: str, condition, what: str) -> None:
+        def served():
+            self.publisher.check()
+            return condition(self.simple_json(project))
+        wait_for(served, 15, what, interval_s=0.05)
+
+
+@pytest.fixture(scope="module")
+def served(postgres, master_role, wheels, tmp_path_factory) -> Served:
+    """Every release built and published, the tree served by nginx."""
+    base = tmp_path_factory.mktemp("serving")
+    database = postgres.create_database()
+    with open(os.devnull, "w") as quiet:
+        initdb(postgres.dsn(database), master_role, assume_yes=True, out=quiet)
+    dsn = postgres.dsn(database, master_role)
+    output = base / "output"
+    nginx = NginxServer(base / "nginx", output).start()
+    db = Database(dsn)
+    publisher = None
+    try:
+        site = Site(name="Serving test farm", index_url=nginx.url + "simple/",
+                    upstream_simple=UPSTREAM)
+        publisher = Publisher(dsn, output, site, base / "transfers")
+        db.add_build_abi(PY_TAG)
+        for hour, r in enumerate(RELEASES):
+            db.add_package(r.project, description=f"{r.project}, made by the serving tests")
+            db.add_version(r.project, r.version, released=BASE_TIME + timedelta(hours=hour),
+                           has_sdist=True)
+        db.add_alias(*ALIAS)
+        for r in RELEASES:
+            publisher.record(r, wheels[(r.project, r.version)])
+        tree = Served(output, nginx, db, publisher, wheels)
+        for project in PROJECTS:
+            expected = {w.name for (p, _), w in wheels.items() if p == project}
+            tree.wait_until_served(
+                project, lambda page, e=expected: page and {f["filename"] for f in page["files"]} == e,
+                f"{project}'s page to list its wheels")
+        for (project, _), wheel in wheels.items():  # every listed file is there
+            for name in (wheel.name, wheel.name + ".metadata"):
+                assert nginx.get(f"/simple/{project}/{name}", method="HEAD")[0] == 200, name
+        wait_for((output / "simple" / ALIAS[1]).is_symlink, 10, "the alias")
+        wait_for(lambda: (output / "index.html").exists() and (output / "simple" / "index.json")
+                 .exists() and [p["name"] for p in json.loads(
+                     (output / "simple" / "index.json").read_bytes())["projects"]] == PROJECTS,
+                 10, "the root and home pages")
+        yield tree
+    finally:
+        if publisher is not None:
+            publisher.stop()
+        db.close()
+        nginx.stop()
+
+
+# --- running installers -----------------------------------------------------------------
+
+
+def run(command: Sequence[str], home: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(command), env=clean_env(home), cwd=home, capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def install_command(installer: str, index_url: str, target: Path) -> list[str]:
+    if installer == "pip":
+        return [sys.executable, "-m", "pip", "install", "--no-cache-dir", "--no-compile",
+                "--index-url", index_url, "--target", str(target)]
+    if UV is None:
+        pytest.skip("uv is not installed")
+    return [UV, "pip", "install", "--no-config", "--no-cache", "--index-url", index_url,
+            "--python", sys.executable, "--target", str(target)]
+
+
+def install(installer: str, served: Served, home: Path, *requirements: str) -> dict[str, str]:
+    """Install into a fresh target below *home*; returns {project: version} installed there."""
+    target = Path(tempfile.mkdtemp(prefix="target-", dir=home))
+    run([*install_command(installer, served.index_url, target), *requirements], home)
+    return installed(target)
+
+
+def installed(target: Path) -> dict[str, str]:
+    return {canonicalize_name(d.metadata["Name"]): d.version
+            for d in distributions(path=[str(target)])}
+
+
+def dry_run_pip() -> Optional[list[str]]:
+    """A pip whose --dry-run downloads no wheel when PEP 658 metadata is served.
+
+    The environment's own pip if it is new enough, else a newer pip wheel found on
+    this machine (``PIWHEELS_TEST_PIP_WHEEL``, or one bundled with an installed
+    CPython), run straight from the wheel with this interpreter.
+    """
+    if Version(installed_version("pip")) >= PIP_METADATA_DRY_RUN:
+        return [sys.executable, "-m", "pip"]
+    given = os.environ.get("PIWHEELS_TEST_PIP_WHEEL")
+    candidates = [Path(given)] if given else []
+    for bundle in (Path(ensurepip.__file__).parent / "_bundled",
+                   *PYENV.glob("*/lib/python3*/ensurepip/_bundled")):
+        candidates += bundle.glob("pip-*-py3-none-any.whl")
+    found = []
+    for wheel in candidates:
+        if wheel.is_file():
+            version = Version(wheel.name.split("-")[1])
+            if version >= PIP_METADATA_DRY_RUN:
+                found.append((version, wheel))
+    if not found:
+        return None
+    return [sys.executable, str(max(found)[1] / "pip")]
+
+
+@pytest.fixture(params=["pip", "uv"])
+def installer(request) -> str:
+    return request.param
+
+
+def simple_client(served: Served, accept: str) -> PyPISimple:
+    session = requests.Session()
+    session.trust_env = False  # no proxies or netrc from this machine
+    return PyPISimple(endpoint=served.index_url, accept=accept, session=session)
+
+
+def fetched(served: Served, mark: int) -> list[str]:
+    """Paths of the requests nginx answered with 200 since *mark*."""
+    return [r.path for r in served.nginx.requests_since(mark) if r.status == 200]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def wheel_metadata(wheel: Path) -> bytes:
+    with zipfile.ZipFile(wheel) as z:
+        [name] = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        return z.read(name)
+
+
+# --- installers ------------------------------------------------------------------------
+
+
+def test_installers_install_the_farms_wheels(served, installer, tmp_path):
+    mark = served.nginx.log_mark()
+    got = install(installer, served, tmp_path, "piw-serve-hello", "piw-serve-native")
+    assert got == {"piw-serve-hello": "2.0", "piw-serve-native": "1.0"}
+    requests = [r for r in served.nginx.requests_since(mark) if r.path.endswith(".whl")]
+    hello, native = served.wheels[("piw-serve-hello", "2.0")], served.wheels[("piw-serve-native", "1.0")]
+    assert {(r.path, r.status) for r in requests} >= {
+        (f"/simple/piw-serve-hello/{hello.name}", 200),
+        (f"/simple/piw-serve-native/{native.name}", 200)}
+    assert all(r.user_agent.startswith(f"{installer}/") for r in requests)
+    [target] = tmp_path.glob("target-*")
+    answer = subprocess.run(
+        [sys.executable, "-c", "import piw_serve_native; print(piw_serve_native.answer())"],
+        env={**clean_env(tmp_path), "PYTHONPATH": str(target)}, capture_output=True, text=True,
+        check=True)
+    assert answer.stdout.strip() == "42"  # the farm's compiled extension, working
+
+
+def test_requires_python_keeps_a_wheel_from_being_chosen(served, installer, tmp_path):
+    newer = served.wheels[("piw-serve-future", "2.0")]
+    page = served.simple_json("piw-serve-future")
+    assert {f["filename"]: f["requires-python"] for f in page["files"]}[newer.name] == ">=3.99"
+    mark = served.nginx.log_mark()
+    assert install(installer, served, tmp_path, "piw-serve-future") == {"piw-serve-future": "1.0"}
+    assert served.wheels[("piw-serve-future", "1.0")].name in " ".join(fetched(served, mark))
+    assert not [path for path in fetched(served, mark) if newer.name in path]
+
+
+def test_resolvers_read_core_metadata_not_the_wheels_they_reject(served, installer, tmp_path):
+    """piw-serve-many 2.0 and 1.1 need piw-serve-hello>=2, so with hello<2 the resolver
+    must look at them and go back to 1.0: it learns that from their .metadata alone."""
+    mark = served.nginx.log_mark()
+    got = install(installer, served, tmp_path, "piw-serve-many", "piw-serve-hello<2")
+    assert got == {"piw-serve-many": "1.0", "piw-serve-hello": "1.0"}
+    paths = fetched(served, mark)
+    for version in ("2.0", "1.1"):
+        rejected = served.wheels[("piw-serve-many", version)].name
+        assert f"/simple/piw-serve-many/{rejected}.metadata" in paths
+        assert not [r.path for r in served.nginx.requests_since(mark)
+                    if r.path == f"/simple/piw-serve-many/{rejected}"]
+    assert f"/simple/piw-serve-many/{served.wheels[('piw-serve-many', '1.0')].name}" in paths
+
+
+@pytest.mark.parametrize("tool", ["pip", "uv"])
+def test_dry_run_downloads_no_wheel(served, tool, tmp_path):
+    many = served.wheels[("piw-serve-many", "2.0")]
+    hello = served.wheels[("piw-serve-hello", "2.0")]
+    mark = served.nginx.log_mark()
+    if tool == "pip":
+        pip = dry_run_pip()
+        if pip is None:
+            pytest.skip(f"pip {installed_version('pip')} downloads the chosen wheels even on "
+                        f"--dry-run; needs pip >= {PIP_METADATA_DRY_RUN} (or "
+                        "PIWHEELS_TEST_PIP_WHEEL naming one)")
+        report = tmp_path / "report.json"
+        run([*pip, "install", "--dry-run", "--no-cache-dir", "--quiet", "--index-url",
+             served.index_url, "--report", str(report), "piw-serve-many"], tmp_path)
+        would = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+                 for item in json.loads(report.read_text())["install"]}
+    else:
+        target = tmp_path / "target"
+        result = run([*install_command("uv", served.index_url, target), "--dry-run",
+                      "piw-serve-many"], tmp_path)
+        would = dict(re.findall(r"^ \+ (\S+)==(\S+)$", result.stderr, re.MULTILINE))
+        assert not installed(target)
+    assert would == {"piw-serve-many": "2.0", "piw-serve-hello": "2.0"}
+    paths = fetched(served, mark)
+    assert f"/simple/piw-serve-many/{many.name}.metadata" in paths
+    assert f"/simple/piw-serve-hello/{hello.name}.metadata" in paths
+    assert [r.path for r in served.nginx.requests_since(mark) if r.path.endswith(".whl")] == []
+
+
+def test_an_upstream_yank_reaches_installers_and_pages(served, tmp_path):
+    project = "piw-serve-yanked"
+    assert install("pip", served, tmp_path, project) == {project: "2.0"}
+    served.db.yank_version(project, "2.0", "broken <build>")
+    served.publisher.changed(project)
+    served.wait_until_served(
+        project, lambda page: [f["yanked"] for f in page["files"]] == [False, "broken <build>"],
+        "the yank to reach the served page")
+    assert install("pip", served, tmp_path, project) == {project: "1.0"}
+    assert install("uv", served, tmp_path, project) == {project: "1.0"}
+    # PEP 592: a yanked release is still there for whoever pins it
+    assert install("pip", served, tmp_path, f"{project}==2.0") == {project: "2.0"}
+    for accept in (ACCEPT_JSON_ONLY, ACCEPT_HTML_ONLY):
+        with simple_client(served, accept) as client:
+            page = client.get_project_page(project)
+        yanked = {p.version: (p.is_yanked, p.yanked_reason) for p in page.packages}
+        assert yanked == {"1.0": (False, None), "2.0": (True, "broken <build>")}, accept
+    status, _, body = served.nginx.get(f"/project/{project}/")
+    human = BeautifulSoup(body, "html.parser")
+    [row] = human.select("table.builds tr.yanked")
+    assert row.td.get_text(" ", strip=True).startswith("2.0")
+    assert row.select_one(".tag")["title"] == "broken <build>"
+
+
+def test_upstream_removals_reach_the_served_index(served, tmp_path):
+    project = "piw-serve-gone"
+    newer = served.wheels[(project, "2.0")]
+    assert served.nginx.get(f"/simple/{project}/{newer.name}")[0] == 200
+    served.db.remove_version(project, "2.0")
+    served.publisher.changed(project)
+    served.wait_until_served(project, lambda page: page["versions"] == ["1.0"],
+                             "the removed release to leave the page")
+    assert served.nginx.get(f"/simple/{project}/{newer.name}")[0] == 404
+    assert served.nginx.get(f"/simple/{project}/{newer.name}.metadata")[0] == 404
+    assert install("uv", served, tmp_path, project) == {project: "1.0"}
+    served.db.remove_package(project)
+    served.publisher.changed(project)
+    served.wait_until_served(project, lambda page: page is None, "the project page to go")
+    assert served.nginx.get(f"/project/{project}/")[0] == 404
+
+    def root_projects() -> list[str]:
+        return [p["name"] for p in json.loads(
+            served.nginx.get("/simple/", {"Accept": JSON_TYPE})[2])["projects"]]
+    wait_for(lambda: project not in root_projects(), 10, "the root to drop it")
+    assert "piw-serve-hello" in root_projects()
+
+
+# --- the pages as other clients read them --------------------------------------------------
+
+
+@pytest.mark.parametrize("accept", [ACCEPT_JSON_ONLY, ACCEPT_HTML_ONLY], ids=["json", "html"])
+def test_pypi_simple_reads_the_pages(served, accept):
+    with simple_client(served, accept) as client:
+        root = client.get_index_page()
+        page = client.get_project_page("piw-serve-future")
+        assert set(PROJECTS) - {"piw-serve-gone"} <= set(root.projects)
+        assert page.repository_version == "1.1"
+        assert page.tracks == [f"{UPSTREAM}piw-serve-future/"]
+        by_version = {p.version: p for p in page.packages}
+        assert sorted(by_version) == ["1.0", "2.0"]
+        for version, requires_python in (("1.0", ">=3.8"), ("2.0", ">=3.99")):
+            wheel = served.wheels[("piw-serve-future", version)]
+            package = by_version[version]
+            assert package.filename == wheel.name and package.package_type == "wheel"
+            assert package.requires_python == requires_python
+            assert package.digests == {"sha256": sha256(wheel.read_bytes())}
+            assert package.has_metadata is True
+            assert package.metadata_digests == {"sha256": sha256(wheel_metadata(wheel))}
+            assert not package.is_yanked
+            if accept == ACCEPT_JSON_ONLY:  # only the JSON form says these (PEP 700)
+                assert package.size == wheel.stat().st_size
+                assert package.upload_time is not None
+            else:
+                assert package.size is None
+            assert client.s.get(package.url).content == wheel.read_bytes()
+            assert client.get_package_metadata(package) == wheel_metadata(wheel).decode()
+    assert page.versions == (["1.0", "2.0"] if accept == ACCEPT_JSON_ONLY else None)
+
+
+PIP_ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; "
+              "q=0.1, text/html; q=0.01")
+UV_ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+             "text/html;q=0.01")
+
+
+@pytest.mark.parametrize("path", ["/simple/", "/simple/piw-serve-hello/"])
+@pytest.mark.parametrize("accept, json_wanted", [
+    (PIP_ACCEPT, True),
+    (UV_ACCEPT, True),
+    ("application/vnd.pypi.simple.v1+json", True),
+    ("application/vnd.pypi.simple.latest+json", True),
+    ("Application/VND.PyPI.Simple.V1+JSON", True),
+    ("text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.9", True),
+    ("application/vnd.pypi.simple.v1+html, application/vnd.pypi.simple.v1+json;q=0.1", False),
+    ("application/vnd.pypi.simple.v1+json;q=0, text/html", False),
+    ("application/vnd.pypi.simple.v1+html", False),
+    ("text/html", False),
+    ("*/*", False),
+    (None, False),
+])
+def test_content_negotiation(served, path, accept, json_wanted):
+    status, headers, body = served.nginx.get(path, {"Accept": accept} if accept else {})
+    assert status == 200
+    assert "Accept" in [v.strip() for v in headers["vary"].split(",")]
+    assert headers["cache-control"] == SHORT
+    if json_wanted:
+        assert headers["content-type"] == JSON_TYPE
+        assert json.loads(body)["meta"]["api-version"] == "1.1"
+    else:
+        assert headers["content-type"].split(";")[0] == "text/html"
+        assert body.startswith(b"<!DOCTYPE html>")
+        assert b'<meta name="pypi:repository-version" content="1.1">' in body
+
+
+def test_other_spellings_reach_the_canonical_page(served):
+    canonical, alias = ALIAS
+    for accept in ({"Accept": JSON_TYPE}, {}):
+        status, headers, body = served.nginx.get(f"/simple/{alias}/", accept)
+        assert status == 200
+        assert body == served.nginx.get(f"/simple/{canonical}/", accept)[2]
+    assert json.loads(served.nginx.get(f"/simple/{alias}/", {"Accept": JSON_TYPE})[2])[
+        "name"] == canonical
+    wheel = served.wheels[(canonical, "2.0")]
+    status, _, body = served.nginx.get(f"/simple/{alias}/{wheel.name}")
+    assert status == 200 and body == wheel.read_bytes()  # the page's relative links work there
+    status, _, body = served.nginx.get(f"/project/{alias}/")
+    assert status == 200 and f"<h1>{canonical}</h1>".encode() in body
+    status, headers, _ = served.nginx.get(f"/simple/{canonical}")
+    assert status == 301 and headers["location"].endswith(f"/simple/{canonical}/")
+
+
+def test_files_and_pages_carry_the_right_caching_headers(served):
+    wheel = served.wheels[("piw-serve-hello", "1.0")]
+    page = served.simple_json("piw-serve-hello")
+    [entry] = [f for f in page["files"] if f["filename"] == wheel.name]
+    status, headers, body = served.nginx.get(f"/simple/piw-serve-hello/{entry['url']}")
+    assert (status, body) == (200, wheel.read_bytes())
+    assert headers["cache-control"] == IMMUTABLE
+    assert headers["content-type"] == "application/octet-stream"
+    assert sha256(body) == entry["hashes"]["sha256"]
+    status, headers, body = served.nginx.get(f"/simple/piw-serve-hello/{wheel.name}.metadata")
+    assert (status, body) == (200, wheel_metadata(wheel))
+    assert headers["cache-control"] == IMMUTABLE
+    assert sha256(body) == entry["core-metadata"]["sha256"]
+    for path in ("/simple/", "/simple/piw-serve-hello/"):
+        assert served.nginx.get(path)[1]["cache-control"] == SHORT
+    for path in ("/", "/project/piw-serve-hello/", "/packages.json"):
+        status, headers, _ = served.nginx.get(path)
+        assert status == 200 and "immutable" not in headers["cache-control"], path
+    # the project's JSON API, and the build log it links to
+    status, headers, body = served.nginx.get("/project/piw-serve-hello/json/")
+    assert status == 200 and headers["content-type"] == "application/json"
+    cell = json.loads(body)["versions"][0]["builds"][PY_TAG]
+    log_url = "/" + cell["log"].replace("../", "")
+    status, headers, body = served.nginx.get(log_url)
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert gzip.decompress(body).decode() == f"built {served.wheels[('piw-serve-hello', '2.0')].name}\n"
+    # dot-files and dot-directories (temporary files, transfers) are never served
+    hidden = served.output / "simple" / "piw-serve-hello" / ".half-written.tmp"
+    hidden_dir = served.output / "simple" / ".transfers"
+    hidden_dir.mkdir()
+    for path in (hidden, hidden_dir / "index.html", hidden_dir / "index.json",
+                 hidden_dir / "part.whl"):
+        path.write_bytes(b"secret")
+    try:
+        for path in ("/simple/piw-serve-hello/.half-written.tmp", "/simple/.transfers/",
+                     "/simple/.transfers/index.html", "/simple/.transfers/part.whl"):
+            for accept in ({}, {"Accept": JSON_TYPE}):
+                assert served.nginx.get(path, accept)[0] == 404, (path, accept)
+    finally:
+        hidden.unlink()
+        shutil.rmtree(hidden_dir)
+
+
+# --- a real browser -------------------------------------------------------------------------
+
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--enable-logging=stderr", "--v=0",
+)
+HEADER_RGB = (0xC5, 0x1A, 0x4A)  # header background in templates/style.css
+
+
+def chromium(url: str, *args: str, home: Path) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(dir=home) as profile:
+        result = subprocess.run(
+            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
+            env={**os.environ, "HOME": str(home)}, capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = [line for line in result.stderr.splitlines() if re.search(r":CONSOLE[:(]", line)]
+    assert console == [], "the page logged to the console:\n" + "\n".join(console)
+    return result
+
+
+def png_pixel(path: Path, x: int, y: int) -> tuple[int, int, int]:
+    """The RGB of one pixel of an 8-bit RGB(A), non-interlaced PNG (what Chromium writes)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", chunk)
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    width, _, depth, colour, _, _, interlace = header
+    assert depth == 8 and colour in (2, 6) and interlace == 0, header
+    channels = 3 if colour == 2 else 4
+    stride = width * channels
+    raw = zlib.decompress(idat)
+    previous = bytearray(stride)
+    for row in range(y + 1):
+        start = row * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = previous[i]
+            upper_left = previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - upper_left
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - upper_left)
+                pred = left if pa <= pb and pa <= pc else up if pb <= pc else upper_left
+                line[i] = (line[i] + pred) & 0xFF
+        previous = line
+    return tuple(previous[x * channels:x * channels + 3])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium")
+def test_project_page_renders_in_chromium(served, tmp_path):
+    project = "piw-serve-many"
+    url = f"{served.nginx.url}project/{project}/"
+    mark = served.nginx.log_mark()
+    dom = BeautifulSoup(chromium(url, "--dump-dom", home=tmp_path).stdout, "html.parser")
+    assert dom.select_one("body > main > h1").get_text(strip=True) == project
+    rows = dom.select("table.builds tbody tr")
+    assert [row.td.get_text(strip=True) for row in rows] == ["2.0", "1.1", "1.0"]
+    assert [th.get_text(strip=True) for th in dom.select("table.builds thead th")][2:] == [PY_TAG]
+    assert all(row.select_one("td.cell.success a[href]") for row in rows)
+    files = [a.get_text(strip=True) for a in dom.select("table.files a")]
+    assert sorted(files) == sorted(w.name for (p, _), w in served.wheels.items() if p == project)
+    assert f"pip install --extra-index-url {served.index_url} {project}" in dom.get_text()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"project-{project}.png"
+    shot.unlink(missing_ok=True)
+    chromium(url, f"--screenshot={shot}", "--window-size=1200,900", "--hide-scrollbars",
+             home=tmp_path)
+    width, height = struct.unpack(">II", shot.read_bytes()[16:24])
+    assert (width, height) == (1200, 900)
+    assert png_pixel(shot, 5, 5) == HEADER_RGB  # the stylesheet was applied
+
+    browser = [r for r in served.nginx.requests_since(mark) if "HeadlessChrome" in r.user_agent]
+    assert {r.path for r in browser} >= {f"/project/{project}/", "/static/style.css"}
+    assert [(r.path, r.status) for r in browser if r.status != 200] == []
