@@ -12,6 +12,7 @@ it into the index.  Nothing half-received is ever visible there.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -19,7 +20,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Optional
 
 import zmq
 
@@ -57,6 +58,10 @@ class Transfer:
     tries: dict[int, int] = field(default_factory=dict)
     attempts: int = 1
     received: int = 0
+    #: SHA-256 of the file up to ``hashed``, kept while chunks arrive in order
+    #: (None once one arrives out of order: the whole file is hashed at the end)
+    digest: Optional["hashlib._Hash"] = field(default_factory=hashlib.sha256)
+    hashed: int = 0
 
 
 class FileReceiver(Task):
@@ -209,6 +214,12 @@ class FileReceiver(Task):
         del transfer.in_flight[offset]
         transfer.handle.seek(offset)
         transfer.handle.write(data)
+        if transfer.digest is not None:
+            if offset == transfer.hashed:
+                transfer.digest.update(data)
+                transfer.hashed += len(data)
+            else:
+                transfer.digest = None
         transfer.received += len(data)
         self.bytes_received += len(data)
         if transfer.todo:
@@ -234,7 +245,8 @@ class FileReceiver(Task):
                 transfer.path, package=expected.package, version=expected.version,
                 expected_size=expected.size, expected_sha256=expected.sha256,
                 builder_abi=expected.abi_tag, builder_platform=expected.platform_tag,
-                max_size=self.max_wheel_size, filename=expected.filename)
+                max_size=self.max_wheel_size, filename=expected.filename,
+                sha256=transfer.digest.hexdigest() if transfer.digest is not None else None)
         except WheelError as exc:
             remove_quietly(transfer.path)
             if "SHA-256" in str(exc) and transfer.attempts <= self.retries:
@@ -251,7 +263,7 @@ class FileReceiver(Task):
         self.log.info("received %s from slave %d", expected.filename, expected.slave_id)
         self.router.send_to(transfer.address, "RECEIVED", {
             "filename": expected.filename, "ok": True, "reason": None})
-        self.results.send("VERIFIED", {"slave_id": expected.slave_id,
+        self.tell(self.results, "VERIFIED", {"slave_id": expected.slave_id,
                                        "filename": expected.filename, "path": str(final)})
 
     def _fail(self, transfer: Transfer, reason: str) -> None:
@@ -264,7 +276,7 @@ class FileReceiver(Task):
                          expected.slave_id, reason)
         self.router.send_to(address, "RECEIVED", {
             "filename": expected.filename, "ok": False, "reason": reason[:500]})
-        self.results.send("REJECTED", {"slave_id": expected.slave_id,
+        self.tell(self.results, "REJECTED", {"slave_id": expected.slave_id,
                                        "filename": expected.filename, "reason": reason[:500]})
 
     def _discard(self, transfer: Transfer) -> None:
