@@ -29,15 +29,18 @@ setup(
         "piwheels.admin",
         "piwheels.sql",
         "piwheels.templates",
+        "piwheels.serving",
     ],
     package_dir={
         "piwheels": "piwheels",
         "piwheels.sql": "sql",
         "piwheels.templates": "templates",
+        "piwheels.serving": "docs/serving",
     },
     package_data={
         "piwheels.sql": ["*.sql"],
         "piwheels.templates": ["*.pt", "*.css"],
+        "piwheels.serving": ["*.conf"],
     },
     include_package_data=False,
     install_requires=[

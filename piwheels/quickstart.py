@@ -361,9 +361,11 @@ class QuickFarm:
 
 def _nginx_site() -> Path:
     """The documented nginx site, from a source tree or an installed package."""
-    site = Path(__file__).resolve().parent.parent / "docs" / "serving" / "nginx-piwheels.conf"
+    from . import serving  # docs/serving, shipped as piwheels.serving
+
+    site = Path(serving.__file__).resolve().parent / "nginx-piwheels.conf"
     if not site.exists():
-        raise PiwheelsError("quick start runs from a source checkout (see ./quickstart)")
+        raise PiwheelsError(f"{site} is missing: reinstall piwheels")
     return site
 
 
