@@ -188,3 +188,10 @@ def start_slave_notifying(farm: Farm, notify_path: Path, watchdog_usec: Optional
     ], farm.tmp_path / "slave-notifying.log", user=farm.user, env=env)
     farm.slaves.append(slave)
     return slave
+
+
+def test_a_slave_told_to_stop_stays_stopped():
+    from piwheels.slave import EXIT_TOLD_TO_STOP
+
+    service = read_unit(UNITS[1])["Service"]
+    assert service["RestartPreventExitStatus"].split() == [str(EXIT_TOLD_TO_STOP)]

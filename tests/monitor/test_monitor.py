@@ -31,6 +31,7 @@ from piwheels.monitor.link import MasterLink
 from piwheels.monitor.model import CONNECTED, CONNECTING, SLAVE_STALE_S, UNREACHABLE, FarmModel
 from piwheels.monitor.view import MonitorView
 from piwheels.protocols import CONTROL
+from piwheels.slave import EXIT_TOLD_TO_STOP
 from piwheels.transport import Socket
 
 WALL = 1_800_000_000.0  # a wall-clock time for the model tests
@@ -552,7 +553,8 @@ def test_slave_actions(farm, monitor, db, endless_releases):
     monitor.wait_text(f"Stop slave {beta_id} (beta)?")
     beta.expected_exit = True
     monitor.press("y")
-    beta.proc.wait(10)
+    # status 3: systemd's RestartPreventExitStatus keeps a stopped slave stopped
+    assert beta.proc.wait(10) == EXIT_TOLD_TO_STOP == 3
     assert "the master told this slave to stop: stopped by the operator" in beta.log()
     assert alpha.proc.poll() is None
     assert list(slaves_by_label(farm)) == ["alpha"]
