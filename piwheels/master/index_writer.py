@@ -304,7 +304,8 @@ class IndexWriter(Task):
         elif name == "HOME":
             self.home_dirty = True
         elif name == "ROOT":
-            self.root_dirty = True
+            # an operator's request: written at the next flush, whatever the interval
+            self.root_dirty, self.last_root = True, float("-inf")
         else:
             self.rewrite_all()
 
