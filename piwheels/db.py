@@ -12,7 +12,7 @@ import logging
 from collections import defaultdict
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -33,6 +33,14 @@ TABLES = (
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: Pending builds are counted up to this many per ABI (the count is for display).
 PENDING_COUNT_LIMIT = 10_000
+
+
+class QueueKey(NamedTuple):
+    """A release's place in the build queue (the order of ``versions_buildable``)."""
+
+    released: datetime
+    package: str
+    version: str
 
 
 class Database:
@@ -353,29 +361,52 @@ class Database:
 
     def pending_builds(self, abi_tag: str, limit: int,
                        newest_first: bool = True) -> list[tuple[str, str]]:
-        """The next (package, version) pairs to build for *abi_tag*, best first.
+        """The next (package, version) pairs to build for *abi_tag*, best first."""
+        return self.pending_page(abi_tag, limit, newest_first)[0]
+
+    def pending_page(self, abi_tag: str, limit: int, newest_first: bool = True,
+                     after: Optional[QueueKey] = None,
+                     ) -> tuple[list[tuple[str, str]], Optional[QueueKey]]:
+        """Up to *limit* builds for *abi_tag* in queue order, starting after the
+        *after* key; with the key to pass for the page after this one (None:
+        this page reached the end of what is buildable).
 
         Finished releases are out of the ``versions_buildable`` index (the
-        ``built`` flag, kept by triggers), so this stays quick however many
-        releases the database holds.
+        ``built`` flag, kept by triggers), and a page starts at its key in that
+        index rather than at the head, where the releases just built leave
+        their dead entries until vacuum clears them; so a page costs its own
+        length however many releases the database holds.
         """
         versions, packages = self.t["versions"], self.t["packages"]
+        key = (versions.c.released, versions.c.package, versions.c.version)
         # one direction for the whole key, so the versions_buildable index serves it
         direction = sa.desc if newest_first else sa.asc
         query = (
-            sa.select(versions.c.package, versions.c.version)
+            sa.select(*key)
             .join(packages, packages.c.package == versions.c.package)
             .where(
                 versions.c.has_sdist, ~versions.c.built, ~versions.c.yanked,
                 versions.c.skip_reason.is_(None), packages.c.skip_reason.is_(None),
                 sa.func.needs_build(versions.c.package, versions.c.version, abi_tag),
             )
-            .order_by(*(direction(column) for column in
-                        (versions.c.released, versions.c.package, versions.c.version)))
+            .order_by(*(direction(column) for column in key))
             .limit(limit)
         )
+        if after is not None:
+            beyond = sa.tuple_(*key) < sa.tuple_(*after) if newest_first else \
+                sa.tuple_(*key) > sa.tuple_(*after)
+            query = query.where(beyond)
         with self._begin() as conn:
-            return [(row.package, row.version) for row in conn.execute(query)]
+            # Walking the index in order stops after *limit* rows; sorting would
+            # call needs_build on every buildable release.  Without fresh
+            # statistics (just after a bulk import) the planner thinks the index
+            # holds a handful of rows and picks the sort, so it is ruled out here.
+            # (A failed query aborts the transaction, which undoes the setting.)
+            conn.exec_driver_sql("SET LOCAL enable_sort = off")
+            rows = conn.execute(query).all()
+            conn.exec_driver_sql("SET LOCAL enable_sort TO DEFAULT")
+        last = QueueKey(*rows[-1]) if len(rows) == limit else None
+        return [(row.package, row.version) for row in rows], last
 
     def get_build_abis(self, active_only: bool = True) -> list[str]:
         """The ABI tags builds are made for, oldest Python first (cp39 before cp311)."""

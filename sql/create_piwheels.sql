@@ -183,10 +183,14 @@ CREATE TABLE dependencies (
 -- Whether a release still needs a build for one ABI: it was never attempted
 -- there (failures are not retried) and no wheel already serves it: a pure
 -- (abi none) one, or an abi3 one built for this Python or an older one.
+-- (PL/pgSQL, not SQL, here and in version_built: a session plans their queries
+-- once, where a SQL function that cannot be inlined is planned on every call
+-- made from inside another function.)
 CREATE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     AS $$
-    SELECT NOT EXISTS (
+    BEGIN
+    RETURN NOT EXISTS (
         SELECT 1 FROM builds b
         WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
     )
@@ -196,55 +200,83 @@ CREATE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar) RETURNS boole
           AND (f.abi_tag = 'none'
                OR (f.abi_tag = 'abi3'
                    AND abi_python_version(f.py_version_tag) <= abi_python_version(abi)))
-    )
+    );
+    END
     $$;
 
 -- Whether a release needs nothing more on any active ABI.
 CREATE FUNCTION version_built(pkg varchar, ver varchar) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     AS $$
-    SELECT NOT EXISTS (
+    BEGIN
+    RETURN NOT EXISTS (
         SELECT 1 FROM build_abis a
         WHERE a.active AND needs_build(pkg, ver, a.abi_tag)
-    )
-    $$;
-
-CREATE FUNCTION builds_update_version_built() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-    BEGIN
-        IF TG_OP = 'DELETE' THEN
-            UPDATE versions SET built = version_built(OLD.package, OLD.version)
-            WHERE package = OLD.package AND version = OLD.version;
-            RETURN OLD;
-        END IF;
-        UPDATE versions SET built = version_built(NEW.package, NEW.version)
-        WHERE package = NEW.package AND version = NEW.version;
-        RETURN NEW;
+    );
     END
     $$;
 
-CREATE TRIGGER builds_version_built
-    AFTER INSERT OR DELETE ON builds
-    FOR EACH ROW EXECUTE FUNCTION builds_update_version_built();
+-- Bring the built flag of these releases up to date.  Rows whose flag stays
+-- as it is are not written (an attempt that leaves a release unfinished costs
+-- versions nothing).  The triggers below call it once per statement, so a
+-- batch of attempts is one pass rather than one UPDATE per row.
+CREATE FUNCTION refresh_version_built(pkgs varchar[], vers varchar[]) RETURNS void
+    LANGUAGE sql
+    AS $$
+    UPDATE versions v SET built = s.built
+    FROM (
+        SELECT t.package, t.version, version_built(t.package, t.version) AS built
+        FROM (SELECT DISTINCT * FROM unnest(pkgs, vers) AS u(package, version)) AS t
+    ) AS s
+    WHERE v.package = s.package AND v.version = s.version AND v.built <> s.built
+    $$;
 
-CREATE FUNCTION files_update_version_built() RETURNS trigger
+CREATE FUNCTION builds_added_version_built() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
     BEGIN
-        IF NEW.abi_tag IN ('none', 'abi3') THEN
-            UPDATE versions v SET built = version_built(b.package, b.version)
-            FROM builds b
-            WHERE b.build_id = NEW.build_id
-              AND v.package = b.package AND v.version = b.version;
-        END IF;
-        RETURN NEW;
+        PERFORM refresh_version_built(array_agg(package), array_agg(version))
+        FROM added_builds;
+        RETURN NULL;
     END
     $$;
 
-CREATE TRIGGER files_version_built
+CREATE TRIGGER builds_added_version_built
+    AFTER INSERT ON builds
+    REFERENCING NEW TABLE AS added_builds
+    FOR EACH STATEMENT EXECUTE FUNCTION builds_added_version_built();
+
+CREATE FUNCTION builds_removed_version_built() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+    BEGIN
+        PERFORM refresh_version_built(array_agg(package), array_agg(version))
+        FROM removed_builds;
+        RETURN NULL;
+    END
+    $$;
+
+CREATE TRIGGER builds_removed_version_built
+    AFTER DELETE ON builds
+    REFERENCING OLD TABLE AS removed_builds
+    FOR EACH STATEMENT EXECUTE FUNCTION builds_removed_version_built();
+
+-- A pure or abi3 wheel may serve other ABIs too.
+CREATE FUNCTION files_added_version_built() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+    BEGIN
+        PERFORM refresh_version_built(array_agg(b.package), array_agg(b.version))
+        FROM added_files f JOIN builds b ON b.build_id = f.build_id
+        WHERE f.abi_tag IN ('none', 'abi3');
+        RETURN NULL;
+    END
+    $$;
+
+CREATE TRIGGER files_added_version_built
     AFTER INSERT ON files
-    FOR EACH ROW EXECUTE FUNCTION files_update_version_built();
+    REFERENCING NEW TABLE AS added_files
+    FOR EACH STATEMENT EXECUTE FUNCTION files_added_version_built();
 
 -- A newly active ABI needs builds of everything again.
 CREATE FUNCTION build_abis_reset_version_built() RETURNS trigger

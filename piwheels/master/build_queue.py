@@ -1,9 +1,11 @@
 """build_queue: keeps the slave driver supplied with the next builds for each ABI.
 
-It recalculates the queue from the database when asked (a build was recorded,
-a release appeared, a slave of a new ABI arrived), coalescing bursts of
-requests, and on a slow timer as a safety net.  The slave driver gets each
-ABI's list whole and replaces what it had.
+It recalculates the queue from its head when something may have changed its
+order (a release appeared or was re-queued, a slave of a new ABI arrived),
+coalescing bursts of requests, and on a slow timer as a safety net; the slave
+driver replaces what it had with that list.  When the driver runs low it asks
+for MORE and gets the page that follows the last build sent, which costs a
+short walk of the index from there rather than a new pass over the head.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Optional
 
 import zmq
 
-from ..db import Database
+from ..db import Database, QueueKey
 from ..protocols import BUILD_QUEUE, QUEUE_REQUESTS
 from .task import Clock, Task
 
@@ -33,6 +35,8 @@ class BuildQueue(Task):
         self.newest_first = newest_first
         self.db: Optional[Database] = None
         self._wanted = True
+        #: per ABI, where the last list sent ended (None: at the end of the queue)
+        self.cursors: dict[str, Optional[QueueKey]] = {}
         self.requests = self.socket(zmq.PULL, QUEUE_REQUESTS.reverse())
         self.requests.bind(QUEUE_REQUESTS.address)
         self.register(self.requests, self.handle_request)
@@ -53,6 +57,9 @@ class BuildQueue(Task):
         if msg is None:
             return
         name, payload = msg
+        if name == "MORE":
+            self.send_more(payload["abi_tag"])
+            return
         if name == "ABI":
             if self.db.register_build_abi(payload["abi_tag"]):
                 self.log.info("now building for ABI %s", payload["abi_tag"])
@@ -65,12 +72,24 @@ class BuildQueue(Task):
         if not self._wanted or self.paused:
             return
         self._wanted = False
+        self.cursors.clear()
         for abi_tag in self.db.get_build_abis():
-            started = time.perf_counter()
-            builds = self.db.pending_builds(abi_tag, self.queue_size, self.newest_first)
-            self.log.debug("%d pending builds for %s found in %.0f ms", len(builds), abi_tag,
-                           (time.perf_counter() - started) * 1000)
-            self.tell(self.queue_out, "QUEUE", {
-                "abi_tag": abi_tag,
-                "builds": [{"package": p, "version": v} for p, v in builds],
-            })
+            self._send_page("QUEUE", abi_tag, None)
+
+    def send_more(self, abi_tag: str) -> None:
+        """The page after the last one sent for *abi_tag*, if there is one."""
+        if abi_tag not in self.cursors:
+            self._wanted = True  # nothing sent since the last recalculation: start over
+        elif self.cursors[abi_tag] is not None:
+            self._send_page("EXTEND", abi_tag, self.cursors[abi_tag])
+
+    def _send_page(self, name: str, abi_tag: str, after: Optional[QueueKey]) -> None:
+        started = time.perf_counter()
+        builds, self.cursors[abi_tag] = self.db.pending_page(
+            abi_tag, self.queue_size, self.newest_first, after)
+        self.log.debug("%d pending builds for %s found in %.0f ms (%s)", len(builds), abi_tag,
+                       (time.perf_counter() - started) * 1000, name)
+        self.tell(self.queue_out, name, {
+            "abi_tag": abi_tag,
+            "builds": [{"package": p, "version": v} for p, v in builds],
+        })

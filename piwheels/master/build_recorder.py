@@ -72,9 +72,12 @@ class BuildRecorder(Task):
             jobs.append(job)
         if not jobs:
             return
+        started = time.perf_counter()
         prepared = [self.prepare(job) for job in jobs]
         try:
             self.db.record_builds([record for record, _ in prepared])
+            self.log.debug("recorded %d attempts in %.0f ms", len(prepared),
+                           (time.perf_counter() - started) * 1000)
         except sa.exc.SQLAlchemyError as exc:
             self.log.warning("batch of %d records failed (%s); recording one by one",
                              len(prepared), exc.__class__.__name__)

@@ -21,14 +21,20 @@ from ..names import canonical_name
 from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE, TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
+from .job_queue import Job, JobQueue
 from .task import STATUS_INTERVAL_S, Clock, Task
 
 
 #: How long a finished build stays off the queue, covering queue snapshots
 #: computed before it was recorded.
 RECENT_S = 600.0
+#: How often attempts the build recorder could not take are offered again.
+RECORD_RETRY_S = 0.05
+#: How long a stopping driver waits for the recorder to take what it holds.
+STOP_FLUSH_S = 5.0
+#: The hold shown to monitors while the recorder is behind.
+RECORDER_BEHIND = "recorder behind"
 
-Job = tuple[str, str]
 
 
 @dataclass
@@ -94,7 +100,7 @@ class SlaveDriver(Task):
         self.wall_clock = wall_clock
         self.slaves: dict[bytes, SlaveState] = {}
         self.slaves_by_id: dict[int, SlaveState] = {}
-        self.queues: dict[str, deque[Job]] = {}
+        self.queues: dict[str, JobQueue] = {}
         #: queue length at which to ask build_queue for more, and ABIs already asked for
         self.refill_at: dict[str, int] = {}
         self.refill_asked: set[str] = set()
@@ -102,6 +108,9 @@ class SlaveDriver(Task):
         self.recent: dict[tuple[str, str, str], float] = {}  # (pkg, ver, abi or "*") -> until
         self.builds_handed_out = 0
         self.holds: set[str] = set()  # reasons not to hand out builds (paused, disk full)
+        #: finished attempts the recorder has not taken yet (it is behind): new
+        #: builds wait until it catches up, rather than this task blocking
+        self.unrecorded: deque[dict] = deque()
         self._next_id = 1
 
         self.router = self.socket(zmq.ROUTER, SLAVE.reverse())
@@ -127,6 +136,7 @@ class SlaveDriver(Task):
         self.register(self.queue_in, self.handle_queue)
         self.register(self.router, self.handle_slave)
         self.every(min(1.0, heartbeat_s), self.expire_slaves)
+        self.every(RECORD_RETRY_S, self.flush_records)
         self.handlers = {
             "HELLO": self.do_hello,
             "IDLE": self.do_idle,
@@ -143,13 +153,23 @@ class SlaveDriver(Task):
         if msg is None:
             return
         name, payload = msg
-        if name == "QUEUE":
+        if name in ("QUEUE", "EXTEND"):
             abi_tag = payload["abi_tag"]
-            self.queues[abi_tag] = deque(
-                job for job in ((j["package"], j["version"]) for j in payload["builds"])
-                if self._wanted(job, abi_tag))
-            # ask for more while a good part is left: the answer takes a while
-            self.refill_at[abi_tag] = len(self.queues[abi_tag]) * 3 // 4
+            sent = payload["builds"]
+            jobs = [job for job in ((j["package"], j["version"]) for j in sent)
+                    if self._wanted(job, abi_tag)]
+            self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
+                           name, len(jobs), len(sent), abi_tag)
+            queue = self.queues.setdefault(abi_tag, JobQueue())
+            if name == "QUEUE":
+                # The database lags behind: when most of its head is handed out
+                # already, what was held here (further down) stays behind the rest.
+                queue.replace(jobs, keep_rest=len(jobs) < len(sent) // 2)
+                # keep a whole list's worth in hand: the next page is asked for
+                # as soon as there is less, a good while before it runs out
+                self.refill_at[abi_tag] = len(sent)
+            else:
+                queue.extend(jobs)
             self.refill_asked.discard(abi_tag)
         elif name == "REQUEUE":
             self.forget(payload["package"], payload["version"])
@@ -200,8 +220,8 @@ class SlaveDriver(Task):
         def matches(job: Job) -> bool:
             return job[0] == package and (version is None or job[1] == version)
 
-        for abi, queue in self.queues.items():
-            self.queues[abi] = deque(job for job in queue if not matches(job))
+        for queue in self.queues.values():
+            queue.remove_if(matches)
         for slave in self.slaves.values():
             if slave.job is not None and matches(slave.job) and slave.state == "building":
                 self.log.info("skipping %s %s on slave %d: it changed upstream",
@@ -282,7 +302,7 @@ class SlaveDriver(Task):
         slave.stats = idle["stats"]
         if slave.state not in ("idle", "sleeping"):
             return self._refuse(address, slave, f"IDLE while {slave.state}")
-        held = self.paused or self.holds or slave.paused
+        held = self.paused or self.holds or slave.paused or self.unrecorded
         job = None if held else self._next_job(slave.abi_tag)
         if job is None:
             slave.state = "sleeping"
@@ -350,12 +370,12 @@ class SlaveDriver(Task):
         queue = self.queues.get(abi_tag)
         if (queue is not None and len(queue) <= self.refill_at.get(abi_tag, 0)
                 and abi_tag not in self.refill_asked):
-            # half gone: ask for more before the slaves run dry
+            # ask for the next page before the slaves run dry
             self.refill_asked.add(abi_tag)
             self.log.debug("%d builds left for %s: asking for more", len(queue), abi_tag)
-            self.tell(self.queue_requests, "REFRESH", {"package": None})
+            self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
         while queue:
-            job = queue.popleft()
+            job = queue.pop()
             if self._wanted(job, abi_tag):
                 return job
         return None
@@ -387,7 +407,7 @@ class SlaveDriver(Task):
                          for facts in built["files"]]
             elif slave.files_done or slave.state == "sending":
                 self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
-            self.record_requests.send("RECORD", {
+            self._record({
                 "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
                 "slave_label": slave.label, "started": slave.build_started,
                 "duration_s": built["duration_s"], "status": status,
@@ -402,6 +422,29 @@ class SlaveDriver(Task):
         slave.state, slave.job, slave.built, slave.sending = "idle", None, None, None
         slave.files_todo, slave.files_done, slave.rejected = [], {}, None
         self.router.send_to(slave.address, "DONE")
+
+    def _record(self, attempt: dict) -> None:
+        """Hand *attempt* to the recorder, or keep it (in order) while the recorder is full."""
+        self.unrecorded.append(attempt)
+        self.flush_records()
+
+    def on_stop(self) -> None:
+        """The recorder stops after this task: hand it what it has not taken yet."""
+        deadline = time.monotonic() + STOP_FLUSH_S
+        while self.unrecorded and time.monotonic() < deadline:
+            self.record_requests.zsocket.poll(100, zmq.POLLOUT)
+            self.flush_records()
+        if self.unrecorded:
+            self.log.error("%d finished attempts were not recorded (the recorder is stuck); "
+                           "they will be built again", len(self.unrecorded))
+
+    def flush_records(self) -> None:
+        while self.unrecorded:
+            try:
+                self.record_requests.send("RECORD", self.unrecorded[0], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.unrecorded.popleft()
 
     def _check_files(self, built: dict) -> Optional[str]:
         """Why BUILT's file list cannot be accepted, or None."""
@@ -484,5 +527,6 @@ class SlaveDriver(Task):
             "building": sum(1 for s in self.slaves.values() if s.state == "building"),
             "queued": {abi: len(queue) for abi, queue in self.queues.items()},
             "handed_out": self.builds_handed_out,
-            "holds": sorted(self.holds | ({"paused"} if self.paused else set())),
+            "holds": sorted(self.holds | ({"paused"} if self.paused else set())
+                            | ({RECORDER_BEHIND} if self.unrecorded else set())),
         }

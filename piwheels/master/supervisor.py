@@ -127,10 +127,12 @@ class Master:
             self._supervise(supervisor)
         finally:
             self.notifier.stopping()
-            for control in reversed(controls):
-                control.send("QUIT")
+            # one at a time, last started first: what a task hands over as it
+            # stops (the slave driver's unrecorded attempts, say) still finds
+            # the tasks it talks to running
             deadline = time.monotonic() + TASK_STOP_TIMEOUT_S
-            for task in reversed(self.tasks):
+            for task, control in reversed(list(zip(self.tasks, controls))):
+                control.send("QUIT")
                 task.join(max(0.1, deadline - time.monotonic()))
                 if task.is_alive():
                     log.error("task %s did not stop in time", task.name)
