@@ -111,3 +111,55 @@ def test_built_flag_follows_builds_and_abis(farm_db):
 def test_inactive_abis_are_not_offered(farm_db):
     farm_db.add_build_abi("cp39", active=False)
     assert farm_db.get_build_abis() == ["cp311", "cp312"]
+
+
+@pytest.mark.parametrize("newest_first", [True, False])
+def test_pages_follow_on_without_gaps_or_repeats(farm_db, newest_first):
+    # releases sharing a release time are ordered by name, then version
+    for n in range(7):
+        release(farm_db, f"pkg-{n}", age_h=n // 2)
+    release(farm_db, "pkg-3", "2.0", age_h=1)
+    attempt(farm_db, "pkg-4", "cp311", status="failed")
+    whole = farm_db.pending_builds("cp311", 100, newest_first)
+    assert len(whole) == 7
+    pages, cursor = [], None
+    while True:
+        page, cursor = farm_db.pending_page("cp311", 3, newest_first, cursor)
+        pages.append(page)
+        if cursor is None:
+            break
+    assert [job for page in pages for job in page] == whole
+    assert [len(page) for page in pages] == [3, 3, 1]
+
+
+def test_batch_of_attempts_keeps_each_release_flag(farm_db):
+    """Several attempts in one transaction (the recorder's batches): each
+    release's built flag follows its own attempts."""
+    for name in ("one", "two", "pure"):
+        release(farm_db, name)
+
+    def record(name, abi, tags=None):
+        return BuildRecord(
+            package=name, version="1.0", abi_tag=abi, slave_label="s", started=T0,
+            duration=timedelta(seconds=1), status="failed" if tags is None else "success",
+            log="", reason=None if tags else "broke",
+            files=() if tags is None else (FileRecord(
+                filename=f"{name}-1.0-{'-'.join(tags)}.whl", size=10, sha256="a" * 64,
+                package_tag=name, version_tag="1.0", py_tag=tags[0], abi_tag=tags[1],
+                platform_tag=tags[2], requires_python=None, metadata_sha256="b" * 64),))
+
+    farm_db.record_builds([
+        record("one", "cp39"), record("one", "cp311"), record("one", "cp312"),
+        record("two", "cp311"),
+        record("pure", "cp39", ("py3", "none", "any")),
+    ])
+    def built(name):
+        return farm_db.get_versions(name)["1.0"]["built"]
+
+    # every ABI tried "one" and the pure wheel serves them all; "two" is wanted still
+    assert built("one") and built("pure") and not built("two")
+    for abi, wanted in (("cp39", ["two"]), ("cp311", []), ("cp312", ["two"])):
+        assert pending(farm_db, abi) == wanted
+    farm_db.remove_builds("one", None)
+    assert not built("one") and built("pure")
+    assert sorted(pending(farm_db, "cp311")) == ["one"]

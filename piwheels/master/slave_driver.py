@@ -28,6 +28,8 @@ from .task import STATUS_INTERVAL_S, Clock, Task
 #: How long a finished build stays off the queue, covering queue snapshots
 #: computed before it was recorded.
 RECENT_S = 600.0
+#: Finished attempts queued for the build recorder before new builds wait for it.
+RECORD_BACKLOG = 2000
 #: How often attempts the build recorder could not take are offered again.
 RECORD_RETRY_S = 0.05
 #: How long a stopping driver waits for the recorder to take what it holds.
@@ -90,6 +92,7 @@ class SlaveDriver(Task):
 
     def __init__(self, ctx: zmq.Context, *, slave_bind: str, index_url: str,
                  heartbeat_s: float, liveness: int, sleep_s: float,
+                 record_backlog: int = RECORD_BACKLOG,
                  clock: Clock = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(ctx, clock=clock)
@@ -123,7 +126,7 @@ class SlaveDriver(Task):
         self.transfer_results.bind(TRANSFER_RESULTS.address)
         self.transfer_requests = self.socket(zmq.PUSH, TRANSFER_REQUESTS)
         self.transfer_requests.connect(TRANSFER_REQUESTS.address)
-        self.record_requests = self.socket(zmq.PUSH, RECORD_REQUESTS)
+        self.record_requests = self.socket(zmq.PUSH, RECORD_REQUESTS, hwm=record_backlog)
         self.record_requests.connect(RECORD_REQUESTS.address)
         self.queue_requests = self.socket(zmq.PUSH, QUEUE_REQUESTS)
         self.queue_requests.connect(QUEUE_REQUESTS.address)

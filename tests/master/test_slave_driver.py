@@ -1,0 +1,195 @@
+"""slave_driver alone: its queue pages and its hand-over to a build recorder that lags.
+
+The task runs in its thread on real sockets: slaves are DEALERs on TCP, and
+the test plays build_queue and build_recorder on the inproc sockets.
+"""
+
+from __future__ import annotations
+
+import pytest
+import zmq
+from farm import free_port
+
+from piwheels.master.job_queue import JobQueue
+from piwheels.master.slave_driver import SlaveDriver
+from piwheels.protocols import (
+    BUILD_QUEUE, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE, SUPERVISOR,
+)
+from piwheels.transport import Socket
+
+ABI = "cp311"
+STATS = {"load_1m": None, "memory_free": None, "disk_free": None, "temperature_c": None}
+
+
+def jobs(*names: str) -> list[dict]:
+    return [{"package": name, "version": "1.0"} for name in names]
+
+
+class Rig:
+    """A running SlaveDriver, the sockets of the tasks around it, and slaves."""
+
+    def __init__(self, **options) -> None:
+        self.ctx = zmq.Context()
+        self.supervisor = self.bound(zmq.PULL, SUPERVISOR.reverse(), SUPERVISOR.address)
+        self.queue_requests = self.bound(zmq.PULL, QUEUE_REQUESTS.reverse(),
+                                         QUEUE_REQUESTS.address)
+        # a recorder that takes only what the test reads, and holds one more
+        self.records = self.bound(zmq.PULL, RECORD_REQUESTS.reverse(),
+                                  RECORD_REQUESTS.address, hwm=1)
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.task = SlaveDriver(self.ctx, slave_bind=self.address, index_url="http://x/simple/",
+                                heartbeat_s=5, liveness=3, sleep_s=0.05, **options)
+        self.queue = Socket.make(self.ctx, zmq.PUSH, BUILD_QUEUE)
+        self.queue.connect(BUILD_QUEUE.address)
+        self.slaves: list[Socket] = []
+        self.task.start()
+
+    def bound(self, kind: int, protocol, address: str, **options) -> Socket:
+        sock = Socket.make(self.ctx, kind, protocol, **options)
+        sock.bind(address)
+        return sock
+
+    def slave(self) -> Socket:
+        sock = Socket.make(self.ctx, zmq.DEALER, SLAVE)
+        sock.connect(self.address)
+        sock.send("HELLO", {
+            "protocol": PROTOCOL_VERSION, "label": f"test-{len(self.slaves)}",
+            "python_tag": ABI, "abi_tag": ABI, "platform_tag": "linux_x86_64",
+            "python_version": "3.11.2", "pip_version": "23.0", "os": "test",
+            "build_timeout_s": 60, "building": None,
+        })
+        assert recv(sock)[0] == "ACK"
+        self.slaves.append(sock)
+        return sock
+
+    def close(self) -> None:
+        self.task._quit = True
+        self.task.join(10)
+        assert not self.task.is_alive()
+        failed = self.supervisor.zsocket.poll(0)
+        self.ctx.destroy(linger=0)
+        assert not failed, "the task reported a failure"
+
+
+@pytest.fixture
+def rig():
+    made = []
+
+    def make(**options) -> Rig:
+        made.append(Rig(**options))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def recv(sock: Socket, timeout_s: float = 5) -> tuple[str, dict]:
+    assert sock.zsocket.poll(int(timeout_s * 1000)), "nothing received"
+    return sock.recv()
+
+
+def next_job(slave: Socket) -> tuple[str, dict]:
+    """IDLE, and what the master answers."""
+    slave.send("IDLE", {"stats": STATS})
+    return recv(slave)
+
+
+def fail(slave: Socket, job: dict) -> None:
+    slave.send("BUILT", {**job, "success": False, "duration_s": 0.1, "log": "log\n",
+                         "reason": "test", "files": []})
+    assert recv(slave)[0] == "DONE"
+
+
+def requests(rig: Rig, timeout_s: float = 2) -> list[tuple[str, dict]]:
+    """What build_queue was asked, until nothing more comes for *timeout_s*."""
+    heard = []
+    while rig.queue_requests.zsocket.poll(int(timeout_s * 1000)):
+        heard.append(rig.queue_requests.recv())
+        timeout_s = 0.2
+    return heard
+
+
+def test_job_queue_keeps_each_job_once():
+    queue = JobQueue()
+    queue.extend([("a", "1"), ("b", "1"), ("a", "1")])
+    queue.extend([("b", "1"), ("c", "1")])
+    assert list(queue) == [("a", "1"), ("b", "1"), ("c", "1")]
+    assert queue.pop() == ("a", "1")
+    queue.extend([("a", "1")])  # taken off, so it may come back
+    assert list(queue) == [("b", "1"), ("c", "1"), ("a", "1")]
+    queue.replace([("d", "1"), ("c", "1")], keep_rest=True)
+    assert list(queue) == [("d", "1"), ("c", "1"), ("b", "1"), ("a", "1")]
+    queue.replace([("e", "1")])
+    assert list(queue) == [("e", "1")]
+    queue.extend([("f", "1"), ("f", "2")])
+    queue.remove_if(lambda job: job[0] == "f")
+    assert list(queue) == [("e", "1")] and queue.pop() == ("e", "1") and queue.pop() is None
+
+
+def test_asks_for_the_next_page_and_extends_without_repeats(rig):
+    r = rig()
+    slave = r.slave()
+    assert ("ABI", {"abi_tag": ABI}) in requests(r)
+    r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c")})
+    name, job = next_job(slave)
+    assert (name, job) == ("BUILD", jobs("a")[0])
+    # a whole page is kept in hand: the first hand-out already asks for more
+    assert requests(r) == [("MORE", {"abi_tag": ABI})]
+    # the page overlaps what the driver holds (the database lags): no repeats
+    r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("c", "d", "a")})
+    fail(slave, job)
+    order = []
+    for _ in range(3):
+        name, job = next_job(slave)
+        assert name == "BUILD"
+        order.append(job["package"])
+        fail(slave, job)
+    assert order == ["b", "c", "d"]
+    assert next_job(slave)[0] == "SLEEP"
+    # a recalculation whose head is all handed out already keeps nothing of it
+    # and leaves what was held (here: nothing) to the pages that follow
+    r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "e")})
+    assert next_job(slave) == ("BUILD", jobs("e")[0])
+
+
+def build_until_held(slave: Socket, names: list[str]) -> list[str]:
+    """Fail builds as handed out until the driver says SLEEP; the packages built."""
+    built = []
+    while (reply := next_job(slave))[0] == "BUILD":
+        built.append(reply[1]["package"])
+        fail(slave, reply[1])
+        assert len(built) < len(names), "the driver never waited for the recorder"
+    return built
+
+
+def test_recorder_behind_holds_builds_and_loses_nothing(rig):
+    r = rig(record_backlog=1)
+    slave = r.slave()
+    names = [f"p{n}" for n in range(8)]
+    r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs(*names)})
+    built = build_until_held(slave, names)
+    assert built == names[:len(built)]
+    # the recorder catches up: every attempt arrives, in order, once
+    recorded = []
+    while len(recorded) < len(built) and r.records.zsocket.poll(2000):
+        recorded.append(r.records.recv()[1]["package"])
+    assert recorded == built
+    # and builds flow again, from where they stopped
+    assert next_job(slave) == ("BUILD", jobs(names[len(built)])[0])
+
+
+def test_stopping_driver_hands_over_what_the_recorder_had_not_taken(rig):
+    r = rig(record_backlog=1)
+    slave = r.slave()
+    names = ["a", "b", "c", "d", "e"]
+    r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs(*names)})
+    built = build_until_held(slave, names)
+    # the driver stops while the recorder is behind; the recorder reads on
+    # (in the master it stops after the driver)
+    r.task._quit = True
+    recorded = []
+    while len(recorded) < len(built) and r.records.zsocket.poll(3000):
+        recorded.append(r.records.recv()[1]["package"])
+    r.task.join(10)
+    assert recorded == built
