@@ -7,18 +7,21 @@ well-formed messages.  Payloads are dicts with named fields, never
 positional tuples.
 
 Wire format: one msgpack-encoded ``[name, payload]`` frame per message (after
-the routing frames ROUTER sockets add).
+the routing frames ROUTER sockets add).  A message may name one bulk field
+(CHUNK's ``data``) that travels as a second frame of its own, so neither end
+copies it in or out of msgpack.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from voluptuous import Invalid, Schema
 
 #: Bumped whenever a message of the slave or file protocol changes shape.
-PROTOCOL_VERSION = 1
+#: 2: CHUNK's data travels as a frame of its own.
+PROTOCOL_VERSION = 2
 
 # --- field types --------------------------------------------------------------
 #
@@ -40,9 +43,9 @@ def text(min_len: int = 0, max_len: int = 200) -> Callable[[Any], str]:
 
 
 def blob(min_len: int = 0, max_len: int = 200) -> Callable[[Any], bytes]:
-    """A bytes value of *min_len* to *max_len* bytes."""
+    """Bytes (or a received frame's memoryview) of *min_len* to *max_len* bytes."""
     def validate(value: Any) -> bytes:
-        if not isinstance(value, bytes):
+        if not isinstance(value, (bytes, memoryview)):
             raise Invalid(f"expected bytes, not {type(value).__name__}")
         if not min_len <= len(value) <= max_len:
             raise Invalid(f"length {len(value)} is outside {min_len}..{max_len}")
@@ -111,10 +114,12 @@ class Protocol:
     receives: Mapping[str, Schema]
     #: where the socket is, for the master's internal (inproc) protocols
     address: Optional[str] = None
+    #: message name -> its bulk field, sent as a frame after the message's own
+    frames: Mapping[str, str] = field(default_factory=dict)
 
     def reverse(self) -> "Protocol":
         """The same protocol seen from the other end of the socket."""
-        return Protocol(self.name, self.receives, self.sends, self.address)
+        return Protocol(self.name, self.receives, self.sends, self.address, self.frames)
 
 
 def message(fields: dict[Any, Any] | None = None) -> Schema:
@@ -221,7 +226,8 @@ FILE_MASTER_TO_SLAVE = {
     "RECEIVED": message({"filename": Filename, "ok": bool, "reason": Reason}),
 }
 
-FILE_TRANSFER = Protocol("file", sends=FILE_SLAVE_TO_MASTER, receives=FILE_MASTER_TO_SLAVE)
+FILE_TRANSFER = Protocol("file", sends=FILE_SLAVE_TO_MASTER, receives=FILE_MASTER_TO_SLAVE,
+                         frames={"CHUNK": "data"})
 
 # --- inside the master (inproc PUSH/PULL between tasks) ---------------------------
 

@@ -1,6 +1,7 @@
 """ZeroMQ sockets that speak one :class:`~piwheels.protocols.Protocol`.
 
-Every message is msgpack-encoded as ``[name, payload]`` and checked against
+Every message is msgpack-encoded as ``[name, payload]`` (a bulk field, where
+the protocol names one, follows in a frame of its own) and checked against
 the protocol's schema on the way out (a bug here raises) and on the way in
 (bad input raises :class:`ProtocolError`, which callers log and drop).
 """
@@ -8,7 +9,7 @@ the protocol's schema on the way out (a bug here raises) and on the way in
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import msgpack
 import voluptuous
@@ -26,7 +27,8 @@ class ProtocolError(Exception):
     """A message that is not valid in this protocol; the text says why."""
 
 
-def encode(protocol: Protocol, name: str, payload: Optional[dict] = None) -> bytes:
+def encode(protocol: Protocol, name: str, payload: Optional[dict] = None) -> list:
+    """The frames of one message: ``[name, payload]`` packed, then its bulk field if any."""
     payload = {} if payload is None else payload
     try:
         schema = protocol.sends[name]
@@ -36,10 +38,19 @@ def encode(protocol: Protocol, name: str, payload: Optional[dict] = None) -> byt
         payload = schema(payload)
     except voluptuous.Invalid as exc:
         raise ValueError(f"{protocol.name}: invalid {name} to send: {exc}") from None
-    return msgpack.packb([name, payload], use_bin_type=True)
+    bulk = protocol.frames.get(name)
+    if bulk is None:
+        return [msgpack.packb([name, payload], use_bin_type=True)]
+    payload = dict(payload)
+    data = payload.pop(bulk)
+    return [msgpack.packb([name, payload], use_bin_type=True), data]
 
 
-def decode(protocol: Protocol, frame: bytes) -> tuple[str, dict]:
+def decode(protocol: Protocol, frames: Sequence) -> tuple[str, dict]:
+    """The (name, payload) of one message's frames; a bulk field stays a view of its frame."""
+    if not 1 <= len(frames) <= 2:
+        raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
+    frame = frames[0]
     if len(frame) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(frame)} bytes is too large")
     try:
@@ -56,6 +67,14 @@ def decode(protocol: Protocol, frame: bytes) -> tuple[str, dict]:
         raise ProtocolError(f"unknown message {name[:40]!r}") from None
     if payload is None:
         payload = {}
+    bulk = protocol.frames.get(name)
+    if (bulk is None) != (len(frames) == 1):
+        raise ProtocolError(f"{name} comes in {1 if bulk is None else 2} frame(s), "
+                            f"not {len(frames)}")
+    if bulk is not None:
+        if not isinstance(payload, dict) or bulk in payload:
+            raise ProtocolError(f"invalid {name}: {bulk} belongs in its own frame")
+        payload[bulk] = frames[1]
     try:
         return name, schema(payload)
     except voluptuous.Invalid as exc:
@@ -96,14 +115,12 @@ class Socket:
     # --- plain (DEALER/PUSH/PULL/REQ/PUB) ------------------------------------
 
     def send(self, name: str, payload: Optional[dict] = None, *, flags: int = 0) -> None:
-        self.zsocket.send(encode(self.protocol, name, payload), flags=flags, copy=False)
+        self.zsocket.send_multipart(encode(self.protocol, name, payload), flags=flags, copy=False)
 
     def recv(self, *, flags: int = 0) -> tuple[str, dict]:
         """The next message; raises :class:`ProtocolError` for a bad one (already consumed)."""
         frames = [f.buffer for f in self.zsocket.recv_multipart(flags=flags, copy=False)]
-        if len(frames) != 1:
-            raise ProtocolError(f"expected one frame, got {len(frames)}")
-        return decode(self.protocol, frames[0])
+        return decode(self.protocol, frames)
 
     # --- ROUTER ----------------------------------------------------------------
 
@@ -111,7 +128,7 @@ class Socket:
         """Send to one peer; False if that peer is gone (never blocks)."""
         try:
             self.zsocket.send_multipart(
-                [address, encode(self.protocol, name, payload)], flags=zmq.NOBLOCK, copy=False)
+                [address, *encode(self.protocol, name, payload)], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                 return False
@@ -121,12 +138,12 @@ class Socket:
     def recv_from(self) -> tuple[bytes, Any, Any]:
         """(address, name, payload); name is None and payload the error for a bad message."""
         frames = [f.buffer for f in self.zsocket.recv_multipart(copy=False)]
-        if len(frames) != 2:
+        if len(frames) < 2:
             address = bytes(frames[0]) if frames else b""
-            return address, None, ProtocolError(f"expected 2 frames, got {len(frames)}")
-        address, frame = bytes(frames[0]), frames[1]
+            return address, None, ProtocolError(f"expected 2 or 3 frames, got {len(frames)}")
+        address = bytes(frames[0])
         try:
-            name, payload = decode(self.protocol, frame)
+            name, payload = decode(self.protocol, frames[1:])
         except ProtocolError as exc:
             return address, None, exc
         return address, name, payload

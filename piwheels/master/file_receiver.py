@@ -212,8 +212,7 @@ class FileReceiver(Task):
             self._fetch(transfer, offset)
             return
         del transfer.in_flight[offset]
-        transfer.handle.seek(offset)
-        transfer.handle.write(data)
+        os.pwrite(transfer.handle.fileno(), data, offset)
         if transfer.digest is not None:
             if offset == transfer.hashed:
                 transfer.digest.update(data)

@@ -9,6 +9,7 @@ delay heartbeats.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import zlib
 from pathlib import Path
@@ -72,8 +73,7 @@ class FileSender:
                                          "reason": f"{offset}+{length} is past the end"})
             return
         try:
-            self.file.seek(offset)
-            data = self.file.read(length)
+            data = os.pread(self.file.fileno(), length, offset)
         except OSError as exc:
             self.socket.send("MISSING", {"filename": self.filename, "reason": str(exc)[:500]})
             return
