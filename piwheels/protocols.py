@@ -93,7 +93,7 @@ Label = text(1, 100)
 Text = text(0, 10_000)
 Reason = optional(text(0, 500))
 Filename = text(1, 255)
-Path = text(1, 4096)
+FilePath = text(1, 4096)
 Platform = text(1, 200)
 Log = text(0, 20_000_000)
 Sha256 = text(64, 64)
@@ -273,7 +273,7 @@ TRANSFER_REQUESTS = Protocol("transfer_requests", sends={
 # file_receiver -> slave_driver
 TRANSFER_RESULTS = Protocol("transfer_results", sends={
     "VERIFIED": message({"slave_id": SlaveId, "filename": Filename,
-                         "path": Path}),
+                         "path": FilePath}),
     "REJECTED": message({"slave_id": SlaveId, "filename": Filename, "reason": Reason}),
 }, receives={}, address="inproc://transfer_results")
 
@@ -288,7 +288,7 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         "status": one_of("success", "failed", "rejected"),
         "reason": Reason,
         "log": Log,
-        "files": [Schema({**FILE_FACTS, "path": Path},
+        "files": [Schema({**FILE_FACTS, "path": FilePath},
                          required=True)],
     }),
 }, receives={}, address="inproc://record_requests")
@@ -328,7 +328,7 @@ CONTROL = Protocol("control", sends={
     "REMOVE": message({"package": Name, "version": optional(Version),
                        "builds_only": bool, "skip": Reason}),
     "REBUILD": message({"part": one_of(*REBUILD_PARTS), "package": optional(Name)}),
-    "IMPORT": message({"path": Path,
+    "IMPORT": message({"path": FilePath,
                        "abi_tag": optional(Tag), "label": Label}),
     "RECONCILE": message(),
     # hold new builds while the output directory has less free space than this

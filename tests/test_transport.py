@@ -5,8 +5,11 @@ from __future__ import annotations
 import msgpack
 import pytest
 import zmq
+from voluptuous import Invalid
 
-from piwheels.protocols import ALL_PROTOCOLS, FILE_TRANSFER, PROTOCOL_VERSION, SLAVE
+from piwheels.protocols import (
+    ALL_PROTOCOLS, FILE_TRANSFER, PROTOCOL_VERSION, SLAVE, blob, number, one_of, optional, text,
+)
 from piwheels.transport import ProtocolError, Socket, decode, encode
 
 HELLO = {
@@ -96,3 +99,28 @@ def test_router_reports_bad_messages_without_raising():
         dealer.close(0)
         router.close()
         ctx.destroy(linger=0)
+
+
+def test_field_types_say_what_is_wrong():
+    checks = [
+        (text(1, 3), "", "length 0 is outside 1..3"),
+        (text(1, 3), "abcd", "length 4 is outside 1..3"),
+        (text(1, 3), b"ab", "expected str, not bytes"),
+        (blob(1, 2), "ab", "expected bytes, not str"),
+        (blob(1, 2), memoryview(b"abc"), "length 3 is outside 1..2"),
+        (number(0), -1, "-1 is below 0"),
+        (number(0, above=True), 0, "0 is not above 0"),
+        (number(0, 10), 11, "11 is above 10"),
+        (number(0, integer=True), 1.5, "expected int, not float"),
+        (number(0), True, "expected number, not bool"),
+        (optional(text(1, 3)), "", "length 0 is outside 1..3"),
+        (one_of("pause", "stop"), "go", "expected one of pause, stop"),
+        (one_of("pause", "stop"), 1, "expected one of pause, stop"),
+    ]
+    for validate, value, why in checks:
+        with pytest.raises(Invalid, match=why):
+            validate(value)
+    assert text(1, 3)("abc") == "abc" and optional(text(1, 3))(None) is None
+    assert number(0, above=True)(0.5) == 0.5 and number(0, integer=True)(0) == 0
+    view = memoryview(b"ab")
+    assert blob(1, 2)(view) is view and one_of("pause", "stop")("stop") == "stop"

@@ -38,7 +38,6 @@ STOP_FLUSH_S = 5.0
 RECORDER_BEHIND = "recorder behind"
 
 
-
 @dataclass
 class SlaveState:
     """What the master knows of one connected slave."""
