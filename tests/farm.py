@@ -54,6 +54,12 @@ def wait_for(condition: Callable[[], T], timeout_s: float, what: str,
         time.sleep(interval_s)
 
 
+def recv(sock, timeout_s: float = 5) -> tuple[str, dict]:
+    """The next message on a transport Socket; fail the test if none comes in time."""
+    assert sock.zsocket.poll(int(timeout_s * 1000)), "nothing received"
+    return sock.recv()
+
+
 def build_user() -> Optional[pwd.struct_passwd]:
     """The user slaves run as, or None to run them as ourselves (not root)."""
     if os.geteuid() != 0:

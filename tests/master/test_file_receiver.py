@@ -15,7 +15,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from farm import free_port, wait_for
+from farm import free_port, recv, wait_for
 from wheel_craft import craft_wheel
 
 from piwheels.master.file_receiver import FileReceiver
@@ -98,11 +98,6 @@ def rig(tmp_path):
     yield make
     for r in rigs:
         r.close()
-
-
-def recv(sock: Socket, timeout_s: float = 5) -> tuple[str, dict]:
-    assert sock.zsocket.poll(int(timeout_s * 1000)), "nothing received"
-    return sock.recv()
 
 
 def chunk_of(data: bytes, fetch: dict, *, damage: bool = False) -> dict:

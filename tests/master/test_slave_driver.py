@@ -6,9 +6,8 @@ the test plays build_queue and build_recorder on the inproc sockets.
 
 from __future__ import annotations
 
-import pytest
 import zmq
-from farm import free_port
+from farm import free_port, recv
 
 from piwheels.master.job_queue import JobQueue
 from piwheels.master.slave_driver import SlaveDriver
@@ -62,6 +61,12 @@ class Rig:
         self.slaves.append(sock)
         return sock
 
+    def __enter__(self) -> "Rig":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         self.task._quit = True
         self.task.join(10)
@@ -69,24 +74,6 @@ class Rig:
         failed = self.supervisor.zsocket.poll(0)
         self.ctx.destroy(linger=0)
         assert not failed, "the task reported a failure"
-
-
-@pytest.fixture
-def rig():
-    made = []
-
-    def make(**options) -> Rig:
-        made.append(Rig(**options))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
-
-
-def recv(sock: Socket, timeout_s: float = 5) -> tuple[str, dict]:
-    assert sock.zsocket.poll(int(timeout_s * 1000)), "nothing received"
-    return sock.recv()
 
 
 def next_job(slave: Socket) -> tuple[str, dict]:
@@ -127,30 +114,30 @@ def test_job_queue_keeps_each_job_once():
     assert list(queue) == [("e", "1")] and queue.pop() == ("e", "1") and queue.pop() is None
 
 
-def test_asks_for_the_next_page_and_extends_without_repeats(rig):
-    r = rig()
-    slave = r.slave()
-    assert ("ABI", {"abi_tag": ABI}) in requests(r)
-    r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c")})
-    name, job = next_job(slave)
-    assert (name, job) == ("BUILD", jobs("a")[0])
-    # a whole page is kept in hand: the first hand-out already asks for more
-    assert requests(r) == [("MORE", {"abi_tag": ABI})]
-    # the page overlaps what the driver holds (the database lags): no repeats
-    r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("c", "d", "a")})
-    fail(slave, job)
-    order = []
-    for _ in range(3):
+def test_asks_for_the_next_page_and_extends_without_repeats():
+    with Rig() as r:
+        slave = r.slave()
+        assert ("ABI", {"abi_tag": ABI}) in requests(r)
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c")})
         name, job = next_job(slave)
-        assert name == "BUILD"
-        order.append(job["package"])
+        assert (name, job) == ("BUILD", jobs("a")[0])
+        # a whole page is kept in hand: the first hand-out already asks for more
+        assert requests(r) == [("MORE", {"abi_tag": ABI})]
+        # the page overlaps what the driver holds (the database lags): no repeats
+        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("c", "d", "a")})
         fail(slave, job)
-    assert order == ["b", "c", "d"]
-    assert next_job(slave)[0] == "SLEEP"
-    # a recalculation whose head is all handed out already keeps nothing of it
-    # and leaves what was held (here: nothing) to the pages that follow
-    r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "e")})
-    assert next_job(slave) == ("BUILD", jobs("e")[0])
+        order = []
+        for _ in range(3):
+            name, job = next_job(slave)
+            assert name == "BUILD"
+            order.append(job["package"])
+            fail(slave, job)
+        assert order == ["b", "c", "d"]
+        assert next_job(slave)[0] == "SLEEP"
+        # a recalculation whose head is all handed out already keeps nothing of it
+        # and leaves what was held (here: nothing) to the pages that follow
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "e")})
+        assert next_job(slave) == ("BUILD", jobs("e")[0])
 
 
 def build_until_held(slave: Socket, names: list[str]) -> list[str]:
@@ -163,33 +150,33 @@ def build_until_held(slave: Socket, names: list[str]) -> list[str]:
     return built
 
 
-def test_recorder_behind_holds_builds_and_loses_nothing(rig):
-    r = rig(record_backlog=1)
-    slave = r.slave()
-    names = [f"p{n}" for n in range(8)]
-    r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs(*names)})
-    built = build_until_held(slave, names)
-    assert built == names[:len(built)]
-    # the recorder catches up: every attempt arrives, in order, once
-    recorded = []
-    while len(recorded) < len(built) and r.records.zsocket.poll(2000):
-        recorded.append(r.records.recv()[1]["package"])
-    assert recorded == built
-    # and builds flow again, from where they stopped
-    assert next_job(slave) == ("BUILD", jobs(names[len(built)])[0])
+def test_recorder_behind_holds_builds_and_loses_nothing():
+    with Rig(record_backlog=1) as r:
+        slave = r.slave()
+        names = [f"p{n}" for n in range(8)]
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs(*names)})
+        built = build_until_held(slave, names)
+        assert built == names[:len(built)]
+        # the recorder catches up: every attempt arrives, in order, once
+        recorded = []
+        while len(recorded) < len(built) and r.records.zsocket.poll(2000):
+            recorded.append(r.records.recv()[1]["package"])
+        assert recorded == built
+        # and builds flow again, from where they stopped
+        assert next_job(slave) == ("BUILD", jobs(names[len(built)])[0])
 
 
-def test_stopping_driver_hands_over_what_the_recorder_had_not_taken(rig):
-    r = rig(record_backlog=1)
-    slave = r.slave()
-    names = ["a", "b", "c", "d", "e"]
-    r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs(*names)})
-    built = build_until_held(slave, names)
-    # the driver stops while the recorder is behind; the recorder reads on
-    # (in the master it stops after the driver)
-    r.task._quit = True
-    recorded = []
-    while len(recorded) < len(built) and r.records.zsocket.poll(3000):
-        recorded.append(r.records.recv()[1]["package"])
-    r.task.join(10)
-    assert recorded == built
+def test_stopping_driver_hands_over_what_the_recorder_had_not_taken():
+    with Rig(record_backlog=1) as r:
+        slave = r.slave()
+        names = ["a", "b", "c", "d", "e"]
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs(*names)})
+        built = build_until_held(slave, names)
+        # the driver stops while the recorder is behind; the recorder reads on
+        # (in the master it stops after the driver)
+        r.task._quit = True
+        recorded = []
+        while len(recorded) < len(built) and r.records.zsocket.poll(3000):
+            recorded.append(r.records.recv()[1]["package"])
+        r.task.join(10)
+        assert recorded == built
