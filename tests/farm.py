@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
+from piwheels.control_client import ControlClient
+
 BIN = Path(sys.executable).parent
 BUILD_USER = os.environ.get("PIWHEELS_TEST_BUILD_USER", "piwbuild")
 PYENV = Path("/root/.pyenv/versions")
@@ -194,6 +196,16 @@ class Farm:
             self.master.stop()
         kill_processes_under(self.work_root)
         shutil.rmtree(self.work_root, ignore_errors=True)
+
+    def snapshot(self, timeout_s: float = 10) -> dict:
+        """The master's whole picture, as a monitor's first request gets it."""
+        client = ControlClient(self.control_address, timeout_s=timeout_s)
+        try:
+            reply, answer = client.request("SNAPSHOT")
+        finally:
+            client.close()
+        assert reply == "SNAPSHOT"
+        return answer
 
     def wait(self, condition: Callable[[], T], timeout_s: float, what: str) -> T:
         """:func:`wait_for`, but fail at once (with its log) if a daemon died."""

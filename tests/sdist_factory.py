@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 import textwrap
 import time
@@ -138,3 +140,19 @@ def make_sdist(
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def build_wheels(sdists: Sequence[Path], wheel_dir: Path, home: Path) -> Path:
+    """Build *sdists* into *wheel_dir* with this interpreter's pip, offline and
+    with a scrubbed environment, as a slave would; returns *wheel_dir*."""
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LC_ALL": "C.UTF-8",
+        "PIP_CONFIG_FILE": os.devnull, "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index",
+         "--no-cache-dir", "--disable-pip-version-check", "--quiet",
+         "--wheel-dir", str(wheel_dir), *map(str, sdists)],
+        check=True, env=env, stdin=subprocess.DEVNULL, cwd=home, timeout=300,
+    )
+    return wheel_dir

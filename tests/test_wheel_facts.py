@@ -8,9 +8,7 @@ Broken wheels are crafted with zipfile, one defect each.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import subprocess
 import sys
 import warnings
 import zipfile
@@ -20,7 +18,7 @@ from typing import Optional
 import msgpack
 import pytest
 from packaging.tags import sys_tags
-from sdist_factory import make_sdist
+from sdist_factory import build_wheels, make_sdist
 from wheel_craft import craft_wheel, record_hash
 
 from piwheels.errors import WheelError
@@ -53,16 +51,7 @@ def real_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                    requires=["attrs>=20", 'six; python_version < "3"']),
         make_sdist(root / "sdists", "piw-facts-ext", "2.1", kind="c_ext"),
     ]
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath), "HOME": str(root), "LC_ALL": "C.UTF-8",
-        "PIP_CONFIG_FILE": os.devnull, "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index",
-         "--no-cache-dir", "--disable-pip-version-check", "--quiet",
-         "--wheel-dir", str(root / "wheels"), *map(str, sdists)],
-        check=True, env=env, stdin=subprocess.DEVNULL, cwd=root, timeout=300,
-    )
+    build_wheels(sdists, root / "wheels", root)
     [pure] = (root / "wheels").glob("piw_facts-1.0-*.whl")
     [ext] = (root / "wheels").glob("piw_facts_ext-2.1-*.whl")
     return {"pure": pure, "ext": ext}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from farm import Farm, builds_of, pyenv_python
-from sdist_factory import make_sdist
+from sdist_factory import build_wheels, make_sdist
 
 pytestmark = pytest.mark.slow
 
@@ -40,16 +40,7 @@ def wheels(tmp_path_factory) -> dict[str, Path]:
         make_sdist(root / "sdists", "piw-imp-ext", "1.0", kind="c_ext"),
         make_sdist(root / "sdists", "piw-bad", "1.0"),
     ]
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath), "HOME": str(root), "LC_ALL": "C.UTF-8",
-        "PIP_CONFIG_FILE": os.devnull, "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index",
-         "--no-cache-dir", "--disable-pip-version-check", "--quiet",
-         "--wheel-dir", str(root / "wheels"), *map(str, sdists)],
-        check=True, env=env, stdin=subprocess.DEVNULL, cwd=root, timeout=300,
-    )
+    build_wheels(sdists, root / "wheels", root)
     [pure] = (root / "wheels").glob("piw_imp-1.0-*.whl")
     [ext] = (root / "wheels").glob("piw_imp_ext-1.0-*.whl")
     [good] = (root / "wheels").glob("piw_bad-1.0-*.whl")

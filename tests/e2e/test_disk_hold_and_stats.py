@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from farm import Farm, builds_of, pyenv_python
+from farm import builds_of, pyenv_python
 from sdist_factory import make_sdist
 
 from piwheels.control_client import ControlClient
@@ -22,16 +22,6 @@ pytestmark = pytest.mark.slow
 
 ABI = "cp311"
 HOST_FIGURES = ("load_1m", "memory_free", "disk_free", "temperature_c")
-
-
-def snapshot(farm: Farm) -> dict:
-    client = ControlClient(farm.control_address, timeout_s=10)
-    try:
-        reply, answer = client.request("SNAPSHOT")
-    finally:
-        client.close()
-    assert reply == "SNAPSHOT"
-    return answer
 
 
 def test_low_disk_holds_builds_until_space_is_enough(farm, db, build_index, tmp_path):
@@ -52,7 +42,7 @@ def test_low_disk_holds_builds_until_space_is_enough(farm, db, build_index, tmp_
     log = master.log()
     assert f"(minimum {free_mib + 100_000} MiB): holding new builds" in log
     assert "holding builds: free disk space is low" in log
-    status = snapshot(farm)
+    status = farm.snapshot()
     stats = status["master"]["stats"]
     assert stats["disk_low"] is True
     assert stats["min_free"] == (free_mib + 100_000) * 2**20
@@ -75,7 +65,7 @@ def test_low_disk_holds_builds_until_space_is_enough(farm, db, build_index, tmp_
 
     # the monitor's figures: per ABI, the success rate, this disk, every slave's host
     def figures_updated():
-        stats = snapshot(farm)["master"]["stats"]
+        stats = farm.snapshot()["master"]["stats"]
         return stats if stats.get("builds_last_hour") == {ABI: 1} else None
 
     stats = farm.wait(figures_updated, 20, "the build counted in the statistics")
@@ -86,7 +76,7 @@ def test_low_disk_holds_builds_until_space_is_enough(farm, db, build_index, tmp_
                                                    rel=0.05)
     assert stats["load_1m"] >= 0 and stats["memory_free"] > 0
     assert "temperature_c" in stats  # None where the machine has no sensor
-    assert snapshot(farm)["master"]["slave_driver"]["holds"] == []
-    (worker,) = snapshot(farm)["slaves"]
+    assert farm.snapshot()["master"]["slave_driver"]["holds"] == []
+    (worker,) = farm.snapshot()["slaves"]
     assert all(figure in worker for figure in HOST_FIGURES), worker
     assert worker["load_1m"] >= 0 and worker["memory_free"] > 0 and worker["disk_free"] > 0

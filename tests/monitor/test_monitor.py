@@ -389,18 +389,8 @@ def monitor(tmp_path, farm):
         terminal.close()
 
 
-def snapshot(farm: Farm) -> dict:
-    client = ControlClient(farm.control_address, timeout_s=5)
-    try:
-        reply, answer = client.request("SNAPSHOT")
-    finally:
-        client.close()
-    assert reply == "SNAPSHOT"
-    return answer
-
-
 def slaves_by_label(farm: Farm) -> dict[str, dict]:
-    return {slave["label"]: slave for slave in snapshot(farm)["slaves"]}
+    return {slave["label"]: slave for slave in farm.snapshot()["slaves"]}
 
 
 def row(screen: str, label: str) -> str:
@@ -428,16 +418,16 @@ def test_master_actions_and_reconnecting(farm, monitor):
         assert words in screen
 
     monitor.press("m")
-    wait_for(lambda: snapshot(farm)["master"]["paused"], 5, "the master to pause")
+    wait_for(lambda: farm.snapshot()["master"]["paused"], 5, "the master to pause")
     wait_for(lambda: "paused by the operator" in
-             snapshot(farm)["master"]["slave_driver"]["holds"], 5, "the driver to hold builds")
+             farm.snapshot()["master"]["slave_driver"]["holds"], 5, "the driver to hold builds")
     monitor.wait_text("PAUSED: no new builds are handed out")
     monitor.wait_text("builds held: paused by the operator")
     monitor.wait_text("m resume master")
     monitor.wait_text("pause the master: the master is paused")
 
     monitor.press("m")
-    wait_for(lambda: not snapshot(farm)["master"]["paused"], 5, "the master to resume")
+    wait_for(lambda: not farm.snapshot()["master"]["paused"], 5, "the master to resume")
     monitor.wait_gone("builds held")
     monitor.wait_match(r"Master +running")
 
@@ -450,7 +440,7 @@ def test_master_actions_and_reconnecting(farm, monitor):
     time.sleep(0.5)
     assert farm.master.proc.poll() is None
     assert "stopping" not in farm.master.log()
-    assert snapshot(farm)["master"]["paused"] is False
+    assert farm.snapshot()["master"]["paused"] is False
 
     monitor.press("Q")
     monitor.wait_text("Stop the master?")
@@ -566,5 +556,5 @@ def test_slave_actions(farm, monitor, db, endless_releases):
     monitor.press("y")
     alpha.proc.wait(10)
     assert "stopped by the operator" in alpha.log()
-    assert snapshot(farm)["slaves"] == []
+    assert farm.snapshot()["slaves"] == []
     monitor.wait_text("no slaves connected")
