@@ -7,7 +7,7 @@ wheel before reporting it VERIFIED; the clock stops there.  The plain run
 sends the same bytes over one TCP connection into a file.  Prints MB/s of
 both and their ratio.
 
-    python bench/transfer.py --size-mb 50 --chunk-size 262144 --window 8
+    python bench/transfer.py --size-mb 50 --chunk-size 1048576 --window 4
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import zmq
 
+from piwheels.config import OPTIONS
 from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
 from piwheels.slave.file_sender import FileSender
@@ -163,8 +164,10 @@ def plain_run(wheel: Path, work: Path, buffer_size: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=50)
-    parser.add_argument("--chunk-size", type=int, default=256 * 1024)
-    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--chunk-size", type=int, default=OPTIONS["chunk_size"].default,
+                        help="(default: the master's)")
+    parser.add_argument("--window", type=int, default=OPTIONS["transfer_window"].default,
+                        help="(default: the master's)")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -207,12 +207,12 @@ _OPTIONS = [
     Option(
         ("--chunk-size",), "chunk_size",
         "bytes per file-transfer chunk",
-        default=256 * 1024, type=positive_int, metavar="BYTES",
+        default=1024 * 1024, type=positive_int, metavar="BYTES",
     ),
     Option(
         ("--transfer-window",), "transfer_window",
         "file-transfer chunks in flight at once",
-        default=8, type=positive_int, metavar="N",
+        default=4, type=positive_int, metavar="N",
     ),
     Option(
         ("--transfer-timeout",), "transfer_timeout_s",
