@@ -134,10 +134,24 @@ def test_asks_for_the_next_page_and_extends_without_repeats():
             fail(slave, job)
         assert order == ["b", "c", "d"]
         assert next_job(slave)[0] == "SLEEP"
-        # a recalculation whose head is all handed out already keeps nothing of it
-        # and leaves what was held (here: nothing) to the pages that follow
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "e")})
-        assert next_job(slave) == ("BUILD", jobs("e")[0])
+        # a recalculation replaces what the driver held, less what was handed out
+        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("x", "y")})
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "e", "y")})
+        name, job = next_job(slave)
+        assert (name, job) == ("BUILD", jobs("e")[0])
+        fail(slave, job)
+        assert next_job(slave) == ("BUILD", jobs("y")[0])
+        fail(slave, jobs("y")[0])
+        assert next_job(slave)[0] == "SLEEP"  # x is gone
+        # when most of it was handed out (the database trails the driver), what
+        # the driver held stays behind the fresh part
+        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("x", "w")})
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "e", "z")})
+        order = []
+        while (reply := next_job(slave))[0] == "BUILD":
+            order.append(reply[1]["package"])
+            fail(slave, reply[1])
+        assert order == ["z", "x", "w"]
 
 
 def build_until_held(slave: Socket, names: list[str]) -> list[str]:
