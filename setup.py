@@ -80,6 +80,7 @@ setup(
             "piw-remove = piwheels.admin:remove_main",
             "piw-rebuild = piwheels.admin:rebuild_main",
             "piw-import = piwheels.admin:import_main",
+            "piw-control = piwheels.admin:control_main",
             "piw-monitor = piwheels.monitor:main",
             "piw-quickstart = piwheels.quickstart:main",
         ],

@@ -1,4 +1,4 @@
-"""The admin tools: piw-add, piw-remove, piw-rebuild and piw-import.
+"""The admin tools: piw-add, piw-remove, piw-rebuild, piw-import and piw-control.
 
 Each talks to the running master's control socket, prints what was done, and
 exits non-zero when the master refuses or does not answer.
@@ -216,3 +216,43 @@ def _import(argv: Optional[Sequence[str]]) -> int:
 
 def import_main(argv: Optional[Sequence[str]] = None) -> int:
     return cli.run(_import, argv)
+
+
+# --- piw-control -----------------------------------------------------------------
+
+#: piw-control's actions and the control request each sends.
+CONTROL_ACTIONS = {
+    "pause": "PAUSE",
+    "resume": "RESUME",
+    "reconcile": "RECONCILE",
+    "min-free-space": "MIN_FREE_SPACE",
+}
+
+
+def _control(argv: Optional[Sequence[str]]) -> int:
+    parser = config.make_parser(
+        "piw-control", "Steer the running master: hold or resume builds, compare with the "
+        "upstream index now, or change the free space under which builds are held.",
+        CLIENT_OPTIONS)
+    parser.add_argument("action", choices=sorted(CONTROL_ACTIONS),
+                        help="pause or resume handing out builds; reconcile with the upstream "
+                             "project list now; min-free-space MIB (until the master restarts)")
+    parser.add_argument("mib", nargs="?", type=int, metavar="MIB",
+                        help="for min-free-space: the new minimum, in MiB")
+    options = parser.parse_args(argv)
+    if (options.action == "min-free-space") != (options.mib is not None):
+        parser.error("MIB goes with min-free-space, and only with it")
+    if options.mib is not None and options.mib < 0:
+        parser.error("MIB cannot be negative")
+    cli.configure_logging(options)
+    client = _client(options)
+    try:
+        payload = {"mib": options.mib} if options.mib is not None else {}
+        print(client.command(CONTROL_ACTIONS[options.action], payload))
+    finally:
+        client.close()
+    return 0
+
+
+def control_main(argv: Optional[Sequence[str]] = None) -> int:
+    return cli.run(_control, argv)

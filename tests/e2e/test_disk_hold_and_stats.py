@@ -9,16 +9,24 @@ after which the status carries the figures of that build.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from datetime import datetime, timezone
 
 import pytest
-from farm import builds_of, pyenv_python
+from farm import BIN, builds_of, pyenv_python
 from sdist_factory import make_sdist
 
-from piwheels.control_client import ControlClient
 
 pytestmark = pytest.mark.slow
+
+
+def control(farm, *args: str) -> str:
+    """What piw-control prints (it must succeed)."""
+    done = subprocess.run([str(BIN / "piw-control"), "--control-address", farm.control_address,
+                           *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 ABI = "cp311"
 HOST_FIGURES = ("load_1m", "memory_free", "disk_free", "temperature_c")
@@ -52,11 +60,7 @@ def test_low_disk_holds_builds_until_space_is_enough(farm, db, build_index, tmp_
     assert (idle["label"], idle["abi_tag"], idle["state"]) == ("py311", ABI, "sleeping")
 
     # the operator lowers the minimum while the master runs: the build goes ahead
-    client = ControlClient(farm.control_address)
-    try:
-        assert "1 MiB" in client.command("MIN_FREE_SPACE", {"mib": 1})
-    finally:
-        client.close()
+    assert "under 1 MiB is free" in control(farm, "min-free-space", "1")
     master.wait_log("builds resume", 20)
     master.wait_log("no longer holding builds for: free disk space is low", 20)
     farm.wait(lambda: builds_of(db, "held-thing"), 120, "the held build to be made")
@@ -80,3 +84,13 @@ def test_low_disk_holds_builds_until_space_is_enough(farm, db, build_index, tmp_
     (worker,) = farm.snapshot()["slaves"]
     assert all(figure in worker for figure in HOST_FIGURES), worker
     assert worker["load_1m"] >= 0 and worker["memory_free"] > 0 and worker["disk_free"] > 0
+
+    # the rest of piw-control: pause holds builds until resume; reconcile starts at once
+    assert "no new builds" in control(farm, "pause")
+    farm.wait(lambda: farm.snapshot()["master"]["slave_driver"]["holds"]
+              == ["paused by the operator"], 10, "the operator's hold")
+    assert "again" in control(farm, "resume")
+    farm.wait(lambda: farm.snapshot()["master"]["slave_driver"]["holds"] == [], 10,
+              "the hold to lift")
+    assert "reconciling" in control(farm, "reconcile")
+    master.wait_log("reconciling on request", 10)
