@@ -65,8 +65,7 @@ class Rig:
         return expect
 
     def result(self, timeout_s: float = 10) -> tuple[str, dict]:
-        assert self.results.zsocket.poll(int(timeout_s * 1000)), "no transfer result"
-        return self.results.recv()
+        return recv(self.results, timeout_s)
 
     def no_result(self, wait_s: float = 0.5) -> bool:
         return not self.results.zsocket.poll(int(wait_s * 1000))
