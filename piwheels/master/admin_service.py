@@ -27,6 +27,7 @@ from ..protocols import (
     BUILD_QUEUE, CONTROL, DRIVER_COMMANDS, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS,
     RECORD_REQUESTS, STATS_COMMANDS, STATUS, STATUS_REPORTS, SUPERVISOR,
 )
+from ..storage import remove_quietly
 from ..wheel_facts import check_wheel, find_apt_dependencies
 from .task import Clock, Task
 
@@ -39,11 +40,13 @@ class AdminService(Task):
     name = "admin_service"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, control_address: str,
-                 status_address: str, transfers_dir: Path, max_wheel_size: int,
-                 socket_mode: int = 0o660, clock: Clock = time.monotonic) -> None:
+                 status_address: str, transfers_dir: Path, simple_dir: Path,
+                 max_wheel_size: int, socket_mode: int = 0o660,
+                 clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.dsn = dsn
         self.transfers_dir = Path(transfers_dir)
+        self.simple_dir = Path(simple_dir)
         self.max_wheel_size = max_wheel_size
         self.db: Optional[Database] = None
         self.slaves: dict[int, dict] = {}
@@ -247,8 +250,12 @@ class AdminService(Task):
         version = None if request["version"] is None else normal_version(request["version"])
         what = package if version is None else f"{package} {version}"
         with db.transaction():
+            project = db.get_project(package)
+            doomed = [] if project is None else [
+                f.filename for v in project.versions if version in (None, v.version)
+                for b in v.builds for f in b.files]
             if request["builds_only"] or request["skip"]:
-                known = db.get_versions(package) if db.get_project(package) else None
+                known = db.get_versions(package) if project is not None else None
                 if known is None:
                     return "ERROR", {"message": f"unknown package {package}"}
                 if version is not None and version not in known:
@@ -271,6 +278,12 @@ class AdminService(Task):
                 if not db.remove_version(package, version):
                     return "ERROR", {"message": f"unknown version {what}"}
                 message = f"removed {what} and its files"
+        # The index writer prunes what a page stops listing, but a wheel
+        # recorded since the last page was written was never listed there.
+        for filename in doomed:
+            for path in (self.simple_dir / package / filename,
+                         self.simple_dir / package / (filename + ".metadata")):
+                remove_quietly(path)
         job = {"package": package, "version": version}
         if request["builds_only"] and not request["skip"]:
             # built a moment ago, the slave driver would not hand it out for a while

@@ -76,7 +76,7 @@ class Master:
             AdminService(
                 ctx, dsn=o.dsn, control_address=o.control_address,
                 status_address=o.status_address, transfers_dir=self.transfers_dir,
-                max_wheel_size=o.max_wheel_size,
+                simple_dir=self.output_path / "simple", max_wheel_size=o.max_wheel_size,
             ),
             Stats(ctx, dsn=o.dsn, output_path=self.output_path,
                   min_free_bytes=o.min_free_space_mb * 2**20, interval_s=o.stats_interval_s),
