@@ -90,7 +90,8 @@ class FileReceiver(Task):
         self.register(self.router, self.handle_slave)
         self.requests = self.socket(zmq.PULL, TRANSFER_REQUESTS.reverse())
         self.requests.bind(TRANSFER_REQUESTS.address)
-        self.register(self.requests, self.handle_request)
+        # an OFFER must find the EXPECT the driver sent before telling the slave
+        self.register(self.requests, self.handle_request, goes_first=True)
         self.results = self.socket(zmq.PUSH, TRANSFER_RESULTS)
         self.results.connect(TRANSFER_RESULTS.address)
         self.every(max(0.05, timeout_s / 4), self.check_timeouts)
@@ -260,10 +261,11 @@ class FileReceiver(Task):
             (f"{expected.package}\0{expected.version}", final))
         self.files_verified += 1
         self.log.info("received %s from slave %d", expected.filename, expected.slave_id)
-        self.router.send_to(transfer.address, "RECEIVED", {
-            "filename": expected.filename, "ok": True, "reason": None})
+        # the driver hears first, so the slave's SENT finds the verdict there
         self.tell(self.results, "VERIFIED", {"slave_id": expected.slave_id,
                                        "filename": expected.filename, "path": str(final)})
+        self.router.send_to(transfer.address, "RECEIVED", {
+            "filename": expected.filename, "ok": True, "reason": None})
 
     def _fail(self, transfer: Transfer, reason: str) -> None:
         self._discard(transfer)
@@ -273,10 +275,10 @@ class FileReceiver(Task):
         self.files_rejected += 1
         self.log.warning("rejected %s from slave %d: %s", expected.filename,
                          expected.slave_id, reason)
-        self.router.send_to(address, "RECEIVED", {
-            "filename": expected.filename, "ok": False, "reason": reason[:500]})
         self.tell(self.results, "REJECTED", {"slave_id": expected.slave_id,
                                        "filename": expected.filename, "reason": reason[:500]})
+        self.router.send_to(address, "RECEIVED", {
+            "filename": expected.filename, "ok": False, "reason": reason[:500]})
 
     def _discard(self, transfer: Transfer) -> None:
         self.transfers.pop(transfer.address, None)

@@ -131,11 +131,12 @@ class SlaveDriver(Task):
         self.queue_requests.connect(QUEUE_REQUESTS.address)
         self.commands = self.socket(zmq.PULL, DRIVER_COMMANDS.reverse())
         self.commands.bind(DRIVER_COMMANDS.address)
-        self.register(self.commands, self.handle_command)
         self.every(STATUS_INTERVAL_S, self.report_slaves)
-        # internal results first: a SENT must find its file's verdict waiting
-        self.register(self.transfer_results, self.handle_transfer_result)
-        self.register(self.queue_in, self.handle_queue)
+        # what other tasks said goes before the slaves' messages: a SENT must
+        # find its file's verdict waiting, an IDLE the QUEUE sent before it
+        self.register(self.commands, self.handle_command, goes_first=True)
+        self.register(self.transfer_results, self.handle_transfer_result, goes_first=True)
+        self.register(self.queue_in, self.handle_queue, goes_first=True)
         self.register(self.router, self.handle_slave)
         self.every(min(1.0, heartbeat_s), self.expire_slaves)
         self.every(RECORD_RETRY_S, self.flush_records)

@@ -53,11 +53,13 @@ class Task(threading.Thread):
         self._quit = False
         self._poller = zmq.Poller()
         self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
+        #: sockets emptied before any other socket's message is handled
+        self._goes_first: list[tuple[zmq.Socket, Callable[[], None]]] = []
         self._sockets: list[Socket] = []
         self._timers: list[_Timer] = []
         self._task_control = self.socket(zmq.PULL, TASK_CONTROL.reverse())
         self._task_control.bind(control_address(self.name))
-        self.register(self._task_control, self._handle_control)
+        self.register(self._task_control, self._handle_control, goes_first=True)
         self._supervisor = self.socket(zmq.PUSH, SUPERVISOR)
         self._supervisor.connect(SUPERVISOR.address)
         self.status_reports = self.socket(zmq.PUSH, STATUS_REPORTS)
@@ -72,14 +74,24 @@ class Task(threading.Thread):
         self._sockets.append(sock)
         return sock
 
-    def register(self, sock: Socket, handler: Callable[[], None]) -> None:
-        """Call *handler* whenever *sock* has a message waiting."""
+    def register(self, sock: Socket, handler: Callable[[], None], *,
+                 goes_first: bool = False) -> None:
+        """Call *handler* (which reads one message) whenever *sock* has one waiting.
+
+        A *goes_first* socket is emptied before each message of the others is
+        handled.  Give it to what other tasks send: ZeroMQ keeps no order across
+        sockets, so without it a peer's message can overtake, say, the EXPECT
+        or QUEUE that another task sent before the peer had even written it.
+        """
         self._poller.register(sock.zsocket, zmq.POLLIN)
         self._handlers[sock.zsocket] = handler
+        if goes_first:
+            self._goes_first.append((sock.zsocket, handler))
 
     def unregister(self, sock: Socket) -> None:
         self._poller.unregister(sock.zsocket)
         del self._handlers[sock.zsocket]
+        self._goes_first = [entry for entry in self._goes_first if entry[0] is not sock.zsocket]
 
     def every(self, interval_s: float, job: Callable[[], None], *, now: bool = False) -> None:
         """Run *job* every *interval_s* seconds (first run at once if *now*)."""
@@ -146,8 +158,9 @@ class Task(threading.Thread):
                 self._run_due_timers()
                 timeout_ms = self._poll_timeout_ms()
                 for zsocket, _ in self._poller.poll(timeout_ms):
+                    self._empty_goes_first()
                     handler = self._handlers.get(zsocket)
-                    if handler is not None:
+                    if handler is not None and zsocket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         handler()
                     if self._quit:
                         break
@@ -166,6 +179,11 @@ class Task(threading.Thread):
             finally:
                 for sock in self._sockets:
                     sock.close()
+
+    def _empty_goes_first(self) -> None:
+        for zsocket, handler in self._goes_first:
+            while not self._quit and zsocket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                handler()
 
     def _run_due_timers(self) -> None:
         now = self.clock()

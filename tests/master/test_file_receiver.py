@@ -61,7 +61,6 @@ class Rig:
                   "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         expect.update(overrides)
         self.requests.send("EXPECT", expect)
-        time.sleep(0.05)  # EXPECT and OFFER travel on different sockets
         return expect
 
     def result(self, timeout_s: float = 10) -> tuple[str, dict]:
@@ -174,6 +173,25 @@ def test_an_unexpected_offer_is_refused_and_nothing_is_written(rig, tmp_path):
     assert (name, verdict["ok"], verdict["reason"]) == ("RECEIVED", False, "not expected")
     assert r.no_result()
     assert not any(r.transfers.iterdir())
+    slave.close()
+
+
+def test_an_offer_sent_straight_after_its_expect_is_never_refused(rig, tmp_path):
+    """EXPECT (inproc) and OFFER (TCP) travel apart; the EXPECT must still win.
+
+    Each file is over the size limit, so the receiver answers at once with that
+    reason, which it can only give once it has found the EXPECT.
+    """
+    r = rig(max_wheel_size=10)
+    path = big_wheel(tmp_path, size=1000)
+    slave = r.dealer()
+    reasons = set()
+    for slave_id in range(1, 301):
+        facts = r.expect(path, slave_id)
+        slave.send("OFFER", {"slave_id": slave_id, "filename": path.name,
+                             "size": facts["size"], "sha256": facts["sha256"]})
+        reasons.add(recv(slave)[1]["reason"])
+    assert reasons == {f"{path.stat().st_size} bytes is over the limit of 10"}
     slave.close()
 
 
