@@ -22,6 +22,7 @@ def test_wheel_ships_schema_and_templates(tmp_path):
     assert "piwheels/sql/create_piwheels.sql" in names
     assert "piwheels/templates/__init__.py" in names
     assert "piwheels/serving/nginx-piwheels.conf" in names
+    assert "piwheels/serving/apache-piwheels.conf" in names
     assert not any(name.startswith(("sql/", "templates/", "tests/")) for name in names)
 
     target = tmp_path / "site"

@@ -1,11 +1,11 @@
-"""The published index as clients meet it: a real nginx, real installers, a real browser.
+"""The published index as clients meet it: real web servers, installers and a browser.
 
 Small real wheels (built once per module from factory sdists) go through the
 master's publishing end (build_recorder, then index_writer, both real tasks on
-a throw-away database), and the output tree is served by nginx running the
-site configuration from the docs.  pip, uv, pypi-simple and headless
-Chromium then use it over HTTP; nginx's access log shows what they fetched.
-Nothing here reaches any other server.
+a throw-away database), and the output tree is served by nginx and by Apache,
+each running its site configuration from the docs.  pip, uv, pypi-simple and
+headless Chromium then use it over HTTP; the servers' access logs show what
+they fetched.  Nothing here reaches any other server.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import requests
 import zmq
 from bs4 import BeautifulSoup
 from farm import PYENV, wait_for
-from nginx_server import NginxServer, nginx_binary
+from web_server import ApacheServer, NginxServer, WebServer, apache_binary, nginx_binary
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, PyPISimple
@@ -203,6 +203,7 @@ class Publisher:
 class Served:
     output: Path
     nginx: NginxServer
+    apache: Optional[ApacheServer]  # None where Apache is not installed
     db: Database
     publisher: Publisher
     wheels: dict[tuple[str, str], Path]
@@ -226,9 +227,20 @@ class Served:
         wait_for(served, 15, what, interval_s=0.05)
 
 
+def let_others_in(path: Path) -> list[tuple[Path, int]]:
+    """Let every user through the directories down to *path*; what to restore."""
+    changed = []
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if not mode & 0o001:
+            changed.append((directory, mode))
+            directory.chmod(mode | 0o001)
+    return changed
+
+
 @pytest.fixture(scope="module")
 def served(postgres, master_role, wheels, tmp_path_factory) -> Served:
-    """Every release built and published, the tree served by nginx."""
+    """Every release built and published, the tree served by nginx and by Apache."""
     base = tmp_path_factory.mktemp("serving")
     database = postgres.create_database()
     with open(os.devnull, "w") as quiet:
@@ -236,9 +248,14 @@ def served(postgres, master_role, wheels, tmp_path_factory) -> Served:
     dsn = postgres.dsn(database, master_role)
     output = base / "output"
     nginx = NginxServer(base / "nginx", output).start()
+    apache = None
+    # as root, Apache serves as nobody: the tree, as the farm writes it, must be enough
+    restore = let_others_in(base) if apache_binary() and os.geteuid() == 0 else []
     db = Database(dsn)
     publisher = None
     try:
+        if apache_binary():
+            apache = ApacheServer(base / "apache", output).start()
         site = Site(name="Serving test farm", index_url=nginx.url + "simple/",
                     upstream_simple=UPSTREAM)
         publisher = Publisher(dsn, output, site, base / "transfers")
@@ -250,7 +267,7 @@ def served(postgres, master_role, wheels, tmp_path_factory) -> Served:
         db.add_alias(*ALIAS)
         for r in RELEASES:
             publisher.record(r, wheels[(r.project, r.version)])
-        tree = Served(output, nginx, db, publisher, wheels)
+        tree = Served(output, nginx, apache, db, publisher, wheels)
         for project in PROJECTS:
             expected = {w.name for (p, _), w in wheels.items() if p == project}
             tree.wait_until_served(
@@ -270,6 +287,10 @@ def served(postgres, master_role, wheels, tmp_path_factory) -> Served:
             publisher.stop()
         db.close()
         nginx.stop()
+        if apache is not None:
+            apache.stop()
+        for directory, mode in restore:
+            directory.chmod(mode)
 
 
 # --- running installers -----------------------------------------------------------------
@@ -292,10 +313,13 @@ def install_command(installer: str, index_url: str, target: Path) -> list[str]:
             "--python", sys.executable, "--target", str(target)]
 
 
-def install(installer: str, served: Served, home: Path, *requirements: str) -> dict[str, str]:
-    """Install into a fresh target below *home*; returns {project: version} installed there."""
+def install(installer: str, served: Served, home: Path, *requirements: str,
+            via: Optional[WebServer] = None) -> dict[str, str]:
+    """Install into a fresh target below *home* from the index that *via* (default:
+    nginx) serves; returns {project: version} installed there."""
     target = Path(tempfile.mkdtemp(prefix="target-", dir=home))
-    run([*install_command(installer, served.index_url, target), *requirements], home)
+    index_url = via.url + "simple/" if via is not None else served.index_url
+    run([*install_command(installer, index_url, target), *requirements], home)
     return installed(target)
 
 
@@ -329,6 +353,14 @@ def dry_run_pip() -> Optional[list[str]]:
     return [sys.executable, str(max(found)[1] / "pip")]
 
 
+@pytest.fixture(params=["nginx", "apache"])
+def server(request, served) -> WebServer:
+    """Each documented web server configuration in turn, serving the same tree."""
+    if request.param == "apache" and served.apache is None:
+        pytest.skip("needs Apache (apt install apache2-bin)")
+    return served.apache if request.param == "apache" else served.nginx
+
+
 @pytest.fixture(params=["pip", "uv"])
 def installer(request) -> str:
     return request.param
@@ -358,11 +390,11 @@ def wheel_metadata(wheel: Path) -> bytes:
 # --- installers ------------------------------------------------------------------------
 
 
-def test_installers_install_the_farms_wheels(served, installer, tmp_path):
-    mark = served.nginx.log_mark()
-    got = install(installer, served, tmp_path, "piw-serve-hello", "piw-serve-native")
+def test_installers_install_the_farms_wheels(served, server, installer, tmp_path):
+    mark = server.log_mark()
+    got = install(installer, served, tmp_path, "piw-serve-hello", "piw-serve-native", via=server)
     assert got == {"piw-serve-hello": "2.0", "piw-serve-native": "1.0"}
-    requests = [r for r in served.nginx.requests_since(mark) if r.path.endswith(".whl")]
+    requests = [r for r in server.requests_since(mark) if r.path.endswith(".whl")]
     hello, native = served.wheels[("piw-serve-hello", "2.0")], served.wheels[("piw-serve-native", "1.0")]
     assert {(r.path, r.status) for r in requests} >= {
         (f"/simple/piw-serve-hello/{hello.name}", 200),
@@ -530,8 +562,8 @@ UV_ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v
     ("*/*", False),
     (None, False),
 ])
-def test_content_negotiation(served, path, accept, json_wanted):
-    status, headers, body = served.nginx.get(path, {"Accept": accept} if accept else {})
+def test_content_negotiation(server, path, accept, json_wanted):
+    status, headers, body = server.get(path, {"Accept": accept} if accept else {})
     assert status == 200
     assert "Accept" in [v.strip() for v in headers["vary"].split(",")]
     assert headers["cache-control"] == SHORT
@@ -544,64 +576,69 @@ def test_content_negotiation(served, path, accept, json_wanted):
         assert b'<meta name="pypi:repository-version" content="1.1">' in body
 
 
-def test_other_spellings_reach_the_canonical_page(served):
+def test_other_spellings_reach_the_canonical_page(served, server):
     canonical, alias = ALIAS
     for accept in ({"Accept": JSON_TYPE}, {}):
-        status, headers, body = served.nginx.get(f"/simple/{alias}/", accept)
+        status, headers, body = server.get(f"/simple/{alias}/", accept)
         assert status == 200
-        assert body == served.nginx.get(f"/simple/{canonical}/", accept)[2]
-    assert json.loads(served.nginx.get(f"/simple/{alias}/", {"Accept": JSON_TYPE})[2])[
+        assert body == server.get(f"/simple/{canonical}/", accept)[2]
+    assert json.loads(server.get(f"/simple/{alias}/", {"Accept": JSON_TYPE})[2])[
         "name"] == canonical
     wheel = served.wheels[(canonical, "2.0")]
-    status, _, body = served.nginx.get(f"/simple/{alias}/{wheel.name}")
+    status, _, body = server.get(f"/simple/{alias}/{wheel.name}")
     assert status == 200 and body == wheel.read_bytes()  # the page's relative links work there
-    status, _, body = served.nginx.get(f"/project/{alias}/")
+    status, _, body = server.get(f"/project/{alias}/")
     assert status == 200 and f"<h1>{canonical}</h1>".encode() in body
-    status, headers, _ = served.nginx.get(f"/simple/{canonical}")
+    status, headers, _ = server.get(f"/simple/{canonical}")
     assert status == 301 and headers["location"].endswith(f"/simple/{canonical}/")
 
 
-def test_files_and_pages_carry_the_right_caching_headers(served):
+def test_files_and_pages_carry_the_right_caching_headers(served, server):
     wheel = served.wheels[("piw-serve-hello", "1.0")]
     page = served.simple_json("piw-serve-hello")
     [entry] = [f for f in page["files"] if f["filename"] == wheel.name]
-    status, headers, body = served.nginx.get(f"/simple/piw-serve-hello/{entry['url']}")
+    status, headers, body = server.get(f"/simple/piw-serve-hello/{entry['url']}")
     assert (status, body) == (200, wheel.read_bytes())
     assert headers["cache-control"] == IMMUTABLE
     assert headers["content-type"] == "application/octet-stream"
     assert sha256(body) == entry["hashes"]["sha256"]
-    status, headers, body = served.nginx.get(f"/simple/piw-serve-hello/{wheel.name}.metadata")
+    status, headers, body = server.get(f"/simple/piw-serve-hello/{wheel.name}.metadata")
     assert (status, body) == (200, wheel_metadata(wheel))
     assert headers["cache-control"] == IMMUTABLE
     assert sha256(body) == entry["core-metadata"]["sha256"]
     for path in ("/simple/", "/simple/piw-serve-hello/"):
-        assert served.nginx.get(path)[1]["cache-control"] == SHORT
+        assert server.get(path)[1]["cache-control"] == SHORT
     for path in ("/", "/project/piw-serve-hello/", "/packages.json"):
-        status, headers, _ = served.nginx.get(path)
+        status, headers, _ = server.get(path)
         assert status == 200 and "immutable" not in headers["cache-control"], path
     # the project's JSON API, and the build log it links to
-    status, headers, body = served.nginx.get("/project/piw-serve-hello/json/")
+    status, headers, body = server.get("/project/piw-serve-hello/json/")
     assert status == 200 and headers["content-type"] == "application/json"
     cell = json.loads(body)["versions"][0]["builds"][PY_TAG]
     log_url = "/" + cell["log"].replace("../", "")
-    status, headers, body = served.nginx.get(log_url)
+    status, headers, body = server.get(log_url)
     assert status == 200 and headers["content-encoding"] == "gzip"
     assert gzip.decompress(body).decode() == f"built {served.wheels[('piw-serve-hello', '2.0')].name}\n"
-    # dot-files and dot-directories (temporary files, transfers) are never served
+    # dot-files and dot-directories (temporary files, transfers) are never served,
+    # and a project directory whose pages are not written yet is not there
     hidden = served.output / "simple" / "piw-serve-hello" / ".half-written.tmp"
     hidden_dir = served.output / "simple" / ".transfers"
+    unwritten = served.output / "simple" / "piw-serve-unwritten"
     hidden_dir.mkdir()
+    unwritten.mkdir()
     for path in (hidden, hidden_dir / "index.html", hidden_dir / "index.json",
                  hidden_dir / "part.whl"):
         path.write_bytes(b"secret")
     try:
         for path in ("/simple/piw-serve-hello/.half-written.tmp", "/simple/.transfers/",
-                     "/simple/.transfers/index.html", "/simple/.transfers/part.whl"):
+                     "/simple/.transfers/index.html", "/simple/.transfers/part.whl",
+                     "/simple/piw-serve-unwritten/"):
             for accept in ({}, {"Accept": JSON_TYPE}):
-                assert served.nginx.get(path, accept)[0] == 404, (path, accept)
+                assert server.get(path, accept)[0] == 404, (path, accept)
     finally:
         hidden.unlink()
         shutil.rmtree(hidden_dir)
+        shutil.rmtree(unwritten, ignore_errors=True)
 
 
 # --- a real browser -------------------------------------------------------------------------
