@@ -9,6 +9,10 @@ both and their ratio, and the CPU both ends spent: when they share this
 machine's cores, that CPU divided by the cores bounds the transfer's time.
 
     python bench/transfer.py --size-mb 50 --chunk-size 1048576 --window 4
+
+With ``--link-mbit N`` (root only) both runs cross a veth pair into a network
+namespace of the slave's own, shaped to N Mbit/s each way: the farm's case,
+where the slave is another machine and the network sets the pace.
 """
 
 from __future__ import annotations
@@ -20,17 +24,22 @@ import sys
 sys.path.append(sys.path.pop(0))
 
 import argparse
+import contextlib
+import ctypes
 import hashlib
 import multiprocessing
 import os
 import resource
 import socket
 import statistics
+import subprocess
 import tempfile
 import time
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Optional
 
 import zmq
 
@@ -74,9 +83,55 @@ def cpu_s(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def free_port() -> int:
+CLONE_NEWNET = 0x40000000
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where the slave's side runs: beside the master on loopback, or in a network
+    namespace of its own (see :func:`shaped_link`)."""
+
+    master_host: str = "127.0.0.1"
+    slave_namespace: Optional[str] = None
+
+    def enter_slave_side(self) -> None:
+        """Called first in the slave's (forked, single-threaded) process."""
+        if self.slave_namespace is None:
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open(f"/run/netns/{self.slave_namespace}") as namespace:
+            if libc.setns(namespace.fileno(), CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns into the slave's namespace failed")
+
+
+@contextlib.contextmanager
+def shaped_link(mbit: int) -> Iterator[Link]:
+    """A veth pair into a fresh network namespace, each way limited to *mbit* Mbit/s."""
+    namespace = f"piw-bench-{os.getpid()}"
+    master_dev, slave_dev = f"piwm{os.getpid()}", f"piws{os.getpid()}"
+    master_ip, slave_ip = "10.213.0.1", "10.213.0.2"
+    shape = ["root", "tbf", "rate", f"{mbit}mbit", "burst", "512kb", "latency", "50ms"]
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        for command in (
+            ["ip", "link", "add", master_dev, "type", "veth", "peer", "name", slave_dev,
+             "netns", namespace],
+            ["ip", "addr", "add", f"{master_ip}/30", "dev", master_dev],
+            ["ip", "link", "set", master_dev, "up"],
+            ["ip", "-n", namespace, "addr", "add", f"{slave_ip}/30", "dev", slave_dev],
+            ["ip", "-n", namespace, "link", "set", slave_dev, "up"],
+            ["tc", "qdisc", "add", "dev", master_dev, *shape],
+            ["tc", "-n", namespace, "qdisc", "add", "dev", slave_dev, *shape],
+        ):
+            subprocess.run(command, check=True)
+        yield Link(master_ip, namespace)
+    finally:  # the pair goes with the namespace
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -89,12 +144,13 @@ class TimedReceiver(FileReceiver):
         super()._complete(transfer)
 
 
-def serve(address: str, wheel: Path, size: int, sha256: str, cpu) -> None:
+def serve(link: Link, address: str, wheel: Path, size: int, sha256: str, cpu) -> None:
     """The slave's side: offer the file and answer FETCHes until RECEIVED.
 
     *cpu* gets the CPU seconds this process had spent by then (a forked child
     starts from zero), leaving out its teardown.
     """
+    link.enter_slave_side()
     ctx = zmq.Context()
     sender = FileSender(ctx, address)
     sender.offer(1, wheel, size, sha256)
@@ -105,12 +161,12 @@ def serve(address: str, wheel: Path, size: int, sha256: str, cpu) -> None:
     ctx.term()
 
 
-def protocol_run(wheel: Path, work: Path, chunk_size: int,
+def protocol_run(link: Link, wheel: Path, work: Path, chunk_size: int,
                  window: int) -> tuple[float, float, float]:
     """Seconds from OFFER to the last chunk written and to VERIFIED, through the real
     tasks, and the CPU seconds both ends spent on the first (all threads)."""
     ctx = zmq.Context()
-    address = f"tcp://127.0.0.1:{free_port()}"
+    address = f"tcp://{link.master_host}:{free_port(link.master_host)}"
     supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
     supervisor.bind(SUPERVISOR.address)
     results = Socket.make(ctx, zmq.PULL, TRANSFER_RESULTS.reverse())
@@ -130,7 +186,7 @@ def protocol_run(wheel: Path, work: Path, chunk_size: int,
     # the slave is another process (another machine, in a farm), as in real life
     slave_cpu = multiprocessing.Value("d", 0.0)
     slave = multiprocessing.Process(target=serve,
-                                    args=(address, wheel, data_size, sha256, slave_cpu))
+                                    args=(link, address, wheel, data_size, sha256, slave_cpu))
     start, master_cpu = time.perf_counter(), cpu_s(resource.RUSAGE_SELF)
     slave.start()
     verdict = [results.recv()]
@@ -150,15 +206,16 @@ def protocol_run(wheel: Path, work: Path, chunk_size: int,
     return transferred, elapsed, cpu
 
 
-def plain_run(wheel: Path, work: Path, buffer_size: int) -> tuple[float, float]:
-    """Seconds to copy the file over one loopback TCP connection into a file, and the
-    CPU seconds both ends spent."""
-    server = socket.create_server(("127.0.0.1", 0))
+def plain_run(link: Link, wheel: Path, work: Path, buffer_size: int) -> tuple[float, float]:
+    """Seconds to copy the file over one TCP connection into a file, and the CPU
+    seconds both ends spent."""
+    server = socket.create_server((link.master_host, 0))
     port = server.getsockname()[1]
     target = work / "plain.bin"
 
     def send():
-        with socket.create_connection(("127.0.0.1", port)) as conn, open(wheel, "rb") as f:
+        link.enter_slave_side()
+        with socket.create_connection((link.master_host, port)) as conn, open(wheel, "rb") as f:
             while True:
                 data = f.read(buffer_size)
                 if not data:
@@ -203,22 +260,32 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=OPTIONS["transfer_window"].default,
                         help="(default: the master's)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--link-mbit", type=int, default=None,
+                        help="cross a link shaped to this many Mbit/s, not loopback (root only)")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        link = Link() if args.link_mbit is None else stack.enter_context(
+            shaped_link(args.link_mbit))
+        run(args, link)
+
+
+def run(args: argparse.Namespace, link: Link) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         wheel = make_wheel(work, args.size_mb * MB)
         size_mb = wheel.stat().st_size / MB
         protocol, plain, checks = [], [], []
         for _ in range(args.rounds):
-            protocol.append(protocol_run(wheel, work, args.chunk_size, args.window))
-            plain.append(plain_run(wheel, work, args.chunk_size))
+            protocol.append(protocol_run(link, wheel, work, args.chunk_size, args.window))
+            plain.append(plain_run(link, wheel, work, args.chunk_size))
             checks.append(integrity_only(wheel, args.chunk_size))
     transfer = [t for t, _, _ in protocol]
     verified = [v for _, v, _ in protocol]
     copy = [t for t, _ in plain]
     best_transfer, best_verified, best_plain = min(transfer), min(verified), min(copy)
+    where = "loopback" if args.link_mbit is None else f"a {args.link_mbit} Mbit/s link"
     print(f"file: {size_mb:.1f} MB, chunk {args.chunk_size} B, window {args.window}, "
-          f"{args.rounds} rounds (best and median)")
+          f"{args.rounds} rounds over {where} (best and median)")
     print(f"transfer protocol, file on disk:       {size_mb / best_transfer:.0f} MB/s "
           f"(median {size_mb / statistics.median(transfer):.0f})")
     print(f"... and verified (hash, zip, RECORD):  {size_mb / best_verified:.0f} MB/s "
@@ -235,6 +302,8 @@ def main() -> None:
     print(f"CPU of both ends (least): transfer to disk {transfer_cpu * 1000:.0f} ms, "
           f"plain copy {min(cpu for _, cpu in plain) * 1000:.0f} ms; "
           f"the checks alone {min(checks) * 1000:.0f} ms")
+    if args.link_mbit is not None:
+        return  # the link, not the CPU, sets the pace
     print(f"on {cores} cores that CPU takes {floor_s * 1000:.0f} ms at the very least: "
           f"at most {size_mb / floor_s:.0f} MB/s, {best_plain / floor_s:.0%} of the plain copy")
 
