@@ -10,6 +10,7 @@ what clients fetched.
 
 from __future__ import annotations
 
+import abc
 import http.client
 import os
 import pwd
@@ -136,7 +137,7 @@ class Request:
         return self.uri.split("?", 1)[0]
 
 
-class WebServer:
+class WebServer(abc.ABC):
     """``with Server(prefix, output) as server:`` serves *output* at ``server.url``."""
 
     name = "web server"
@@ -164,9 +165,9 @@ class WebServer:
     def error_log(self) -> Path:
         return self.prefix / "error.log"
 
+    @abc.abstractmethod
     def _command(self) -> list[str]:
         """Write the configuration for :attr:`port`; the command that runs the server."""
-        raise NotImplementedError
 
     def start(self) -> "NginxServer":
         self.prefix.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ class Task(threading.Thread):
         self._poller = zmq.Poller()
         self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
         #: sockets emptied before any other socket's message is handled
-        self._goes_first: list[tuple[zmq.Socket, Callable[[], None]]] = []
+        self._goes_first: list[zmq.Socket] = []
         self._sockets: list[Socket] = []
         self._timers: list[_Timer] = []
         self._task_control = self.socket(zmq.PULL, TASK_CONTROL.reverse())
@@ -86,12 +86,13 @@ class Task(threading.Thread):
         self._poller.register(sock.zsocket, zmq.POLLIN)
         self._handlers[sock.zsocket] = handler
         if goes_first:
-            self._goes_first.append((sock.zsocket, handler))
+            self._goes_first.append(sock.zsocket)
 
     def unregister(self, sock: Socket) -> None:
         self._poller.unregister(sock.zsocket)
         del self._handlers[sock.zsocket]
-        self._goes_first = [entry for entry in self._goes_first if entry[0] is not sock.zsocket]
+        if sock.zsocket in self._goes_first:
+            self._goes_first.remove(sock.zsocket)
 
     def every(self, interval_s: float, job: Callable[[], None], *, now: bool = False) -> None:
         """Run *job* every *interval_s* seconds (first run at once if *now*)."""
@@ -160,7 +161,7 @@ class Task(threading.Thread):
                 for zsocket, _ in self._poller.poll(timeout_ms):
                     self._empty_goes_first()
                     handler = self._handlers.get(zsocket)
-                    if handler is not None and zsocket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    if handler is not None and zsocket not in self._goes_first:
                         handler()
                     if self._quit:
                         break
@@ -181,9 +182,9 @@ class Task(threading.Thread):
                     sock.close()
 
     def _empty_goes_first(self) -> None:
-        for zsocket, handler in self._goes_first:
+        for zsocket in self._goes_first:
             while not self._quit and zsocket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                handler()
+                self._handlers[zsocket]()
 
     def _run_due_timers(self) -> None:
         now = self.clock()
