@@ -40,7 +40,7 @@ setup(
     package_data={
         "piwheels.sql": ["*.sql"],
         "piwheels.templates": ["*.pt", "*.css"],
-        "piwheels.serving": ["*.conf"],
+        "piwheels.serving": ["*.conf", "*.js"],
     },
     include_package_data=False,
     install_requires=[

@@ -269,13 +269,18 @@ class QuickFarm:
 
     def _serve(self) -> None:
         self.output.mkdir(parents=True, exist_ok=True)
-        if Path(NGINX).exists():
+        from . import serving  # docs/serving, shipped as piwheels.serving
+
+        if Path(NGINX).exists() and serving.NGINX_JS_MODULE.exists():
             site = _nginx_site().read_text()
             site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
             site = site.replace("/var/www/piwheels", str(self.output))
+            site = site.replace(serving.NGINX_NAMES_SCRIPT_INSTALLED,
+                                str(serving.NGINX_NAMES_SCRIPT))
             temp = self.workdir / "nginx-tmp"
             conf = self.workdir / "nginx.conf"
             conf.write_text(
+                f"load_module {serving.NGINX_JS_MODULE};\n"
                 f"daemon off;\nworker_processes 1;\npid {self.workdir}/nginx.pid;\n"
                 f"error_log {self.logs}/nginx-error.log;\nevents {{ worker_connections 64; }}\n"
                 f"http {{\n  include /etc/nginx/mime.types;\n"

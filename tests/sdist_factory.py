@@ -35,13 +35,13 @@ setup(
     name={name!r},
     version={version!r},
     description="A package made by the piwheels tests",
-    {module_arg},{requires_python_arg}{requires_arg}
+    {module_arg},{requires_python_arg}{requires_arg}{options_arg}
 )
 """
 
 C_SOURCE = """\
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
+{limited_api}#include <Python.h>
 #include <math.h>
 
 /* cbrt comes from libm, so the module links to a system library. */
@@ -67,6 +67,10 @@ PyMODINIT_FUNC PyInit_{module}(void)
 """
 
 
+#: The oldest CPython an ``abi3`` factory wheel runs on (its tag: cp39-abi3).
+ABI3_MINIMUM = (3, 9)
+
+
 def module_name(name: str) -> str:
     """The importable module a factory sdist of project *name* holds."""
     return canonicalize_name(name).replace("-", "_")
@@ -86,16 +90,18 @@ def make_sdist(
 ) -> Path:
     """Write ``<name>-<version>.tar.gz`` into *dest_dir* and return its path.
 
-    *kind* is ``"pure"`` (one Python module) or ``"c_ext"`` (one C extension
+    *kind* is ``"pure"`` (one Python module), ``"c_ext"`` (one C extension
     module linked to libm, so the wheel is specific to the interpreter and
-    platform and depends on a system library).
+    platform and depends on a system library) or ``"abi3"`` (the same module
+    built against the stable ABI of CPython 3.9, so one wheel tagged
+    ``cp39-abi3`` serves every CPython from 3.9 on).
     *declared_version* is the version ``setup.py`` claims (default *version*),
     for sdists whose metadata disagrees with their file name.  *requires*
     become the wheel's Requires-Dist.  *data_bytes* adds a data file of that
     many random (incompressible) bytes, for a large wheel.
     """
-    if kind not in ("pure", "c_ext"):
-        raise ValueError(f"kind must be 'pure' or 'c_ext', not {kind!r}")
+    if kind not in ("pure", "c_ext", "abi3"):
+        raise ValueError(f"kind must be 'pure', 'c_ext' or 'abi3', not {kind!r}")
     module = module_name(name)
     stem = f"{module}-{version}"
     if kind == "pure":
@@ -103,9 +109,18 @@ def make_sdist(
         ext_import = ""
         sources = {f"{module}.py": '"""Made by the piwheels tests."""\n\nANSWER = 42\n'}
     else:
-        module_arg = f"ext_modules=[Extension({module!r}, sources=[{module + '.c'!r}], libraries=['m'])]"
+        limited = kind == "abi3"
+        hex_version = "0x{:02x}{:02x}0000".format(*ABI3_MINIMUM)
+        module_arg = (f"ext_modules=[Extension({module!r}, sources=[{module + '.c'!r}], "
+                      f"libraries=['m']{', py_limited_api=True' if limited else ''})]")
         ext_import = ", Extension"
-        sources = {f"{module}.c": C_SOURCE.format(module=module)}
+        sources = {f"{module}.c": C_SOURCE.format(
+            module=module,
+            limited_api=f"#define Py_LIMITED_API {hex_version}\n" if limited else "")}
+    options_arg = ""
+    if kind == "abi3":
+        tag = "cp{}{}".format(*ABI3_MINIMUM)
+        options_arg = f"\n    options={{'bdist_wheel': {{'py_limited_api': {tag!r}}}}},"
     requires_python_arg = (
         f"\n    python_requires={requires_python!r}," if requires_python is not None else ""
     )
@@ -120,7 +135,7 @@ def make_sdist(
         "setup.py": SETUP_PY.format(
             setup_body=textwrap.dedent(setup_body), ext_import=ext_import, name=name,
             version=declared, module_arg=module_arg, requires_python_arg=requires_python_arg,
-            requires_arg=requires_arg,
+            requires_arg=requires_arg, options_arg=options_arg,
         ),
         "PKG-INFO": (
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {declared}\n"

@@ -23,6 +23,7 @@ def test_wheel_ships_schema_and_templates(tmp_path):
     assert "piwheels/templates/__init__.py" in names
     assert "piwheels/serving/nginx-piwheels.conf" in names
     assert "piwheels/serving/apache-piwheels.conf" in names
+    assert "piwheels/serving/piwheels-names.js" in names
     assert not any(name.startswith(("sql/", "templates/", "tests/")) for name in names)
 
     target = tmp_path / "site"

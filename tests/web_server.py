@@ -1,11 +1,12 @@
 """A real nginx or Apache serving an output tree with the documented site configuration.
 
 The site is ``docs/serving/nginx-piwheels.conf`` or ``apache-piwheels.conf``
-itself: only its address and document root are replaced (each must appear as
-the docs have it), and it is included in a small main configuration that keeps
-the pid file, logs and temp directories under the test's own prefix.  The
-access log is written one request a line (tab separated), so tests can see
-what clients fetched.
+itself: only its address and document root (and, for nginx, the path of its
+njs script) are replaced (each must appear as the docs have it), and it is
+included in a small main configuration that keeps the pid file, logs and temp
+directories under the test's own prefix.  The access log is written one
+request a line (tab separated), so tests can see what clients fetched and
+which form of a page they were given.
 """
 
 from __future__ import annotations
@@ -25,14 +26,20 @@ from typing import Optional
 
 from farm import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVING_DOCS = ROOT / "docs" / "serving"
+from piwheels.serving import (
+    APACHE_SITE,
+    NGINX_JS_MODULE,
+    NGINX_NAMES_SCRIPT,
+    NGINX_NAMES_SCRIPT_INSTALLED,
+    NGINX_SITE,
+)
+
 DOCS_OUTPUT = "/var/www/piwheels"
 START_TIMEOUT_S = 10.0
 
-NGINX_SITE = SERVING_DOCS / "nginx-piwheels.conf"
 NGINX_MIME_TYPES = Path("/etc/nginx/mime.types")
 NGINX_CONFIG = """\
+load_module {js_module};
 {user}worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log notice;
@@ -44,7 +51,8 @@ events {{
 http {{
     {mime_types}
     default_type application/octet-stream;
-    log_format piwheels_test "$status\\t$request_method\\t$request_uri\\t$http_user_agent";
+    log_format piwheels_test
+        "$status\\t$request_method\\t$request_uri\\t$sent_http_content_type\\t$http_user_agent";
     access_log {prefix}/access.log piwheels_test;
     client_body_temp_path {prefix}/temp/body;
     proxy_temp_path {prefix}/temp/proxy;
@@ -67,7 +75,6 @@ FALLBACK_TYPES = """types {
     }"""
 
 
-APACHE_SITE = SERVING_DOCS / "apache-piwheels.conf"
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 #: what the documented site needs, beyond the modules built into Debian's apache2
 APACHE_NEEDS = ("mpm_event", "authz_core", "dir", "mime", "rewrite", "headers")
@@ -80,7 +87,7 @@ Listen 127.0.0.1:{port}
 ServerName 127.0.0.1
 {user}{modules}
 TypesConfig {mime_types}
-LogFormat "%>s\\t%m\\t%<U%q\\t%{{User-Agent}}i" piwheels_test
+LogFormat "%>s\\t%m\\t%<U%q\\t%{{Content-Type}}o\\t%{{User-Agent}}i" piwheels_test
 CustomLog {prefix}/access.log piwheels_test
 Include {prefix}/piwheels-site.conf
 """
@@ -101,7 +108,9 @@ def find_binary(name: str) -> Optional[str]:
 
 
 def nginx_binary() -> Optional[str]:
-    return find_binary("nginx")
+    """nginx with the njs module the documented site needs, or None."""
+    binary = find_binary("nginx")
+    return binary if binary is not None and NGINX_JS_MODULE.exists() else None
 
 
 def apache_binary() -> Optional[str]:
@@ -130,6 +139,7 @@ class Request:
     status: int
     method: str
     uri: str
+    content_type: str  # "-" (nginx) or "(null)" (Apache) when the answer had none
     user_agent: str
 
     @property
@@ -244,8 +254,8 @@ class WebServer(abc.ABC):
             return []
         requests = []
         for line in text.splitlines():
-            status, method, uri, agent = line.split("\t", 3)
-            requests.append(Request(int(status), method, uri, agent))
+            status, method, uri, content_type, agent = line.split("\t", 4)
+            requests.append(Request(int(status), method, uri, content_type, agent))
         return requests
 
     def get(self, path: str, headers: Optional[dict[str, str]] = None,
@@ -269,7 +279,7 @@ class WebServer(abc.ABC):
 
 
 class NginxServer(WebServer):
-    name = "nginx (apt install nginx-light)"
+    name = "nginx (apt install nginx-light libnginx-mod-http-js)"
     stop_signal = signal.SIGQUIT  # graceful: finish requests, then exit
 
     def __init__(self, prefix: Path, output: Path) -> None:
@@ -279,14 +289,16 @@ class NginxServer(WebServer):
         (self.prefix / "temp").mkdir(parents=True, exist_ok=True)
         (self.prefix / "piwheels-site.conf").write_text(render_site(NGINX_SITE, {
             "listen 80;": f"listen 127.0.0.1:{self.port};",
-            f"root {DOCS_OUTPUT};": f"root {self.output};"}))
+            f"root {DOCS_OUTPUT};": f"root {self.output};",
+            f"js_import piwheels_names from {NGINX_NAMES_SCRIPT_INSTALLED};":
+                f"js_import piwheels_names from {NGINX_NAMES_SCRIPT};"}))
         mime_types = (f"include {NGINX_MIME_TYPES};" if NGINX_MIME_TYPES.exists()
                       else FALLBACK_TYPES)
         # as root, workers would otherwise run as nobody, who cannot read a 0700 tmp dir
         user = "user root;\n" if os.geteuid() == 0 else ""
         config = self.prefix / "nginx.conf"
         config.write_text(NGINX_CONFIG.format(prefix=self.prefix, mime_types=mime_types,
-                                              user=user))
+                                              user=user, js_module=NGINX_JS_MODULE))
         return [self.binary, "-p", f"{self.prefix}/", "-c", str(config),
                 "-e", str(self.error_log), "-g", "daemon off;"]
 

@@ -21,7 +21,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -33,9 +32,9 @@ from typing import Optional, Sequence
 
 import pytest
 import requests
-import zmq
 from bs4 import BeautifulSoup
 from farm import PYENV, wait_for
+from index_publisher import Publisher, clean_env, let_others_in
 from web_server import ApacheServer, NginxServer, WebServer, apache_binary, nginx_binary
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -45,12 +44,6 @@ from sdist_factory import make_sdist
 from piwheels.db import Database
 from piwheels.index_pages import Site
 from piwheels.initdb import initdb
-from piwheels.master.build_recorder import BuildRecorder
-from piwheels.master.index_writer import IndexWriter
-from piwheels.master.task import TaskControl
-from piwheels.protocols import INDEX_REQUESTS, RECORD_REQUESTS, SUPERVISOR
-from piwheels.transport import Socket
-from piwheels.wheel_facts import inspect_wheel
 
 pytestmark = [
     pytest.mark.slow,
@@ -131,72 +124,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Pa
     return found
 
 
-def clean_env(home: Path) -> dict[str, str]:
-    """No pip or uv configuration from this machine: only the index a command names."""
-    return {
-        "PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LC_ALL": "C.UTF-8",
-        "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "PIP_NO_INPUT": "1", "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never",
-        "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1",
-    }
-
-
 # --- the master's publishing end -------------------------------------------------------
-
-
-class Publisher:
-    """build_recorder and index_writer as piw-master runs them, fed as the slave driver
-    and the upstream follower feed them."""
-
-    def __init__(self, dsn: str, output: Path, site: Site, incoming: Path) -> None:
-        self.incoming = incoming
-        incoming.mkdir(parents=True, exist_ok=True)
-        self.ctx = zmq.Context()
-        self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
-        self.supervisor.bind(SUPERVISOR.address)
-        self.tasks = [
-            IndexWriter(self.ctx, dsn=dsn, output_path=output, site=site, coalesce_s=0.05),
-            BuildRecorder(self.ctx, dsn=dsn, output_path=output),
-        ]
-        self.controls = [TaskControl(self.ctx, task.name) for task in self.tasks]
-        self.records = Socket.make(self.ctx, zmq.PUSH, RECORD_REQUESTS)
-        self.records.connect(RECORD_REQUESTS.address)
-        self.index = Socket.make(self.ctx, zmq.PUSH, INDEX_REQUESTS)
-        self.index.connect(INDEX_REQUESTS.address)
-        for task in self.tasks:
-            task.start()
-
-    def record(self, release: Release, wheel: Path) -> None:
-        """A successful build of *release* whose verified wheel waits in the transfer dir."""
-        arrived = self.incoming / wheel.name
-        shutil.copyfile(wheel, arrived)
-        facts = inspect_wheel(arrived).to_dict()
-        self.records.send("RECORD", {
-            "package": release.project, "version": release.version, "abi_tag": PY_TAG,
-            "slave_label": "serving-test", "started": time.time(), "duration_s": 2.5,
-            "status": "success", "reason": None, "log": f"built {wheel.name}\n",
-            "files": [{**facts, "path": str(arrived)}],
-        })
-
-    def changed(self, project: str) -> None:
-        """What the upstream follower says after it changed *project* in the database."""
-        self.index.send("PACKAGE", {"package": project})
-
-    def check(self) -> None:
-        if self.supervisor.zsocket.poll(0):
-            raise AssertionError(f"a master task failed: {self.supervisor.recv()[1]}")
-
-    def stop(self) -> None:
-        for control in self.controls:
-            control.send("QUIT")
-        for task in self.tasks:
-            task.join(10)
-        try:
-            self.check()
-        finally:
-            for sock in (*self.controls, self.records, self.index, self.supervisor):
-                sock.close()
-            self.ctx.destroy(linger=0)  # never term(): a failed test may have left sockets open
 
 
 @dataclass
@@ -227,17 +155,6 @@ class Served:
         wait_for(served, 15, what, interval_s=0.05)
 
 
-def let_others_in(path: Path) -> list[tuple[Path, int]]:
-    """Let every user through the directories down to *path*; what to restore."""
-    changed = []
-    for directory in (path, *path.parents):
-        mode = directory.stat().st_mode
-        if not mode & 0o001:
-            changed.append((directory, mode))
-            directory.chmod(mode | 0o001)
-    return changed
-
-
 @pytest.fixture(scope="module")
 def served(postgres, master_role, wheels, tmp_path_factory) -> Served:
     """Every release built and published, the tree served by nginx and by Apache."""
@@ -266,7 +183,7 @@ def served(postgres, master_role, wheels, tmp_path_factory) -> Served:
                            has_sdist=True)
         db.add_alias(*ALIAS)
         for r in RELEASES:
-            publisher.record(r, wheels[(r.project, r.version)])
+            publisher.record(r.project, r.version, PY_TAG, wheels[(r.project, r.version)])
         tree = Served(output, nginx, apache, db, publisher, wheels)
         for project in PROJECTS:
             expected = {w.name for (p, _), w in wheels.items() if p == project}
@@ -576,21 +493,81 @@ def test_content_negotiation(server, path, accept, json_wanted):
         assert b'<meta name="pypi:repository-version" content="1.1">' in body
 
 
-def test_other_spellings_reach_the_canonical_page(served, server):
+HTML_TYPE = "application/vnd.pypi.simple.v1+html"
+
+
+@pytest.mark.parametrize("path", ["/simple/", "/simple/piw-serve-hello/"])
+@pytest.mark.parametrize("query, accept, json_wanted", [
+    # the query parameter wins over the Accept header, both ways
+    (f"format={JSON_TYPE}", None, True),
+    (f"format={JSON_TYPE}", "text/html", True),
+    ("format=application%2Fvnd.pypi.simple.v1%2Bjson", "text/html", True),  # percent-encoded
+    ("format=application/vnd.pypi.simple.latest+json", "*/*", True),
+    (f"other=1&format={JSON_TYPE}", None, True),
+    (f"format={HTML_TYPE}", PIP_ACCEPT, False),
+    ("format=application%2Fvnd.pypi.simple.v1%2Bhtml", JSON_TYPE, False),
+    ("format=text/html", JSON_TYPE, False),
+    ("format=Application/VND.PyPI.Simple.V1+JSON", "text/html", True),
+    # a format the index does not have: the Accept header decides
+    ("format=application/xml", JSON_TYPE, True),
+    ("format=application/xml", "text/html", False),
+    (f"notformat={JSON_TYPE}", "text/html", False),
+])
+def test_format_query_parameter_overrides_accept(server, path, query, accept, json_wanted):
+    """PEP 691's optional ?format=: one content type naming the form outright."""
+    status, headers, body = server.get(f"{path}?{query}", {"Accept": accept} if accept else {})
+    assert status == 200
+    assert headers["cache-control"] == SHORT
+    if json_wanted:
+        assert headers["content-type"] == JSON_TYPE
+        assert json.loads(body)["meta"]["api-version"] == "1.1"
+    else:
+        assert headers["content-type"].split(";")[0] == "text/html"
+        assert body.startswith(b"<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize("spelling, canonical", [
+    ("Piw_Serve_Hello", "piw-serve-hello"),     # an alias the farm recorded
+    ("PIW-SERVE-HELLO", "piw-serve-hello"),     # spellings it has never seen
+    ("Piw-Serve-Hello", "piw-serve-hello"),
+    ("piw_serve.hello", "piw-serve-hello"),
+    ("piw--serve_.-hello", "piw-serve-hello"),
+    ("Piw.Serve.Native", "piw-serve-native"),
+    ("SIX", "six"),                             # one the farm does not have
+])
+def test_other_spellings_redirect_to_the_canonical_page(served, server, spelling, canonical):
+    """PEP 503: a non-normalised name redirects to the normalised URL, query string kept."""
+    for query in ("", f"?format={JSON_TYPE}"):
+        status, headers, _ = server.get(f"/simple/{spelling}/{query}")
+        assert status == 301, (spelling, query)
+        assert headers["location"] in (f"/simple/{canonical}/{query}",
+                                       f"{server.url}simple/{canonical}/{query}")
+    if canonical == "six":
+        assert server.get("/simple/six/")[0] == 404
+        return
+    # followed, as pip follows it: the canonical page in the form asked for
+    for accept, wanted in ((PIP_ACCEPT, JSON_TYPE), (None, "text/html")):
+        headers = {"Accept": accept} if accept else {}
+        response = requests.get(f"{server.url}simple/{spelling}/", headers=headers, timeout=10)
+        assert response.status_code == 200 and response.history[0].status_code == 301
+        assert response.url == f"{server.url}simple/{canonical}/"
+        assert response.headers["content-type"].split(";")[0] == wanted
+        assert response.content == server.get(f"/simple/{canonical}/", headers)[2]
+
+
+def test_canonical_names_and_files_are_not_redirected(served, server):
     canonical, alias = ALIAS
-    for accept in ({"Accept": JSON_TYPE}, {}):
-        status, headers, body = server.get(f"/simple/{alias}/", accept)
-        assert status == 200
-        assert body == server.get(f"/simple/{canonical}/", accept)[2]
-    assert json.loads(server.get(f"/simple/{alias}/", {"Accept": JSON_TYPE})[2])[
-        "name"] == canonical
-    wheel = served.wheels[(canonical, "2.0")]
-    status, _, body = server.get(f"/simple/{alias}/{wheel.name}")
-    assert status == 200 and body == wheel.read_bytes()  # the page's relative links work there
-    status, _, body = server.get(f"/project/{alias}/")
-    assert status == 200 and f"<h1>{canonical}</h1>".encode() in body
+    assert server.get(f"/simple/{canonical}/")[0] == 200
     status, headers, _ = server.get(f"/simple/{canonical}")
     assert status == 301 and headers["location"].endswith(f"/simple/{canonical}/")
+    # the root pages, and files below an alias the farm links (its symlink), stay where they are
+    for path in ("/simple/", "/simple/index.json", "/simple/index.html"):
+        assert server.get(path)[0] == 200, path
+    wheel = served.wheels[(canonical, "2.0")]
+    status, _, body = server.get(f"/simple/{alias}/{wheel.name}")
+    assert status == 200 and body == wheel.read_bytes()
+    status, _, body = server.get(f"/project/{alias}/")
+    assert status == 200 and f"<h1>{canonical}</h1>".encode() in body
 
 
 def test_files_and_pages_carry_the_right_caching_headers(served, server):
