@@ -92,8 +92,9 @@ def simple_project_context(project: ProjectData, site: Site,
                 "requires-python": f.requires_python,
                 "size": f.size,
                 "upload-time": upload_time(f.published),
+                # PEP 714: only the new key in JSON (pip 22.3-23.1 crash on the old
+                # one there); the HTML template adds the old attribute itself.
                 "core-metadata": {"sha256": f.metadata_sha256},
-                "dist-info-metadata": {"sha256": f.metadata_sha256},
                 "yanked": _yanked(version),
             }
             for version, f in files

@@ -35,6 +35,7 @@ import requests
 from bs4 import BeautifulSoup
 from farm import PYENV, wait_for
 from index_publisher import Publisher, clean_env, let_others_in
+from installers import PIP_METADATA_DRY_RUN
 from web_server import ApacheServer, NginxServer, WebServer, apache_binary, nginx_binary
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -61,9 +62,6 @@ SHORT = "public, max-age=60"
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
                 None)
-#: The first pip whose --dry-run downloads no wheel when PEP 658 metadata is served
-#: (older ones fetch the chosen wheels after resolving).
-PIP_METADATA_DRY_RUN = Version("25.3")
 
 
 @dataclass(frozen=True)

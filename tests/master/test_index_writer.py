@@ -111,10 +111,13 @@ def test_package_pages(db, writer, output):
     assert f["filename"] == filename and f["url"] == filename
     assert f["requires-python"] == "<4,>=3.9" and f["yanked"] is False
     assert set(f) >= {"hashes", "size", "upload-time", "core-metadata"}
+    assert "dist-info-metadata" not in f  # PEP 714: never the old key in JSON
     html = (output / "simple" / "foo-bar" / "index.html").read_text()
     assert f'href="{filename}#sha256={f["hashes"]["sha256"]}"' in html
     assert 'data-requires-python="&lt;4,&gt;=3.9"' in html
     assert f'data-core-metadata="sha256={f["core-metadata"]["sha256"]}"' in html
+    # ... but both attributes in HTML, for pips from before PEP 714
+    assert f'data-dist-info-metadata="sha256={f["core-metadata"]["sha256"]}"' in html
     assert "data-yanked" not in html
     assert '<meta name="pypi:tracks" content="http://upstream.test/simple/foo-bar/">' in html
     project = read_json(output / "project" / "foo-bar" / "json" / "index.json")
