@@ -34,7 +34,7 @@ from index_publisher import Publisher, clean_env
 from installers import PIP_CORE_METADATA, PIP_DRY_RUN, PIP_JSON, PIP_METADATA_DRY_RUN
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
-from sdist_factory import make_sdist, module_name
+from sdist_factory import make_sdist
 from web_server import NginxServer, Request, nginx_binary
 
 from piwheels.db import Database
@@ -81,9 +81,9 @@ ABIS = sorted({c.abi for c in CLIENTS})
 PURE, NATIVE, ABI3 = "piw-clients-pure", "piw-clients-native", "piw-clients-abi3"
 PROJECTS = (PURE, NATIVE, ABI3)
 VERSION = "1.0"
-#: what each project's wheel answers once installed (all three say 42)
-IMPORT_CHECK = "print(*({}))".format(", ".join(
-    f"__import__({module_name(p)!r}).{'ANSWER' if p == PURE else 'answer()'}" for p in PROJECTS))
+#: Run by the client's own CPython where it installed them: all three answer 42.
+IMPORT_CHECK = ("import piw_clients_pure, piw_clients_native, piw_clients_abi3; print("
+                "piw_clients_pure.ANSWER, piw_clients_native.answer(), piw_clients_abi3.answer())")
 
 
 # --- the farm's wheels, built by the interpreters they are for ----------------------------
