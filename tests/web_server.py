@@ -139,7 +139,7 @@ class Request:
     status: int
     method: str
     uri: str
-    content_type: str  # "-" (nginx) or "(null)" (Apache) when the answer had none
+    content_type: str  # "-" when the answer had none
     user_agent: str
 
     @property
