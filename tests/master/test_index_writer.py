@@ -105,8 +105,9 @@ def test_package_pages(db, writer, output):
     page = output / "simple" / "foo-bar" / "index.json"
     wait_for((output / "simple" / "Foo_Bar").is_symlink, 10, "the pages (aliases come last)")
     data = read_json(page)
-    assert data["meta"] == {"api-version": "1.1", "tracks": ["http://upstream.test/simple/foo-bar/"]}
+    assert data["meta"] == {"api-version": "1.4", "tracks": ["http://upstream.test/simple/foo-bar/"]}
     assert data["name"] == "foo-bar" and data["versions"] == ["1.0"]
+    assert data["project-status"] == {"status": "active"}
     (f,) = data["files"]
     assert f["filename"] == filename and f["url"] == filename
     assert f["requires-python"] == "<4,>=3.9" and f["yanked"] is False
@@ -117,6 +118,9 @@ def test_package_pages(db, writer, output):
     assert f'data-core-metadata="sha256={f["core-metadata"]["sha256"]}"' in html
     assert "data-yanked" not in html
     assert '<meta name="pypi:tracks" content="http://upstream.test/simple/foo-bar/">' in html
+    assert '<meta name="pypi:repository-version" content="1.4">' in html
+    assert '<meta name="pypi:project-status" content="active">' in html
+    assert "pypi:project-status-reason" not in html
     project = read_json(output / "project" / "foo-bar" / "json" / "index.json")
     assert project["versions"][0]["builds"]["cp311"]["status"] == "success"
     assert project["apt_install"] == "sudo apt install libfoo1"
