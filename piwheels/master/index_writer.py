@@ -40,7 +40,7 @@ from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS
 from ..records import ProjectData
 from ..resources import templates_dir
-from ..storage import atomic_write, remove_quietly
+from ..storage import WITHHELD_DIR, atomic_write, remove_quietly
 from .task import Clock, Task
 
 #: The longest one run of page writing in the task's own thread lasts.
@@ -59,9 +59,6 @@ METADATA_SUFFIX = ".metadata"
 ROOT_INTERVAL_S = 5.0
 #: A wheel no page ever listed is removed once it is this old (a crash left it behind).
 ORPHAN_AGE_S = 3600.0
-#: Where a quarantined project's wheels wait, under the output path: a dot-directory,
-#: which the documented web-server configurations never serve (as .transfers/).
-WITHHELD_DIR = ".withheld"
 
 
 def read_if_exists(path: str | Path) -> Optional[bytes]:
