@@ -123,6 +123,11 @@ def wait_status(farm: Farm, status: dict) -> dict:
                      30, f"the page to say {status}")
 
 
+def wait_project_status(farm: Farm, status: str) -> dict:
+    return farm.wait(lambda: (p := project_json(farm)) and p["status"]["status"] == status and p,
+                     30, f"the project JSON to say {status}")
+
+
 def test_each_status_flows_from_upstream_and_quarantine_withholds_then_returns(
         status_farm, nginx, pypi, db, wheel):
     farm = status_farm
@@ -147,8 +152,7 @@ def test_each_status_flows_from_upstream_and_quarantine_withholds_then_returns(
         html = nginx.get(f"/simple/{PROJECT}/", {"Accept": "text/html"})[2].decode()
         assert f'<meta name="pypi:project-status" content="{upstream_status}">' in html
         assert ("pypi:project-status-reason" in html) == bool(reason)
-        human = farm.wait(lambda: (p := project_json(farm)) and
-                          p["status"]["status"] == upstream_status and p, 30, "project JSON")
+        human = wait_project_status(farm, upstream_status)
         assert human["status"]["set_by"] == "upstream" and human["install"]
         assert nginx.get(wheel_url)[0] == 200
         assert db.pending_builds(ABI, 10) == [(PROJECT, "2.0")]
@@ -169,8 +173,7 @@ def test_each_status_flows_from_upstream_and_quarantine_withholds_then_returns(
     assert db.pending_builds(ABI, 10) == []
     farm.wait(lambda: driver_queued(farm) == 0, 30, "the queued build cancelled")
     farm.wait(lambda: PROJECT not in root_projects(farm), 30, "the project out of the root")
-    human = farm.wait(lambda: (p := project_json(farm)) and
-                      p["status"]["status"] == "quarantined" and p, 30, "project JSON")
+    human = wait_project_status(farm, "quarantined")
     assert human["install"] is None and "quarantined upstream" in human["not_installable"]
     assert all(v["files"] == [] for v in human["versions"])
     text = (farm.output / "project" / PROJECT / "index.html").read_text()
