@@ -242,6 +242,7 @@ class PageWriter:
                 if link.exists() and not link.is_symlink():
                     continue  # a real directory: never clobber
                 temp = link.with_name(f".{name}.link")
+                temp.parent.mkdir(parents=True, exist_ok=True)  # (no simple page written yet)
                 remove_quietly(temp)
                 temp.symlink_to(package)
                 os.replace(temp, link)
