@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable, Iterator, NamedTuple, Optional
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from .connection import make_engine, translate_errors
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
 from .names import canonical_name, normal_version, version_key
+from .project_status import ACTIVE, QUARANTINED, check_status, clean_reason
 from .records import BuildData, BuildRecord, FileData, ProjectData, VersionData
 from .schema import SCHEMA_VERSION
 
@@ -30,13 +31,13 @@ TABLES = (
     "configuration", "packages", "package_names", "versions", "build_abis",
     "builds", "build_logs", "files", "dependencies",
 )
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: Pending builds are counted up to this many per ABI (the count is for display).
 PENDING_COUNT_LIMIT = 10_000
 
 
 class QueueKey(NamedTuple):
-    """A release's place in the build queue (the order of ``versions_buildable``)."""
+    """A release's place in the build queue (the order of ``versions_buildable``;
+    ``released`` is ``queue_released()``'s, never None)."""
 
     released: datetime
     package: str
@@ -176,6 +177,46 @@ class Database:
                 .values(skip_reason=reason or None)
             ), package)
 
+    def set_upstream_status(self, package: str, status: str,
+                            reason: Optional[str] = None) -> bool:
+        """Record the PEP 792 status upstream gives *package*; True if it changed."""
+        return self._set_status(package, "upstream", status, reason)
+
+    def set_operator_status(self, package: str, status: str,
+                            reason: Optional[str] = None) -> bool:
+        """An operator's status for *package* ("active" clears it); True if it changed."""
+        return self._set_status(package, "operator", status, reason)
+
+    def _set_status(self, package: str, who: str, status: str,
+                    reason: Optional[str]) -> bool:
+        check_status(status)
+        reason = clean_reason(reason)
+        if who == "operator" and status == ACTIVE:
+            status, reason = None, None  # the operator's mark is cleared
+        elif status == ACTIVE:
+            reason = None
+        packages = self.t["packages"]
+        column, reason_column = packages.c[f"{who}_status"], packages.c[f"{who}_status_reason"]
+        with self._begin() as conn:
+            self._existing_package(package, conn)
+            return conn.execute(
+                packages.update()
+                .where(packages.c.package == canonical_name(package))
+                .where(sa.or_(column.is_distinct_from(status),
+                              reason_column.is_distinct_from(reason)))
+                .values({column: status, reason_column: reason})
+            ).rowcount == 1
+
+    def withheld_packages(self, packages: Iterable[str]) -> set[str]:
+        """Which of *packages* are quarantined (their files are not served)."""
+        wanted = sorted({canonical_name(package) for package in packages})
+        if not wanted:
+            return set()
+        p = self.t["packages"]
+        with self._begin() as conn:
+            return set(conn.scalars(
+                sa.select(p.c.package).where(p.c.package.in_(wanted), _withheld(p))))
+
     def remove_package(self, package: str) -> bool:
         """Forget *package* with its versions, builds and files; True if it existed."""
         packages = self.t["packages"]
@@ -196,7 +237,7 @@ class Database:
         version = normal_version(version)
         versions = self.t["versions"]
         stmt = pg_insert(versions).values(
-            package=package, version=version, released=released or EPOCH,
+            package=package, version=version, released=released,
             has_sdist=has_sdist, yanked=yanked,
             yank_reason=yank_reason if yanked else None,
             skip_reason=skip_reason or None,
@@ -211,7 +252,8 @@ class Database:
             row = conn.execute(stmt).first()
         return bool(row and row.inserted)
 
-    def add_releases(self, releases: Iterable[tuple[str, str, datetime, bool]]) -> None:
+    def add_releases(self, releases: Iterable[tuple[str, str, Optional[datetime], bool]]
+                     ) -> None:
         """Record many (name, version, released, has_sdist) at once, projects included.
 
         For catching up with the change feed: a few multi-row statements
@@ -225,7 +267,7 @@ class Database:
             names.setdefault(name, package)
             names.setdefault(package, package)
             row = merged.setdefault((package, version), [released, has_sdist])
-            row[0], row[1] = min(row[0], released), row[1] or has_sdist
+            row[0], row[1] = _earliest(row[0], released), row[1] or has_sdist
         if not merged:
             return
         packages, aliases, versions = (
@@ -378,15 +420,18 @@ class Database:
         length however many releases the database holds.
         """
         versions, packages = self.t["versions"], self.t["packages"]
-        key = (versions.c.released, versions.c.package, versions.c.version)
+        key = (sa.func.queue_released(versions.c.released), versions.c.package,
+               versions.c.version)
         # one direction for the whole key, so the versions_buildable index serves it
         direction = sa.desc if newest_first else sa.asc
         query = (
-            sa.select(*key)
+            sa.select(*(column.label(name) for column, name in
+                        zip(key, ("released", "package", "version"))))
             .join(packages, packages.c.package == versions.c.package)
             .where(
                 versions.c.has_sdist, ~versions.c.built, ~versions.c.yanked,
                 versions.c.skip_reason.is_(None), packages.c.skip_reason.is_(None),
+                ~_withheld(packages),
                 sa.func.needs_build(versions.c.package, versions.c.version, abi_tag),
             )
             .order_by(*(direction(column) for column in key))
@@ -494,10 +539,12 @@ class Database:
             return list(conn.scalars(sa.select(packages.c.package).order_by(packages.c.package)))
 
     def packages_with_files(self) -> dict[str, str]:
-        """{package: description} of every project with at least one published wheel."""
+        """{package: description} of every project with at least one published wheel
+        that is served (a quarantined project's are not)."""
         t = self.t
         query = (
             sa.select(t["packages"].c.package, t["packages"].c.description)
+            .where(~_withheld(t["packages"]))
             .where(sa.exists().where(
                 (t["builds"].c.package == t["packages"].c.package)
                 & (t["builds"].c.status == "success")))
@@ -569,7 +616,9 @@ class Database:
         of_wanted = b.c.package.in_(wanted)
         with self._begin() as conn:
             rows = conn.execute(
-                sa.select(p.c.package, p.c.description, p.c.skip_reason)
+                sa.select(p.c.package, p.c.description, p.c.skip_reason,
+                          p.c.upstream_status, p.c.upstream_status_reason,
+                          p.c.operator_status, p.c.operator_status_reason)
                 .where(p.c.package.in_(wanted))
             ).all()
             name_rows = conn.execute(
@@ -633,11 +682,28 @@ class Database:
                 builds=tuple(builds_by_version.get((package, version), ())),
             ))
         projects = {}
-        for package, description, skip_reason in rows:
+        for row in rows:
+            package = row.package
             versions = versions_by_package.get(package, [])
             versions.sort(key=lambda v: version_key(v.version), reverse=True)
             projects[package] = ProjectData(
-                package=package, description=description, skip_reason=skip_reason,
+                package=package, description=row.description, skip_reason=row.skip_reason,
                 names=tuple(names.get(package, ())), versions=tuple(versions),
+                upstream_status=row.upstream_status,
+                upstream_status_reason=row.upstream_status_reason,
+                operator_status=row.operator_status,
+                operator_status_reason=row.operator_status_reason,
             )
         return projects
+
+
+def _withheld(packages: sa.Table) -> sa.ColumnElement:
+    """Whether a project is quarantined, by upstream or by an operator (PEP 792)."""
+    return (packages.c.upstream_status == QUARANTINED) | (
+        sa.func.coalesce(packages.c.operator_status, ACTIVE) == QUARANTINED)
+
+
+def _earliest(a: Optional[datetime], b: Optional[datetime]) -> Optional[datetime]:
+    """The earlier of two upload times, an unknown one (None) giving way to a known one."""
+    known = [moment for moment in (a, b) if moment is not None]
+    return min(known) if known else None

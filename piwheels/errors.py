@@ -73,3 +73,7 @@ class Aborted(PiwheelsError):
 
 class WheelError(PiwheelsError, ValueError):
     """A wheel that cannot be accepted; the message says why."""
+
+
+class InvalidProjectStatus(PiwheelsError, ValueError):
+    """A project status (PEP 792) this farm does not know."""

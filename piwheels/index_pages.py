@@ -19,8 +19,8 @@ from chameleon import PageTemplateLoader
 from .records import BuildData, FileData, ProjectData, VersionData
 from .resources import templates_dir
 
-#: The simple repository API version these pages follow (PEP 629/691/700).
-API_VERSION = "1.1"
+#: The simple repository API version these pages follow (PEP 629/691/700/792).
+API_VERSION = "1.4"
 SIMPLE_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 SIMPLE_HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 
@@ -37,6 +37,22 @@ class Site:
 def upload_time(moment: datetime) -> str:
     """PEP 700's upload-time form: ISO 8601 in UTC with a Z."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def release_time(moment: Optional[datetime]) -> Optional[str]:
+    """A release's upload time for the project pages (None: upstream did not say)."""
+    return None if moment is None else upload_time(moment)
+
+
+def project_status_context(project: ProjectData) -> dict:
+    """PEP 792's ``project-status`` object: the status in force, and its reason if any."""
+    status = project.status
+    return {"status": status.status, **({"reason": status.reason} if status.reason else {})}
+
+
+def served_files(project: ProjectData) -> list[tuple[VersionData, FileData]]:
+    """The published files the farm serves: none while the project is quarantined."""
+    return [] if project.status.withheld else published_files(project)
 
 
 def log_path(build_id: int) -> str:
@@ -74,7 +90,7 @@ def simple_project_context(project: ProjectData, site: Site,
     """The PEP 691 (+ 700, 708) project page, as a dict (*files*: its published files,
     if the caller has them already)."""
     if files is None:
-        files = published_files(project)
+        files = served_files(project)
     with_files = {version.version for version, _ in files}
     versions = [v.version for v in reversed(project.versions) if v.version in with_files]
     return {
@@ -83,6 +99,7 @@ def simple_project_context(project: ProjectData, site: Site,
             "tracks": [f"{site.upstream_simple.rstrip('/')}/{project.package}/"],
         },
         "name": project.package,
+        "project-status": project_status_context(project),
         "versions": versions,
         "files": [
             {
@@ -113,6 +130,7 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
     """The human project page and its JSON twin."""
     versions = []
     apt: set[str] = set()
+    status = project.status
     for version in project.versions:
         cells = {}
         for abi in abis:
@@ -125,14 +143,14 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
                 "apt_dependencies": list(f.dependencies.get("apt", ())),
                 "url": f"../../simple/{project.package}/{f.filename}",
             }
-            for build in version.builds if build.status == "success"
+            for build in version.builds if build.status == "success" and not status.withheld
             for f in build.files
         ]
         for f in files:
             apt.update(f["apt_dependencies"])
         versions.append({
             "version": version.version,
-            "released": upload_time(version.released),
+            "released": release_time(version.released),
             "yanked": version.yanked,
             "yank_reason": version.yank_reason,
             "skip_reason": version.skip_reason or project.skip_reason,
@@ -148,9 +166,38 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
         "abis": list(abis),
         "versions": versions,
         "apt_dependencies": sorted(apt),
-        "install": f"pip install --extra-index-url {site.index_url} {project.package}",
+        "status": {**project_status_context(project), "set_by": status.set_by},
+        **install_context(project, versions, site),
         "apt_install": f"sudo apt install {' '.join(sorted(apt))}" if apt else None,
     }
+
+
+def install_context(project: ProjectData, versions: list[dict], site: Site) -> dict:
+    """The install line, only when the farm serves a wheel of the project (its
+    simple page is a 404 otherwise); else why there is none (``not_installable``)."""
+    if any(version["files"] for version in versions):
+        return {"install": f"pip install --extra-index-url {site.index_url} {project.package}",
+                "not_installable": None}
+    status = project.status
+    if status.withheld:
+        why = (f"Its wheels are withheld: the project is quarantined "
+               f"{'by this farm' if status.set_by == 'operator' else 'upstream'}"
+               f"{f' ({status.reason})' if status.reason else ''}.")
+    elif project.skip_reason:
+        why = f"No wheel is built: {project.skip_reason}."
+    elif not versions:
+        why = "No wheel is built yet: the farm knows no release of it."
+    else:
+        cells = [cell for version in versions for cell in version["builds"].values()]
+        if not cells:
+            why = "No wheel is built yet: no builder has joined the farm."
+        elif any(cell["status"] == "pending" for cell in cells):
+            why = "No wheel is built yet: its releases are waiting in the build queue."
+        elif any(cell["status"] in ("failed", "rejected") for cell in cells):
+            why = "No wheel is built: every attempt failed (each build links to its log)."
+        else:
+            why = "No wheel is built: no release can be built (see the reason on each)."
+    return {"install": None, "not_installable": why}
 
 
 def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:

@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from voluptuous import Invalid, Schema
 
+from .project_status import PROJECT_STATUSES
+
 #: Bumped whenever a message of the slave or file protocol changes shape.
 #: 2: CHUNK's data travels as a frame of its own.
 PROTOCOL_VERSION = 2
@@ -331,6 +333,9 @@ CONTROL = Protocol("control", sends={
     "IMPORT": message({"path": FilePath,
                        "abi_tag": optional(Tag), "label": Label}),
     "RECONCILE": message(),
+    # an operator's PEP 792 status for a project ("active" clears it)
+    "PROJECT_STATUS": message({"package": Name, "status": one_of(*PROJECT_STATUSES),
+                               "reason": Reason}),
     # hold new builds while the output directory has less free space than this
     "MIN_FREE_SPACE": message({"mib": Count}),
 }, receives={

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import xmlrpc.client
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
@@ -22,13 +22,15 @@ from packaging.utils import (
 
 from . import __version__
 from .errors import PiwheelsError
+from .project_status import ACTIVE, PROJECT_STATUSES, QUARANTINED, clean_reason
 
 USER_AGENT = f"piwheels/{__version__} (wheel build farm; +change-feed follower)"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+#: How a status upstream gave that this code does not know is recorded.
+UNKNOWN_STATUS_REASON = "the upstream index gave an unknown status"
 #: The fewest seconds between two XML-RPC calls.
 XMLRPC_INTERVAL_S = 1.0
 SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tar")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class UpstreamError(PiwheelsError):
@@ -57,7 +59,7 @@ class ChangelogEvent:
 @dataclass(frozen=True)
 class UpstreamRelease:
     version: str
-    released: datetime
+    released: Optional[datetime]  # None: upstream did not say when
     has_sdist: bool
     yanked: bool
     yank_reason: Optional[str]
@@ -68,12 +70,37 @@ class UpstreamProject:
     name: str
     summary: str
     last_serial: int
-    releases: dict[str, UpstreamRelease]
+    #: None: upstream lists none now (the project is quarantined); keep what is known
+    releases: Optional[dict[str, UpstreamRelease]]
+    #: the PEP 792 status (a known one; see :func:`project_status_of`) and its reason
+    status: str = ACTIVE
+    status_reason: Optional[str] = None
 
 
-def _parse_time(text: Optional[str]) -> datetime:
+def project_status_of(page: Any) -> tuple[str, Optional[str]]:
+    """The (status, reason) a PEP 691 project page gives (PEP 792; none: active).
+
+    A status this code does not know is taken for ``quarantined``, the safe
+    reading (nothing served, nothing lost), with a reason that says so;
+    :func:`is_unknown_status` tells the caller to log it.
+    """
+    marker = page.get("project-status") if isinstance(page, dict) else None
+    if marker is None:
+        return ACTIVE, None
+    status = marker.get("status") if isinstance(marker, dict) else marker
+    reason = clean_reason(marker.get("reason")) if isinstance(marker, dict) else None
+    if status in PROJECT_STATUSES:
+        return status, reason
+    return QUARANTINED, f"{UNKNOWN_STATUS_REASON} {str(status)[:100]!r}"
+
+
+def is_unknown_status(reason: Optional[str]) -> bool:
+    return bool(reason) and reason.startswith(UNKNOWN_STATUS_REASON)
+
+
+def _parse_time(text: Optional[str]) -> Optional[datetime]:
     if not text:
-        return EPOCH
+        return None
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
@@ -81,7 +108,7 @@ def _parse_time(text: Optional[str]) -> datetime:
 def release_from_files(version: str, files: list[dict]) -> UpstreamRelease:
     """Summarise one release's files: first upload, any sdist, yanked (all files yanked)."""
     if not files:
-        return UpstreamRelease(version, EPOCH, False, False, None)
+        return UpstreamRelease(version, None, False, False, None)
     yanked = all(f["yanked"] is not False and f["yanked"] is not None for f in files)
     reason = None
     if yanked:
@@ -89,7 +116,8 @@ def release_from_files(version: str, files: list[dict]) -> UpstreamRelease:
         reason = reasons[0][:500] if reasons else None
     return UpstreamRelease(
         version=version,
-        released=min(f["uploaded"] for f in files),
+        released=min((f["uploaded"] for f in files if f["uploaded"] is not None),
+                     default=None),
         has_sdist=any(f["sdist"] for f in files),
         yanked=yanked,
         yank_reason=reason,
@@ -222,10 +250,43 @@ class PyPIClient:
         return response.headers.get("ETag"), serial, projects
 
     def project(self, name: str) -> Optional[UpstreamProject]:
-        """One project's releases (None if upstream does not have it)."""
-        if self.json_url:
-            return self._project_from_json_api(name)
-        return self._project_from_simple(name)
+        """One project's releases and status (None if upstream does not have it).
+
+        With a JSON API, its answer gives the releases and the simple page
+        (which carries PEP 792 statuses) the status; a project the JSON API
+        no longer shows but the simple page calls quarantined is quarantined,
+        not gone.
+        """
+        if not self.json_url:
+            return self._project_from_simple(name)
+        project = self._project_from_json_api(name)
+        page = self._simple_page(name)
+        if page is None:
+            return project
+        status, reason = project_status_of(page[1])
+        if project is None:
+            if status != QUARANTINED:
+                return None
+            return UpstreamProject(name=str(page[1].get("name", name)), summary="",
+                                   last_serial=page[0], releases=None,
+                                   status=status, status_reason=reason)
+        return replace(project, status=status, status_reason=reason,
+                       releases=None if status == QUARANTINED else project.releases)
+
+    def _simple_page(self, name: str) -> Optional[tuple[int, Any]]:
+        """(last serial, the PEP 691 project page) of *name*; None if there is none."""
+        url = f"{self.simple_url}{canonicalize_name(name)}/"
+        response = self._get(url, Accept=SIMPLE_JSON)
+        if response.status_code == 404:
+            return None
+        data = self._json(response, f"GET {url}")
+        if not isinstance(data, dict):
+            raise UpstreamError(f"GET {url}: not a PEP 691 project page")
+        try:
+            serial = int(response.headers.get("X-PyPI-Last-Serial", 0))
+        except ValueError:
+            serial = 0
+        return serial, data
 
     def _project_from_json_api(self, name: str) -> Optional[UpstreamProject]:
         url = f"{self.json_url}{canonicalize_name(name)}/json"
@@ -254,10 +315,16 @@ class PyPIClient:
 
     def _project_from_simple(self, name: str) -> Optional[UpstreamProject]:
         url = f"{self.simple_url}{canonicalize_name(name)}/"
-        response = self._get(url, Accept=SIMPLE_JSON)
-        if response.status_code == 404:
+        page = self._simple_page(name)
+        if page is None:
             return None
-        data = self._json(response, f"GET {url}")
+        last_serial, data = page
+        status, reason = project_status_of(data)
+        if status == QUARANTINED:
+            # upstream lists no files while it is quarantined: not a removal
+            return UpstreamProject(name=str(data.get("name", name)), summary="",
+                                   last_serial=last_serial, releases=None,
+                                   status=status, status_reason=reason)
         try:
             by_version: dict[str, list[dict]] = {v: [] for v in data.get("versions", [])}
             for f in data["files"]:
@@ -272,9 +339,9 @@ class PyPIClient:
                     "uploaded": _parse_time(f.get("upload-time")),
                 })
             return UpstreamProject(
-                name=data["name"], summary="",
-                last_serial=int(response.headers.get("X-PyPI-Last-Serial", 0)),
-                releases={v: release_from_files(v, files) for v, files in by_version.items()})
+                name=data["name"], summary="", last_serial=last_serial,
+                releases={v: release_from_files(v, files) for v, files in by_version.items()},
+                status=status, status_reason=reason)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise UpstreamError(f"GET {url}: not a PEP 691 project page") from None
 

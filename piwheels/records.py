@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Optional
 
+from .project_status import ACTIVE, ProjectStatus, combine
+
 BUILD_STATUSES = ("success", "failed", "rejected")
 DEPENDENCY_TOOLS = ("apt", "pip")
 
@@ -80,7 +82,7 @@ class BuildData:
 @dataclass(frozen=True)
 class VersionData:
     version: str
-    released: datetime
+    released: Optional[datetime]  # None: upstream did not say when
     has_sdist: bool
     yanked: bool
     yank_reason: Optional[str]
@@ -97,3 +99,14 @@ class ProjectData:
     skip_reason: Optional[str]
     names: tuple[str, ...]
     versions: tuple[VersionData, ...]
+    #: PEP 792: upstream's status and the operator's (None: none set)
+    upstream_status: str = ACTIVE
+    upstream_status_reason: Optional[str] = None
+    operator_status: Optional[str] = None
+    operator_status_reason: Optional[str] = None
+
+    @property
+    def status(self) -> ProjectStatus:
+        """The status in force (the stricter of upstream's and the operator's)."""
+        return combine(self.upstream_status, self.upstream_status_reason,
+                       self.operator_status, self.operator_status_reason)

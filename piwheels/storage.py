@@ -11,6 +11,10 @@ import threading
 from pathlib import Path
 
 
+#: Where a quarantined project's wheels wait, under the output path (PEP 792):
+#: a dot-directory, which the documented web-server configurations never serve.
+WITHHELD_DIR = ".withheld"
+
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write *data* to *path* through a temp file in the same directory.
 

@@ -1,4 +1,4 @@
--- piwheels schema, version 1: created from nothing by piw-initdb.
+-- piwheels schema, version 2: created from nothing by piw-initdb.
 --
 -- piw-initdb replaces @ROLE@ with the (quoted) name of the role the master
 -- connects as, and runs this whole script in one transaction.  The tables
@@ -16,7 +16,7 @@ CREATE TABLE configuration (
     CONSTRAINT configuration_serial_ck CHECK (pypi_serial >= 0)
 );
 
-INSERT INTO configuration (id, schema_version) VALUES (1, 1);
+INSERT INTO configuration (id, schema_version) VALUES (1, 2);
 
 -- A PEP 503 canonical name: lower case letters and digits in runs joined by
 -- single hyphens.
@@ -49,10 +49,22 @@ CREATE TABLE packages (
     skip_reason     varchar(100)    NULL,
     added           timestamptz     NOT NULL DEFAULT now(),
     last_serial     bigint          NOT NULL DEFAULT 0,
+    -- PEP 792: the status upstream gives the project, and one an operator set
+    -- (NULL: none); the stricter is in force (piwheels/project_status.py)
+    upstream_status         varchar(20)     NOT NULL DEFAULT 'active',
+    upstream_status_reason  varchar(500)    NULL,
+    operator_status         varchar(20)     NULL,
+    operator_status_reason  varchar(500)    NULL,
 
     CONSTRAINT packages_pk PRIMARY KEY (package),
     CONSTRAINT packages_canonical_ck CHECK (is_canonical_name(package)),
-    CONSTRAINT packages_skip_reason_ck CHECK (skip_reason <> '')
+    CONSTRAINT packages_skip_reason_ck CHECK (skip_reason <> ''),
+    CONSTRAINT packages_upstream_status_ck
+        CHECK (upstream_status IN ('active', 'deprecated', 'archived', 'quarantined')),
+    CONSTRAINT packages_operator_status_ck
+        CHECK (operator_status IN ('deprecated', 'archived', 'quarantined')),
+    CONSTRAINT packages_operator_status_reason_ck
+        CHECK (operator_status IS NOT NULL OR operator_status_reason IS NULL)
 );
 
 -- Every spelling of a project's name seen upstream or added by an operator;
@@ -74,7 +86,7 @@ CREATE INDEX package_names_package ON package_names (package);
 CREATE TABLE versions (
     package         varchar(200)    NOT NULL,
     version         varchar(200)    NOT NULL,
-    released        timestamptz     NOT NULL DEFAULT '1970-01-01 00:00:00+00',
+    released        timestamptz     NULL,  -- NULL: upstream did not say when
     has_sdist       boolean         NOT NULL DEFAULT false,
     yanked          boolean         NOT NULL DEFAULT false,
     yank_reason     varchar(500)    NULL,
@@ -91,11 +103,17 @@ CREATE TABLE versions (
     CONSTRAINT versions_skip_reason_ck CHECK (skip_reason <> '')
 );
 
+-- Where a release stands in the build queue's order: by upload time, those
+-- whose time is unknown as if uploaded at the epoch (the oldest).
+CREATE FUNCTION queue_released(released timestamptz) RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT coalesce(released, '1970-01-01 00:00:00+00'::timestamptz) $$;
+
 -- The build queue walks the releases that may still need a build, newest
 -- (or oldest) first; finished ones drop out of this index.
 -- It holds the whole sort key, so a LIMITed scan stops after the first rows
 -- instead of sorting every pending release.
-CREATE INDEX versions_buildable ON versions (released, package, version)
+CREATE INDEX versions_buildable ON versions (queue_released(released), package, version)
     WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL;
 
 CREATE TABLE build_abis (

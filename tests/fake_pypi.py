@@ -36,7 +36,7 @@ SDIST_SUFFIXES = (".tar.gz", ".zip")
 class Dist:
     filename: str
     data: bytes
-    uploaded: datetime
+    uploaded: Optional[datetime]  # None: the index does not say (PEP 700 makes it optional)
     requires_python: Optional[str]
     #: False, or the reason (True: yanked without one)
     yanked: Union[bool, str] = False
@@ -56,6 +56,13 @@ class Project:
     summary: str = ""
     serial: int = 0
     releases: dict[str, list[Dist]] = field(default_factory=dict)
+    #: PEP 792 (any string: tests also serve statuses the farm does not know)
+    status: str = "active"
+    status_reason: Optional[str] = None
+
+    @property
+    def quarantined(self) -> bool:
+        return self.status == "quarantined"
 
 
 @dataclass
@@ -198,6 +205,22 @@ class FakePyPI:
             project.summary = summary
             self._event(project.name, None, "update summary")
 
+    def set_status(self, name: str, status: str, reason: Optional[str] = None) -> None:
+        """PEP 792: a quarantined project lists no files on its simple page, its files
+        are not served and its JSON API page is gone (as the real index does)."""
+        with self.lock:
+            project = self._project(name)
+            project.status, project.status_reason = status, reason
+            self._event(project.name, None, f"project status set to {status}")
+
+    def forget_upload_times(self, name: str, version: str) -> None:
+        """The index no longer says when this release's files were uploaded."""
+        with self.lock:
+            project = self._project(name)
+            for dist in project.releases[version]:
+                dist.uploaded = None
+            project.serial = self.serial = self.serial + 1
+
     def noise(self, name: str) -> None:
         """Events a build farm has no use for."""
         with self.lock:
@@ -244,21 +267,27 @@ class FakePyPI:
     def _dists(self, project: Project) -> list[tuple[str, Dist]]:
         return [(version, dist) for version, dists in project.releases.items() for dist in dists]
 
+    def _status(self, project: Project) -> dict:
+        return {"status": project.status,
+                **({"reason": project.status_reason} if project.status_reason else {})}
+
     def simple_project(self, project: Project, as_json: bool) -> tuple[bytes, str]:
+        dists = [] if project.quarantined else self._dists(project)
         if as_json:
             return json.dumps({
-                "meta": {"api-version": "1.1", "_last-serial": project.serial},
+                "meta": {"api-version": "1.4", "_last-serial": project.serial},
                 "name": canonicalize_name(project.name),
-                "versions": list(project.releases),
+                "project-status": self._status(project),
+                "versions": [] if project.quarantined else list(project.releases),
                 "files": [{
                     "filename": dist.filename, "url": self.file_url(project, dist),
                     "hashes": {"sha256": dist.sha256}, "requires-python": dist.requires_python,
                     "yanked": dist.yanked, "size": len(dist.data),
-                    "upload-time": dist.uploaded.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                } for _, dist in self._dists(project)],
+                    **({"upload-time": _stamp(dist.uploaded)} if dist.uploaded else {}),
+                } for _, dist in dists],
             }).encode(), SIMPLE_JSON
         links = []
-        for _, dist in self._dists(project):
+        for _, dist in dists:
             attrs = f'href="{self.file_url(project, dist)}#sha256={dist.sha256}"'
             if dist.requires_python:
                 attrs += f' data-requires-python="{html.escape(dist.requires_python)}"'
@@ -276,7 +305,7 @@ class FakePyPI:
                 "packagetype": "sdist" if dist.is_sdist else "bdist_wheel",
                 "digests": {"sha256": dist.sha256}, "size": len(dist.data),
                 "requires_python": dist.requires_python,
-                "upload_time_iso_8601": dist.uploaded.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "upload_time_iso_8601": _stamp(dist.uploaded) if dist.uploaded else None,
                 "yanked": dist.yanked is not False,
                 "yanked_reason": dist.yanked if isinstance(dist.yanked, str) else None,
             }
@@ -301,6 +330,10 @@ class FakePyPI:
             fault = xmlrpc.client.Fault(1, f"no method {method}")
             return 200, xmlrpc.client.dumps(fault, methodresponse=True).encode()
         return 200, xmlrpc.client.dumps((result,), methodresponse=True, allow_none=True).encode()
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _handler(pypi: FakePyPI):
@@ -369,7 +402,7 @@ def _handler(pypi: FakePyPI):
                     self._project_page(parts[1], as_json)
                 elif len(parts) == 3 and parts[0] == "pypi" and parts[2] == "json":
                     project = pypi.projects.get(canonicalize_name(parts[1]))
-                    if project is None:
+                    if project is None or project.quarantined:
                         self._reply(404, b"not found")
                     else:
                         self._reply(200, pypi.json_project(project), "application/json",
@@ -392,7 +425,8 @@ def _handler(pypi: FakePyPI):
 
         def _file(self, name: str, filename: str) -> None:
             project = pypi.projects.get(name)
-            for dists in (project.releases.values() if project else []):
+            for dists in (project.releases.values() if project and not project.quarantined
+                          else []):
                 for dist in dists:
                     if dist.filename == filename:
                         self._reply(200, dist.data, "application/octet-stream")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from piwheels.errors import InvalidProjectStatus, UnknownPackage
+from piwheels.project_status import ACTIVE, PROJECT_STATUSES
 from piwheels.records import BuildRecord, FileRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -163,3 +166,84 @@ def test_batch_of_attempts_keeps_each_release_flag(farm_db):
     farm_db.remove_builds("one", None)
     assert not built("one") and built("pure")
     assert sorted(pending(farm_db, "cp311")) == ["one"]
+
+
+@pytest.mark.parametrize("newest_first", [True, False])
+def test_unknown_release_times_sort_as_the_oldest_and_page_cleanly(farm_db, newest_first):
+    release(farm_db, "known-new", age_h=1)
+    release(farm_db, "known-old", age_h=50)
+    for name in ("unknown-b", "unknown-a", "unknown-c"):
+        farm_db.add_package(name)
+        farm_db.add_version(name, "1.0", released=None)
+    if not newest_first:
+        order = ["unknown-a", "unknown-b", "unknown-c", "known-old", "known-new"]
+    else:
+        order = ["known-new", "known-old", "unknown-c", "unknown-b", "unknown-a"]
+    assert pending(farm_db, "cp311", newest_first=newest_first) == order
+    pages, cursor = [], None
+    while True:
+        page, cursor = farm_db.pending_page("cp311", 2, newest_first, cursor)
+        pages += [p for p, _ in page]
+        if cursor is None:
+            break
+    assert pages == order
+
+
+def test_the_queue_walks_its_index(farm_db):
+    """Unknown times are ordered by the same expression the index holds, so the
+    queue is still a walk of versions_buildable, not a sort."""
+    release(farm_db, "indexed")
+    with farm_db._begin() as conn:
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_sort = off")
+        plan = "\n".join(conn.exec_driver_sql(
+            "EXPLAIN SELECT package FROM versions WHERE has_sdist AND NOT built "
+            "AND NOT yanked AND skip_reason IS NULL "
+            "ORDER BY queue_released(released) DESC, package DESC, version DESC LIMIT 5"
+        ).scalars())
+    assert "versions_buildable" in plan and "Sort" not in plan
+
+
+@pytest.mark.parametrize("who", ["upstream", "operator"])
+def test_quarantined_projects_are_not_offered_until_lifted(farm_db, who):
+    release(farm_db, "risky", age_h=1)
+    release(farm_db, "fine", age_h=2)
+    setter = getattr(farm_db, f"set_{who}_status")
+    for status in ("deprecated", "archived"):
+        setter("risky", status, "why")
+        assert pending(farm_db, "cp311") == ["risky", "fine"]
+    assert setter("risky", "quarantined", "malware")
+    assert pending(farm_db, "cp311") == ["fine"]
+    assert farm_db.withheld_packages(["risky", "fine", "unknown-one"]) == {"risky"}
+    assert not setter("risky", "quarantined", "malware")  # already so: no change
+    setter("risky", "active")
+    assert pending(farm_db, "cp311") == ["risky", "fine"]
+    assert farm_db.withheld_packages(["risky"]) == set()
+
+
+def test_a_bad_status_is_refused_and_changes_nothing(farm_db):
+    release(farm_db, "steady")
+    farm_db.set_operator_status("steady", "archived", "done")
+    with pytest.raises(InvalidProjectStatus, match="unknown project status 'frozen'; choose one "
+                                                   "of active, deprecated, archived"):
+        farm_db.set_operator_status("steady", "frozen", "no")
+    with pytest.raises(InvalidProjectStatus):
+        farm_db.set_upstream_status("steady", "Quarantined")
+    project = farm_db.get_project("steady")
+    assert (project.operator_status, project.operator_status_reason) == ("archived", "done")
+    assert project.upstream_status == "active"
+    with pytest.raises(UnknownPackage):
+        farm_db.set_operator_status("nobody-has-this", "quarantined")
+
+
+def test_the_schema_allows_exactly_the_known_statuses(farm_db):
+    """The statuses are declared in piwheels.project_status; the CHECK constraints
+    must list the same ones (the operator's without 'active', which clears it)."""
+    with farm_db._begin() as conn:
+        found = dict(conn.exec_driver_sql(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conname IN ('packages_upstream_status_ck', 'packages_operator_status_ck')"
+        ).all())
+    for name, expected in (("packages_upstream_status_ck", set(PROJECT_STATUSES)),
+                           ("packages_operator_status_ck", set(PROJECT_STATUSES) - {ACTIVE})):
+        assert set(re.findall(r"'([a-z]+)'", found[name])) == expected, found[name]

@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 from .. import cli, config
 from ..control_client import ControlClient, MasterUnavailable, StatusFeed
-from ..errors import Aborted, PiwheelsError
+from ..errors import Aborted, InvalidProjectStatus, PiwheelsError
+from ..project_status import PROJECT_STATUSES, check_status
 from ..protocols import REBUILD_PARTS
 
 #: Characters in piw-rebuild's progress bar.
@@ -56,7 +57,19 @@ def _add(argv: Optional[Sequence[str]]) -> int:
                       help="mark the release yanked (pip skips it unless pinned)")
     yank.add_argument("--unyank", action="store_true", help="undo --yank")
     parser.add_argument("--alias", metavar="NAME", help="another name the project is known by")
+    parser.add_argument("--status", metavar="STATUS",
+                        help=f"the project's PEP 792 status on this farm, one of "
+                             f"{', '.join(PROJECT_STATUSES)} (quarantined: its wheels are "
+                             "withheld and it is not built; active: clear this farm's status; "
+                             "the stricter of this and upstream's is in force)")
+    parser.add_argument("--status-reason", metavar="REASON", help="why, for --status")
     options = parser.parse_args(argv)
+    if options.status is not None:
+        check_status(options.status)  # one line, before anything is sent
+        if options.version:
+            raise InvalidProjectStatus("--status is for a whole project; give no VERSION")
+    elif options.status_reason is not None:
+        parser.error("--status-reason goes with --status")
     if (options.yank is not None or options.unyank) and not options.version:
         parser.error("--yank and --unyank need a VERSION")
     cli.configure_logging(options)
@@ -68,6 +81,10 @@ def _add(argv: Optional[Sequence[str]]) -> int:
             "yank": options.yank is not None, "yank_reason": options.yank or None,
             "unyank": options.unyank, "alias": options.alias,
         }))
+        if options.status is not None:
+            print(client.command("PROJECT_STATUS", {
+                "package": options.package, "status": options.status,
+                "reason": options.status_reason}))
     finally:
         client.close()
     return 0

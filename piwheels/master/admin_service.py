@@ -89,6 +89,7 @@ class AdminService(Task):
             "IMPORT": self.do_import,
             "RECONCILE": self.do_reconcile,
             "MIN_FREE_SPACE": self.do_min_free_space,
+            "PROJECT_STATUS": self.do_project_status,
         }
 
     def _push(self, protocol, address: str):
@@ -242,6 +243,25 @@ class AdminService(Task):
             self.tell(self.cancels, "CANCEL", {"package": package, "version": version})
         self.changed(package)
         return "OK", {"message": "; ".join(done) or f"{package} was already as asked"}
+
+    def do_project_status(self, request: dict) -> tuple[str, dict]:
+        """piw-add --status: the operator's PEP 792 status; the stricter of it and
+        upstream's is in force (a quarantine withholds files and stops builds)."""
+        package = canonical_name(request["package"])
+        status = request["status"]
+        with self.db.transaction():
+            changed = self.db.set_operator_status(package, status, request["reason"])
+            project = self.db.get_project(package)
+        now = project.status
+        if not changed:
+            return "OK", {"message": f"{package} was already as asked (it is {now.status})"}
+        if now.withheld:
+            self.tell(self.cancels, "CANCEL", {"package": package, "version": None})
+        self.changed(package)
+        said = "cleared the operator's status" if status == "active" else f"marked {status}"
+        upstream = f"; upstream's {now.status} stays in force" \
+            if now.set_by == "upstream" else ""
+        return "OK", {"message": f"{package}: {said}{upstream}"}
 
     def do_remove(self, request: dict) -> tuple[str, dict]:
         """piw-remove: a project or release, or only its builds (so they are made again)."""

@@ -19,11 +19,12 @@ import zmq
 
 from ..connection import first_line
 from ..db import Database
+from ..errors import InvalidName
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS
 from ..records import BuildRecord, FileRecord
 from ..transport import ProtocolError
-from ..storage import atomic_move, atomic_write, remove_quietly
+from ..storage import WITHHELD_DIR, atomic_move, atomic_write, remove_quietly
 from .task import Clock, Task
 
 #: The most attempts written in one transaction.
@@ -38,6 +39,7 @@ class BuildRecorder(Task):
         super().__init__(ctx, clock=clock)
         self.dsn = dsn
         self.simple_dir = Path(output_path) / "simple"
+        self.withheld_dir = Path(output_path) / WITHHELD_DIR
         self.db: Optional[Database] = None
         self.recorded = 0
         self.requests = self.socket(zmq.PULL, RECORD_REQUESTS.reverse())
@@ -73,7 +75,9 @@ class BuildRecorder(Task):
         if not jobs:
             return
         started = time.perf_counter()
-        prepared = [self.prepare(job) for job in jobs]
+        # a quarantined project's wheels go straight where nothing is served
+        withheld = self.db.withheld_packages(_valid_names(job["package"] for job in jobs))
+        prepared = [self.prepare(job, withheld) for job in jobs]
         try:
             self.db.record_builds([record for record, _ in prepared])
             self.log.debug("recorded %d attempts in %.0f ms", len(prepared),
@@ -89,15 +93,18 @@ class BuildRecorder(Task):
         for package in {canonical_name(job["package"]) for job in jobs}:
             self.tell(self.index_requests, "PACKAGE", {"package": package})
 
-    def prepare(self, job: dict) -> tuple[BuildRecord, list[Path]]:
-        """Publish a successful attempt's files; an attempt whose files cannot be
-        published becomes a rejected one."""
+    def prepare(self, job: dict, withheld: frozenset[str] | set[str] = frozenset()
+                ) -> tuple[BuildRecord, list[Path]]:
+        """Publish a successful attempt's files (into the withheld directory for a
+        package in *withheld*); an attempt whose files cannot be published becomes
+        a rejected one."""
         package = canonical_name(job["package"])
+        root = self.withheld_dir if package in withheld else self.simple_dir
         published: list[Path] = []
         try:
             files = []
             for facts in job["files"]:
-                published += self.publish(package, facts)
+                published += self.publish(package, facts, root)
                 files.append(file_record(facts))
             return build_record(job, tuple(files)), published
         except OSError as exc:
@@ -128,9 +135,9 @@ class BuildRecorder(Task):
     def status(self) -> dict:
         return {"recorded": self.recorded}
 
-    def publish(self, package: str, facts: dict) -> list[Path]:
-        """Move one verified wheel into the index beside its core metadata."""
-        directory = self.simple_dir / package
+    def publish(self, package: str, facts: dict, root: Optional[Path] = None) -> list[Path]:
+        """Move one verified wheel into the index (or *root*) beside its core metadata."""
+        directory = (root or self.simple_dir) / package
         wheel = directory / facts["filename"]
         metadata = directory / (facts["filename"] + ".metadata")
         if wheel.exists():
@@ -143,6 +150,17 @@ class BuildRecorder(Task):
             remove_quietly(metadata)
             raise
         return [wheel, metadata]
+
+
+def _valid_names(names) -> set[str]:
+    """The canonical forms of the valid names among *names* (a bad one is refused later)."""
+    valid = set()
+    for name in names:
+        try:
+            valid.add(canonical_name(name))
+        except InvalidName:
+            pass
+    return valid
 
 
 def file_record(facts: dict) -> FileRecord:

@@ -33,14 +33,14 @@ import zmq
 from ..db import Database
 from ..errors import InvalidName
 from ..index_pages import (
-    Renderer, Site, log_path, project_context, published_files, simple_project_context,
-    simple_root_context, to_json,
+    Renderer, Site, log_path, project_context, published_files, served_files,
+    simple_project_context, simple_root_context, to_json,
 )
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS
 from ..records import ProjectData
 from ..resources import templates_dir
-from ..storage import atomic_write, remove_quietly
+from ..storage import WITHHELD_DIR, atomic_write, remove_quietly
 from .task import Clock, Task
 
 #: The longest one run of page writing in the task's own thread lasts.
@@ -145,7 +145,7 @@ class PageWriter:
         return written
 
     def _remove_project(self, package: str) -> None:
-        for section in ("simple", "project"):
+        for section in ("simple", "project", WITHHELD_DIR):
             shutil.rmtree(self.output / section / package, ignore_errors=True)
         self._remove_aliases(package)
 
@@ -153,20 +153,53 @@ class PageWriter:
         package = project.package
         simple_dir = os.path.join(self.output, "simple", package)
         project_dir = os.path.join(self.output, "project", package)
-        files = published_files(project)
-        simple = simple_project_context(project, self.site, files)
+        recorded = published_files(project)
+        files = served_files(project)
+        if project.status.withheld:
+            self._withhold(package, recorded)
+        else:
+            self._restore(package, recorded)
         simple_json = os.path.join(simple_dir, "index.json")
         page_before = read_if_exists(simple_json)
-        self.write(os.path.join(simple_dir, "index.html"),
-                   self.renderer.render("simple_project", **simple), written)
-        self.write(simple_json, to_json(simple), written, page_before)
+        if recorded:
+            # (a quarantined project's page says so, and lists nothing)
+            simple = simple_project_context(project, self.site, files)
+            self.write(os.path.join(simple_dir, "index.html"),
+                       self.renderer.render("simple_project", **simple,
+                                            project_status=simple["project-status"]), written)
+            self.write(simple_json, to_json(simple), written, page_before)
+        else:
+            # no wheel at all: no simple page (a 404), so no client is sent here
+            for name in PAGE_FILES:
+                remove_quietly(Path(simple_dir) / name)
         self._prune(Path(simple_dir), {f.filename for _, f in files}, listed_files(page_before))
         context = project_context(project, abis, self.site)
         self.write(os.path.join(project_dir, "json", "index.json"), to_json(context), written)
         self.write(os.path.join(project_dir, "index.html"), self.renderer.render(
             "project", format_size=format_size, **context), written)
         self._write_aliases(package, project.names)
-        return bool(files)
+        return bool(files)  # in the root: a project whose wheels are served
+
+    def _withhold(self, package: str, files: list) -> None:
+        """Move a quarantined project's wheels (and .metadata) out of the served tree
+        into :data:`WITHHELD_DIR`, where nothing is served and nothing is lost."""
+        self._move_files(files, self.output / "simple" / package,
+                         self.output / WITHHELD_DIR / package)
+
+    def _restore(self, package: str, files: list) -> None:
+        """Put withheld wheels back where they are served (the quarantine was lifted)."""
+        held = self.output / WITHHELD_DIR / package
+        if held.is_dir():
+            self._move_files(files, held, self.output / "simple" / package)
+            shutil.rmtree(held, ignore_errors=True)  # what no build lists any more
+
+    @staticmethod
+    def _move_files(files: list, source: Path, target: Path) -> None:
+        for _, f in files:
+            for name in (f.filename, f.filename + METADATA_SUFFIX):
+                if (source / name).exists() and not (target / name).exists():
+                    target.mkdir(parents=True, exist_ok=True)
+                    os.replace(source / name, target / name)
 
     def _prune(self, directory: Path, listed: set[str], listed_before: set[str]) -> None:
         """Remove the wheels (and their .metadata) the page no longer lists.
@@ -209,6 +242,7 @@ class PageWriter:
                 if link.exists() and not link.is_symlink():
                     continue  # a real directory: never clobber
                 temp = link.with_name(f".{name}.link")
+                temp.parent.mkdir(parents=True, exist_ok=True)  # (no simple page written yet)
                 remove_quietly(temp)
                 temp.symlink_to(package)
                 os.replace(temp, link)

@@ -29,7 +29,10 @@ from ..db import Database
 from ..errors import InvalidName, InvalidVersion, UnknownPackage, UnknownVersion
 from ..names import canonical_name, normal_version
 from ..protocols import BUILD_QUEUE, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS
-from ..pypi_client import ChangelogEvent, PyPIClient, UpstreamError, UpstreamProject
+from ..project_status import QUARANTINED
+from ..pypi_client import (
+    ChangelogEvent, PyPIClient, UpstreamError, UpstreamProject, is_unknown_status,
+)
 from .task import Clock, Task
 
 #: How long one slice of work may run before the task looks at its sockets.
@@ -46,6 +49,10 @@ FEED_RETRY_S = 3600.0
 ADD_FILE_PREFIX = "add "
 SDIST_ACTION_PREFIX = "add source file "
 RENAME_PREFIX = "rename from "
+#: An event whose action names one of these (upstream's wording is its own) may
+#: have changed the project's PEP 792 status: the project is read whole.  The
+#: reconciler catches any other change by the project's serial.
+STATUS_ACTION_WORDS = ("status", "quarantin", "archiv", "deprecat")
 
 
 class PyPIFollower(Task):
@@ -244,6 +251,8 @@ class PyPIFollower(Task):
                     touched.add(old_package)
                 db.add_package(event.name)
                 self.read_later(package, event.name)
+            elif any(word in action.lower() for word in STATUS_ACTION_WORDS):
+                self.read_later(package, event.name)  # its PEP 792 status changed
             else:
                 return  # owners, descriptions, …: nothing a build farm needs
         except (InvalidVersion, InvalidName) as exc:
@@ -356,6 +365,12 @@ class PyPIFollower(Task):
         db.add_package(project.name, description=project.summary)
         if project.summary:
             db.set_description(package, project.summary)
+        self._sync_status(package, project, cancelled)
+        if project.releases is None:
+            # quarantined upstream, which lists nothing now: keep every release
+            # (the farm withholds their files) so that lifting it brings them back
+            db.set_package_serial(package, project.last_serial)
+            return
         stored = db.get_versions(package)
         upstream = {}
         for raw, release in project.releases.items():
@@ -385,6 +400,18 @@ class PyPIFollower(Task):
             db.remove_version(package, version)
             cancelled.append((package, version))
         db.set_package_serial(package, project.last_serial)
+
+    def _sync_status(self, package: str, project: UpstreamProject,
+                     cancelled: list[tuple[str, Optional[str]]]) -> None:
+        """Record upstream's PEP 792 status; a quarantine cancels the project's builds."""
+        if is_unknown_status(project.status_reason):
+            self.log.warning("%s: %s; withholding it as if quarantined", package,
+                             project.status_reason)
+        if self.db.set_upstream_status(package, project.status, project.status_reason):
+            self.log.info("%s is %s upstream%s", package, project.status,
+                          f" ({project.status_reason})" if project.status_reason else "")
+            if project.status == QUARANTINED:
+                cancelled.append((package, None))
 
     # --- telling the other tasks ------------------------------------------------------
 

@@ -126,8 +126,10 @@ def test_add_project_release_skip_yank_alias(farm, db):
 
     assert "added piw-thing" in ok(tool(farm, "piw-add", "Piw_Thing"))
     assert db.get_project("piw-thing") is not None
-    wait_json(farm, "piw-thing", lambda d: d["versions"] == [], "the new project's page")
-    assert (farm.output / "simple" / "piw-thing" / "index.html").exists()
+    data = wait_json(farm, "piw-thing", lambda d: d["versions"] == [], "the new project's page")
+    # no wheel yet: no simple page (a 404) and no install line, but why
+    assert not (farm.output / "simple" / "piw-thing" / "index.html").exists()
+    assert data["install"] is None and "knows no release" in data["not_installable"]
     assert "already as asked" in ok(tool(farm, "piw-add", "piw-thing"))
 
     assert "added piw-thing 1.0" in ok(tool(farm, "piw-add", "piw-thing", "1.0"))
@@ -276,9 +278,8 @@ def test_remove_asks_then_removes_builds_releases_projects(farm, db, wheels):
     assert "1.0" in db.get_versions("piw-imp-ext")
     assert db.pending_builds(ABI, 10) == [("piw-imp-ext", "1.0")]
     farm.wait(lambda: not ext_file.exists(), 20, "the wheel taken out of the index")
-    farm.wait(lambda: simple_files(farm, "piw-imp-ext") == [] and
-              (farm.output / "simple" / "piw-imp-ext" / "index.json").exists(), 20,
-              "the simple page without the wheel")
+    farm.wait(lambda: not (farm.output / "simple" / "piw-imp-ext" / "index.json").exists(), 20,
+              "the simple page gone with its only wheel (a 404)")
 
     # --skip: builds gone and never built again
     out = ok(tool(farm, "piw-remove", "-y", "piw-imp", "1.0", "--skip", "licence unclear"))

@@ -43,7 +43,7 @@ from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, PyPISimple
 from sdist_factory import make_sdist
 
 from piwheels.db import Database
-from piwheels.index_pages import Site
+from piwheels.index_pages import API_VERSION, Site
 from piwheels.initdb import initdb
 
 pytestmark = [
@@ -433,7 +433,7 @@ def test_pypi_simple_reads_the_pages(served, accept):
         root = client.get_index_page()
         page = client.get_project_page("piw-serve-future")
         assert set(PROJECTS) - {"piw-serve-gone"} <= set(root.projects)
-        assert page.repository_version == "1.1"
+        assert page.repository_version == API_VERSION
         assert page.tracks == [f"{UPSTREAM}piw-serve-future/"]
         by_version = {p.version: p for p in page.packages}
         assert sorted(by_version) == ["1.0", "2.0"]
@@ -484,11 +484,11 @@ def test_content_negotiation(server, path, accept, json_wanted):
     assert headers["cache-control"] == SHORT
     if json_wanted:
         assert headers["content-type"] == JSON_TYPE
-        assert json.loads(body)["meta"]["api-version"] == "1.1"
+        assert json.loads(body)["meta"]["api-version"] == API_VERSION
     else:
         assert headers["content-type"].split(";")[0] == "text/html"
         assert body.startswith(b"<!DOCTYPE html>")
-        assert b'<meta name="pypi:repository-version" content="1.1">' in body
+        assert f'<meta name="pypi:repository-version" content="{API_VERSION}">'.encode() in body
 
 
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"

@@ -18,8 +18,13 @@ from piwheels.initdb import initdb
 
 PIW_INITDB = str(Path(sys.executable).parent / "piw-initdb")
 
-# A second schema version used to exercise the upgrade machinery on top of
-# the real version 1 schema.
+# A next schema version used to exercise the upgrade machinery on top of
+# the real current one.
+CURRENT = schema.SCHEMA_VERSION
+NEXT = CURRENT + 1
+NEXT_STEP = f"upgrade_piwheels_{CURRENT}_to_{NEXT}.sql"
+#: The version 1 schema as it was shipped, to test the real upgrade from it.
+V1_CREATE = Path(__file__).with_name("create_piwheels_v1.sql")
 V2_ADDITIONS = """
 ALTER TABLE packages ADD COLUMN homepage varchar(255) NULL;
 CREATE TABLE rewrites_pending (
@@ -42,18 +47,19 @@ def run_initdb(*args: str, input: str | None = None) -> subprocess.CompletedProc
 
 def make_v2_scripts(tmp_path: Path, *, grants: str = V2_GRANTS,
                     upgrade_tail: str = "") -> Path:
-    """A scripts directory for a version 2 that extends the real version 1."""
+    """A scripts directory for a next version that extends the real current one."""
     real_create = (schema.sql_dir() / schema.CREATE_SCRIPT).read_text()
-    assert "INSERT INTO configuration (id, schema_version) VALUES (1, 1);" in real_create
+    current_row = f"INSERT INTO configuration (id, schema_version) VALUES (1, {CURRENT});"
+    assert current_row in real_create
     v2_create = real_create.replace(
-        "INSERT INTO configuration (id, schema_version) VALUES (1, 1);",
-        "INSERT INTO configuration (id, schema_version) VALUES (1, 2);",
+        current_row, f"INSERT INTO configuration (id, schema_version) VALUES (1, {NEXT});",
     ) + V2_ADDITIONS + V2_GRANTS
     directory = tmp_path / "v2"
     directory.mkdir()
     (directory / schema.CREATE_SCRIPT).write_text(v2_create)
-    (directory / "upgrade_piwheels_1_to_2.sql").write_text(
-        V2_ADDITIONS + grants + "UPDATE configuration SET schema_version = 2;\n" + upgrade_tail
+    (directory / NEXT_STEP).write_text(
+        V2_ADDITIONS + grants + f"UPDATE configuration SET schema_version = {NEXT};\n"
+        + upgrade_tail
     )
     return directory
 
@@ -72,7 +78,7 @@ def schema_version(dsn: str) -> int | None:
 def test_creates_schema_then_does_nothing(empty_database, master_role):
     first = run_initdb("--dsn", empty_database, "--user", master_role, "-y")
     assert first.returncode == 0, first.stderr
-    assert "created schema version 1" in first.stdout
+    assert f"created schema version {CURRENT}" in first.stdout
     assert schema_version(empty_database) == schema.SCHEMA_VERSION
     before = snapshot(empty_database)
 
@@ -96,7 +102,7 @@ def test_declined_at_a_terminal_changes_nothing(empty_database, master_role, mon
     assert schema_version(empty_database) is None
     monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
     assert initdb(empty_database, master_role, assume_yes=False, out=io.StringIO()) == 0
-    assert schema_version(empty_database) == 1
+    assert schema_version(empty_database) == CURRENT
 
 
 class _Terminal(io.StringIO):
@@ -110,14 +116,14 @@ def test_upgrade_equals_fresh_create(postgres, master_role, tmp_path):
     fresh = postgres.dsn(postgres.create_database())
     out = io.StringIO()
     initdb(upgraded, master_role, True, out)
-    initdb(upgraded, master_role, True, out, target=2, scripts_dir=scripts)
+    initdb(upgraded, master_role, True, out, target=NEXT, scripts_dir=scripts)
     assert "upgraded" in out.getvalue()
-    initdb(fresh, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
-    assert schema_version(upgraded) == schema_version(fresh) == 2
+    initdb(fresh, master_role, True, io.StringIO(), target=NEXT, scripts_dir=scripts)
+    assert schema_version(upgraded) == schema_version(fresh) == NEXT
     assert differences(snapshot(upgraded), snapshot(fresh)) == []
     # and once there, it is a no-op
     out = io.StringIO()
-    initdb(upgraded, master_role, True, out, target=2, scripts_dir=scripts)
+    initdb(upgraded, master_role, True, out, target=NEXT, scripts_dir=scripts)
     assert "nothing to do" in out.getvalue()
 
 
@@ -126,8 +132,8 @@ def test_catalogue_comparison_sees_a_forgotten_grant(postgres, master_role, tmp_
     upgraded = postgres.dsn(postgres.create_database())
     fresh = postgres.dsn(postgres.create_database())
     initdb(upgraded, master_role, True, io.StringIO())
-    initdb(upgraded, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
-    initdb(fresh, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
+    initdb(upgraded, master_role, True, io.StringIO(), target=NEXT, scripts_dir=scripts)
+    initdb(fresh, master_role, True, io.StringIO(), target=NEXT, scripts_dir=scripts)
     diff = differences(snapshot(upgraded), snapshot(fresh))
     assert any("rewrites_pending" in line and master_role in line for line in diff)
 
@@ -137,9 +143,9 @@ def test_failed_upgrade_changes_nothing(postgres, master_role, tmp_path):
     dsn = postgres.dsn(postgres.create_database())
     initdb(dsn, master_role, True, io.StringIO())
     before = snapshot(dsn)
-    with pytest.raises(SchemaError, match="upgrade_piwheels_1_to_2.sql failed: division by zero"):
-        initdb(dsn, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
-    assert schema_version(dsn) == 1
+    with pytest.raises(SchemaError, match=f"{NEXT_STEP} failed: division by zero"):
+        initdb(dsn, master_role, True, io.StringIO(), target=NEXT, scripts_dir=scripts)
+    assert schema_version(dsn) == CURRENT
     assert snapshot(dsn) == before
 
 
@@ -227,3 +233,39 @@ def test_real_scripts_reach_current_version():
     create = (schema.sql_dir() / schema.CREATE_SCRIPT).read_text()
     assert (f"INSERT INTO configuration (id, schema_version) VALUES (1, {schema.SCHEMA_VERSION});"
             in create)
+
+
+def test_shipped_upgrade_from_version_1(postgres, master_role, tmp_path):
+    """The real upgrade scripts take a version 1 database (as it was shipped) to
+    exactly what a fresh create makes, and keep its rows: a release whose time
+    version 1 did not know (the epoch) becomes unknown (NULL)."""
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / schema.CREATE_SCRIPT).write_text(V1_CREATE.read_text())
+    upgraded = postgres.dsn(postgres.create_database())
+    fresh = postgres.dsn(postgres.create_database())
+    initdb(upgraded, master_role, True, io.StringIO(), target=1, scripts_dir=v1)
+    engine = sa.create_engine(upgraded, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO packages (package) VALUES ('foo')")
+            conn.exec_driver_sql(
+                "INSERT INTO versions (package, version) VALUES ('foo', '1.0')")
+            conn.exec_driver_sql(
+                "INSERT INTO versions (package, version, released) "
+                "VALUES ('foo', '2.0', '2026-01-02 03:04:05+00')")
+        out = io.StringIO()
+        initdb(upgraded, master_role, True, out)
+        assert "upgraded" in out.getvalue()
+        with engine.connect() as conn:
+            rows = dict(conn.exec_driver_sql(
+                "SELECT version, released IS NULL FROM versions").all())
+            status = conn.exec_driver_sql(
+                "SELECT upstream_status, operator_status FROM packages").one()
+    finally:
+        engine.dispose()
+    assert rows == {"1.0": True, "2.0": False}
+    assert tuple(status) == ("active", None)
+    initdb(fresh, master_role, True, io.StringIO())
+    assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION
+    assert differences(snapshot(upgraded), snapshot(fresh)) == []

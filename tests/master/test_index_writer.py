@@ -105,8 +105,9 @@ def test_package_pages(db, writer, output):
     page = output / "simple" / "foo-bar" / "index.json"
     wait_for((output / "simple" / "Foo_Bar").is_symlink, 10, "the pages (aliases come last)")
     data = read_json(page)
-    assert data["meta"] == {"api-version": "1.1", "tracks": ["http://upstream.test/simple/foo-bar/"]}
+    assert data["meta"] == {"api-version": "1.4", "tracks": ["http://upstream.test/simple/foo-bar/"]}
     assert data["name"] == "foo-bar" and data["versions"] == ["1.0"]
+    assert data["project-status"] == {"status": "active"}
     (f,) = data["files"]
     assert f["filename"] == filename and f["url"] == filename
     assert f["requires-python"] == "<4,>=3.9" and f["yanked"] is False
@@ -120,6 +121,9 @@ def test_package_pages(db, writer, output):
     assert f'data-dist-info-metadata="sha256={f["core-metadata"]["sha256"]}"' in html
     assert "data-yanked" not in html
     assert '<meta name="pypi:tracks" content="http://upstream.test/simple/foo-bar/">' in html
+    assert '<meta name="pypi:repository-version" content="1.4">' in html
+    assert '<meta name="pypi:project-status" content="active">' in html
+    assert "pypi:project-status-reason" not in html
     project = read_json(output / "project" / "foo-bar" / "json" / "index.json")
     assert project["versions"][0]["builds"]["cp311"]["status"] == "success"
     assert project["apt_install"] == "sudo apt install libfoo1"
@@ -303,3 +307,79 @@ def test_a_full_rewrite_shared_among_worker_processes(db, master_dsn, output, tm
     shared_output = tmp_path / "shared"
     assert full_rewrite(master_dsn, shared_output, projects, workers=2) == 6
     assert written_tree(shared_output) == alone
+
+
+def test_no_wheel_means_no_simple_page_and_no_install_line(db, writer, output):
+    db.add_build_abi("cp311")
+    db.add_package("waiting")
+    db.add_version("waiting", "1.0", released=T0)
+    db.add_package("never", skip_reason="needs a GPU")
+    db.add_version("never", "1.0", released=T0)
+    for package in ("waiting", "never"):
+        writer.package(package)
+    for package, why in (("waiting", "waiting in the build queue"), ("never", "needs a GPU")):
+        human = output / "project" / package / "index.html"
+        wait_for(human.exists, 10, f"{package}'s project page")
+        assert not (output / "simple" / package / "index.json").exists()
+        assert not (output / "simple" / package / "index.html").exists()
+        project = read_json(output / "project" / package / "json" / "index.json")
+        assert project["install"] is None and why in project["not_installable"]
+        text = human.read_text()
+        assert f"/simple/ {package}</pre>" not in text and why in text
+    # a project whose only wheel goes loses its simple page (a 404 again)
+    publish(db, output, "waiting", "2.0")
+    writer.package("waiting")
+    page = output / "simple" / "waiting" / "index.json"
+    wait_for(page.exists, 10, "the simple page of the built project")
+    human = output / "project" / "waiting" / "index.html"
+    wait_for(lambda: "/simple/ waiting</pre>" in human.read_text(), 10, "the install line")
+    db.remove_builds("waiting", "2.0")
+    writer.package("waiting")
+    wait_for(lambda: not page.exists(), 10, "the simple page to go")
+    assert not (output / "simple" / "waiting" / "index.html").exists()
+    assert "/simple/ waiting</pre>" not in human.read_text()
+
+
+def test_an_unknown_release_time_is_shown_as_unknown(db, writer, output):
+    publish(db, output, "timely", "2.0")
+    db.add_version("timely", "1.0", released=None)
+    writer.package("timely")
+    path = output / "project" / "timely" / "json" / "index.json"
+    wait_for((output / "project" / "timely" / "index.html").exists, 10, "the project page")
+    released = {v["version"]: v["released"] for v in read_json(path)["versions"]}
+    assert released == {"2.0": "2026-02-03T04:05:06.000000Z", "1.0": None}
+    text = (output / "project" / "timely" / "index.html").read_text()
+    assert "<td>unknown</td>" in text and "<td>2026-02-03</td>" in text
+    assert "1970" not in text
+
+
+def test_a_quarantined_project_is_withheld_and_restored(db, writer, output):
+    filename = publish(db, output, "risky", "1.0")
+    writer.package("risky")
+    page = output / "simple" / "risky" / "index.json"
+    wait_for(page.exists, 10, "the page")
+    wait_for(lambda: read_json(output / "simple" / "index.json")["projects"] == [{"name": "risky"}],
+             10, "the root")
+    db.set_upstream_status("risky", "quarantined", "malware")
+    writer.package("risky")
+    wait_for(lambda: read_json(page)["project-status"]["status"] == "quarantined", 10, "status")
+    assert read_json(page)["files"] == []
+    served = output / "simple" / "risky" / filename
+    held = output / ".withheld" / "risky" / filename
+    assert not served.exists() and not served.with_name(filename + ".metadata").exists()
+    assert held.read_bytes() == f"wheel {filename}".encode()
+    assert held.with_name(filename + ".metadata").exists()
+    wait_for(lambda: read_json(output / "simple" / "index.json")["projects"] == [], 10,
+             "the root to drop it")
+    assert read_json(output / "packages.json") == []
+    # the operator's milder status leaves upstream's quarantine in force
+    db.set_operator_status("risky", "deprecated", "old")
+    db.set_upstream_status("risky", "active")
+    writer.package("risky")
+    wait_for(lambda: read_json(page)["project-status"] == {"status": "deprecated",
+                                                           "reason": "old"}, 10, "lifted")
+    assert [f["filename"] for f in read_json(page)["files"]] == [filename]
+    assert served.read_bytes() == f"wheel {filename}".encode()
+    assert not (output / ".withheld" / "risky").exists()
+    wait_for(lambda: read_json(output / "simple" / "index.json")["projects"] == [{"name": "risky"}],
+             10, "the root to list it again")

@@ -49,7 +49,7 @@ class Follower:
 
     def __init__(self, master_dsn: str, pypi: FakePyPI, *, source: str,
                  allow: AllowList | None = None,
-                 reconcile_interval_s: float | None = None) -> None:
+                 reconcile_interval_s: float | None = None, json_api: bool = True) -> None:
         self.ctx = zmq.Context()
         self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
         self.supervisor.bind(SUPERVISOR.address)
@@ -62,7 +62,7 @@ class Follower:
             sock.bind(address)
             self.listeners.append(sock)
         client = PyPIClient(
-            simple_url=pypi.simple_url, json_url=pypi.json_url,
+            simple_url=pypi.simple_url, json_url=pypi.json_url if json_api else None,
             xmlrpc_url=pypi.xmlrpc_url if source == "xmlrpc" else None)
         self.task = PyPIFollower(
             self.ctx, dsn=master_dsn, client=client, allow=allow or AllowList(),
@@ -263,3 +263,55 @@ def test_xmlrpc_refused_falls_back_to_reconciling(db, pypi, files, follower, sou
     pypi.publish("fallback", "1.0", files("fallback", "1.0"))
     wait_for(lambda: db.get_project("fallback") and versions(db, "fallback"), 20,
              "the release through the reconciler")
+
+
+@pytest.mark.parametrize("json_api", [True, False], ids=["json-api", "simple-api"])
+def test_project_status_is_recorded_and_a_quarantine_keeps_every_release(
+        db, pypi, files, follower, json_api):
+    f = follower(json_api=json_api)
+    pypi.publish("stat-pkg", "1.0", files("stat-pkg", "1.0"))
+    pypi.publish("stat-pkg", "2.0", files("stat-pkg", "2.0"))
+    wait_for(lambda: db.get_project("stat-pkg") and len(versions(db, "stat-pkg")) == 2, 10,
+             "the releases")
+    assert db.get_project("stat-pkg").status.status == "active"
+    pypi.set_status("stat-pkg", "deprecated", "use stat-pkg2")
+    wait_for(lambda: db.get_project("stat-pkg").upstream_status == "deprecated", 10, "deprecated")
+    assert db.get_project("stat-pkg").upstream_status_reason == "use stat-pkg2"
+    assert not [c for c in f.heard("CANCEL") if c["package"] == "stat-pkg"]
+    pypi.set_status("stat-pkg", "quarantined", "malware")
+    wait_for(lambda: db.get_project("stat-pkg").upstream_status == "quarantined", 10,
+             "quarantined")
+    project = db.get_project("stat-pkg")
+    assert project.status.withheld and project.status.reason == "malware"
+    # upstream lists nothing now, which is no reason to forget the releases
+    assert set(versions(db, "stat-pkg")) == {"1.0", "2.0"}
+    wait_for(lambda: {"package": "stat-pkg", "version": None} in f.heard("CANCEL"), 10,
+             "its builds cancelled")
+    pypi.set_status("stat-pkg", "active")
+    wait_for(lambda: db.get_project("stat-pkg").upstream_status == "active", 10, "lifted")
+    assert db.get_project("stat-pkg").upstream_status_reason is None
+    assert set(versions(db, "stat-pkg")) == {"1.0", "2.0"}
+
+
+@pytest.mark.parametrize("source", ["json"], indirect=True)
+def test_an_unknown_status_is_logged_and_withheld(db, pypi, files, follower, caplog):
+    follower()
+    pypi.publish("odd-pkg", "1.0", files("odd-pkg", "1.0"))
+    wait_for(lambda: db.get_project("odd-pkg") and versions(db, "odd-pkg"), 10, "the release")
+    pypi.set_status("odd-pkg", {"nested": "nonsense"})
+    wait_for(lambda: db.get_project("odd-pkg").upstream_status == "quarantined", 10, "withheld")
+    assert "unknown status" in db.get_project("odd-pkg").upstream_status_reason
+    assert any("withholding it as if quarantined" in r.getMessage() for r in caplog.records)
+    assert set(versions(db, "odd-pkg")) == {"1.0"}
+
+
+@pytest.mark.parametrize("source", ["json"], indirect=True)
+def test_an_unknown_upload_time_is_recorded_as_unknown(db, pypi, files, follower):
+    pypi.publish("timeless", "1.0", files("timeless", "1.0"))
+    pypi.publish("timeless", "2.0", files("timeless", "2.0"), upload_time=UPLOADED)
+    pypi.forget_upload_times("timeless", "1.0")
+    follower()
+    wait_for(lambda: db.get_project("timeless") and len(versions(db, "timeless")) == 2, 10,
+             "the releases")
+    assert versions(db, "timeless")["1.0"]["released"] is None
+    assert versions(db, "timeless")["2.0"]["released"] == UPLOADED
