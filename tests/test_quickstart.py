@@ -4,24 +4,33 @@ The upstream (tests/fake_pypi.py) serves one small project plus the build
 backend wheels.  Quick start must bring up its database, master, slave and
 web server, build the project, serve it to a real ``pip install``, and on
 Ctrl-C (SIGINT) stop every process and drop its database.
+
+Run as root, it must also build with pyenv's home closed to other users
+(mode 700, as on a fresh system, whatever CI opened), or stop before changing
+anything when it cannot; and it takes the upstream from pip when not told.
 """
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import os
+import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from fake_pypi import FakePyPI
-from farm import BUILD_USER, build_user
+from farm import BUILD_USER, PYENV, build_user
 from packaging.utils import parse_wheel_filename
 from sdist_factory import make_sdist
 
@@ -29,6 +38,14 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 SERVER = os.environ.get("PIWHEELS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: A server where nothing listens, for runs that must stop before using one.
+NO_SERVER = "postgresql://postgres@127.0.0.1:1/postgres"
+#: The home directory pyenv's interpreters live under (/root/.pyenv/versions).
+PYENV_HOME = PYENV.parent.parent
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync")
 
 
 class Lines:
@@ -126,3 +143,155 @@ def test_quickstart_builds_serves_and_stops_cleanly(upstream, tmp_path):
     assert not workdir.exists()
     leftovers = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True)
     assert leftovers.stdout == "", leftovers.stdout
+
+
+def quickstart_env(**changes: str) -> dict:
+    """This environment without any upstream index setting of its own, plus *changes*."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PIP_INDEX_URL", "PIW_PYPI_SIMPLE", "PIP_CONFIG_FILE")}
+    return {**env, "PIP_CONFIG_FILE": os.devnull, **changes}
+
+
+def stop(proc: subprocess.Popen, out: Lines) -> None:
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    finally:
+        out.thread.join(5)
+
+
+@pytest.fixture
+def closed_pyenv_home():
+    """pyenv's home at mode 700, as on a fresh system, for the test's duration only."""
+    if os.geteuid() != 0:
+        pytest.skip("slaves run as a separate build user only when quick start runs as root")
+    build_user()
+    mode = PYENV_HOME.stat().st_mode & 0o7777
+    os.chmod(PYENV_HOME, 0o700)
+    try:
+        yield PYENV_HOME
+    finally:
+        os.chmod(PYENV_HOME, mode)
+
+
+def http_get(url: str) -> http.client.HTTPResponse:
+    address = re.match(r"http://([^/:]+):(\d+)(/.*)", url)
+    conn = http.client.HTTPConnection(address.group(1), int(address.group(2)), timeout=10)
+    conn.request("GET", address.group(3), headers={"Accept-Encoding": "gzip"})
+    response = conn.getresponse()
+    response.body = response.read()
+    conn.close()
+    return response
+
+
+def test_quickstart_builds_as_root_with_pyenv_home_closed(upstream, tmp_path, closed_pyenv_home):
+    """The fresh-machine case: pyenv under a mode-700 /root, no nginx used, the upstream
+    taken from pip's configuration; logs readable in a browser."""
+    before = set(quick_databases())
+    pip_conf = tmp_path / "pip.conf"
+    pip_conf.write_text(f"[global]\nindex-url = {upstream.simple_url}\n")
+    proc = subprocess.Popen(
+        [str(BIN / "piw-quickstart"), "--python", "3.11", "--python", "3.12",
+         "--web-server", "python", "--server", SERVER, "--build-user", BUILD_USER,
+         "quick-thing"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        env=quickstart_env(PIP_CONFIG_FILE=str(pip_conf)))
+    out = Lines(proc)
+    try:
+        out.wait_for(rf"^upstream index: {re.escape(upstream.simple_url)} \(from pip [\d.]+'s "
+                     r"configuration", 30)
+        out.wait_for(rf"^the slaves run as {BUILD_USER}, who cannot enter {closed_pyenv_home}: "
+                     r"each runs in a private mount namespace", 30)
+        index = out.wait_for(r"pip install --extra-index-url (http://127\.0\.0\.1:\d+/)simple/ "
+                             r"quick-thing$", 90).group(1)
+        out.wait_for(r"^The farm is up: 2 slave\(s\) \(Python 3\.11, 3\.12\)", 1)
+        # one build: its pure wheel serves both ABIs
+        out.wait_for(r"^built quick-thing 1\.0 for cp31[12]: success "
+                     r"\(quick_thing-1\.0-py3-none-any\.whl\)$", 120)
+        out.wait_for(r"^nothing left to build", 30)
+        assert closed_pyenv_home.stat().st_mode & 0o7777 == 0o700  # the host left closed
+
+        page_url = f"{index}project/quick-thing/"
+        page = http_get(page_url)
+        assert page.status == 200, page.status
+        logs = [urljoin(page_url, href) for href in
+                set(re.findall(r'href="([./]*logs/[0-9/]+\.txt\.gz)"', page.body.decode()))]
+        assert len(logs) == 1, page.body.decode()
+        log = http_get(logs[0])
+        assert log.status == 200
+        assert log.getheader("Content-Type") == "text/plain; charset=utf-8"
+        assert log.getheader("Content-Encoding") == "gzip"
+        text = gzip.decompress(log.body).decode()
+        assert "quick_thing-1.0-py3-none-any.whl" in text, text
+        assert http_get(index + "logs/.hidden").status == 404
+        if CHROMIUM:  # a browser shows the log as text instead of downloading it
+            shown = subprocess.run(
+                [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}",
+                 "--dump-dom", logs[0]],
+                capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL,
+                env={**os.environ, "HOME": str(tmp_path)})
+            assert shown.returncode == 0, shown.stderr[-2000:]
+            assert "<pre" in shown.stdout and "quick_thing-1.0-py3-none-any.whl" in shown.stdout, \
+                shown.stdout[:2000]
+
+        pip = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--no-cache-dir",
+             "--index-url", index + "simple/", "--target", str(tmp_path / "installed"),
+             "quick-thing"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": ""})
+        assert pip.returncode == 0, pip.stdout + pip.stderr
+        assert "quick_thing-1.0-py3-none-any.whl" in pip.stdout
+    finally:
+        stop(proc, out)
+    assert proc.returncode == 0, "\n".join(out.lines)
+    assert out.lines[-1] == "stopped; the database and all files are gone", out.lines
+    assert set(quick_databases()) == before
+
+
+def test_quickstart_stops_before_changing_anything_without_namespaces(closed_pyenv_home):
+    """With the home closed and no way to make a mount namespace (no util-linux on
+    PATH), it says the command that opens the home, and has made no user, no database."""
+    before = set(quick_databases())
+    new_user = "piwquick-unmade"
+    assert not [u for u in pwd.getpwall() if u.pw_name == new_user]
+    result = subprocess.run(
+        [str(BIN / "piw-quickstart"), "--pypi-simple", "http://127.0.0.1:1/simple/",
+         "--python", "3.12", "--server", SERVER, "--build-user", new_user, "quick-thing"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env=quickstart_env(PATH=os.devnull))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {new_user} cannot enter {closed_pyenv_home}, "), \
+        result.stderr
+    assert result.stderr.rstrip().endswith(f"or `chmod o+x {closed_pyenv_home}`"), result.stderr
+    assert not [u for u in pwd.getpwall() if u.pw_name == new_user]
+    assert set(quick_databases()) == before
+
+
+def test_quickstart_uses_pips_own_default_index(tmp_path):
+    """Nothing names an upstream: quick start takes the index pip itself would use,
+    read from pip (here its --help, another route), and says where it came from."""
+    pip_help = subprocess.run([sys.executable, "-m", "pip", "download", "--help"],
+                              capture_output=True, text=True, timeout=60,
+                              env=quickstart_env()).stdout
+    default = re.search(r"--index-url <url>\s+Base URL of the Python Package Index "
+                        r"\(default\s+(\S+?)\)", pip_help).group(1)
+    result = subprocess.run(
+        [str(BIN / "piw-quickstart"), "--server", NO_SERVER, "quick-thing"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env=quickstart_env(), cwd=tmp_path)
+    assert result.stdout.splitlines()[0] == (
+        f"upstream index: {default} (from pip {pip_version()}'s built-in default; "
+        "--pypi-simple names another)"), result.stdout
+    # it stopped at the unreachable server, before making anything
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot reach PostgreSQL"), result.stderr
+
+
+def pip_version() -> str:
+    return subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True,
+                          text=True, timeout=60).stdout.split()[1]
