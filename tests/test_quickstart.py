@@ -37,6 +37,7 @@ from sdist_factory import make_sdist
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 SERVER = os.environ.get("PIWHEELS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 #: A server where nothing listens, for runs that must stop before using one.
 NO_SERVER = "postgresql://postgres@127.0.0.1:1/postgres"
@@ -295,3 +296,24 @@ def test_quickstart_uses_pips_own_default_index(tmp_path):
 def pip_version() -> str:
     return subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True,
                           text=True, timeout=60).stdout.split()[1]
+
+
+def test_quickstart_script_says_what_it_creates_before_creating_it(tmp_path):
+    """A first `./quickstart --help` in a fresh checkout first says it makes .venv with
+    piwheels in it, then makes it and shows the help; a second run just shows it."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".ci-venv", "*.egg-info", "__pycache__", ".*_cache", "build"))
+    first = subprocess.run([str(checkout / "quickstart"), "--help"], capture_output=True,
+                           text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert first.returncode == 0, first.stderr
+    said = first.stderr.splitlines()[0]
+    assert said.startswith(f"quickstart: first run: creating {checkout}/.venv, a virtual "
+                           "environment of Python 3."), said
+    assert "with piwheels from this checkout installed in it" in said, said
+    assert first.stdout.startswith("usage: piw-quickstart"), first.stdout
+    assert (checkout / ".venv" / "bin" / "piw-quickstart").exists()
+    again = subprocess.run([str(checkout / "quickstart"), "--help"], capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert again.stdout == first.stdout
