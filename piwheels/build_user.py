@@ -44,6 +44,7 @@ class Identity:
     uid: int
     gid: int
     groups: frozenset[int] = field(default_factory=frozenset)
+    home: str = "/"
 
     @classmethod
     def of_user(cls, name: str) -> Optional[Identity]:
@@ -52,7 +53,7 @@ class Identity:
             entry = pwd.getpwnam(name)
         except KeyError:
             return None
-        return cls(name, entry.pw_uid, entry.pw_gid)
+        return cls(name, entry.pw_uid, entry.pw_gid, home=entry.pw_dir)
 
     @classmethod
     def stand_in(cls, name: str) -> Identity:
@@ -109,20 +110,22 @@ def interpreter_trees(python: str) -> list[Path]:
     try:
         result = subprocess.run([python, "-c", TREES_SCRIPT], capture_output=True, text=True,
                                 timeout=60, stdin=subprocess.DEVNULL, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"cannot run {python}: {exc}") from None
+    try:
         paths = json.loads(result.stdout)
-    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
-        raise ConfigError(f"cannot ask {python} where it lives: {exc}") from None
+    except ValueError:
+        error = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise ConfigError(f"{python} does not run: {error}") from None
     return [Path(p).resolve() for p in paths if p]
 
 
 def own_trees() -> list[Path]:
     """The trees piw-slave runs from: this interpreter, its venv and the piwheels code."""
-    from . import __file__ as package_init
-
     return [Path(sys.executable).resolve(), Path(sys.executable).parent.resolve(),
             *(Path(p).resolve() for p in {sys.prefix, sys.exec_prefix, sys.base_prefix,
                                           sys.base_exec_prefix}),
-            Path(package_init).resolve().parent]
+            Path(__file__).resolve().parent]
 
 
 def _outermost(paths: Iterable[Path]) -> list[Path]:
@@ -177,7 +180,7 @@ class Passage:
     def command(self, argv: list[str]) -> tuple[list[str], dict]:
         """The command line and the ``subprocess.Popen`` keywords that run *argv* as *who*."""
         as_who = {"user": self.who.uid, "group": self.who.gid, "extra_groups": []}
-        if os.geteuid() != 0 or self.who.uid == os.geteuid():
+        if os.geteuid() != 0:
             return argv, {}
         if not self.needed:
             return argv, as_who

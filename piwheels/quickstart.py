@@ -5,8 +5,9 @@ follows only the named projects, one slave per requested CPython, and a web
 server for the output, then prints the pip command to use and reports each
 build as it is recorded.  Ctrl-C stops everything and drops the database.
 
-The upstream index comes from --pypi-simple (or PIW_PYPI_SIMPLE), else from
-the index pip is configured to use on this machine.
+The upstream index comes from --pypi-simple (or PIW_PYPI_SIMPLE), else it is
+the index pip itself would use here, asked of pip.  Run as root, the slaves run
+as an unprivileged build user (see piwheels.build_user).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -30,9 +30,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from . import cli, config
+from .build_user import Identity, Passage, interpreter_trees, own_trees
 from .control_client import ControlClient
 from .db import Database
-from .build_user import Identity, Passage, interpreter_trees, own_trees
 from .errors import ConfigError, PiwheelsError
 from .fallback_server import FallbackServer
 from .initdb import initdb
@@ -188,7 +188,7 @@ class QuickFarm:
                    lambda snapshot: len(snapshot["slaves"]) >= len(pythons))
         self._serve()
         print(f"\nThe farm is up: {len(pythons)} slave(s) (Python {', '.join(pythons)}), "
-              f"files in {self.workdir}.\nWhen its wheels are built, install them with:\n\n"
+              f"database {self.name}, files in {self.workdir}.\nWhen its wheels are built, install them with:\n\n"
               f"    pip install --extra-index-url {public}simple/ {' '.join(o.projects)}\n\n"
               f"Pages: {public}   Logs: {self.logs}   Ctrl-C stops everything.\n", flush=True)
 
@@ -247,9 +247,12 @@ class QuickFarm:
         if self.user is None or Identity.of_user(self.user.name) is not None:
             return
         print(f"creating the unprivileged user {self.user.name} for the builds", flush=True)
-        subprocess.run(["useradd", "--system", "--create-home", "--shell",
-                        "/usr/sbin/nologin", self.user.name], check=True)
+        made = subprocess.run(["useradd", "--system", "--create-home", "--shell",
+                               "/usr/sbin/nologin", self.user.name],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
         self.user = Identity.of_user(self.user.name)
+        if made.returncode != 0 or self.user is None:
+            raise PiwheelsError(f"cannot create the build user: {made.stderr.strip()}")
         self.passage = Passage(self.user, self.passage.needs, self.passage.stage)
 
     def make_database(self) -> None:
@@ -275,9 +278,8 @@ class QuickFarm:
     def _build_env(self) -> dict:
         if self.user is None:
             return dict(os.environ)
-        entry = _passwd(self.user.name)
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "HOME": entry.pw_dir if entry else "/", "LANG": "C.UTF-8"}
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.user.home,
+                "LANG": "C.UTF-8"}
 
     def _spawn(self, name: str, args: list[str], as_build_user: bool = False) -> None:
         kwargs = {}
@@ -422,13 +424,6 @@ class QuickFarm:
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
             print("stopped; the database and all files are gone", flush=True)
-
-
-def _passwd(name: str) -> Optional[pwd.struct_passwd]:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        return None
 
 
 def _nginx_site() -> Path:
