@@ -78,7 +78,10 @@ class Identity:
         """Whether the (user, group, other) permission bits of *path* let this identity in."""
         if self.uid == 0:
             return True
-        info = path.stat()
+        try:
+            info = path.stat()
+        except OSError:
+            return False
         user, group, other = mode_bits
         if info.st_uid == self.uid:
             return bool(info.st_mode & user)
@@ -151,7 +154,7 @@ class Passage:
         self.stage = stage
         #: closed directory -> the needed trees below it
         self.openings: dict[Path, list[Path]] = {}
-        for need in _outermost(self.needs):
+        for need in _outermost(n for n in self.needs if n.exists()):
             closed = closed_above(need, who)
             if closed is None:
                 continue

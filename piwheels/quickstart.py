@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from . import cli, config
-from .build_user import Identity, Passage, interpreter_trees, own_trees
+from .build_user import Identity, Passage, closed_above, interpreter_trees, own_trees
 from .control_client import ControlClient
 from .db import Database
 from .errors import ConfigError, PiwheelsError
@@ -202,7 +202,13 @@ class QuickFarm:
         name = self.options.build_user
         who = (Identity.of_user(name) or Identity.stand_in(name)) if root else Identity.current()
         needs = [*own_trees(), self.workdir]
-        for python in pythons.values():
+        for version, python in pythons.items():
+            closed = closed_above(Path(python).absolute(), who)
+            if closed is not None and not root:
+                raise ConfigError(
+                    f"{_named(version, python)} lies under {closed}, which {who.name} cannot "
+                    "enter; run quick start as root (its slaves then reach it through a "
+                    "private mount namespace), or pass --python an interpreter you can run")
             needs += interpreter_trees(python)
         passage = Passage(who, needs, self.workdir / ".passage")
         if passage.needed and not root:
@@ -217,7 +223,7 @@ class QuickFarm:
         if passage.needed:
             (self.workdir / ".passage").mkdir()
         self.user, self.passage = (who if root else None), passage
-        checks = {f"Python {version} ({python})": [python, "-c", "import sys"]
+        checks = {_named(version, python): [python, "-c", "import sys"]
                   for version, python in pythons.items()}
         checks["piw-slave"] = [str(BIN / "piw-slave"), "--version"]
         for what, argv in checks.items():
@@ -424,6 +430,11 @@ class QuickFarm:
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
             print("stopped; the database and all files are gone", flush=True)
+
+
+def _named(version: str, python: str) -> str:
+    """How messages name the interpreter asked for as *version* (or as a path)."""
+    return python if version == python else f"Python {version} ({python})"
 
 
 def _nginx_site() -> Path:

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -316,3 +317,30 @@ def test_quickstart_script_says_what_it_creates_before_creating_it(tmp_path):
                            text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert again.returncode == 0 and again.stderr == "", again.stderr
     assert again.stdout == first.stdout
+
+
+def test_quickstart_not_root_names_an_interpreter_it_cannot_reach(tmp_path):
+    """Not root, quick start cannot lend its slaves a namespace: an interpreter under
+    a directory it cannot enter is a one-line error, before anything is made."""
+    user = build_user()
+    if user is None:
+        pytest.skip("needs root to run quick start as another user")
+    closed = Path(tempfile.mkdtemp(prefix="piw-closed-"))
+    try:
+        os.chmod(closed, 0o700)
+        shutil.copy(sys.executable, closed / "python3")
+        result = subprocess.run(
+            [str(BIN / "piw-quickstart"), "--pypi-simple", "http://127.0.0.1:1/simple/",
+             "--python", str(closed / "python3"), "--server", NO_SERVER, "quick-thing"],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/",
+            user=user.pw_uid, group=user.pw_gid, extra_groups=[],
+            env=quickstart_env(HOME=user.pw_dir))
+    finally:
+        shutil.rmtree(closed)
+    if "Permission denied" in result.stderr and "piw-quickstart" in result.stderr:
+        pytest.skip(f"{user.pw_name} cannot run this venv's piw-quickstart itself")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == (
+        f"error: {closed}/python3 lies under {closed}, which "
+        f"{user.pw_name} cannot enter; run quick start as root (its slaves then reach it "
+        "through a private mount namespace), or pass --python an interpreter you can run\n")
