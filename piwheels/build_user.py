@@ -198,7 +198,8 @@ class Passage:
         aside: list[tuple[str, Path]] = []
         for need in (n for needs in self.openings.values() for n in needs):
             spot = f"{stage}/{len(aside)}"
-            lines += [f"mkdir {spot}", f"mount --rbind {q(str(need))} {spot}"]
+            lines += [f"mkdir {spot}" if need.is_dir() else f": > {spot}",
+                      f"mount --rbind {q(str(need))} {spot}"]
             aside.append((spot, need))
         for closed in self.openings:
             lines.append(f"mount -t tmpfs -o mode=755,size=1m piwheels-passage {q(str(closed))}")

@@ -462,7 +462,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                              "[env var: PIW_QUICKSTART_SERVER]")
     parser.add_argument("--build-user", default=BUILD_USER, metavar="USER",
                         help="run as root, the slaves run as this unprivileged user (made if "
-                             "missing)")
+                             "missing), in a private mount namespace when what they need "
+                             "lies under a home it cannot enter")
     parser.add_argument("--port", type=int, default=0,
                         help="the web server's port (default: a free one)")
     parser.add_argument("--web-server", choices=WEB_SERVERS, default=WEB_SERVERS[0],

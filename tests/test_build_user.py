@@ -24,11 +24,13 @@ def tree():
     (home / "prefix" / "bin").mkdir(parents=True)
     (home / "prefix" / "bin" / "tool").write_text("reached\n")
     (home / "secret").mkdir()
+    (home / "lone-file").write_text("alone\n")
     (base / "open").mkdir()
     (base / "stage").mkdir()
     for directory in (home / "prefix", home / "prefix" / "bin", base / "open"):
         os.chmod(directory, 0o755)
     os.chmod(home / "prefix" / "bin" / "tool", 0o644)
+    os.chmod(home / "lone-file", 0o644)
     os.chmod(home / "secret", 0o700)
     os.chmod(home, 0o700)
     try:
@@ -64,12 +66,15 @@ def test_the_namespace_reaches_the_tree_and_leaves_the_host_alone(tree):
     direct = subprocess.run(["cat", str(tool)], capture_output=True, text=True,
                             user=who.uid, group=who.gid, extra_groups=[])
     assert direct.returncode != 0 and "Permission denied" in direct.stderr
-    args, kwargs = Passage(who, [tree / "home" / "prefix"], tree / "stage").command(
-        ["sh", "-c", f"id -u; cat {tool}; ls -A {tree / 'home'}"])
+    needs = [tree / "home" / "prefix", tree / "home" / "lone-file"]
+    args, kwargs = Passage(who, needs, tree / "stage").command(
+        ["sh", "-c", f"id -u; cat {tool} {needs[1]}; ls -A {tree / 'home'}"])
     inside = subprocess.run(args, capture_output=True, text=True, **kwargs)
     assert inside.returncode == 0, inside.stderr
     # as the user, the tool is readable, and nothing else of the closed home is there
-    assert inside.stdout.split("\n") == [str(who.uid), "reached", "prefix", ""]
+    assert inside.stdout.split("\n") == [str(who.uid), "reached", "alone", "lone-file",
+                                         "prefix", ""]
     assert (tree / "home").stat().st_mode & 0o777 == 0o700
-    assert sorted(p.name for p in (tree / "home").iterdir()) == ["prefix", "secret"]
+    assert sorted(p.name for p in (tree / "home").iterdir()) == ["lone-file", "prefix",
+                                                                 "secret"]
     assert list((tree / "stage").iterdir()) == []
