@@ -5,15 +5,16 @@ follows only the named projects, one slave per requested CPython, and a web
 server for the output, then prints the pip command to use and reports each
 build as it is recorded.  Ctrl-C stops everything and drops the database.
 
-The upstream index comes from --pypi-simple (or PIW_PYPI_SIMPLE), else from
-the index pip is configured to use on this machine.
+The upstream index comes from --pypi-simple (or PIW_PYPI_SIMPLE), else it is
+the index pip itself would use here, asked of pip.  Run as root, the slaves run
+as an unprivileged build user (see piwheels.build_user).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -28,16 +29,20 @@ from typing import Optional, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from . import cli, config
+from . import cli, config, serving  # serving: docs/serving, shipped as piwheels.serving
+from .build_user import Identity, Passage, closed_above, interpreter_trees, own_trees
 from .control_client import ControlClient
 from .db import Database
 from .errors import ConfigError, PiwheelsError
+from .fallback_server import FallbackServer
 from .initdb import initdb
 
 BIN = Path(sys.executable).parent
 #: Who the slaves run as when quickstart is started as root (slaves refuse root).
 BUILD_USER = "piwbuild"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+#: --web-server choices, the default first.
+WEB_SERVERS = ("auto", "nginx", "python")
 #: How long the master and each slave may take to come up.
 START_TIMEOUT_S = 60.0
 #: How often the farm's builds are looked at while it runs.
@@ -69,26 +74,41 @@ def find_python(version: str) -> str:
                       "on PATH); pass --python with a path instead")
 
 
-def pip_index_url() -> Optional[str]:
-    """The index pip is configured to use here (PIP_INDEX_URL or pip's config), if any."""
-    url = os.environ.get("PIP_INDEX_URL", "").split()
-    if url:
-        return url[0]
+#: Asks pip, as `pip download` would parse its options, for the index it uses,
+#: its own built-in default and its version.
+PIP_INDEX_SCRIPT = """
+import json
+from pip import __version__
+from pip._internal.cli import cmdoptions
+from pip._internal.commands import create_command
+options, _ = create_command("download").parse_args([])
+print(json.dumps({"url": options.index_url, "default": cmdoptions.index_url().default,
+                  "pip": __version__}))
+"""
+
+
+def pip_index() -> tuple[str, str]:
+    """The index pip here would use, read from pip itself, and where pip got it.
+
+    pip applies PIP_INDEX_URL and its configuration files, else its built-in
+    default; nothing of that is written here.
+    """
     try:
-        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                                capture_output=True, text=True, timeout=60,
-                                stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = {}
-    for line in listed.stdout.splitlines():
-        key, _, value = line.partition("=")
-        found[key.strip()] = value.strip().strip("'\"").split()
-    for key in (":env:.index-url", "install.index-url", "global.index-url"):
-        words = found.get(key)
-        if words and words[0].startswith(("http://", "https://")):
-            return words[0]
-    return None
+        result = subprocess.run([sys.executable, "-c", PIP_INDEX_SCRIPT], capture_output=True,
+                                text=True, timeout=60, stdin=subprocess.DEVNULL)
+        answer = json.loads(result.stdout)
+        url, default, version = answer["url"], answer["default"], answer["pip"]
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"cannot ask the pip of {sys.executable} which index it uses; name the upstream "
+            "index with --pypi-simple URL (or PIW_PYPI_SIMPLE)") from None
+    if os.environ.get("PIP_INDEX_URL"):
+        source = "PIP_INDEX_URL"
+    elif url != default:
+        source = f"pip {version}'s configuration, as `pip config list` shows"
+    else:
+        source = f"pip {version}'s built-in default; --pypi-simple names another"
+    return url, source
 
 
 def free_port() -> int:
@@ -112,21 +132,14 @@ class QuickFarm:
             isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool,
             connect_args={"connect_timeout": 5})
         self.processes: dict[str, subprocess.Popen] = {}
+        self.fallback: Optional[FallbackServer] = None
         self.database_made = False
         self.failed = False
-        self.user = self._build_user() if os.geteuid() == 0 else None
+        #: whom the slaves run as (None: as quick start itself), and how they reach their files
+        self.user: Optional[Identity] = None
+        self.passage: Optional[Passage] = None
         self.control = f"ipc://{self.workdir}/control"
         self.status = f"ipc://{self.workdir}/status"
-
-    def _build_user(self) -> pwd.struct_passwd:
-        name = self.options.build_user
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            print(f"creating the unprivileged user {name} for the builds", flush=True)
-            subprocess.run(["useradd", "--system", "--create-home", "--shell",
-                            "/usr/sbin/nologin", name], check=True)
-            return pwd.getpwnam(name)
 
     def dsn(self, user: Optional[str] = None) -> str:
         url = make_url(self.options.server).set(database=self.name,
@@ -139,15 +152,20 @@ class QuickFarm:
 
     def start(self) -> None:
         o = self.options
+        if o.web_server == "nginx":
+            if not Path(NGINX).exists():
+                raise ConfigError(f"--web-server nginx, but there is no {NGINX}")
+            if not serving.NGINX_JS_MODULE.exists():
+                raise ConfigError(f"--web-server nginx, but its njs module {serving.NGINX_JS_MODULE}"
+                                  " is missing (apt install libnginx-mod-http-js)")
         pythons = {version: find_python(version) for version in o.python}
-        for version, python in pythons.items():
-            self._check_python(version, python)
+        self._plan_slaves(pythons)  # checks only: nothing is changed until it passes
+        self._make_build_user()
         self.make_database()
         self.port = o.port or free_port()
         public = f"http://127.0.0.1:{self.port}/"
         self.logs.mkdir()
         slave_port, file_port = free_port(), free_port()
-        print(f"upstream index: {o.pypi_simple}", flush=True)
         self._spawn("master", [
             str(BIN / "piw-master"), "--dsn", self.dsn(self.name),
             "--output-path", str(self.output), "--public-url", public,
@@ -164,7 +182,7 @@ class QuickFarm:
             work = self.workdir / f"slave-{version}"
             work.mkdir()
             if self.user is not None:
-                os.chown(work, self.user.pw_uid, self.user.pw_gid)
+                os.chown(work, self.user.uid, self.user.gid)
             self._spawn(f"slave-{version}", [
                 str(BIN / "piw-slave"), "--master", "127.0.0.1", "--slave-port", str(slave_port),
                 "--file-port", str(file_port), "--label", f"quick-{version}",
@@ -174,25 +192,78 @@ class QuickFarm:
                    lambda snapshot: len(snapshot["slaves"]) >= len(pythons))
         self._serve()
         print(f"\nThe farm is up: {len(pythons)} slave(s) (Python {', '.join(pythons)}), "
-              f"files in {self.workdir}.\nWhen its wheels are built, install them with:\n\n"
+              f"database {self.name}, files in {self.workdir}.\nWhen its wheels are built, install them with:\n\n"
               f"    pip install --extra-index-url {public}simple/ {' '.join(o.projects)}\n\n"
               f"Pages: {public}   Logs: {self.logs}   Ctrl-C stops everything.\n", flush=True)
 
-    def _check_python(self, version: str, python: str) -> None:
-        """The slave's interpreter must run as the user the slave runs as."""
-        kwargs = {}
-        if self.user is not None:
-            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+    def _plan_slaves(self, pythons: dict[str, str]) -> None:
+        """Check that every slave will run as the user it runs as, changing nothing.
+
+        As root, slaves run as the build user (a stand-in until it exists);
+        what it cannot reach they reach through a private mount namespace.
+        """
+        root = os.geteuid() == 0
+        name = self.options.build_user
+        who = (Identity.of_user(name) or Identity.stand_in(name)) if root else Identity.current()
+        needs = [*own_trees(), self.workdir]
+        for version, python in pythons.items():
+            closed = closed_above(Path(python).absolute(), who)
+            if closed is not None and not root:
+                raise ConfigError(
+                    f"{_named(version, python)} lies under {closed}, which {who.name} cannot "
+                    "enter; run quick start as root (its slaves then reach it through a "
+                    "private mount namespace), or pass --python an interpreter you can run")
+            needs += interpreter_trees(python)
+        passage = Passage(who, needs, self.workdir / ".passage")
+        if passage.needed and not root:
+            raise ConfigError(f"{who.name} cannot enter {passage.closed_text()}, where a slave "
+                              f"needs files; `{passage.fix_command()}` as its owner lets it")
+        missing = passage.missing_tools() if passage.needed else []
+        if missing:
+            raise ConfigError(
+                f"{who.name} cannot enter {passage.closed_text()}, where the slaves need files, "
+                f"and {', '.join(missing)} (util-linux) is missing to make a private mount "
+                f"namespace for them; install util-linux, or `{passage.fix_command()}`")
+        if passage.needed:
+            (self.workdir / ".passage").mkdir()
+        self.user, self.passage = (who if root else None), passage
+        checks = {_named(version, python): [python, "-c", "import sys"]
+                  for version, python in pythons.items()}
+        checks["piw-slave"] = [str(BIN / "piw-slave"), "--version"]
+        for what, argv in checks.items():
+            self._check_runs(what, argv)
+        if passage.needed:
+            print(f"the slaves run as {who.name}, who cannot enter {passage.closed_text()}: "
+                  "each runs in a private mount namespace that opens only what it needs "
+                  "there (the host is not changed)", flush=True)
+
+    def _check_runs(self, what: str, argv: list[str]) -> None:
+        args, kwargs = self.passage.command(argv)
         try:
-            result = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
-                                    capture_output=True, text=True, timeout=60, cwd="/",
+            result = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd="/",
                                     stdin=subprocess.DEVNULL, env=self._build_env(), **kwargs)
+            error = (result.stderr.strip().splitlines() or ["?"])[-1] if result.returncode else ""
         except OSError as exc:
-            raise ConfigError(f"cannot run {python} for Python {version}: {exc}") from None
-        who = f" as {self.user.pw_name}" if self.user is not None else ""
-        if result.returncode != 0:
-            raise ConfigError(f"{python} does not run{who}: "
-                              f"{(result.stderr.strip().splitlines() or ['?'])[-1]}")
+            error = str(exc)
+        if not error:
+            return
+        who = f" as {self.user.name}" if self.user is not None else ""
+        fix = (f"; `{self.passage.fix_command()}` lets {self.user.name} in without one"
+               if self.passage.needed else "")
+        how = " in a private mount namespace" if self.passage.needed else ""
+        raise ConfigError(f"{what} does not run{who}{how}: {error}{fix}")
+
+    def _make_build_user(self) -> None:
+        if self.user is None or Identity.of_user(self.user.name) is not None:
+            return
+        print(f"creating the unprivileged user {self.user.name} for the builds", flush=True)
+        made = subprocess.run(["useradd", "--system", "--create-home", "--shell",
+                               "/usr/sbin/nologin", self.user.name],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        self.user = Identity.of_user(self.user.name)
+        if made.returncode != 0 or self.user is None:
+            raise PiwheelsError(f"cannot create the build user: {made.stderr.strip()}")
+        self.passage = Passage(self.user, self.passage.needs, self.passage.stage)
 
     def make_database(self) -> None:
         try:
@@ -217,14 +288,14 @@ class QuickFarm:
     def _build_env(self) -> dict:
         if self.user is None:
             return dict(os.environ)
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.user.pw_dir,
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.user.home,
                 "LANG": "C.UTF-8"}
 
     def _spawn(self, name: str, args: list[str], as_build_user: bool = False) -> None:
         kwargs = {}
         env = dict(os.environ)
-        if as_build_user and self.user is not None:
-            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        if as_build_user:
+            args, kwargs = self.passage.command(args)
             env = self._build_env()
         with open(self.logs / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(
@@ -269,9 +340,8 @@ class QuickFarm:
 
     def _serve(self) -> None:
         self.output.mkdir(parents=True, exist_ok=True)
-        from . import serving  # docs/serving, shipped as piwheels.serving
-
-        if Path(NGINX).exists() and serving.NGINX_JS_MODULE.exists():
+        if (self.options.web_server != "python" and Path(NGINX).exists()
+                and serving.NGINX_JS_MODULE.exists()):
             site = _nginx_site().read_text()
             site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
             site = site.replace("/var/www/piwheels", str(self.output))
@@ -290,8 +360,12 @@ class QuickFarm:
                 + f"{site}\n}}\n")
             self._spawn("nginx", [NGINX, "-c", str(conf), "-p", str(self.workdir)])
         else:
-            self._spawn("http", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                                 "--directory", str(self.output), str(self.port)])
+            try:
+                self.fallback = FallbackServer(self.output, "127.0.0.1", self.port,
+                                               self.logs / "http.log")
+            except OSError as exc:
+                raise PiwheelsError(f"cannot serve on port {self.port}: {exc}") from None
+            self.fallback.start()
         self._wait_http()
 
     def _wait_http(self) -> None:
@@ -341,6 +415,8 @@ class QuickFarm:
     # --- stopping -------------------------------------------------------------------
 
     def stop(self) -> None:
+        if self.fallback is not None:
+            self.fallback.stop()
         for proc in reversed(list(self.processes.values())):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -364,9 +440,13 @@ class QuickFarm:
             print("stopped; the database and all files are gone", flush=True)
 
 
+def _named(version: str, python: str) -> str:
+    """How messages name the interpreter asked for as *version* (or as a path)."""
+    return python if version == python else f"Python {version} ({python})"
+
+
 def _nginx_site() -> Path:
     """The documented nginx site, from a source tree or an installed package."""
-    from . import serving  # docs/serving, shipped as piwheels.serving
 
     site = Path(serving.__file__).resolve().parent / "nginx-piwheels.conf"
     if not site.exists():
@@ -389,21 +469,23 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                              "[env var: PIW_QUICKSTART_SERVER]")
     parser.add_argument("--build-user", default=BUILD_USER, metavar="USER",
                         help="run as root, the slaves run as this unprivileged user (made if "
-                             "missing)")
+                             "missing), in a private mount namespace when what they need "
+                             "lies under a home it cannot enter")
     parser.add_argument("--port", type=int, default=0,
                         help="the web server's port (default: a free one)")
+    parser.add_argument("--web-server", choices=WEB_SERVERS, default=WEB_SERVERS[0],
+                        help="what serves the output: nginx if installed (auto), or Python's "
+                             "own http.server, which needs nothing more")
     parser.add_argument("--keep", action="store_true",
                         help="keep the output and logs when stopping")
     options = parser.parse_args(argv)
     cli.configure_logging(options)
     options.python = options.python or [f"{sys.version_info[0]}.{sys.version_info[1]}"]
-    if not options.pypi_simple:
-        options.pypi_simple = pip_index_url()
-        if not options.pypi_simple:
-            raise ConfigError(
-                "name the upstream index with --pypi-simple URL (or PIW_PYPI_SIMPLE), e.g. the "
-                "/simple/ address of the public package index; pip on this machine names none")
-        print(f"using the index pip is configured with ({options.pypi_simple})", flush=True)
+    if options.pypi_simple:
+        source = _setting_source(parser, "pypi_simple")
+    else:
+        options.pypi_simple, source = pip_index()
+    print(f"upstream index: {options.pypi_simple} (from {source})", flush=True)
     farm = QuickFarm(options)
 
     def on_sigterm(signum, frame):
@@ -419,6 +501,20 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         farm.stop()
     return 0
+
+
+def _setting_source(parser, dest: str) -> str:
+    """Where configargparse found the setting *dest*: a flag, a variable or a file."""
+    flags = config.OPTIONS[dest].flags
+    sources = parser.get_source_to_settings_dict()
+    words = [w for _, (_, values) in sources.get("command_line", {}).items() for w in values]
+    if any(w.split("=")[0] in flags for w in words):
+        return "/".join(flags)
+    for source, settings in sources.items():
+        for key, (action, _) in settings.items():
+            if action is not None and action.dest == dest:
+                return key if source == "environment_variables" else source.partition("|")[2]
+    return "the default"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
