@@ -1,4 +1,4 @@
--- piwheels schema, version 1: created from nothing by piw-initdb.
+-- piwheels schema, version 2: created from nothing by piw-initdb.
 --
 -- piw-initdb replaces @ROLE@ with the (quoted) name of the role the master
 -- connects as, and runs this whole script in one transaction.  The tables
@@ -10,13 +10,21 @@ CREATE TABLE configuration (
     id              integer     NOT NULL DEFAULT 1,
     schema_version  integer     NOT NULL,
     pypi_serial     bigint      NOT NULL DEFAULT 0,
+    -- the farm's build policy in force (a SPEC: all, newest:N, since:DATE,
+    -- versions:V,...) and whether it builds pre-releases; and the configured
+    -- ones the master last started with (NULL: never), so a changed
+    -- configuration replaces a run-time change and an unchanged one does not
+    build_policy            text    NOT NULL DEFAULT 'all',
+    build_prereleases       boolean NOT NULL DEFAULT false,
+    configured_policy       text    NULL,
+    configured_prereleases  boolean NULL,
 
     CONSTRAINT configuration_pk PRIMARY KEY (id),
     CONSTRAINT configuration_one_row_ck CHECK (id = 1),
     CONSTRAINT configuration_serial_ck CHECK (pypi_serial >= 0)
 );
 
-INSERT INTO configuration (id, schema_version) VALUES (1, 1);
+INSERT INTO configuration (id, schema_version) VALUES (1, 2);
 
 -- A PEP 503 canonical name: lower case letters and digits in runs joined by
 -- single hyphens.
@@ -49,6 +57,9 @@ CREATE TABLE packages (
     skip_reason     varchar(100)    NULL,
     added           timestamptz     NOT NULL DEFAULT now(),
     last_serial     bigint          NOT NULL DEFAULT 0,
+    -- the project's own build policy and pre-release switch (NULL: the farm's)
+    build_policy    text            NULL,
+    build_prereleases boolean       NULL,
 
     CONSTRAINT packages_pk PRIMARY KEY (package),
     CONSTRAINT packages_canonical_ck CHECK (is_canonical_name(package)),
@@ -82,13 +93,17 @@ CREATE TABLE versions (
     -- kept by triggers: true once every active ABI has an attempt or a wheel
     -- that serves it, so the queue never has to look at this release again
     built           boolean         NOT NULL DEFAULT false,
+    -- why the build policy leaves this release out (NULL: it does not);
+    -- decided by piwheels.build_policy, written by the data layer
+    policy_reason   varchar(200)    NULL,
 
     CONSTRAINT versions_pk PRIMARY KEY (package, version),
     CONSTRAINT versions_package_fk FOREIGN KEY (package)
         REFERENCES packages (package) ON DELETE CASCADE,
     CONSTRAINT versions_version_ck CHECK (version <> ''),
     CONSTRAINT versions_yank_reason_ck CHECK (yanked OR yank_reason IS NULL),
-    CONSTRAINT versions_skip_reason_ck CHECK (skip_reason <> '')
+    CONSTRAINT versions_skip_reason_ck CHECK (skip_reason <> ''),
+    CONSTRAINT versions_policy_reason_ck CHECK (policy_reason <> '')
 );
 
 -- The build queue walks the releases that may still need a build, newest
@@ -96,7 +111,8 @@ CREATE TABLE versions (
 -- It holds the whole sort key, so a LIMITed scan stops after the first rows
 -- instead of sorting every pending release.
 CREATE INDEX versions_buildable ON versions (released, package, version)
-    WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL;
+    WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL
+      AND policy_reason IS NULL;
 
 CREATE TABLE build_abis (
     abi_tag         varchar(100)    NOT NULL,
@@ -298,6 +314,8 @@ CREATE TRIGGER build_abis_version_built
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO @ROLE@;
 GRANT SELECT, UPDATE (pypi_serial) ON configuration TO @ROLE@;
+GRANT UPDATE (build_policy, build_prereleases, configured_policy, configured_prereleases)
+    ON configuration TO @ROLE@;
 GRANT SELECT, INSERT, UPDATE, DELETE ON
     packages, package_names, versions, build_abis, builds, build_logs,
     files, dependencies

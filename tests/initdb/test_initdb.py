@@ -18,6 +18,9 @@ from piwheels.initdb import initdb
 
 PIW_INITDB = str(Path(sys.executable).parent / "piw-initdb")
 
+# The real version 1 schema, as it was shipped: where upgrades start from.
+V1_CREATE = Path(__file__).with_name("create_piwheels_v1.sql")
+
 # A second schema version used to exercise the upgrade machinery on top of
 # the real version 1 schema.
 V2_ADDITIONS = """
@@ -43,7 +46,7 @@ def run_initdb(*args: str, input: str | None = None) -> subprocess.CompletedProc
 def make_v2_scripts(tmp_path: Path, *, grants: str = V2_GRANTS,
                     upgrade_tail: str = "") -> Path:
     """A scripts directory for a version 2 that extends the real version 1."""
-    real_create = (schema.sql_dir() / schema.CREATE_SCRIPT).read_text()
+    real_create = V1_CREATE.read_text()
     assert "INSERT INTO configuration (id, schema_version) VALUES (1, 1);" in real_create
     v2_create = real_create.replace(
         "INSERT INTO configuration (id, schema_version) VALUES (1, 1);",
@@ -55,6 +58,14 @@ def make_v2_scripts(tmp_path: Path, *, grants: str = V2_GRANTS,
     (directory / "upgrade_piwheels_1_to_2.sql").write_text(
         V2_ADDITIONS + grants + "UPDATE configuration SET schema_version = 2;\n" + upgrade_tail
     )
+    return directory
+
+
+def make_v1_scripts(tmp_path: Path) -> Path:
+    """A scripts directory that creates the real version 1 schema."""
+    directory = tmp_path / "v1"
+    directory.mkdir(exist_ok=True)
+    (directory / schema.CREATE_SCRIPT).write_text(V1_CREATE.read_text())
     return directory
 
 
@@ -72,7 +83,7 @@ def schema_version(dsn: str) -> int | None:
 def test_creates_schema_then_does_nothing(empty_database, master_role):
     first = run_initdb("--dsn", empty_database, "--user", master_role, "-y")
     assert first.returncode == 0, first.stderr
-    assert "created schema version 1" in first.stdout
+    assert f"created schema version {schema.SCHEMA_VERSION}" in first.stdout
     assert schema_version(empty_database) == schema.SCHEMA_VERSION
     before = snapshot(empty_database)
 
@@ -96,7 +107,7 @@ def test_declined_at_a_terminal_changes_nothing(empty_database, master_role, mon
     assert schema_version(empty_database) is None
     monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
     assert initdb(empty_database, master_role, assume_yes=False, out=io.StringIO()) == 0
-    assert schema_version(empty_database) == 1
+    assert schema_version(empty_database) == schema.SCHEMA_VERSION
 
 
 class _Terminal(io.StringIO):
@@ -109,7 +120,7 @@ def test_upgrade_equals_fresh_create(postgres, master_role, tmp_path):
     upgraded = postgres.dsn(postgres.create_database())
     fresh = postgres.dsn(postgres.create_database())
     out = io.StringIO()
-    initdb(upgraded, master_role, True, out)
+    initdb(upgraded, master_role, True, out, target=1, scripts_dir=make_v1_scripts(tmp_path))
     initdb(upgraded, master_role, True, out, target=2, scripts_dir=scripts)
     assert "upgraded" in out.getvalue()
     initdb(fresh, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
@@ -125,7 +136,8 @@ def test_catalogue_comparison_sees_a_forgotten_grant(postgres, master_role, tmp_
     scripts = make_v2_scripts(tmp_path, grants="")
     upgraded = postgres.dsn(postgres.create_database())
     fresh = postgres.dsn(postgres.create_database())
-    initdb(upgraded, master_role, True, io.StringIO())
+    initdb(upgraded, master_role, True, io.StringIO(), target=1,
+           scripts_dir=make_v1_scripts(tmp_path))
     initdb(upgraded, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
     initdb(fresh, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
     diff = differences(snapshot(upgraded), snapshot(fresh))
@@ -135,7 +147,7 @@ def test_catalogue_comparison_sees_a_forgotten_grant(postgres, master_role, tmp_
 def test_failed_upgrade_changes_nothing(postgres, master_role, tmp_path):
     scripts = make_v2_scripts(tmp_path, upgrade_tail="SELECT 1 / 0;\n")
     dsn = postgres.dsn(postgres.create_database())
-    initdb(dsn, master_role, True, io.StringIO())
+    initdb(dsn, master_role, True, io.StringIO(), target=1, scripts_dir=make_v1_scripts(tmp_path))
     before = snapshot(dsn)
     with pytest.raises(SchemaError, match="upgrade_piwheels_1_to_2.sql failed: division by zero"):
         initdb(dsn, master_role, True, io.StringIO(), target=2, scripts_dir=scripts)
@@ -227,3 +239,31 @@ def test_real_scripts_reach_current_version():
     create = (schema.sql_dir() / schema.CREATE_SCRIPT).read_text()
     assert (f"INSERT INTO configuration (id, schema_version) VALUES (1, {schema.SCHEMA_VERSION});"
             in create)
+
+
+def test_real_upgrade_equals_fresh_create(postgres, master_role, tmp_path):
+    """The shipped upgrade scripts take the version 1 schema, with rows in it, to
+    exactly what create_piwheels.sql makes today."""
+    upgraded = postgres.dsn(postgres.create_database())
+    fresh = postgres.dsn(postgres.create_database())
+    initdb(upgraded, master_role, True, io.StringIO(), target=1,
+           scripts_dir=make_v1_scripts(tmp_path))
+    engine = sa.create_engine(upgraded, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO packages (package) VALUES ('six')")
+        conn.exec_driver_sql("INSERT INTO versions (package, version, has_sdist) "
+                             "VALUES ('six', '1.0', true), ('six', '2.0rc1', true)")
+    out = io.StringIO()
+    initdb(upgraded, master_role, True, out)
+    assert "upgraded" in out.getvalue()
+    initdb(fresh, master_role, True, io.StringIO())
+    assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION
+    assert differences(snapshot(upgraded), snapshot(fresh)) == []
+    with engine.begin() as conn:
+        # the releases are kept, undecided until the master applies its policy
+        assert conn.exec_driver_sql(
+            "SELECT version, policy_reason FROM versions ORDER BY version").all() == [
+                ("1.0", None), ("2.0rc1", None)]
+        assert conn.exec_driver_sql(
+            "SELECT build_policy, configured_policy FROM configuration").one() == ("all", None)
+    engine.dispose()
