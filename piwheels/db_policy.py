@@ -1,0 +1,176 @@
+"""The data layer's build-policy part: the farm's and projects' policies, and each
+release's verdict (``versions.policy_reason``) kept up to date.
+
+A mixin of :class:`piwheels.db.Database` (it uses its tables and transactions);
+the rule itself is :func:`piwheels.build_policy.policy_reasons`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .build_policy import BuildPolicy, Release, parse_policy, policy_reasons
+from .errors import InvalidPolicy, UnknownPackage
+from .names import canonical_name
+
+#: Projects whose releases are weighed against the build policy per round trip.
+POLICY_BATCH = 5000
+#: set_project_policy's "leave this as it is".
+UNCHANGED: Any = object()
+
+
+class PolicyData:
+    """Build-policy reads and writes (mixed into :class:`piwheels.db.Database`)."""
+
+    t: Any
+
+    def farm_policy(self) -> tuple[BuildPolicy, bool]:
+        """The farm's build policy in force and whether it builds pre-releases."""
+        configuration = self.t["configuration"]
+        with self._begin() as conn:
+            spec, prereleases = conn.execute(sa.select(
+                configuration.c.build_policy, configuration.c.build_prereleases)).one()
+        return parse_policy(spec), prereleases
+
+    def apply_configured_policy(self, policy: BuildPolicy, prereleases: bool) -> str:
+        """At the master's start: the configured farm policy replaces the one in force
+        if the configuration changed since the last start (or this is the first);
+        otherwise a run-time change (piw-control) stays.  Returns what was decided."""
+        configuration = self.t["configuration"]
+        with self._begin() as conn:
+            row = conn.execute(sa.select(
+                configuration.c.build_policy, configuration.c.build_prereleases,
+                configuration.c.configured_policy, configuration.c.configured_prereleases,
+            ).with_for_update()).one()
+            in_force = f"{row.build_policy}{' with pre-releases' if row.build_prereleases else ''}"
+            configured = f"{policy.spec}{' with pre-releases' if prereleases else ''}"
+            if (row.configured_policy, row.configured_prereleases) == (policy.spec, prereleases):
+                if in_force == configured:
+                    return f"build policy {configured} (as configured)"
+                return (f"build policy {in_force}, set at run time, stays in force; the "
+                        f"configuration says {configured} (change it there to replace it)")
+            conn.execute(configuration.update().values(
+                build_policy=policy.spec, build_prereleases=prereleases,
+                configured_policy=policy.spec, configured_prereleases=prereleases))
+            self._apply_policies(conn, None)
+        return f"build policy {configured} (from the configuration)"
+
+    def set_farm_policy(self, policy: Optional[BuildPolicy] = None,
+                        prereleases: Optional[bool] = None) -> set[str]:
+        """Change the farm's policy and/or pre-release switch (None: leave it) at run
+        time; returns the projects whose releases changed verdict."""
+        configuration = self.t["configuration"]
+        values: dict[str, Any] = {}
+        if policy is not None:
+            values["build_policy"] = policy.spec
+        if prereleases is not None:
+            values["build_prereleases"] = prereleases
+        if not values:
+            return set()
+        with self._begin() as conn:
+            conn.execute(configuration.update().values(**values))
+            return self._apply_policies(conn, None)
+
+    def project_policy(self, package: str) -> tuple[Optional[BuildPolicy], Optional[bool]]:
+        """A project's own policy and pre-release switch (None: the farm's)."""
+        packages = self.t["packages"]
+        with self._begin() as conn:
+            row = conn.execute(
+                sa.select(packages.c.build_policy, packages.c.build_prereleases)
+                .where(packages.c.package == canonical_name(package))).first()
+        if row is None:
+            raise UnknownPackage(f"unknown package {canonical_name(package)}")
+        return (None if row.build_policy is None else parse_policy(row.build_policy),
+                row.build_prereleases)
+
+    def set_project_policy(self, package: str, *, policy: Any = UNCHANGED,
+                           prereleases: Any = UNCHANGED) -> set[str]:
+        """Give *package* its own policy and/or pre-release switch (None: follow the
+        farm's; :data:`UNCHANGED`: leave it).  A versions: policy must name
+        releases the project has.  Returns the projects whose releases changed verdict."""
+        package = canonical_name(package)
+        packages, versions = self.t["packages"], self.t["versions"]
+        values: dict[str, Any] = {}
+        if policy is not UNCHANGED:
+            values["build_policy"] = None if policy is None else policy.spec
+        if prereleases is not UNCHANGED:
+            values["build_prereleases"] = prereleases
+        with self._begin() as conn:
+            self._existing_package(package, conn)
+            if policy is not UNCHANGED and policy is not None and policy.kind == "versions":
+                known = set(conn.scalars(
+                    sa.select(versions.c.version).where(versions.c.package == package)))
+                missing = [v for v in policy.versions if v not in known]
+                if missing:
+                    raise InvalidPolicy(
+                        f"{package} has no release {', '.join(missing)}; nothing was changed")
+            if not values:
+                return set()
+            conn.execute(packages.update().where(packages.c.package == package).values(**values))
+            return self._apply_policies(conn, [package])
+
+    def apply_policies(self, packages: Optional[Iterable[str]] = None) -> set[str]:
+        """Weigh these projects' releases (None: every project's) against the build
+        policy again; returns the projects whose releases changed verdict."""
+        with self._begin() as conn:
+            return self._apply_policies(
+                conn, None if packages is None else [canonical_name(p) for p in packages])
+
+    def _apply_policies(self, conn: Connection, packages: Optional[Iterable[str]]) -> set[str]:
+        """Bring ``policy_reason`` up to date for the releases of *packages* (None: all),
+        with :func:`piwheels.build_policy.policy_reasons` as the only judge.
+
+        The projects' rows are locked (FOR NO KEY UPDATE, which inserts of their
+        releases do not wait for), so two tasks weighing the same project take
+        turns and the second sees the first's releases.
+        """
+        configuration, p, v = self.t["configuration"], self.t["packages"], self.t["versions"]
+        farm_spec, farm_prereleases = conn.execute(sa.select(
+            configuration.c.build_policy, configuration.c.build_prereleases)).one()
+        farm = parse_policy(farm_spec)
+        if packages is None:
+            names = list(conn.scalars(sa.select(p.c.package).order_by(p.c.package)))
+        else:
+            names = sorted(set(packages))
+        changed: set[str] = set()
+        for start in range(0, len(names), POLICY_BATCH):
+            chunk = names[start:start + POLICY_BATCH]
+            own = {row.package: row for row in conn.execute(
+                sa.select(p.c.package, p.c.build_policy, p.c.build_prereleases)
+                .where(p.c.package.in_(chunk)).order_by(p.c.package)
+                .with_for_update(key_share=True))}
+            releases: dict[str, list] = defaultdict(list)
+            for row in conn.execute(
+                    sa.select(v.c.package, v.c.version, v.c.released, v.c.yanked,
+                              v.c.policy_reason).where(v.c.package.in_(chunk))):
+                releases[row.package].append(row)
+            updates: list[tuple[str, str, Optional[str]]] = []
+            for package, rows in releases.items():
+                settings = own.get(package)
+                if settings is None:
+                    continue
+                policy, whose = farm, "farm"
+                if settings.build_policy is not None:
+                    policy, whose = parse_policy(settings.build_policy), "project"
+                prereleases = farm_prereleases if settings.build_prereleases is None \
+                    else settings.build_prereleases
+                verdict = policy_reasons(
+                    policy, prereleases,
+                    (Release(r.version, r.released, r.yanked) for r in rows), whose)
+                for row in rows:
+                    if verdict[row.version] != row.policy_reason:
+                        updates.append((package, row.version, verdict[row.version]))
+                        changed.add(package)
+            if updates:
+                pkgs, vers, reasons = map(list, zip(*updates))
+                conn.execute(sa.text(
+                    "UPDATE versions v SET policy_reason = u.reason "
+                    "FROM unnest(CAST(:packages AS varchar[]), CAST(:versions AS varchar[]), "
+                    "            CAST(:reasons AS varchar[])) AS u(package, version, reason) "
+                    "WHERE v.package = u.package AND v.version = u.version"
+                ), {"packages": pkgs, "versions": vers, "reasons": reasons})
+        return changed
