@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from voluptuous import Invalid, Schema
 
+from .build_policy import MAX_SPEC_LENGTH
+
 #: Bumped whenever a message of the slave or file protocol changes shape.
 #: 2: CHUNK's data travels as a frame of its own.
 PROTOCOL_VERSION = 2
@@ -244,6 +246,9 @@ BUILD_QUEUE = Protocol("build_queue", sends={
     "QUEUE": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
     # the builds that follow the last ones sent (the answer to MORE)
     "EXTEND": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
+    # the queue from its head after the build policy changed: replaces all the
+    # driver had, so nothing the policy now leaves out is handed out
+    "REPLACE": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
     "CANCEL": message({"package": Name, "version": optional(Version)}),
     # admin -> slave_driver: its builds were removed (piw-remove --builds): it may be
     # handed out again at once, though it was built a moment ago
@@ -258,6 +263,8 @@ QUEUE_REQUESTS = Protocol("queue_requests", sends={
     "ABI": message({"abi_tag": Tag}),
     # the driver is running low on this ABI's builds: send the ones after the last sent
     "MORE": message({"abi_tag": Tag}),
+    # admin -> build_queue: the build policy changed; send every ABI's queue afresh
+    "POLICY": message(),
 }, receives={}, address="inproc://queue_requests")
 
 # slave_driver -> file_receiver
@@ -311,6 +318,8 @@ SUPERVISOR = Protocol("supervisor", sends={
 
 SLAVE_ACTIONS = ("pause", "resume", "skip", "stop")
 REBUILD_PARTS = ("home", "index", "project", "all")
+#: POLICY's pre-release switch: on, off, or (for a project) as the farm has it
+PRERELEASE_SETTINGS = ("on", "off", "farm")
 
 CONTROL = Protocol("control", sends={
     # the monitor's first words: the whole picture, then it follows STATUS
@@ -333,6 +342,12 @@ CONTROL = Protocol("control", sends={
     "RECONCILE": message(),
     # hold new builds while the output directory has less free space than this
     "MIN_FREE_SPACE": message({"mib": Count}),
+    # the farm's (package None) or a project's build policy: a SPEC ("farm": the
+    # project follows the farm's) and/or the pre-release switch; both None: say
+    # what is in force
+    "POLICY": message({"package": optional(Name),
+                       "policy": optional(text(1, MAX_SPEC_LENGTH)),
+                       "prereleases": optional(one_of(*PRERELEASE_SETTINGS))}),
 }, receives={
     "OK": message({"message": Text}),
     "ERROR": message({"message": Text}),

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import cli, config
+from ..build_policy import parse_policy
 from ..control_client import ControlClient, MasterUnavailable, StatusFeed
 from ..errors import Aborted, PiwheelsError
-from ..protocols import REBUILD_PARTS
+from ..protocols import PRERELEASE_SETTINGS, REBUILD_PARTS
 
 #: Characters in piw-rebuild's progress bar.
 PROGRESS_WIDTH = 40
@@ -226,29 +227,57 @@ CONTROL_ACTIONS = {
     "resume": "RESUME",
     "reconcile": "RECONCILE",
     "min-free-space": "MIN_FREE_SPACE",
+    "build-policy": "POLICY",
+    "build-prereleases": "POLICY",
 }
 
 
 def _control(argv: Optional[Sequence[str]]) -> int:
     parser = config.make_parser(
         "piw-control", "Steer the running master: hold or resume builds, compare with the "
-        "upstream index now, or change the free space under which builds are held.",
+        "upstream index now, change the free space under which builds are held, or change "
+        "which releases are built.",
         CLIENT_OPTIONS)
     parser.add_argument("action", choices=sorted(CONTROL_ACTIONS),
                         help="pause or resume handing out builds; reconcile with the upstream "
-                             "project list now; min-free-space MIB (until the master restarts)")
-    parser.add_argument("mib", nargs="?", type=int, metavar="MIB",
-                        help="for min-free-space: the new minimum, in MiB")
+                             "project list now; min-free-space MIB (until the master restarts); "
+                             "build-policy [SPEC] (all, newest:N, since:YYYY-MM-DD, "
+                             "versions:V1,V2,...; 'farm' with --project: the farm's; no SPEC: "
+                             "show it); build-prereleases {on,off,farm}")
+    parser.add_argument("value", nargs="?", metavar="VALUE",
+                        help="MIB for min-free-space, SPEC for build-policy, on/off/farm for "
+                             "build-prereleases")
+    parser.add_argument("--project", metavar="NAME",
+                        help="for build-policy and build-prereleases: this project's own "
+                             "setting rather than the farm's")
     options = parser.parse_args(argv)
-    if (options.action == "min-free-space") != (options.mib is not None):
-        parser.error("MIB goes with min-free-space, and only with it")
-    if options.mib is not None and options.mib < 0:
-        parser.error("MIB cannot be negative")
+    action, value = options.action, options.value
+    payload: dict = {}
+    if options.project and not action.startswith("build-"):
+        parser.error("--project goes with build-policy and build-prereleases only")
+    if action == "min-free-space":
+        if value is None or not value.isdigit():
+            parser.error("min-free-space needs MIB, a whole number of MiB (0 or more)")
+        payload = {"mib": int(value)}
+    elif action == "build-policy":
+        if value is not None:
+            if value != "farm":
+                parse_policy(value)  # a bad SPEC never reaches the master
+            elif not options.project:
+                parser.error("'farm' goes with --project NAME")
+        payload = {"package": options.project, "policy": value, "prereleases": None}
+    elif action == "build-prereleases":
+        if value not in PRERELEASE_SETTINGS:
+            parser.error(f"build-prereleases takes one of {', '.join(PRERELEASE_SETTINGS)}")
+        if value == "farm" and not options.project:
+            parser.error("'farm' goes with --project NAME")
+        payload = {"package": options.project, "policy": None, "prereleases": value}
+    elif value is not None:
+        parser.error(f"{action} takes no value")
     cli.configure_logging(options)
     client = _client(options)
     try:
-        payload = {"mib": options.mib} if options.mib is not None else {}
-        print(client.command(CONTROL_ACTIONS[options.action], payload))
+        print(client.command(CONTROL_ACTIONS[action], payload))
     finally:
         client.close()
     return 0

@@ -20,7 +20,9 @@ from typing import Callable, Optional
 import zmq
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from ..build_policy import parse_policy
 from ..db import Database
+from ..db_policy import UNCHANGED
 from ..errors import PiwheelsError
 from ..names import canonical_name, normal_version
 from ..protocols import (
@@ -32,6 +34,8 @@ from ..wheel_facts import check_wheel, find_apt_dependencies
 from .task import Clock, Task
 
 OPERATOR_HOLD = "paused by the operator"
+#: More projects than this changing verdict at once: rewrite every page instead.
+POLICY_PAGES_LIMIT = 1000
 #: How often the master's summary goes out on the status feed.
 MASTER_STATUS_INTERVAL_S = 1.0
 
@@ -89,6 +93,7 @@ class AdminService(Task):
             "IMPORT": self.do_import,
             "RECONCILE": self.do_reconcile,
             "MIN_FREE_SPACE": self.do_min_free_space,
+            "POLICY": self.do_policy,
         }
 
     def _push(self, protocol, address: str):
@@ -203,6 +208,52 @@ class AdminService(Task):
         self.tell(self.stats, "MIN_FREE", {"bytes": request["mib"] * 2**20})
         return "OK", {"message": f"builds are held while under {request['mib']} MiB is free "
                                  "(until the master restarts)"}
+
+    def do_policy(self, request: dict) -> tuple[str, dict]:
+        """piw-control build-policy / build-prereleases: the farm's or one project's.
+
+        Validated before anything changes; the verdicts are brought up to date
+        in the same transaction, then the queue is sent afresh (REPLACE), so
+        nothing the policy now leaves out is handed out any more.
+        """
+        db, spec, switch = self.db, request["policy"], request["prereleases"]
+        if request["package"] is None:
+            if "farm" in (spec, switch):
+                return "ERROR", {"message": "'farm' is for a project (--project NAME): the "
+                                            "farm's own policy names what it builds"}
+            policy = None if spec is None else parse_policy(spec)
+            prereleases = None if switch is None else switch == "on"
+            changed = db.set_farm_policy(policy, prereleases)
+            current, builds_pre = db.farm_policy()
+            what = "the farm"
+            state = (f"the farm builds {current.describe()} ({current.spec}), "
+                     f"{'with' if builds_pre else 'without'} pre-releases")
+            lasting = " (in force across restarts until the configured build-policy changes)"
+        else:
+            package = canonical_name(request["package"])
+            policy = UNCHANGED if spec is None else None if spec == "farm" else parse_policy(spec)
+            prereleases = UNCHANGED if switch is None else None if switch == "farm" \
+                else switch == "on"
+            changed = db.set_project_policy(package, policy=policy, prereleases=prereleases)
+            own, own_pre = db.project_policy(package)
+            farm, farm_pre = db.farm_policy()
+            what = package
+            state = (f"{package} builds "
+                     + (f"{own.describe()} ({own.spec})" if own else
+                        f"as the farm does ({farm.spec})")
+                     + (", with" if (farm_pre if own_pre is None else own_pre) else ", without")
+                     + " pre-releases" + (" as the farm does" if own_pre is None else ""))
+            lasting = ""
+        if spec is None and switch is None:
+            return "OK", {"message": state}
+        self.tell(self.queue, "POLICY")
+        if len(changed) > POLICY_PAGES_LIMIT:
+            self.tell(self.index, "ALL")
+        for package in sorted(changed) if len(changed) <= POLICY_PAGES_LIMIT else ():
+            self.tell(self.index, "PACKAGE", {"package": package})
+        self.log.info("build policy of %s changed: %s", what, state)
+        return "OK", {"message": f"{state}{lasting}; the releases of {len(changed)} "
+                                 f"project(s) changed"}
 
     def do_add(self, request: dict) -> tuple[str, dict]:
         """piw-add: a project or release, and its skip, yank and alias settings."""

@@ -35,6 +35,8 @@ class BuildQueue(Task):
         self.newest_first = newest_first
         self.db: Optional[Database] = None
         self._wanted = True
+        #: the next recalculation replaces the driver's whole queue (the policy changed)
+        self._replace = False
         #: per ABI, where the last list sent ended (None: at the end of the queue)
         self.cursors: dict[str, Optional[QueueKey]] = {}
         self.requests = self.socket(zmq.PULL, QUEUE_REQUESTS.reverse())
@@ -63,6 +65,8 @@ class BuildQueue(Task):
         if name == "ABI":
             if self.db.register_build_abi(payload["abi_tag"]):
                 self.log.info("now building for ABI %s", payload["abi_tag"])
+        elif name == "POLICY":
+            self._replace = True
         self._wanted = True
 
     def want_refresh(self) -> None:
@@ -73,8 +77,9 @@ class BuildQueue(Task):
             return
         self._wanted = False
         self.cursors.clear()
+        name, self._replace = ("REPLACE" if self._replace else "QUEUE"), False
         for abi_tag in self.db.get_build_abis():
-            self._send_page("QUEUE", abi_tag, None)
+            self._send_page(name, abi_tag, None)
 
     def send_more(self, abi_tag: str) -> None:
         """The page after the last one sent for *abi_tag*, if there is one."""

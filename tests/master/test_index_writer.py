@@ -15,6 +15,7 @@ import pytest
 import zmq
 from farm import wait_for
 
+from piwheels.build_policy import parse_policy
 from piwheels.index_pages import Site, log_path
 from piwheels.master.index_writer import ORPHAN_AGE_S, IndexWriter
 from piwheels.master.task import TaskControl
@@ -300,3 +301,31 @@ def test_a_full_rewrite_shared_among_worker_processes(db, master_dsn, output, tm
     shared_output = tmp_path / "shared"
     assert full_rewrite(master_dsn, shared_output, projects, workers=2) == 6
     assert written_tree(shared_output) == alone
+
+
+def test_project_page_says_why_a_release_is_not_built(db, writer, output):
+    publish(db, output, "polly", "3.0")
+    for version in ("2.0", "1.0", "4.0b1"):
+        db.add_version("polly", version, released=T0)
+    db.add_version("polly", "0.9", released=T0)
+    db.yank_version("polly", "0.9", "bad")
+    db.set_farm_policy(parse_policy("newest:1"))
+    writer.package("polly")
+    page = output / "project" / "polly" / "json" / "index.json"
+
+    def reasons():
+        data = read_json(page)
+        return {v["version"]: (v["not_built"], v["builds"]["cp311"]["status"])
+                for v in data["versions"]}
+    wait_for(lambda: page.exists() and "2.0" in reasons(), 10, "the project page")
+    assert reasons() == {
+        "4.0b1": ("pre-release", "excluded"),
+        "3.0": (None, "success"),
+        "2.0": ("farm policy builds the newest 1 release", "excluded"),
+        "1.0": ("farm policy builds the newest 1 release", "excluded"),
+        "0.9": ("yanked", "yanked"),
+    }
+    html = (output / "project" / "polly" / "index.html").read_text()
+    assert "not built: farm policy builds the newest 1 release" in html
+    assert "not built: pre-release" in html
+    assert "not built: yanked" not in html  # the yanked tag says so already
