@@ -318,6 +318,8 @@ SUPERVISOR = Protocol("supervisor", sends={
 
 SLAVE_ACTIONS = ("pause", "resume", "skip", "stop")
 REBUILD_PARTS = ("home", "index", "project", "all")
+#: what a BULK request does to what it names
+BULK_ACTIONS = ("skip", "unskip", "remove", "remove_builds", "skip_builds")
 #: POLICY's pre-release switch: on, off, or (for a project) as the farm has it
 PRERELEASE_SETTINGS = ("on", "off", "farm")
 
@@ -345,6 +347,11 @@ CONTROL = Protocol("control", sends={
     # the farm's (package None) or a project's build policy: a SPEC ("farm": the
     # project follows the farm's) and/or the pre-release switch; both None: say
     # what is in force
+    # piw-add --skip / piw-remove over a pattern of names or versions or a version
+    # list; dry_run: only count what would change (the MATCHED reply)
+    "BULK": message({"action": one_of(*BULK_ACTIONS), "package": Name,
+                     "versions": optional(text(1, 10_000)), "reason": Reason,
+                     "dry_run": bool}),
     "POLICY": message({"package": optional(Name),
                        "policy": optional(text(1, MAX_SPEC_LENGTH)),
                        "prereleases": optional(one_of(*PRERELEASE_SETTINGS))}),
@@ -354,6 +361,8 @@ CONTROL = Protocol("control", sends={
     "SNAPSHOT": message({"master": dict, "slaves": [dict]}),
     # REBUILD's reply: the master's status names this id while it follows the rewrite
     "REBUILDING": message({"message": Text, "rebuild_id": Count}),
+    # BULK's dry run: what would change, and how many things
+    "MATCHED": message({"message": Text, "changes": Count}),
 })
 
 # --- status: master admin_service (PUB) -> monitors (SUB) ---------------------------

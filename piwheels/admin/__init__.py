@@ -17,6 +17,7 @@ from .. import cli, config
 from ..build_policy import parse_policy
 from ..control_client import ControlClient, MasterUnavailable, StatusFeed
 from ..errors import Aborted, PiwheelsError
+from ..names import is_pattern
 from ..protocols import PRERELEASE_SETTINGS, REBUILD_PARTS
 
 #: Characters in piw-rebuild's progress bar.
@@ -41,13 +42,33 @@ def _confirm(question: str, assume_yes: bool) -> None:
         raise Aborted("nothing was changed")
 
 
+def _bulk(client: ControlClient, action: str, package: str, versions: Optional[str],
+          reason: Optional[str], assume_yes: bool) -> None:
+    """A change to everything a pattern or version list names: count it, ask, do it."""
+    request = {"action": action, "package": package, "versions": versions,
+               "reason": reason, "dry_run": True}
+    reply, answer = client.request("BULK", request)
+    if reply == "ERROR":
+        raise PiwheelsError(answer["message"])
+    if answer["changes"] == 0:
+        print(f"nothing to change ({answer['message']})")
+        return
+    _confirm(f"{answer['message']}: go ahead?", assume_yes)
+    print("done: " + client.command("BULK", {**request, "dry_run": False}))
+
+
+PATTERN_HELP = ("; a shell-style pattern (quote it) names every matching project, and a "
+                "VERSION pattern ('1.*') or list ('1.0,1.1') several releases: the tool says "
+                "how many and asks first")
+
 # --- piw-add ---------------------------------------------------------------------
 
 def _add(argv: Optional[Sequence[str]]) -> int:
     parser = config.make_parser(
         "piw-add", "Add a project or release to the farm, or change how it is built.",
-        CLIENT_OPTIONS)
-    parser.add_argument("package", help="the project's name")
+        CLIENT_OPTIONS + ["yes"])
+    parser.add_argument("package", help="the project's name" + PATTERN_HELP + " (with --skip "
+                                        "or --unskip only)")
     parser.add_argument("version", nargs="?", help="one release of it")
     skip = parser.add_mutually_exclusive_group()
     skip.add_argument("--skip", metavar="REASON", help="never build it, for this reason")
@@ -60,9 +81,17 @@ def _add(argv: Optional[Sequence[str]]) -> int:
     options = parser.parse_args(argv)
     if (options.yank is not None or options.unyank) and not options.version:
         parser.error("--yank and --unyank need a VERSION")
+    bulk = is_pattern(options.package) or is_pattern(options.version)
+    if bulk and (not (options.skip or options.unskip) or options.yank is not None
+                 or options.unyank or options.alias):
+        parser.error("a pattern or version list goes with --skip or --unskip only")
     cli.configure_logging(options)
     client = _client(options)
     try:
+        if bulk:
+            _bulk(client, "skip" if options.skip else "unskip", options.package,
+                  options.version, options.skip, options.yes)
+            return 0
         print(client.command("ADD", {
             "package": options.package, "version": options.version,
             "skip": options.skip, "unskip": options.unskip,
@@ -84,14 +113,24 @@ def _remove(argv: Optional[Sequence[str]]) -> int:
     parser = config.make_parser(
         "piw-remove", "Remove a project or release (and its wheels) from the farm.",
         CLIENT_OPTIONS + ["yes"])
-    parser.add_argument("package", help="the project's name")
+    parser.add_argument("package", help="the project's name" + PATTERN_HELP)
     parser.add_argument("version", nargs="?", help="one release of it")
     parser.add_argument("--builds", action="store_true",
-                        help="remove only the builds and their wheels, so they are built again")
+                        help="remove only the builds, their wheels and logs, so they are built "
+                             "again")
     parser.add_argument("--skip", metavar="REASON",
                         help="remove the builds and never build it again, for this reason")
     options = parser.parse_args(argv)
     cli.configure_logging(options)
+    if is_pattern(options.package) or is_pattern(options.version):
+        action = "skip_builds" if options.skip else "remove_builds" if options.builds \
+            else "remove"
+        client = _client(options)
+        try:
+            _bulk(client, action, options.package, options.version, options.skip, options.yes)
+        finally:
+            client.close()
+        return 0
     what = options.package + (f" {options.version}" if options.version else "")
     if options.builds or options.skip:
         question = f"Remove every build and wheel of {what}?"

@@ -83,6 +83,7 @@ class Master:
                 ctx, dsn=o.dsn, control_address=o.control_address,
                 status_address=o.status_address, transfers_dir=self.transfers_dir,
                 simple_dir=self.output_path / "simple", max_wheel_size=o.max_wheel_size,
+                logs_dir=self.output_path / "logs",
             ),
             Stats(ctx, dsn=o.dsn, output_path=self.output_path,
                   min_free_bytes=o.min_free_space_mb * 2**20, interval_s=o.stats_interval_s),
