@@ -5,7 +5,9 @@ built, as on a farm that has caught up) and two ABIs, then measures:
 
 - how long computing the next builds for each ABI takes (goal: under 1 s);
 - how long a new release takes from being recorded to reaching the slave
-  driver in a QUEUE message, through a real build_queue task (goal: under 5 s).
+  driver in a QUEUE message, through a real build_queue task (goal: under 5 s);
+- how long a farm-wide build policy change takes to weigh every release again
+  (newest:1, then back to all), and the queue query under the narrower policy.
 
     python bench/queue.py --versions 1000000
 """
@@ -31,6 +33,7 @@ import zmq
 
 from benchdb import DEFAULT_SERVER, throwaway_database
 
+from piwheels.build_policy import parse_policy
 from piwheels.db import Database
 from piwheels.master.build_queue import BuildQueue
 from piwheels.master.task import TaskControl
@@ -77,6 +80,16 @@ def time_queries(db: Database, repeats: int) -> None:
             times.append(time.perf_counter() - start)
         print(f"next 1000 builds for {abi}: median {statistics.median(times) * 1000:.1f} ms, "
               f"worst {max(times) * 1000:.1f} ms ({len(jobs)} found)")
+
+
+def time_policy_change(db: Database, repeats: int) -> None:
+    for spec in ("newest:1", "all"):
+        start = time.perf_counter()
+        changed = db.set_farm_policy(parse_policy(spec))
+        print(f"farm policy set to {spec}: {len(changed)} projects' verdicts changed in "
+              f"{time.perf_counter() - start:.1f} s")
+        if spec != "all":
+            time_queries(db, repeats)
 
 
 def time_new_release(dsn: str, repeats: int) -> None:
@@ -134,6 +147,7 @@ def main() -> None:
               f"{time.perf_counter() - start:.0f} s")
         with Database(master_dsn) as db:
             time_queries(db, args.repeats)
+            time_policy_change(db, args.repeats)
         time_new_release(master_dsn, args.repeats)
 
 
