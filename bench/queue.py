@@ -123,6 +123,18 @@ def time_new_release(dsn: str, repeats: int) -> None:
             delays.append(time.perf_counter() - start)
         print(f"new release to QUEUE on both ABIs: median {statistics.median(delays) * 1000:.0f} "
               f"ms, worst {max(delays) * 1000:.0f} ms over {repeats} releases")
+        # a farm-wide policy change as piw-control makes it: the setting, then POLICY
+        start = time.perf_counter()
+        db.set_farm_policy(parse_policy("newest:2"), weigh=False)
+        refresh.send("POLICY", {"package": None})
+        seen = set()
+        while seen != {"cp311", "cp312"}:
+            assert queue_in.zsocket.poll(300_000), "no REPLACE within 300 s"
+            name, queue = queue_in.recv()
+            if name == "REPLACE":
+                seen.add(queue["abi_tag"])
+        print(f"farm policy change to REPLACE on both ABIs (the build queue weighing every "
+              f"release): {time.perf_counter() - start:.1f} s")
     finally:
         control.send("QUIT")
         task.join(10)

@@ -13,6 +13,7 @@ queue's SQL only asks whether a reason is set.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, timezone
 from typing import Iterable, Optional, Sequence
 
@@ -120,6 +121,7 @@ class Release:
     yanked: bool = False
 
 
+@lru_cache(maxsize=65536)
 def _parsed(version: str) -> Optional[Version]:
     try:
         return Version(version)

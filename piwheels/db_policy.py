@@ -7,7 +7,8 @@ the rule itself is :func:`piwheels.build_policy.policy_reasons`.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Iterable, Optional
 
 import sqlalchemy as sa
@@ -60,9 +61,11 @@ class PolicyData:
         return f"build policy {configured} (from the configuration)"
 
     def set_farm_policy(self, policy: Optional[BuildPolicy] = None,
-                        prereleases: Optional[bool] = None) -> set[str]:
+                        prereleases: Optional[bool] = None, *, weigh: bool = True) -> set[str]:
         """Change the farm's policy and/or pre-release switch (None: leave it) at run
-        time; returns the projects whose releases changed verdict."""
+        time; returns the projects whose releases changed verdict.  *weigh* False
+        leaves the releases to a later :meth:`apply_policies` (the master's build
+        queue does it, so the control socket answers at once on a large farm)."""
         configuration = self.t["configuration"]
         values: dict[str, Any] = {}
         if policy is not None:
@@ -73,7 +76,7 @@ class PolicyData:
             return set()
         with self._begin() as conn:
             conn.execute(configuration.update().values(**values))
-            return self._apply_policies(conn, None)
+            return self._apply_policies(conn, None) if weigh else set()
 
     def project_policy(self, package: str) -> tuple[Optional[BuildPolicy], Optional[bool]]:
         """A project's own policy and pre-release switch (None: the farm's)."""
@@ -88,7 +91,7 @@ class PolicyData:
                 row.build_prereleases)
 
     def set_project_policy(self, package: str, *, policy: Any = UNCHANGED,
-                           prereleases: Any = UNCHANGED) -> set[str]:
+                           prereleases: Any = UNCHANGED, weigh: bool = True) -> set[str]:
         """Give *package* its own policy and/or pre-release switch (None: follow the
         farm's; :data:`UNCHANGED`: leave it).  A versions: policy must name
         releases the project has.  Returns the projects whose releases changed verdict."""
@@ -111,7 +114,7 @@ class PolicyData:
             if not values:
                 return set()
             conn.execute(packages.update().where(packages.c.package == package).values(**values))
-            return self._apply_policies(conn, [package])
+            return self._apply_policies(conn, [package]) if weigh else set()
 
     def apply_policies(self, packages: Optional[Iterable[str]] = None) -> set[str]:
         """Weigh these projects' releases (None: every project's) against the build
@@ -124,53 +127,71 @@ class PolicyData:
         """Bring ``policy_reason`` up to date for the releases of *packages* (None: all),
         with :func:`piwheels.build_policy.policy_reasons` as the only judge.
 
-        The projects' rows are locked (FOR NO KEY UPDATE, which inserts of their
-        releases do not wait for), so two tasks weighing the same project take
-        turns and the second sees the first's releases.
+        Two tasks weighing one project take turns, and the second sees the
+        first's releases: for a few projects their rows are locked (FOR NO KEY
+        UPDATE, which inserts of their releases do not wait for); for the whole
+        farm, the versions table is (SHARE ROW EXCLUSIVE: other writers wait
+        until this transaction ends), and its rows are read in one stream.
         """
         configuration, p, v = self.t["configuration"], self.t["packages"], self.t["versions"]
         farm_spec, farm_prereleases = conn.execute(sa.select(
             configuration.c.build_policy, configuration.c.build_prereleases)).one()
         farm = parse_policy(farm_spec)
+        settings = sa.select(p.c.package, p.c.build_policy, p.c.build_prereleases)
+        columns = (v.c.package, v.c.version, v.c.released, v.c.yanked, v.c.policy_reason)
         if packages is None:
-            names = list(conn.scalars(sa.select(p.c.package).order_by(p.c.package)))
+            conn.exec_driver_sql("LOCK TABLE versions IN SHARE ROW EXCLUSIVE MODE")
+            own = {row.package: row for row in conn.execute(settings.where(
+                p.c.build_policy.is_not(None) | p.c.build_prereleases.is_not(None)))}
+            batches: Iterable = [conn.execute(
+                sa.select(*columns).order_by(v.c.package)
+                .execution_options(yield_per=POLICY_BATCH))]
+            follows_farm = True
         else:
             names = sorted(set(packages))
+            own, follows_farm = {}, False
+            batches = []
+            for start in range(0, len(names), POLICY_BATCH):
+                chunk = names[start:start + POLICY_BATCH]
+                own.update((row.package, row) for row in conn.execute(
+                    settings.where(p.c.package.in_(chunk)).order_by(p.c.package)
+                    .with_for_update(key_share=True)))
+                batches.append(conn.execute(
+                    sa.select(*columns).where(v.c.package.in_(chunk)).order_by(v.c.package)))
         changed: set[str] = set()
-        for start in range(0, len(names), POLICY_BATCH):
-            chunk = names[start:start + POLICY_BATCH]
-            own = {row.package: row for row in conn.execute(
-                sa.select(p.c.package, p.c.build_policy, p.c.build_prereleases)
-                .where(p.c.package.in_(chunk)).order_by(p.c.package)
-                .with_for_update(key_share=True))}
-            releases: dict[str, list] = defaultdict(list)
-            for row in conn.execute(
-                    sa.select(v.c.package, v.c.version, v.c.released, v.c.yanked,
-                              v.c.policy_reason).where(v.c.package.in_(chunk))):
-                releases[row.package].append(row)
-            updates: list[tuple[str, str, Optional[str]]] = []
-            for package, rows in releases.items():
-                settings = own.get(package)
-                if settings is None:
-                    continue
+        updates: list[tuple[str, str, Optional[str]]] = []
+        for rows in batches:
+            for package, group in groupby(rows, key=itemgetter(0)):
+                mine = own.get(package)
+                if mine is None and not follows_farm:
+                    continue  # no such project (any more)
                 policy, whose = farm, "farm"
-                if settings.build_policy is not None:
-                    policy, whose = parse_policy(settings.build_policy), "project"
-                prereleases = farm_prereleases if settings.build_prereleases is None \
-                    else settings.build_prereleases
+                if mine is not None and mine.build_policy is not None:
+                    policy, whose = parse_policy(mine.build_policy), "project"
+                prereleases = farm_prereleases if mine is None or \
+                    mine.build_prereleases is None else mine.build_prereleases
+                group = list(group)
                 verdict = policy_reasons(
-                    policy, prereleases,
-                    (Release(r.version, r.released, r.yanked) for r in rows), whose)
-                for row in rows:
-                    if verdict[row.version] != row.policy_reason:
-                        updates.append((package, row.version, verdict[row.version]))
+                    policy, prereleases, (Release(r[1], r[2], r[3]) for r in group), whose)
+                for row in group:
+                    if verdict[row[1]] != row[4]:
+                        updates.append((package, row[1], verdict[row[1]]))
                         changed.add(package)
-            if updates:
-                pkgs, vers, reasons = map(list, zip(*updates))
-                conn.execute(sa.text(
-                    "UPDATE versions v SET policy_reason = u.reason "
-                    "FROM unnest(CAST(:packages AS varchar[]), CAST(:versions AS varchar[]), "
-                    "            CAST(:reasons AS varchar[])) AS u(package, version, reason) "
-                    "WHERE v.package = u.package AND v.version = u.version"
-                ), {"packages": pkgs, "versions": vers, "reasons": reasons})
+                if len(updates) >= POLICY_BATCH:
+                    self._store_verdicts(conn, updates)
+            self._store_verdicts(conn, updates)
         return changed
+
+    @staticmethod
+    def _store_verdicts(conn: Connection, updates: list) -> None:
+        """Write (package, version, reason) verdicts in one statement; empties *updates*."""
+        if not updates:
+            return
+        pkgs, vers, reasons = map(list, zip(*updates))
+        updates.clear()
+        conn.execute(sa.text(
+            "UPDATE versions v SET policy_reason = u.reason "
+            "FROM unnest(CAST(:packages AS varchar[]), CAST(:versions AS varchar[]), "
+            "            CAST(:reasons AS varchar[])) AS u(package, version, reason) "
+            "WHERE v.package = u.package AND v.version = u.version"
+        ), {"packages": pkgs, "versions": vers, "reasons": reasons})

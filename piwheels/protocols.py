@@ -263,8 +263,9 @@ QUEUE_REQUESTS = Protocol("queue_requests", sends={
     "ABI": message({"abi_tag": Tag}),
     # the driver is running low on this ABI's builds: send the ones after the last sent
     "MORE": message({"abi_tag": Tag}),
-    # admin -> build_queue: the build policy changed; send every ABI's queue afresh
-    "POLICY": message(),
+    # admin -> build_queue: the build policy of this project (None: the farm) changed;
+    # weigh its releases again and send every ABI's queue afresh
+    "POLICY": message({"package": optional(Name)}),
 }, receives={}, address="inproc://queue_requests")
 
 # slave_driver -> file_receiver

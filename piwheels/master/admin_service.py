@@ -36,8 +36,6 @@ from . import bulk_changes
 from .task import Clock, Task
 
 OPERATOR_HOLD = "paused by the operator"
-#: More projects than this changing verdict at once: rewrite every page instead.
-POLICY_PAGES_LIMIT = 1000
 #: How often the master's summary goes out on the status feed.
 MASTER_STATUS_INTERVAL_S = 1.0
 
@@ -216,9 +214,10 @@ class AdminService(Task):
     def do_policy(self, request: dict) -> tuple[str, dict]:
         """piw-control build-policy / build-prereleases: the farm's or one project's.
 
-        Validated before anything changes; the verdicts are brought up to date
-        in the same transaction, then the queue is sent afresh (REPLACE), so
-        nothing the policy now leaves out is handed out any more.
+        Validated before anything changes.  The build queue then weighs the
+        releases again (on a large farm that takes a while; this socket answers
+        at once) and sends the queue afresh (REPLACE), so nothing the policy now
+        leaves out is handed out any more.
         """
         db, spec, switch = self.db, request["policy"], request["prereleases"]
         if request["package"] is None:
@@ -227,7 +226,7 @@ class AdminService(Task):
                                             "farm's own policy names what it builds"}
             policy = None if spec is None else parse_policy(spec)
             prereleases = None if switch is None else switch == "on"
-            changed = db.set_farm_policy(policy, prereleases)
+            db.set_farm_policy(policy, prereleases, weigh=False)
             current, builds_pre = db.farm_policy()
             what = "the farm"
             state = (f"the farm builds {current.describe()} ({current.spec}), "
@@ -238,7 +237,7 @@ class AdminService(Task):
             policy = UNCHANGED if spec is None else None if spec == "farm" else parse_policy(spec)
             prereleases = UNCHANGED if switch is None else None if switch == "farm" \
                 else switch == "on"
-            changed = db.set_project_policy(package, policy=policy, prereleases=prereleases)
+            db.set_project_policy(package, policy=policy, prereleases=prereleases, weigh=False)
             own, own_pre = db.project_policy(package)
             farm, farm_pre = db.farm_policy()
             what = package
@@ -250,14 +249,10 @@ class AdminService(Task):
             lasting = ""
         if spec is None and switch is None:
             return "OK", {"message": state}
-        self.tell(self.queue, "POLICY")
-        if len(changed) > POLICY_PAGES_LIMIT:
-            self.tell(self.index, "ALL")
-        for package in sorted(changed) if len(changed) <= POLICY_PAGES_LIMIT else ():
-            self.tell(self.index, "PACKAGE", {"package": package})
+        self.tell(self.queue, "POLICY",
+                  {"package": None if request["package"] is None else what})
         self.log.info("build policy of %s changed: %s", what, state)
-        return "OK", {"message": f"{state}{lasting}; the releases of {len(changed)} "
-                                 f"project(s) changed"}
+        return "OK", {"message": f"{state}{lasting}; the build queue follows in seconds"}
 
     def do_add(self, request: dict) -> tuple[str, dict]:
         """piw-add: a project or release, and its skip, yank and alias settings."""

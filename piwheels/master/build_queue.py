@@ -16,12 +16,14 @@ from typing import Optional
 import zmq
 
 from ..db import Database, QueueKey
-from ..protocols import BUILD_QUEUE, QUEUE_REQUESTS
+from ..protocols import BUILD_QUEUE, INDEX_REQUESTS, QUEUE_REQUESTS
 from .task import Clock, Task
 
 
 #: How long refresh requests are gathered before the queue is recalculated.
 COALESCE_S = 0.2
+#: More projects than this changing verdict at once: every page is rewritten instead.
+POLICY_PAGES_LIMIT = 1000
 
 
 class BuildQueue(Task):
@@ -44,6 +46,8 @@ class BuildQueue(Task):
         self.register(self.requests, self.handle_request)
         self.queue_out = self.socket(zmq.PUSH, BUILD_QUEUE)
         self.queue_out.connect(BUILD_QUEUE.address)
+        self.index_out = self.socket(zmq.PUSH, INDEX_REQUESTS)
+        self.index_out.connect(INDEX_REQUESTS.address)
         self.every(COALESCE_S, self.refresh_if_wanted, now=True)
         self.every(interval_s, self.want_refresh)
 
@@ -66,8 +70,24 @@ class BuildQueue(Task):
             if self.db.register_build_abi(payload["abi_tag"]):
                 self.log.info("now building for ABI %s", payload["abi_tag"])
         elif name == "POLICY":
-            self._replace = True
+            self.weigh_releases(payload["package"])
         self._wanted = True
+
+    def weigh_releases(self, package: Optional[str]) -> None:
+        """A build policy changed: weigh the releases of *package* (None: every
+        project) again, have the changed pages rewritten, and replace the
+        driver's whole queue at the next recalculation."""
+        started = time.perf_counter()
+        changed = self.db.apply_policies(None if package is None else [package])
+        self.log.info("build policy applied to %s in %.1f s: the releases of %d project(s) "
+                      "changed", package or "every project", time.perf_counter() - started,
+                      len(changed))
+        if len(changed) > POLICY_PAGES_LIMIT:
+            self.tell(self.index_out, "ALL")
+        else:
+            for name in sorted(changed):
+                self.tell(self.index_out, "PACKAGE", {"package": name})
+        self._replace = True
 
     def want_refresh(self) -> None:
         self._wanted = True

@@ -78,8 +78,10 @@ def test_policy_from_options_and_at_run_time(farm, db):
     assert sorted(db.pending_builds(ABI, 10)) == [
         ("piw-idna", "3.6"), ("piw-idna", "3.7"), ("piw-six", "1.14.0")]
     ok(tool(farm, "piw-control", "build-policy", "newest:1", "--project", "piw-six"))
-    ok(tool(farm, "piw-control", "build-prereleases", "on", "--project", "piw-six"))
-    assert ("piw-six", "1.17.0b1") in db.pending_builds(ABI, 10)
+    out = ok(tool(farm, "piw-control", "build-prereleases", "on", "--project", "piw-six"))
+    assert "the build queue follows in seconds" in out
+    farm.wait(lambda: ("piw-six", "1.17.0b1") in db.pending_builds(ABI, 10), 10,
+              "the project's pre-release in the queue")
     wait_json(farm, "piw-six", lambda d: d["versions"][1]["not_built"] ==
               "project policy builds the newest 1 release", "the project's reason")
     out = ok(tool(farm, "piw-control", "build-prereleases", "farm", "--project", "piw-six"))
