@@ -53,6 +53,12 @@ class BuildPolicy:
             return "versions:" + ",".join(self.versions)
         return "all"
 
+    @property
+    def weighs_siblings(self) -> bool:
+        """Whether a release's verdict depends on the project's other releases (only
+        newest:N's does); otherwise a new release is weighed on its own."""
+        return self.kind == "newest"
+
     def describe(self) -> str:
         """What it builds, in words: "the newest 1 release"."""
         if self.kind == "newest":

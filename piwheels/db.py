@@ -211,7 +211,9 @@ class Database(PolicyData):
             self._existing_package(package, conn)
             row = conn.execute(stmt).first()
             inserted = bool(row and row.inserted)
-            if inserted:
+            if inserted and not yanked:
+                self._weigh_new_releases(conn, [(package, version, released or EPOCH)])
+            elif inserted:
                 self._apply_policies(conn, [package])
         return inserted
 
@@ -245,11 +247,14 @@ class Database(PolicyData):
                          [{"package": p, "description": ""} for p in set(names.values())])
             conn.execute(pg_insert(aliases).on_conflict_do_nothing(),
                          [{"name": n, "package": p} for n, p in names.items()])
-            conn.execute(insert_versions, [
+            stored = conn.execute(insert_versions.returning(
+                versions.c.package, versions.c.version, versions.c.released,
+                sa.literal_column("xmax = 0").label("inserted")), [
                 {"package": p, "version": v, "released": released, "has_sdist": has_sdist,
                  "yanked": False}
                 for (p, v), (released, has_sdist) in merged.items()])
-            self._apply_policies(conn, {p for p, _ in merged})
+            self._weigh_new_releases(conn, [
+                (row.package, row.version, row.released) for row in stored if row.inserted])
 
     def set_has_sdist(self, package: str, version: str, has_sdist: bool) -> None:
         self._update_version(package, version, has_sdist=has_sdist)

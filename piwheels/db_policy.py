@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from itertools import groupby
 from operator import itemgetter
+from datetime import datetime
 from typing import Any, Iterable, Optional
 
 import sqlalchemy as sa
@@ -123,6 +124,39 @@ class PolicyData:
             return self._apply_policies(
                 conn, None if packages is None else [canonical_name(p) for p in packages])
 
+    def _weigh_new_releases(self, conn: Connection,
+                            new: Iterable[tuple[str, str, datetime]]) -> set[str]:
+        """Weigh releases just inserted (not yanked, no verdict yet): on their own
+        where the project's policy allows it, else with the whole project (newest:N).
+        Returns the projects whose releases changed verdict."""
+        configuration, p = self.t["configuration"], self.t["packages"]
+        by_package: dict[str, list[Release]] = {}
+        for package, version, released in new:
+            by_package.setdefault(package, []).append(Release(version, released))
+        if not by_package:
+            return set()
+        farm_spec, farm_prereleases = conn.execute(sa.select(
+            configuration.c.build_policy, configuration.c.build_prereleases)).one()
+        farm = parse_policy(farm_spec)
+        names = sorted(by_package)
+        own = {}
+        for start in range(0, len(names), POLICY_BATCH):
+            own.update((row.package, row) for row in conn.execute(
+                sa.select(p.c.package, p.c.build_policy, p.c.build_prereleases)
+                .where(p.c.package.in_(names[start:start + POLICY_BATCH]))))
+        whole, updates = [], []
+        for package, releases in by_package.items():
+            policy, whose, prereleases = _effective(farm, farm_prereleases, own.get(package))
+            if policy.weighs_siblings:
+                whole.append(package)
+                continue
+            for version, reason in policy_reasons(policy, prereleases, releases, whose).items():
+                if reason is not None:
+                    updates.append((package, version, reason))
+        changed = {package for package, _, _ in updates}
+        self._store_verdicts(conn, updates)
+        return changed | (self._apply_policies(conn, whole) if whole else set())
+
     def _apply_policies(self, conn: Connection, packages: Optional[Iterable[str]]) -> set[str]:
         """Bring ``policy_reason`` up to date for the releases of *packages* (None: all),
         with :func:`piwheels.build_policy.policy_reasons` as the only judge.
@@ -165,11 +199,7 @@ class PolicyData:
                 mine = own.get(package)
                 if mine is None and not follows_farm:
                     continue  # no such project (any more)
-                policy, whose = farm, "farm"
-                if mine is not None and mine.build_policy is not None:
-                    policy, whose = parse_policy(mine.build_policy), "project"
-                prereleases = farm_prereleases if mine is None or \
-                    mine.build_prereleases is None else mine.build_prereleases
+                policy, whose, prereleases = _effective(farm, farm_prereleases, mine)
                 group = list(group)
                 verdict = policy_reasons(
                     policy, prereleases, (Release(r[1], r[2], r[3]) for r in group), whose)
@@ -195,3 +225,15 @@ class PolicyData:
             "            CAST(:reasons AS varchar[])) AS u(package, version, reason) "
             "WHERE v.package = u.package AND v.version = u.version"
         ), {"packages": pkgs, "versions": vers, "reasons": reasons})
+
+
+def _effective(farm: BuildPolicy, farm_prereleases: bool,
+               own: Any) -> tuple[BuildPolicy, str, bool]:
+    """A project's policy in force, whose it is, and its pre-release switch, from
+    its own settings row (None, or NULL columns: the farm's)."""
+    policy, whose = farm, "farm"
+    if own is not None and own.build_policy is not None:
+        policy, whose = parse_policy(own.build_policy), "project"
+    prereleases = farm_prereleases if own is None or own.build_prereleases is None \
+        else own.build_prereleases
+    return policy, whose, prereleases

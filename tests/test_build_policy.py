@@ -240,3 +240,20 @@ def test_excluded_releases_leave_the_buildable_index(farm_db, master_dsn):
     engine.dispose()
     assert in_index == 30 and len(queued(db)) == 30
     assert "policy_reason IS NULL" in predicate
+
+
+def test_catch_up_weighs_new_releases(farm_db):
+    """Releases from the change feed get their verdicts on arrival; under a policy
+    that weighs each release on its own, only the new ones are looked at."""
+    db = farm_db
+    db.add_releases([("New-Pkg", "1.0b1", T0, True), ("New-Pkg", "0.9", T0, False)])
+    assert reasons(db, "new-pkg") == {"1.0b1": "pre-release", "0.9": None}
+    db.yank_version("new-pkg", "0.9")
+    # seen again, now with an sdist: the release keeps its verdict and its yank
+    db.add_releases([("new-pkg", "0.9", T0, True), ("new-pkg", "1.0", T0, True)])
+    assert reasons(db, "new-pkg") == {"1.0b1": "pre-release", "0.9": None, "1.0": None}
+    assert db.get_versions("new-pkg")["0.9"]["has_sdist"]
+    assert queued(db) == [("new-pkg", "1.0")]
+    db.set_project_policy("new-pkg", policy=parse_policy("since:2026-01-02"))
+    db.add_releases([("new-pkg", "1.1", T0 + timedelta(days=2), True)])
+    assert queued(db) == [("new-pkg", "1.1")]
