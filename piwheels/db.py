@@ -85,10 +85,13 @@ class Database(PolicyData):
             raise RuntimeError("transactions do not nest")
         with translate_errors(self._engine), self._engine.begin() as conn:
             self._conn = conn
+            self._weigh_later = set()
             try:
                 yield
+                self._weigh_deferred(conn)
             finally:
                 self._conn = None
+                self._weigh_later = None
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -214,7 +217,7 @@ class Database(PolicyData):
             if inserted and not yanked:
                 self._weigh_new_releases(conn, [(package, version, released or EPOCH)])
             elif inserted:
-                self._apply_policies(conn, [package])
+                self._weigh_packages(conn, [package])
         return inserted
 
     def add_releases(self, releases: Iterable[tuple[str, str, datetime, bool]]) -> None:
@@ -280,7 +283,7 @@ class Database(PolicyData):
                 )
             ).rowcount == 1
             if removed:
-                self._apply_policies(conn, [package])
+                self._weigh_packages(conn, [package])
         return removed
 
     def remove_builds(self, package: str, version: Optional[str] = None) -> int:
@@ -337,7 +340,7 @@ class Database(PolicyData):
                 self._existing_package(package, conn)
                 raise UnknownVersion(f"unknown version {version} of {package}")
             if "yanked" in values:  # yanked releases do not count among the newest
-                self._apply_policies(conn, [package])
+                self._weigh_packages(conn, [package])
 
     def _existing_package(self, package: str, conn: Optional[Connection] = None) -> str:
         package = canonical_name(package)

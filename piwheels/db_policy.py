@@ -29,6 +29,21 @@ class PolicyData:
     """Build-policy reads and writes (mixed into :class:`piwheels.db.Database`)."""
 
     t: Any
+    #: inside a transaction, the projects to weigh whole once it is done (so a
+    #: project synchronised release by release is weighed once, not per release)
+    _weigh_later: Optional[set[str]] = None
+
+    def _weigh_packages(self, conn: Connection, packages: Iterable[str]) -> None:
+        """Weigh these projects' releases whole: now, or at the end of the transaction."""
+        if self._weigh_later is not None:
+            self._weigh_later.update(packages)
+        else:
+            self._apply_policies(conn, packages)
+
+    def _weigh_deferred(self, conn: Connection) -> None:
+        if self._weigh_later:
+            packages, self._weigh_later = self._weigh_later, set()
+            self._apply_policies(conn, packages)
 
     def farm_policy(self) -> tuple[BuildPolicy, bool]:
         """The farm's build policy in force and whether it builds pre-releases."""
@@ -125,16 +140,15 @@ class PolicyData:
                 conn, None if packages is None else [canonical_name(p) for p in packages])
 
     def _weigh_new_releases(self, conn: Connection,
-                            new: Iterable[tuple[str, str, datetime]]) -> set[str]:
+                            new: Iterable[tuple[str, str, datetime]]) -> None:
         """Weigh releases just inserted (not yanked, no verdict yet): on their own
-        where the project's policy allows it, else with the whole project (newest:N).
-        Returns the projects whose releases changed verdict."""
+        where the project's policy allows it, else with the whole project (newest:N)."""
         configuration, p = self.t["configuration"], self.t["packages"]
         by_package: dict[str, list[Release]] = {}
         for package, version, released in new:
             by_package.setdefault(package, []).append(Release(version, released))
         if not by_package:
-            return set()
+            return
         farm_spec, farm_prereleases = conn.execute(sa.select(
             configuration.c.build_policy, configuration.c.build_prereleases)).one()
         farm = parse_policy(farm_spec)
@@ -153,9 +167,9 @@ class PolicyData:
             for version, reason in policy_reasons(policy, prereleases, releases, whose).items():
                 if reason is not None:
                     updates.append((package, version, reason))
-        changed = {package for package, _, _ in updates}
         self._store_verdicts(conn, updates)
-        return changed | (self._apply_policies(conn, whole) if whole else set())
+        if whole:
+            self._weigh_packages(conn, whole)
 
     def _apply_policies(self, conn: Connection, packages: Optional[Iterable[str]]) -> set[str]:
         """Bring ``policy_reason`` up to date for the releases of *packages* (None: all),

@@ -257,3 +257,17 @@ def test_catch_up_weighs_new_releases(farm_db):
     db.set_project_policy("new-pkg", policy=parse_policy("since:2026-01-02"))
     db.add_releases([("new-pkg", "1.1", T0 + timedelta(days=2), True)])
     assert queued(db) == [("new-pkg", "1.1")]
+
+
+def test_a_transaction_weighs_each_project_once_at_its_end(farm_db):
+    """The follower records a project release by release in one transaction: under
+    newest:N the project is weighed when the transaction ends, and rightly."""
+    db = farm_db
+    db.set_farm_policy(parse_policy("newest:1"))
+    db.add_package("many")
+    with db.transaction():
+        for n in range(50):
+            db.add_version("many", f"1.{n}", released=T0 - timedelta(days=50 - n))
+        db.yank_version("many", "1.49")
+    assert queued(db) == [("many", "1.48")]
+    assert reasons(db, "many")["1.0"] == "farm policy builds the newest 1 release"
