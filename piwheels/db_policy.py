@@ -62,17 +62,22 @@ class PolicyData:
             row = conn.execute(sa.select(
                 configuration.c.build_policy, configuration.c.build_prereleases,
                 configuration.c.configured_policy, configuration.c.configured_prereleases,
+                configuration.c.policy_pending,
             ).with_for_update()).one()
             in_force = f"{row.build_policy}{' with pre-releases' if row.build_prereleases else ''}"
             configured = f"{policy.spec}{' with pre-releases' if prereleases else ''}"
             if (row.configured_policy, row.configured_prereleases) == (policy.spec, prereleases):
+                if row.policy_pending:  # a run-time change the last run did not finish
+                    self._apply_policies(conn, None)
+                    conn.execute(configuration.update().values(policy_pending=False))
                 if in_force == configured:
                     return f"build policy {configured} (as configured)"
                 return (f"build policy {in_force}, set at run time, stays in force; the "
                         f"configuration says {configured} (change it there to replace it)")
             conn.execute(configuration.update().values(
                 build_policy=policy.spec, build_prereleases=prereleases,
-                configured_policy=policy.spec, configured_prereleases=prereleases))
+                configured_policy=policy.spec, configured_prereleases=prereleases,
+                policy_pending=False))
             self._apply_policies(conn, None)
         return f"build policy {configured} (from the configuration)"
 
@@ -91,7 +96,7 @@ class PolicyData:
         if not values:
             return set()
         with self._begin() as conn:
-            conn.execute(configuration.update().values(**values))
+            conn.execute(configuration.update().values(**values, policy_pending=not weigh))
             return self._apply_policies(conn, None) if weigh else set()
 
     def project_policy(self, package: str) -> tuple[Optional[BuildPolicy], Optional[bool]]:
@@ -130,14 +135,20 @@ class PolicyData:
             if not values:
                 return set()
             conn.execute(packages.update().where(packages.c.package == package).values(**values))
-            return self._apply_policies(conn, [package]) if weigh else set()
+            if not weigh:
+                conn.execute(self.t["configuration"].update().values(policy_pending=True))
+                return set()
+            return self._apply_policies(conn, [package])
 
     def apply_policies(self, packages: Optional[Iterable[str]] = None) -> set[str]:
         """Weigh these projects' releases (None: every project's) against the build
-        policy again; returns the projects whose releases changed verdict."""
+        policy again, after a change made with ``weigh=False`` (which this
+        settles); returns the projects whose releases changed verdict."""
         with self._begin() as conn:
-            return self._apply_policies(
+            changed = self._apply_policies(
                 conn, None if packages is None else [canonical_name(p) for p in packages])
+            conn.execute(self.t["configuration"].update().values(policy_pending=False))
+            return changed
 
     def _weigh_new_releases(self, conn: Connection,
                             new: Iterable[tuple[str, str, datetime]]) -> None:

@@ -18,6 +18,9 @@ CREATE TABLE configuration (
     build_prereleases       boolean NOT NULL DEFAULT false,
     configured_policy       text    NULL,
     configured_prereleases  boolean NULL,
+    -- a run-time change whose releases are not weighed yet (the master's build
+    -- queue does it; a start finds it still set after a crash, and does it)
+    policy_pending          boolean NOT NULL DEFAULT false,
 
     CONSTRAINT configuration_pk PRIMARY KEY (id),
     CONSTRAINT configuration_one_row_ck CHECK (id = 1),
@@ -314,7 +317,8 @@ CREATE TRIGGER build_abis_version_built
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO @ROLE@;
 GRANT SELECT, UPDATE (pypi_serial) ON configuration TO @ROLE@;
-GRANT UPDATE (build_policy, build_prereleases, configured_policy, configured_prereleases)
+GRANT UPDATE (build_policy, build_prereleases, configured_policy, configured_prereleases,
+               policy_pending)
     ON configuration TO @ROLE@;
 GRANT SELECT, INSERT, UPDATE, DELETE ON
     packages, package_names, versions, build_abis, builds, build_logs,

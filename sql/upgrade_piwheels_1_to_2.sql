@@ -9,7 +9,8 @@ ALTER TABLE configuration
     ADD COLUMN build_policy            text    NOT NULL DEFAULT 'all',
     ADD COLUMN build_prereleases       boolean NOT NULL DEFAULT false,
     ADD COLUMN configured_policy       text    NULL,
-    ADD COLUMN configured_prereleases  boolean NULL;
+    ADD COLUMN configured_prereleases  boolean NULL,
+    ADD COLUMN policy_pending          boolean NOT NULL DEFAULT false;
 ALTER TABLE packages
     ADD COLUMN build_policy      text    NULL,
     ADD COLUMN build_prereleases boolean NULL;
@@ -20,7 +21,8 @@ DROP INDEX versions_buildable;
 CREATE INDEX versions_buildable ON versions (released, package, version)
     WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL
       AND policy_reason IS NULL;
-GRANT UPDATE (build_policy, build_prereleases, configured_policy, configured_prereleases)
+GRANT UPDATE (build_policy, build_prereleases, configured_policy, configured_prereleases,
+               policy_pending)
     ON configuration TO @ROLE@;
 
 UPDATE configuration SET schema_version = 2;

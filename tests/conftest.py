@@ -141,7 +141,7 @@ def master_dsn(schema_database: dict[str, str]) -> Iterator[str]:
         conn.exec_driver_sql("UPDATE configuration SET pypi_serial = 0")
         conn.exec_driver_sql(
             "UPDATE configuration SET build_policy = 'all', build_prereleases = false, "
-            "configured_policy = NULL, configured_prereleases = NULL")
+            "configured_policy = NULL, configured_prereleases = NULL, policy_pending = false")
     engine.dispose()
     yield schema_database["master"]
 

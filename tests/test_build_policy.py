@@ -271,3 +271,19 @@ def test_a_transaction_weighs_each_project_once_at_its_end(farm_db):
         db.yank_version("many", "1.49")
     assert queued(db) == [("many", "1.48")]
     assert reasons(db, "many")["1.0"] == "farm policy builds the newest 1 release"
+
+
+def test_a_change_left_unweighed_is_weighed_at_the_next_start(farm_db):
+    """piw-control's change is weighed by the build queue; if the master stopped
+    before that, its next start does it."""
+    db = farm_db
+    add(db, "pkg", ("2.0", 1), ("1.0", 10))
+    db.apply_configured_policy(parse_policy("all"), False)
+    db.set_farm_policy(parse_policy("newest:1"), weigh=False)
+    assert len(queued(db)) == 2  # not weighed yet
+    assert "set at run time, stays in force" in \
+        db.apply_configured_policy(parse_policy("all"), False)
+    assert queued(db) == [("pkg", "2.0")]
+    db.set_project_policy("pkg", policy=parse_policy("versions:1.0"), weigh=False)
+    assert db.apply_policies(["pkg"]) == {"pkg"}
+    assert queued(db) == [("pkg", "1.0")]
