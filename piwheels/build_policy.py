@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import date, datetime, timezone
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 from packaging.version import InvalidVersion as _InvalidVersion
 from packaging.version import Version
@@ -27,7 +27,7 @@ from .names import normal_version
 POLICY_FORMS = "all, newest:N, since:YYYY-MM-DD or versions:V1,V2,..."
 #: The reason stored for a pre-release the policy leaves out.
 PRERELEASE_REASON = "pre-release"
-#: The longest reason stored (the ``versions.policy_reason`` column).
+#: The longest reason stored (the ``versions.policy_reason`` column, tested to agree).
 MAX_REASON_LENGTH = 200
 #: The longest SPEC accepted (a versions: list, mostly).
 MAX_SPEC_LENGTH = 10_000
@@ -135,12 +135,6 @@ def _parsed(version: str) -> Optional[Version]:
         return None
 
 
-def is_prerelease(version: str) -> bool:
-    """A pre-release (or development release) as packaging sees it; unparseable: no."""
-    parsed = _parsed(version)
-    return parsed is not None and parsed.is_prerelease
-
-
 def policy_reasons(policy: BuildPolicy, prereleases: bool, releases: Iterable[Release],
                    whose: str = "farm") -> dict[str, Optional[str]]:
     """{version: why *policy* leaves it out, or None} for every one of a project's releases.
@@ -181,8 +175,3 @@ def policy_reasons(policy: BuildPolicy, prereleases: bool, releases: Iterable[Re
         reasons[version] = None
     return reasons
 
-
-def missing_versions(policy: BuildPolicy, known: Sequence[str]) -> list[str]:
-    """The versions a versions: policy names that are not among *known*."""
-    have = set(known)
-    return [v for v in policy.versions if v not in have]

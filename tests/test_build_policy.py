@@ -287,3 +287,11 @@ def test_a_change_left_unweighed_is_weighed_at_the_next_start(farm_db):
     db.set_project_policy("pkg", policy=parse_policy("versions:1.0"), weigh=False)
     assert db.apply_policies(["pkg"]) == {"pkg"}
     assert queued(db) == [("pkg", "1.0")]
+
+
+def test_reason_limit_matches_the_column(db):
+    from piwheels.build_policy import MAX_REASON_LENGTH
+    assert db.t["versions"].c.policy_reason.type.length == MAX_REASON_LENGTH
+    long_list = parse_policy("versions:" + ",".join(f"1.{n}" for n in range(100)))
+    (reason,) = set(policy_reasons(long_list, False, releases(("9.9", 0))).values())
+    assert len(reason) == MAX_REASON_LENGTH
