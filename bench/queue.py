@@ -5,7 +5,9 @@ built, as on a farm that has caught up) and two ABIs, then measures:
 
 - how long computing the next builds for each ABI takes (goal: under 1 s);
 - how long a new release takes from being recorded to reaching the slave
-  driver in a QUEUE message, through a real build_queue task (goal: under 5 s).
+  driver in a QUEUE message, through a real build_queue task (goal: under 5 s);
+- how long a farm-wide build policy change takes to weigh every release again
+  (newest:1, then back to all), and the queue query under the narrower policy.
 
     python bench/queue.py --versions 1000000
 """
@@ -31,6 +33,7 @@ import zmq
 
 from benchdb import DEFAULT_SERVER, throwaway_database
 
+from piwheels.build_policy import parse_policy
 from piwheels.db import Database
 from piwheels.master.build_queue import BuildQueue
 from piwheels.master.task import TaskControl
@@ -79,6 +82,16 @@ def time_queries(db: Database, repeats: int) -> None:
               f"worst {max(times) * 1000:.1f} ms ({len(jobs)} found)")
 
 
+def time_policy_change(db: Database, repeats: int) -> None:
+    for spec in ("newest:1", "all"):
+        start = time.perf_counter()
+        changed = db.set_farm_policy(parse_policy(spec))
+        print(f"farm policy set to {spec}: {len(changed)} projects' verdicts changed in "
+              f"{time.perf_counter() - start:.1f} s")
+        if spec != "all":
+            time_queries(db, repeats)
+
+
 def time_new_release(dsn: str, repeats: int) -> None:
     ctx = zmq.Context()
     supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
@@ -110,6 +123,18 @@ def time_new_release(dsn: str, repeats: int) -> None:
             delays.append(time.perf_counter() - start)
         print(f"new release to QUEUE on both ABIs: median {statistics.median(delays) * 1000:.0f} "
               f"ms, worst {max(delays) * 1000:.0f} ms over {repeats} releases")
+        # a farm-wide policy change as piw-control makes it: the setting, then POLICY
+        start = time.perf_counter()
+        db.set_farm_policy(parse_policy("newest:2"), weigh=False)
+        refresh.send("POLICY", {"package": None})
+        seen = set()
+        while seen != {"cp311", "cp312"}:
+            assert queue_in.zsocket.poll(300_000), "no REPLACE within 300 s"
+            name, queue = queue_in.recv()
+            if name == "REPLACE":
+                seen.add(queue["abi_tag"])
+        print(f"farm policy change to REPLACE on both ABIs (the build queue weighing every "
+              f"release): {time.perf_counter() - start:.1f} s")
     finally:
         control.send("QUIT")
         task.join(10)
@@ -134,6 +159,7 @@ def main() -> None:
               f"{time.perf_counter() - start:.0f} s")
         with Database(master_dsn) as db:
             time_queries(db, args.repeats)
+            time_policy_change(db, args.repeats)
         time_new_release(master_dsn, args.repeats)
 
 

@@ -149,6 +149,18 @@ _OPTIONS = [
         default=False, action="store_true",
     ),
     Option(
+        ("--build-policy",), "build_policy",
+        "which releases the farm builds: all, newest:N, since:YYYY-MM-DD or "
+        "versions:V1,V2,...; a change made at run time (piw-control build-policy) stays "
+        "in force across restarts until this setting itself changes",
+        default="all", metavar="SPEC",
+    ),
+    Option(
+        ("--build-prereleases",), "build_prereleases",
+        "build pre-releases too (yanked releases are never built)",
+        default=False, action="store_true",
+    ),
+    Option(
         ("--slave-bind",), "slave_bind",
         "the ZeroMQ address the master takes slave connections on",
         default="tcp://*:5555", metavar="ADDR",

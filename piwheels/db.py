@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from .connection import make_engine, translate_errors
+from .db_policy import PolicyData
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
 from .names import canonical_name, normal_version, version_key
 from .project_status import ACTIVE, QUARANTINED, check_status, clean_reason
@@ -44,7 +45,7 @@ class QueueKey(NamedTuple):
     version: str
 
 
-class Database:
+class Database(PolicyData):
     """One connection's worth of piwheels data operations."""
 
     def __init__(self, dsn: str) -> None:
@@ -85,10 +86,13 @@ class Database:
             raise RuntimeError("transactions do not nest")
         with translate_errors(self._engine), self._engine.begin() as conn:
             self._conn = conn
+            self._weigh_later = set()
             try:
                 yield
+                self._weigh_deferred(conn)
             finally:
                 self._conn = None
+                self._weigh_later = None
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -250,7 +254,12 @@ class Database:
         with self._begin() as conn:
             self._existing_package(package, conn)
             row = conn.execute(stmt).first()
-        return bool(row and row.inserted)
+            inserted = bool(row and row.inserted)
+            if inserted and not yanked:
+                self._weigh_new_releases(conn, [(package, version, released)])
+            elif inserted:
+                self._weigh_packages(conn, [package])
+        return inserted
 
     def add_releases(self, releases: Iterable[tuple[str, str, Optional[datetime], bool]]
                      ) -> None:
@@ -283,10 +292,14 @@ class Database:
                          [{"package": p, "description": ""} for p in set(names.values())])
             conn.execute(pg_insert(aliases).on_conflict_do_nothing(),
                          [{"name": n, "package": p} for n, p in names.items()])
-            conn.execute(insert_versions, [
+            stored = conn.execute(insert_versions.returning(
+                versions.c.package, versions.c.version, versions.c.released,
+                sa.literal_column("xmax = 0").label("inserted")), [
                 {"package": p, "version": v, "released": released, "has_sdist": has_sdist,
                  "yanked": False}
                 for (p, v), (released, has_sdist) in merged.items()])
+            self._weigh_new_releases(conn, [
+                (row.package, row.version, row.released) for row in stored if row.inserted])
 
     def set_has_sdist(self, package: str, version: str, has_sdist: bool) -> None:
         self._update_version(package, version, has_sdist=has_sdist)
@@ -303,13 +316,17 @@ class Database:
     def remove_version(self, package: str, version: str) -> bool:
         """Forget one release with its builds and files; True if it existed."""
         versions = self.t["versions"]
+        package = canonical_name(package)
         with self._begin() as conn:
-            return conn.execute(
+            removed = conn.execute(
                 versions.delete().where(
-                    (versions.c.package == canonical_name(package))
+                    (versions.c.package == package)
                     & (versions.c.version == normal_version(version))
                 )
             ).rowcount == 1
+            if removed:
+                self._weigh_packages(conn, [package])
+        return removed
 
     def remove_builds(self, package: str, version: Optional[str] = None) -> int:
         """Forget the build attempts (and files) of a project or one release, so they are
@@ -322,7 +339,8 @@ class Database:
             return conn.execute(builds.delete().where(where)).rowcount
 
     def get_versions(self, package: str) -> dict[str, dict]:
-        """{version: {released, has_sdist, yanked, yank_reason, skip_reason, built}}."""
+        """{version: {released, has_sdist, yanked, yank_reason, skip_reason, built,
+        policy_reason}}."""
         versions = self.t["versions"]
         with self._begin() as conn:
             rows = conn.execute(
@@ -332,7 +350,7 @@ class Database:
             row.version: {
                 "released": row.released, "has_sdist": row.has_sdist, "yanked": row.yanked,
                 "yank_reason": row.yank_reason, "skip_reason": row.skip_reason,
-                "built": row.built,
+                "built": row.built, "policy_reason": row.policy_reason,
             }
             for row in rows
         }
@@ -363,6 +381,8 @@ class Database:
             if result.rowcount != 1:
                 self._existing_package(package, conn)
                 raise UnknownVersion(f"unknown version {version} of {package}")
+            if "yanked" in values:  # yanked releases do not count among the newest
+                self._weigh_packages(conn, [package])
 
     def _existing_package(self, package: str, conn: Optional[Connection] = None) -> str:
         package = canonical_name(package)
@@ -430,8 +450,8 @@ class Database:
             .join(packages, packages.c.package == versions.c.package)
             .where(
                 versions.c.has_sdist, ~versions.c.built, ~versions.c.yanked,
-                versions.c.skip_reason.is_(None), packages.c.skip_reason.is_(None),
-                ~_withheld(packages),
+                versions.c.skip_reason.is_(None), versions.c.policy_reason.is_(None),
+                packages.c.skip_reason.is_(None), ~_withheld(packages),
                 sa.func.needs_build(versions.c.package, versions.c.version, abi_tag),
             )
             .order_by(*(direction(column) for column in key))
@@ -627,7 +647,7 @@ class Database:
             ).all()
             version_rows = conn.execute(
                 sa.select(v.c.package, v.c.version, v.c.released, v.c.has_sdist, v.c.yanked,
-                          v.c.yank_reason, v.c.skip_reason)
+                          v.c.yank_reason, v.c.skip_reason, v.c.policy_reason)
                 .where(v.c.package.in_(wanted))
             ).all()
             build_rows = conn.execute(
@@ -675,11 +695,12 @@ class Database:
             ))
         versions_by_package: dict[str, list[VersionData]] = defaultdict(list)
         for (package, version, released, has_sdist, yanked, yank_reason,
-             skip_reason) in version_rows:
+             skip_reason, policy_reason) in version_rows:
             versions_by_package[package].append(VersionData(
                 version=version, released=released, has_sdist=has_sdist, yanked=yanked,
                 yank_reason=yank_reason, skip_reason=skip_reason,
                 builds=tuple(builds_by_version.get((package, version), ())),
+                policy_reason=policy_reason,
             ))
         projects = {}
         for row in rows:

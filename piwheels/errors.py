@@ -59,6 +59,10 @@ class InvalidVersion(PiwheelsError, ValueError):
     """A release version that does not follow the version specification."""
 
 
+class InvalidPolicy(PiwheelsError, ValueError):
+    """A build policy that cannot be understood or applied; the message says why."""
+
+
 class UnknownPackage(PiwheelsError, LookupError):
     """An operation named a project the database does not hold."""
 

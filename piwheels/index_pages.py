@@ -155,6 +155,7 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
             "yank_reason": version.yank_reason,
             "skip_reason": version.skip_reason or project.skip_reason,
             "has_sdist": version.has_sdist,
+            "not_built": None if files else _not_built(project, version),
             "builds": cells,
             "files": files,
         })
@@ -215,9 +216,24 @@ def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
         return {"status": "skipped", "reason": skip}
     if version.yanked:
         return {"status": "yanked", "reason": version.yank_reason}
+    if version.policy_reason:
+        return {"status": "excluded", "reason": version.policy_reason}
     if not version.has_sdist:
         return {"status": "binary-only", "reason": "no source distribution upstream"}
     return {"status": "pending"}
+
+
+def _not_built(project: ProjectData, version: VersionData) -> Optional[str]:
+    """Why a release without wheels is not built (None: it is, or may yet be)."""
+    if version.skip_reason or project.skip_reason:
+        return f"skipped: {version.skip_reason or project.skip_reason}"
+    if version.yanked:
+        return "yanked"
+    if version.policy_reason:
+        return version.policy_reason
+    if not version.has_sdist:
+        return "no source distribution upstream"
+    return None
 
 
 def _covers(build: BuildData, abi: str) -> bool:

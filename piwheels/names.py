@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from packaging.utils import InvalidName as _PackagingInvalidName
 from packaging.utils import canonicalize_name as _canonicalize
 from packaging.version import InvalidVersion as _PackagingInvalidVersion
@@ -12,6 +14,9 @@ from .errors import InvalidName, InvalidVersion
 #: The longest name or version the database accepts.
 MAX_NAME_LENGTH = 200
 MAX_VERSION_LENGTH = 200
+#: The characters that make a name or version a shell-style pattern (no valid name
+#: or version has them).
+WILDCARDS = "*?["
 
 
 def canonical_name(name: str) -> str:
@@ -45,3 +50,9 @@ def normal_version(version: str) -> str:
 def version_key(version: str) -> Version:
     """A sort key that orders versions as pip does."""
     return Version(version)
+
+
+def is_pattern(text: Optional[str]) -> bool:
+    """Whether *text* names many (a wildcard pattern, or a comma-separated version
+    list) rather than one project or release."""
+    return text is not None and (any(c in text for c in WILDCARDS) or "," in text)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from voluptuous import Invalid, Schema
 
+from .build_policy import MAX_SPEC_LENGTH
 from .project_status import PROJECT_STATUSES
 
 #: Bumped whenever a message of the slave or file protocol changes shape.
@@ -246,6 +247,9 @@ BUILD_QUEUE = Protocol("build_queue", sends={
     "QUEUE": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
     # the builds that follow the last ones sent (the answer to MORE)
     "EXTEND": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
+    # the queue from its head after the build policy changed: replaces all the
+    # driver had, so nothing the policy now leaves out is handed out
+    "REPLACE": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
     "CANCEL": message({"package": Name, "version": optional(Version)}),
     # admin -> slave_driver: its builds were removed (piw-remove --builds): it may be
     # handed out again at once, though it was built a moment ago
@@ -260,6 +264,9 @@ QUEUE_REQUESTS = Protocol("queue_requests", sends={
     "ABI": message({"abi_tag": Tag}),
     # the driver is running low on this ABI's builds: send the ones after the last sent
     "MORE": message({"abi_tag": Tag}),
+    # admin -> build_queue: the build policy of this project (None: the farm) changed;
+    # weigh its releases again and send every ABI's queue afresh
+    "POLICY": message({"package": optional(Name)}),
 }, receives={}, address="inproc://queue_requests")
 
 # slave_driver -> file_receiver
@@ -313,6 +320,10 @@ SUPERVISOR = Protocol("supervisor", sends={
 
 SLAVE_ACTIONS = ("pause", "resume", "skip", "stop")
 REBUILD_PARTS = ("home", "index", "project", "all")
+#: what a BULK request does to what it names
+BULK_ACTIONS = ("skip", "unskip", "remove", "remove_builds", "skip_builds")
+#: POLICY's pre-release switch: on, off, or (for a project) as the farm has it
+PRERELEASE_SETTINGS = ("on", "off", "farm")
 
 CONTROL = Protocol("control", sends={
     # the monitor's first words: the whole picture, then it follows STATUS
@@ -338,12 +349,25 @@ CONTROL = Protocol("control", sends={
                                "reason": Reason}),
     # hold new builds while the output directory has less free space than this
     "MIN_FREE_SPACE": message({"mib": Count}),
+    # the farm's (package None) or a project's build policy: a SPEC ("farm": the
+    # project follows the farm's) and/or the pre-release switch; both None: say
+    # what is in force
+    # piw-add --skip / piw-remove over a pattern of names or versions or a version
+    # list; dry_run: only count what would change (the MATCHED reply)
+    "BULK": message({"action": one_of(*BULK_ACTIONS), "package": Name,
+                     "versions": optional(text(1, 10_000)), "reason": Reason,
+                     "dry_run": bool}),
+    "POLICY": message({"package": optional(Name),
+                       "policy": optional(text(1, MAX_SPEC_LENGTH)),
+                       "prereleases": optional(one_of(*PRERELEASE_SETTINGS))}),
 }, receives={
     "OK": message({"message": Text}),
     "ERROR": message({"message": Text}),
     "SNAPSHOT": message({"master": dict, "slaves": [dict]}),
     # REBUILD's reply: the master's status names this id while it follows the rewrite
     "REBUILDING": message({"message": Text, "rebuild_id": Count}),
+    # BULK's dry run: what would change, and how many things
+    "MATCHED": message({"message": Text, "changes": Count}),
 })
 
 # --- status: master admin_service (PUB) -> monitors (SUB) ---------------------------

@@ -175,6 +175,7 @@ class QuickFarm:
             "--status-address", self.status,
             "--slave-bind", f"tcp://127.0.0.1:{slave_port}",
             "--file-bind", f"tcp://127.0.0.1:{file_port}",
+            "--build-policy", "all" if o.all_versions else "newest:1",
             *[arg for project in o.projects for arg in ("--package-allow", project)],
         ])
         self._wait("the master", lambda snapshot: True)
@@ -478,6 +479,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                              "own http.server, which needs nothing more")
     parser.add_argument("--keep", action="store_true",
                         help="keep the output and logs when stopping")
+    parser.add_argument("--all-versions", action="store_true",
+                        help="build every release of each project (default: only the newest)")
     options = parser.parse_args(argv)
     cli.configure_logging(options)
     options.python = options.python or [f"{sys.version_info[0]}.{sys.version_info[1]}"]

@@ -88,6 +88,8 @@ class VersionData:
     yank_reason: Optional[str]
     skip_reason: Optional[str]
     builds: tuple[BuildData, ...]
+    #: why the build policy leaves it out (None: it does not)
+    policy_reason: Optional[str] = None
 
 
 @dataclass(frozen=True)

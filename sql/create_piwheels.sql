@@ -10,6 +10,17 @@ CREATE TABLE configuration (
     id              integer     NOT NULL DEFAULT 1,
     schema_version  integer     NOT NULL,
     pypi_serial     bigint      NOT NULL DEFAULT 0,
+    -- the farm's build policy in force (a SPEC: all, newest:N, since:DATE,
+    -- versions:V,...) and whether it builds pre-releases; and the configured
+    -- ones the master last started with (NULL: never), so a changed
+    -- configuration replaces a run-time change and an unchanged one does not
+    build_policy            text    NOT NULL DEFAULT 'all',
+    build_prereleases       boolean NOT NULL DEFAULT false,
+    configured_policy       text    NULL,
+    configured_prereleases  boolean NULL,
+    -- a run-time change whose releases are not weighed yet (the master's build
+    -- queue does it; a start finds it still set after a crash, and does it)
+    policy_pending          boolean NOT NULL DEFAULT false,
 
     CONSTRAINT configuration_pk PRIMARY KEY (id),
     CONSTRAINT configuration_one_row_ck CHECK (id = 1),
@@ -55,6 +66,9 @@ CREATE TABLE packages (
     upstream_status_reason  varchar(500)    NULL,
     operator_status         varchar(20)     NULL,
     operator_status_reason  varchar(500)    NULL,
+    -- the project's own build policy and pre-release switch (NULL: the farm's)
+    build_policy    text            NULL,
+    build_prereleases boolean       NULL,
 
     CONSTRAINT packages_pk PRIMARY KEY (package),
     CONSTRAINT packages_canonical_ck CHECK (is_canonical_name(package)),
@@ -94,13 +108,17 @@ CREATE TABLE versions (
     -- kept by triggers: true once every active ABI has an attempt or a wheel
     -- that serves it, so the queue never has to look at this release again
     built           boolean         NOT NULL DEFAULT false,
+    -- why the build policy leaves this release out (NULL: it does not);
+    -- decided by piwheels.build_policy, written by the data layer
+    policy_reason   varchar(200)    NULL,
 
     CONSTRAINT versions_pk PRIMARY KEY (package, version),
     CONSTRAINT versions_package_fk FOREIGN KEY (package)
         REFERENCES packages (package) ON DELETE CASCADE,
     CONSTRAINT versions_version_ck CHECK (version <> ''),
     CONSTRAINT versions_yank_reason_ck CHECK (yanked OR yank_reason IS NULL),
-    CONSTRAINT versions_skip_reason_ck CHECK (skip_reason <> '')
+    CONSTRAINT versions_skip_reason_ck CHECK (skip_reason <> ''),
+    CONSTRAINT versions_policy_reason_ck CHECK (policy_reason <> '')
 );
 
 -- Where a release stands in the build queue's order: by upload time, those
@@ -114,7 +132,8 @@ CREATE FUNCTION queue_released(released timestamptz) RETURNS timestamptz
 -- It holds the whole sort key, so a LIMITed scan stops after the first rows
 -- instead of sorting every pending release.
 CREATE INDEX versions_buildable ON versions (queue_released(released), package, version)
-    WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL;
+    WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL
+      AND policy_reason IS NULL;
 
 CREATE TABLE build_abis (
     abi_tag         varchar(100)    NOT NULL,
@@ -316,6 +335,9 @@ CREATE TRIGGER build_abis_version_built
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO @ROLE@;
 GRANT SELECT, UPDATE (pypi_serial) ON configuration TO @ROLE@;
+GRANT UPDATE (build_policy, build_prereleases, configured_policy, configured_prereleases,
+               policy_pending)
+    ON configuration TO @ROLE@;
 GRANT SELECT, INSERT, UPDATE, DELETE ON
     packages, package_names, versions, build_abis, builds, build_logs,
     files, dependencies

@@ -28,10 +28,34 @@ CREATE FUNCTION queue_released(released timestamptz) RETURNS timestamptz
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT coalesce(released, '1970-01-01 00:00:00+00'::timestamptz) $$;
 GRANT EXECUTE ON FUNCTION queue_released(timestamptz) TO @ROLE@;
+-- end of project status (issue 11)
 
+-- build policy (issue 11)
+-- The farm's policy in force and the configured one last started with;
+-- NULL there makes the first master start apply its configuration (so
+-- pre-releases stop being built unless --build-prereleases says so).
+ALTER TABLE configuration
+    ADD COLUMN build_policy            text    NOT NULL DEFAULT 'all',
+    ADD COLUMN build_prereleases       boolean NOT NULL DEFAULT false,
+    ADD COLUMN configured_policy       text    NULL,
+    ADD COLUMN configured_prereleases  boolean NULL,
+    ADD COLUMN policy_pending          boolean NOT NULL DEFAULT false;
+ALTER TABLE packages
+    ADD COLUMN build_policy      text    NULL,
+    ADD COLUMN build_prereleases boolean NULL;
+ALTER TABLE versions
+    ADD COLUMN policy_reason varchar(200) NULL,
+    ADD CONSTRAINT versions_policy_reason_ck CHECK (policy_reason <> '');
+GRANT UPDATE (build_policy, build_prereleases, configured_policy, configured_prereleases,
+               policy_pending)
+    ON configuration TO @ROLE@;
+-- end of build policy (issue 11)
+
+-- The build queue's index, for both blocks above: ordered by queue_released()
+-- (unknown times as the oldest), without the releases the policy leaves out.
 DROP INDEX versions_buildable;
 CREATE INDEX versions_buildable ON versions (queue_released(released), package, version)
-    WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL;
--- end of project status (issue 11)
+    WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL
+      AND policy_reason IS NULL;
 
 UPDATE configuration SET schema_version = 2;

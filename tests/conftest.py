@@ -139,6 +139,9 @@ def master_dsn(schema_database: dict[str, str]) -> Iterator[str]:
     with engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE packages, build_abis CASCADE")
         conn.exec_driver_sql("UPDATE configuration SET pypi_serial = 0")
+        conn.exec_driver_sql(
+            "UPDATE configuration SET build_policy = 'all', build_prereleases = false, "
+            "configured_policy = NULL, configured_prereleases = NULL, policy_pending = false")
     engine.dispose()
     yield schema_database["master"]
 

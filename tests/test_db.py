@@ -13,6 +13,7 @@ from piwheels.errors import (
     UnknownPackage, UnknownVersion,
 )
 from piwheels.records import BuildRecord, FileRecord
+from piwheels.schema import SCHEMA_VERSION
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 HASH_A = "a" * 64
@@ -50,7 +51,7 @@ def test_schema_version_mismatch(db, schema_database):
             db.check_schema_version()
     finally:
         with engine.begin() as conn:
-            conn.exec_driver_sql("UPDATE configuration SET schema_version = 1")
+            conn.exec_driver_sql(f"UPDATE configuration SET schema_version = {SCHEMA_VERSION}")
         engine.dispose()
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import cli, config
+from ..build_policy import parse_policy
 from ..control_client import ControlClient, MasterUnavailable, StatusFeed
 from ..errors import Aborted, InvalidProjectStatus, PiwheelsError
+from ..names import is_pattern
 from ..project_status import PROJECT_STATUSES, check_status
-from ..protocols import REBUILD_PARTS
+from ..protocols import PRERELEASE_SETTINGS, REBUILD_PARTS
 
 #: Characters in piw-rebuild's progress bar.
 PROGRESS_WIDTH = 40
@@ -41,13 +43,33 @@ def _confirm(question: str, assume_yes: bool) -> None:
         raise Aborted("nothing was changed")
 
 
+def _bulk(client: ControlClient, action: str, package: str, versions: Optional[str],
+          reason: Optional[str], assume_yes: bool) -> None:
+    """A change to everything a pattern or version list names: count it, ask, do it."""
+    request = {"action": action, "package": package, "versions": versions,
+               "reason": reason, "dry_run": True}
+    reply, answer = client.request("BULK", request)
+    if reply == "ERROR":
+        raise PiwheelsError(answer["message"])
+    if answer["changes"] == 0:
+        print(f"nothing to change ({answer['message']})")
+        return
+    _confirm(f"{answer['message']}: go ahead?", assume_yes)
+    print("done: " + client.command("BULK", {**request, "dry_run": False}))
+
+
+PATTERN_HELP = ("; a shell-style pattern (quote it) names every matching project, and a "
+                "VERSION pattern ('1.*') or list ('1.0,1.1') several releases: the tool says "
+                "how many and asks first")
+
 # --- piw-add ---------------------------------------------------------------------
 
 def _add(argv: Optional[Sequence[str]]) -> int:
     parser = config.make_parser(
         "piw-add", "Add a project or release to the farm, or change how it is built.",
-        CLIENT_OPTIONS)
-    parser.add_argument("package", help="the project's name")
+        CLIENT_OPTIONS + ["yes"])
+    parser.add_argument("package", help="the project's name" + PATTERN_HELP + " (with --skip "
+                                        "or --unskip only)")
     parser.add_argument("version", nargs="?", help="one release of it")
     skip = parser.add_mutually_exclusive_group()
     skip.add_argument("--skip", metavar="REASON", help="never build it, for this reason")
@@ -72,9 +94,17 @@ def _add(argv: Optional[Sequence[str]]) -> int:
         parser.error("--status-reason goes with --status")
     if (options.yank is not None or options.unyank) and not options.version:
         parser.error("--yank and --unyank need a VERSION")
+    bulk = is_pattern(options.package) or is_pattern(options.version)
+    if bulk and (not (options.skip or options.unskip) or options.yank is not None
+                 or options.unyank or options.alias):
+        parser.error("a pattern or version list goes with --skip or --unskip only")
     cli.configure_logging(options)
     client = _client(options)
     try:
+        if bulk:
+            _bulk(client, "skip" if options.skip else "unskip", options.package,
+                  options.version, options.skip, options.yes)
+            return 0
         print(client.command("ADD", {
             "package": options.package, "version": options.version,
             "skip": options.skip, "unskip": options.unskip,
@@ -100,14 +130,24 @@ def _remove(argv: Optional[Sequence[str]]) -> int:
     parser = config.make_parser(
         "piw-remove", "Remove a project or release (and its wheels) from the farm.",
         CLIENT_OPTIONS + ["yes"])
-    parser.add_argument("package", help="the project's name")
+    parser.add_argument("package", help="the project's name" + PATTERN_HELP)
     parser.add_argument("version", nargs="?", help="one release of it")
     parser.add_argument("--builds", action="store_true",
-                        help="remove only the builds and their wheels, so they are built again")
+                        help="remove only the builds, their wheels and logs, so they are built "
+                             "again")
     parser.add_argument("--skip", metavar="REASON",
                         help="remove the builds and never build it again, for this reason")
     options = parser.parse_args(argv)
     cli.configure_logging(options)
+    if is_pattern(options.package) or is_pattern(options.version):
+        action = "skip_builds" if options.skip else "remove_builds" if options.builds \
+            else "remove"
+        client = _client(options)
+        try:
+            _bulk(client, action, options.package, options.version, options.skip, options.yes)
+        finally:
+            client.close()
+        return 0
     what = options.package + (f" {options.version}" if options.version else "")
     if options.builds or options.skip:
         question = f"Remove every build and wheel of {what}?"
@@ -243,29 +283,57 @@ CONTROL_ACTIONS = {
     "resume": "RESUME",
     "reconcile": "RECONCILE",
     "min-free-space": "MIN_FREE_SPACE",
+    "build-policy": "POLICY",
+    "build-prereleases": "POLICY",
 }
 
 
 def _control(argv: Optional[Sequence[str]]) -> int:
     parser = config.make_parser(
         "piw-control", "Steer the running master: hold or resume builds, compare with the "
-        "upstream index now, or change the free space under which builds are held.",
+        "upstream index now, change the free space under which builds are held, or change "
+        "which releases are built.",
         CLIENT_OPTIONS)
     parser.add_argument("action", choices=sorted(CONTROL_ACTIONS),
                         help="pause or resume handing out builds; reconcile with the upstream "
-                             "project list now; min-free-space MIB (until the master restarts)")
-    parser.add_argument("mib", nargs="?", type=int, metavar="MIB",
-                        help="for min-free-space: the new minimum, in MiB")
+                             "project list now; min-free-space MIB (until the master restarts); "
+                             "build-policy [SPEC] (all, newest:N, since:YYYY-MM-DD, "
+                             "versions:V1,V2,...; 'farm' with --project: the farm's; no SPEC: "
+                             "show it); build-prereleases {on,off,farm}")
+    parser.add_argument("value", nargs="?", metavar="VALUE",
+                        help="MIB for min-free-space, SPEC for build-policy, on/off/farm for "
+                             "build-prereleases")
+    parser.add_argument("--project", metavar="NAME",
+                        help="for build-policy and build-prereleases: this project's own "
+                             "setting rather than the farm's")
     options = parser.parse_args(argv)
-    if (options.action == "min-free-space") != (options.mib is not None):
-        parser.error("MIB goes with min-free-space, and only with it")
-    if options.mib is not None and options.mib < 0:
-        parser.error("MIB cannot be negative")
+    action, value = options.action, options.value
+    payload: dict = {}
+    if options.project and not action.startswith("build-"):
+        parser.error("--project goes with build-policy and build-prereleases only")
+    if action == "min-free-space":
+        if value is None or not value.isdigit():
+            parser.error("min-free-space needs MIB, a whole number of MiB (0 or more)")
+        payload = {"mib": int(value)}
+    elif action == "build-policy":
+        if value is not None:
+            if value != "farm":
+                parse_policy(value)  # a bad SPEC never reaches the master
+            elif not options.project:
+                parser.error("'farm' goes with --project NAME")
+        payload = {"package": options.project, "policy": value, "prereleases": None}
+    elif action == "build-prereleases":
+        if value not in PRERELEASE_SETTINGS:
+            parser.error(f"build-prereleases takes one of {', '.join(PRERELEASE_SETTINGS)}")
+        if value == "farm" and not options.project:
+            parser.error("'farm' goes with --project NAME")
+        payload = {"package": options.project, "policy": None, "prereleases": value}
+    elif value is not None:
+        parser.error(f"{action} takes no value")
     cli.configure_logging(options)
     client = _client(options)
     try:
-        payload = {"mib": options.mib} if options.mib is not None else {}
-        print(client.command(CONTROL_ACTIONS[options.action], payload))
+        print(client.command(CONTROL_ACTIONS[action], payload))
     finally:
         client.close()
     return 0

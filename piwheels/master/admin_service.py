@@ -20,7 +20,10 @@ from typing import Callable, Optional
 import zmq
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from ..build_policy import parse_policy
 from ..db import Database
+from ..db_policy import UNCHANGED
+from ..index_pages import log_path
 from ..errors import PiwheelsError
 from ..names import canonical_name, normal_version
 from ..protocols import (
@@ -29,6 +32,7 @@ from ..protocols import (
 )
 from ..storage import remove_quietly
 from ..wheel_facts import check_wheel, find_apt_dependencies
+from . import bulk_changes
 from .task import Clock, Task
 
 OPERATOR_HOLD = "paused by the operator"
@@ -42,11 +46,12 @@ class AdminService(Task):
     def __init__(self, ctx: zmq.Context, *, dsn: str, control_address: str,
                  status_address: str, transfers_dir: Path, simple_dir: Path,
                  max_wheel_size: int, socket_mode: int = 0o660,
-                 clock: Clock = time.monotonic) -> None:
+                 logs_dir: Optional[Path] = None, clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.dsn = dsn
         self.transfers_dir = Path(transfers_dir)
         self.simple_dir = Path(simple_dir)
+        self.logs_dir = Path(logs_dir) if logs_dir else self.simple_dir.parent / "logs"
         self.max_wheel_size = max_wheel_size
         self.db: Optional[Database] = None
         self.slaves: dict[int, dict] = {}
@@ -90,6 +95,8 @@ class AdminService(Task):
             "RECONCILE": self.do_reconcile,
             "MIN_FREE_SPACE": self.do_min_free_space,
             "PROJECT_STATUS": self.do_project_status,
+            "POLICY": self.do_policy,
+            "BULK": self.do_bulk,
         }
 
     def _push(self, protocol, address: str):
@@ -205,6 +212,49 @@ class AdminService(Task):
         return "OK", {"message": f"builds are held while under {request['mib']} MiB is free "
                                  "(until the master restarts)"}
 
+    def do_policy(self, request: dict) -> tuple[str, dict]:
+        """piw-control build-policy / build-prereleases: the farm's or one project's.
+
+        Validated before anything changes.  The build queue then weighs the
+        releases again (on a large farm that takes a while; this socket answers
+        at once) and sends the queue afresh (REPLACE), so nothing the policy now
+        leaves out is handed out any more.
+        """
+        db, spec, switch = self.db, request["policy"], request["prereleases"]
+        if request["package"] is None:
+            if "farm" in (spec, switch):
+                return "ERROR", {"message": "'farm' is for a project (--project NAME): the "
+                                            "farm's own policy names what it builds"}
+            policy = None if spec is None else parse_policy(spec)
+            prereleases = None if switch is None else switch == "on"
+            db.set_farm_policy(policy, prereleases, weigh=False)
+            current, builds_pre = db.farm_policy()
+            what = "the farm"
+            state = (f"the farm builds {current.describe()} ({current.spec}), "
+                     f"{'with' if builds_pre else 'without'} pre-releases")
+            lasting = " (in force across restarts until the configured build-policy changes)"
+        else:
+            package = canonical_name(request["package"])
+            policy = UNCHANGED if spec is None else None if spec == "farm" else parse_policy(spec)
+            prereleases = UNCHANGED if switch is None else None if switch == "farm" \
+                else switch == "on"
+            db.set_project_policy(package, policy=policy, prereleases=prereleases, weigh=False)
+            own, own_pre = db.project_policy(package)
+            farm, farm_pre = db.farm_policy()
+            what = package
+            state = (f"{package} builds "
+                     + (f"{own.describe()} ({own.spec})" if own else
+                        f"as the farm does ({farm.spec})")
+                     + (", with" if (farm_pre if own_pre is None else own_pre) else ", without")
+                     + " pre-releases" + (" as the farm does" if own_pre is None else ""))
+            lasting = ""
+        if spec is None and switch is None:
+            return "OK", {"message": state}
+        self.tell(self.queue, "POLICY",
+                  {"package": None if request["package"] is None else what})
+        self.log.info("build policy of %s changed: %s", what, state)
+        return "OK", {"message": f"{state}{lasting}; the build queue follows in seconds"}
+
     def do_add(self, request: dict) -> tuple[str, dict]:
         """piw-add: a project or release, and its skip, yank and alias settings."""
         db, done = self.db, []
@@ -274,6 +324,9 @@ class AdminService(Task):
             doomed = [] if project is None else [
                 f.filename for v in project.versions if version in (None, v.version)
                 for b in v.builds for f in b.files]
+            doomed_logs = [] if project is None else [
+                b.build_id for v in project.versions if version in (None, v.version)
+                for b in v.builds]
             if request["builds_only"] or request["skip"]:
                 known = db.get_versions(package) if project is not None else None
                 if known is None:
@@ -298,12 +351,7 @@ class AdminService(Task):
                 if not db.remove_version(package, version):
                     return "ERROR", {"message": f"unknown version {what}"}
                 message = f"removed {what} and its files"
-        # The index writer prunes what a page stops listing, but a wheel
-        # recorded since the last page was written was never listed there.
-        for filename in doomed:
-            for path in (self.simple_dir / package / filename,
-                         self.simple_dir / package / (filename + ".metadata")):
-                remove_quietly(path)
+        self._remove_outputs(package, doomed, doomed_logs)
         job = {"package": package, "version": version}
         if request["builds_only"] and not request["skip"]:
             # built a moment ago, the slave driver would not hand it out for a while
@@ -312,6 +360,49 @@ class AdminService(Task):
             self.tell(self.cancels, "CANCEL", job)
         self.changed(package)
         return "OK", {"message": message}
+
+    def do_bulk(self, request: dict) -> tuple[str, dict]:
+        """piw-add --skip/--unskip and piw-remove over many projects or releases.
+
+        A dry run does the same work and rolls it back, so its count is exactly
+        what the real request would change.
+        """
+        db = self.db
+
+        class DryRun(Exception):
+            pass
+
+        try:
+            with db.transaction():
+                target = bulk_changes.plan(db, request["package"], request["versions"])
+                outcome = bulk_changes.apply(db, target, request["action"], request["reason"])
+                if request["dry_run"]:
+                    raise DryRun
+        except DryRun:
+            return "MATCHED", {"message": outcome.summary, "changes": outcome.changes}
+        for package in sorted(outcome.packages):
+            self._remove_outputs(package, outcome.filenames.get(package, []), [])
+            self.changed(package)
+        self._remove_outputs(None, [], outcome.build_ids)
+        for name, jobs in (("CANCEL", outcome.cancel), ("REQUEUE", outcome.requeue)):
+            for package, version in jobs:
+                self.tell(self.cancels, name, {"package": package, "version": version})
+        return "OK", {"message": outcome.summary}
+
+    def _remove_outputs(self, package: Optional[str], filenames: list[str],
+                        build_ids: list[int]) -> None:
+        """Take removed builds' wheels and logs out of the output tree.
+
+        The index writer prunes what a page stops listing, but a wheel recorded
+        since the last page was written was never listed there; and no page
+        lists logs.
+        """
+        for filename in filenames:
+            for path in (self.simple_dir / package / filename,
+                         self.simple_dir / package / (filename + ".metadata")):
+                remove_quietly(path)
+        for build_id in build_ids:
+            remove_quietly(self.logs_dir / log_path(build_id))
 
     def do_rebuild(self, request: dict) -> tuple[str, dict]:
         part, package = request["part"], request["package"]

@@ -16,12 +16,14 @@ from typing import Optional
 import zmq
 
 from ..db import Database, QueueKey
-from ..protocols import BUILD_QUEUE, QUEUE_REQUESTS
+from ..protocols import BUILD_QUEUE, INDEX_REQUESTS, QUEUE_REQUESTS
 from .task import Clock, Task
 
 
 #: How long refresh requests are gathered before the queue is recalculated.
 COALESCE_S = 0.2
+#: More projects than this changing verdict at once: every page is rewritten instead.
+POLICY_PAGES_LIMIT = 1000
 
 
 class BuildQueue(Task):
@@ -35,6 +37,8 @@ class BuildQueue(Task):
         self.newest_first = newest_first
         self.db: Optional[Database] = None
         self._wanted = True
+        #: the next recalculation replaces the driver's whole queue (the policy changed)
+        self._replace = False
         #: per ABI, where the last list sent ended (None: at the end of the queue)
         self.cursors: dict[str, Optional[QueueKey]] = {}
         self.requests = self.socket(zmq.PULL, QUEUE_REQUESTS.reverse())
@@ -42,6 +46,8 @@ class BuildQueue(Task):
         self.register(self.requests, self.handle_request)
         self.queue_out = self.socket(zmq.PUSH, BUILD_QUEUE)
         self.queue_out.connect(BUILD_QUEUE.address)
+        self.index_out = self.socket(zmq.PUSH, INDEX_REQUESTS)
+        self.index_out.connect(INDEX_REQUESTS.address)
         self.every(COALESCE_S, self.refresh_if_wanted, now=True)
         self.every(interval_s, self.want_refresh)
 
@@ -63,7 +69,25 @@ class BuildQueue(Task):
         if name == "ABI":
             if self.db.register_build_abi(payload["abi_tag"]):
                 self.log.info("now building for ABI %s", payload["abi_tag"])
+        elif name == "POLICY":
+            self.weigh_releases(payload["package"])
         self._wanted = True
+
+    def weigh_releases(self, package: Optional[str]) -> None:
+        """A build policy changed: weigh the releases of *package* (None: every
+        project) again, have the changed pages rewritten, and replace the
+        driver's whole queue at the next recalculation."""
+        started = time.perf_counter()
+        changed = self.db.apply_policies(None if package is None else [package])
+        self.log.info("build policy applied to %s in %.1f s: the releases of %d project(s) "
+                      "changed", package or "every project", time.perf_counter() - started,
+                      len(changed))
+        if len(changed) > POLICY_PAGES_LIMIT:
+            self.tell(self.index_out, "ALL")
+        else:
+            for name in sorted(changed):
+                self.tell(self.index_out, "PACKAGE", {"package": name})
+        self._replace = True
 
     def want_refresh(self) -> None:
         self._wanted = True
@@ -73,8 +97,9 @@ class BuildQueue(Task):
             return
         self._wanted = False
         self.cursors.clear()
+        name, self._replace = ("REPLACE" if self._replace else "QUEUE"), False
         for abi_tag in self.db.get_build_abis():
-            self._send_page("QUEUE", abi_tag, None)
+            self._send_page(name, abi_tag, None)
 
     def send_more(self, abi_tag: str) -> None:
         """The page after the last one sent for *abi_tag*, if there is one."""

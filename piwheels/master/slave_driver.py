@@ -156,7 +156,7 @@ class SlaveDriver(Task):
         if msg is None:
             return
         name, payload = msg
-        if name in ("QUEUE", "EXTEND"):
+        if name in ("QUEUE", "EXTEND", "REPLACE"):
             abi_tag = payload["abi_tag"]
             sent = payload["builds"]
             jobs = [job for job in ((j["package"], j["version"]) for j in sent)
@@ -164,10 +164,11 @@ class SlaveDriver(Task):
             self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
                            name, len(jobs), len(sent), abi_tag)
             queue = self.queues.setdefault(abi_tag, JobQueue())
-            if name == "QUEUE":
+            if name in ("QUEUE", "REPLACE"):
                 # The database lags behind: when most of its head is handed out
-                # already, what was held here (further down) stays behind the rest.
-                queue.replace(jobs, keep_rest=len(jobs) < len(sent) // 2)
+                # already, what was held here (further down) stays behind the rest
+                # (unless the build policy changed: then none of it may stay).
+                queue.replace(jobs, keep_rest=name == "QUEUE" and len(jobs) < len(sent) // 2)
                 # keep a whole list's worth in hand: the next page is asked for
                 # as soon as there is less, a good while before it runs out
                 self.refill_at[abi_tag] = len(sent)

@@ -18,8 +18,9 @@ from typing import Optional
 import zmq
 
 from ..allow_list import AllowList
+from ..build_policy import parse_policy
 from ..db import Database
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidPolicy
 from ..index_pages import Site
 from ..protocols import SUPERVISOR
 from ..pypi_client import PyPIClient
@@ -41,6 +42,7 @@ log = logging.getLogger("piwheels.master")
 MASTER_OPTIONS = [
     "dsn", "output_path", "pypi_simple", "pypi_json", "pypi_xmlrpc", "package_allow",
     "package_allow_file", "poll_interval_s", "reconcile_interval_s", "oldest_first",
+    "build_policy", "build_prereleases",
     "slave_bind", "file_bind", "public_url", "site_name",
     "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "queue_interval_s",
     "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
@@ -60,6 +62,10 @@ class Master:
             raise ConfigError("set the upstream index with --pypi-simple (or PIW_PYPI_SIMPLE)")
         self.options = options
         self.allow = AllowList.from_options(options.package_allow, options.package_allow_file)
+        try:
+            self.build_policy = parse_policy(options.build_policy)
+        except InvalidPolicy as exc:
+            raise ConfigError(f"--build-policy (build-policy, PIW_BUILD_POLICY): {exc}") from None
         self.output_path = Path(options.output_path)
         self.transfers_dir = self.output_path / ".transfers"
         self.notifier = SystemdNotifier()
@@ -77,6 +83,7 @@ class Master:
                 ctx, dsn=o.dsn, control_address=o.control_address,
                 status_address=o.status_address, transfers_dir=self.transfers_dir,
                 simple_dir=self.output_path / "simple", max_wheel_size=o.max_wheel_size,
+                logs_dir=self.output_path / "logs",
             ),
             Stats(ctx, dsn=o.dsn, output_path=self.output_path,
                   min_free_bytes=o.min_free_space_mb * 2**20, interval_s=o.stats_interval_s),
@@ -111,6 +118,8 @@ class Master:
     def run(self) -> int:
         with Database(self.options.dsn) as db:
             db.check_schema_version()
+            log.info(db.apply_configured_policy(self.build_policy,
+                                                self.options.build_prereleases))
         (self.output_path / "simple").mkdir(parents=True, exist_ok=True)
         ctx = zmq.Context()
         supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())

@@ -518,7 +518,7 @@ def test_format_query_parameter_overrides_accept(server, path, query, accept, js
     assert headers["cache-control"] == SHORT
     if json_wanted:
         assert headers["content-type"] == JSON_TYPE
-        assert json.loads(body)["meta"]["api-version"] == "1.1"
+        assert json.loads(body)["meta"]["api-version"] == API_VERSION
     else:
         assert headers["content-type"].split(";")[0] == "text/html"
         assert body.startswith(b"<!DOCTYPE html>")

@@ -45,7 +45,7 @@ def run_initdb(*args: str, input: str | None = None) -> subprocess.CompletedProc
     )
 
 
-def make_v2_scripts(tmp_path: Path, *, grants: str = V2_GRANTS,
+def make_next_scripts(tmp_path: Path, *, grants: str = V2_GRANTS,
                     upgrade_tail: str = "") -> Path:
     """A scripts directory for a next version that extends the real current one."""
     real_create = (schema.sql_dir() / schema.CREATE_SCRIPT).read_text()
@@ -61,6 +61,14 @@ def make_v2_scripts(tmp_path: Path, *, grants: str = V2_GRANTS,
         V2_ADDITIONS + grants + f"UPDATE configuration SET schema_version = {NEXT};\n"
         + upgrade_tail
     )
+    return directory
+
+
+def make_v1_scripts(tmp_path: Path) -> Path:
+    """A scripts directory that creates the real version 1 schema."""
+    directory = tmp_path / "v1"
+    directory.mkdir(exist_ok=True)
+    (directory / schema.CREATE_SCRIPT).write_text(V1_CREATE.read_text())
     return directory
 
 
@@ -111,7 +119,7 @@ class _Terminal(io.StringIO):
 
 
 def test_upgrade_equals_fresh_create(postgres, master_role, tmp_path):
-    scripts = make_v2_scripts(tmp_path)
+    scripts = make_next_scripts(tmp_path)
     upgraded = postgres.dsn(postgres.create_database())
     fresh = postgres.dsn(postgres.create_database())
     out = io.StringIO()
@@ -128,7 +136,7 @@ def test_upgrade_equals_fresh_create(postgres, master_role, tmp_path):
 
 
 def test_catalogue_comparison_sees_a_forgotten_grant(postgres, master_role, tmp_path):
-    scripts = make_v2_scripts(tmp_path, grants="")
+    scripts = make_next_scripts(tmp_path, grants="")
     upgraded = postgres.dsn(postgres.create_database())
     fresh = postgres.dsn(postgres.create_database())
     initdb(upgraded, master_role, True, io.StringIO())
@@ -139,7 +147,7 @@ def test_catalogue_comparison_sees_a_forgotten_grant(postgres, master_role, tmp_
 
 
 def test_failed_upgrade_changes_nothing(postgres, master_role, tmp_path):
-    scripts = make_v2_scripts(tmp_path, upgrade_tail="SELECT 1 / 0;\n")
+    scripts = make_next_scripts(tmp_path, upgrade_tail="SELECT 1 / 0;\n")
     dsn = postgres.dsn(postgres.create_database())
     initdb(dsn, master_role, True, io.StringIO())
     before = snapshot(dsn)
@@ -239,12 +247,10 @@ def test_shipped_upgrade_from_version_1(postgres, master_role, tmp_path):
     """The real upgrade scripts take a version 1 database (as it was shipped) to
     exactly what a fresh create makes, and keep its rows: a release whose time
     version 1 did not know (the epoch) becomes unknown (NULL)."""
-    v1 = tmp_path / "v1"
-    v1.mkdir()
-    (v1 / schema.CREATE_SCRIPT).write_text(V1_CREATE.read_text())
     upgraded = postgres.dsn(postgres.create_database())
     fresh = postgres.dsn(postgres.create_database())
-    initdb(upgraded, master_role, True, io.StringIO(), target=1, scripts_dir=v1)
+    initdb(upgraded, master_role, True, io.StringIO(), target=1,
+           scripts_dir=make_v1_scripts(tmp_path))
     engine = sa.create_engine(upgraded, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
@@ -269,3 +275,29 @@ def test_shipped_upgrade_from_version_1(postgres, master_role, tmp_path):
     initdb(fresh, master_role, True, io.StringIO())
     assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION
     assert differences(snapshot(upgraded), snapshot(fresh)) == []
+def test_real_upgrade_equals_fresh_create(postgres, master_role, tmp_path):
+    """The shipped upgrade scripts take the version 1 schema, with rows in it, to
+    exactly what create_piwheels.sql makes today."""
+    upgraded = postgres.dsn(postgres.create_database())
+    fresh = postgres.dsn(postgres.create_database())
+    initdb(upgraded, master_role, True, io.StringIO(), target=1,
+           scripts_dir=make_v1_scripts(tmp_path))
+    engine = sa.create_engine(upgraded, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO packages (package) VALUES ('six')")
+        conn.exec_driver_sql("INSERT INTO versions (package, version, has_sdist) "
+                             "VALUES ('six', '1.0', true), ('six', '2.0rc1', true)")
+    out = io.StringIO()
+    initdb(upgraded, master_role, True, out)
+    assert "upgraded" in out.getvalue()
+    initdb(fresh, master_role, True, io.StringIO())
+    assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION
+    assert differences(snapshot(upgraded), snapshot(fresh)) == []
+    with engine.begin() as conn:
+        # the releases are kept, undecided until the master applies its policy
+        assert conn.exec_driver_sql(
+            "SELECT version, policy_reason FROM versions ORDER BY version").all() == [
+                ("1.0", None), ("2.0rc1", None)]
+        assert conn.exec_driver_sql(
+            "SELECT build_policy, configured_policy FROM configuration").one() == ("all", None)
+    engine.dispose()

@@ -15,6 +15,7 @@ import pytest
 import zmq
 from farm import wait_for
 
+from piwheels.build_policy import parse_policy
 from piwheels.index_pages import Site, log_path
 from piwheels.master.index_writer import ORPHAN_AGE_S, IndexWriter
 from piwheels.master.task import TaskControl
@@ -134,9 +135,13 @@ def test_package_pages(db, writer, output):
     log = output / "logs" / log_path(build.build_id)
     assert gzip.decompress(log.read_bytes()).decode() == f"log of {filename}\n"
     assert os.readlink(output / "simple" / "Foo_Bar") == "foo-bar"
-    wait_for(lambda: (output / "simple" / "index.json").exists(), 10, "the root")
-    assert read_json(output / "simple" / "index.json")["projects"] == [{"name": "foo-bar"}]
-    assert read_json(output / "packages.json") == [["foo-bar", "foo-bar does things"]]
+    # the root written at start may predate the release: it follows within its interval
+    root = output / "simple" / "index.json"
+    listing = output / "packages.json"
+    wait_for(lambda: root.exists() and listing.exists() and read_json(root)["projects"]
+             and read_json(listing), 10, "the root")
+    assert read_json(root)["projects"] == [{"name": "foo-bar"}]
+    assert read_json(listing) == [["foo-bar", "foo-bar does things"]]
 
 
 def test_yanked_release(db, writer, output):
@@ -383,3 +388,31 @@ def test_a_quarantined_project_is_withheld_and_restored(db, writer, output):
     assert not (output / ".withheld" / "risky").exists()
     wait_for(lambda: read_json(output / "simple" / "index.json")["projects"] == [{"name": "risky"}],
              10, "the root to list it again")
+def test_project_page_says_why_a_release_is_not_built(db, writer, output):
+    publish(db, output, "polly", "3.0")
+    for version in ("2.0", "1.0", "4.0b1"):
+        db.add_version("polly", version, released=T0)
+    db.add_version("polly", "0.9", released=T0)
+    db.yank_version("polly", "0.9", "bad")
+    db.set_farm_policy(parse_policy("newest:1"))
+    writer.package("polly")
+    page = output / "project" / "polly" / "json" / "index.json"
+
+    def reasons():
+        data = read_json(page)
+        return {v["version"]: (v["not_built"], v["builds"]["cp311"]["status"])
+                for v in data["versions"]}
+    html_page = output / "project" / "polly" / "index.html"
+    wait_for(lambda: page.exists() and html_page.exists() and "2.0" in reasons(), 10,
+             "the project page")
+    assert reasons() == {
+        "4.0b1": ("pre-release", "excluded"),
+        "3.0": (None, "success"),
+        "2.0": ("farm policy builds the newest 1 release", "excluded"),
+        "1.0": ("farm policy builds the newest 1 release", "excluded"),
+        "0.9": ("yanked", "yanked"),
+    }
+    html = html_page.read_text()
+    assert "not built: farm policy builds the newest 1 release" in html
+    assert "not built: pre-release" in html
+    assert "not built: yanked" not in html  # the yanked tag says so already

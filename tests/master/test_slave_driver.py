@@ -194,3 +194,20 @@ def test_stopping_driver_hands_over_what_the_recorder_had_not_taken():
             recorded.append(r.records.recv()[1]["package"])
         r.task.join(10)
         assert recorded == built
+
+
+def test_policy_change_replaces_everything_held():
+    """After a policy change (REPLACE) nothing the driver held stays, even when the
+    head of the fresh queue was handed out already (a QUEUE would keep the rest)."""
+    with Rig() as r:
+        slave = r.slave()
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c", "d", "e")})
+        for name in ("a", "b", "c"):
+            reply = next_job(slave)
+            assert reply == ("BUILD", jobs(name)[0])
+            fail(slave, reply[1])
+        # the policy now leaves d and e out; a, b, c were just built
+        r.queue.send("REPLACE", {"abi_tag": ABI, "builds": jobs("a", "b", "c", "f")})
+        assert next_job(slave) == ("BUILD", jobs("f")[0])
+        fail(slave, jobs("f")[0])
+        assert next_job(slave)[0] == "SLEEP"

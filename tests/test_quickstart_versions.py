@@ -1,0 +1,58 @@
+"""Quick start builds the newest release of each project unless --all-versions.
+
+The upstream serves two releases of one project; quick start (defaults) must
+build 2.0 only and then have nothing left to build.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+from fake_pypi import FakePyPI
+from farm import BUILD_USER, build_user
+from packaging.utils import parse_wheel_filename
+from sdist_factory import make_sdist
+from test_quickstart import BIN, SERVER, Lines
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def upstream(tmp_path, build_backends):
+    with FakePyPI() as pypi:
+        for version, month in (("2.0", 6), ("1.0", 1), ("2.1b1", 7)):
+            pypi.publish("Two-Releases", version,
+                         make_sdist(tmp_path / "sdists", "two-releases", version),
+                         upload_time=datetime(2025, month, 1, tzinfo=timezone.utc))
+        for wheel in build_backends:
+            name, version, _, _ = parse_wheel_filename(wheel.name)
+            pypi.publish(str(name), str(version), wheel)
+        yield pypi
+
+
+def test_quickstart_builds_only_the_newest_release(upstream):
+    user = build_user()
+    proc = subprocess.Popen(
+        [str(BIN / "piw-quickstart"), "--pypi-simple", upstream.simple_url, "--python", "3.11",
+         "--server", SERVER, *(["--build-user", BUILD_USER] if user else []), "two-releases"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+    out = Lines(proc)
+    try:
+        out.wait_for(r"^built two-releases 2\.0 for cp311: success", 180)
+        out.wait_for(r"^nothing left to build", 60)
+        built = [line for line in out.lines if line.startswith("built two-releases")]
+        assert len(built) == 1, out.lines  # neither 1.0 nor the pre-release 2.1b1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    out.thread.join(5)
+    assert proc.returncode == 0, "\n".join(out.lines)
