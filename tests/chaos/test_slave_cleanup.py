@@ -53,11 +53,15 @@ def gone(pid: int) -> bool:
     return info is None or info.dead
 
 
-def evidence_dir(farm: Farm) -> Path:
+@pytest.fixture
+def evidence(farm: Farm):
+    """Where the builds note their pids; whatever they name is killed at the end,
+    so that a failing test leaves nothing running."""
     path = farm.work_root / "evidence"
-    path.mkdir(exist_ok=True)
+    path.mkdir()
     path.chmod(0o777)  # the build runs as the build user
-    return path
+    yield path
+    processes.kill(pids(path, "grandchild") | pids(path, "setup"))
 
 
 def pids(evidence: Path, kind: str) -> set[int]:
@@ -79,8 +83,7 @@ def areas(work: Path) -> list[Path]:
     return sorted(work.glob(AREA_PREFIX + "*"))
 
 
-def test_an_escaped_grandchild_dies_when_its_build_ends(farm, db, release):
-    evidence = evidence_dir(farm)
+def test_an_escaped_grandchild_dies_when_its_build_ends(farm, db, release, evidence):
     release("escaper", setup_body=ESCAPING_BUILD.format(evidence=str(evidence), sleep_s=1))
     farm.start_master()
     farm.start_slave("ender", pyenv_python("11"))
@@ -93,8 +96,7 @@ def test_an_escaped_grandchild_dies_when_its_build_ends(farm, db, release):
     assert "process(es) a build left behind" in farm.slaves[0].log()
 
 
-def test_builds_die_with_a_stopped_slave_and_its_area_goes(farm, db, release):
-    evidence = evidence_dir(farm)
+def test_builds_die_with_a_stopped_slave_and_its_area_goes(farm, db, release, evidence):
     release("stopped", setup_body=ESCAPING_BUILD.format(evidence=str(evidence), sleep_s=600))
     farm.start_master()
     slave = farm.start_slave("stopper", pyenv_python("11"))
@@ -106,8 +108,7 @@ def test_builds_die_with_a_stopped_slave_and_its_area_goes(farm, db, release):
     assert areas(work) == []
 
 
-def test_a_restarted_slave_kills_what_a_sigkilled_one_left(farm, db, release):
-    evidence = evidence_dir(farm)
+def test_a_restarted_slave_kills_what_a_sigkilled_one_left(farm, db, release, evidence):
     release("orphaned", setup_body=ESCAPING_BUILD.format(evidence=str(evidence), sleep_s=600))
     farm.start_master()
     first = farm.start_slave("phoenix", pyenv_python("11"))
@@ -127,8 +128,7 @@ def test_a_restarted_slave_kills_what_a_sigkilled_one_left(farm, db, release):
     assert old_area not in areas(work)
 
 
-def test_two_slaves_sharing_a_dir_leave_each_others_builds_alone(farm, db, release):
-    evidence = evidence_dir(farm)
+def test_two_slaves_sharing_a_dir_leave_each_others_builds_alone(farm, db, release, evidence):
     release("shared", setup_body=ESCAPING_BUILD.format(evidence=str(evidence), sleep_s=600))
     farm.start_master()
     farm.start_slave("first", pyenv_python("11"))
