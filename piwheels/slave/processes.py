@@ -47,6 +47,7 @@ class ProcessInfo:
     ppid: int
     pgrp: int
     session: int
+    tty: int
     start_ticks: int
     uid: int
 
@@ -96,7 +97,8 @@ def process_info(pid: int) -> Optional[ProcessInfo]:
             line = f.read()
         fields = line[line.rindex(b")") + 2:].split()
         return ProcessInfo(pid=pid, state=fields[0], ppid=int(fields[1]), pgrp=int(fields[2]),
-                           session=int(fields[3]), start_ticks=int(fields[19]), uid=uid)
+                           session=int(fields[3]), tty=int(fields[4]),
+                           start_ticks=int(fields[19]), uid=uid)
     except (OSError, ValueError, IndexError):
         return None
 
@@ -202,8 +204,9 @@ def leftovers(record: set[tuple[int, int]], root: Path) -> list[ProcessInfo]:
 
     A process is the dead slave's if it is one it recorded (same pid and start
     time), if it works in *root* or names *root* in its environment (its build
-    dir is HOME and TMPDIR), or if it descends from such a process.  Nothing
-    of another user is ever included.
+    dir is HOME and TMPDIR) and has no controlling terminal (a build has none;
+    an operator's shell looking around in there has one), or if it descends
+    from such a process.  Nothing of another user is ever included.
     """
     uid = os.getuid()
     me = os.getpid()
@@ -214,6 +217,8 @@ def leftovers(record: set[tuple[int, int]], root: Path) -> list[ProcessInfo]:
     for info in mine:
         if info.identity in record:
             found[info.pid] = info
+            continue
+        if info.tty != 0:
             continue
         try:
             cwd = os.readlink(f"/proc/{info.pid}/cwd")

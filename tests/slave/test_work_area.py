@@ -39,12 +39,15 @@ def wait_gone(pid: int, timeout_s: float = 5) -> bool:
     return gone(pid)
 
 
-def start_orphan(cwd: Path) -> int:
-    """A `sleep` working in *cwd* whose parent has exited (so it is not ours): its pid."""
+def start_orphan(cwd: Path, *command: str) -> int:
+    """*command* (a `sleep`) working in *cwd*, whose parent has exited (so it is
+    not ours): its pid."""
     out = subprocess.run(
         [sys.executable, "-c", "import subprocess, sys; print(subprocess.Popen("
-         "['sleep', '600'], cwd=sys.argv[1], env={}, start_new_session=True, "
-         "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)", str(cwd)],
+         "sys.argv[2:], cwd=sys.argv[1], env={'PATH': '/usr/bin:/bin'}, "
+         "start_new_session=True, stdin=subprocess.DEVNULL, "
+         "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)",
+         str(cwd), *(command or ("sleep", "600"))],
         capture_output=True, text=True, check=True)
     return int(out.stdout)
 
@@ -87,6 +90,16 @@ def test_only_what_the_dead_slave_owned_is_killed(tmp_path: Path) -> None:
     dead.mkdir()
     (dead / LOCK_NAME).write_text(LOCK_MARKER + "\n")
     inside = start_orphan(dead)
+    # an operator's shell looking around in the dead area: it has a terminal
+    script = start_orphan(tmp_path, "script", "-qc", f"cd {dead} && exec sleep 600", "/dev/null")
+    wait_for_tty_sleep = time.monotonic() + 5
+    while True:
+        kids = [p for p in processes.descendants([script]) if p.tty != 0]
+        if kids and os.readlink(f"/proc/{kids[-1].pid}/cwd") == str(dead):
+            operator = kids[-1].pid
+            break
+        assert time.monotonic() < wait_for_tty_sleep, "script did not start its command"
+        time.sleep(0.05)
     info = processes.process_info(bystander)
     # a record naming the bystander's pid with another start time: a reused pid
     (dead / "processes").write_text(f"{bystander} {info.start_ticks + 1}\n")
@@ -95,9 +108,9 @@ def test_only_what_the_dead_slave_owned_is_killed(tmp_path: Path) -> None:
         assert report.areas_removed == [dead]
         assert report.processes_killed == [inside]
         assert wait_gone(inside)
-        assert not gone(bystander)
+        assert not gone(bystander) and not gone(operator)
     finally:
-        processes.kill([bystander, inside])
+        processes.kill([bystander, inside, script, operator])
 
 
 def test_what_is_not_a_slaves_area_is_never_touched(tmp_path: Path) -> None:
