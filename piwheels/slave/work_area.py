@@ -100,6 +100,7 @@ class WorkArea:
         self.path = path
         self.record_path = path / RECORD_NAME
         self._lock_fd: Optional[int] = lock_fd
+        self._recorded: frozenset[tuple[int, int]] = frozenset()
 
     @classmethod
     def claim(cls, work_dir: Path) -> "WorkArea":
@@ -117,15 +118,24 @@ class WorkArea:
         return cls(path, fd)
 
     def record(self) -> None:
-        """Write down this slave's descendants, for the next slave if this one is killed."""
-        processes.write_record(self.record_path, processes.descendants([os.getpid()]))
+        """Write down this slave's descendants, for the next slave if this one is killed.
+
+        The file is rewritten only when they change (a slave's disk may be an SD card).
+        """
+        found = [info for info in processes.descendants([os.getpid()]) if not info.dead]
+        identities = frozenset(info.identity for info in found)
+        if identities != self._recorded:
+            processes.write_record(self.record_path, found)
+            self._recorded = identities
 
     def kill_orphans(self) -> list[int]:
         """Kill every process left below this slave (called when no build runs)."""
         killed = processes.kill_descendants()
         if killed:
             log.info("killed %d process(es) a build left behind: %s", len(killed), killed)
-        processes.write_record(self.record_path, [])
+        if self._recorded:
+            processes.write_record(self.record_path, [])
+            self._recorded = frozenset()
         return killed
 
     def close(self) -> None:

@@ -148,3 +148,24 @@ def test_a_garbled_record_is_ignored(tmp_path: Path) -> None:
     record.write_bytes(b"12 34\nnot a line\n-1 5\n\xff\xfe\n56 78 9\n90 12\n")
     assert processes.read_record(record) == {(12, 34), (90, 12)}
     assert processes.read_record(tmp_path / "missing") == set()
+
+
+def test_the_record_follows_the_slaves_descendants(tmp_path: Path) -> None:
+    area = WorkArea.claim(tmp_path)
+    child = subprocess.Popen(["sleep", "600"], stdout=subprocess.DEVNULL)
+    try:
+        area.record()
+        identity = processes.process_info(child.pid).identity
+        assert identity in processes.read_record(area.record_path)
+        written = area.record_path.stat().st_mtime_ns
+        time.sleep(0.05)
+        area.record()  # nothing changed: nothing written
+        assert area.record_path.stat().st_mtime_ns == written
+        child.kill()
+        child.wait()
+        area.record()
+        assert identity not in processes.read_record(area.record_path)
+    finally:
+        child.kill()
+        child.wait()
+        # not area.close(): in pytest that would kill every child of the test run
