@@ -5,6 +5,11 @@ in a worker thread so the loop keeps heartbeating (BUSY) and serving file
 chunks.  If the master stays silent past the reply timeout, the slave throws
 its sockets away, connects afresh and says HELLO again, naming any build it
 is still running so that the build keeps its place.
+
+At start the slave makes itself the subreaper of its descendants, removes
+what dead slaves left in the work dir and claims a work area of its own
+(:mod:`piwheels.slave.work_area`); at exit it kills what is left of its
+builds and removes that area.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import tempfile
 import threading
 import time
 from argparse import Namespace
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -29,8 +36,10 @@ from ..host_stats import host_stats
 from ..protocols import PROTOCOL_VERSION, SLAVE
 from ..systemd import SystemdNotifier
 from ..transport import ProtocolError, Socket
+from . import processes
 from .builder import Builder, BuildLimits, BuildResult
 from .file_sender import FileSender
+from .work_area import WorkArea, sweep
 
 log = logging.getLogger("piwheels.slave")
 
@@ -50,14 +59,48 @@ LOOP_INTERVAL_S = 0.1
 #: mismatch): restarting would not help, so the systemd unit does not.
 EXIT_TOLD_TO_STOP = 3
 
+#: The least time between two warnings that the master's name does not resolve.
+RESOLVE_WARNING_INTERVAL_S = 60.0
+
 Clock = Callable[[], float]
+
+
+class SlaveState(Enum):
+    """Where the slave is in the protocol (docs/protocols.rst)."""
+
+    CONNECTING = "connecting"  # HELLO sent, waiting for ACK
+    IDLE = "idle"              # IDLE sent, waiting for BUILD or SLEEP
+    SLEEPING = "sleeping"      # told to SLEEP: IDLE again when it is over
+    BUILDING = "building"      # a build runs (BUSY heartbeats) or its BUILT is due
+    BUILT = "built"            # BUILT sent, waiting for SEND or DONE
+    SENDING = "sending"        # a file is being pulled by the master
+
+
+@dataclass
+class BuildAttempt:
+    """One build the master handed out, from BUILD to DONE."""
+
+    package: str
+    version: str
+    thread: Optional[threading.Thread] = None
+    result: Optional[BuildResult] = None
+    skipped: bool = False
+    sending_filename: Optional[str] = None
+
+    def close(self) -> None:
+        """Remove what the build made (its wheels)."""
+        if self.result is not None:
+            self.result.close()
 
 
 class Slave:
     """The slave's state machine (see the module docstring)."""
 
     def __init__(self, *, master: str, slave_port: int, file_port: int, label: str,
-                 builder: Builder, build_timeout_s: float, clock: Clock = time.monotonic) -> None:
+                 builder: Builder, build_timeout_s: float, clock: Clock = time.monotonic,
+                 work_area: Optional[WorkArea] = None) -> None:
+        self.master = master
+        self.work_area = work_area
         self.slave_address = f"tcp://{master}:{slave_port}"
         self.file_address = f"tcp://{master}:{file_port}"
         self.label = label
@@ -71,14 +114,11 @@ class Slave:
         self.heartbeat_s = 3.0
         self.outstanding: Optional[tuple[str, float]] = None
         self.last_sent_s = 0.0
-        self.state = "connecting"
-        self.job: Optional[tuple[str, str]] = None
-        self.build_thread: Optional[threading.Thread] = None
-        self.result: Optional[BuildResult] = None
-        self.skipped = False
+        self.state = SlaveState.CONNECTING
+        self.attempt: Optional[BuildAttempt] = None
         self.sleep_until_s = 0.0
         self.sent_pending: Optional[str] = None
-        self.sending_filename: Optional[str] = None
+        self.next_resolve_warning_s = 0.0
         self.stopping = threading.Event()
         self.exit_reason: Optional[str] = None
         self.exit_status = 0
@@ -93,15 +133,16 @@ class Slave:
         if self.sock is not None:
             self.sock.close()
             self.sender.reconnect()
+        self.warn_if_unresolvable()
         self.sock = Socket.make(self.ctx, zmq.DEALER, SLAVE)
         self.sock.connect(self.slave_address)
         self.outstanding = None
         self.slave_id = None
-        self.state = "connecting"
+        self.state = SlaveState.CONNECTING
         self.sent_pending = None
         building = None
-        if self.job is not None:
-            building = {"package": self.job[0], "version": self.job[1]}
+        if self.attempt is not None:
+            building = {"package": self.attempt.package, "version": self.attempt.version}
         env = self.environment
         self.request("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": self.label,
@@ -110,6 +151,18 @@ class Slave:
             "pip_version": env["pip_version"], "os": env["os"],
             "build_timeout_s": self.build_timeout_s, "building": building,
         })
+
+    def warn_if_unresolvable(self) -> None:
+        """Say (at most once a minute) that the master's name does not resolve.
+
+        ZeroMQ would only retry in silence; a running slave keeps trying (its
+        build keeps its place when the name comes back), but says why it waits.
+        """
+        error = resolve_error(self.master)
+        now = self.clock()
+        if error is not None and now >= self.next_resolve_warning_s:
+            log.warning("%s; still trying", error)
+            self.next_resolve_warning_s = now + RESOLVE_WARNING_INTERVAL_S
 
     def request(self, name: str, payload: Optional[dict] = None) -> None:
         self.sock.send(name, payload)
@@ -146,12 +199,12 @@ class Slave:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
-        if self.build_thread is not None and self.build_thread.is_alive():
-            self.builder.cancel()
-            self.build_thread.join(30)
-        if self.result is not None:
-            self.result.close()
-            self.result = None
+        attempt, self.attempt = self.attempt, None
+        if attempt is not None:
+            if attempt.thread is not None and attempt.thread.is_alive():
+                self.builder.cancel()
+                attempt.thread.join(30)
+            attempt.close()
         if self.sock is not None and self.slave_id is not None and self.exit_status == 0:
             try:
                 self.sock.send("BYE", {"reason": self.exit_reason or "slave stopped"},
@@ -162,6 +215,8 @@ class Slave:
             self.sock.close()
         self.sender.close()
         self.ctx.term()
+        if self.work_area is not None:
+            self.work_area.close()
 
     def tick(self) -> None:
         now = self.clock()
@@ -175,16 +230,18 @@ class Slave:
                 log.warning("no answer from the master for %.1f s; reconnecting", now - sent_s)
                 self.connect()
             return
-        if self.state == "building" and self.result is not None:
+        attempt = self.attempt
+        if self.state is SlaveState.BUILDING and attempt.result is not None:
             self.send_built()
         elif self.sent_pending is not None:
             filename, self.sent_pending = self.sent_pending, None
             self.request("SENT", {"filename": filename})
-        elif self.state in ("building", "sending") and now - self.last_sent_s >= self.heartbeat_s:
-            self.request("BUSY", {"package": self.job[0], "version": self.job[1],
+        elif self.state in (SlaveState.BUILDING, SlaveState.SENDING) and \
+                now - self.last_sent_s >= self.heartbeat_s:
+            self.request("BUSY", {"package": attempt.package, "version": attempt.version,
                                   "stats": host_stats(self.builder.work_dir)})
-        elif self.state == "sleeping" and now >= self.sleep_until_s:
-            self.state = "idle"
+        elif self.state is SlaveState.SLEEPING and now >= self.sleep_until_s:
+            self.state = SlaveState.IDLE
             self.request("IDLE", {"stats": host_stats(self.builder.work_dir)})
 
     # --- replies from the master -----------------------------------------------
@@ -206,66 +263,74 @@ class Slave:
         log.info("connected to the master as slave %d", self.slave_id)
         self.notifier.ready()
         self.notifier.status(f"slave {self.slave_id} of {self.slave_address}")
-        if self.job is not None:
-            self.state = "building"  # still running, or finished: BUILT goes next
+        if self.attempt is not None:
+            self.state = SlaveState.BUILDING  # still running, or finished: BUILT goes next
         else:
-            self.state = "idle"
+            self.state = SlaveState.IDLE
             self.request("IDLE", {"stats": host_stats(self.builder.work_dir)})
 
     def do_build(self, job: dict) -> None:
-        self.job = (job["package"], job["version"])
-        self.state = "building"
-        self.skipped = False
-        self.result = None
-        log.info("building %s %s", *self.job)
-        self.build_thread = threading.Thread(
-            target=self._build, args=self.job, name="build", daemon=True)
-        self.build_thread.start()
+        attempt = BuildAttempt(job["package"], job["version"])
+        self.attempt = attempt
+        self.state = SlaveState.BUILDING
+        log.info("building %s %s", attempt.package, attempt.version)
+        attempt.thread = threading.Thread(
+            target=self._build, args=(attempt,), name="build", daemon=True)
+        attempt.thread.start()
 
-    def _build(self, package: str, version: str) -> None:
-        if self.skipped:  # skipped before the build could start
-            self.result = BuildResult(success=False, duration_s=0.0, log="skipped\n",
-                                      reason="skipped by the master", wheels=[])
+    def _build(self, attempt: BuildAttempt) -> None:
+        if attempt.skipped:  # skipped before the build could start
+            attempt.result = BuildResult(success=False, duration_s=0.0, log="skipped\n",
+                                         reason="skipped by the master", wheels=[])
             return
         try:
-            result = self.builder.build(package, version)
+            result = self.builder.build(attempt.package, attempt.version)
         except Exception as exc:  # a bug in the builder must not kill the slave
-            log.exception("the build of %s %s crashed", package, version)
+            log.exception("the build of %s %s crashed", attempt.package, attempt.version)
             result = BuildResult(success=False, duration_s=0.0, log=f"builder crashed: {exc}\n",
                                  reason=f"builder crashed: {exc}", wheels=[])
-        self.result = result
+        attempt.result = result
 
     def send_built(self) -> None:
-        result = self.result
+        attempt = self.attempt
+        result = attempt.result
         files = [] if not result.success else [facts.to_dict() for _, facts in result.wheels]
-        reason = "skipped by the master" if self.skipped else result.reason
-        log.info("built %s %s: %s in %.1f s", *self.job,
+        reason = "skipped by the master" if attempt.skipped else result.reason
+        log.info("built %s %s: %s in %.1f s", attempt.package, attempt.version,
                  "success" if result.success else f"failed ({reason})", result.duration_s)
         self.request("BUILT", {
-            "package": self.job[0], "version": self.job[1],
-            "success": result.success and not self.skipped,
+            "package": attempt.package, "version": attempt.version,
+            "success": result.success and not attempt.skipped,
             "duration_s": result.duration_s, "log": result.log, "reason": reason,
-            "files": files if not self.skipped else [],
+            "files": files if not attempt.skipped else [],
         })
-        self.state = "built"
+        self.state = SlaveState.BUILT
 
     def do_sleep(self, sleep: dict) -> None:
-        self.state = "sleeping"
+        self.state = SlaveState.SLEEPING
         self.sleep_until_s = self.clock() + sleep["seconds"]
 
     def do_cont(self, _: dict) -> None:
         pass
 
     def do_skip(self, skip: dict) -> None:
-        log.info("the master skipped %s %s: %s", *self.job, skip["reason"])
-        self.skipped = True
+        attempt = self.attempt
+        if attempt is None:
+            log.warning("the master skipped a build this slave is not running: %s",
+                        skip["reason"])
+            return
+        log.info("the master skipped %s %s: %s", attempt.package, attempt.version,
+                 skip["reason"])
+        attempt.skipped = True
         self.builder.cancel()
 
     def do_send(self, send: dict) -> None:
-        for path, facts in self.result.wheels if self.result else []:
+        attempt = self.attempt
+        result = attempt.result if attempt is not None else None
+        for path, facts in result.wheels if result is not None else []:
             if facts.filename == send["filename"]:
-                self.state = "sending"
-                self.sending_filename = send["filename"]
+                self.state = SlaveState.SENDING
+                attempt.sending_filename = send["filename"]
                 self.last_sent_s = self.clock()
                 self.sender.offer(self.slave_id, path, facts.size, facts.sha256)
                 return
@@ -273,17 +338,17 @@ class Slave:
         self.sent_pending = send["filename"]
 
     def transfer_finished(self, ok: bool, reason: Optional[str]) -> None:
-        if self.state != "sending":
+        if self.state is not SlaveState.SENDING:
             return
         if not ok:
             log.warning("the master refused a file: %s", reason)
-        self.sent_pending = self.sending_filename
+        self.sent_pending = self.attempt.sending_filename
 
     def do_done(self, _: dict) -> None:
-        if self.result is not None:
-            self.result.close()
-        self.result, self.job, self.build_thread = None, None, None
-        self.state = "idle"
+        attempt, self.attempt = self.attempt, None
+        if attempt is not None:
+            attempt.close()
+        self.state = SlaveState.IDLE
         self.request("IDLE", {"stats": host_stats(self.builder.work_dir)})
 
     def do_die(self, die: dict) -> None:
@@ -296,11 +361,25 @@ class Slave:
         self.connect()
 
 
+def resolve_error(host: str) -> Optional[str]:
+    """Why *host* (the master's name) does not resolve, or None if it does."""
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        detail = getattr(exc, "strerror", None) or str(exc)
+        return f"the master's name {host!r} does not resolve: {detail}"
+    return None
+
+
 def make_slave(options: Namespace) -> Slave:
     if os.geteuid() == 0:
         raise PiwheelsError(
             "piw-slave refuses to run as root: builds run arbitrary code from the "
             "upstream index; run it as an unprivileged user")
+    error = resolve_error(options.master)
+    if error is not None:
+        # at start, a typo is likelier than an outage: say so and let systemd retry
+        raise PiwheelsError(error)
     work_dir = Path(options.work_dir or tempfile.gettempdir())
     cache_dir = Path(options.cache_dir) if options.cache_dir else work_dir / "piwheels-cache"
     for directory in (work_dir, cache_dir):
@@ -310,20 +389,29 @@ def make_slave(options: Namespace) -> Slave:
                 raise PermissionError(f"{directory} is not writable")
         except OSError as exc:
             raise PiwheelsError(f"cannot use {directory} for builds: {exc}") from None
-    builder = Builder(
-        python=options.python or sys.executable, index_url="", work_dir=work_dir,
-        cache_dir=cache_dir,
-        limits=BuildLimits(
-            timeout_s=options.build_timeout_s,
-            memory_bytes=max(0, options.memory_limit_mb) * 1024 * 1024,
-            max_log_bytes=options.max_log_bytes,
-        ),
-    )
-    return Slave(
-        master=options.master, slave_port=options.slave_port, file_port=options.file_port,
-        label=options.label or socket.gethostname(), builder=builder,
-        build_timeout_s=options.build_timeout_s,
-    )
+    processes.become_subreaper()
+    swept = sweep(work_dir)
+    if swept.areas_removed:
+        log.info("%s", swept.summary())
+    work_area = WorkArea.claim(work_dir)
+    try:
+        builder = Builder(
+            python=options.python or sys.executable, index_url="", work_dir=work_area.path,
+            cache_dir=cache_dir, work_area=work_area,
+            limits=BuildLimits(
+                timeout_s=options.build_timeout_s,
+                memory_bytes=max(0, options.memory_limit_mb) * 1024 * 1024,
+                max_log_bytes=options.max_log_bytes,
+            ),
+        )
+        return Slave(
+            master=options.master, slave_port=options.slave_port, file_port=options.file_port,
+            label=options.label or socket.gethostname(), builder=builder,
+            build_timeout_s=options.build_timeout_s, work_area=work_area,
+        )
+    except BaseException:
+        work_area.close()
+        raise
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

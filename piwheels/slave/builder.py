@@ -4,7 +4,10 @@ A build runs arbitrary code from the upstream index, so it gets as little as
 possible: a fresh temporary directory, stdin from /dev/null, an environment
 built from nothing (no secrets of the slave, no host pip configuration), its
 own session and process group, an address-space limit, and a wall-clock
-timeout after which every process it started is killed.  Only the target is
+timeout after which every process it started is killed.  Given the slave's
+:class:`~piwheels.slave.work_area.WorkArea`, it also records the build's
+processes while it runs and kills every descendant of the slave when it ends
+(the slave is their subreaper: see :mod:`piwheels.slave.processes`).  Only the target is
 built from source; build dependencies come as wheels through pip's HTTP cache,
 which is shared between builds (pip's cache of wheels it built is not: a rebuild
 must really build).
@@ -19,11 +22,8 @@ import platform
 import resource
 import select
 import shlex
-import shutil
 import signal
-import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,6 +36,8 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import ConfigError, InvalidName, InvalidVersion, WheelError
 from ..names import canonical_name, normal_version
 from ..wheel_facts import WheelFacts, check_identity, inspect_wheel
+from . import processes
+from .work_area import WorkArea, remove_tree
 
 log = logging.getLogger("piwheels.slave.builder")
 
@@ -43,6 +45,9 @@ Clock = Callable[[], float]
 
 #: How often the build is checked for exit, cancel and timeout.
 POLL_INTERVAL_S = 0.1
+#: How often the build's processes are recorded in the work area (a slave
+#: killed with SIGKILL leaves them to the next one through this record).
+PROCESS_RECORD_INTERVAL_S = 0.2
 #: How long the log reader may go on draining output after the build is killed.
 LOG_DRAIN_TIMEOUT_S = 5.0
 #: How long asking the build interpreter about itself may take.
@@ -115,7 +120,7 @@ class BuildResult:
     def close(self) -> None:
         """Remove the build's directory with its wheels (again: nothing happens)."""
         if self.build_dir is not None:
-            _remove_tree(self.build_dir)
+            remove_tree(self.build_dir)
             self.build_dir = None
 
     def __enter__(self) -> "BuildResult":
@@ -168,8 +173,10 @@ class Builder:
     """
 
     def __init__(self, *, python: str, index_url: str, work_dir: Path, cache_dir: Path,
-                 limits: BuildLimits, clock: Clock = time.monotonic) -> None:
+                 limits: BuildLimits, clock: Clock = time.monotonic,
+                 work_area: Optional[WorkArea] = None) -> None:
         self.python = python
+        self.work_area = work_area
         self.index_url = index_url
         self.work_dir = Path(work_dir)
         self.cache_dir = Path(cache_dir)
@@ -232,9 +239,9 @@ class Builder:
         finally:
             if build_dir is not None and result is not None and result.success:
                 for scratch in ("home", "tmp", "pip-cache"):
-                    _remove_tree(build_dir / scratch)
+                    remove_tree(build_dir / scratch)
             elif build_dir is not None:
-                _remove_tree(build_dir)
+                remove_tree(build_dir)
             with self._lock:
                 self._running = False
                 self._proc = None
@@ -321,7 +328,7 @@ class Builder:
                 proc = subprocess.Popen(
                     command, cwd=build_dir, env=env, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_address_space_limit(memory) if memory > 0 else None,
+                    preexec_fn=_build_preexec(memory),
                 )
             except OSError as exc:
                 return None, _clip(f"cannot start {self.python}: {exc}")
@@ -333,9 +340,13 @@ class Builder:
             name="build-log", daemon=True)
         reader.start()
         deadline_s = self.clock() + self.limits.timeout_s
+        next_record_s = self.clock()
         reason: Optional[str] = None
         try:
             while not _has_exited(proc.pid):
+                if self.work_area is not None and self.clock() >= next_record_s:
+                    self.work_area.record()
+                    next_record_s = self.clock() + PROCESS_RECORD_INTERVAL_S
                 if self._cancelled:
                     reason = "cancelled"
                     break
@@ -348,6 +359,9 @@ class Builder:
                 self._proc = None
             _kill_build(proc.pid, marker)
             returncode = proc.wait()
+            if self.work_area is not None:
+                # the leader is reaped: what is left are orphans re-parented to the slave
+                self.work_area.kill_orphans()
             reader.join(LOG_DRAIN_TIMEOUT_S)
             stop_reading.set()
             reader.join()
@@ -418,12 +432,14 @@ def _scrubbed_env(build_dir: Path, pip_cache: Path) -> dict[str, str]:
     }
 
 
-def _address_space_limit(memory_bytes: int) -> Callable[[], None]:
-    """A preexec_fn that only calls setrlimit (safe enough between fork and exec)."""
+def _build_preexec(memory_bytes: int) -> Callable[[], None]:
+    """A preexec_fn that only calls setrlimit and prctl (safe enough between fork and exec)."""
     limits = (memory_bytes, memory_bytes)
 
     def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, limits)
+        processes.die_with_parent()
+        if memory_bytes > 0:
+            resource.setrlimit(resource.RLIMIT_AS, limits)
 
     return apply
 
@@ -513,28 +529,6 @@ def _build_processes(leader: int, marker: bytes) -> list[int]:
         if marker in environ.split(b"\0"):
             found.append(pid)
     return found
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove *path* entirely, even where the build took away write permission."""
-
-    def make_writable(func: Callable, target: str, *args: object) -> None:
-        try:
-            os.chmod(os.path.dirname(target), stat.S_IRWXU)
-            if os.path.isdir(target) and not os.path.islink(target):
-                os.chmod(target, stat.S_IRWXU)
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                os.unlink(target)
-        except OSError:
-            pass
-
-    if not os.path.lexists(path):
-        return
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=make_writable)
-    else:
-        shutil.rmtree(path, onerror=make_writable)
 
 
 def _redact_url(url: str) -> str:
