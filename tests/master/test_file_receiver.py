@@ -22,6 +22,7 @@ from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import FILE_TRANSFER, SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
 from piwheels.slave.file_sender import FileSender
 from piwheels.transport import Socket
+from piwheels.wheel_facts import UnpackLimits
 
 CHUNK = 16 * 1024
 
@@ -46,7 +47,9 @@ class Rig:
         self.results = Socket.make(self.ctx, zmq.PULL, TRANSFER_RESULTS.reverse())
         self.results.bind(TRANSFER_RESULTS.address)
         settings = dict(chunk_size=CHUNK, window=4, timeout_s=0.3, retries=2,
-                        max_wheel_size=10 * 1024 * 1024)
+                        max_wheel_size=10 * 1024 * 1024, deadline_s=30.0,
+                        unpack_limits=UnpackLimits(max_unpacked=40 * 1024 * 1024,
+                                                   max_ratio=100))
         settings.update(options)
         self.task = FileReceiver(self.ctx, file_bind=self.address,
                                  transfers_dir=self.transfers, **settings)
