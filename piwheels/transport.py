@@ -55,8 +55,13 @@ def decode(protocol: Protocol, frames: Sequence) -> tuple[str, dict]:
     try:
         value = msgpack.unpackb(frame, raw=False, strict_map_key=True,
                                 max_bin_len=limit, max_str_len=limit)
+        problem = None
     except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise ProtocolError(f"undecodable message ({type(exc).__name__})") from None
+        problem = type(exc).__name__
+    if problem is not None:
+        # raised outside the handler: msgpack's exception (which may hold a copy
+        # of the frame's bytes) is not kept alive as this one's context
+        raise ProtocolError(f"undecodable message ({problem})")
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
         raise ProtocolError("message is not a [name, payload] pair")
     name, payload = value
@@ -80,6 +85,10 @@ def decode(protocol: Protocol, frames: Sequence) -> tuple[str, dict]:
         raise ProtocolError(f"invalid {name}: {exc}") from None
 
 
+#: unanswered TCP keepalive probes after which a connection is dropped
+KEEPALIVE_PROBES = 3
+
+
 @dataclass(frozen=True)
 class PeerLimits:
     """What one network peer of a socket may hold of the master's resources."""
@@ -87,10 +96,11 @@ class PeerLimits:
     #: seconds a new connection has to complete ZeroMQ's handshake before it is
     #: closed (idle or half-open TCP connections would otherwise keep their fd)
     handshake_s: float
-    #: seconds between ZeroMQ's PINGs, and the silence after which the connection
-    #: is dropped (a peer that died without closing its TCP connection)
-    heartbeat_s: float
-    heartbeat_timeout_s: float
+    #: seconds a connection may be silent before the kernel probes it (TCP
+    #: keepalive), and between probes: a peer that died without closing its
+    #: connection is dropped after three unanswered probes
+    keepalive_idle_s: float
+    keepalive_interval_s: float
     #: messages queued per peer, each direction
     queue: int = 100
 
@@ -119,8 +129,13 @@ class Socket:
         if peers is not None:
             hwm = min(hwm, peers.queue)
             zsocket.setsockopt(zmq.HANDSHAKE_IVL, int(peers.handshake_s * 1000))
-            zsocket.setsockopt(zmq.HEARTBEAT_IVL, int(peers.heartbeat_s * 1000))
-            zsocket.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(peers.heartbeat_timeout_s * 1000))
+            # the kernel's keepalive rather than ZeroMQ's heartbeats: a PONG
+            # waits behind whatever the master has not read yet, so a busy
+            # master (a full queue, a slow disk) would drop healthy slaves
+            zsocket.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            zsocket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, round(peers.keepalive_idle_s)))
+            zsocket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, max(1, round(peers.keepalive_interval_s)))
+            zsocket.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_PROBES)
         zsocket.setsockopt(zmq.SNDHWM, hwm)
         zsocket.setsockopt(zmq.RCVHWM, hwm)
         if kind == zmq.ROUTER:
@@ -172,5 +187,6 @@ class Socket:
         try:
             name, payload = decode(self.protocol, frames[1:])
         except ProtocolError as exc:
-            return address, None, exc
+            # without its traceback, the error holds no frame that holds the message
+            return address, None, exc.with_traceback(None)
         return address, name, payload

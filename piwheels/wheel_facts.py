@@ -30,7 +30,9 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from .errors import WheelError
-from .protocols import MAX_METADATA_BYTES
+from .protocols import (
+    MAX_APT_NAME_CHARS, MAX_FACT_ITEMS, MAX_METADATA_BYTES, MAX_REQUIREMENT_CHARS,
+)
 
 #: Bytes read at a time when hashing or copying (wheels can be large).
 CHUNK_BYTES = 1024 * 1024
@@ -301,6 +303,15 @@ def _facts(path: Path, name: _WheelName, size: int, sha256: str, find_apt_deps: 
         metadata = _parse_metadata(
             archive.read(f"{archive.dist_info(name)}/METADATA", MAX_METADATA_BYTES),
             name.filename)
+    apt = find_apt_dependencies(path) if find_apt_deps else ()
+    for what, items, longest in (("Requires-Dist lines", metadata.requires_dist,
+                                  MAX_REQUIREMENT_CHARS),
+                                 ("apt dependencies", apt, MAX_APT_NAME_CHARS)):
+        if len(items) > MAX_FACT_ITEMS:
+            raise WheelError(f"{name.filename} has {len(items)} {what}, over the limit "
+                             f"of {MAX_FACT_ITEMS}")
+        if any(len(item) > longest for item in items):
+            raise WheelError(f"{name.filename} has one of its {what} over {longest} characters")
     return WheelFacts(
         filename=name.filename,
         size=size,
@@ -314,7 +325,7 @@ def _facts(path: Path, name: _WheelName, size: int, sha256: str, find_apt_deps: 
         requires_dist=metadata.requires_dist,
         metadata=metadata.raw,
         metadata_sha256=hashlib.sha256(metadata.raw).hexdigest(),
-        apt_dependencies=find_apt_dependencies(path) if find_apt_deps else (),
+        apt_dependencies=apt,
     )
 
 

@@ -23,7 +23,7 @@ from sdist_factory import build_wheels, make_sdist
 from wheel_craft import craft_wheel, record_hash
 
 from piwheels.errors import WheelError
-from piwheels.protocols import MAX_METADATA_BYTES
+from piwheels.protocols import MAX_FACT_ITEMS, MAX_METADATA_BYTES
 from piwheels.wheel_facts import (
     UnpackLimits,
     WheelFacts,
@@ -415,3 +415,12 @@ def test_tags_the_builder_cannot_make_are_rejected(tmp_path: Path, tags: str,
     path = craft_wheel(tmp_path, f"piw_craft-1.0-{tags}.whl")
     with pytest.raises(WheelError, match=f"has tag {bad_tag}, which a builder for ABI {PY_TAG}"):
         check(path)
+
+
+def test_more_requirements_than_a_message_carries_are_refused(tmp_path: Path) -> None:
+    lines = "".join(f"Requires-Dist: dep{i}\n" for i in range(MAX_FACT_ITEMS + 1))
+    metadata = f"Metadata-Version: 2.1\nName: piw-craft\nVersion: 1.0\n{lines}".encode()
+    path = craft_wheel(tmp_path, metadata=metadata)
+    with pytest.raises(WheelError, match=f"{MAX_FACT_ITEMS + 1} Requires-Dist lines, over "
+                                         f"the limit of {MAX_FACT_ITEMS}"):
+        inspect_wheel(path, find_apt_deps=False)

@@ -18,6 +18,7 @@ deadline, so a sender that trickles cannot hold a build for long.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import os
@@ -111,8 +112,7 @@ class FileReceiver(Task):
         # no valid frame is larger than one chunk; a slave has at most a
         # window of chunks (and an OFFER) in flight
         if peers is not None:
-            peers = PeerLimits(peers.handshake_s, peers.heartbeat_s, peers.heartbeat_timeout_s,
-                               queue=window + 4)
+            peers = dataclasses.replace(peers, queue=window + 4)
         self.router = self.socket(zmq.ROUTER, FILE_TRANSFER.reverse(),
                                   max_frame=max(chunk_size, ENVELOPE_BYTES), peers=peers)
         self.router.bind(file_bind)

@@ -96,9 +96,9 @@ class Master:
     def make_tasks(self, ctx: zmq.Context) -> list[Task]:
         """The tasks in start order: each binds what later ones connect to."""
         o = self.options
-        peers = PeerLimits(handshake_s=o.handshake_timeout_s, heartbeat_s=o.heartbeat_interval_s,
-                           heartbeat_timeout_s=o.heartbeat_interval_s * o.slave_liveness,
-                           queue=SLAVE_QUEUE)
+        peers = PeerLimits(handshake_s=o.handshake_timeout_s,
+                           keepalive_idle_s=o.heartbeat_interval_s * o.slave_liveness,
+                           keepalive_interval_s=o.heartbeat_interval_s, queue=SLAVE_QUEUE)
         unpack = UnpackLimits(max_unpacked=o.max_unpacked_size,
                               max_ratio=o.max_compression_ratio)
         site = Site(name=o.site_name, index_url=o.public_url.rstrip("/") + "/simple/",

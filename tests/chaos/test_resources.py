@@ -215,6 +215,41 @@ def test_oversized_frames_are_cut_off_and_the_master_memory_stays_flat(farm):
     assert_master_healthy(farm)
 
 
+def test_a_peer_that_floods_without_reading_holds_little_of_the_master(farm):
+    """Queues per peer are short: a flood waits in TCP, not in the master's memory,
+    and replies it never reads are dropped, not kept."""
+    farm.start_master()
+    pid = farm.master.proc.pid
+    frames, frame_bytes = 250, 4 * MiB
+    with raw_zmq() as ctx:
+        flooder = ctx.socket(zmq.DEALER)
+        flooder.connect(f"tcp://127.0.0.1:{farm.slave_port}")
+        time.sleep(0.5)
+        before = rss_bytes(pid)
+        peak = before
+        garbage = b"\x00" * frame_bytes
+        sent = 0
+        while sent < frames:
+            try:
+                flooder.send(garbage, zmq.NOBLOCK, copy=False)
+                sent += 1
+            except zmq.Again:
+                time.sleep(0.005)
+            if sent % 10 == 0:
+                peak = max(peak, rss_bytes(pid))
+        # a slave on another connection is still served during the flood
+        honest = RawSlave(ctx, farm, label="honest")
+        honest.hello()
+        for _ in range(100):
+            peak = max(peak, rss_bytes(pid))
+            time.sleep(0.02)
+        honest.close()
+    # 1 GB went past; the master held at most a few frames of it at a time
+    assert peak - before < 24 * frame_bytes, f"the master grew by {(peak - before) // MiB} MiB"
+    assert "dropped a bad message" in farm.master.log()
+    assert_master_healthy(farm)
+
+
 # --- idle connections --------------------------------------------------------------
 
 
