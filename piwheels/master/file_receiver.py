@@ -208,6 +208,9 @@ class FileReceiver(Task):
             return
         del self.expected[key]
         free = self._free_bytes()
+        if free is not None:
+            # the .part files are sparse: what the others still write is not counted yet
+            free -= sum(t.expected.size - t.received for t in self.transfers.values())
         if free is not None and free < expected.size:
             self._hold_for_space(expected.size)
             self._reject(expected, address,

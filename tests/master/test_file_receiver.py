@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -317,3 +318,35 @@ def test_leftovers_of_an_earlier_run_are_wiped_at_start(rig, tmp_path):
     r = rig()
     wait_for(lambda: r.transfers.is_dir() and not any(r.transfers.iterdir()), 5,
              "the leftovers to go")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_room_still_to_be_written_by_other_transfers_is_not_offered_twice(rig, tmp_path):
+    """The .part files are sparse: free space alone would admit both of these."""
+    output = tmp_path / "output"
+    output.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(output)], check=True)
+    try:
+        r = rig()
+        wheels = []
+        for where in ("a", "b"):
+            (tmp_path / where).mkdir()
+            wheels.append(big_wheel(tmp_path / where, size=2 * 1024 * 1024))
+        first, second = wheels
+        slow, late = r.dealer(), r.dealer()
+        time.sleep(0.05)
+        for slave_id, sock, path in ((1, slow, first), (2, late, second)):
+            facts = r.expect(path, slave_id)
+            sock.send("OFFER", {"slave_id": slave_id, "filename": path.name,
+                                "size": facts["size"], "sha256": facts["sha256"]})
+            time.sleep(0.2)
+        assert recv(slow)[0] == "FETCH"  # the first is under way (and never answered)
+        name, received = recv(late)
+        assert name == "RECEIVED" and not received["ok"]
+        assert received["reason"].startswith("no room:")
+        name, rejected = r.result()
+        assert (name, rejected["slave_id"], rejected["retry"]) == ("REJECTED", 2, True)
+        slow.close()
+        late.close()
+    finally:
+        subprocess.run(["umount", "-l", str(output)], check=False)
