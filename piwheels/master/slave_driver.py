@@ -18,10 +18,10 @@ import zmq
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ..names import canonical_name
-from ..transport import PeerLimits
 from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE, TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
+from ..transport import PeerLimits
 from .job_queue import Job, JobQueue
 from .task import STATUS_INTERVAL_S, Clock, Task
 
