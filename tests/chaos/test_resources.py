@@ -25,7 +25,7 @@ from typing import Iterator, Optional
 
 import pytest
 import zmq
-from farm import builds_of, pyenv_python
+from farm import BIN, builds_of, pyenv_python
 from wheel_craft import craft_wheel
 
 from piwheels.protocols import (
@@ -536,3 +536,19 @@ def test_a_zip_bomb_is_rejected_and_never_published(farm, db, release, tmp_path)
     assert rss_bytes(pid) - before < 64 * MiB
     assert_master_healthy(farm)
 
+
+
+def test_piw_import_of_a_zip_bomb_is_one_line_of_refusal(farm, tmp_path):
+    bomb = zip_bomb(tmp_path, "kaboom-import", unpacked_gib=1)
+    farm.start_master()
+    result = subprocess.run(
+        [str(BIN / "piw-import"), "--control-address", farm.control_address, "--abi", "cp311",
+         str(bomb)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "times its compressed size" in line, line
+    assert not (farm.output / "simple" / "kaboom-import").exists()
+    transfers = farm.output / ".transfers"
+    assert not transfers.exists() or not any(transfers.iterdir())  # the staged copy is gone
+    assert_master_healthy(farm)
