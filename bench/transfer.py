@@ -48,6 +48,7 @@ from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
 from piwheels.slave.file_sender import FileSender
 from piwheels.transport import Socket
+from piwheels.wheel_facts import UnpackLimits
 
 MB = 1024 * 1024
 
@@ -173,7 +174,10 @@ def protocol_run(link: Link, wheel: Path, work: Path, chunk_size: int,
     results.bind(TRANSFER_RESULTS.address)
     receiver = TimedReceiver(ctx, file_bind=address, transfers_dir=work / ".transfers",
                             chunk_size=chunk_size, window=window, timeout_s=10, retries=3,
-                            max_wheel_size=2**31)
+                            max_wheel_size=2**31, deadline_s=OPTIONS["transfer_deadline_s"].default,
+                            unpack_limits=UnpackLimits(
+                                max_unpacked=OPTIONS["max_unpacked_size"].default,
+                                max_ratio=OPTIONS["max_compression_ratio"].default))
     requests = Socket.make(ctx, zmq.PUSH, TRANSFER_REQUESTS)
     requests.connect(TRANSFER_REQUESTS.address)
     receiver.start()

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 import configargparse
 
 from . import __version__
+from .protocols import ENVELOPE_BYTES, MAX_CHUNK_BYTES, MAX_LOG_CHARS
 
 DEFAULT_CONFIG_FILES = (
     "/etc/piwheels.conf",
@@ -68,6 +69,16 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
+
+
+def positive_int_up_to(maximum: int) -> Callable[[str], int]:
+    """An argparse type for a size above zero that a protocol limit caps."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, not {text}")
+        return value
+    return parse
 
 
 _OPTIONS = [
@@ -218,8 +229,9 @@ _OPTIONS = [
     ),
     Option(
         ("--chunk-size",), "chunk_size",
-        "bytes per file-transfer chunk",
-        default=1024 * 1024, type=positive_int, metavar="BYTES",
+        f"bytes per file-transfer chunk (at most {MAX_CHUNK_BYTES}); no frame larger "
+        "than this is accepted on the file socket",
+        default=1024 * 1024, type=positive_int_up_to(MAX_CHUNK_BYTES), metavar="BYTES",
     ),
     Option(
         ("--transfer-window",), "transfer_window",
@@ -237,9 +249,33 @@ _OPTIONS = [
         default=3, type=positive_int, metavar="N",
     ),
     Option(
+        ("--transfer-deadline",), "transfer_deadline_s",
+        "seconds a whole file transfer may take; a slower one is abandoned and its "
+        "build queued again",
+        default=600.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
         ("--max-wheel-size",), "max_wheel_size",
         "the largest wheel the master accepts, in bytes",
         default=1024 * 1024 * 1024, type=positive_int, metavar="BYTES",
+    ),
+    Option(
+        ("--max-unpacked-size",), "max_unpacked_size",
+        "the most bytes all the files in a wheel may unpack to (a zip bomb is refused)",
+        default=4 * 1024 * 1024 * 1024, type=positive_int, metavar="BYTES",
+    ),
+    Option(
+        ("--max-compression-ratio",), "max_compression_ratio",
+        "how many times its compressed size a wheel, or a file in it larger than "
+        "1 MiB, may unpack to",
+        default=100.0, type=positive_float, metavar="RATIO",
+    ),
+    Option(
+        ("--handshake-timeout",), "handshake_timeout_s",
+        "seconds a new connection to the slave or file socket has to complete "
+        "ZeroMQ's handshake before the master closes it (idle connections hold "
+        "file descriptors)",
+        default=10.0, type=positive_float, metavar="SECS",
     ),
     # --- slave -------------------------------------------------------------
     Option(
@@ -289,8 +325,10 @@ _OPTIONS = [
     ),
     Option(
         ("--max-log-size",), "max_log_bytes",
-        "the most bytes of a build log kept (its head and tail)",
-        default=1024 * 1024, type=positive_int, metavar="BYTES",
+        f"the most bytes of a build log kept (its head and tail; at most "
+        f"{MAX_LOG_CHARS - ENVELOPE_BYTES})",
+        default=1024 * 1024, type=positive_int_up_to(MAX_LOG_CHARS - ENVELOPE_BYTES),
+        metavar="BYTES",
     ),
     # --- admin tools and monitor ---------------------------------------------
     Option(

@@ -89,6 +89,45 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     return validate
 
 
+def at_most(count: int, item: Callable[[Any], Any]) -> Callable[[Any], list]:
+    """A list of at most *count* items, each what *item* accepts."""
+    def validate(value: Any) -> list:
+        if not isinstance(value, (list, tuple)):
+            raise Invalid(f"expected a list, not {type(value).__name__}")
+        if len(value) > count:
+            raise Invalid(f"{len(value)} items is over the limit of {count}")
+        return [item(element) for element in value]
+    return validate
+
+
+# --- size limits ---------------------------------------------------------------
+#
+# Each declared once; the field types below and the frame size every peer
+# socket accepts (ZeroMQ's MAXMSGSIZE, see :mod:`piwheels.transport`) derive
+# from them, so a frame that no valid message needs is cut off by ZeroMQ
+# before the master allocates it.
+
+#: the largest file-transfer chunk (``--chunk-size`` may not exceed it)
+MAX_CHUNK_BYTES = 16 * 1024 * 1024
+#: the longest build log BUILT carries, in characters (``--max-log-size`` fits)
+MAX_LOG_CHARS = 2 * 1024 * 1024
+#: the largest METADATA file of one wheel (a larger one is not accepted)
+MAX_METADATA_BYTES = 2 * 1024 * 1024
+#: the most wheels one BUILT reports (``pip wheel --no-deps`` makes one)
+MAX_BUILT_FILES = 4
+#: the most items in a list field of a wheel's facts (Requires-Dist, apt packages)
+MAX_FACT_ITEMS = 256
+#: the longest Requires-Dist line, and apt package name
+MAX_REQUIREMENT_CHARS = 1000
+MAX_APT_NAME_CHARS = 255
+#: room for everything else in one frame: field names, short fields, msgpack's framing
+ENVELOPE_BYTES = 64 * 1024
+#: the most bytes one character takes in UTF-8
+UTF8_MAX = 4
+#: the frame limit where both ends are the master's own (inproc), or the peer
+#: is the master itself (the monitor's SNAPSHOT)
+MAX_TRUSTED_FRAME_BYTES = 64 * 1024 * 1024
+
 Name = text(1, 200)
 Version = text(1, 200)
 Tag = text(1, 100)
@@ -98,14 +137,14 @@ Reason = optional(text(0, 500))
 Filename = text(1, 255)
 FilePath = text(1, 4096)
 Platform = text(1, 200)
-Log = text(0, 20_000_000)
+Log = text(0, MAX_LOG_CHARS)
 Sha256 = text(64, 64)
 Seconds = number(0)
 PositiveSeconds = number(0, above=True)
 Count = number(0, integer=True)
 Size = number(1, integer=True)
 SlaveId = number(1, integer=True)
-ChunkLength = number(1, 16 * 1024 * 1024, integer=True)
+ChunkLength = number(1, MAX_CHUNK_BYTES, integer=True)
 
 
 @dataclass(frozen=True)
@@ -119,10 +158,18 @@ class Protocol:
     address: Optional[str] = None
     #: message name -> its bulk field, sent as a frame after the message's own
     frames: Mapping[str, str] = field(default_factory=dict)
+    #: the largest frame (bytes) of what this side sends and of what it receives
+    max_frame: tuple[int, int] = (MAX_TRUSTED_FRAME_BYTES, MAX_TRUSTED_FRAME_BYTES)
+
+    @property
+    def max_receive_frame(self) -> int:
+        """The largest frame this side accepts: its socket's MAXMSGSIZE."""
+        return self.max_frame[1]
 
     def reverse(self) -> "Protocol":
         """The same protocol seen from the other end of the socket."""
-        return Protocol(self.name, self.receives, self.sends, self.address, self.frames)
+        return Protocol(self.name, self.receives, self.sends, self.address, self.frames,
+                        (self.max_frame[1], self.max_frame[0]))
 
 
 def message(fields: dict[Any, Any] | None = None) -> Schema:
@@ -142,11 +189,16 @@ FILE_FACTS = {
     "abi_tag": Tag,
     "platform_tag": Platform,
     "requires_python": optional(text(0, 200)),
-    "requires_dist": [text(0, 1000)],
-    "metadata": blob(0, 10_000_000),
+    "requires_dist": at_most(MAX_FACT_ITEMS, text(0, MAX_REQUIREMENT_CHARS)),
+    "metadata": blob(0, MAX_METADATA_BYTES),
     "metadata_sha256": Sha256,
-    "apt_dependencies": [text(1, 255)],
+    "apt_dependencies": at_most(MAX_FACT_ITEMS, text(1, MAX_APT_NAME_CHARS)),
 }
+
+#: the encoded size of the largest facts of one wheel
+MAX_FILE_FACTS_BYTES = (
+    ENVELOPE_BYTES + MAX_METADATA_BYTES
+    + MAX_FACT_ITEMS * UTF8_MAX * (MAX_REQUIREMENT_CHARS + MAX_APT_NAME_CHARS))
 
 BUILD_JOB = {"package": Name, "version": Version}
 
@@ -183,7 +235,7 @@ SLAVE_TO_MASTER = {
         "duration_s": Seconds,
         "log": Log,
         "reason": Reason,
-        "files": [message(FILE_FACTS)],
+        "files": at_most(MAX_BUILT_FILES, message(FILE_FACTS)),
     }),
     "SENT": message({"filename": Filename}),
     "BYE": message({"reason": Reason}),
@@ -207,7 +259,12 @@ MASTER_TO_SLAVE = {
     "RESET": message({"reason": Reason}),
 }
 
-SLAVE = Protocol("slave", sends=SLAVE_TO_MASTER, receives=MASTER_TO_SLAVE)
+#: the largest frame of the slave protocol: a BUILT with the longest log and
+#: the most, largest facts
+MAX_SLAVE_FRAME_BYTES = ENVELOPE_BYTES + UTF8_MAX * MAX_LOG_CHARS + MAX_BUILT_FILES * MAX_FILE_FACTS_BYTES
+
+SLAVE = Protocol("slave", sends=SLAVE_TO_MASTER, receives=MASTER_TO_SLAVE,
+                 max_frame=(MAX_SLAVE_FRAME_BYTES, ENVELOPE_BYTES))
 
 # --- file transfer: slave (DEALER) -> master file_receiver (ROUTER) ----------
 
@@ -217,7 +274,7 @@ FILE_SLAVE_TO_MASTER = {
                       "size": Size, "sha256": Sha256}),
     # crc32 lets the master spot a chunk damaged on the way and fetch it again.
     "CHUNK": message({"filename": Filename, "offset": Count,
-                      "data": blob(1, 16 * 1024 * 1024),
+                      "data": blob(1, MAX_CHUNK_BYTES),
                       "crc32": number(0, 0xFFFFFFFF, integer=True)}),
     # The slave cannot serve the file (it vanished, or a bad request).
     "MISSING": message({"filename": Filename, "reason": Reason}),
@@ -229,8 +286,10 @@ FILE_MASTER_TO_SLAVE = {
     "RECEIVED": message({"filename": Filename, "ok": bool, "reason": Reason}),
 }
 
+#: a CHUNK's data travels in a frame of its own, so no frame is larger than a chunk
 FILE_TRANSFER = Protocol("file", sends=FILE_SLAVE_TO_MASTER, receives=FILE_MASTER_TO_SLAVE,
-                         frames={"CHUNK": "data"})
+                         frames={"CHUNK": "data"},
+                         max_frame=(max(MAX_CHUNK_BYTES, ENVELOPE_BYTES), ENVELOPE_BYTES))
 
 # --- inside the master (inproc PUSH/PULL between tasks) ---------------------------
 
@@ -283,7 +342,10 @@ TRANSFER_REQUESTS = Protocol("transfer_requests", sends={
 TRANSFER_RESULTS = Protocol("transfer_results", sends={
     "VERIFIED": message({"slave_id": SlaveId, "filename": Filename,
                          "path": FilePath}),
-    "REJECTED": message({"slave_id": SlaveId, "filename": Filename, "reason": Reason}),
+    # retry: not the wheel's fault (no disk space, too slow a transfer): the
+    # build goes back to the queue instead of being recorded as rejected
+    "REJECTED": message({"slave_id": SlaveId, "filename": Filename, "reason": Reason,
+                         "retry": bool}),
 }, receives={}, address="inproc://transfer_results")
 
 # slave_driver -> build_recorder
@@ -368,7 +430,7 @@ CONTROL = Protocol("control", sends={
     "REBUILDING": message({"message": Text, "rebuild_id": Count}),
     # BULK's dry run: what would change, and how many things
     "MATCHED": message({"message": Text, "changes": Count}),
-})
+}, max_frame=(ENVELOPE_BYTES, MAX_TRUSTED_FRAME_BYTES))
 
 # --- status: master admin_service (PUB) -> monitors (SUB) ---------------------------
 

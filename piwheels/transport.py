@@ -9,6 +9,7 @@ the protocol's schema on the way out (a bug here raises) and on the way in
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import msgpack
@@ -18,9 +19,6 @@ import zmq
 from .protocols import Protocol
 
 log = logging.getLogger("piwheels.transport")
-
-#: Messages larger than this are refused before decoding.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ProtocolError(Exception):
@@ -51,13 +49,19 @@ def decode(protocol: Protocol, frames: Sequence) -> tuple[str, dict]:
     if not 1 <= len(frames) <= 2:
         raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
     frame = frames[0]
-    if len(frame) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(frame)} bytes is too large")
+    limit = protocol.max_receive_frame
+    if len(frame) > limit:
+        raise ProtocolError(f"message of {len(frame)} bytes is over the limit of {limit}")
     try:
         value = msgpack.unpackb(frame, raw=False, strict_map_key=True,
-                                max_bin_len=MAX_MESSAGE_BYTES, max_str_len=MAX_MESSAGE_BYTES)
+                                max_bin_len=limit, max_str_len=limit)
+        problem = None
     except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise ProtocolError(f"undecodable message ({type(exc).__name__})") from None
+        problem = type(exc).__name__
+    if problem is not None:
+        # raised outside the handler: msgpack's exception (which may hold a copy
+        # of the frame's bytes) is not kept alive as this one's context
+        raise ProtocolError(f"undecodable message ({problem})")
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
         raise ProtocolError("message is not a [name, payload] pair")
     name, payload = value
@@ -81,6 +85,26 @@ def decode(protocol: Protocol, frames: Sequence) -> tuple[str, dict]:
         raise ProtocolError(f"invalid {name}: {exc}") from None
 
 
+#: unanswered TCP keepalive probes after which a connection is dropped
+KEEPALIVE_PROBES = 3
+
+
+@dataclass(frozen=True)
+class PeerLimits:
+    """What one network peer of a socket may hold of the master's resources."""
+
+    #: seconds a new connection has to complete ZeroMQ's handshake before it is
+    #: closed (idle or half-open TCP connections would otherwise keep their fd)
+    handshake_s: float
+    #: seconds a connection may be silent before the kernel probes it (TCP
+    #: keepalive), and between probes: a peer that died without closing its
+    #: connection is dropped after three unanswered probes
+    keepalive_idle_s: float
+    keepalive_interval_s: float
+    #: messages queued per peer, each direction
+    queue: int = 100
+
+
 class Socket:
     """A ZeroMQ socket bound to one protocol (as seen from this side)."""
 
@@ -90,12 +114,30 @@ class Socket:
 
     @classmethod
     def make(cls, ctx: zmq.Context, kind: int, protocol: Protocol, *,
-             linger_ms: int = 0, hwm: int = 10_000) -> "Socket":
+             linger_ms: int = 0, hwm: int = 10_000, max_frame: Optional[int] = None,
+             peers: Optional[PeerLimits] = None) -> "Socket":
+        """A socket for *protocol*; ZeroMQ drops a peer whose frame is over *max_frame*
+        (default: the protocol's own limit), before the frame is allocated.
+
+        *peers*, for a socket that faces untrusted peers over the network, bounds
+        what each one may hold: its queue, its time to say who it is, its silence.
+        """
         zsocket = ctx.socket(kind)
         zsocket.setsockopt(zmq.LINGER, linger_ms)
+        limit = protocol.max_receive_frame
+        zsocket.setsockopt(zmq.MAXMSGSIZE, limit if max_frame is None else min(max_frame, limit))
+        if peers is not None:
+            hwm = min(hwm, peers.queue)
+            zsocket.setsockopt(zmq.HANDSHAKE_IVL, int(peers.handshake_s * 1000))
+            # the kernel's keepalive rather than ZeroMQ's heartbeats: a PONG
+            # waits behind whatever the master has not read yet, so a busy
+            # master (a full queue, a slow disk) would drop healthy slaves
+            zsocket.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            zsocket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, round(peers.keepalive_idle_s)))
+            zsocket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, max(1, round(peers.keepalive_interval_s)))
+            zsocket.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_PROBES)
         zsocket.setsockopt(zmq.SNDHWM, hwm)
         zsocket.setsockopt(zmq.RCVHWM, hwm)
-        zsocket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         if kind == zmq.ROUTER:
             zsocket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         return cls(zsocket, protocol)
@@ -145,5 +187,6 @@ class Socket:
         try:
             name, payload = decode(self.protocol, frames[1:])
         except ProtocolError as exc:
-            return address, None, exc
+            # without its traceback, the error holds no frame that holds the message
+            return address, None, exc.with_traceback(None)
         return address, name, payload

@@ -30,6 +30,9 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from .errors import WheelError
+from .protocols import (
+    MAX_APT_NAME_CHARS, MAX_FACT_ITEMS, MAX_METADATA_BYTES, MAX_REQUIREMENT_CHARS,
+)
 
 #: Bytes read at a time when hashing or copying (wheels can be large).
 CHUNK_BYTES = 1024 * 1024
@@ -39,9 +42,23 @@ RECORD_HASHES = ("sha256", "sha384", "sha512")
 TOOL_TIMEOUT_S = 60.0
 #: The longest file name the master stores (and the protocol carries).
 MAX_FILENAME_LENGTH = 255
-#: A wheel may unpack to at most this many times the size limit (a zip bomb
-#: would keep the master busy checking RECORD hashes).
-MAX_UNPACKED_FACTOR = 4
+#: Members smaller than this are not held to the compression ratio: small
+#: files of repeated text compress far, and cost nothing to unpack.
+RATIO_FLOOR_BYTES = 1024 * 1024
+#: The largest RECORD the master reads into memory.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """How far a wheel may unpack: a zip bomb is refused by its zip directory's
+    declared sizes, and unpacking stops at these limits whatever those say."""
+
+    #: bytes all members together may unpack to
+    max_unpacked: int
+    #: how many times its compressed size a member (past RATIO_FLOOR_BYTES), or
+    #: the whole wheel, may unpack to
+    max_ratio: float
 
 _SHARED_LIBRARY = re.compile(r"\.so(\.\d+)*$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -157,6 +174,7 @@ def check_wheel(
     builder_abi: Optional[str],
     builder_platform: Optional[str],
     max_size: int,
+    unpack: UnpackLimits,
     filename: Optional[str] = None,
     sha256: Optional[str] = None,
 ) -> WheelFacts:
@@ -179,7 +197,7 @@ def check_wheel(
     sha256 = sha256 or sha256_file(path)
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise WheelError(f"{filename} has SHA-256 {sha256}, but the slave reported {expected_sha256}")
-    _check_contents(path, name, max_unpacked=MAX_UNPACKED_FACTOR * max_size)
+    _check_contents(path, name, unpack)
     facts = _facts(path, name, size, sha256, find_apt_deps=False)
     check_identity(facts, package=package, version=version)
     _check_tags(name, builder_abi, builder_platform)
@@ -240,7 +258,15 @@ class _Archive:
     def files(self) -> list[zipfile.ZipInfo]:
         return [info for info in self.zip.infolist() if not info.is_dir()]
 
-    def read(self, member: str) -> bytes:
+    def read(self, member: str, limit: int) -> bytes:
+        """The whole of a member that may hold at most *limit* bytes."""
+        try:
+            declared = self.zip.getinfo(member).file_size
+        except KeyError:
+            raise WheelError(f"{self.filename} holds no {member}") from None
+        if declared > limit:
+            raise WheelError(f"{member} in {self.filename} is {declared} bytes, over the "
+                             f"limit of {limit} bytes")
         return b"".join(self.chunks(member))
 
     def chunks(self, member: str) -> Iterator[bytes]:
@@ -274,8 +300,18 @@ class _Archive:
 
 def _facts(path: Path, name: _WheelName, size: int, sha256: str, find_apt_deps: bool) -> WheelFacts:
     with _Archive(path, name.filename) as archive:
-        metadata = _parse_metadata(archive.read(f"{archive.dist_info(name)}/METADATA"),
-                                   name.filename)
+        metadata = _parse_metadata(
+            archive.read(f"{archive.dist_info(name)}/METADATA", MAX_METADATA_BYTES),
+            name.filename)
+    apt = find_apt_dependencies(path) if find_apt_deps else ()
+    for what, items, longest in (("Requires-Dist lines", metadata.requires_dist,
+                                  MAX_REQUIREMENT_CHARS),
+                                 ("apt dependencies", apt, MAX_APT_NAME_CHARS)):
+        if len(items) > MAX_FACT_ITEMS:
+            raise WheelError(f"{name.filename} has {len(items)} {what}, over the limit "
+                             f"of {MAX_FACT_ITEMS}")
+        if any(len(item) > longest for item in items):
+            raise WheelError(f"{name.filename} has one of its {what} over {longest} characters")
     return WheelFacts(
         filename=name.filename,
         size=size,
@@ -289,7 +325,7 @@ def _facts(path: Path, name: _WheelName, size: int, sha256: str, find_apt_deps: 
         requires_dist=metadata.requires_dist,
         metadata=metadata.raw,
         metadata_sha256=hashlib.sha256(metadata.raw).hexdigest(),
-        apt_dependencies=find_apt_dependencies(path) if find_apt_deps else (),
+        apt_dependencies=apt,
     )
 
 
@@ -318,14 +354,34 @@ def _one_line(value: object) -> str:
 # --- acceptance checks ----------------------------------------------------------------
 
 
-def _check_contents(path: Path, name: _WheelName, max_unpacked: int) -> None:
+def _check_unpacked_size(archive: _Archive, limits: UnpackLimits) -> None:
+    """Refuse a zip bomb by what its directory declares, before unpacking anything."""
+    filename = archive.filename
+    infos = archive.zip.infolist()
+    unpacked = sum(info.file_size for info in infos)
+    if unpacked > limits.max_unpacked:
+        raise WheelError(f"{filename} unpacks to {unpacked} bytes, over the limit of "
+                         f"{limits.max_unpacked} bytes")
+    packed = sum(info.compress_size for info in infos)
+    if unpacked > RATIO_FLOOR_BYTES and unpacked > limits.max_ratio * max(1, packed):
+        raise WheelError(f"{filename} unpacks to {unpacked / max(1, packed):.0f} times its "
+                         f"compressed size, over the limit of {limits.max_ratio:g}")
+    for info in infos:
+        if info.file_size > RATIO_FLOOR_BYTES and \
+                info.file_size > limits.max_ratio * max(1, info.compress_size):
+            raise WheelError(
+                f"{info.filename} in {filename} unpacks to "
+                f"{info.file_size / max(1, info.compress_size):.0f} times its compressed "
+                f"size, over the limit of {limits.max_ratio:g}")
+
+
+def _check_contents(path: Path, name: _WheelName, limits: UnpackLimits) -> None:
     """Safe member names, a RECORD that matches every member, no corrupt data."""
     filename = name.filename
     with _Archive(path, filename) as archive:
-        unpacked = sum(info.file_size for info in archive.zip.infolist())
-        if unpacked > max_unpacked:
-            raise WheelError(
-                f"{filename} unpacks to {unpacked} bytes, over the limit of {max_unpacked} bytes")
+        _check_unpacked_size(archive, limits)
+        #: bytes actually unpacked so far: the guard whatever the directory says
+        unpacked = 0
         names = [info.filename for info in archive.zip.infolist()]
         seen: set[str] = set()
         for member in names:
@@ -336,7 +392,7 @@ def _check_contents(path: Path, name: _WheelName, max_unpacked: int) -> None:
         record_path = f"{archive.dist_info(name)}/RECORD"
         if record_path not in seen:
             raise WheelError(f"{filename} has no {record_path}")
-        record = _parse_record(archive.read(record_path), filename)
+        record = _parse_record(archive.read(record_path, MAX_RECORD_BYTES), filename)
         for info in archive.files():
             member = info.filename
             entry = record.pop(member, None)
@@ -347,8 +403,12 @@ def _check_contents(path: Path, name: _WheelName, max_unpacked: int) -> None:
                 member.startswith(record_path) and member.endswith((".jws", ".p7s"))
             )
             if unsigned:
-                for _ in archive.chunks(member):
-                    pass  # nothing to compare, but the zip's CRC is still checked
+                for chunk in archive.chunks(member):
+                    # nothing to compare, but the zip's CRC is still checked
+                    unpacked += len(chunk)
+                if unpacked > limits.max_unpacked:
+                    raise WheelError(f"{filename} unpacks past the limit of "
+                                     f"{limits.max_unpacked} bytes")
                 continue
             if algorithm is None:
                 raise WheelError(f"the RECORD of {filename} has no hash for {member}")
@@ -356,6 +416,10 @@ def _check_contents(path: Path, name: _WheelName, max_unpacked: int) -> None:
             length = 0
             for chunk in archive.chunks(member):
                 length += len(chunk)
+                unpacked += len(chunk)
+                if length > info.file_size or unpacked > limits.max_unpacked:
+                    raise WheelError(f"{member} in {filename} unpacks past its declared "
+                                     f"size or the limit of {limits.max_unpacked} bytes")
                 digest.update(chunk)
             actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
             if actual != expected:

@@ -79,3 +79,17 @@ def test_version_flag():
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"piw-initdb {__version__}"
+
+
+@pytest.mark.parametrize("flag, limit", [("--chunk-size", "MAX_CHUNK_BYTES"),
+                                         ("--max-log-size", None)])
+def test_sizes_the_protocol_caps_are_refused_above_the_cap(isolated, capsys, flag, limit):
+    from piwheels import protocols
+    dest = {"--chunk-size": "chunk_size", "--max-log-size": "max_log_bytes"}[flag]
+    cap = (getattr(protocols, limit) if limit else
+           protocols.MAX_LOG_CHARS - protocols.ENVELOPE_BYTES)
+    parser = config.make_parser("piw-test", "test", [dest])
+    assert getattr(parser.parse_args([flag, str(cap)]), dest) == cap
+    with pytest.raises(SystemExit):
+        parser.parse_args([flag, str(cap + 1)])
+    assert f"must be at most {cap}, not {cap + 1}" in capsys.readouterr().err

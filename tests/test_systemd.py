@@ -61,6 +61,8 @@ def test_unit_settings(path):
     assert service["ProtectSystem"] in ("strict", "full")
     assert service["PrivateTmp"] == "yes"
     assert service["User"] not in ("", "root")
+    # ~1,000 idle TCP connections exhaust the usual soft limit of 1024
+    assert int(service["LimitNOFILE"].split(":")[-1]) >= 16384
     assert read_unit(path)["Install"]["WantedBy"] == "multi-user.target"
 
 

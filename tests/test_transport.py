@@ -8,9 +8,11 @@ import zmq
 from voluptuous import Invalid
 
 from piwheels.protocols import (
-    ALL_PROTOCOLS, FILE_TRANSFER, PROTOCOL_VERSION, SLAVE, blob, number, one_of, optional, text,
+    ALL_PROTOCOLS, CONTROL, ENVELOPE_BYTES, FILE_TRANSFER, MAX_APT_NAME_CHARS, MAX_BUILT_FILES,
+    MAX_FACT_ITEMS, MAX_LOG_CHARS, MAX_METADATA_BYTES, MAX_REQUIREMENT_CHARS,
+    MAX_SLAVE_FRAME_BYTES, PROTOCOL_VERSION, SLAVE, blob, number, one_of, optional, text,
 )
-from piwheels.transport import ProtocolError, Socket, decode, encode
+from piwheels.transport import PeerLimits, ProtocolError, Socket, decode, encode
 
 HELLO = {
     "protocol": PROTOCOL_VERSION, "label": "pi4", "python_tag": "cp311", "abi_tag": "cp311",
@@ -124,3 +126,64 @@ def test_field_types_say_what_is_wrong():
     assert number(0, above=True)(0.5) == 0.5 and number(0, integer=True)(0) == 0
     view = memoryview(b"ab")
     assert blob(1, 2)(view) is view and one_of("pause", "stop")("stop") == "stop"
+
+
+def test_peer_facing_sockets_take_their_limits_from_the_protocol():
+    ctx = zmq.Context()
+    try:
+        peers = PeerLimits(handshake_s=3, keepalive_idle_s=6, keepalive_interval_s=2, queue=8)
+        router = Socket.make(ctx, zmq.ROUTER, SLAVE.reverse(), peers=peers).zsocket
+        assert router.getsockopt(zmq.MAXMSGSIZE) == MAX_SLAVE_FRAME_BYTES
+        assert (router.getsockopt(zmq.RCVHWM), router.getsockopt(zmq.SNDHWM)) == (8, 8)
+        assert router.getsockopt(zmq.HANDSHAKE_IVL) == 3000
+        assert (router.getsockopt(zmq.TCP_KEEPALIVE), router.getsockopt(zmq.TCP_KEEPALIVE_IDLE),
+                router.getsockopt(zmq.TCP_KEEPALIVE_INTVL)) == (1, 6, 2)
+        # a tighter cap than the protocol's may be asked for, never a looser one
+        files = Socket.make(ctx, zmq.ROUTER, FILE_TRANSFER.reverse(), max_frame=2**20).zsocket
+        assert files.getsockopt(zmq.MAXMSGSIZE) == 2**20
+        loose = Socket.make(ctx, zmq.ROUTER, CONTROL.reverse(), max_frame=2**30).zsocket
+        assert loose.getsockopt(zmq.MAXMSGSIZE) == ENVELOPE_BYTES
+        # a slave accepts from the master only frames its messages need
+        slave = Socket.make(ctx, zmq.DEALER, SLAVE).zsocket
+        assert slave.getsockopt(zmq.MAXMSGSIZE) == ENVELOPE_BYTES
+        for sock in (router, files, loose, slave):
+            sock.close(linger=0)
+    finally:
+        ctx.term()
+
+
+def test_the_largest_valid_built_fits_the_slave_frame_limit():
+    facts = {
+        "filename": "x" * 255, "size": 1, "sha256": "0" * 64, "package_tag": "p" * 200,
+        "version_tag": "v" * 200, "py_tag": "t" * 100, "abi_tag": "t" * 100,
+        "platform_tag": "t" * 200, "requires_python": "r" * 200,
+        "requires_dist": ["\U0001F600" * MAX_REQUIREMENT_CHARS] * MAX_FACT_ITEMS,
+        "metadata": b"m" * MAX_METADATA_BYTES, "metadata_sha256": "0" * 64,
+        "apt_dependencies": ["\U0001F600" * MAX_APT_NAME_CHARS] * MAX_FACT_ITEMS,
+    }
+    built = {"package": "p" * 200, "version": "v" * 200, "success": True, "duration_s": 1.0,
+             "log": "\U0001F600" * MAX_LOG_CHARS, "reason": "r" * 500,
+             "files": [facts] * MAX_BUILT_FILES}
+    [frame] = encode(SLAVE, "BUILT", built)
+    assert len(frame) <= MAX_SLAVE_FRAME_BYTES
+    assert decode(SLAVE.reverse(), [frame])[0] == "BUILT"
+    with pytest.raises(ValueError, match="over the limit of 4"):
+        encode(SLAVE, "BUILT", {**built, "files": [facts] * (MAX_BUILT_FILES + 1)})
+
+
+def test_a_bad_frame_is_reported_without_holding_on_to_it():
+    ctx = zmq.Context()
+    try:
+        router = Socket.make(ctx, zmq.ROUTER, SLAVE.reverse())
+        router.bind("inproc://bad-frames")
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.connect("inproc://bad-frames")
+        dealer.send(b"\x00" * 1000)
+        address, name, error = router.recv_from()
+        assert name is None and isinstance(error, ProtocolError)
+        # no traceback (whose frames hold the message) and no chained msgpack error
+        assert error.__traceback__ is None and error.__context__ is None
+        dealer.close(linger=0)
+        router.close()
+    finally:
+        ctx.term()

@@ -8,6 +8,7 @@ Broken wheels are crafted with zipfile, one defect each.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 import warnings
@@ -22,7 +23,9 @@ from sdist_factory import build_wheels, make_sdist
 from wheel_craft import craft_wheel, record_hash
 
 from piwheels.errors import WheelError
+from piwheels.protocols import MAX_FACT_ITEMS, MAX_METADATA_BYTES
 from piwheels.wheel_facts import (
+    UnpackLimits,
     WheelFacts,
     check_identity,
     check_wheel,
@@ -65,6 +68,7 @@ def check(path: Path, **overrides) -> WheelFacts:
         "package": "piw-craft", "version": "1.0", "expected_size": path.stat().st_size,
         "expected_sha256": sha256_file(path), "builder_abi": PY_TAG,
         "builder_platform": PLATFORM, "max_size": 10 * MiB,
+        "unpack": UnpackLimits(max_unpacked=40 * MiB, max_ratio=100),
     }
     facts.update(overrides)
     return check_wheel(path, **facts)
@@ -170,12 +174,58 @@ def test_a_wheel_over_the_size_limit_is_rejected(tmp_path: Path) -> None:
 
 
 def test_a_wheel_that_unpacks_too_far_is_rejected(tmp_path: Path) -> None:
-    path = craft_wheel(tmp_path, files={"piw_craft/zeros.bin": bytes(MiB)},
+    path = craft_wheel(tmp_path, files={"piw_craft/data.bin": os.urandom(MiB)},
+                       compression=zipfile.ZIP_DEFLATED)
+    assert check(path).size == path.stat().st_size
+    with pytest.raises(WheelError, match="unpacks to .* bytes, over the limit of 500000 bytes"):
+        check(path, unpack=UnpackLimits(max_unpacked=500_000, max_ratio=100))
+
+
+def test_a_zip_bomb_is_rejected_by_its_compression_ratio(tmp_path: Path) -> None:
+    # 16 MiB of zeros deflate to ~16 KB: a thousandfold, as a bomb's members do
+    path = craft_wheel(tmp_path, files={"piw_craft/zeros.bin": bytes(16 * MiB)},
                        compression=zipfile.ZIP_DEFLATED)
     assert path.stat().st_size < 100_000
-    assert check(path, max_size=MiB // 2).size == path.stat().st_size
-    with pytest.raises(WheelError, match="unpacks to .* bytes, over the limit of 400000 bytes"):
-        check(path, max_size=100_000)
+    with pytest.raises(WheelError, match=r"unpacks to \d+ times its compressed size, "
+                                         r"over the limit of 100"):
+        check(path)
+    assert check(path, unpack=UnpackLimits(max_unpacked=40 * MiB, max_ratio=5000)).size
+
+
+def test_small_files_that_compress_far_are_fine(tmp_path: Path) -> None:
+    path = craft_wheel(tmp_path, files={"piw_craft/zeros.txt": bytes(MiB // 2),
+                                        "piw_craft/__init__.py": b"ANSWER = 42\n"},
+                       compression=zipfile.ZIP_DEFLATED)
+    assert check(path).size == path.stat().st_size
+
+
+def test_a_member_that_unpacks_past_its_declared_size_is_rejected(tmp_path: Path) -> None:
+    """The zip directory can lie; unpacking stops where it said the member ends."""
+    path = craft_wheel(tmp_path, files={"piw_craft/zeros.bin": bytes(4 * MiB)},
+                       compression=zipfile.ZIP_DEFLATED)
+    data = bytearray(path.read_bytes())
+    declared = (4 * MiB).to_bytes(4, "little")
+    # every size field that says 4 MiB (local header, central directory) says 1000
+    count = 0
+    at = data.find(declared)
+    while at != -1:
+        data[at:at + 4] = (1000).to_bytes(4, "little")
+        count += 1
+        at = data.find(declared, at + 4)
+    assert count == 2
+    path.write_bytes(bytes(data))
+    with pytest.raises(WheelError, match="zeros.bin"):
+        check(path, expected_size=len(data), expected_sha256=hashlib.sha256(data).hexdigest())
+
+
+def test_an_oversized_metadata_is_rejected_before_it_is_read(tmp_path: Path) -> None:
+    metadata = (b"Metadata-Version: 2.1\nName: piw-craft\nVersion: 1.0\n\n"
+                + b"x" * (MAX_METADATA_BYTES + 1))
+    path = craft_wheel(tmp_path, metadata=metadata)
+    with pytest.raises(WheelError, match=f"METADATA in .* over the limit of {MAX_METADATA_BYTES}"):
+        check(path)
+    with pytest.raises(WheelError, match="over the limit"):
+        inspect_wheel(path, find_apt_deps=False)
 
 
 def test_size_and_hash_must_be_what_the_slave_reported(tmp_path: Path) -> None:
@@ -365,3 +415,12 @@ def test_tags_the_builder_cannot_make_are_rejected(tmp_path: Path, tags: str,
     path = craft_wheel(tmp_path, f"piw_craft-1.0-{tags}.whl")
     with pytest.raises(WheelError, match=f"has tag {bad_tag}, which a builder for ABI {PY_TAG}"):
         check(path)
+
+
+def test_more_requirements_than_a_message_carries_are_refused(tmp_path: Path) -> None:
+    lines = "".join(f"Requires-Dist: dep{i}\n" for i in range(MAX_FACT_ITEMS + 1))
+    metadata = f"Metadata-Version: 2.1\nName: piw-craft\nVersion: 1.0\n{lines}".encode()
+    path = craft_wheel(tmp_path, metadata=metadata)
+    with pytest.raises(WheelError, match=f"{MAX_FACT_ITEMS + 1} Requires-Dist lines, over "
+                                         f"the limit of {MAX_FACT_ITEMS}"):
+        inspect_wheel(path, find_apt_deps=False)

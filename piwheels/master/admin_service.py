@@ -31,7 +31,7 @@ from ..protocols import (
     RECORD_REQUESTS, STATS_COMMANDS, STATUS, STATUS_REPORTS, SUPERVISOR,
 )
 from ..storage import remove_quietly
-from ..wheel_facts import check_wheel, find_apt_dependencies
+from ..wheel_facts import UnpackLimits, check_wheel, find_apt_dependencies
 from . import bulk_changes
 from .task import Clock, Task
 
@@ -45,7 +45,7 @@ class AdminService(Task):
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, control_address: str,
                  status_address: str, transfers_dir: Path, simple_dir: Path,
-                 max_wheel_size: int, socket_mode: int = 0o660,
+                 max_wheel_size: int, unpack_limits: UnpackLimits, socket_mode: int = 0o660,
                  logs_dir: Optional[Path] = None, clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.dsn = dsn
@@ -53,6 +53,7 @@ class AdminService(Task):
         self.simple_dir = Path(simple_dir)
         self.logs_dir = Path(logs_dir) if logs_dir else self.simple_dir.parent / "logs"
         self.max_wheel_size = max_wheel_size
+        self.unpack_limits = unpack_limits
         self.db: Optional[Database] = None
         self.slaves: dict[int, dict] = {}
         self.tasks: dict[str, dict] = {}
@@ -459,7 +460,7 @@ class AdminService(Task):
                 staged, filename=path.name, package=str(name), version=str(version),
                 expected_size=None, expected_sha256=None, builder_abi=abi_tag,
                 builder_platform=None if tag.platform == "any" else tag.platform,
-                max_size=self.max_wheel_size)
+                max_size=self.max_wheel_size, unpack=self.unpack_limits)
             apt = list(find_apt_dependencies(staged))
         except OSError as exc:
             staged.unlink(missing_ok=True)

@@ -8,10 +8,18 @@ again; a file whose SHA-256 is wrong is fetched again from the start.  Only a
 complete file that passes :func:`~piwheels.wheel_facts.check_wheel` is
 reported VERIFIED, under a name without ``.part``; the build recorder moves
 it into the index.  Nothing half-received is ever visible there.
+
+What a transfer may take is bounded: a file is accepted only if the disk has
+room for its declared size (else it is refused, new builds are held until the
+room is there, and the build goes back to the queue); a disk that fills up
+while writing fails only that transfer; and every transfer has an overall
+deadline, so a sender that trickles cannot hold a build for long.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import os
 import shutil
@@ -25,10 +33,18 @@ from typing import BinaryIO, Optional
 import zmq
 
 from ..errors import WheelError
-from ..protocols import FILE_TRANSFER, TRANSFER_REQUESTS, TRANSFER_RESULTS
+from ..protocols import (
+    DRIVER_COMMANDS, ENVELOPE_BYTES, FILE_TRANSFER, TRANSFER_REQUESTS, TRANSFER_RESULTS,
+)
 from ..storage import remove_quietly
-from ..wheel_facts import check_wheel
+from ..transport import PeerLimits
+from ..wheel_facts import UnpackLimits, check_wheel
 from .task import Clock, Task
+
+#: the driver's hold while the transfers directory has no room for a declared file
+SPACE_HOLD = "no disk space for a transfer"
+#: seconds between looks at the free space while that hold is set
+SPACE_CHECK_S = 2.0
 
 
 @dataclass
@@ -57,6 +73,8 @@ class Transfer:
     in_flight: dict[int, float] = field(default_factory=dict)
     tries: dict[int, int] = field(default_factory=dict)
     attempts: int = 1
+    #: when the first attempt started (the deadline covers them all)
+    started_s: float = 0.0
     received: int = 0
     #: SHA-256 of the file up to ``hashed``, kept while chunks arrive in order
     #: (None once one arrives out of order: the whole file is hashed at the end)
@@ -69,7 +87,9 @@ class FileReceiver(Task):
 
     def __init__(self, ctx: zmq.Context, *, file_bind: str, transfers_dir: Path,
                  chunk_size: int, window: int, timeout_s: float, retries: int,
-                 max_wheel_size: int, clock: Clock = time.monotonic) -> None:
+                 max_wheel_size: int, deadline_s: float, unpack_limits: UnpackLimits,
+                 peers: Optional[PeerLimits] = None,
+                 clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.transfers_dir = Path(transfers_dir)
         self.chunk_size = chunk_size
@@ -77,6 +97,10 @@ class FileReceiver(Task):
         self.timeout_s = timeout_s
         self.retries = retries
         self.max_wheel_size = max_wheel_size
+        self.deadline_s = deadline_s
+        self.unpack_limits = unpack_limits
+        #: bytes that must be free under transfers_dir before the space hold is released
+        self.space_needed: Optional[int] = None
         self.expected: dict[tuple[int, str], Expected] = {}
         self.transfers: dict[bytes, Transfer] = {}
         #: verified files per slave, deleted if the slave driver abandons the build
@@ -85,7 +109,12 @@ class FileReceiver(Task):
         self.files_verified = 0
         self.files_rejected = 0
         self.chunks_refetched = 0
-        self.router = self.socket(zmq.ROUTER, FILE_TRANSFER.reverse())
+        # no valid frame is larger than one chunk; a slave has at most a
+        # window of chunks (and an OFFER) in flight
+        if peers is not None:
+            peers = dataclasses.replace(peers, queue=window + 4)
+        self.router = self.socket(zmq.ROUTER, FILE_TRANSFER.reverse(),
+                                  max_frame=max(chunk_size, ENVELOPE_BYTES), peers=peers)
         self.router.bind(file_bind)
         self.register(self.router, self.handle_slave)
         self.requests = self.socket(zmq.PULL, TRANSFER_REQUESTS.reverse())
@@ -94,7 +123,10 @@ class FileReceiver(Task):
         self.register(self.requests, self.handle_request, goes_first=True)
         self.results = self.socket(zmq.PUSH, TRANSFER_RESULTS)
         self.results.connect(TRANSFER_RESULTS.address)
-        self.every(max(0.05, timeout_s / 4), self.check_timeouts)
+        self.driver = self.socket(zmq.PUSH, DRIVER_COMMANDS)
+        self.driver.connect(DRIVER_COMMANDS.address)
+        self.every(max(0.05, min(timeout_s, deadline_s) / 4), self.check_timeouts)
+        self.every(SPACE_CHECK_S, self.check_space)
 
     def on_start(self) -> None:
         """Whatever a previous run left half-done is worthless: start clean."""
@@ -175,15 +207,36 @@ class FileReceiver(Task):
                          f"{expected.size} bytes is over the limit of {self.max_wheel_size}")
             return
         del self.expected[key]
-        self._start(expected, address, attempts=1)
+        free = self._free_bytes()
+        if free is not None:
+            # the .part files are sparse: what the others still write is not counted yet
+            free -= sum(t.expected.size - t.received for t in self.transfers.values())
+        if free is not None and free < expected.size:
+            self._hold_for_space(expected.size)
+            self._reject(expected, address,
+                         f"no room: {expected.size} bytes declared, {free} free under "
+                         f"{self.transfers_dir}", retry=True)
+            return
+        self._start(expected, address, attempts=1, started_s=self.clock())
 
-    def _start(self, expected: Expected, address: bytes, *, attempts: int) -> None:
+    def _start(self, expected: Expected, address: bytes, *, attempts: int,
+               started_s: float) -> None:
         path = self.transfers_dir / f"{expected.slave_id}-{uuid.uuid4().hex[:12]}-{expected.filename}.part"
-        handle = open(path, "w+b")
-        handle.truncate(expected.size)
+        try:
+            handle = open(path, "w+b")
+        except OSError as exc:
+            self._reject(expected, address, f"cannot store it: {exc.strerror}", retry=True)
+            return
+        try:
+            handle.truncate(expected.size)
+        except OSError as exc:
+            handle.close()
+            remove_quietly(path)
+            self._disk_failed(expected, address, exc)
+            return
         transfer = Transfer(expected=expected, address=address, path=path, handle=handle,
                             todo=list(range(0, expected.size, self.chunk_size)),
-                            attempts=attempts)
+                            attempts=attempts, started_s=started_s)
         self.transfers[address] = transfer
         self.log.debug("receiving %s (%d bytes) from slave %d", expected.filename,
                        expected.size, expected.slave_id)
@@ -213,7 +266,14 @@ class FileReceiver(Task):
             self._fetch(transfer, offset)
             return
         del transfer.in_flight[offset]
-        os.pwrite(transfer.handle.fileno(), data, offset)
+        try:
+            written = os.pwrite(transfer.handle.fileno(), data, offset)
+            if written != len(data):  # only a full disk writes less than asked
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            self._discard(transfer)
+            self._disk_failed(transfer.expected, transfer.address, exc)
+            return
         if transfer.digest is not None:
             if offset == transfer.hashed:
                 transfer.digest.update(data)
@@ -246,17 +306,24 @@ class FileReceiver(Task):
                 expected_size=expected.size, expected_sha256=expected.sha256,
                 builder_abi=expected.abi_tag, builder_platform=expected.platform_tag,
                 max_size=self.max_wheel_size, filename=expected.filename,
-                sha256=transfer.digest.hexdigest() if transfer.digest is not None else None)
+                sha256=transfer.digest.hexdigest() if transfer.digest is not None else None,
+                unpack=self.unpack_limits)
         except WheelError as exc:
             remove_quietly(transfer.path)
             if "SHA-256" in str(exc) and transfer.attempts <= self.retries:
                 self.log.warning("%s arrived damaged; fetching it again", expected.filename)
-                self._start(expected, transfer.address, attempts=transfer.attempts + 1)
+                self._start(expected, transfer.address, attempts=transfer.attempts + 1,
+                            started_s=transfer.started_s)
                 return
             self._reject(expected, transfer.address, str(exc))
             return
         final = transfer.path.with_name(transfer.path.name[:-len(".part")])
-        os.replace(transfer.path, final)
+        try:
+            os.replace(transfer.path, final)
+        except OSError as exc:
+            remove_quietly(transfer.path)
+            self._disk_failed(expected, transfer.address, exc)
+            return
         self.verified.setdefault(expected.slave_id, []).append(
             (f"{expected.package}\0{expected.version}", final))
         self.files_verified += 1
@@ -267,16 +334,25 @@ class FileReceiver(Task):
         self.router.send_to(transfer.address, "RECEIVED", {
             "filename": expected.filename, "ok": True, "reason": None})
 
-    def _fail(self, transfer: Transfer, reason: str) -> None:
+    def _fail(self, transfer: Transfer, reason: str, *, retry: bool = False) -> None:
         self._discard(transfer)
-        self._reject(transfer.expected, transfer.address, reason)
+        self._reject(transfer.expected, transfer.address, reason, retry=retry)
 
-    def _reject(self, expected: Expected, address: bytes, reason: str) -> None:
+    def _disk_failed(self, expected: Expected, address: bytes, exc: OSError) -> None:
+        """Writing failed (a full disk, most likely): not the wheel's fault."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._hold_for_space(expected.size)
+        self._reject(expected, address, f"cannot store it: {exc.strerror or exc}", retry=True)
+
+    def _reject(self, expected: Expected, address: bytes, reason: str, *,
+                retry: bool = False) -> None:
+        """Refuse a file; *retry*: its build goes back to the queue, unrecorded."""
         self.files_rejected += 1
-        self.log.warning("rejected %s from slave %d: %s", expected.filename,
-                         expected.slave_id, reason)
+        self.log.warning("%s %s from slave %d: %s", "refused (to be built again)" if retry
+                         else "rejected", expected.filename, expected.slave_id, reason)
         self.tell(self.results, "REJECTED", {"slave_id": expected.slave_id,
-                                       "filename": expected.filename, "reason": reason[:500]})
+                                             "filename": expected.filename,
+                                             "reason": reason[:500], "retry": retry})
         self.router.send_to(address, "RECEIVED", {
             "filename": expected.filename, "ok": False, "reason": reason[:500]})
 
@@ -286,9 +362,40 @@ class FileReceiver(Task):
             transfer.handle.close()
         remove_quietly(transfer.path)
 
+    # --- disk space -------------------------------------------------------------------
+
+    def _free_bytes(self) -> Optional[int]:
+        try:
+            return shutil.disk_usage(self.transfers_dir).free
+        except OSError:
+            return None
+
+    def _hold_for_space(self, size: int) -> None:
+        """Hold new builds until *size* bytes (the most any refused file wanted) are free."""
+        if self.space_needed is None:
+            self.log.warning("holding new builds: %s (%d bytes wanted)", SPACE_HOLD, size)
+            self.tell(self.driver, "HOLD", {"reason": SPACE_HOLD})
+        self.space_needed = max(size, self.space_needed or 0)
+
+    def check_space(self) -> None:
+        if self.space_needed is None:
+            return
+        free = self._free_bytes()
+        if free is not None and free >= self.space_needed:
+            self.log.info("%d bytes free again: releasing the hold on new builds", free)
+            self.space_needed = None
+            self.tell(self.driver, "RELEASE", {"reason": SPACE_HOLD})
+
+    # --- timers -----------------------------------------------------------------------
+
     def check_timeouts(self) -> None:
         now = self.clock()
         for transfer in list(self.transfers.values()):
+            if now - transfer.started_s > self.deadline_s:
+                self._fail(transfer, f"not received within the deadline of "
+                                     f"{self.deadline_s:g} s ({transfer.received} of "
+                                     f"{transfer.expected.size} bytes)", retry=True)
+                continue
             late = [offset for offset, sent in transfer.in_flight.items()
                     if now - sent > self.timeout_s]
             for offset in late:
@@ -305,4 +412,5 @@ class FileReceiver(Task):
             "files_verified": self.files_verified,
             "files_rejected": self.files_rejected,
             "chunks_refetched": self.chunks_refetched,
+            "space_needed": self.space_needed,
         }

@@ -21,6 +21,7 @@ from ..names import canonical_name
 from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE, TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
+from ..transport import PeerLimits
 from .job_queue import Job, JobQueue
 from .task import STATUS_INTERVAL_S, Clock, Task
 
@@ -61,6 +62,7 @@ class SlaveState:
     files_done: dict[str, str] = field(default_factory=dict)
     sending: Optional[str] = None
     rejected: Optional[str] = None
+    retry_later: bool = False  # the rejection was not the wheel's fault: queue it again
     reply_deferred: bool = False
     skip: bool = False
     sleep_s: float = 0.0
@@ -91,7 +93,7 @@ class SlaveDriver(Task):
 
     def __init__(self, ctx: zmq.Context, *, slave_bind: str, index_url: str,
                  heartbeat_s: float, liveness: int, sleep_s: float,
-                 record_backlog: int = RECORD_BACKLOG,
+                 record_backlog: int = RECORD_BACKLOG, peers: Optional[PeerLimits] = None,
                  clock: Clock = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(ctx, clock=clock)
@@ -115,7 +117,7 @@ class SlaveDriver(Task):
         self.unrecorded: deque[dict] = deque()
         self._next_id = 1
 
-        self.router = self.socket(zmq.ROUTER, SLAVE.reverse())
+        self.router = self.socket(zmq.ROUTER, SLAVE.reverse(), peers=peers)
         self.router.bind(slave_bind)
         self.slave_port = int(
             self.router.zsocket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
@@ -244,6 +246,7 @@ class SlaveDriver(Task):
             slave.files_done[payload["filename"]] = payload["path"]
         else:
             slave.rejected = f"{payload['filename']}: {payload['reason']}"
+            slave.retry_later = payload["retry"]
         if slave.reply_deferred and slave.sending == payload["filename"]:
             slave.reply_deferred = False
             self._next_file(slave)
@@ -393,7 +396,13 @@ class SlaveDriver(Task):
                 and self.recent.get((*job, "*"), 0) <= now)
 
     def _next_file(self, slave: SlaveState) -> None:
-        if slave.rejected is not None:
+        if slave.rejected is not None and slave.retry_later:
+            self.log.info("%s %s from slave %d goes back to the queue: %s",
+                          *slave.job, slave.slave_id, slave.rejected)
+            self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
+            self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
+            self._finish(slave, None, hold_back=False)
+        elif slave.rejected is not None:
             self._finish(slave, "rejected", slave.rejected)
         elif slave.files_todo:
             slave.sending = slave.files_todo.pop(0)
@@ -401,8 +410,10 @@ class SlaveDriver(Task):
         else:
             self._finish(slave, "success", None)
 
-    def _finish(self, slave: SlaveState, status: Optional[str], reason: Optional[str] = None) -> None:
-        """Hand the attempt to the recorder (unless skipped) and free the slave."""
+    def _finish(self, slave: SlaveState, status: Optional[str], reason: Optional[str] = None,
+                *, hold_back: bool = True) -> None:
+        """Hand the attempt to the recorder (unless skipped) and free the slave;
+        *hold_back*: not hand the release to this ABI again for a while."""
         built, job = slave.built, slave.job
         if status is not None:
             files = []
@@ -419,12 +430,14 @@ class SlaveDriver(Task):
                 "files": files,
             })
         until = self.clock() + RECENT_S
-        self.recent[(*job, slave.abi_tag)] = until
+        if hold_back:
+            self.recent[(*job, slave.abi_tag)] = until
         if status == "success" and any(f["abi_tag"] == "none" for f in built["files"]):
             self.recent[(*job, "*")] = until
         self.active.pop(job, None)
         slave.state, slave.job, slave.built, slave.sending = "idle", None, None, None
         slave.files_todo, slave.files_done, slave.rejected = [], {}, None
+        slave.retry_later = False
         self.router.send_to(slave.address, "DONE")
 
     def _record(self, attempt: dict) -> None:

@@ -9,6 +9,7 @@ exit status is non-zero, for systemd to restart the master.
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 import time
 from argparse import Namespace
@@ -25,7 +26,8 @@ from ..index_pages import Site
 from ..protocols import SUPERVISOR
 from ..pypi_client import PyPIClient
 from ..systemd import SystemdNotifier
-from ..transport import ProtocolError, Socket
+from ..transport import PeerLimits, ProtocolError, Socket
+from ..wheel_facts import UnpackLimits
 from .admin_service import AdminService
 from .build_queue import BuildQueue
 from .build_recorder import BuildRecorder
@@ -46,12 +48,36 @@ MASTER_OPTIONS = [
     "slave_bind", "file_bind", "public_url", "site_name",
     "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "queue_interval_s",
     "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
-    "max_wheel_size", "control_address", "status_address", "min_free_space_mb",
+    "transfer_deadline_s", "max_wheel_size", "max_unpacked_size", "max_compression_ratio",
+    "handshake_timeout_s", "control_address", "status_address", "min_free_space_mb",
     "stats_interval_s", "verbose", "quiet", "log_file",
 ]
 
 #: How long the master waits for each task to finish when stopping.
 TASK_STOP_TIMEOUT_S = 10.0
+#: Messages a slave may have queued on its socket (it speaks one at a time;
+#: heartbeats may pile up behind a message the driver is handling).
+SLAVE_QUEUE = 8
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one; the limit in force.
+
+    Every TCP connection a peer opens takes a descriptor inside libzmq, so a
+    soft limit of 1024 (a common default) lets ~1,000 idle connections stop
+    the master's own file writes with EMFILE.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+            return soft
+        log.info("open-file limit raised from %d to %d", soft, hard)
+        return hard
+    log.info("open-file limit: %d", soft)
+    return soft
 
 
 class Master:
@@ -76,6 +102,11 @@ class Master:
     def make_tasks(self, ctx: zmq.Context) -> list[Task]:
         """The tasks in start order: each binds what later ones connect to."""
         o = self.options
+        peers = PeerLimits(handshake_s=o.handshake_timeout_s,
+                           keepalive_idle_s=o.heartbeat_interval_s * o.slave_liveness,
+                           keepalive_interval_s=o.heartbeat_interval_s, queue=SLAVE_QUEUE)
+        unpack = UnpackLimits(max_unpacked=o.max_unpacked_size,
+                              max_ratio=o.max_compression_ratio)
         site = Site(name=o.site_name, index_url=o.public_url.rstrip("/") + "/simple/",
                     upstream_simple=o.pypi_simple)
         return [
@@ -84,6 +115,7 @@ class Master:
                 status_address=o.status_address, transfers_dir=self.transfers_dir,
                 simple_dir=self.output_path / "simple", max_wheel_size=o.max_wheel_size,
                 logs_dir=self.output_path / "logs",
+                unpack_limits=unpack,
             ),
             Stats(ctx, dsn=o.dsn, output_path=self.output_path,
                   min_free_bytes=o.min_free_space_mb * 2**20, interval_s=o.stats_interval_s),
@@ -95,12 +127,13 @@ class Master:
                 ctx, file_bind=o.file_bind, transfers_dir=self.transfers_dir,
                 chunk_size=o.chunk_size, window=o.transfer_window,
                 timeout_s=o.transfer_timeout_s, retries=o.transfer_retries,
-                max_wheel_size=o.max_wheel_size,
+                max_wheel_size=o.max_wheel_size, deadline_s=o.transfer_deadline_s,
+                unpack_limits=unpack, peers=peers,
             ),
             SlaveDriver(
                 ctx, slave_bind=o.slave_bind, index_url=o.pypi_simple,
                 heartbeat_s=o.heartbeat_interval_s, liveness=o.slave_liveness,
-                sleep_s=o.sleep_interval_s,
+                sleep_s=o.sleep_interval_s, peers=peers,
             ),
             PyPIFollower(
                 ctx, dsn=o.dsn,
@@ -121,6 +154,7 @@ class Master:
             log.info(db.apply_configured_policy(self.build_policy,
                                                 self.options.build_prereleases))
         (self.output_path / "simple").mkdir(parents=True, exist_ok=True)
+        raise_fd_limit()
         ctx = zmq.Context()
         supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
         supervisor.bind(SUPERVISOR.address)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -22,6 +23,7 @@ from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import FILE_TRANSFER, SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
 from piwheels.slave.file_sender import FileSender
 from piwheels.transport import Socket
+from piwheels.wheel_facts import UnpackLimits
 
 CHUNK = 16 * 1024
 
@@ -46,7 +48,9 @@ class Rig:
         self.results = Socket.make(self.ctx, zmq.PULL, TRANSFER_RESULTS.reverse())
         self.results.bind(TRANSFER_RESULTS.address)
         settings = dict(chunk_size=CHUNK, window=4, timeout_s=0.3, retries=2,
-                        max_wheel_size=10 * 1024 * 1024)
+                        max_wheel_size=10 * 1024 * 1024, deadline_s=30.0,
+                        unpack_limits=UnpackLimits(max_unpacked=40 * 1024 * 1024,
+                                                   max_ratio=100))
         settings.update(options)
         self.task = FileReceiver(self.ctx, file_bind=self.address,
                                  transfers_dir=self.transfers, **settings)
@@ -314,3 +318,35 @@ def test_leftovers_of_an_earlier_run_are_wiped_at_start(rig, tmp_path):
     r = rig()
     wait_for(lambda: r.transfers.is_dir() and not any(r.transfers.iterdir()), 5,
              "the leftovers to go")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_room_still_to_be_written_by_other_transfers_is_not_offered_twice(rig, tmp_path):
+    """The .part files are sparse: free space alone would admit both of these."""
+    output = tmp_path / "output"
+    output.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(output)], check=True)
+    try:
+        r = rig()
+        wheels = []
+        for where in ("a", "b"):
+            (tmp_path / where).mkdir()
+            wheels.append(big_wheel(tmp_path / where, size=2 * 1024 * 1024))
+        first, second = wheels
+        slow, late = r.dealer(), r.dealer()
+        time.sleep(0.05)
+        for slave_id, sock, path in ((1, slow, first), (2, late, second)):
+            facts = r.expect(path, slave_id)
+            sock.send("OFFER", {"slave_id": slave_id, "filename": path.name,
+                                "size": facts["size"], "sha256": facts["sha256"]})
+            time.sleep(0.2)
+        assert recv(slow)[0] == "FETCH"  # the first is under way (and never answered)
+        name, received = recv(late)
+        assert name == "RECEIVED" and not received["ok"]
+        assert received["reason"].startswith("no room:")
+        name, rejected = r.result()
+        assert (name, rejected["slave_id"], rejected["retry"]) == ("REJECTED", 2, True)
+        slow.close()
+        late.close()
+    finally:
+        subprocess.run(["umount", "-l", str(output)], check=False)

@@ -16,7 +16,7 @@ from sdist_factory import make_sdist
 
 from piwheels.errors import ConfigError
 from piwheels.slave.builder import BoundedLog, Builder, BuildLimits, BuildResult
-from piwheels.wheel_facts import check_wheel, sha256_file
+from piwheels.wheel_facts import UnpackLimits, check_wheel, sha256_file
 
 GiB = 1024 * 1024 * 1024
 PYENV = Path("/root/.pyenv/versions")
@@ -168,7 +168,8 @@ def test_c_extension_builds_for_the_interpreter(build_index, make_builder: MakeB
         checked = check_wheel(
             path, package="piw-cext", version="1.0", expected_size=facts.size,
             expected_sha256=facts.sha256, builder_abi=env["abi_tag"],
-            builder_platform=env["platform_tag"], max_size=10 * 1024 * 1024)
+            builder_platform=env["platform_tag"], max_size=10 * 1024 * 1024,
+            unpack=UnpackLimits(max_unpacked=40 * 1024 * 1024, max_ratio=100))
         assert checked.sha256 == facts.sha256 and checked.apt_dependencies == ()
 
 
