@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,7 +26,7 @@ from ..protocols import (
     BUILD_QUEUE, CONTROL, DRIVER_COMMANDS, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS,
     RECORD_REQUESTS, STATS_COMMANDS, STATUS, STATUS_REPORTS, SUPERVISOR,
 )
-from ..storage import remove_quietly
+from ..storage import OutputTree
 from ..wheel_facts import check_wheel, find_apt_dependencies
 from .task import Clock, Task
 
@@ -40,13 +39,12 @@ class AdminService(Task):
     name = "admin_service"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, control_address: str,
-                 status_address: str, transfers_dir: Path, simple_dir: Path,
-                 max_wheel_size: int, socket_mode: int = 0o660,
+                 status_address: str, output_path: Path, max_wheel_size: int,
+                 socket_mode: int = 0o660,
                  clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.dsn = dsn
-        self.transfers_dir = Path(transfers_dir)
-        self.simple_dir = Path(simple_dir)
+        self.tree = OutputTree(output_path)
         self.max_wheel_size = max_wheel_size
         self.db: Optional[Database] = None
         self.slaves: dict[int, dict] = {}
@@ -301,9 +299,7 @@ class AdminService(Task):
         # The index writer prunes what a page stops listing, but a wheel
         # recorded since the last page was written was never listed there.
         for filename in doomed:
-            for path in (self.simple_dir / package / filename,
-                         self.simple_dir / package / (filename + ".metadata")):
-                remove_quietly(path)
+            self.tree.unpublish(package, filename)
         job = {"package": package, "version": version}
         if request["builds_only"] and not request["skip"]:
             # built a moment ago, the slave driver would not hand it out for a while
@@ -360,8 +356,7 @@ class AdminService(Task):
                 for v in project.versions for b in v.builds for f in b.files):
             return "ERROR", {"message": f"{path.name} is already in the index; remove its "
                                         f"build first (piw-remove --builds)"}
-        self.transfers_dir.mkdir(parents=True, exist_ok=True)
-        staged = self.transfers_dir / f"import-{uuid.uuid4().hex}.whl"
+        staged = self.tree.import_copy()
         try:
             shutil.copyfile(path, staged)
             facts = check_wheel(

@@ -2,7 +2,8 @@
 
 The slave driver says which files to EXPECT from which slave.  The slave
 OFFERs a file; this task pulls it with FETCH requests, at most ``window``
-chunks in flight, into a ``.part`` file under the transfers directory.  A
+chunks in flight, into a ``.part`` file under the output tree's transfers
+directory (:class:`~piwheels.storage.OutputTree` names it).  A
 chunk whose CRC-32 is wrong, or that does not come back in time, is fetched
 again; a file whose SHA-256 is wrong is fetched again from the start.  Only a
 complete file that passes :func:`~piwheels.wheel_facts.check_wheel` is
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import zmq
 
 from ..errors import WheelError
 from ..protocols import FILE_TRANSFER, TRANSFER_REQUESTS, TRANSFER_RESULTS
-from ..storage import remove_quietly
+from ..storage import OutputTree, remove_quietly
 from ..wheel_facts import check_wheel
 from .task import Clock, Task
 
@@ -67,11 +66,11 @@ class Transfer:
 class FileReceiver(Task):
     name = "file_receiver"
 
-    def __init__(self, ctx: zmq.Context, *, file_bind: str, transfers_dir: Path,
+    def __init__(self, ctx: zmq.Context, *, file_bind: str, output_path: Path,
                  chunk_size: int, window: int, timeout_s: float, retries: int,
                  max_wheel_size: int, clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
-        self.transfers_dir = Path(transfers_dir)
+        self.tree = OutputTree(output_path)
         self.chunk_size = chunk_size
         self.window = window
         self.timeout_s = timeout_s
@@ -97,10 +96,9 @@ class FileReceiver(Task):
         self.every(max(0.05, timeout_s / 4), self.check_timeouts)
 
     def on_start(self) -> None:
-        """Whatever a previous run left half-done is worthless: start clean."""
-        if self.transfers_dir.exists():
-            shutil.rmtree(self.transfers_dir, ignore_errors=True)
-        self.transfers_dir.mkdir(parents=True, exist_ok=True)
+        """Whatever a previous run left half-done is worthless: start clean (the
+        master's reconciliation has done so already, and logged it)."""
+        self.tree.clear_transfers()
 
     def on_stop(self) -> None:
         for transfer in list(self.transfers.values()):
@@ -178,7 +176,7 @@ class FileReceiver(Task):
         self._start(expected, address, attempts=1)
 
     def _start(self, expected: Expected, address: bytes, *, attempts: int) -> None:
-        path = self.transfers_dir / f"{expected.slave_id}-{uuid.uuid4().hex[:12]}-{expected.filename}.part"
+        path = self.tree.part_file(expected.slave_id, expected.filename)
         handle = open(path, "w+b")
         handle.truncate(expected.size)
         transfer = Transfer(expected=expected, address=address, path=path, handle=handle,
@@ -255,7 +253,7 @@ class FileReceiver(Task):
                 return
             self._reject(expected, transfer.address, str(exc))
             return
-        final = transfer.path.with_name(transfer.path.name[:-len(".part")])
+        final = self.tree.received(transfer.path)
         os.replace(transfer.path, final)
         self.verified.setdefault(expected.slave_id, []).append(
             (f"{expected.package}\0{expected.version}", final))

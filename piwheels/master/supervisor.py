@@ -21,8 +21,9 @@ from ..allow_list import AllowList
 from ..db import Database
 from ..errors import ConfigError
 from ..index_pages import Site
-from ..protocols import SUPERVISOR
+from ..protocols import INDEX_REQUESTS, SUPERVISOR
 from ..pypi_client import PyPIClient
+from ..storage import SIMPLE_DIR, OutputTree
 from ..systemd import SystemdNotifier
 from ..transport import ProtocolError, Socket
 from .admin_service import AdminService
@@ -31,6 +32,7 @@ from .build_recorder import BuildRecorder
 from .file_receiver import FileReceiver
 from .index_writer import IndexWriter
 from .pypi_follower import PyPIFollower
+from .reconcile import reconcile
 from .slave_driver import SlaveDriver
 from .stats import Stats
 from .task import Task, TaskControl
@@ -61,7 +63,7 @@ class Master:
         self.options = options
         self.allow = AllowList.from_options(options.package_allow, options.package_allow_file)
         self.output_path = Path(options.output_path)
-        self.transfers_dir = self.output_path / ".transfers"
+        self.tree = OutputTree(self.output_path)
         self.notifier = SystemdNotifier()
         self._stop = threading.Event()
         self.failed: Optional[str] = None
@@ -70,13 +72,13 @@ class Master:
     def make_tasks(self, ctx: zmq.Context) -> list[Task]:
         """The tasks in start order: each binds what later ones connect to."""
         o = self.options
-        site = Site(name=o.site_name, index_url=o.public_url.rstrip("/") + "/simple/",
+        site = Site(name=o.site_name, index_url=f"{o.public_url.rstrip('/')}/{SIMPLE_DIR}/",
                     upstream_simple=o.pypi_simple)
         return [
             AdminService(
                 ctx, dsn=o.dsn, control_address=o.control_address,
-                status_address=o.status_address, transfers_dir=self.transfers_dir,
-                simple_dir=self.output_path / "simple", max_wheel_size=o.max_wheel_size,
+                status_address=o.status_address, output_path=self.output_path,
+                max_wheel_size=o.max_wheel_size,
             ),
             Stats(ctx, dsn=o.dsn, output_path=self.output_path,
                   min_free_bytes=o.min_free_space_mb * 2**20, interval_s=o.stats_interval_s),
@@ -85,7 +87,7 @@ class Master:
             BuildQueue(ctx, dsn=o.dsn, queue_size=o.queue_size, interval_s=o.queue_interval_s,
                        newest_first=not o.oldest_first),
             FileReceiver(
-                ctx, file_bind=o.file_bind, transfers_dir=self.transfers_dir,
+                ctx, file_bind=o.file_bind, output_path=self.output_path,
                 chunk_size=o.chunk_size, window=o.transfer_window,
                 timeout_s=o.transfer_timeout_s, retries=o.transfer_retries,
                 max_wheel_size=o.max_wheel_size,
@@ -111,16 +113,20 @@ class Master:
     def run(self) -> int:
         with Database(self.options.dsn) as db:
             db.check_schema_version()
-        (self.output_path / "simple").mkdir(parents=True, exist_ok=True)
+            self.tree.simple.mkdir(parents=True, exist_ok=True)
+            # before any task runs: nothing is being received or published now
+            reconciled = reconcile(db, self.tree)
         ctx = zmq.Context()
         supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
         supervisor.bind(SUPERVISOR.address)
+        index = Socket.make(ctx, zmq.PUSH, INDEX_REQUESTS)
         controls: list[TaskControl] = []
         try:
             self.tasks = self.make_tasks(ctx)
             for task in self.tasks:
                 task.start()
                 controls.append(TaskControl(ctx, task.name))
+            self._rewrite_pages(index, reconciled.packages)
             log.info("master started: slaves on %s, files on %s, output in %s",
                      self.options.slave_bind, self.options.file_bind, self.output_path)
             self.notifier.ready()
@@ -139,12 +145,23 @@ class Master:
             for control in controls:
                 control.close()
             supervisor.close()
+            index.close()
             if any(task.is_alive() for task in self.tasks):
                 ctx.destroy(linger=0)
             else:
                 ctx.term()
         log.info("master stopped")
         return 1 if self.failed else 0
+
+    @staticmethod
+    def _rewrite_pages(index: Socket, packages: set[str]) -> None:
+        """Ask the index writer for the pages of the projects the reconciliation changed."""
+        index.connect(INDEX_REQUESTS.address)
+        for package in sorted(packages):
+            try:
+                index.send("PACKAGE", {"package": package}, flags=zmq.NOBLOCK)
+            except (ValueError, zmq.Again) as exc:  # a directory no project has
+                log.warning("not rewriting the pages of %r: %s", package, exc)
 
     def _supervise(self, supervisor: Socket) -> None:
         poller = zmq.Poller()

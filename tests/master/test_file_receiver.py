@@ -49,7 +49,7 @@ class Rig:
                         max_wheel_size=10 * 1024 * 1024)
         settings.update(options)
         self.task = FileReceiver(self.ctx, file_bind=self.address,
-                                 transfers_dir=self.transfers, **settings)
+                                 output_path=self.transfers.parent, **settings)
         self.requests = Socket.make(self.ctx, zmq.PUSH, TRANSFER_REQUESTS)
         self.requests.connect(TRANSFER_REQUESTS.address)
         self.task.start()
