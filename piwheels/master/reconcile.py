@@ -31,17 +31,18 @@ class Reconciliation:
     """What the reconciliation did."""
 
     requeued: list[int] = field(default_factory=list)  # build ids deleted
-    removed: list[Path] = field(default_factory=list)  # wheels and metadata without a row
-    temporary: list[Path] = field(default_factory=list)  # temp and staged files
+    removed: list[Path] = field(default_factory=list)  # wheels without a row
+    #: stray metadata, temp and staged files
+    leftovers: list[Path] = field(default_factory=list)
     #: projects whose pages must be written again
     packages: set[str] = field(default_factory=set)
 
     def summary(self) -> str:
-        if not (self.requeued or self.removed or self.temporary):
+        if not (self.requeued or self.removed or self.leftovers):
             return "output and database agree"
         return (f"reconciled output with the database: {len(self.requeued)} build(s) "
-                f"re-queued, {len(self.removed)} file(s) without a row removed, "
-                f"{len(self.temporary)} temporary file(s) removed")
+                f"re-queued, {len(self.removed)} wheel(s) without a row removed, "
+                f"{len(self.leftovers)} stray or temporary file(s) removed")
 
 
 def reconcile(db: Database, tree: OutputTree) -> Reconciliation:
@@ -79,23 +80,23 @@ def reconcile(db: Database, tree: OutputTree) -> Reconciliation:
     for key, wheel in sorted(on_disk.items()):
         if key in kept:
             continue
-        for path in (wheel.path, tree.metadata_of(wheel.path)):
-            if path.exists():
-                remove_quietly(path)
-                done.removed.append(path)
+        remove_quietly(wheel.path)
+        remove_quietly(tree.metadata_of(wheel.path))
+        done.removed.append(wheel.path)
         where = "withheld" if key in withheld else "served"
-        log.warning("removed %s (%s): no database row", _relative(tree, wheel.path), where)
+        log.warning("removed %s and its .metadata (%s): no database row",
+                    _relative(tree, wheel.path), where)
         done.packages.add(wheel.package)
     for path in tree.orphan_metadata():
         remove_quietly(path)
-        done.removed.append(path)
+        done.leftovers.append(path)
         log.warning("removed %s: its wheel is missing", _relative(tree, path))
     for path in list(tree.temp_files()):
         remove_quietly(path)
-        done.temporary.append(path)
+        done.leftovers.append(path)
         log.info("removed %s: an interrupted write's temp file", _relative(tree, path))
     for path in tree.clear_transfers():
-        done.temporary.append(path)
+        done.leftovers.append(path)
         log.info("removed %s: an interrupted transfer's or publish's file",
                  _relative(tree, path))
     log.info("%s (%d recorded files checked)", done.summary(), checked)

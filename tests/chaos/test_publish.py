@@ -1,0 +1,191 @@
+"""Publishing is all or nothing: a real piw-master killed (SIGKILL) while it
+publishes, or started on an output tree and database that a crash left
+disagreeing, comes back consistent and builds what it lost again.
+
+The inconsistent states a crash can leave are also made by hand, so each is
+met for certain: a wheel in the index without a row (killed after the rename
+but before the commit, as the old order allowed), a row without its wheel
+(killed after the commit but before the rename), staged and temp files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+
+import pytest
+import sqlalchemy as sa
+from consistency import assert_consistent, wait_consistent
+from farm import builds_of, pyenv_python
+
+pytestmark = pytest.mark.slow
+
+WHEEL = "{}-1.0-py3-none-any.whl"
+
+
+def wheel_name(package: str) -> str:
+    return WHEEL.format(package.replace("-", "_"))
+
+
+def built(db, package: str):
+    """The successful build of *package* (None before there is one)."""
+    return next((b for b in builds_of(db, package) if b.status == "success"), None)
+
+
+def delete_builds(superuser_dsn: str, package: str) -> None:
+    engine = sa.create_engine(superuser_dsn, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM builds WHERE package = :p"), {"p": package})
+    finally:
+        engine.dispose()
+
+
+def publish_one(farm, db, release, package: str):
+    """Build and publish *package* on a real farm; its build."""
+    release(package, kind="pure")
+    if farm.master is None or farm.master.proc.poll() is not None:
+        farm.start_master()
+    if not farm.slaves:
+        farm.start_slave("steady", pyenv_python("11"))
+    build = farm.wait(lambda: built(db, package), 120, f"{package} to be built")
+    wait_consistent(farm.output, farm.master_dsn)
+    return build
+
+
+def test_a_wheel_without_a_row_is_removed_at_start_and_built_again(
+        farm, db, release, schema_database):
+    first = publish_one(farm, db, release, "orphaned")
+    wheel = farm.output / "simple" / "orphaned" / wheel_name("orphaned")
+    assert farm.master.stop() == 0
+    # what the old order left when the master died between the rename and the commit
+    delete_builds(schema_database["superuser"], "orphaned")
+    assert wheel.is_file()
+    master = farm.start_master()
+    log = master.log()
+    assert (f"removed simple/orphaned/{wheel_name('orphaned')} and its .metadata (served): "
+            "no database row") in log
+    assert "1 wheel(s) without a row removed" in log
+    again = farm.wait(lambda: built(db, "orphaned"), 120, "orphaned to be built again")
+    assert again.build_id != first.build_id
+    wait_consistent(farm.output, farm.master_dsn)
+    (f,) = again.files
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == f.sha256
+
+
+def test_a_row_without_its_wheel_is_requeued_at_start(farm, db, release):
+    first = publish_one(farm, db, release, "vanished")
+    wheel = farm.output / "simple" / "vanished" / wheel_name("vanished")
+    assert farm.master.stop() == 0
+    # what a crash between the commit and the rename leaves
+    wheel.unlink()
+    master = farm.start_master()
+    assert (f"re-queued vanished 1.0 for cp311 (deleted build {first.build_id}): "
+            f"{wheel_name('vanished')} is missing") in master.log()
+    again = farm.wait(lambda: built(db, "vanished"), 120, "vanished to be built again")
+    assert again.build_id != first.build_id
+    assert [b.build_id for b in builds_of(db, "vanished")] == [again.build_id]
+    wait_consistent(farm.output, farm.master_dsn)
+    assert wheel.is_file()
+
+
+def test_a_wheel_of_the_wrong_size_or_without_metadata_is_requeued(farm, db, release):
+    truncated = publish_one(farm, db, release, "truncated")
+    bare = publish_one(farm, db, release, "bare")
+    assert farm.master.stop() == 0
+    with open(farm.output / "simple" / "truncated" / wheel_name("truncated"), "r+b") as f:
+        f.truncate(10)
+    (farm.output / "simple" / "bare" / (wheel_name("bare") + ".metadata")).unlink()
+    master = farm.start_master()
+    log = master.log()
+    assert f"{wheel_name('truncated')} is 10 bytes, not {truncated.files[0].size}" in log
+    assert f"{wheel_name('bare')} has no .metadata" in log
+    assert "2 build(s) re-queued" in log
+    farm.wait(lambda: all(built(db, p) and built(db, p).build_id != old.build_id
+                          for p, old in (("truncated", truncated), ("bare", bare))),
+              120, "both to be built again")
+    wait_consistent(farm.output, farm.master_dsn)
+
+
+def test_staged_and_temp_files_are_removed_at_start(farm, db):
+    out = farm.output
+    (out / ".transfers").mkdir(parents=True)
+    (out / ".transfers" / "3-0123456789ab-x-1.0-py3-none-any.whl").write_bytes(b"verified")
+    (out / ".transfers" / "3-0123456789ab-x-1.0-py3-none-any.whl.metadata").write_bytes(b"m")
+    (out / ".transfers" / "4-0123456789ab-y-1.0-py3-none-any.whl.part").write_bytes(b"ha")
+    (out / "simple" / "x").mkdir(parents=True)
+    (out / "simple" / "x" / ".index.html.123.456.tmp").write_bytes(b"<html")
+    (out / "simple" / "x" / "x-1.0-py3-none-any.whl.metadata").write_bytes(b"m")
+    (out / "simple" / "x" / "x-1.0-py3-none-any.whl").write_bytes(b"no row")
+    (out / "logs" / "0000" / "0000").mkdir(parents=True)
+    (out / "logs" / "0000" / "0000" / ".0001.txt.gz.9.9.tmp").write_bytes(b"")
+    (out / "project").mkdir()
+    (out / "project" / ".X.link").symlink_to("x")
+    (out / ".withheld" / "x").mkdir(parents=True)
+    (out / ".withheld" / "x" / "x-2.0-py3-none-any.whl.metadata").write_bytes(b"m")
+    master = farm.start_master()
+    log = master.log()
+    for line in (
+        "removed simple/x/x-1.0-py3-none-any.whl and its .metadata (served): no database row",
+        "removed .withheld/x/x-2.0-py3-none-any.whl.metadata: its wheel is missing",
+        "removed simple/x/.index.html.123.456.tmp: an interrupted write's temp file",
+        "removed logs/0000/0000/.0001.txt.gz.9.9.tmp: an interrupted write's temp file",
+        "removed project/.X.link: an interrupted write's temp file",
+        "removed .transfers/4-0123456789ab-y-1.0-py3-none-any.whl.part: an interrupted",
+        "0 build(s) re-queued, 1 wheel(s) without a row removed, "
+        "7 stray or temporary file(s) removed",
+    ):
+        assert line in log, line
+    assert not (out / "project" / ".X.link").is_symlink()
+    assert_consistent(out, farm.master_dsn)
+    # and a clean tree is said to be so
+    assert farm.master.stop() == 0
+    assert "output and database agree (0 recorded files checked)" in farm.start_master().log()
+
+
+def test_a_leftover_wheel_never_blocks_a_later_attempt(farm, db, release):
+    """A file in the index without a row (a crash's leftover, or anything else that
+    put it there while the master ran) is replaced, not taken for a published one."""
+    release("blocked", kind="pure")
+    farm.start_master()
+    leftover = farm.output / "simple" / "blocked" / wheel_name("blocked")
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"left by a crash")
+    farm.start_slave("steady", pyenv_python("11"))
+    build = farm.wait(lambda: builds_of(db, "blocked"), 120, "blocked to be built")
+    (build,) = builds_of(db, "blocked")
+    assert (build.status, build.reason) == ("success", None)
+    wait_consistent(farm.output, farm.master_dsn)
+    assert hashlib.sha256(leftover.read_bytes()).hexdigest() == build.files[0].sha256
+
+
+def test_killed_right_after_a_wheel_is_received(farm, db, release):
+    release("interrupted", kind="pure")
+    master = farm.start_master()
+    farm.start_slave("steady", pyenv_python("11"))
+    master.wait_log(f"received {wheel_name('interrupted')}", 120)
+    master.kill()
+    farm.start_master()
+    farm.wait(lambda: built(db, "interrupted"), 120, "interrupted to be published")
+    wait_consistent(farm.output, farm.master_dsn)
+
+
+def test_killed_at_random_moments_of_a_publish_loop(farm, db, release):
+    packages = [f"loop-{n}" for n in range(4)]
+    for package in packages:
+        release(package, kind="pure")
+    farm.start_master()
+    farm.start_slave("steady", pyenv_python("11"))
+    rng = random.Random(int(os.environ.get("PIWHEELS_CHAOS_SEED", time.time_ns())))
+    for _ in range(3):
+        time.sleep(rng.uniform(0.5, 5.0))
+        farm.master.kill()
+        farm.start_master()
+        # whatever the moment, the restarted master starts from an agreeing state
+        assert "Traceback" not in farm.master.log()
+    farm.wait(lambda: all(built(db, p) for p in packages), 180, "every package built")
+    wait_consistent(farm.output, farm.master_dsn)
+    for package in packages:
+        assert len([b for b in builds_of(db, package) if b.status == "success"]) == 1
