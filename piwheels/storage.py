@@ -34,6 +34,9 @@ WITHHELD_DIR = ".withheld"
 #: Where files being received and files staged for publishing wait (a
 #: dot-directory, never served; emptied at every start).
 TRANSFERS_DIR = ".transfers"
+#: Where the reconciliation at start sets wheels without a row aside (never
+#: served, never deleted by the master: the operator looks, then deletes).
+ORPHANED_DIR = ".orphaned"
 #: A wheel's PEP 658 core metadata sits beside it under this suffix.
 METADATA_SUFFIX = ".metadata"
 #: A file still being received.
@@ -136,6 +139,7 @@ class OutputTree:
         self.static = self.root / STATIC_DIR
         self.withheld = self.root / WITHHELD_DIR
         self.transfers = self.root / TRANSFERS_DIR
+        self.orphaned = self.root / ORPHANED_DIR
 
     def __repr__(self) -> str:
         return f"OutputTree({str(self.root)!r})"
@@ -271,6 +275,17 @@ class OutputTree:
                     target.mkdir(parents=True, exist_ok=True)
                     os.replace(source / name, target / name)
 
+    def set_aside(self, wheel: WheelOnDisk) -> Path:
+        """Move a wheel without a row (and its metadata) out of the index into
+        :data:`ORPHANED_DIR`; where it went."""
+        target = self.orphaned / wheel.package
+        target.mkdir(parents=True, exist_ok=True)
+        metadata = self.metadata_of(wheel.path)
+        if metadata.exists():
+            os.replace(metadata, self.metadata_of(target / wheel.filename))
+        os.replace(wheel.path, target / wheel.filename)
+        return target / wheel.filename
+
     def remove_project(self, package: str) -> None:
         for directory in (self.simple_dir(package), self.project_dir(package),
                           self.simple_dir(package, withheld=True)):
@@ -310,10 +325,11 @@ class OutputTree:
                         yield Path(entry.path)
 
     def temp_files(self) -> Iterator[Path]:
-        """Temp files an interrupted write left anywhere in the tree (``.transfers/`` aside)."""
+        """Temp files an interrupted write left anywhere in the tree (``.transfers/`` and
+        ``.orphaned/`` aside)."""
         for directory, subdirs, files in os.walk(self.root):
-            if directory == str(self.root) and TRANSFERS_DIR in subdirs:
-                subdirs.remove(TRANSFERS_DIR)
+            if directory == str(self.root):
+                subdirs[:] = [d for d in subdirs if d not in (TRANSFERS_DIR, ORPHANED_DIR)]
             for name in files + [d for d in subdirs if os.path.islink(os.path.join(directory, d))]:
                 if is_temp_name(name):
                     yield Path(directory, name)

@@ -11,6 +11,9 @@ under test, and it reads the database with its own SQL:
   quarantined) of the recorded size and SHA-256, and the wheel its ``.metadata``;
 * every wheel and ``.metadata`` file in the tree has a row;
 * no temp files: no interrupted writes' dot-files, nothing under ``.transfers/``.
+
+(``.orphaned/``, where the master sets aside wheels it found without a row, is
+outside the index and not looked at.)
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ def problems(output: Path, dsn: str) -> list[str]:
                     found.append(f"{page} lists {filename}, which is not there")
     # no temp files
     for directory, subdirs, files in os.walk(output):
+        if directory == str(output) and ".orphaned" in subdirs:
+            subdirs.remove(".orphaned")
         for name in files + subdirs:
             if TEMP_NAME.match(name):
                 found.append(f"temp file {Path(directory, name)}")

@@ -4,8 +4,12 @@ the database agree again after a crash.
 * a row whose wheel (or its ``.metadata``) is missing, or whose wheel has the
   wrong size: the attempt is deleted, so the build queue builds it again (and
   what else that attempt published goes with it, below);
-* a wheel without a row: removed (the release is built again, since it has no
-  attempt; re-adopting it would mean trusting a file nothing vouches for);
+* a wheel without a row: taken out of the index, set aside under
+  ``.orphaned/<project>/`` with its metadata (the release is built again, since
+  it has no attempt; re-adopting the file would mean trusting what nothing
+  vouches for).  It is moved, not deleted: a master started on the wrong
+  database, or on a restored older one, must not destroy wheels that cannot
+  always be built again.  The operator deletes ``.orphaned/`` after a look.
 * a ``.metadata`` file without its wheel, a temp file of an interrupted write,
   anything under ``.transfers/``: removed.
 
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..db import Database
-from ..storage import OutputTree, remove_quietly
+from ..storage import ORPHANED_DIR, OutputTree, remove_quietly
 
 log = logging.getLogger("piwheels.master.reconcile")
 
@@ -31,17 +35,18 @@ class Reconciliation:
     """What the reconciliation did."""
 
     requeued: list[int] = field(default_factory=list)  # build ids deleted
-    removed: list[Path] = field(default_factory=list)  # wheels without a row
+    set_aside: list[Path] = field(default_factory=list)  # wheels without a row, moved
     #: stray metadata, temp and staged files
     leftovers: list[Path] = field(default_factory=list)
     #: projects whose pages must be written again
     packages: set[str] = field(default_factory=set)
 
     def summary(self) -> str:
-        if not (self.requeued or self.removed or self.leftovers):
+        if not (self.requeued or self.set_aside or self.leftovers):
             return "output and database agree"
         return (f"reconciled output with the database: {len(self.requeued)} build(s) "
-                f"re-queued, {len(self.removed)} wheel(s) without a row removed, "
+                f"re-queued, {len(self.set_aside)} wheel(s) without a row set aside in "
+                f"{ORPHANED_DIR}/, "
                 f"{len(self.leftovers)} stray or temporary file(s) removed")
 
 
@@ -80,12 +85,15 @@ def reconcile(db: Database, tree: OutputTree) -> Reconciliation:
     for key, wheel in sorted(on_disk.items()):
         if key in kept:
             continue
-        remove_quietly(wheel.path)
-        remove_quietly(tree.metadata_of(wheel.path))
-        done.removed.append(wheel.path)
         where = "withheld" if key in withheld else "served"
-        log.warning("removed %s and its .metadata (%s): no database row",
-                    _relative(tree, wheel.path), where)
+        try:
+            moved = tree.set_aside(wheel)
+        except OSError as exc:  # (a leftover no longer blocks a publish: carry on)
+            log.error("could not move %s out of the index: %s", _relative(tree, wheel.path), exc)
+            continue
+        done.set_aside.append(moved)
+        log.warning("moved %s (%s) to %s: no database row", _relative(tree, wheel.path),
+                    where, _relative(tree, moved.parent))
         done.packages.add(wheel.package)
     for path in tree.orphan_metadata():
         remove_quietly(path)

@@ -65,9 +65,12 @@ def test_a_wheel_without_a_row_is_removed_at_start_and_built_again(
     assert wheel.is_file()
     master = farm.start_master()
     log = master.log()
-    assert (f"removed simple/orphaned/{wheel_name('orphaned')} and its .metadata (served): "
+    assert (f"moved simple/orphaned/{wheel_name('orphaned')} (served) to .orphaned/orphaned: "
             "no database row") in log
-    assert "1 wheel(s) without a row removed" in log
+    assert "1 wheel(s) without a row set aside in .orphaned/" in log
+    aside = farm.output / ".orphaned" / "orphaned" / wheel_name("orphaned")
+    assert hashlib.sha256(aside.read_bytes()).hexdigest() == first.files[0].sha256
+    assert aside.with_name(aside.name + ".metadata").is_file()
     again = farm.wait(lambda: built(db, "orphaned"), 120, "orphaned to be built again")
     assert again.build_id != first.build_id
     wait_consistent(farm.output, farm.master_dsn)
@@ -128,17 +131,18 @@ def test_staged_and_temp_files_are_removed_at_start(farm, db):
     master = farm.start_master()
     log = master.log()
     for line in (
-        "removed simple/x/x-1.0-py3-none-any.whl and its .metadata (served): no database row",
+        "moved simple/x/x-1.0-py3-none-any.whl (served) to .orphaned/x: no database row",
         "removed .withheld/x/x-2.0-py3-none-any.whl.metadata: its wheel is missing",
         "removed simple/x/.index.html.123.456.tmp: an interrupted write's temp file",
         "removed logs/0000/0000/.0001.txt.gz.9.9.tmp: an interrupted write's temp file",
         "removed project/.X.link: an interrupted write's temp file",
         "removed .transfers/4-0123456789ab-y-1.0-py3-none-any.whl.part: an interrupted",
-        "0 build(s) re-queued, 1 wheel(s) without a row removed, "
+        "0 build(s) re-queued, 1 wheel(s) without a row set aside in .orphaned/, "
         "7 stray or temporary file(s) removed",
     ):
         assert line in log, line
     assert not (out / "project" / ".X.link").is_symlink()
+    assert (out / ".orphaned" / "x" / "x-1.0-py3-none-any.whl").read_bytes() == b"no row"
     assert_consistent(out, farm.master_dsn)
     # and a clean tree is said to be so
     assert farm.master.stop() == 0
