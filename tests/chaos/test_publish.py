@@ -18,7 +18,12 @@ import time
 import pytest
 import sqlalchemy as sa
 from consistency import assert_consistent, wait_consistent
-from farm import builds_of, pyenv_python
+from farm import builds_of, pyenv_python, wait_for
+from index_publisher import Publisher
+from wheel_craft import craft_wheel
+
+from piwheels.index_pages import Site
+from piwheels.wheel_facts import inspect_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -193,3 +198,42 @@ def test_killed_at_random_moments_of_a_publish_loop(farm, db, release):
     wait_consistent(farm.output, farm.master_dsn)
     for package in packages:
         assert len([b for b in builds_of(db, package) if b.status == "success"]) == 1
+
+
+def test_a_refused_insert_leaves_no_file_behind(db, master_dsn, tmp_path):
+    """Two builds of one pure wheel (two ABIs) recorded together: the database
+    refuses the second file row, and its staged files go, never into the index."""
+    output = tmp_path / "output"
+    transfers = output / ".transfers"
+    transfers.mkdir(parents=True)
+    for abi in ("cp311", "cp312"):
+        db.add_build_abi(abi)
+    db.add_package("piw-craft")
+    db.add_version("piw-craft", "1.0", has_sdist=True)
+    wheel = craft_wheel(tmp_path)
+    site = Site(name="Chaos farm", index_url="http://farm.test/simple/",
+                upstream_simple="http://upstream.test/simple/")
+    publisher = Publisher(master_dsn, output, site, transfers)
+    try:
+        for n, abi in enumerate(("cp311", "cp312")):
+            received = transfers / f"{n}-0123456789ab-{wheel.name}"
+            received.write_bytes(wheel.read_bytes())
+            facts = inspect_wheel(wheel).to_dict()
+            publisher.records.send("RECORD", {
+                "package": "piw-craft", "version": "1.0", "abi_tag": abi,
+                "slave_label": "chaos", "started": time.time(), "duration_s": 1.0,
+                "status": "success", "reason": None, "log": "built\n",
+                "files": [{**facts, "path": str(received)}],
+            })
+        wait_for(lambda: publisher.check() or len(builds_of(db, "piw-craft")) == 2, 15,
+                 "both attempts recorded")
+        wait_consistent(output, master_dsn)
+        statuses = sorted((b.status, b.abi_tag) for b in builds_of(db, "piw-craft"))
+        assert [status for status, _ in statuses] == ["rejected", "success"]
+        (rejected,) = [b for b in builds_of(db, "piw-craft") if b.status == "rejected"]
+        assert rejected.reason.startswith(("could not record:", "could not publish:"))
+        assert not rejected.files
+        assert sorted(p.name for p in (output / "simple" / "piw-craft").glob("*.whl*")) == [
+            wheel.name, wheel.name + ".metadata"]
+    finally:
+        publisher.stop()
