@@ -99,22 +99,63 @@ def test_a_row_without_its_wheel_is_requeued_at_start(farm, db, release):
     assert wheel.is_file()
 
 
-def test_a_wheel_of_the_wrong_size_or_without_metadata_is_requeued(farm, db, release):
-    truncated = publish_one(farm, db, release, "truncated")
-    bare = publish_one(farm, db, release, "bare")
-    assert farm.master.stop() == 0
+SITE = Site(name="Chaos farm", index_url="http://farm.test/simple/",
+            upstream_simple="http://upstream.test/simple/")
+
+
+def record_by_hand(db, dsn, output, wheels: dict) -> None:
+    """Publish crafted wheels ({package: wheel path}) through the real recorder and
+    index writer, as a build on cp311 each, and wait until they are served."""
+    db.add_build_abi("cp311")
+    transfers = output / ".transfers"
+    transfers.mkdir(parents=True, exist_ok=True)
+    publisher = Publisher(dsn, output, SITE, transfers)
+    try:
+        for n, (package, wheel) in enumerate(wheels.items()):
+            db.add_package(package)
+            db.add_version(package, "1.0", has_sdist=True)
+            send_record(publisher, package, "cp311", wheel, transfers / f"{n}-0123456789ab-{wheel.name}")
+        wait_for(lambda: publisher.check() or all(built(db, p) for p in wheels), 15,
+                 "the wheels recorded")
+        wait_consistent(output, dsn)
+    finally:
+        publisher.stop()
+
+
+def send_record(publisher, package, abi, wheel, received) -> None:
+    """What the slave driver sends once *wheel* has arrived (as *received*)."""
+    received.write_bytes(wheel.read_bytes())
+    facts = inspect_wheel(wheel).to_dict()
+    publisher.records.send("RECORD", {
+        "package": package, "version": "1.0", "abi_tag": abi,
+        "slave_label": "chaos", "started": time.time(), "duration_s": 1.0,
+        "status": "success", "reason": None, "log": "built\n",
+        "files": [{**facts, "path": str(received)}],
+    })
+
+
+def test_a_wheel_of_the_wrong_size_or_without_metadata_is_requeued(farm, db, tmp_path):
+    crafted = {package: craft_wheel(tmp_path, wheel_name(package), name=package)
+               for package in ("truncated", "bare", "intact")}
+    record_by_hand(db, farm.master_dsn, farm.output, crafted)
+    truncated, bare = built(db, "truncated"), built(db, "bare")
     with open(farm.output / "simple" / "truncated" / wheel_name("truncated"), "r+b") as f:
         f.truncate(10)
     (farm.output / "simple" / "bare" / (wheel_name("bare") + ".metadata")).unlink()
-    master = farm.start_master()
-    log = master.log()
-    assert f"{wheel_name('truncated')} is 10 bytes, not {truncated.files[0].size}" in log
-    assert f"{wheel_name('bare')} has no .metadata" in log
-    assert "2 build(s) re-queued" in log
-    farm.wait(lambda: all(built(db, p) and built(db, p).build_id != old.build_id
-                          for p, old in (("truncated", truncated), ("bare", bare))),
-              120, "both to be built again")
-    wait_consistent(farm.output, farm.master_dsn)
+    log = farm.start_master().log()
+    assert (f"re-queued truncated 1.0 for cp311 (deleted build {truncated.build_id}): "
+            f"{wheel_name('truncated')} is 10 bytes, not {truncated.files[0].size}") in log
+    assert (f"re-queued bare 1.0 for cp311 (deleted build {bare.build_id}): "
+            f"{wheel_name('bare')} has no .metadata") in log
+    # the truncated wheel has lost its row: it is set aside, not served
+    assert f"moved simple/truncated/{wheel_name('truncated')} (served)" in log
+    assert "2 build(s) re-queued, 2 wheel(s) without a row set aside in .orphaned/" in log
+    assert builds_of(db, "truncated") == builds_of(db, "bare") == []
+    assert built(db, "intact") is not None
+    queued = {tuple(pending) for pending in db.pending_builds("cp311", 10)}
+    assert {("truncated", "1.0"), ("bare", "1.0")} <= queued
+    assert ("intact", "1.0") not in queued
+    wait_consistent(farm.output, farm.master_dsn)  # their pages no longer list them
 
 
 def test_staged_and_temp_files_are_removed_at_start(farm, db):
@@ -211,20 +252,11 @@ def test_a_refused_insert_leaves_no_file_behind(db, master_dsn, tmp_path):
     db.add_package("piw-craft")
     db.add_version("piw-craft", "1.0", has_sdist=True)
     wheel = craft_wheel(tmp_path)
-    site = Site(name="Chaos farm", index_url="http://farm.test/simple/",
-                upstream_simple="http://upstream.test/simple/")
-    publisher = Publisher(master_dsn, output, site, transfers)
+    publisher = Publisher(master_dsn, output, SITE, transfers)
     try:
         for n, abi in enumerate(("cp311", "cp312")):
-            received = transfers / f"{n}-0123456789ab-{wheel.name}"
-            received.write_bytes(wheel.read_bytes())
-            facts = inspect_wheel(wheel).to_dict()
-            publisher.records.send("RECORD", {
-                "package": "piw-craft", "version": "1.0", "abi_tag": abi,
-                "slave_label": "chaos", "started": time.time(), "duration_s": 1.0,
-                "status": "success", "reason": None, "log": "built\n",
-                "files": [{**facts, "path": str(received)}],
-            })
+            send_record(publisher, "piw-craft", abi, wheel,
+                        transfers / f"{n}-0123456789ab-{wheel.name}")
         wait_for(lambda: publisher.check() or len(builds_of(db, "piw-craft")) == 2, 15,
                  "both attempts recorded")
         wait_consistent(output, master_dsn)
