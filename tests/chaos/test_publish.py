@@ -17,7 +17,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from consistency import assert_consistent, wait_consistent
+from consistency import assert_consistent, problems, wait_consistent
 from farm import builds_of, pyenv_python, wait_for
 from index_publisher import Publisher
 from wheel_craft import craft_wheel
@@ -68,6 +68,9 @@ def test_a_wheel_without_a_row_is_removed_at_start_and_built_again(
     # what the old order left when the master died between the rename and the commit
     delete_builds(schema_database["superuser"], "orphaned")
     assert wheel.is_file()
+    found = problems(farm.output, farm.master_dsn)  # (the check sees it)
+    assert f"{wheel} has no row" in found
+    assert f"{wheel.parent / 'index.json'} lists {wheel.name}, which has no row" in found
     master = farm.start_master()
     log = master.log()
     assert (f"moved simple/orphaned/{wheel_name('orphaned')} (served) to .orphaned/orphaned: "
@@ -89,6 +92,9 @@ def test_a_row_without_its_wheel_is_requeued_at_start(farm, db, release):
     assert farm.master.stop() == 0
     # what a crash between the commit and the rename leaves
     wheel.unlink()
+    found = problems(farm.output, farm.master_dsn)  # (the check sees it)
+    assert f"row {wheel.name} (vanished) has no file" in found
+    assert f"{wheel.parent / 'index.json'} lists {wheel.name}, which is not there" in found
     master = farm.start_master()
     assert (f"re-queued vanished 1.0 for cp311 (deleted build {first.build_id}): "
             f"{wheel_name('vanished')} is missing") in master.log()
@@ -142,6 +148,9 @@ def test_a_wheel_of_the_wrong_size_or_without_metadata_is_requeued(farm, db, tmp
     with open(farm.output / "simple" / "truncated" / wheel_name("truncated"), "r+b") as f:
         f.truncate(10)
     (farm.output / "simple" / "bare" / (wheel_name("bare") + ".metadata")).unlink()
+    found = problems(farm.output, farm.master_dsn)  # (the check sees it)
+    assert any("is 10 bytes; its row says" in p for p in found)
+    assert any(p.endswith(f"{wheel_name('bare')} has no .metadata") for p in found)
     log = farm.start_master().log()
     assert (f"re-queued truncated 1.0 for cp311 (deleted build {truncated.build_id}): "
             f"{wheel_name('truncated')} is 10 bytes, not {truncated.files[0].size}") in log
@@ -174,6 +183,10 @@ def test_staged_and_temp_files_are_removed_at_start(farm, db):
     (out / "project" / ".X.link").symlink_to("x")
     (out / ".withheld" / "x").mkdir(parents=True)
     (out / ".withheld" / "x" / "x-2.0-py3-none-any.whl.metadata").write_bytes(b"m")
+    found = problems(out, farm.master_dsn)  # (the check sees them)
+    assert len([p for p in found if p.startswith("temp file")]) == 3
+    assert len([p for p in found if p.startswith("left in .transfers")]) == 3
+    assert len([p for p in found if p.endswith("has no row")]) == 3
     master = farm.start_master()
     log = master.log()
     for line in (
