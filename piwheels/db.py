@@ -45,6 +45,17 @@ class QueueKey(NamedTuple):
     version: str
 
 
+class RecordedFile(NamedTuple):
+    """A file row and the attempt it belongs to."""
+
+    filename: str
+    size: int
+    build_id: int
+    package: str
+    version: str
+    abi_tag: str
+
+
 class Database(PolicyData):
     """One connection's worth of piwheels data operations."""
 
@@ -534,6 +545,37 @@ class Database(PolicyData):
             if dep_rows:
                 conn.execute(deps.insert(), dep_rows)
         return build_ids
+
+    # --- the output tree's reconciliation (issue 12) ----------------------------
+
+    def recorded_filenames(self, filenames: Iterable[str]) -> set[str]:
+        """Which of *filenames* already have a row (a published wheel)."""
+        names = sorted(set(filenames))
+        if not names:
+            return set()
+        files = self.t["files"]
+        with self._begin() as conn:
+            return set(conn.scalars(sa.select(files.c.filename)
+                                    .where(files.c.filename.in_(names))))
+
+    def recorded_files(self) -> list[RecordedFile]:
+        """Every file row with what the output tree must hold for it."""
+        files, builds = self.t["files"], self.t["builds"]
+        query = (sa.select(files.c.filename, files.c.filesize, builds.c.build_id,
+                           builds.c.package, builds.c.version, builds.c.abi_tag)
+                 .join(builds, files.c.build_id == builds.c.build_id))
+        with self._begin() as conn:
+            return [RecordedFile(*row) for row in conn.execute(query)]
+
+    def requeue_builds(self, build_ids: Iterable[int]) -> int:
+        """Delete these attempts (with their files' rows), so the queue hands their
+        releases out again; how many went."""
+        ids = sorted(set(build_ids))
+        if not ids:
+            return 0
+        builds = self.t["builds"]
+        with self._begin() as conn:
+            return conn.execute(builds.delete().where(builds.c.build_id.in_(ids))).rowcount
 
     def get_build_log(self, build_id: int) -> Optional[str]:
         logs = self.t["build_logs"]

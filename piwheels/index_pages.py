@@ -18,6 +18,7 @@ from chameleon import PageTemplateLoader
 
 from .records import BuildData, FileData, ProjectData, VersionData
 from .resources import templates_dir
+from .storage import LOGS_DIR, SIMPLE_DIR, log_path
 
 #: The simple repository API version these pages follow (PEP 629/691/700/792).
 API_VERSION = "1.4"
@@ -53,12 +54,6 @@ def project_status_context(project: ProjectData) -> dict:
 def served_files(project: ProjectData) -> list[tuple[VersionData, FileData]]:
     """The published files the farm serves: none while the project is quarantined."""
     return [] if project.status.withheld else published_files(project)
-
-
-def log_path(build_id: int) -> str:
-    """Where a build's log lives under logs/: 0000/0001/2345.txt.gz for build 12345."""
-    digits = f"{build_id:012d}"
-    return f"{digits[:4]}/{digits[4:8]}/{digits[8:]}.txt.gz"
 
 
 def yanked_attribute(yanked: Any) -> Optional[str]:
@@ -141,7 +136,7 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
                 "abi": f.abi_tag, "platform": f.platform_tag,
                 "requires_python": f.requires_python,
                 "apt_dependencies": list(f.dependencies.get("apt", ())),
-                "url": f"../../simple/{project.package}/{f.filename}",
+                "url": f"../../{SIMPLE_DIR}/{project.package}/{f.filename}",
             }
             for build in version.builds if build.status == "success" and not status.withheld
             for f in build.files
@@ -206,7 +201,7 @@ def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
     for build in reversed(version.builds):
         if _covers(build, abi):
             cell = {"status": build.status, "build_id": build.build_id,
-                    "log": f"../../logs/{log_path(build.build_id)}",
+                    "log": f"../../{LOGS_DIR}/{log_path(build.build_id)}",
                     "duration_s": round(build.duration.total_seconds(), 1)}
             if build.status != "success":
                 cell["reason"] = build.reason

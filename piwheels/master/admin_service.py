@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,14 +22,13 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from ..build_policy import parse_policy
 from ..db import Database
 from ..db_policy import UNCHANGED
-from ..index_pages import log_path
 from ..errors import PiwheelsError
 from ..names import canonical_name, normal_version
 from ..protocols import (
     BUILD_QUEUE, CONTROL, DRIVER_COMMANDS, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS,
     RECORD_REQUESTS, STATS_COMMANDS, STATUS, STATUS_REPORTS, SUPERVISOR,
 )
-from ..storage import remove_quietly
+from ..storage import OutputTree, remove_quietly
 from ..wheel_facts import UnpackLimits, check_wheel, find_apt_dependencies
 from . import bulk_changes
 from .task import Clock, Task
@@ -44,14 +42,12 @@ class AdminService(Task):
     name = "admin_service"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, control_address: str,
-                 status_address: str, transfers_dir: Path, simple_dir: Path,
-                 max_wheel_size: int, unpack_limits: UnpackLimits, socket_mode: int = 0o660,
-                 logs_dir: Optional[Path] = None, clock: Clock = time.monotonic) -> None:
+                 status_address: str, output_path: Path, max_wheel_size: int,
+                 unpack_limits: UnpackLimits, socket_mode: int = 0o660,
+                 clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.dsn = dsn
-        self.transfers_dir = Path(transfers_dir)
-        self.simple_dir = Path(simple_dir)
-        self.logs_dir = Path(logs_dir) if logs_dir else self.simple_dir.parent / "logs"
+        self.tree = OutputTree(output_path)
         self.max_wheel_size = max_wheel_size
         self.unpack_limits = unpack_limits
         self.db: Optional[Database] = None
@@ -399,11 +395,9 @@ class AdminService(Task):
         lists logs.
         """
         for filename in filenames:
-            for path in (self.simple_dir / package / filename,
-                         self.simple_dir / package / (filename + ".metadata")):
-                remove_quietly(path)
+            self.tree.unpublish(package, filename)
         for build_id in build_ids:
-            remove_quietly(self.logs_dir / log_path(build_id))
+            remove_quietly(self.tree.build_log(build_id))
 
     def do_rebuild(self, request: dict) -> tuple[str, dict]:
         part, package = request["part"], request["package"]
@@ -452,8 +446,7 @@ class AdminService(Task):
                 for v in project.versions for b in v.builds for f in b.files):
             return "ERROR", {"message": f"{path.name} is already in the index; remove its "
                                         f"build first (piw-remove --builds)"}
-        self.transfers_dir.mkdir(parents=True, exist_ok=True)
-        staged = self.transfers_dir / f"import-{uuid.uuid4().hex}.whl"
+        staged = self.tree.import_copy()
         try:
             shutil.copyfile(path, staged)
             facts = check_wheel(

@@ -1,9 +1,13 @@
 """build_recorder: publishes a finished build's verified wheels and records the attempt.
 
 The slave driver hands over each finished attempt and moves on; this task
-does the slow part (file moves, the database transaction) off its path.  A
-build's files are published only together with its database record: if the
-record cannot be written, the files are taken back out of the index.
+does the slow part (the database transaction, the renames) off its path.  A
+build's files are published only together with its database record, in this
+order: the verified files are staged (beside them, their core metadata), the
+rows are committed, and only then are the files renamed into the index.  A
+file left in the index by a crash has no row, so it never blocks a later
+attempt (it is replaced); a row whose file could not be put in place has its
+build deleted, so the queue builds it again.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from ..errors import InvalidName
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS
 from ..records import BuildRecord, FileRecord
+from ..storage import OutputTree, StagedWheel
 from ..transport import ProtocolError
-from ..storage import WITHHELD_DIR, atomic_move, atomic_write, remove_quietly
 from .task import Clock, Task
 
 #: The most attempts written in one transaction.
@@ -38,8 +42,7 @@ class BuildRecorder(Task):
                  clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.dsn = dsn
-        self.simple_dir = Path(output_path) / "simple"
-        self.withheld_dir = Path(output_path) / WITHHELD_DIR
+        self.tree = OutputTree(output_path)
         self.db: Optional[Database] = None
         self.recorded = 0
         self.requests = self.socket(zmq.PULL, RECORD_REQUESTS.reverse())
@@ -77,79 +80,89 @@ class BuildRecorder(Task):
         started = time.perf_counter()
         # a quarantined project's wheels go straight where nothing is served
         withheld = self.db.withheld_packages(_valid_names(job["package"] for job in jobs))
-        prepared = [self.prepare(job, withheld) for job in jobs]
+        recorded = self.db.recorded_filenames(
+            [facts["filename"] for job in jobs for facts in job["files"]])
+        prepared = [self.prepare(job, withheld, recorded) for job in jobs]
         try:
-            self.db.record_builds([record for record, _ in prepared])
+            build_ids = self.db.record_builds([record for record, _ in prepared])
             self.log.debug("recorded %d attempts in %.0f ms", len(prepared),
                            (time.perf_counter() - started) * 1000)
         except sa.exc.SQLAlchemyError as exc:
             self.log.warning("batch of %d records failed (%s); recording one by one",
                              len(prepared), exc.__class__.__name__)
-            for record, published in prepared:
-                self.record_one(record, published)
+            build_ids = [self.record_one(record, staged) for record, staged in prepared]
+        for build_id, (record, staged) in zip(build_ids, prepared):
+            if build_id is not None:
+                self.put_in_place(build_id, record, staged)
         self.recorded += len(prepared)
         # A recorded attempt only ever shortens the build queue, and the slave
         # driver already skips what it has just seen finish: no queue refresh.
         for package in {canonical_name(job["package"]) for job in jobs}:
             self.tell(self.index_requests, "PACKAGE", {"package": package})
 
-    def prepare(self, job: dict, withheld: frozenset[str] | set[str] = frozenset()
-                ) -> tuple[BuildRecord, list[Path]]:
-        """Publish a successful attempt's files (into the withheld directory for a
-        package in *withheld*); an attempt whose files cannot be published becomes
-        a rejected one."""
+    def prepare(self, job: dict, withheld: frozenset[str] | set[str] = frozenset(),
+                recorded: frozenset[str] | set[str] = frozenset()
+                ) -> tuple[BuildRecord, list[StagedWheel]]:
+        """Stage a successful attempt's files (for the withheld directory, for a
+        package in *withheld*); an attempt whose files cannot be staged, or one of
+        whose files is in *recorded* already, becomes a rejected one."""
         package = canonical_name(job["package"])
-        root = self.withheld_dir if package in withheld else self.simple_dir
-        published: list[Path] = []
+        staged: list[StagedWheel] = []
         try:
             files = []
             for facts in job["files"]:
-                published += self.publish(package, facts, root)
+                if facts["filename"] in recorded:
+                    # never replace a published file (a duplicate pure wheel, say)
+                    raise FileExistsError(f"{facts['filename']} is already published")
+                staged.append(self.tree.stage(
+                    package, facts["filename"], Path(facts["path"]), facts["metadata"],
+                    withheld=package in withheld))
                 files.append(file_record(facts))
-            return build_record(job, tuple(files)), published
+            return build_record(job, tuple(files)), staged
         except OSError as exc:
-            self.unpublish(job, published)
+            self.tree.discard(staged)
+            self.discard_received(job)
             self.log.error("could not publish %s %s: %s", job["package"], job["version"], exc)
             return build_record(
                 {**job, "status": "rejected", "reason": f"could not publish: {exc}"[:500]}, ()
             ), []
 
-    def record_one(self, record: BuildRecord, published: list[Path]) -> None:
+    def record_one(self, record: BuildRecord, staged: list[StagedWheel]) -> Optional[int]:
+        """Record one attempt; if its rows are refused, record it as rejected (its
+        files dropped) and return None: nothing of it is to be put in place."""
         try:
-            self.db.record_build(record)
+            return self.db.record_build(record)
         except sa.exc.IntegrityError as exc:
-            for path in published:
-                remove_quietly(path)
+            self.tree.discard(staged)
             self.log.error("could not record %s %s for %s: %s", record.package, record.version,
                            record.abi_tag, first_line(exc))
             self.db.record_build(replace(
                 record, status="rejected", files=(),
                 reason=f"could not record: {first_line(exc)}"[:500]))
+            return None
 
-    def unpublish(self, job: dict, published: list[Path]) -> None:
-        for path in published:
-            remove_quietly(path)
+    def put_in_place(self, build_id: int, record: BuildRecord,
+                     staged: list[StagedWheel]) -> None:
+        """Rename a committed attempt's files into the index.  If that fails, the
+        attempt is deleted again, so the build queue hands the release out anew."""
+        try:
+            for item in staged:
+                self.tree.put_in_place(item)
+        except OSError as exc:
+            self.log.error("could not put %s %s for %s in place (%s); deleted build %d, "
+                           "so it is built again", record.package, record.version,
+                           record.abi_tag, exc, build_id)
+            self.db.requeue_builds([build_id])
+            for item in staged:
+                self.tree.unpublish(item.package, item.filename)
+            self.tree.discard(staged)
+
+    def discard_received(self, job: dict) -> None:
         for facts in job["files"]:
-            remove_quietly(Path(facts["path"]))
+            self.tree.discard_received(Path(facts["path"]))
 
     def status(self) -> dict:
         return {"recorded": self.recorded}
-
-    def publish(self, package: str, facts: dict, root: Optional[Path] = None) -> list[Path]:
-        """Move one verified wheel into the index (or *root*) beside its core metadata."""
-        directory = (root or self.simple_dir) / package
-        wheel = directory / facts["filename"]
-        metadata = directory / (facts["filename"] + ".metadata")
-        if wheel.exists():
-            # never replace a published file (a duplicate pure wheel, say)
-            raise FileExistsError(f"{facts['filename']} is already published")
-        atomic_write(metadata, facts["metadata"])
-        try:
-            atomic_move(Path(facts["path"]), wheel)
-        except OSError:
-            remove_quietly(metadata)
-            raise
-        return [wheel, metadata]
 
 
 def _valid_names(names) -> set[str]:

@@ -2,7 +2,8 @@
 
 The slave driver says which files to EXPECT from which slave.  The slave
 OFFERs a file; this task pulls it with FETCH requests, at most ``window``
-chunks in flight, into a ``.part`` file under the transfers directory.  A
+chunks in flight, into a ``.part`` file under the output tree's transfers
+directory (:class:`~piwheels.storage.OutputTree` names it).  A
 chunk whose CRC-32 is wrong, or that does not come back in time, is fetched
 again; a file whose SHA-256 is wrong is fetched again from the start.  Only a
 complete file that passes :func:`~piwheels.wheel_facts.check_wheel` is
@@ -24,7 +25,6 @@ import hashlib
 import os
 import shutil
 import time
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from ..errors import WheelError
 from ..protocols import (
     DRIVER_COMMANDS, ENVELOPE_BYTES, FILE_TRANSFER, TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
-from ..storage import remove_quietly
+from ..storage import OutputTree, remove_quietly
 from ..transport import PeerLimits
 from ..wheel_facts import UnpackLimits, check_wheel
 from .task import Clock, Task
@@ -85,13 +85,13 @@ class Transfer:
 class FileReceiver(Task):
     name = "file_receiver"
 
-    def __init__(self, ctx: zmq.Context, *, file_bind: str, transfers_dir: Path,
+    def __init__(self, ctx: zmq.Context, *, file_bind: str, output_path: Path,
                  chunk_size: int, window: int, timeout_s: float, retries: int,
                  max_wheel_size: int, deadline_s: float, unpack_limits: UnpackLimits,
                  peers: Optional[PeerLimits] = None,
                  clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
-        self.transfers_dir = Path(transfers_dir)
+        self.tree = OutputTree(output_path)
         self.chunk_size = chunk_size
         self.window = window
         self.timeout_s = timeout_s
@@ -99,7 +99,7 @@ class FileReceiver(Task):
         self.max_wheel_size = max_wheel_size
         self.deadline_s = deadline_s
         self.unpack_limits = unpack_limits
-        #: bytes that must be free under transfers_dir before the space hold is released
+        #: bytes that must be free under .transfers before the space hold is released
         self.space_needed: Optional[int] = None
         self.expected: dict[tuple[int, str], Expected] = {}
         self.transfers: dict[bytes, Transfer] = {}
@@ -129,10 +129,9 @@ class FileReceiver(Task):
         self.every(SPACE_CHECK_S, self.check_space)
 
     def on_start(self) -> None:
-        """Whatever a previous run left half-done is worthless: start clean."""
-        if self.transfers_dir.exists():
-            shutil.rmtree(self.transfers_dir, ignore_errors=True)
-        self.transfers_dir.mkdir(parents=True, exist_ok=True)
+        """Whatever a previous run left half-done is worthless: start clean (the
+        master's reconciliation has done so already, and logged it)."""
+        self.tree.clear_transfers()
 
     def on_stop(self) -> None:
         for transfer in list(self.transfers.values()):
@@ -215,13 +214,13 @@ class FileReceiver(Task):
             self._hold_for_space(expected.size)
             self._reject(expected, address,
                          f"no room: {expected.size} bytes declared, {free} free under "
-                         f"{self.transfers_dir}", retry=True)
+                         f"{self.tree.transfers}", retry=True)
             return
         self._start(expected, address, attempts=1, started_s=self.clock())
 
     def _start(self, expected: Expected, address: bytes, *, attempts: int,
                started_s: float) -> None:
-        path = self.transfers_dir / f"{expected.slave_id}-{uuid.uuid4().hex[:12]}-{expected.filename}.part"
+        path = self.tree.part_file(expected.slave_id, expected.filename)
         try:
             handle = open(path, "w+b")
         except OSError as exc:
@@ -317,7 +316,7 @@ class FileReceiver(Task):
                 return
             self._reject(expected, transfer.address, str(exc))
             return
-        final = transfer.path.with_name(transfer.path.name[:-len(".part")])
+        final = self.tree.received(transfer.path)
         try:
             os.replace(transfer.path, final)
         except OSError as exc:
@@ -366,7 +365,7 @@ class FileReceiver(Task):
 
     def _free_bytes(self) -> Optional[int]:
         try:
-            return shutil.disk_usage(self.transfers_dir).free
+            return shutil.disk_usage(self.tree.transfers).free
         except OSError:
             return None
 

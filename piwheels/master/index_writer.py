@@ -20,7 +20,6 @@ import gzip
 import json
 import multiprocessing
 import os
-import shutil
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -33,14 +32,14 @@ import zmq
 from ..db import Database
 from ..errors import InvalidName
 from ..index_pages import (
-    Renderer, Site, log_path, project_context, published_files, served_files,
+    Renderer, Site, project_context, published_files, served_files,
     simple_project_context, simple_root_context, to_json,
 )
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS
 from ..records import ProjectData
 from ..resources import templates_dir
-from ..storage import WITHHELD_DIR, atomic_write, remove_quietly
+from ..storage import METADATA_SUFFIX, PAGE_FILES, OutputTree, atomic_write, remove_quietly
 from .task import Clock, Task
 
 #: The longest one run of page writing in the task's own thread lasts.
@@ -52,8 +51,6 @@ PARALLEL_BACKLOG = 2000
 #: ... in batches of this many projects, at most this many batches per worker queued.
 WORKER_BATCH_SIZE = 500
 WORKER_QUEUE = 2
-PAGE_FILES = {"index.html", "index.json"}
-METADATA_SUFFIX = ".metadata"
 #: The simple root lists every project (a second's work at 100k): rewritten at most this
 #: often, however many new projects arrive.
 ROOT_INTERVAL_S = 5.0
@@ -117,7 +114,7 @@ class PageWriter:
 
     def __init__(self, db: Database, output: Path, site: Site) -> None:
         self.db = db
-        self.output = Path(output)
+        self.tree = OutputTree(output)
         self.site = site
         self.renderer = Renderer(site)
 
@@ -145,61 +142,40 @@ class PageWriter:
         return written
 
     def _remove_project(self, package: str) -> None:
-        for section in ("simple", "project", WITHHELD_DIR):
-            shutil.rmtree(self.output / section / package, ignore_errors=True)
+        self.tree.remove_project(package)
         self._remove_aliases(package)
 
     def _write_project(self, project: ProjectData, abis: list[str], written: Written) -> bool:
         package = project.package
-        simple_dir = os.path.join(self.output, "simple", package)
-        project_dir = os.path.join(self.output, "project", package)
+        simple_dir = self.tree.simple_dir(package)
+        project_dir = self.tree.project_dir(package)
         recorded = published_files(project)
         files = served_files(project)
+        filenames = [f.filename for _, f in recorded]
         if project.status.withheld:
-            self._withhold(package, recorded)
+            self.tree.withhold(package, filenames)
         else:
-            self._restore(package, recorded)
-        simple_json = os.path.join(simple_dir, "index.json")
+            self.tree.restore(package, filenames)
+        simple_json = simple_dir / "index.json"
         page_before = read_if_exists(simple_json)
         if recorded:
             # (a quarantined project's page says so, and lists nothing)
             simple = simple_project_context(project, self.site, files)
-            self.write(os.path.join(simple_dir, "index.html"),
+            self.write(simple_dir / "index.html",
                        self.renderer.render("simple_project", **simple,
                                             project_status=simple["project-status"]), written)
             self.write(simple_json, to_json(simple), written, page_before)
         else:
             # no wheel at all: no simple page (a 404), so no client is sent here
             for name in PAGE_FILES:
-                remove_quietly(Path(simple_dir) / name)
-        self._prune(Path(simple_dir), {f.filename for _, f in files}, listed_files(page_before))
+                remove_quietly(simple_dir / name)
+        self._prune(simple_dir, {f.filename for _, f in files}, listed_files(page_before))
         context = project_context(project, abis, self.site)
-        self.write(os.path.join(project_dir, "json", "index.json"), to_json(context), written)
-        self.write(os.path.join(project_dir, "index.html"), self.renderer.render(
+        self.write(self.tree.project_json(package), to_json(context), written)
+        self.write(project_dir / "index.html", self.renderer.render(
             "project", format_size=format_size, **context), written)
         self._write_aliases(package, project.names)
         return bool(files)  # in the root: a project whose wheels are served
-
-    def _withhold(self, package: str, files: list) -> None:
-        """Move a quarantined project's wheels (and .metadata) out of the served tree
-        into :data:`WITHHELD_DIR`, where nothing is served and nothing is lost."""
-        self._move_files(files, self.output / "simple" / package,
-                         self.output / WITHHELD_DIR / package)
-
-    def _restore(self, package: str, files: list) -> None:
-        """Put withheld wheels back where they are served (the quarantine was lifted)."""
-        held = self.output / WITHHELD_DIR / package
-        if held.is_dir():
-            self._move_files(files, held, self.output / "simple" / package)
-            shutil.rmtree(held, ignore_errors=True)  # what no build lists any more
-
-    @staticmethod
-    def _move_files(files: list, source: Path, target: Path) -> None:
-        for _, f in files:
-            for name in (f.filename, f.filename + METADATA_SUFFIX):
-                if (source / name).exists() and not (target / name).exists():
-                    target.mkdir(parents=True, exist_ok=True)
-                    os.replace(source / name, target / name)
 
     def _prune(self, directory: Path, listed: set[str], listed_before: set[str]) -> None:
         """Remove the wheels (and their .metadata) the page no longer lists.
@@ -224,32 +200,26 @@ class PageWriter:
 
     def _write_logs(self, build_ids: list[int]) -> None:
         """Write the logs not written yet (a build's log never changes)."""
-        logs = os.path.join(self.output, "logs")
-        missing = [b for b in build_ids if not os.path.exists(os.path.join(logs, log_path(b)))]
+        missing = [b for b in build_ids if not self.tree.build_log(b).exists()]
         for build_id, text in self.db.get_build_logs(missing).items():
-            atomic_write(os.path.join(logs, log_path(build_id)),
+            atomic_write(self.tree.build_log(build_id),
                          gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0))
 
     def _write_aliases(self, package: str, names: tuple[str, ...]) -> None:
         """Other spellings of the name lead to the canonical directories (symlinks)."""
-        for section in ("simple", "project"):
+        for section in self.tree.alias_dirs():
             for name in names:
                 if name == package or "/" in name:
                     continue
-                link = self.output / section / name
+                link = section / name
                 if link.is_symlink() and os.readlink(link) == package:
                     continue
                 if link.exists() and not link.is_symlink():
                     continue  # a real directory: never clobber
-                temp = link.with_name(f".{name}.link")
-                temp.parent.mkdir(parents=True, exist_ok=True)  # (no simple page written yet)
-                remove_quietly(temp)
-                temp.symlink_to(package)
-                os.replace(temp, link)
+                self.tree.link(link, package)
 
     def _remove_aliases(self, package: str) -> None:
-        for section in ("simple", "project"):
-            directory = self.output / section
+        for directory in self.tree.alias_dirs():
             if not directory.is_dir():
                 continue
             for entry in directory.iterdir():
@@ -283,7 +253,7 @@ class IndexWriter(Task):
                  clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.dsn = dsn
-        self.output = Path(output_path)
+        self.tree = OutputTree(output_path)
         self.site = site
         self.coalesce_s = coalesce_s
         self.root_interval_s = root_interval_s
@@ -312,7 +282,7 @@ class IndexWriter(Task):
 
     def on_start(self) -> None:
         self.db = Database(self.dsn)
-        self.pages = PageWriter(self.db, self.output, self.site)
+        self.pages = PageWriter(self.db, self.tree.root, self.site)
         self.write_static()
 
     def on_stop(self) -> None:
@@ -400,7 +370,7 @@ class IndexWriter(Task):
                           len(self.dirty), self.workers)
             self.pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker, initargs=(self.dsn, str(self.output), self.site))
+                initializer=_start_worker, initargs=(self.dsn, str(self.tree.root), self.site))
         while len(self.in_flight) < self.workers * WORKER_QUEUE:
             batch = self._take(self.worker_batch_size)
             if not batch:
@@ -440,26 +410,25 @@ class IndexWriter(Task):
         self.root = set(described)
         packages = sorted(described)
         context = simple_root_context(packages)
-        simple = self.output / "simple"
         renderer = self.pages.renderer
-        self._write(simple / "index.html", renderer.render("simple_root", **context))
-        self._write(simple / "index.json", to_json(context))
-        self._write(self.output / "packages.json",
+        self._write(self.tree.simple_page("html"), renderer.render("simple_root", **context))
+        self._write(self.tree.simple_page("json"), to_json(context))
+        self._write(self.tree.packages_json,
                     to_json([[name, described[name]] for name in packages]))
-        self._write(self.output / "sitemap.xml", renderer.render(
+        self._write(self.tree.sitemap, renderer.render(
             "sitemap", packages=packages, base_url=self.site.index_url.rsplit("simple", 1)[0]))
         self.root_dirty = False
         self.last_root = self.clock()
 
     def write_home(self) -> None:
         stats = self.db.statistics()
-        self._write(self.output / "index.html", self.pages.renderer.render(
+        self._write(self.tree.home_page, self.pages.renderer.render(
             "home", root="", stats=stats,
             updated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
         self.home_dirty = False
 
     def write_static(self) -> None:
-        self._write(self.output / "static" / "style.css",
+        self._write(self.tree.style_sheet,
                     (templates_dir() / "style.css").read_bytes())
 
     def status(self) -> dict:

@@ -23,8 +23,9 @@ from ..build_policy import parse_policy
 from ..db import Database
 from ..errors import ConfigError, InvalidPolicy
 from ..index_pages import Site
-from ..protocols import SUPERVISOR
+from ..protocols import INDEX_REQUESTS, SUPERVISOR
 from ..pypi_client import PyPIClient
+from ..storage import SIMPLE_DIR, OutputTree
 from ..systemd import SystemdNotifier
 from ..transport import PeerLimits, ProtocolError, Socket
 from ..wheel_facts import UnpackLimits
@@ -34,6 +35,7 @@ from .build_recorder import BuildRecorder
 from .file_receiver import FileReceiver
 from .index_writer import IndexWriter
 from .pypi_follower import PyPIFollower
+from .reconcile import reconcile
 from .slave_driver import SlaveDriver
 from .stats import Stats
 from .task import Task, TaskControl
@@ -93,7 +95,7 @@ class Master:
         except InvalidPolicy as exc:
             raise ConfigError(f"--build-policy (build-policy, PIW_BUILD_POLICY): {exc}") from None
         self.output_path = Path(options.output_path)
-        self.transfers_dir = self.output_path / ".transfers"
+        self.tree = OutputTree(self.output_path)
         self.notifier = SystemdNotifier()
         self._stop = threading.Event()
         self.failed: Optional[str] = None
@@ -107,15 +109,13 @@ class Master:
                            keepalive_interval_s=o.heartbeat_interval_s, queue=SLAVE_QUEUE)
         unpack = UnpackLimits(max_unpacked=o.max_unpacked_size,
                               max_ratio=o.max_compression_ratio)
-        site = Site(name=o.site_name, index_url=o.public_url.rstrip("/") + "/simple/",
+        site = Site(name=o.site_name, index_url=f"{o.public_url.rstrip('/')}/{SIMPLE_DIR}/",
                     upstream_simple=o.pypi_simple)
         return [
             AdminService(
                 ctx, dsn=o.dsn, control_address=o.control_address,
-                status_address=o.status_address, transfers_dir=self.transfers_dir,
-                simple_dir=self.output_path / "simple", max_wheel_size=o.max_wheel_size,
-                logs_dir=self.output_path / "logs",
-                unpack_limits=unpack,
+                status_address=o.status_address, output_path=self.output_path,
+                max_wheel_size=o.max_wheel_size, unpack_limits=unpack,
             ),
             Stats(ctx, dsn=o.dsn, output_path=self.output_path,
                   min_free_bytes=o.min_free_space_mb * 2**20, interval_s=o.stats_interval_s),
@@ -124,7 +124,7 @@ class Master:
             BuildQueue(ctx, dsn=o.dsn, queue_size=o.queue_size, interval_s=o.queue_interval_s,
                        newest_first=not o.oldest_first),
             FileReceiver(
-                ctx, file_bind=o.file_bind, transfers_dir=self.transfers_dir,
+                ctx, file_bind=o.file_bind, output_path=self.output_path,
                 chunk_size=o.chunk_size, window=o.transfer_window,
                 timeout_s=o.transfer_timeout_s, retries=o.transfer_retries,
                 max_wheel_size=o.max_wheel_size, deadline_s=o.transfer_deadline_s,
@@ -153,17 +153,21 @@ class Master:
             db.check_schema_version()
             log.info(db.apply_configured_policy(self.build_policy,
                                                 self.options.build_prereleases))
-        (self.output_path / "simple").mkdir(parents=True, exist_ok=True)
+            self.tree.simple.mkdir(parents=True, exist_ok=True)
+            # before any task runs: nothing is being received or published now
+            reconciled = reconcile(db, self.tree)
         raise_fd_limit()
         ctx = zmq.Context()
         supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
         supervisor.bind(SUPERVISOR.address)
+        index = Socket.make(ctx, zmq.PUSH, INDEX_REQUESTS)
         controls: list[TaskControl] = []
         try:
             self.tasks = self.make_tasks(ctx)
             for task in self.tasks:
                 task.start()
                 controls.append(TaskControl(ctx, task.name))
+            self._rewrite_pages(index, reconciled.packages)
             log.info("master started: slaves on %s, files on %s, output in %s",
                      self.options.slave_bind, self.options.file_bind, self.output_path)
             self.notifier.ready()
@@ -182,12 +186,23 @@ class Master:
             for control in controls:
                 control.close()
             supervisor.close()
+            index.close()
             if any(task.is_alive() for task in self.tasks):
                 ctx.destroy(linger=0)
             else:
                 ctx.term()
         log.info("master stopped")
         return 1 if self.failed else 0
+
+    @staticmethod
+    def _rewrite_pages(index: Socket, packages: set[str]) -> None:
+        """Ask the index writer for the pages of the projects the reconciliation changed."""
+        index.connect(INDEX_REQUESTS.address)
+        for package in sorted(packages):
+            try:
+                index.send("PACKAGE", {"package": package}, flags=zmq.NOBLOCK)
+            except (ValueError, zmq.Again) as exc:  # a directory no project has
+                log.warning("not rewriting the pages of %r: %s", package, exc)
 
     def _supervise(self, supervisor: Socket) -> None:
         poller = zmq.Poller()

@@ -53,7 +53,7 @@ class Rig:
                                                    max_ratio=100))
         settings.update(options)
         self.task = FileReceiver(self.ctx, file_bind=self.address,
-                                 transfers_dir=self.transfers, **settings)
+                                 output_path=self.transfers.parent, **settings)
         self.requests = Socket.make(self.ctx, zmq.PUSH, TRANSFER_REQUESTS)
         self.requests.connect(TRANSFER_REQUESTS.address)
         self.task.start()
