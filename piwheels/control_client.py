@@ -10,9 +10,9 @@ from typing import Optional
 
 import zmq
 
-from .errors import PiwheelsError
+from .errors import InvalidRequest, PiwheelsError
 from .protocols import CONTROL, STATUS
-from .transport import ProtocolError, Socket
+from .transport import InvalidMessage, ProtocolError, Socket
 
 
 class MasterUnavailable(PiwheelsError):
@@ -77,6 +77,9 @@ class ControlClient:
             raise RuntimeError(f"{name} sent while the answer to {self.pending} is awaited")
         try:
             self.sock.send(name, payload, flags=zmq.NOBLOCK)
+        except InvalidMessage as exc:
+            what = f"the {exc.field} given" if exc.field else f"the {name} request"
+            raise InvalidRequest(f"{what} cannot be sent: {exc.why}") from None
         except zmq.Again:
             raise MasterUnavailable(f"cannot send {name} to {self.address}") from None
         self.pending = name

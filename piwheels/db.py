@@ -73,7 +73,8 @@ class Database:
     def _begin(self) -> Iterator[Connection]:
         """A connection in a transaction: the caller's :meth:`transaction`, or a new one."""
         if self._conn is not None:
-            yield self._conn
+            with translate_errors(self._engine):  # translated here, for a savepoint to catch
+                yield self._conn
             return
         with translate_errors(self._engine), self._engine.begin() as conn:
             yield conn
@@ -95,7 +96,7 @@ class Database:
         """Inside :meth:`transaction`: undo only this block if it fails."""
         if self._conn is None:
             raise RuntimeError("a savepoint needs a transaction")
-        with self._conn.begin_nested():
+        with translate_errors(self._engine), self._conn.begin_nested():
             yield
 
     # --- configuration ----------------------------------------------------

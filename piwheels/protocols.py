@@ -305,6 +305,8 @@ INDEX_REQUESTS = Protocol("index_requests", sends={
 
 # any task -> the master's supervisor; QUIT from admin_service (piw-monitor's stop)
 SUPERVISOR = Protocol("supervisor", sends={
+    # each task once its on_start is done: the master is ready when all are
+    "STARTED": message({"task": str}),
     "FAILED": message({"task": str, "error": Text}),
     "QUIT": message({"reason": Reason}),
 }, receives={}, address="inproc://supervisor")

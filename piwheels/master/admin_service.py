@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 import uuid
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ import zmq
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ..db import Database
-from ..errors import PiwheelsError
+from ..errors import BindError, PiwheelsError
 from ..names import canonical_name, normal_version
 from ..protocols import (
     BUILD_QUEUE, CONTROL, DRIVER_COMMANDS, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS,
@@ -408,12 +409,27 @@ def _build_abi_of(tag) -> Optional[str]:
 
 
 def _prepare_ipc(address: str) -> None:
-    """Make the directory of an ipc:// socket, and clear a stale socket file."""
+    """Make the directory of an ipc:// socket, and clear a stale socket file.
+
+    A socket file someone still listens on is another master's: it is left
+    alone and the address refused, as a TCP port in use would be.
+    """
     if address.startswith("ipc://"):
         path = Path(address[len("ipc://"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BindError(f"cannot listen on {address!r}: {exc.strerror} "
+                            f"({exc.filename})") from None
         if path.is_socket():
-            path.unlink()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                except OSError:
+                    path.unlink()  # nobody answers: left by a master that died
+                else:
+                    raise BindError(f"cannot listen on {address!r}: another process "
+                                    "(a running master?) is listening there")
 
 
 def _restrict_ipc(address: str, mode: int) -> None:

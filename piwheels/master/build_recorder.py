@@ -14,12 +14,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
-import sqlalchemy as sa
 import zmq
 
 from ..connection import first_line
 from ..db import Database
-from ..errors import InvalidName
+from ..errors import DataRefused, InvalidName
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS
 from ..records import BuildRecord, FileRecord
@@ -82,7 +81,7 @@ class BuildRecorder(Task):
             self.db.record_builds([record for record, _ in prepared])
             self.log.debug("recorded %d attempts in %.0f ms", len(prepared),
                            (time.perf_counter() - started) * 1000)
-        except sa.exc.SQLAlchemyError as exc:
+        except DataRefused as exc:
             self.log.warning("batch of %d records failed (%s); recording one by one",
                              len(prepared), exc.__class__.__name__)
             for record, published in prepared:
@@ -117,7 +116,7 @@ class BuildRecorder(Task):
     def record_one(self, record: BuildRecord, published: list[Path]) -> None:
         try:
             self.db.record_build(record)
-        except sa.exc.IntegrityError as exc:
+        except DataRefused as exc:
             for path in published:
                 remove_quietly(path)
             self.log.error("could not record %s %s for %s: %s", record.package, record.version,

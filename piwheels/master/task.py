@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import zmq
 
+from ..errors import PiwheelsError
 from ..protocols import Protocol, STATUS_REPORTS, SUPERVISOR, TASK_CONTROL
 from ..transport import ProtocolError, Socket
 
@@ -153,8 +154,11 @@ class Task(threading.Thread):
     # --- the loop ---------------------------------------------------------------
 
     def run(self) -> None:
+        started = False
         try:
             self.on_start()
+            started = True
+            self._supervisor.send("STARTED", {"task": self.name})
             while not self._quit:
                 self._run_due_timers()
                 timeout_ms = self._poll_timeout_ms()
@@ -166,12 +170,18 @@ class Task(threading.Thread):
                     if self._quit:
                         break
         except Exception as exc:
-            self.log.critical("task failed: %s", exc, exc_info=True)
+            # The supervisor logs the error (at start-up, exits with it) in one line.
+            # Only a bug met while running gets its traceback logged here.
+            if isinstance(exc, PiwheelsError):
+                error = str(exc)
+            else:
+                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            if started and not isinstance(exc, (PiwheelsError, OSError)):
+                self.log.critical("task failed: %s", exc, exc_info=True)
+            else:
+                self.log.debug("task failed: %s", error, exc_info=True)
             try:
-                self._supervisor.send("FAILED", {
-                    "task": self.name,
-                    "error": "".join(traceback.format_exception_only(type(exc), exc))[-9000:],
-                })
+                self._supervisor.send("FAILED", {"task": self.name, "error": error[-9000:]})
             except Exception:  # the supervisor may be gone already
                 pass
         finally:

@@ -77,6 +77,8 @@ def test_failure_is_reported_to_the_supervisor():
         task.join(5)
         assert not task.is_alive()
         assert sup.zsocket.poll(5000)
+        assert sup.recv() == ("STARTED", {"task": "ticker"})
+        assert sup.zsocket.poll(5000)
         name, payload = sup.recv()
         assert name == "FAILED"
         assert payload["task"] == "ticker" and "boom" in payload["error"]
