@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from . import limits
 from .connection import make_engine, translate_errors
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
 from .names import canonical_name, normal_version, version_key
@@ -138,7 +139,7 @@ class Database:
         with self._begin() as conn:
             added = conn.execute(
                 pg_insert(packages)
-                .values(package=package, description=description[:200],
+                .values(package=package, description=description[:limits.DESCRIPTION],
                         skip_reason=skip_reason or None)
                 .on_conflict_do_nothing()
             ).rowcount == 1
@@ -166,7 +167,7 @@ class Database:
         with self._begin() as conn:
             self._require(conn.execute(
                 packages.update().where(packages.c.package == canonical_name(package))
-                .values(description=description[:200])
+                .values(description=description[:limits.DESCRIPTION])
             ), package)
 
     def skip_package(self, package: str, reason: Optional[str]) -> None:

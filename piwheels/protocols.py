@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from voluptuous import Invalid, Schema
 
+from . import limits
 from .project_status import PROJECT_STATUSES
 
 #: Bumped whenever a message of the slave or file protocol changes shape.
@@ -88,17 +89,19 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     return validate
 
 
-Name = text(1, 200)
-Version = text(1, 200)
-Tag = text(1, 100)
-Label = text(1, 100)
+# the widths of what is stored come from the one table of them (piwheels.limits)
+Name = text(1, limits.NAME)
+Version = text(1, limits.VERSION)
+Tag = text(1, limits.TAG)
+Label = text(1, limits.LABEL)
 Text = text(0, 10_000)
-Reason = optional(text(0, 500))
-Filename = text(1, 255)
+Reason = optional(text(0, limits.REASON))
+SkipReason = optional(text(0, limits.SKIP_REASON))
+Filename = text(1, limits.FILENAME)
 FilePath = text(1, 4096)
-Platform = text(1, 200)
+Platform = text(1, limits.TAG)
 Log = text(0, 20_000_000)
-Sha256 = text(64, 64)
+Sha256 = text(limits.SHA256, limits.SHA256)
 Seconds = number(0)
 PositiveSeconds = number(0, above=True)
 Count = number(0, integer=True)
@@ -140,11 +143,11 @@ FILE_FACTS = {
     "py_tag": Tag,
     "abi_tag": Tag,
     "platform_tag": Platform,
-    "requires_python": optional(text(0, 200)),
+    "requires_python": optional(text(0, limits.REQUIRES_PYTHON)),
     "requires_dist": [text(0, 1000)],
     "metadata": blob(0, 10_000_000),
     "metadata_sha256": Sha256,
-    "apt_dependencies": [text(1, 255)],
+    "apt_dependencies": [text(1, limits.DEPENDENCY)],
 }
 
 BUILD_JOB = {"package": Name, "version": Version}
@@ -314,6 +317,8 @@ SUPERVISOR = Protocol("supervisor", sends={
 # --- control: admin tools and monitors (DEALER) -> master admin_service (ROUTER) -----
 
 SLAVE_ACTIONS = ("pause", "resume", "skip", "stop")
+#: the largest --min-free-space (MiB) whose byte count still fits a signed 64-bit int
+MAX_FREE_SPACE_MIB = 2**43 - 1
 REBUILD_PARTS = ("home", "index", "project", "all")
 
 CONTROL = Protocol("control", sends={
@@ -326,11 +331,11 @@ CONTROL = Protocol("control", sends={
     "SLAVE": message({"action": one_of(*SLAVE_ACTIONS), "slave_id": optional(SlaveId)}),
     "ADD": message({
         "package": Name, "version": optional(Version),
-        "skip": Reason, "unskip": bool, "yank": bool, "yank_reason": Reason,
+        "skip": SkipReason, "unskip": bool, "yank": bool, "yank_reason": Reason,
         "unyank": bool, "alias": optional(Name),
     }),
     "REMOVE": message({"package": Name, "version": optional(Version),
-                       "builds_only": bool, "skip": Reason}),
+                       "builds_only": bool, "skip": SkipReason}),
     "REBUILD": message({"part": one_of(*REBUILD_PARTS), "package": optional(Name)}),
     "IMPORT": message({"path": FilePath,
                        "abi_tag": optional(Tag), "label": Label}),
@@ -339,7 +344,7 @@ CONTROL = Protocol("control", sends={
     "PROJECT_STATUS": message({"package": Name, "status": one_of(*PROJECT_STATUSES),
                                "reason": Reason}),
     # hold new builds while the output directory has less free space than this
-    "MIN_FREE_SPACE": message({"mib": Count}),
+    "MIN_FREE_SPACE": message({"mib": number(0, MAX_FREE_SPACE_MIB, integer=True)}),
 }, receives={
     "OK": message({"message": Text}),
     "ERROR": message({"message": Text}),

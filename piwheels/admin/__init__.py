@@ -13,7 +13,7 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import cli, config
+from .. import cli, config, limits
 from ..control_client import ControlClient, MasterUnavailable, StatusFeed
 from ..errors import Aborted, InvalidProjectStatus, PiwheelsError
 from ..project_status import PROJECT_STATUSES, check_status
@@ -73,18 +73,22 @@ def _add(argv: Optional[Sequence[str]]) -> int:
     if (options.yank is not None or options.unyank) and not options.version:
         parser.error("--yank and --unyank need a VERSION")
     cli.configure_logging(options)
+    add = {
+        "package": options.package, "version": options.version,
+        "skip": options.skip, "unskip": options.unskip,
+        "yank": options.yank is not None, "yank_reason": options.yank or None,
+        "unyank": options.unyank, "alias": options.alias,
+    }
+    status = {"package": options.package, "status": options.status,
+              "reason": options.status_reason}
+    ControlClient.check("ADD", add)
+    if options.status is not None:
+        ControlClient.check("PROJECT_STATUS", status)  # before ADD is sent: all or nothing
     client = _client(options)
     try:
-        print(client.command("ADD", {
-            "package": options.package, "version": options.version,
-            "skip": options.skip, "unskip": options.unskip,
-            "yank": options.yank is not None, "yank_reason": options.yank or None,
-            "unyank": options.unyank, "alias": options.alias,
-        }))
+        print(client.command("ADD", add))
         if options.status is not None:
-            print(client.command("PROJECT_STATUS", {
-                "package": options.package, "status": options.status,
-                "reason": options.status_reason}))
+            print(client.command("PROJECT_STATUS", status))
     finally:
         client.close()
     return 0
@@ -210,7 +214,7 @@ def _import(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("wheels", nargs="+", metavar="WHEEL", help="wheel files to import")
     parser.add_argument("--abi", metavar="TAG",
                         help="the build ABI to record them under (default: from the tags)")
-    parser.add_argument("--label", default=f"import@{os.uname().nodename}"[:100],
+    parser.add_argument("--label", default=f"import@{os.uname().nodename}"[:limits.LABEL],
                         help="who built them, for the build record")
     options = parser.parse_args(argv)
     cli.configure_logging(options)
@@ -219,6 +223,11 @@ def _import(argv: Optional[Sequence[str]]) -> int:
     try:
         for wheel in options.wheels:
             path = Path(wheel).resolve()
+            if not path.is_file():
+                failed += 1
+                print(f"error: {wheel}: {'not a file' if path.exists() else 'no such file'}",
+                      file=sys.stderr)
+                continue
             reply, answer = client.request("IMPORT", {
                 "path": str(path), "abi_tag": options.abi, "label": options.label})
             if reply == "OK":

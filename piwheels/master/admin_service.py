@@ -9,6 +9,7 @@ this task's own connection; the other tasks are told through messages.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -159,12 +160,16 @@ class AdminService(Task):
     def handle_control(self) -> None:
         address, name, payload = self.control.recv_from()
         if name is None:
-            self.log.warning("dropped a bad control message: %s", payload)
+            self.log_limited("bad request", logging.WARNING,
+                             "refused a bad control message: %s", payload)
             self.control.send_to(address, "ERROR", {"message": f"bad request: {payload}"[:9000]})
             return
         try:
             reply, answer = self.handlers[name](payload)
         except PiwheelsError as exc:
+            # refused with its reason; its transaction left nothing behind (a lost
+            # database connection too: the next request connects again)
+            self.log_limited(f"refused {name}", logging.WARNING, "refused %s: %s", name, exc)
             reply, answer = "ERROR", {"message": str(exc)}
         self.control.send_to(address, reply, answer)
 
@@ -343,6 +348,8 @@ class AdminService(Task):
         checked and published, so a file changed meanwhile cannot slip in.
         """
         path = Path(request["path"])
+        if not path.is_file():
+            return "ERROR", {"message": f"{path} is not a file the master can read"}
         try:
             name, version, _, tags = parse_wheel_filename(path.name)
         except InvalidWheelFilename as exc:
@@ -353,8 +360,6 @@ class AdminService(Task):
         if abi_tag is None:
             return "ERROR", {"message": f"{path.name} does not say which ABI it was built "
                                         "for; name one with --abi"}
-        if not path.is_file():
-            return "ERROR", {"message": f"{path} is not a file the master can read"}
         project = self.db.get_project(package)
         if project is not None and any(
                 f.filename == path.name

@@ -16,6 +16,7 @@ from typing import Optional
 
 import zmq
 
+from .. import limits
 from ..connection import first_line
 from ..db import Database
 from ..errors import DataRefused, InvalidName
@@ -110,7 +111,7 @@ class BuildRecorder(Task):
             self.unpublish(job, published)
             self.log.error("could not publish %s %s: %s", job["package"], job["version"], exc)
             return build_record(
-                {**job, "status": "rejected", "reason": f"could not publish: {exc}"[:500]}, ()
+                {**job, "status": "rejected", "reason": f"could not publish: {exc}"[:limits.REASON]}, ()
             ), []
 
     def record_one(self, record: BuildRecord, published: list[Path]) -> None:
@@ -123,7 +124,7 @@ class BuildRecorder(Task):
                            record.abi_tag, first_line(exc))
             self.db.record_build(replace(
                 record, status="rejected", files=(),
-                reason=f"could not record: {first_line(exc)}"[:500]))
+                reason=f"could not record: {first_line(exc)}"[:limits.REASON]))
 
     def unpublish(self, job: dict, published: list[Path]) -> None:
         for path in published:

@@ -25,6 +25,8 @@ from ..transport import ProtocolError, Socket
 #: Where tasks report what monitors should see (admin_service listens).
 #: How often each task reports its :meth:`Task.status`.
 STATUS_INTERVAL_S = 2.0
+#: :meth:`Task.log_limited` logs each kind of event at most this often.
+LIMITED_LOG_INTERVAL_S = 60.0
 
 Clock = Callable[[], float]
 
@@ -58,6 +60,7 @@ class Task(threading.Thread):
         self._goes_first: list[zmq.Socket] = []
         self._sockets: list[Socket] = []
         self._timers: list[_Timer] = []
+        self._limited_logs: dict[str, list] = {}  # key -> [last logged, held back since]
         self._task_control = self.socket(zmq.PULL, TASK_CONTROL.reverse())
         self._task_control.bind(control_address(self.name))
         self.register(self._task_control, self._handle_control, goes_first=True)
@@ -107,6 +110,26 @@ class Task(threading.Thread):
         except ProtocolError as exc:
             self.log.error("dropped a bad %s message: %s", sock.protocol.name, exc)
             return None
+
+    def log_limited(self, key: str, level: int, msg: str, *args) -> bool:
+        """Log *msg* unless an event of kind *key* was logged in the last
+        :data:`LIMITED_LOG_INTERVAL_S`; the next line says how many were held back.
+
+        For what a peer or an operator can repeat at will (a bad request, say):
+        each is answered, but the log is not flooded.  True if it was logged.
+        """
+        now = self.clock()
+        entry = self._limited_logs.get(key)
+        if entry is not None and now - entry[0] < LIMITED_LOG_INTERVAL_S:
+            entry[1] += 1
+            return False
+        held = entry[1] if entry is not None else 0
+        if held:
+            msg += " (%d more like it not logged)"
+            args = (*args, held)
+        self.log.log(level, msg, *args)
+        self._limited_logs[key] = [now, 0]
+        return True
 
     def tell(self, sock: Socket, name: str, payload: Optional[dict] = None) -> bool:
         """Send to another task without ever blocking; False if it is not taking messages.
