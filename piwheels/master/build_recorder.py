@@ -19,7 +19,7 @@ import zmq
 from .. import limits
 from ..connection import first_line
 from ..db import Database
-from ..errors import DataRefused, InvalidName
+from ..errors import DatabaseUnavailable, DataRefused, InvalidName, PiwheelsError
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS
 from ..records import BuildRecord, FileRecord
@@ -79,14 +79,18 @@ class BuildRecorder(Task):
         withheld = self.db.withheld_packages(_valid_names(job["package"] for job in jobs))
         prepared = [self.prepare(job, withheld) for job in jobs]
         try:
-            self.db.record_builds([record for record, _ in prepared])
-            self.log.debug("recorded %d attempts in %.0f ms", len(prepared),
-                           (time.perf_counter() - started) * 1000)
-        except DataRefused as exc:
-            self.log.warning("batch of %d records failed (%s); recording one by one",
-                             len(prepared), exc.__class__.__name__)
-            for record, published in prepared:
-                self.record_one(record, published)
+            try:
+                self.db.record_builds([record for record, _ in prepared])
+                self.log.debug("recorded %d attempts in %.0f ms", len(prepared),
+                               (time.perf_counter() - started) * 1000)
+            except DataRefused as exc:
+                self.log.warning("batch of %d records failed (%s); recording one by one",
+                                 len(prepared), exc.__class__.__name__)
+                for record, published in prepared:
+                    self.record_one(record, published)
+        except DatabaseUnavailable:
+            self.unpublish_unrecorded(prepared, jobs)
+            raise
         self.recorded += len(prepared)
         # A recorded attempt only ever shortens the build queue, and the slave
         # driver already skips what it has just seen finish: no queue refresh.
@@ -125,6 +129,26 @@ class BuildRecorder(Task):
             self.db.record_build(replace(
                 record, status="rejected", files=(),
                 reason=f"could not record: {first_line(exc)}"[:limits.REASON]))
+
+    def unpublish_unrecorded(self, prepared: list[tuple[BuildRecord, list[Path]]],
+                             jobs: list[dict]) -> None:
+        """The connection was lost while recording: take back the files whose rows
+        were not written, or each would block its build for good ("already
+        published") when the restarted master has it built again."""
+        for (record, published), job in zip(prepared, jobs):
+            if not published:
+                continue
+            try:
+                project = self.db.get_project(record.package)  # a new connection, if one can be had
+                recorded = {f.filename for v in (project.versions if project else ())
+                            for b in v.builds for f in b.files}
+                if any(f.filename in recorded for f in record.files):
+                    continue  # the commit went through before the connection went
+            except PiwheelsError:
+                pass  # cannot tell: far likelier lost with the transaction than committed
+            self.log.info("took back %s %s's files: it was not recorded",
+                          record.package, record.version)
+            self.unpublish(job, published)
 
     def unpublish(self, job: dict, published: list[Path]) -> None:
         for path in published:

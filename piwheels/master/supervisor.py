@@ -237,6 +237,8 @@ class Master:
                     log.info("stopping: %s", payload["reason"])
                     return
             dead = [task.name for task in self.tasks if not task.is_alive()]
+            if dead and supervisor.zsocket.poll(1000):
+                continue  # most likely the dead task's FAILED: read it for the reason
             if dead:
                 self.failed = f"task {', '.join(dead)} stopped unexpectedly"
                 log.critical("stopping: %s", self.failed)

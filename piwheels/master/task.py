@@ -64,7 +64,8 @@ class Task(threading.Thread):
         self._task_control = self.socket(zmq.PULL, TASK_CONTROL.reverse())
         self._task_control.bind(control_address(self.name))
         self.register(self._task_control, self._handle_control, goes_first=True)
-        self._supervisor = self.socket(zmq.PUSH, SUPERVISOR)
+        # lingers, so a FAILED sent just before the task's sockets close still arrives
+        self._supervisor = self.socket(zmq.PUSH, SUPERVISOR, linger_ms=1000)
         self._supervisor.connect(SUPERVISOR.address)
         self.status_reports = self.socket(zmq.PUSH, STATUS_REPORTS)
         self.status_reports.connect(STATUS_REPORTS.address)

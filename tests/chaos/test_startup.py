@@ -9,9 +9,11 @@ systemd it is ready: each master here gets a real unix datagram socket as
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -20,7 +22,7 @@ import msgpack
 import pytest
 import sqlalchemy as sa
 import zmq
-from farm import BIN, Farm, free_port
+from farm import BIN, Farm, free_port, pyenv_python
 
 from piwheels.initdb import initdb
 from piwheels.protocols import CONTROL
@@ -413,3 +415,96 @@ def test_what_the_database_refuses_is_answered_and_the_master_carries_on(
             assert conn.scalar(sa.text("SELECT skip_reason FROM packages")) == "short"
     finally:
         engine.dispose()
+
+
+# --- PostgreSQL drops the master's connections while it records builds -------------
+
+def _superuser_rows(dsn: str, sql: str, **params) -> list:
+    engine = sa.create_engine(dsn, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).all()
+    finally:
+        engine.dispose()
+
+
+class BackendKiller(threading.Thread):
+    """Terminates every backend of *role* in *database* every *interval_s* (while not held).
+
+    pg_terminate_backend as the superuser: what a PostgreSQL restart does to
+    the master's connections, without restarting the machine's shared server.
+    """
+
+    def __init__(self, superuser_dsn: str, role: str, interval_s: float = 0.3) -> None:
+        super().__init__(daemon=True)
+        self.engine = sa.create_engine(superuser_dsn, poolclass=sa.pool.NullPool)
+        self.role = role
+        self.interval_s = interval_s
+        self.held = threading.Event()
+        self.done = threading.Event()
+        self.terminated = 0
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval_s):
+            if self.held.is_set():
+                continue
+            with self.engine.connect() as conn:
+                self.terminated += sum(conn.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND usename = :role"),
+                    {"role": self.role}).scalars())
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(10)
+        self.engine.dispose()
+
+
+def test_connections_lost_while_recording_builds_lose_nothing(
+        farm, release, schema_database, master_role):
+    """The master either carries on (a lost idle connection is replaced) or exits
+    non-zero with one line for systemd; restarted, every build is there, once,
+    with its file, and no file is without its row."""
+    names = [f"piw-lost-{n}" for n in range(4)]
+    for name in names:
+        release(name, kind="pure")
+    superuser = schema_database["superuser"]
+    farm.start_master()
+    farm.start_slave("steady", pyenv_python("11"))
+    killer = BackendKiller(superuser, master_role)
+    exits: list[tuple[int, str]] = []
+    recorded_sql = "SELECT count(DISTINCT package) FROM builds WHERE package LIKE 'piw-lost-%'"
+    try:
+        killer.start()
+        deadline = time.monotonic() + 240
+        while _superuser_rows(superuser, recorded_sql)[0][0] < len(names):
+            assert time.monotonic() < deadline, f"builds not all recorded; exits: {exits}"
+            if farm.master.proc.poll() is not None:
+                farm.master.expected_exit = True
+                exits.append((farm.master.proc.returncode, farm.master.log()))
+                killer.held.set()  # let it start (a start that fails is proven above)
+                farm.start_master()
+                killer.held.clear()
+            time.sleep(0.3)
+    finally:
+        killer.stop()
+    assert killer.terminated > 0
+    for returncode, log in exits:
+        assert returncode != 0
+        assert "Traceback" not in log, log[-3000:]
+        reasons = [line for line in log.splitlines() if "stopping: task" in line]
+        assert len(reasons) == 1 and "database" in reasons[0], reasons
+    farm.stop()
+    builds = _superuser_rows(
+        superuser, "SELECT package, status FROM builds WHERE package LIKE 'piw-lost-%'")
+    assert sorted(builds) == [(name, "success") for name in names]  # each once, none failed
+    rows = {filename: sha for filename, sha in _superuser_rows(
+        superuser, "SELECT f.filename, f.filehash FROM files f JOIN builds b USING (build_id) "
+                   "WHERE b.package LIKE 'piw-lost-%'")}
+    on_disk = {path.name: path for name in names
+               for path in (farm.output / "simple" / name).glob("*.whl")}
+    assert set(rows) == set(on_disk)  # every row its file, every file its row
+    for filename, path in on_disk.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == rows[filename]
+    transfers = farm.output / ".transfers"
+    assert not transfers.exists() or not any(transfers.iterdir())
