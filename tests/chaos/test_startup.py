@@ -111,26 +111,26 @@ def _transfers_is_a_file(tmp_path: Path) -> dict:
     return {"--output-path": str(tmp_path / "out")}
 
 
-def _listening(tmp_path: Path, port: int) -> socket.socket:
+#: what a case holds open (a port, a socket) until its master has been run
+_held: list = []
+
+
+def _listening(port: int) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", port))
     sock.listen()
     _held.append(sock)
-    return sock
-
-
-_held: list = []
 
 
 def _slave_port_in_use(tmp_path: Path) -> dict:
     port = free_port()
-    _listening(tmp_path, port)
+    _listening(port)
     return {"--slave-bind": f"tcp://127.0.0.1:{port}"}
 
 
 def _file_port_in_use(tmp_path: Path) -> dict:
     port = free_port()
-    _listening(tmp_path, port)
+    _listening(port)
     return {"--file-bind": f"tcp://127.0.0.1:{port}"}
 
 
@@ -241,6 +241,20 @@ INITDB_CASES = {
     "an option without its value": (["--dsn"], ("expected one argument",)),
     "an unknown option": (["--no-such-option"], ("unrecognized arguments",)),
 }
+
+
+MONITOR_CASES = {
+    "not on a terminal": ([], ("draws on a terminal",)),
+    "a negative request timeout": (["--request-timeout", "-1"], ("request-timeout",)),
+    "an unknown option": (["--no-such-option"], ("unrecognized arguments",)),
+}
+
+
+@pytest.mark.parametrize("case", MONITOR_CASES)
+def test_monitor_errors_are_one_line(case, tmp_path):
+    args, expected = MONITOR_CASES[case]
+    assert_one_line_error(run("piw-monitor", "--control-address", f"ipc://{tmp_path}/c",
+                              *args), *expected)
 
 
 @pytest.mark.parametrize("case", INITDB_CASES)
