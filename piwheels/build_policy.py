@@ -20,6 +20,7 @@ from typing import Iterable, Optional
 from packaging.version import InvalidVersion as _InvalidVersion
 from packaging.version import Version
 
+from . import limits
 from .errors import InvalidPolicy, InvalidVersion
 from .names import normal_version
 
@@ -28,7 +29,7 @@ POLICY_FORMS = "all, newest:N, since:YYYY-MM-DD or versions:V1,V2,..."
 #: The reason stored for a pre-release the policy leaves out.
 PRERELEASE_REASON = "pre-release"
 #: The longest reason stored (the ``versions.policy_reason`` column, tested to agree).
-MAX_REASON_LENGTH = 200
+MAX_REASON_LENGTH = limits.POLICY_REASON
 #: The longest SPEC accepted (a versions: list, mostly).
 MAX_SPEC_LENGTH = 10_000
 

@@ -357,11 +357,18 @@ _OPTIONS = [
 OPTIONS: dict[str, Option] = {option.dest: option for option in _OPTIONS}
 
 
+class OneLineErrorParser(configargparse.ArgumentParser):
+    """A parser whose usage errors are one line: what is wrong, and where help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser(
     prog: str, description: str, options: Iterable[str]
 ) -> configargparse.ArgumentParser:
     """A parser for *prog* that knows the named *options* and the config sources."""
-    parser = configargparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=prog,
         description=description,
         default_config_files=list(DEFAULT_CONFIG_FILES),

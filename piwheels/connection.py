@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from .errors import ConfigError, DatabaseUnavailable, PermissionProblem
+from .errors import ConfigError, DatabaseUnavailable, DataRefused, PermissionProblem
 
 
 def first_line(exc: BaseException) -> str:
@@ -43,27 +43,37 @@ def describe(url: sa.engine.URL) -> str:
     return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
+#: SQLSTATE classes of a lost or refused connection (08: connection exception,
+#: 57: operator intervention such as pg_terminate_backend or a shutdown).
+_UNAVAILABLE_CLASSES = ("08", "57")
+#: SQLSTATE classes of a value the database refuses (22: data exception,
+#: 23: integrity constraint violation).
+_REFUSED_CLASSES = ("22", "23")
+
+
 @contextmanager
 def translate_errors(engine: Engine) -> Iterator[None]:
-    """Turn connection and permission failures into piwheels errors."""
+    """Turn the database's refusals into piwheels errors, so no caller needs SQLAlchemy's.
+
+    A lost, unreachable or refusing server becomes
+    :class:`~piwheels.errors.DatabaseUnavailable`, a missing right
+    :class:`~piwheels.errors.PermissionProblem`, and a value the schema
+    refuses :class:`~piwheels.errors.DataRefused`; anything else (a bug in a
+    query) passes through unchanged.
+    """
     try:
         yield
-    except sa.exc.OperationalError as exc:
-        if exc.connection_invalidated or "connection" in str(exc.orig).lower():
-            raise DatabaseUnavailable(
-                f"cannot connect to the database at {describe(engine.url)}: {first_line(exc)}"
-            ) from None
-        raise
-    except sa.exc.ProgrammingError as exc:
-        code = getattr(exc.orig, "pgcode", None)
-        if code == "42501":  # insufficient_privilege
-            raise PermissionProblem(
-                f"the database refused: {first_line(exc)}"
-            ) from None
-        raise
     except DBAPIError as exc:
-        if exc.connection_invalidated:
+        code = getattr(exc.orig, "pgcode", None) or ""
+        if exc.connection_invalidated or code[:2] in _UNAVAILABLE_CLASSES or (
+                isinstance(exc, sa.exc.OperationalError) and not code):
+            # libpq's own failures (no host, refused, auth) carry no SQLSTATE
+            how = "lost the connection to" if exc.connection_invalidated else "cannot connect to"
             raise DatabaseUnavailable(
-                f"lost the connection to {describe(engine.url)}: {first_line(exc)}"
+                f"{how} the database at {describe(engine.url)}: {first_line(exc)}"
             ) from None
+        if code == "42501":  # insufficient_privilege
+            raise PermissionProblem(f"the database refused: {first_line(exc)}") from None
+        if code[:2] in _REFUSED_CLASSES:
+            raise DataRefused(f"the database refused it: {first_line(exc)}") from None
         raise

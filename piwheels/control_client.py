@@ -10,9 +10,9 @@ from typing import Optional
 
 import zmq
 
-from .errors import PiwheelsError
+from .errors import InvalidRequest, PiwheelsError
 from .protocols import CONTROL, STATUS
-from .transport import ProtocolError, Socket
+from .transport import InvalidMessage, ProtocolError, Socket, encode
 
 
 class MasterUnavailable(PiwheelsError):
@@ -75,11 +75,23 @@ class ControlClient:
         """Ask without waiting; the answer comes from :meth:`reply`."""
         if self.pending is not None:
             raise RuntimeError(f"{name} sent while the answer to {self.pending} is awaited")
+        self.check(name, payload)
         try:
             self.sock.send(name, payload, flags=zmq.NOBLOCK)
         except zmq.Again:
             raise MasterUnavailable(f"cannot send {name} to {self.address}") from None
         self.pending = name
+
+    @staticmethod
+    def check(name: str, payload: Optional[dict] = None) -> None:
+        """Raise :class:`~piwheels.errors.InvalidRequest` (one line naming the field)
+        unless the request fits the control protocol; a tool that sends several
+        checks them all first, so none is sent when one would be refused."""
+        try:
+            encode(CONTROL, name, payload)
+        except InvalidMessage as exc:
+            what = f"the {exc.field} given" if exc.field else f"the {name} request"
+            raise InvalidRequest(f"{what} cannot be sent: {exc.why}") from None
 
     def reply(self, timeout_s: float = 0.0) -> Optional[tuple[str, dict]]:
         """The answer to the request sent, if it comes within *timeout_s* (else None)."""

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from . import limits
 from .connection import make_engine, translate_errors
 from .db_policy import PolicyData
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
@@ -85,7 +86,8 @@ class Database(PolicyData):
     def _begin(self) -> Iterator[Connection]:
         """A connection in a transaction: the caller's :meth:`transaction`, or a new one."""
         if self._conn is not None:
-            yield self._conn
+            with translate_errors(self._engine):  # translated here, for a savepoint to catch
+                yield self._conn
             return
         with translate_errors(self._engine), self._engine.begin() as conn:
             yield conn
@@ -110,7 +112,7 @@ class Database(PolicyData):
         """Inside :meth:`transaction`: undo only this block if it fails."""
         if self._conn is None:
             raise RuntimeError("a savepoint needs a transaction")
-        with self._conn.begin_nested():
+        with translate_errors(self._engine), self._conn.begin_nested():
             yield
 
     # --- configuration ----------------------------------------------------
@@ -152,7 +154,7 @@ class Database(PolicyData):
         with self._begin() as conn:
             added = conn.execute(
                 pg_insert(packages)
-                .values(package=package, description=description[:200],
+                .values(package=package, description=description[:limits.DESCRIPTION],
                         skip_reason=skip_reason or None)
                 .on_conflict_do_nothing()
             ).rowcount == 1
@@ -180,7 +182,7 @@ class Database(PolicyData):
         with self._begin() as conn:
             self._require(conn.execute(
                 packages.update().where(packages.c.package == canonical_name(package))
-                .values(description=description[:200])
+                .values(description=description[:limits.DESCRIPTION])
             ), package)
 
     def skip_package(self, package: str, reason: Optional[str]) -> None:

@@ -15,8 +15,20 @@ class ConfigError(PiwheelsError):
     """An option's value cannot be used."""
 
 
+class BindError(ConfigError):
+    """A socket address that cannot be listened on or connected to."""
+
+
 class DatabaseUnavailable(PiwheelsError):
     """The database server could not be reached or refused the connection."""
+
+
+class DataRefused(PiwheelsError, ValueError):
+    """The database refused a value (too long, or against a constraint); nothing was changed."""
+
+
+class InvalidRequest(PiwheelsError, ValueError):
+    """A request that does not fit its protocol, refused before it is sent."""
 
 
 class SchemaError(PiwheelsError):

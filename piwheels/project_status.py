@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from . import limits
 from .errors import InvalidProjectStatus
 
 #: Every status, mildest first.  ``deprecated`` changes nothing an index does
@@ -22,7 +23,7 @@ ACTIVE = "active"
 #: The status whose project is withheld: nothing listed, nothing built.
 QUARANTINED = "quarantined"
 #: The longest status reason kept (the database column's length).
-MAX_REASON_LENGTH = 500
+MAX_REASON_LENGTH = limits.REASON
 
 
 @dataclass(frozen=True)

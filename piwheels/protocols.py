@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from voluptuous import Invalid, Schema
 
+from . import limits
 from .build_policy import MAX_SPEC_LENGTH
 from .project_status import PROJECT_STATUSES
 
@@ -119,7 +120,7 @@ MAX_BUILT_FILES = 4
 MAX_FACT_ITEMS = 256
 #: the longest Requires-Dist line, and apt package name
 MAX_REQUIREMENT_CHARS = 1000
-MAX_APT_NAME_CHARS = 255
+MAX_APT_NAME_CHARS = limits.DEPENDENCY
 #: room for everything else in one frame: field names, short fields, msgpack's framing
 ENVELOPE_BYTES = 64 * 1024
 #: the most bytes one character takes in UTF-8
@@ -128,17 +129,19 @@ UTF8_MAX = 4
 #: is the master itself (the monitor's SNAPSHOT)
 MAX_TRUSTED_FRAME_BYTES = 64 * 1024 * 1024
 
-Name = text(1, 200)
-Version = text(1, 200)
-Tag = text(1, 100)
-Label = text(1, 100)
+# the widths of what is stored come from the one table of them (piwheels.limits)
+Name = text(1, limits.NAME)
+Version = text(1, limits.VERSION)
+Tag = text(1, limits.TAG)
+Label = text(1, limits.LABEL)
 Text = text(0, 10_000)
-Reason = optional(text(0, 500))
-Filename = text(1, 255)
+Reason = optional(text(0, limits.REASON))
+SkipReason = optional(text(0, limits.SKIP_REASON))
+Filename = text(1, limits.FILENAME)
 FilePath = text(1, 4096)
-Platform = text(1, 200)
+Platform = text(1, limits.TAG)
 Log = text(0, MAX_LOG_CHARS)
-Sha256 = text(64, 64)
+Sha256 = text(limits.SHA256, limits.SHA256)
 Seconds = number(0)
 PositiveSeconds = number(0, above=True)
 Count = number(0, integer=True)
@@ -188,7 +191,7 @@ FILE_FACTS = {
     "py_tag": Tag,
     "abi_tag": Tag,
     "platform_tag": Platform,
-    "requires_python": optional(text(0, 200)),
+    "requires_python": optional(text(0, limits.REQUIRES_PYTHON)),
     "requires_dist": at_most(MAX_FACT_ITEMS, text(0, MAX_REQUIREMENT_CHARS)),
     "metadata": blob(0, MAX_METADATA_BYTES),
     "metadata_sha256": Sha256,
@@ -374,6 +377,8 @@ INDEX_REQUESTS = Protocol("index_requests", sends={
 
 # any task -> the master's supervisor; QUIT from admin_service (piw-monitor's stop)
 SUPERVISOR = Protocol("supervisor", sends={
+    # each task once its on_start is done: the master is ready when all are
+    "STARTED": message({"task": str}),
     "FAILED": message({"task": str, "error": Text}),
     "QUIT": message({"reason": Reason}),
 }, receives={}, address="inproc://supervisor")
@@ -381,6 +386,8 @@ SUPERVISOR = Protocol("supervisor", sends={
 # --- control: admin tools and monitors (DEALER) -> master admin_service (ROUTER) -----
 
 SLAVE_ACTIONS = ("pause", "resume", "skip", "stop")
+#: the largest --min-free-space (MiB) whose byte count still fits a signed 64-bit int
+MAX_FREE_SPACE_MIB = 2**43 - 1
 REBUILD_PARTS = ("home", "index", "project", "all")
 #: what a BULK request does to what it names
 BULK_ACTIONS = ("skip", "unskip", "remove", "remove_builds", "skip_builds")
@@ -397,11 +404,11 @@ CONTROL = Protocol("control", sends={
     "SLAVE": message({"action": one_of(*SLAVE_ACTIONS), "slave_id": optional(SlaveId)}),
     "ADD": message({
         "package": Name, "version": optional(Version),
-        "skip": Reason, "unskip": bool, "yank": bool, "yank_reason": Reason,
+        "skip": SkipReason, "unskip": bool, "yank": bool, "yank_reason": Reason,
         "unyank": bool, "alias": optional(Name),
     }),
     "REMOVE": message({"package": Name, "version": optional(Version),
-                       "builds_only": bool, "skip": Reason}),
+                       "builds_only": bool, "skip": SkipReason}),
     "REBUILD": message({"part": one_of(*REBUILD_PARTS), "package": optional(Name)}),
     "IMPORT": message({"path": FilePath,
                        "abi_tag": optional(Tag), "label": Label}),
@@ -410,15 +417,15 @@ CONTROL = Protocol("control", sends={
     "PROJECT_STATUS": message({"package": Name, "status": one_of(*PROJECT_STATUSES),
                                "reason": Reason}),
     # hold new builds while the output directory has less free space than this
-    "MIN_FREE_SPACE": message({"mib": Count}),
-    # the farm's (package None) or a project's build policy: a SPEC ("farm": the
-    # project follows the farm's) and/or the pre-release switch; both None: say
-    # what is in force
+    "MIN_FREE_SPACE": message({"mib": number(0, MAX_FREE_SPACE_MIB, integer=True)}),
     # piw-add --skip / piw-remove over a pattern of names or versions or a version
     # list; dry_run: only count what would change (the MATCHED reply)
     "BULK": message({"action": one_of(*BULK_ACTIONS), "package": Name,
-                     "versions": optional(text(1, 10_000)), "reason": Reason,
+                     "versions": optional(text(1, 10_000)), "reason": SkipReason,
                      "dry_run": bool}),
+    # the farm's (package None) or a project's build policy: a SPEC ("farm": the
+    # project follows the farm's) and/or the pre-release switch; both None: say
+    # what is in force
     "POLICY": message({"package": optional(Name),
                        "policy": optional(text(1, MAX_SPEC_LENGTH)),
                        "prereleases": optional(one_of(*PRERELEASE_SETTINGS))}),

@@ -20,7 +20,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from . import __version__
+from . import __version__, limits
 from .errors import PiwheelsError
 from .project_status import ACTIVE, PROJECT_STATUSES, QUARANTINED, clean_reason
 
@@ -113,7 +113,7 @@ def release_from_files(version: str, files: list[dict]) -> UpstreamRelease:
     reason = None
     if yanked:
         reasons = [f["yank_reason"] for f in files if f["yank_reason"]]
-        reason = reasons[0][:500] if reasons else None
+        reason = reasons[0][:limits.REASON] if reasons else None
     return UpstreamRelease(
         version=version,
         released=min((f["uploaded"] for f in files if f["uploaded"] is not None),
@@ -308,7 +308,7 @@ class PyPIClient:
                 ])
             info = data["info"]
             return UpstreamProject(
-                name=info["name"], summary=(info.get("summary") or "")[:200],
+                name=info["name"], summary=(info.get("summary") or "")[:limits.DESCRIPTION],
                 last_serial=int(data.get("last_serial", 0)), releases=releases)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise UpstreamError(f"GET {url}: not a project JSON document") from None

@@ -16,6 +16,7 @@ import msgpack
 import voluptuous
 import zmq
 
+from .errors import BindError
 from .protocols import Protocol
 
 log = logging.getLogger("piwheels.transport")
@@ -23,6 +24,19 @@ log = logging.getLogger("piwheels.transport")
 
 class ProtocolError(Exception):
     """A message that is not valid in this protocol; the text says why."""
+
+
+class InvalidMessage(ValueError):
+    """A message this side was about to send that its schema refuses.
+
+    ``field`` names the offending field (None: the message as a whole) and
+    ``why`` says what is wrong with it, for callers that pass on what a user typed.
+    """
+
+    def __init__(self, text: str, field: Optional[str], why: str) -> None:
+        super().__init__(text)
+        self.field = field
+        self.why = why
 
 
 def encode(protocol: Protocol, name: str, payload: Optional[dict] = None) -> list:
@@ -35,13 +49,20 @@ def encode(protocol: Protocol, name: str, payload: Optional[dict] = None) -> lis
     try:
         payload = schema(payload)
     except voluptuous.Invalid as exc:
-        raise ValueError(f"{protocol.name}: invalid {name} to send: {exc}") from None
+        field = str(exc.path[0]) if exc.path else None
+        raise InvalidMessage(f"{protocol.name}: invalid {name} to send: {exc}",
+                             field, exc.error_message) from None
     bulk = protocol.frames.get(name)
-    if bulk is None:
-        return [msgpack.packb([name, payload], use_bin_type=True)]
-    payload = dict(payload)
-    data = payload.pop(bulk)
-    return [msgpack.packb([name, payload], use_bin_type=True), data]
+    data = None
+    if bulk is not None:
+        payload = dict(payload)
+        data = payload.pop(bulk)
+    try:
+        packed = msgpack.packb([name, payload], use_bin_type=True)
+    except (OverflowError, TypeError, ValueError) as exc:  # a number msgpack cannot carry
+        raise InvalidMessage(f"{protocol.name}: {name} cannot be encoded: {exc}",
+                             None, str(exc)) from None
+    return [packed] if bulk is None else [packed, data]
 
 
 def decode(protocol: Protocol, frames: Sequence) -> tuple[str, dict]:
@@ -143,10 +164,19 @@ class Socket:
         return cls(zsocket, protocol)
 
     def bind(self, address: str) -> None:
-        self.zsocket.bind(address)
+        """Listen on *address*; :class:`~piwheels.errors.BindError` says why not."""
+        try:
+            self.zsocket.bind(address)
+        except zmq.ZMQError as exc:
+            raise BindError(f"cannot listen on {address!r}: {zmq.strerror(exc.errno)}") from None
 
     def connect(self, address: str) -> None:
-        self.zsocket.connect(address)
+        """Connect to *address* (ZeroMQ connects in the background; only a
+        malformed address fails here, as :class:`~piwheels.errors.BindError`)."""
+        try:
+            self.zsocket.connect(address)
+        except zmq.ZMQError as exc:
+            raise BindError(f"cannot connect to {address!r}: {zmq.strerror(exc.errno)}") from None
 
     def close(self) -> None:
         self.zsocket.close(linger=0)

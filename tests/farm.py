@@ -62,6 +62,16 @@ def recv(sock, timeout_s: float = 5) -> tuple[str, dict]:
     return sock.recv()
 
 
+def task_failure(supervisor) -> Optional[str]:
+    """The error of the first FAILED waiting on a test's supervisor socket (STARTED is
+    each task's word that it is running), or None."""
+    while supervisor.zsocket.poll(0):
+        name, payload = supervisor.recv()
+        if name == "FAILED":
+            return payload["error"]
+    return None
+
+
 def build_user() -> Optional[pwd.struct_passwd]:
     """The user slaves run as, or None to run them as ourselves (not root)."""
     if os.geteuid() != 0:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import zmq
 
+from farm import task_failure
+
 from piwheels.index_pages import Site
 from piwheels.master.build_recorder import BuildRecorder
 from piwheels.master.index_writer import IndexWriter
@@ -84,8 +86,9 @@ class Publisher:
         self.index.send("PACKAGE", {"package": project})
 
     def check(self) -> None:
-        if self.supervisor.zsocket.poll(0):
-            raise AssertionError(f"a master task failed: {self.supervisor.recv()[1]}")
+        failed = task_failure(self.supervisor)
+        if failed:
+            raise AssertionError(f"a master task failed: {failed}")
 
     def stop(self) -> None:
         for control in self.controls:

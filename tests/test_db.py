@@ -8,9 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from piwheels.connection import make_engine, translate_errors
+from piwheels.db import Database
 from piwheels.errors import (
-    InvalidName, InvalidVersion, PermissionProblem, SchemaVersionMismatch,
-    UnknownPackage, UnknownVersion,
+    DatabaseUnavailable, DataRefused, InvalidName, InvalidVersion, PermissionProblem,
+    SchemaVersionMismatch, UnknownPackage, UnknownVersion,
 )
 from piwheels.records import BuildRecord, FileRecord
 from piwheels.schema import SCHEMA_VERSION
@@ -153,7 +154,7 @@ def test_record_build_is_all_or_nothing(db):
     db.add_build_abi("cp311")
     db.record_build(build(files=[wheel()]))
     # the same filename again violates the files key: nothing of this attempt stays
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(DataRefused):
         db.record_build(build(files=[wheel(sha=HASH_B)]))
     (version,) = db.get_project("foo-bar").versions
     assert len(version.builds) == 1
@@ -163,7 +164,7 @@ def test_bad_hash_rejected_by_schema(db):
     db.add_package("foo-bar")
     db.add_version("foo-bar", "1.0")
     db.add_build_abi("cp311")
-    with pytest.raises(sa.exc.IntegrityError, match="files_filehash_ck"):
+    with pytest.raises(DataRefused, match="files_filehash_ck"):
         db.record_build(build(files=[wheel(sha="XYZ")]))
 
 
@@ -244,3 +245,43 @@ def test_permission_problem_is_translated(master_dsn):
                 conn.exec_driver_sql("DROP TABLE files")
     finally:
         engine.dispose()
+
+
+def test_a_value_too_long_for_its_column_is_refused_as_data_and_changes_nothing(db):
+    db.add_package("foo-bar")
+    with pytest.raises(DataRefused, match="value too long"):
+        with db.transaction():
+            db.skip_package("foo-bar", "too long " * 20)
+    assert db.get_project("foo-bar").skip_reason is None
+
+
+def test_a_refused_value_inside_a_savepoint_undoes_only_that_block(db):
+    db.add_package("foo-bar")
+    with db.transaction():
+        with pytest.raises(DataRefused):
+            with db.savepoint():
+                db.skip_package("foo-bar", "x" * 101)
+        db.skip_package("foo-bar", "kept")
+    assert db.get_project("foo-bar").skip_reason == "kept"
+
+
+def test_an_unresolvable_host_is_an_unavailable_database():
+    with pytest.raises(DatabaseUnavailable, match="cannot connect to the database at"):
+        Database("postgresql://piwheels@no-such-host.invalid/piwheels")
+
+
+def test_a_terminated_connection_is_an_unavailable_database(db, schema_database):
+    db.add_package("foo-bar")
+    admin = sa.create_engine(schema_database["superuser"], poolclass=sa.pool.NullPool)
+    try:
+        with pytest.raises(DatabaseUnavailable, match="lost the connection"):
+            with db.transaction():
+                db.get_project("foo-bar")  # the transaction's connection is open
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                db.get_project("foo-bar")
+    finally:
+        admin.dispose()
+    assert db.get_project("foo-bar") is not None  # the next operation connects again

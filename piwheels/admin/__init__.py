@@ -13,7 +13,7 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import cli, config
+from .. import cli, config, limits
 from ..build_policy import parse_policy
 from ..control_client import ControlClient, MasterUnavailable, StatusFeed
 from ..errors import Aborted, InvalidProjectStatus, PiwheelsError
@@ -96,25 +96,29 @@ def _add(argv: Optional[Sequence[str]]) -> int:
         parser.error("--yank and --unyank need a VERSION")
     bulk = is_pattern(options.package) or is_pattern(options.version)
     if bulk and (not (options.skip or options.unskip) or options.yank is not None
-                 or options.unyank or options.alias):
+                 or options.unyank or options.alias or options.status is not None):
         parser.error("a pattern or version list goes with --skip or --unskip only")
     cli.configure_logging(options)
+    add = {
+        "package": options.package, "version": options.version,
+        "skip": options.skip, "unskip": options.unskip,
+        "yank": options.yank is not None, "yank_reason": options.yank or None,
+        "unyank": options.unyank, "alias": options.alias,
+    }
+    status = {"package": options.package, "status": options.status,
+              "reason": options.status_reason}
+    ControlClient.check("ADD", add)
+    if options.status is not None:
+        ControlClient.check("PROJECT_STATUS", status)  # before ADD is sent: all or nothing
     client = _client(options)
     try:
         if bulk:
             _bulk(client, "skip" if options.skip else "unskip", options.package,
                   options.version, options.skip, options.yes)
             return 0
-        print(client.command("ADD", {
-            "package": options.package, "version": options.version,
-            "skip": options.skip, "unskip": options.unskip,
-            "yank": options.yank is not None, "yank_reason": options.yank or None,
-            "unyank": options.unyank, "alias": options.alias,
-        }))
+        print(client.command("ADD", add))
         if options.status is not None:
-            print(client.command("PROJECT_STATUS", {
-                "package": options.package, "status": options.status,
-                "reason": options.status_reason}))
+            print(client.command("PROJECT_STATUS", status))
     finally:
         client.close()
     return 0
@@ -250,7 +254,7 @@ def _import(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("wheels", nargs="+", metavar="WHEEL", help="wheel files to import")
     parser.add_argument("--abi", metavar="TAG",
                         help="the build ABI to record them under (default: from the tags)")
-    parser.add_argument("--label", default=f"import@{os.uname().nodename}"[:100],
+    parser.add_argument("--label", default=f"import@{os.uname().nodename}"[:limits.LABEL],
                         help="who built them, for the build record")
     options = parser.parse_args(argv)
     cli.configure_logging(options)
@@ -259,6 +263,11 @@ def _import(argv: Optional[Sequence[str]]) -> int:
     try:
         for wheel in options.wheels:
             path = Path(wheel).resolve()
+            if not path.is_file():
+                failed += 1
+                print(f"error: {wheel}: {'not a file' if path.exists() else 'no such file'}",
+                      file=sys.stderr)
+                continue
             reply, answer = client.request("IMPORT", {
                 "path": str(path), "abi_tag": options.abi, "label": options.label})
             if reply == "OK":

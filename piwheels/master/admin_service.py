@@ -9,8 +9,10 @@ this task's own connection; the other tasks are told through messages.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +24,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from ..build_policy import parse_policy
 from ..db import Database
 from ..db_policy import UNCHANGED
-from ..errors import PiwheelsError
+from ..errors import BindError, PiwheelsError
 from ..names import canonical_name, normal_version
 from ..protocols import (
     BUILD_QUEUE, CONTROL, DRIVER_COMMANDS, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS,
@@ -162,12 +164,16 @@ class AdminService(Task):
     def handle_control(self) -> None:
         address, name, payload = self.control.recv_from()
         if name is None:
-            self.log.warning("dropped a bad control message: %s", payload)
+            self.log_limited("bad request", logging.WARNING,
+                             "refused a bad control message: %s", payload)
             self.control.send_to(address, "ERROR", {"message": f"bad request: {payload}"[:9000]})
             return
         try:
             reply, answer = self.handlers[name](payload)
         except PiwheelsError as exc:
+            # refused with its reason; its transaction left nothing behind (a lost
+            # database connection too: the next request connects again)
+            self.log_limited(f"refused {name}", logging.WARNING, "refused %s: %s", name, exc)
             reply, answer = "ERROR", {"message": str(exc)}
         self.control.send_to(address, reply, answer)
 
@@ -428,6 +434,8 @@ class AdminService(Task):
         checked and published, so a file changed meanwhile cannot slip in.
         """
         path = Path(request["path"])
+        if not path.is_file():
+            return "ERROR", {"message": f"{path} is not a file the master can read"}
         try:
             name, version, _, tags = parse_wheel_filename(path.name)
         except InvalidWheelFilename as exc:
@@ -438,8 +446,6 @@ class AdminService(Task):
         if abi_tag is None:
             return "ERROR", {"message": f"{path.name} does not say which ABI it was built "
                                         "for; name one with --abi"}
-        if not path.is_file():
-            return "ERROR", {"message": f"{path} is not a file the master can read"}
         project = self.db.get_project(package)
         if project is not None and any(
                 f.filename == path.name
@@ -493,12 +499,27 @@ def _build_abi_of(tag) -> Optional[str]:
 
 
 def _prepare_ipc(address: str) -> None:
-    """Make the directory of an ipc:// socket, and clear a stale socket file."""
+    """Make the directory of an ipc:// socket, and clear a stale socket file.
+
+    A socket file someone still listens on is another master's: it is left
+    alone and the address refused, as a TCP port in use would be.
+    """
     if address.startswith("ipc://"):
         path = Path(address[len("ipc://"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BindError(f"cannot listen on {address!r}: {exc.strerror} "
+                            f"({exc.filename})") from None
         if path.is_socket():
-            path.unlink()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                except OSError:
+                    path.unlink()  # nobody answers: left by a master that died
+                else:
+                    raise BindError(f"cannot listen on {address!r}: another process "
+                                    "(a running master?) is listening there")
 
 
 def _restrict_ipc(address: str, mode: int) -> None:

@@ -7,7 +7,9 @@ order: the verified files are staged (beside them, their core metadata), the
 rows are committed, and only then are the files renamed into the index.  A
 file left in the index by a crash has no row, so it never blocks a later
 attempt (it is replaced); a row whose file could not be put in place has its
-build deleted, so the queue builds it again.
+build deleted, so the queue builds it again.  A lost database connection
+stops the master (the staged files are cleared at the next start, and a
+commit that did go through has its rows reconciled with the disk then).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
-import sqlalchemy as sa
 import zmq
 
+from .. import limits
 from ..connection import first_line
 from ..db import Database
-from ..errors import InvalidName
+from ..errors import DataRefused, InvalidName
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS
 from ..records import BuildRecord, FileRecord
@@ -87,7 +89,7 @@ class BuildRecorder(Task):
             build_ids = self.db.record_builds([record for record, _ in prepared])
             self.log.debug("recorded %d attempts in %.0f ms", len(prepared),
                            (time.perf_counter() - started) * 1000)
-        except sa.exc.SQLAlchemyError as exc:
+        except DataRefused as exc:
             self.log.warning("batch of %d records failed (%s); recording one by one",
                              len(prepared), exc.__class__.__name__)
             build_ids = [self.record_one(record, staged) for record, staged in prepared]
@@ -124,7 +126,7 @@ class BuildRecorder(Task):
             self.discard_received(job)
             self.log.error("could not publish %s %s: %s", job["package"], job["version"], exc)
             return build_record(
-                {**job, "status": "rejected", "reason": f"could not publish: {exc}"[:500]}, ()
+                {**job, "status": "rejected", "reason": f"could not publish: {exc}"[:limits.REASON]}, ()
             ), []
 
     def record_one(self, record: BuildRecord, staged: list[StagedWheel]) -> Optional[int]:
@@ -132,13 +134,13 @@ class BuildRecorder(Task):
         files dropped) and return None: nothing of it is to be put in place."""
         try:
             return self.db.record_build(record)
-        except sa.exc.IntegrityError as exc:
+        except DataRefused as exc:
             self.tree.discard(staged)
             self.log.error("could not record %s %s for %s: %s", record.package, record.version,
                            record.abi_tag, first_line(exc))
             self.db.record_build(replace(
                 record, status="rejected", files=(),
-                reason=f"could not record: {first_line(exc)}"[:500]))
+                reason=f"could not record: {first_line(exc)}"[:limits.REASON]))
             return None
 
     def put_in_place(self, build_id: int, record: BuildRecord,
@@ -184,8 +186,8 @@ def file_record(facts: dict) -> FileRecord:
         requires_python=facts["requires_python"], metadata_sha256=facts["metadata_sha256"],
         dependencies={
             "apt": frozenset(facts["apt_dependencies"]),
-            # the schema keeps requirements up to 255 characters
-            "pip": frozenset(d for d in facts["requires_dist"] if len(d) <= 255),
+            # the schema keeps requirements up to its column width
+            "pip": frozenset(d for d in facts["requires_dist"] if len(d) <= limits.DEPENDENCY),
         },
     )
 

@@ -32,6 +32,7 @@ from typing import BinaryIO, Optional
 
 import zmq
 
+from .. import limits
 from ..errors import WheelError
 from ..protocols import (
     DRIVER_COMMANDS, ENVELOPE_BYTES, FILE_TRANSFER, TRANSFER_REQUESTS, TRANSFER_RESULTS,
@@ -351,9 +352,9 @@ class FileReceiver(Task):
                          else "rejected", expected.filename, expected.slave_id, reason)
         self.tell(self.results, "REJECTED", {"slave_id": expected.slave_id,
                                              "filename": expected.filename,
-                                             "reason": reason[:500], "retry": retry})
+                                             "reason": reason[:limits.REASON], "retry": retry})
         self.router.send_to(address, "RECEIVED", {
-            "filename": expected.filename, "ok": False, "reason": reason[:500]})
+            "filename": expected.filename, "ok": False, "reason": reason[:limits.REASON]})
 
     def _discard(self, transfer: Transfer) -> None:
         self.transfers.pop(transfer.address, None)

@@ -20,13 +20,12 @@ from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Optional
 
-import sqlalchemy as sa
 import zmq
 
 from ..allow_list import AllowList
 from ..connection import first_line
 from ..db import Database
-from ..errors import InvalidName, InvalidVersion, UnknownPackage, UnknownVersion
+from ..errors import DataRefused, InvalidName, InvalidVersion, UnknownPackage, UnknownVersion
 from ..names import canonical_name, normal_version
 from ..protocols import BUILD_QUEUE, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS
 from ..project_status import QUARANTINED
@@ -175,7 +174,7 @@ class PyPIFollower(Task):
                     self.apply_event(event, touched, cancelled)
                 self.flush_releases()
                 self.db.set_pypi_serial(events[-1].serial)
-        except (sa.exc.DataError, sa.exc.IntegrityError) as exc:
+        except DataRefused as exc:
             # something upstream sent does not fit the schema: apply the page again
             # event by event, leaving out the ones the database refuses
             self.log.warning("a change-feed page was refused (%s); applying it event by event",
@@ -187,7 +186,7 @@ class PyPIFollower(Task):
                     try:
                         with self.db.savepoint():
                             self.apply_event(event, touched, cancelled)
-                    except (sa.exc.DataError, sa.exc.IntegrityError) as exc:
+                    except DataRefused as exc:
                         self.events_skipped += 1
                         self.log.warning("ignored %r for %s: %s", event.action[:40],
                                          event.name, first_line(exc))

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import zmq
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from .. import limits
 from ..names import canonical_name
 from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE, TRANSFER_REQUESTS, TRANSFER_RESULTS,
@@ -426,7 +427,7 @@ class SlaveDriver(Task):
                 "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
                 "slave_label": slave.label, "started": slave.build_started,
                 "duration_s": built["duration_s"], "status": status,
-                "reason": (reason or None) and reason[:500], "log": built["log"],
+                "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
                 "files": files,
             })
         until = self.clock() + RECENT_S
@@ -500,7 +501,7 @@ class SlaveDriver(Task):
     def _refuse(self, address: bytes, slave: Optional[SlaveState], why: str) -> None:
         """A protocol violation: tell the slave to go away and forget it."""
         self.log.warning("slave %s: %s; told it to go", slave.label if slave else "?", why)
-        self.router.send_to(address, "DIE", {"reason": why[:500]})
+        self.router.send_to(address, "DIE", {"reason": why[:limits.REASON]})
         if slave is not None:
             self._drop(slave, why)
 

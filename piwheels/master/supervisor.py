@@ -9,7 +9,9 @@ exit status is non-zero, for systemd to restart the master.
 from __future__ import annotations
 
 import logging
+import os
 import resource
+import tempfile
 import threading
 import time
 from argparse import Namespace
@@ -21,7 +23,7 @@ import zmq
 from ..allow_list import AllowList
 from ..build_policy import parse_policy
 from ..db import Database
-from ..errors import ConfigError, InvalidPolicy
+from ..errors import ConfigError, InvalidPolicy, PiwheelsError
 from ..index_pages import Site
 from ..protocols import INDEX_REQUESTS, SUPERVISOR
 from ..pypi_client import PyPIClient
@@ -80,6 +82,29 @@ def raise_fd_limit() -> int:
         return hard
     log.info("open-file limit: %d", soft)
     return soft
+
+
+class StartupFailed(PiwheelsError):
+    """A task could not start; the message names it and says why."""
+
+
+def prepare_output_path(path: Path) -> None:
+    """Make the output tree's top, or say in one line why *path* cannot hold it.
+
+    Writing is tried, not inferred from permission bits: root passes those,
+    and a read-only mount does not show in them.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--output-path {path} is not a directory")
+    for directory in (path, path / "simple"):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=directory, prefix=".piw-write-test-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError(f"--output-path {path} cannot be used: cannot write in "
+                              f"{directory}: {exc.strerror or exc}") from None
 
 
 class Master:
@@ -149,6 +174,13 @@ class Master:
         self._stop.set()
 
     def run(self) -> int:
+        """Start every task, report READY once all run, supervise until stopped.
+
+        Whatever stops the start (an unusable output path, an unreachable
+        database, an address that cannot be bound, a task failing to start) is
+        raised as one :class:`~piwheels.errors.PiwheelsError`, before READY.
+        """
+        prepare_output_path(self.output_path)
         with Database(self.options.dsn) as db:
             db.check_schema_version()
             log.info(db.apply_configured_policy(self.build_policy,
@@ -159,19 +191,29 @@ class Master:
         raise_fd_limit()
         ctx = zmq.Context()
         supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
-        supervisor.bind(SUPERVISOR.address)
         index = Socket.make(ctx, zmq.PUSH, INDEX_REQUESTS)
-        controls: list[TaskControl] = []
         try:
-            self.tasks = self.make_tasks(ctx)
+            supervisor.bind(SUPERVISOR.address)
+            self.tasks = self.make_tasks(ctx)  # they bind here: a bad address raises
+        except BaseException:
+            ctx.destroy(linger=0)  # also closes the sockets of the tasks already made
+            raise
+        controls: list[TaskControl] = []
+        started = False
+        try:
             for task in self.tasks:
                 task.start()
                 controls.append(TaskControl(ctx, task.name))
-            self._rewrite_pages(index, reconciled.packages)
-            log.info("master started: slaves on %s, files on %s, output in %s",
-                     self.options.slave_bind, self.options.file_bind, self.output_path)
-            self.notifier.ready()
-            self._supervise(supervisor)
+                if not self._await_start(supervisor, task):
+                    break
+            else:
+                started = True
+            if started:
+                self._rewrite_pages(index, reconciled.packages)
+                log.info("master started: slaves on %s, files on %s, output in %s",
+                         self.options.slave_bind, self.options.file_bind, self.output_path)
+                self.notifier.ready()
+                self._supervise(supervisor)
         finally:
             self.notifier.stopping()
             # one at a time, last started first: what a task hands over as it
@@ -187,11 +229,13 @@ class Master:
                 control.close()
             supervisor.close()
             index.close()
-            if any(task.is_alive() for task in self.tasks):
+            # a task still running, or never started, has sockets open: term() would wait
+            if any(task.is_alive() or task.ident is None for task in self.tasks):
                 ctx.destroy(linger=0)
             else:
                 ctx.term()
-        log.info("master stopped")
+        if started:
+            log.info("master stopped")
         return 1 if self.failed else 0
 
     @staticmethod
@@ -203,6 +247,33 @@ class Master:
                 index.send("PACKAGE", {"package": package}, flags=zmq.NOBLOCK)
             except (ValueError, zmq.Again) as exc:  # a directory no project has
                 log.warning("not rewriting the pages of %r: %s", package, exc)
+    def _await_start(self, supervisor: Socket, task: Task) -> bool:
+        """Wait for *task*'s STARTED; False if asked to stop meanwhile.
+
+        Tasks start one at a time, so one that fails stops the start before
+        the later ones do anything; it raises :class:`StartupFailed` with the
+        task's reason.
+        """
+        while not self._stop.is_set():
+            if supervisor.zsocket.poll(200):
+                try:
+                    name, payload = supervisor.recv()
+                except ProtocolError as exc:
+                    log.error("bad supervisor message: %s", exc)
+                    continue
+                if name == "STARTED" and payload["task"] == task.name:
+                    return True
+                if name == "FAILED":
+                    error = (payload["error"].strip().splitlines() or ["no reason given"])[0]
+                    self.failed = f"{payload['task']}: {error}"
+                    raise StartupFailed(f"the master could not start its {self.failed}")
+                if name == "QUIT":
+                    log.info("stopping: %s", payload["reason"])
+                    return False
+            elif not task.is_alive():
+                self.failed = f"task {task.name} stopped before it started"
+                raise StartupFailed(f"the master could not start: {self.failed}")
+        return False
 
     def _supervise(self, supervisor: Socket) -> None:
         poller = zmq.Poller()
@@ -224,6 +295,8 @@ class Master:
                     log.info("stopping: %s", payload["reason"])
                     return
             dead = [task.name for task in self.tasks if not task.is_alive()]
+            if dead and supervisor.zsocket.poll(1000):
+                continue  # most likely the dead task's FAILED: read it for the reason
             if dead:
                 self.failed = f"task {', '.join(dead)} stopped unexpectedly"
                 log.critical("stopping: %s", self.failed)

@@ -18,12 +18,15 @@ from typing import Callable, Optional
 
 import zmq
 
+from ..errors import PiwheelsError
 from ..protocols import Protocol, STATUS_REPORTS, SUPERVISOR, TASK_CONTROL
 from ..transport import ProtocolError, Socket
 
 #: Where tasks report what monitors should see (admin_service listens).
 #: How often each task reports its :meth:`Task.status`.
 STATUS_INTERVAL_S = 2.0
+#: :meth:`Task.log_limited` logs each kind of event at most this often.
+LIMITED_LOG_INTERVAL_S = 60.0
 
 Clock = Callable[[], float]
 
@@ -57,10 +60,12 @@ class Task(threading.Thread):
         self._goes_first: list[zmq.Socket] = []
         self._sockets: list[Socket] = []
         self._timers: list[_Timer] = []
+        self._limited_logs: dict[str, list] = {}  # key -> [last logged, held back since]
         self._task_control = self.socket(zmq.PULL, TASK_CONTROL.reverse())
         self._task_control.bind(control_address(self.name))
         self.register(self._task_control, self._handle_control, goes_first=True)
-        self._supervisor = self.socket(zmq.PUSH, SUPERVISOR)
+        # lingers, so a FAILED sent just before the task's sockets close still arrives
+        self._supervisor = self.socket(zmq.PUSH, SUPERVISOR, linger_ms=1000)
         self._supervisor.connect(SUPERVISOR.address)
         self.status_reports = self.socket(zmq.PUSH, STATUS_REPORTS)
         self.status_reports.connect(STATUS_REPORTS.address)
@@ -106,6 +111,26 @@ class Task(threading.Thread):
         except ProtocolError as exc:
             self.log.error("dropped a bad %s message: %s", sock.protocol.name, exc)
             return None
+
+    def log_limited(self, key: str, level: int, msg: str, *args) -> bool:
+        """Log *msg* unless an event of kind *key* was logged in the last
+        :data:`LIMITED_LOG_INTERVAL_S`; the next line says how many were held back.
+
+        For what a peer or an operator can repeat at will (a bad request, say):
+        each is answered, but the log is not flooded.  True if it was logged.
+        """
+        now = self.clock()
+        entry = self._limited_logs.get(key)
+        if entry is not None and now - entry[0] < LIMITED_LOG_INTERVAL_S:
+            entry[1] += 1
+            return False
+        held = entry[1] if entry is not None else 0
+        if held:
+            msg += " (%d more like it not logged)"
+            args = (*args, held)
+        self.log.log(level, msg, *args)
+        self._limited_logs[key] = [now, 0]
+        return True
 
     def tell(self, sock: Socket, name: str, payload: Optional[dict] = None) -> bool:
         """Send to another task without ever blocking; False if it is not taking messages.
@@ -153,8 +178,11 @@ class Task(threading.Thread):
     # --- the loop ---------------------------------------------------------------
 
     def run(self) -> None:
+        started = False
         try:
             self.on_start()
+            started = True
+            self._supervisor.send("STARTED", {"task": self.name})
             while not self._quit:
                 self._run_due_timers()
                 timeout_ms = self._poll_timeout_ms()
@@ -166,12 +194,18 @@ class Task(threading.Thread):
                     if self._quit:
                         break
         except Exception as exc:
-            self.log.critical("task failed: %s", exc, exc_info=True)
+            # The supervisor logs the error (at start-up, exits with it) in one line.
+            # Only a bug met while running gets its traceback logged here.
+            if isinstance(exc, PiwheelsError):
+                error = str(exc)
+            else:
+                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            if started and not isinstance(exc, (PiwheelsError, OSError)):
+                self.log.critical("task failed: %s", exc, exc_info=True)
+            else:
+                self.log.debug("task failed: %s", error, exc_info=True)
             try:
-                self._supervisor.send("FAILED", {
-                    "task": self.name,
-                    "error": "".join(traceback.format_exception_only(type(exc), exc))[-9000:],
-                })
+                self._supervisor.send("FAILED", {"task": self.name, "error": error[-9000:]})
             except Exception:  # the supervisor may be gone already
                 pass
         finally:

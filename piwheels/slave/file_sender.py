@@ -17,6 +17,7 @@ from typing import BinaryIO, Callable, Optional
 
 import zmq
 
+from .. import limits
 from ..protocols import FILE_TRANSFER
 from ..transport import ProtocolError, Socket
 
@@ -75,7 +76,7 @@ class FileSender:
         try:
             data = os.pread(self.file.fileno(), length, offset)
         except OSError as exc:
-            self.socket.send("MISSING", {"filename": self.filename, "reason": str(exc)[:500]})
+            self.socket.send("MISSING", {"filename": self.filename, "reason": str(exc)[:limits.REASON]})
             return
         if len(data) != length:
             self.socket.send("MISSING", {"filename": self.filename,

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from farm import free_port, recv, wait_for
+from farm import free_port, recv, task_failure, wait_for
 from wheel_craft import craft_wheel
 
 from piwheels.master.file_receiver import FileReceiver
@@ -82,11 +82,11 @@ class Rig:
         self.task._quit = True
         self.task.join(5)
         assert not self.task.is_alive()
-        failed = self.supervisor.zsocket.poll(0)
+        failed = task_failure(self.supervisor)
         for sock in (self.supervisor, self.results, self.requests):
             sock.close()
         self.ctx.destroy(linger=0)  # also closes what a failed test left open
-        assert not failed, "the task reported a failure"
+        assert not failed, f"the task reported a failure: {failed}"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from farm import wait_for
+from farm import task_failure, wait_for
 
 from piwheels.build_policy import parse_policy
 from piwheels.index_pages import Site, log_path
@@ -46,7 +46,7 @@ class Writer:
     def stop(self) -> None:
         self.control.send("QUIT")
         self.task.join(10)
-        failed = self.supervisor.recv()[1]["error"] if self.supervisor.zsocket.poll(0) else None
+        failed = task_failure(self.supervisor)
         for sock in (self.control, self.requests, self.supervisor):
             sock.close()
         self.ctx.destroy(linger=0)  # never term(): a failed test may have left sockets open

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 import zmq
-from farm import wait_for
+from farm import task_failure, wait_for
 from fake_pypi import FakePyPI
 from sdist_factory import make_sdist
 
@@ -80,7 +80,7 @@ class Follower:
     def stop(self) -> None:
         self.control.send("QUIT")
         self.task.join(10)
-        failed = self.supervisor.recv()[1]["error"] if self.supervisor.zsocket.poll(0) else None
+        failed = task_failure(self.supervisor)
         for sock in [self.control, self.supervisor, *self.listeners]:
             sock.close()
         self.ctx.destroy(linger=0)  # never term(): a failed test may have left sockets open

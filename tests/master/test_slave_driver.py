@@ -7,7 +7,7 @@ the test plays build_queue and build_recorder on the inproc sockets.
 from __future__ import annotations
 
 import zmq
-from farm import free_port, recv
+from farm import free_port, recv, task_failure
 
 from piwheels.master.job_queue import JobQueue
 from piwheels.master.slave_driver import SlaveDriver
@@ -71,9 +71,9 @@ class Rig:
         self.task._quit = True
         self.task.join(10)
         assert not self.task.is_alive()
-        failed = self.supervisor.zsocket.poll(0)
+        failed = task_failure(self.supervisor)
         self.ctx.destroy(linger=0)
-        assert not failed, "the task reported a failure"
+        assert not failed, f"the task reported a failure: {failed}"
 
 
 def next_job(slave: Socket) -> tuple[str, dict]:

@@ -77,6 +77,8 @@ def test_failure_is_reported_to_the_supervisor():
         task.join(5)
         assert not task.is_alive()
         assert sup.zsocket.poll(5000)
+        assert sup.recv() == ("STARTED", {"task": "ticker"})
+        assert sup.zsocket.poll(5000)
         name, payload = sup.recv()
         assert name == "FAILED"
         assert payload["task"] == "ticker" and "boom" in payload["error"]
@@ -110,3 +112,25 @@ def test_no_task_shadows_the_actor_api():
                     and (node.attr in api or node.attr in base - {"paused"})):
                 clashes.append(f"{path.name}:{node.lineno} self.{node.attr}")
     assert not clashes
+
+
+def test_log_limited_logs_a_kind_once_a_minute_and_counts_the_rest(caplog):
+    import logging
+
+    from piwheels.master.task import LIMITED_LOG_INTERVAL_S
+
+    ctx = zmq.Context()
+    now = [1000.0]
+    try:
+        task = Task(ctx, clock=lambda: now[0])
+        with caplog.at_level(logging.WARNING, logger="piwheels.master.task"):
+            assert task.log_limited("bad", logging.WARNING, "refused %s", "one")
+            assert not task.log_limited("bad", logging.WARNING, "refused %s", "two")
+            assert not task.log_limited("bad", logging.WARNING, "refused %s", "three")
+            assert task.log_limited("other", logging.WARNING, "refused %s", "else")
+            now[0] += LIMITED_LOG_INTERVAL_S
+            assert task.log_limited("bad", logging.WARNING, "refused %s", "four")
+        assert [r.getMessage() for r in caplog.records] == [
+            "refused one", "refused else", "refused four (2 more like it not logged)"]
+    finally:
+        ctx.destroy(linger=0)
