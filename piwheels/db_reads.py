@@ -1,0 +1,198 @@
+"""The data layer's reading part: whole projects as the pages show them, the
+index as a whole, and the statistics.
+
+A mixin of :class:`piwheels.db.Database` (it uses its tables, transactions and
+queue queries); kept apart so each module keeps one concern.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable, Optional
+
+import sqlalchemy as sa
+
+from .names import canonical_name, version_key
+from .project_status import ACTIVE, QUARANTINED
+from .records import BuildData, FileData, ProjectData, VersionData
+
+#: Pending builds are counted up to this many per ABI (the count is for display).
+PENDING_COUNT_LIMIT = 10_000
+
+
+class IndexReads:
+    """Reads of projects and of the whole index (mixed into :class:`piwheels.db.Database`)."""
+
+    t: Any
+
+    # --- the index as a whole -----------------------------------------------
+
+    def all_packages(self) -> list[str]:
+        packages = self.t["packages"]
+        with self._begin() as conn:
+            return list(conn.scalars(sa.select(packages.c.package).order_by(packages.c.package)))
+
+    def packages_with_files(self) -> dict[str, str]:
+        """{package: description} of every project with at least one published wheel
+        that is served (a quarantined project's are not)."""
+        t = self.t
+        query = (
+            sa.select(t["packages"].c.package, t["packages"].c.description)
+            .where(~is_withheld(t["packages"]))
+            .where(sa.exists().where(
+                (t["builds"].c.package == t["packages"].c.package)
+                & (t["builds"].c.status == "success")))
+            .order_by(t["packages"].c.package)
+        )
+        with self._begin() as conn:
+            return dict(conn.execute(query).all())
+
+    def statistics(self) -> dict:
+        """Counts for the home page and the monitor."""
+        t = self.t
+        hour_ago = sa.func.now() - sa.text("interval '1 hour'")
+        with self._begin() as conn:
+            stats = {
+                "packages": conn.scalar(sa.select(sa.func.count()).select_from(t["packages"])),
+                "versions": conn.scalar(sa.select(sa.func.count()).select_from(t["versions"])),
+                "files": conn.scalar(sa.select(sa.func.count()).select_from(t["files"])),
+                "packages_built": conn.scalar(
+                    sa.select(sa.func.count(sa.distinct(t["builds"].c.package)))
+                    .where(t["builds"].c.status == "success")),
+                "builds_last_hour": conn.scalar(
+                    sa.select(sa.func.count()).select_from(t["builds"])
+                    .where(t["builds"].c.started > hour_ago)),
+            }
+        stats["pending"] = {
+            abi: len(self.pending_builds(abi, PENDING_COUNT_LIMIT)) for abi in self.get_build_abis()
+        }
+        return stats
+
+    def build_statistics(self) -> dict:
+        """Builds in the last hour per ABI, their success rate, and pending per ABI."""
+        builds = self.t["builds"]
+        hour_ago = sa.func.now() - sa.text("interval '1 hour'")
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(builds.c.abi_tag, builds.c.status, sa.func.count())
+                .where(builds.c.started > hour_ago)
+                .group_by(builds.c.abi_tag, builds.c.status)
+            ).all()
+        per_abi: dict[str, int] = defaultdict(int)
+        succeeded = 0
+        for abi, status, count in rows:
+            per_abi[abi] += count
+            succeeded += count if status == "success" else 0
+        total = sum(per_abi.values())
+        return {
+            "builds_last_hour": dict(per_abi),
+            "success_rate": round(succeeded / total, 3) if total else None,
+            "pending": {abi: len(self.pending_builds(abi, PENDING_COUNT_LIMIT))
+                        for abi in self.get_build_abis()},
+        }
+
+    # --- reading a project --------------------------------------------------
+
+    def get_project(self, package: str) -> Optional[ProjectData]:
+        """Everything known of one project (None if unknown), newest version first."""
+        package = canonical_name(package)
+        return self.get_projects([package]).get(package)
+
+    def get_projects(self, packages: Iterable[str]) -> dict[str, ProjectData]:
+        """:meth:`get_project` for many projects in one transaction and a few queries
+        (the index writer rewrites projects in batches); unknown ones are left out."""
+        wanted = sorted({canonical_name(package) for package in packages})
+        if not wanted:
+            return {}
+        t = self.t
+        p, n, v, b, f, d = (t[name] for name in (
+            "packages", "package_names", "versions", "builds", "files", "dependencies"))
+        of_wanted = b.c.package.in_(wanted)
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(p.c.package, p.c.description, p.c.skip_reason,
+                          p.c.upstream_status, p.c.upstream_status_reason,
+                          p.c.operator_status, p.c.operator_status_reason)
+                .where(p.c.package.in_(wanted))
+            ).all()
+            name_rows = conn.execute(
+                sa.select(n.c.package, n.c.name).where(n.c.package.in_(wanted))
+                .order_by(n.c.name)
+            ).all()
+            version_rows = conn.execute(
+                sa.select(v.c.package, v.c.version, v.c.released, v.c.has_sdist, v.c.yanked,
+                          v.c.yank_reason, v.c.skip_reason, v.c.policy_reason)
+                .where(v.c.package.in_(wanted))
+            ).all()
+            build_rows = conn.execute(
+                sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.slave_label,
+                          b.c.started, b.c.duration, b.c.status, b.c.reason)
+                .where(of_wanted).order_by(b.c.build_id)
+            ).all()
+            file_rows = conn.execute(
+                sa.select(f.c.build_id, f.c.filename, f.c.filesize, f.c.filehash,
+                          f.c.py_version_tag, f.c.abi_tag, f.c.platform_tag,
+                          f.c.requires_python, f.c.metadata_hash, f.c.published)
+                .join(b, f.c.build_id == b.c.build_id)
+                .where(of_wanted).order_by(f.c.filename)
+            ).all()
+            dep_rows = conn.execute(
+                sa.select(d.c.filename, d.c.tool, d.c.dependency)
+                .join(f, d.c.filename == f.c.filename)
+                .join(b, f.c.build_id == b.c.build_id)
+                .where(of_wanted).order_by(d.c.dependency)
+            ).all()
+        names: dict[str, list[str]] = defaultdict(list)
+        for package, name in name_rows:
+            names[package].append(name)
+        deps: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for filename, tool, dependency in dep_rows:
+            deps[filename][tool].append(dependency)
+        files_by_build: dict[int, list[FileData]] = defaultdict(list)
+        for (build_id, filename, size, sha256, py_tag, abi_tag, platform_tag, requires_python,
+             metadata_sha256, published) in file_rows:
+            found = deps.get(filename)
+            files_by_build[build_id].append(FileData(
+                filename=filename, size=size, sha256=sha256, py_tag=py_tag, abi_tag=abi_tag,
+                platform_tag=platform_tag, requires_python=requires_python,
+                metadata_sha256=metadata_sha256, published=published,
+                dependencies={tool: tuple(names) for tool, names in found.items()}
+                if found else {},
+            ))
+        builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
+        for (build_id, package, version, abi_tag, slave_label, started, duration, status,
+             reason) in build_rows:
+            builds_by_version[package, version].append(BuildData(
+                build_id=build_id, abi_tag=abi_tag, slave_label=slave_label, started=started,
+                duration=duration, status=status, reason=reason,
+                files=tuple(files_by_build.get(build_id, ())),
+            ))
+        versions_by_package: dict[str, list[VersionData]] = defaultdict(list)
+        for (package, version, released, has_sdist, yanked, yank_reason,
+             skip_reason, policy_reason) in version_rows:
+            versions_by_package[package].append(VersionData(
+                version=version, released=released, has_sdist=has_sdist, yanked=yanked,
+                yank_reason=yank_reason, skip_reason=skip_reason,
+                builds=tuple(builds_by_version.get((package, version), ())),
+                policy_reason=policy_reason,
+            ))
+        projects = {}
+        for row in rows:
+            package = row.package
+            versions = versions_by_package.get(package, [])
+            versions.sort(key=lambda v: version_key(v.version), reverse=True)
+            projects[package] = ProjectData(
+                package=package, description=row.description, skip_reason=row.skip_reason,
+                names=tuple(names.get(package, ())), versions=tuple(versions),
+                upstream_status=row.upstream_status,
+                upstream_status_reason=row.upstream_status_reason,
+                operator_status=row.operator_status,
+                operator_status_reason=row.operator_status_reason,
+            )
+        return projects
+
+
+def is_withheld(packages: sa.Table) -> sa.ColumnElement:
+    """Whether a project is quarantined, by upstream or by an operator (PEP 792)."""
+    return (packages.c.upstream_status == QUARANTINED) | (
+        sa.func.coalesce(packages.c.operator_status, ACTIVE) == QUARANTINED)
