@@ -88,15 +88,17 @@ class StartupFailed(PiwheelsError):
     """A task could not start; the message names it and says why."""
 
 
-def prepare_output_path(path: Path) -> None:
-    """Make the output tree's top, or say in one line why *path* cannot hold it.
+def prepare_output_path(tree: OutputTree) -> None:
+    """Make the directories of the output tree the master writes at start (its
+    top, simple/ and .transfers/), or say in one line why it cannot hold them.
 
     Writing is tried, not inferred from permission bits: root passes those,
     and a read-only mount does not show in them.
     """
+    path = tree.root
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--output-path {path} is not a directory")
-    for directory in (path, path / "simple"):
+    for directory in (path, tree.simple, tree.transfers):
         try:
             directory.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(dir=directory, prefix=".piw-write-test-")
@@ -180,7 +182,7 @@ class Master:
         database, an address that cannot be bound, a task failing to start) is
         raised as one :class:`~piwheels.errors.PiwheelsError`, before READY.
         """
-        prepare_output_path(self.output_path)
+        prepare_output_path(self.tree)
         with Database(self.options.dsn) as db:
             db.check_schema_version()
             log.info(db.apply_configured_policy(self.build_policy,
