@@ -9,6 +9,7 @@ dropped and its build goes back to the queue.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ..names import canonical_name
 from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE, TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
+from ..tags import builder_problem
 from ..transport import PeerLimits
 from .job_queue import Job, JobQueue
 from .task import STATUS_INTERVAL_S, Clock, Task
@@ -283,6 +285,15 @@ class SlaveDriver(Task):
             self.router.send_to(address, "DIE", {
                 "reason": f"protocol version {hello['protocol']} is not the master's "
                           f"{PROTOCOL_VERSION}; install the same piwheels version"})
+            return
+        problem = builder_problem(hello["python_tag"], hello["abi_tag"], hello["platform_tag"])
+        if problem is not None:
+            # before anything is stored: a slave that cannot build for the farm is told why
+            self.log_limited("bad-hello-tags", logging.WARNING, "refused slave %s: %s",
+                             hello["label"], problem)
+            self.router.send_to(address, "DIE", {"reason": problem[:limits.REASON]})
+            if slave is not None:
+                self._drop(slave, problem)
             return
         if slave is not None:
             self._drop(slave, "said HELLO again")
