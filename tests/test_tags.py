@@ -198,3 +198,12 @@ def test_python_abi_order_agrees_with_sql(db, master_dsn):
     for abi in FARM_ABIS:
         db.add_build_abi(abi)
     assert db.get_build_abis() == sorted(FARM_ABIS, key=build_abi_key)
+
+
+@pytest.mark.parametrize("tag", ["abi3", "none", "CP311", "cp311 "])
+def test_the_data_layer_refuses_bad_abis_before_writing(db, tag):
+    with pytest.raises(InvalidTag):
+        db.register_build_abi(tag)
+    with pytest.raises(InvalidTag):
+        db.add_build_abi(tag)
+    assert db.get_build_abis(active_only=False) == []
