@@ -26,6 +26,7 @@ from .names import canonical_name, normal_version
 from .project_status import ACTIVE, check_status, clean_reason
 from .records import BuildRecord
 from .schema import SCHEMA_VERSION
+from .tags import check_build_abi
 
 log = logging.getLogger("piwheels.db")
 
@@ -418,6 +419,7 @@ class Database(PolicyData, IndexReads):
 
     def add_build_abi(self, abi_tag: str, active: bool = True) -> None:
         abis = self.t["build_abis"]
+        check_build_abi(abi_tag)
         stmt = pg_insert(abis).values(abi_tag=abi_tag, active=active)
         with self._begin() as conn:
             conn.execute(stmt.on_conflict_do_update(
@@ -425,8 +427,9 @@ class Database(PolicyData, IndexReads):
 
     def register_build_abi(self, abi_tag: str, active: bool = True) -> bool:
         """Know *abi_tag* (building for it if *active*), unless an operator already
-        decided about it; True if it was new."""
+        decided about it; True if it was new (InvalidTag: not an ABI to build for)."""
         abis = self.t["build_abis"]
+        check_build_abi(abi_tag)
         with self._begin() as conn:
             return conn.execute(
                 pg_insert(abis).values(abi_tag=abi_tag, active=active).on_conflict_do_nothing()

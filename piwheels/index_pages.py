@@ -8,7 +8,6 @@ the same dict.  Nothing here touches the disk or the database.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
@@ -16,9 +15,10 @@ from typing import Any, Optional, Sequence
 
 from chameleon import PageTemplateLoader
 
-from .records import BuildData, FileData, ProjectData, VersionData
+from .records import FileData, ProjectData, VersionData
 from .resources import templates_dir
 from .storage import LOGS_DIR, SIMPLE_DIR, log_path
+from .tags import build_covers
 
 #: The simple repository API version these pages follow (PEP 629/691/700/792).
 API_VERSION = "1.4"
@@ -199,7 +199,8 @@ def install_context(project: ProjectData, versions: list[dict], site: Site) -> d
 def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
     """One version × ABI cell: built, failed (with its log), pending, skipped or yanked."""
     for build in reversed(version.builds):
-        if _covers(build, abi):
+        if build_covers(build.abi_tag, build.status,
+                        [(f.py_tag, f.abi_tag) for f in build.files], abi):
             cell = {"status": build.status, "build_id": build.build_id,
                     "log": f"../../{LOGS_DIR}/{log_path(build.build_id)}",
                     "duration_s": round(build.duration.total_seconds(), 1)}
@@ -229,25 +230,6 @@ def _not_built(project: ProjectData, version: VersionData) -> Optional[str]:
     if not version.has_sdist:
         return "no source distribution upstream"
     return None
-
-
-def _covers(build: BuildData, abi: str) -> bool:
-    """Whether *build* answers for *abi*: built on it, or made a wheel every ABI can use."""
-    if build.abi_tag == abi:
-        return True
-    if build.status != "success":
-        return False
-    return any(
-        f.abi_tag == "none"
-        or (f.abi_tag == "abi3" and abi_version(f.py_tag) <= abi_version(abi))
-        for f in build.files
-    )
-
-
-def abi_version(tag: str) -> tuple[int, int]:
-    """cp311 -> (3, 11), so that ABIs compare by Python version (as the database does)."""
-    match = re.match(r"^[a-z]+(\d)(\d+)", tag)
-    return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
 def to_json(context: dict) -> bytes:

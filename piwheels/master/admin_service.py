@@ -31,6 +31,7 @@ from ..protocols import (
     RECORD_REQUESTS, STATS_COMMANDS, STATUS, STATUS_REPORTS, SUPERVISOR,
 )
 from ..storage import OutputTree, remove_quietly
+from ..tags import build_abi_of, build_abi_problem
 from ..wheel_facts import UnpackLimits, check_wheel, find_apt_dependencies
 from . import bulk_changes
 from .task import Clock, Task
@@ -442,10 +443,13 @@ class AdminService(Task):
             return "ERROR", {"message": f"{path.name}: {exc}"}
         package = canonical_name(str(name))
         tag = next(iter(tags))
-        abi_tag = request["abi_tag"] or _build_abi_of(tag)
+        abi_tag = request["abi_tag"] or build_abi_of(tag)
         if abi_tag is None:
             return "ERROR", {"message": f"{path.name} does not say which ABI it was built "
                                         "for; name one with --abi"}
+        problem = build_abi_problem(abi_tag)
+        if problem is not None:
+            return "ERROR", {"message": f"--abi: {problem}"}
         project = self.db.get_project(package)
         if project is not None and any(
                 f.filename == path.name
@@ -487,15 +491,6 @@ class AdminService(Task):
     def changed(self, package: str) -> None:
         self.tell(self.index, "PACKAGE", {"package": package})
         self.tell(self.queue, "REFRESH", {"package": package})
-
-
-def _build_abi_of(tag) -> Optional[str]:
-    """The build ABI a wheel's tag implies: its CPython ABI, or for abi3 its Python."""
-    if tag.abi.startswith("cp") and tag.abi[2:].isdigit():
-        return tag.abi
-    if tag.interpreter.startswith("cp") and tag.interpreter[2:].isdigit():
-        return tag.interpreter
-    return None
 
 
 def _prepare_ipc(address: str) -> None:

@@ -10,6 +10,7 @@ short walk of the index from there rather than a new pass over the head.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Optional
 
@@ -17,6 +18,7 @@ import zmq
 
 from ..db import Database, QueueKey
 from ..protocols import BUILD_QUEUE, INDEX_REQUESTS, QUEUE_REQUESTS
+from ..tags import build_abi_problem
 from .task import Clock, Task
 
 
@@ -67,6 +69,11 @@ class BuildQueue(Task):
             self.send_more(payload["abi_tag"])
             return
         if name == "ABI":
+            problem = build_abi_problem(payload["abi_tag"])
+            if problem is not None:
+                # the slave driver refuses such slaves; this is the last line before the table
+                self.log_limited("bad-abi", logging.WARNING, "ABI not registered: %s", problem)
+                return
             if self.db.register_build_abi(payload["abi_tag"]):
                 self.log.info("now building for ABI %s", payload["abi_tag"])
         elif name == "POLICY":

@@ -9,9 +9,11 @@ dropped and its build goes back to the queue.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Optional
 
 import zmq
@@ -22,6 +24,7 @@ from ..names import canonical_name
 from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE, TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
+from ..tags import builder_problem
 from ..transport import PeerLimits
 from .job_queue import Job, JobQueue
 from .task import STATUS_INTERVAL_S, Clock, Task
@@ -40,6 +43,32 @@ STOP_FLUSH_S = 5.0
 RECORDER_BEHIND = "recorder behind"
 
 
+class SlaveStatus(Enum):
+    """Where a slave is in the protocol, as the master sees it."""
+
+    IDLE = "idle"           # greeted, or just finished: its next IDLE gets a build
+    SLEEPING = "sleeping"   # told to SLEEP: nothing to hand out
+    BUILDING = "building"   # handed a build (or building one it had before a reconnect)
+    SENDING = "sending"     # its BUILT was accepted: its wheels are on their way
+
+
+@dataclass
+class Attempt:
+    """One build handed to one slave, from BUILD (or adoption) to DONE or a drop."""
+
+    job: Job
+    build_started: float  # wall-clock, for the record
+    job_started_s: float  # monotonic, for monitors
+    built: Optional[dict] = None
+    files_todo: list[str] = field(default_factory=list)
+    files_done: dict[str, str] = field(default_factory=dict)
+    sending: Optional[str] = None
+    rejected: Optional[str] = None
+    retry_later: bool = False  # the rejection was not the wheel's fault: queue it again
+    reply_deferred: bool = False
+    skip: bool = False
+
+
 @dataclass
 class SlaveState:
     """What the master knows of one connected slave."""
@@ -55,36 +84,31 @@ class SlaveState:
     build_timeout_s: float
     connected_s: float
     last_seen_s: float
-    state: str = "idle"  # idle | sleeping | building | sending
-    job: Optional[Job] = None
-    build_started: float = 0.0  # wall-clock, for the record
-    built: Optional[dict] = None
-    files_todo: list[str] = field(default_factory=list)
-    files_done: dict[str, str] = field(default_factory=dict)
-    sending: Optional[str] = None
-    rejected: Optional[str] = None
-    retry_later: bool = False  # the rejection was not the wheel's fault: queue it again
-    reply_deferred: bool = False
-    skip: bool = False
+    state: SlaveStatus = SlaveStatus.IDLE
+    attempt: Optional[Attempt] = None
     sleep_s: float = 0.0
     paused: bool = False
     stop: bool = False
     connected_at: float = 0.0  # wall-clock, for monitors
     last_seen_at: float = 0.0
-    job_started_s: float = 0.0
     stats: dict = field(default_factory=dict)
+
+    @property
+    def job(self) -> Optional[Job]:
+        return self.attempt.job if self.attempt is not None else None
 
     def report(self, now_s: float) -> dict:
         """What a monitor shows of this slave."""
+        job = self.job
         return {
             "slave_id": self.slave_id, "label": self.label, "abi_tag": self.abi_tag,
             "platform_tag": self.platform_tag, "python_version": self.python_version,
-            "os": self.os, "state": self.state, "paused": self.paused,
+            "os": self.os, "state": self.state.value, "paused": self.paused,
             "connected_at": self.connected_at,
             "last_seen_s": round(now_s - self.last_seen_s, 1),
-            "package": self.job[0] if self.job else None,
-            "version": self.job[1] if self.job else None,
-            "job_s": round(now_s - self.job_started_s, 1) if self.job else None,
+            "package": job[0] if job else None,
+            "version": job[1] if job else None,
+            "job_s": round(now_s - self.attempt.job_started_s, 1) if job else None,
             **self.stats,
         }
 
@@ -209,8 +233,8 @@ class SlaveDriver(Task):
             elif action == "resume":
                 slave.paused = False
             elif action == "skip":
-                if slave.state == "building":
-                    slave.skip = True
+                if slave.state is SlaveStatus.BUILDING:
+                    slave.attempt.skip = True
             else:
                 slave.stop = True
             self.log.info("slave %d (%s): %s requested", slave.slave_id, slave.label, action)
@@ -230,10 +254,10 @@ class SlaveDriver(Task):
         for queue in self.queues.values():
             queue.remove_if(matches)
         for slave in self.slaves.values():
-            if slave.job is not None and matches(slave.job) and slave.state == "building":
+            if slave.job is not None and matches(slave.job) and slave.state is SlaveStatus.BUILDING:
                 self.log.info("skipping %s %s on slave %d: it changed upstream",
                               *slave.job, slave.slave_id)
-                slave.skip = True
+                slave.attempt.skip = True
 
     def handle_transfer_result(self) -> None:
         msg = self.recv_or_log(self.transfer_results)
@@ -241,15 +265,16 @@ class SlaveDriver(Task):
             return
         name, payload = msg
         slave = self._slave_by_id(payload["slave_id"])
-        if slave is None or slave.state != "sending":
+        if slave is None or slave.state is not SlaveStatus.SENDING:
             return  # the slave was dropped meanwhile; file_receiver was told
+        attempt = slave.attempt
         if name == "VERIFIED":
-            slave.files_done[payload["filename"]] = payload["path"]
+            attempt.files_done[payload["filename"]] = payload["path"]
         else:
-            slave.rejected = f"{payload['filename']}: {payload['reason']}"
-            slave.retry_later = payload["retry"]
-        if slave.reply_deferred and slave.sending == payload["filename"]:
-            slave.reply_deferred = False
+            attempt.rejected = f"{payload['filename']}: {payload['reason']}"
+            attempt.retry_later = payload["retry"]
+        if attempt.reply_deferred and attempt.sending == payload["filename"]:
+            attempt.reply_deferred = False
             self._next_file(slave)
 
     # --- the slave protocol ---------------------------------------------------
@@ -284,6 +309,15 @@ class SlaveDriver(Task):
                 "reason": f"protocol version {hello['protocol']} is not the master's "
                           f"{PROTOCOL_VERSION}; install the same piwheels version"})
             return
+        problem = builder_problem(hello["python_tag"], hello["abi_tag"], hello["platform_tag"])
+        if problem is not None:
+            # before anything is stored: a slave that cannot build for the farm is told why
+            self.log_limited("bad-hello-tags", logging.WARNING, "refused slave %s: %s",
+                             hello["label"], problem)
+            self.router.send_to(address, "DIE", {"reason": problem[:limits.REASON]})
+            if slave is not None:
+                self._drop(slave, problem)
+            return
         if slave is not None:
             self._drop(slave, "said HELLO again")
         now = self.clock()
@@ -308,40 +342,39 @@ class SlaveDriver(Task):
 
     def do_idle(self, address: bytes, slave: SlaveState, idle: dict) -> None:
         slave.stats = idle["stats"]
-        if slave.state not in ("idle", "sleeping"):
-            return self._refuse(address, slave, f"IDLE while {slave.state}")
+        if slave.state not in (SlaveStatus.IDLE, SlaveStatus.SLEEPING):
+            return self._refuse(address, slave, f"IDLE while {slave.state.value}")
         held = self.paused or self.holds or slave.paused or self.unrecorded
         job = None if held else self._next_job(slave.abi_tag)
         if job is None:
-            slave.state = "sleeping"
+            slave.state = SlaveStatus.SLEEPING
             slave.sleep_s = self.sleep_s
             self.router.send_to(address, "SLEEP", {"seconds": self.sleep_s})
             return
-        slave.state, slave.job = "building", job
-        slave.build_started = self.wall_clock()
-        slave.job_started_s = self.clock()
-        slave.built, slave.files_todo, slave.files_done = None, [], {}
-        slave.sending, slave.rejected, slave.skip = None, None, False
+        slave.state = SlaveStatus.BUILDING
+        slave.attempt = Attempt(job, build_started=self.wall_clock(), job_started_s=self.clock())
         self.active[job] = slave.slave_id
         self.builds_handed_out += 1
         self.router.send_to(address, "BUILD", {"package": job[0], "version": job[1]})
 
     def do_busy(self, address: bytes, slave: SlaveState, job: dict) -> None:
         slave.stats = job["stats"]
-        if slave.state not in ("building", "sending") or slave.job != (job["package"], job["version"]):
+        if slave.state not in (SlaveStatus.BUILDING, SlaveStatus.SENDING) \
+                or slave.job != (job["package"], job["version"]):
             return self._refuse(address, slave, f"BUSY with {job['package']} {job['version']} "
-                                                f"while {slave.state}")
-        if slave.skip and slave.state == "building":
+                                                f"while {slave.state.value}")
+        if slave.attempt.skip and slave.state is SlaveStatus.BUILDING:
             self.router.send_to(address, "SKIP", {"reason": "skipped by the master"})
         else:
             self.router.send_to(address, "CONT")
 
     def do_built(self, address: bytes, slave: SlaveState, built: dict) -> None:
         job = (built["package"], built["version"])
-        if slave.state != "building" or slave.job != job:
-            return self._refuse(address, slave, f"BUILT {job} while {slave.state}")
-        slave.built = built
-        if slave.skip:
+        if slave.state is not SlaveStatus.BUILDING or slave.job != job:
+            return self._refuse(address, slave, f"BUILT {job} while {slave.state.value}")
+        attempt = slave.attempt
+        attempt.built = built
+        if attempt.skip:
             self._finish(slave, None)
             return
         if not built["success"]:
@@ -351,8 +384,8 @@ class SlaveDriver(Task):
         if problem:
             self._finish(slave, "rejected", problem)
             return
-        slave.state = "sending"
-        slave.files_todo = [f["filename"] for f in built["files"]]
+        slave.state = SlaveStatus.SENDING
+        attempt.files_todo = [f["filename"] for f in built["files"]]
         for facts in built["files"]:
             self.transfer_requests.send("EXPECT", {
                 "slave_id": slave.slave_id, "package": job[0], "version": job[1],
@@ -362,10 +395,13 @@ class SlaveDriver(Task):
         self._next_file(slave)
 
     def do_sent(self, address: bytes, slave: SlaveState, sent: dict) -> None:
-        if slave.state != "sending" or slave.sending != sent["filename"] or slave.reply_deferred:
-            return self._refuse(address, slave, f"SENT {sent['filename']} while {slave.state}")
-        if slave.rejected is None and sent["filename"] not in slave.files_done:
-            slave.reply_deferred = True  # the verdict is still on its way
+        attempt = slave.attempt
+        if slave.state is not SlaveStatus.SENDING or attempt.sending != sent["filename"] \
+                or attempt.reply_deferred:
+            return self._refuse(address, slave,
+                                f"SENT {sent['filename']} while {slave.state.value}")
+        if attempt.rejected is None and sent["filename"] not in attempt.files_done:
+            attempt.reply_deferred = True  # the verdict is still on its way
             return
         self._next_file(slave)
 
@@ -397,17 +433,18 @@ class SlaveDriver(Task):
                 and self.recent.get((*job, "*"), 0) <= now)
 
     def _next_file(self, slave: SlaveState) -> None:
-        if slave.rejected is not None and slave.retry_later:
+        attempt = slave.attempt
+        if attempt.rejected is not None and attempt.retry_later:
             self.log.info("%s %s from slave %d goes back to the queue: %s",
-                          *slave.job, slave.slave_id, slave.rejected)
+                          *attempt.job, slave.slave_id, attempt.rejected)
             self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
-            self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
+            self.tell(self.queue_requests, "REFRESH", {"package": attempt.job[0]})
             self._finish(slave, None, hold_back=False)
-        elif slave.rejected is not None:
-            self._finish(slave, "rejected", slave.rejected)
-        elif slave.files_todo:
-            slave.sending = slave.files_todo.pop(0)
-            self.router.send_to(slave.address, "SEND", {"filename": slave.sending})
+        elif attempt.rejected is not None:
+            self._finish(slave, "rejected", attempt.rejected)
+        elif attempt.files_todo:
+            attempt.sending = attempt.files_todo.pop(0)
+            self.router.send_to(slave.address, "SEND", {"filename": attempt.sending})
         else:
             self._finish(slave, "success", None)
 
@@ -415,17 +452,18 @@ class SlaveDriver(Task):
                 *, hold_back: bool = True) -> None:
         """Hand the attempt to the recorder (unless skipped) and free the slave;
         *hold_back*: not hand the release to this ABI again for a while."""
-        built, job = slave.built, slave.job
+        attempt = slave.attempt
+        built, job = attempt.built, attempt.job
         if status is not None:
             files = []
             if status == "success":
-                files = [dict(facts, path=slave.files_done[facts["filename"]])
+                files = [dict(facts, path=attempt.files_done[facts["filename"]])
                          for facts in built["files"]]
-            elif slave.files_done or slave.state == "sending":
+            elif attempt.files_done or slave.state is SlaveStatus.SENDING:
                 self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
             self._record({
                 "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
-                "slave_label": slave.label, "started": slave.build_started,
+                "slave_label": slave.label, "started": attempt.build_started,
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
                 "files": files,
@@ -436,9 +474,7 @@ class SlaveDriver(Task):
         if status == "success" and any(f["abi_tag"] == "none" for f in built["files"]):
             self.recent[(*job, "*")] = until
         self.active.pop(job, None)
-        slave.state, slave.job, slave.built, slave.sending = "idle", None, None, None
-        slave.files_todo, slave.files_done, slave.rejected = [], {}, None
-        slave.retry_later = False
+        slave.state, slave.attempt = SlaveStatus.IDLE, None
         self.router.send_to(slave.address, "DONE")
 
     def _record(self, attempt: dict) -> None:
@@ -490,11 +526,10 @@ class SlaveDriver(Task):
         if owner is not None and owner.label == slave.label:
             self._drop(owner, "reconnected", requeue=False)
             owner = None
-        slave.state, slave.job = "building", job
-        slave.build_started = self.wall_clock()
-        slave.job_started_s = self.clock()
+        slave.state = SlaveStatus.BUILDING
+        slave.attempt = Attempt(job, build_started=self.wall_clock(), job_started_s=self.clock())
         if owner is not None:
-            slave.skip = True  # someone else has it: tell this one to stop
+            slave.attempt.skip = True  # someone else has it: tell this one to stop
         else:
             self.active[job] = slave.slave_id
 
@@ -513,7 +548,7 @@ class SlaveDriver(Task):
             del self.active[slave.job]
             if requeue:
                 self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
-        if slave.state == "sending" or slave.files_done:
+        if slave.state is SlaveStatus.SENDING or (slave.attempt and slave.attempt.files_done):
             self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
         self.log.info("slave %d (%s) dropped: %s", slave.slave_id, slave.label, why)
 
@@ -524,7 +559,7 @@ class SlaveDriver(Task):
         now = self.clock()
         for slave in list(self.slaves.values()):
             limit = self.heartbeat_s * self.liveness
-            if slave.state == "sleeping":
+            if slave.state is SlaveStatus.SLEEPING:
                 limit += slave.sleep_s
             if now - slave.last_seen_s > limit:
                 self._drop(slave, f"silent for {now - slave.last_seen_s:.1f} s")
@@ -542,7 +577,7 @@ class SlaveDriver(Task):
     def status(self) -> dict:
         return {
             "slaves": len(self.slaves),
-            "building": sum(1 for s in self.slaves.values() if s.state == "building"),
+            "building": sum(1 for s in self.slaves.values() if s.state is SlaveStatus.BUILDING),
             "queued": {abi: len(queue) for abi, queue in self.queues.items()},
             "handed_out": self.builds_handed_out,
             "holds": sorted(self.holds | ({"paused"} if self.paused else set())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Union
 
-from ..index_pages import abi_version
+from ..tags import build_abi_key
 from .link import MASTER_SILENCE_S, RETRY_INTERVAL_S
 from .model import CONNECTED, CONNECTING, FarmModel, SlaveRecord
 
@@ -59,7 +59,7 @@ def per_abi(counts: Optional[dict]) -> str:
     """``cp39 3  cp311 12``: ABIs in Python version order."""
     if not counts:
         return "none" if counts is not None else MISSING
-    return "  ".join(f"{abi} {counts[abi]}" for abi in sorted(counts, key=abi_version))
+    return "  ".join(f"{abi} {counts[abi]}" for abi in sorted(counts, key=build_abi_key))
 
 
 # --- the slave table ------------------------------------------------------------------
