@@ -92,4 +92,4 @@ def test_sizes_the_protocol_caps_are_refused_above_the_cap(isolated, capsys, fla
     assert getattr(parser.parse_args([flag, str(cap)]), dest) == cap
     with pytest.raises(SystemExit):
         parser.parse_args([flag, str(cap + 1)])
-    assert f"must be at most {cap}, not {cap + 1}" in capsys.readouterr().err
+    assert f"must be from 1 to {cap}, not {cap + 1}" in capsys.readouterr().err
