@@ -88,6 +88,9 @@ class _Checked:
         """The record of the parsed *options* (plus fields derived from them)."""
         names = {item.name for item in dataclasses.fields(cls)}
         values = {name: getattr(options, name) for name in names if name not in derived}
+        # a frozen record holds no mutable list (repeated options come as one)
+        values = {name: tuple(value) if isinstance(value, list) else value
+                  for name, value in values.items()}
         return cls(**values, **derived)
 
 
@@ -272,7 +275,4 @@ def load(record: type[Record], prog: str, description: str, names: Sequence[str]
                       quiet=bool(getattr(options, "quiet", False)),
                       log_file=getattr(options, "log_file", None))
     cli.configure_logging(log, console=console)
-    derived: dict[str, Any] = {"log": log}
-    if "package_allow" in names:
-        derived["package_allow"] = tuple(options.package_allow or ())
-    return record.from_options(options, **derived)
+    return record.from_options(options, log=log)
