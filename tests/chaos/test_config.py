@@ -224,3 +224,15 @@ def test_a_slave_with_an_unknown_key_warns_and_carries_on(tmp_path):
     after = "refuses to run as root" if os.geteuid() == 0 else "no-such-host.invalid"
     assert len(lines) == 2 and after in lines[1], result.stderr
     assert result.returncode == 1
+
+
+# --- piw-monitor -------------------------------------------------------------------
+
+@pytest.mark.parametrize("line, expected", [
+    ("control-address = tcp://*:5555", ("--control-address", "tcp://HOST:PORT")),
+    ("status-address = nowhere", ("--status-address",)),
+    ("request-timeout = 0", ("--request-timeout", "positive")),
+])
+def test_a_bad_value_for_the_monitor_is_one_line_before_it_draws(line, expected, tmp_path):
+    conf = write_conf(tmp_path, line + "\n")
+    one_line_error(run("piw-monitor", "-c", str(conf), tmp_path=tmp_path), *expected)
