@@ -9,15 +9,21 @@ from __future__ import annotations
 import logging
 import sys
 from argparse import Namespace
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 from .errors import PiwheelsError
+
+if TYPE_CHECKING:
+    from .settings import LogSettings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(args: Namespace, *, console: bool = True) -> None:
+def configure_logging(args: Union[Namespace, "LogSettings"], *, console: bool = True) -> None:
     """Console logging at the level -v/-q ask for, plus an optional debug log file.
+
+    *args* is a daemon's :class:`~piwheels.settings.LogSettings`, or an admin
+    tool's parsed options (which may lack -v/-q).
 
     A full-screen program (piw-monitor) passes ``console=False``: log lines
     would scribble over its screen, so only the log file gets them.

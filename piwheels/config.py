@@ -5,14 +5,18 @@ values come, lowest priority first, from these defaults, the configuration
 files (``/etc/piwheels.conf``, ``~/.config/piwheels/piwheels.conf``, then
 ``-c FILE``), ``PIW_*`` environment variables, and finally the command line.
 One configuration file can serve every command: keys that a command does not
-use are ignored.
+use are ignored, and a key no command knows (a misspelling, most likely) is
+ignored with a warning naming it and its file.  A misspelt flag on the command
+line stays an error.  :mod:`piwheels.settings` turns the parsed options of
+the daemons into typed, validated records.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import configargparse
 
@@ -71,12 +75,28 @@ def positive_float(text: str) -> float:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    """An argparse type for amounts where zero means none."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type for a TCP port."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {text}")
+    return value
+
+
 def positive_int_up_to(maximum: int) -> Callable[[str], int]:
     """An argparse type for a size above zero that a protocol limit caps."""
     def parse(text: str) -> int:
-        value = positive_int(text)
-        if value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum}, not {text}")
+        value = int(text)
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {maximum}, not {text}")
         return value
     return parse
 
@@ -195,7 +215,7 @@ _OPTIONS = [
     Option(
         ("--min-free-space",), "min_free_space_mb",
         "hold new builds while the output directory has less free space than this, in MiB",
-        default=1024, type=int, metavar="MiB",
+        default=1024, type=nonnegative_int, metavar="MiB",
     ),
     Option(
         ("--stats-interval",), "stats_interval_s",
@@ -286,12 +306,12 @@ _OPTIONS = [
     Option(
         ("--slave-port",), "slave_port",
         "the master's port for slave connections",
-        default=5555, type=positive_int, metavar="PORT",
+        default=5555, type=port_number, metavar="PORT",
     ),
     Option(
         ("--file-port",), "file_port",
         "the master's port for file transfers",
-        default=5556, type=positive_int, metavar="PORT",
+        default=5556, type=port_number, metavar="PORT",
     ),
     Option(
         ("--label",), "label",
@@ -321,7 +341,7 @@ _OPTIONS = [
     Option(
         ("--memory-limit",), "memory_limit_mb",
         "address-space limit for each build process in MiB (0: none)",
-        default=4096, type=int, metavar="MiB",
+        default=4096, type=nonnegative_int, metavar="MiB",
     ),
     Option(
         ("--max-log-size",), "max_log_bytes",
@@ -362,6 +382,53 @@ class OneLineErrorParser(configargparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None, **kwargs):
+        """Parse as configargparse does, first warning of unknown config-file keys.
+
+        A key no piwheels command knows is likelier a misspelling than a
+        setting for another command; it is ignored, but said once, here, so
+        the operator sees it even when the command then only shows --help.
+        """
+        argv = list(sys.argv[1:] if args is None else args)
+        for source, key in unknown_config_keys(self, argv):
+            print(f"{self.prog}: warning: {source}: unknown key {key!r} ignored "
+                  f"(no piwheels option has this name)", file=sys.stderr)
+        return super().parse_args(argv, namespace, **kwargs)
+
+
+def known_config_keys() -> frozenset[str]:
+    """Every key a configuration file may set, for any piwheels command."""
+    keys = {"config"}
+    for option in _OPTIONS:
+        keys.update(flag[2:] for flag in option.flags if flag.startswith("--"))
+    return frozenset(keys)
+
+
+def unknown_config_keys(parser: configargparse.ArgumentParser,
+                        argv: Sequence[str]) -> list[tuple[str, str]]:
+    """``(file, key)`` for each key in the config files *argv* reads that no option has.
+
+    The files are found and read as configargparse itself finds and reads
+    them; one that cannot be opened or parsed is left for it to report.
+    """
+    known = known_config_keys()
+    found: list[tuple[str, str]] = []
+    try:
+        streams = parser._open_config_files(list(argv))
+    except (SystemExit, Exception):  # configargparse reports it in parse_args
+        return found
+    for entry in streams:
+        stream, source = entry if isinstance(entry, tuple) else (entry, getattr(entry, "name", "?"))
+        try:
+            items = parser._config_file_parser.parse(stream)
+        except Exception:  # a malformed file: configargparse says so
+            continue
+        finally:
+            stream.close()
+        found.extend((source, key) for key in items
+                     if key not in known and key.lstrip("-") not in known)
+    return found
 
 
 def make_parser(

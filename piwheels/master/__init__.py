@@ -9,18 +9,16 @@ import logging
 import signal
 from typing import Optional, Sequence
 
-from .. import cli, config
+from .. import cli, settings
 
 log = logging.getLogger("piwheels.master")
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    from .supervisor import MASTER_OPTIONS, Master
+    from .supervisor import Master
 
-    parser = config.make_parser("piw-master", __doc__.splitlines()[0], MASTER_OPTIONS)
-    options = parser.parse_args(argv)
-    cli.configure_logging(options)
-    master = Master(options)
+    master = Master(settings.load(settings.MasterConfig, "piw-master",
+                                  __doc__.splitlines()[0], settings.MASTER_OPTIONS, argv))
 
     def on_signal(signum, frame):
         log.info("received %s; stopping", signal.Signals(signum).name)

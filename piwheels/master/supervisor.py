@@ -14,19 +14,18 @@ import resource
 import tempfile
 import threading
 import time
-from argparse import Namespace
 from pathlib import Path
 from typing import Optional
 
 import zmq
 
 from ..allow_list import AllowList
-from ..build_policy import parse_policy
 from ..db import Database
-from ..errors import ConfigError, InvalidPolicy, PiwheelsError
+from ..errors import ConfigError, PiwheelsError
 from ..index_pages import Site
 from ..protocols import INDEX_REQUESTS, SUPERVISOR
 from ..pypi_client import PyPIClient
+from ..settings import MasterConfig
 from ..storage import SIMPLE_DIR, OutputTree
 from ..systemd import SystemdNotifier
 from ..transport import PeerLimits, ProtocolError, Socket
@@ -43,19 +42,6 @@ from .stats import Stats
 from .task import Task, TaskControl
 
 log = logging.getLogger("piwheels.master")
-
-#: Every option piw-master takes.
-MASTER_OPTIONS = [
-    "dsn", "output_path", "pypi_simple", "pypi_json", "pypi_xmlrpc", "package_allow",
-    "package_allow_file", "poll_interval_s", "reconcile_interval_s", "oldest_first",
-    "build_policy", "build_prereleases",
-    "slave_bind", "file_bind", "public_url", "site_name",
-    "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "queue_interval_s",
-    "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
-    "transfer_deadline_s", "max_wheel_size", "max_unpacked_size", "max_compression_ratio",
-    "handshake_timeout_s", "control_address", "status_address", "min_free_space_mb",
-    "stats_interval_s", "verbose", "quiet", "log_file",
-]
 
 #: How long the master waits for each task to finish when stopping.
 TASK_STOP_TIMEOUT_S = 10.0
@@ -112,15 +98,10 @@ def prepare_output_path(tree: OutputTree) -> None:
 class Master:
     """Starts, supervises and stops the master's tasks."""
 
-    def __init__(self, options: Namespace) -> None:
-        if not options.pypi_simple:
-            raise ConfigError("set the upstream index with --pypi-simple (or PIW_PYPI_SIMPLE)")
+    def __init__(self, options: MasterConfig) -> None:
         self.options = options
         self.allow = AllowList.from_options(options.package_allow, options.package_allow_file)
-        try:
-            self.build_policy = parse_policy(options.build_policy)
-        except InvalidPolicy as exc:
-            raise ConfigError(f"--build-policy (build-policy, PIW_BUILD_POLICY): {exc}") from None
+        self.build_policy = options.policy
         self.output_path = Path(options.output_path)
         self.tree = OutputTree(self.output_path)
         self.notifier = SystemdNotifier()
@@ -145,7 +126,7 @@ class Master:
                 max_wheel_size=o.max_wheel_size, unpack_limits=unpack,
             ),
             Stats(ctx, dsn=o.dsn, output_path=self.output_path,
-                  min_free_bytes=o.min_free_space_mb * 2**20, interval_s=o.stats_interval_s),
+                  min_free_bytes=o.min_free_bytes, interval_s=o.stats_interval_s),
             IndexWriter(ctx, dsn=o.dsn, output_path=self.output_path, site=site),
             BuildRecorder(ctx, dsn=o.dsn, output_path=self.output_path),
             BuildQueue(ctx, dsn=o.dsn, queue_size=o.queue_size, interval_s=o.queue_interval_s,

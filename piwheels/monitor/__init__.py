@@ -12,12 +12,10 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from .. import cli, config
+from .. import cli, settings
 from ..errors import PiwheelsError
 
 log = logging.getLogger("piwheels.monitor")
-
-MONITOR_OPTIONS = ["control_address", "status_address", "request_timeout_s", "log_file"]
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
@@ -26,9 +24,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     from .model import FarmModel
     from .view import MonitorView
 
-    parser = config.make_parser("piw-monitor", __doc__.splitlines()[0], MONITOR_OPTIONS)
-    options = parser.parse_args(argv)
-    cli.configure_logging(options, console=False)
+    options = settings.load(settings.MonitorConfig, "piw-monitor", __doc__.splitlines()[0],
+                            settings.MONITOR_OPTIONS, argv, console=False)
     logging.getLogger("urwid").setLevel(logging.WARNING)  # it logs every redraw
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise PiwheelsError("piw-monitor draws on a terminal; run it in one")

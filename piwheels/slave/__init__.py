@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-from argparse import Namespace
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -30,10 +29,11 @@ from typing import Callable, Optional, Sequence
 
 import zmq
 
-from .. import cli, config
+from .. import cli, settings
 from ..errors import PiwheelsError
 from ..host_stats import host_stats
 from ..protocols import PROTOCOL_VERSION, SLAVE
+from ..settings import SlaveConfig
 from ..systemd import SystemdNotifier
 from ..transport import ProtocolError, Socket
 from . import processes
@@ -43,10 +43,6 @@ from .work_area import WorkArea, sweep
 
 log = logging.getLogger("piwheels.slave")
 
-SLAVE_OPTIONS = [
-    "master", "slave_port", "file_port", "label", "build_timeout_s", "work_dir",
-    "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "verbose", "quiet", "log_file",
-]
 
 #: How long to wait for ACK after HELLO before trying a fresh connection.
 HELLO_TIMEOUT_S = 3.0
@@ -371,7 +367,7 @@ def resolve_error(host: str) -> Optional[str]:
     return None
 
 
-def make_slave(options: Namespace) -> Slave:
+def make_slave(options: SlaveConfig) -> Slave:
     if os.geteuid() == 0:
         raise PiwheelsError(
             "piw-slave refuses to run as root: builds run arbitrary code from the "
@@ -400,7 +396,7 @@ def make_slave(options: Namespace) -> Slave:
             cache_dir=cache_dir, work_area=work_area,
             limits=BuildLimits(
                 timeout_s=options.build_timeout_s,
-                memory_bytes=max(0, options.memory_limit_mb) * 1024 * 1024,
+                memory_bytes=options.memory_bytes,
                 max_log_bytes=options.max_log_bytes,
             ),
         )
@@ -415,10 +411,8 @@ def make_slave(options: Namespace) -> Slave:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    parser = config.make_parser("piw-slave", __doc__.splitlines()[0], SLAVE_OPTIONS)
-    options = parser.parse_args(argv)
-    cli.configure_logging(options)
-    slave = make_slave(options)
+    slave = make_slave(settings.load(settings.SlaveConfig, "piw-slave",
+                                     __doc__.splitlines()[0], settings.SLAVE_OPTIONS, argv))
 
     def on_signal(signum, frame):
         log.info("received %s; stopping", signal.Signals(signum).name)

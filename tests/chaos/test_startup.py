@@ -157,18 +157,18 @@ MASTER_CASES: dict[str, tuple[Callable[[Path], dict], tuple[str, ...]]] = {
     "simple/ is a file": (_simple_is_a_file, ("cannot be used", "simple")),
     ".transfers is a file": (_transfers_is_a_file, ("cannot be used", ".transfers")),
     "slave bind garbage": (lambda _: {"--slave-bind": "garbage"},
-                           ("cannot listen on 'garbage'", "Invalid argument")),
+                           ("--slave-bind 'garbage' is not a ZeroMQ address", "tcp://")),
     "slave port in use": (_slave_port_in_use, ("cannot listen on", "Address already in use")),
     "file port in use": (_file_port_in_use, ("cannot listen on", "Address already in use")),
     "file bind with no port": (lambda _: {"--file-bind": "tcp://127.0.0.1"},
-                               ("cannot listen on 'tcp://127.0.0.1'",)),
+                               ("--file-bind 'tcp://127.0.0.1' is not a ZeroMQ address",)),
     "control socket taken by a running master": (
         _control_socket_in_use, ("cannot listen on", "another process")),
     "control socket where no directory can be made": (
         lambda _: {"--control-address": "ipc:///proc/piwheels/control"},
         ("cannot listen on 'ipc:///proc/piwheels/control'",)),
     "status bind garbage": (lambda _: {"--status-address": "nonsense://x"},
-                            ("cannot listen on 'nonsense://x'",)),
+                            ("--status-address 'nonsense://x' is not a ZeroMQ address",)),
     "unresolvable database host": (
         lambda _: {"--dsn": "postgresql://piwheels@no-such-host.invalid/piwheels"},
         ("cannot connect to the database", "no-such-host.invalid")),

@@ -1,0 +1,278 @@
+"""The daemons' configuration as typed, frozen records, validated once at load.
+
+:mod:`piwheels.config` declares every option and its default; argparse
+converts each value (from a file, a ``PIW_*`` variable or a flag) and checks
+its own range.  Here the parsed options become one frozen record per daemon,
+and the rules that tie several values together are checked once: a record
+that exists is usable, so the supervisor, the slave and the tasks read typed
+fields rather than look names up on a namespace.  Every refusal is one
+:class:`~piwheels.errors.ConfigError` line naming the option and what it
+accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, TypeVar
+from urllib.parse import urlsplit
+
+from . import cli, config
+from .build_policy import BuildPolicy, parse_policy
+from .errors import ConfigError, InvalidPolicy
+
+_TCP_ADDRESS = re.compile(r"tcp://(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[^:/\s\[\]]+):(?P<port>\d+)")
+
+Record = TypeVar("Record", bound="_Checked")
+
+
+def flag_of(dest: str) -> str:
+    """The option's long flag, for messages (``chunk_size`` → ``--chunk-size``)."""
+    return next(flag for flag in config.OPTIONS[dest].flags if flag.startswith("--"))
+
+
+def check_address(dest: str, value: str, *, bind: bool) -> None:
+    """Refuse a ZeroMQ address that cannot be bound (*bind*) or connected to."""
+    if value.startswith("ipc://") and len(value) > len("ipc://"):
+        return
+    match = _TCP_ADDRESS.fullmatch(value)
+    if match and 1 <= int(match["port"]) <= 65535 and (bind or match["host"] != "*"):
+        return
+    raise ConfigError(
+        f"{flag_of(dest)} {value!r} is not a ZeroMQ address: use tcp://"
+        f"{'HOST|*' if bind else 'HOST'}:PORT (port 1-65535) or ipc://PATH")
+
+
+def check_url(dest: str, value: str) -> None:
+    """Refuse a URL that is not http(s)://host/..."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{flag_of(dest)} {value!r} is not an http:// or https:// URL")
+
+
+def require(rule: bool, message: str) -> None:
+    """A cross-field rule: *message* names the options and the valid range."""
+    if not rule:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A record whose fields are options of :mod:`piwheels.config`, of the same names.
+
+    Each field is checked by its option's own argparse type when the record
+    is made (so one built in code is held to the same ranges as one parsed),
+    then :meth:`check` applies the rules that tie fields together.
+    """
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            option = config.OPTIONS.get(item.name)
+            value = getattr(self, item.name)
+            if option is None or option.type is None or value is None:
+                continue
+            try:
+                option.type(str(value))
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise ConfigError(f"{flag_of(item.name)}: {exc}") from None
+        self.check()
+
+    def check(self) -> None:
+        """Rules across fields; none by default."""
+
+    @classmethod
+    def from_options(cls: type[Record], options: argparse.Namespace,
+                     **derived: Any) -> Record:
+        """The record of the parsed *options* (plus fields derived from them)."""
+        names = {item.name for item in dataclasses.fields(cls)}
+        values = {name: getattr(options, name) for name in names if name not in derived}
+        # a frozen record holds no mutable list (repeated options come as one)
+        values = {name: tuple(value) if isinstance(value, list) else value
+                  for name, value in values.items()}
+        return cls(**values, **derived)
+
+
+@dataclass(frozen=True)
+class LogSettings(_Checked):
+    """What ``-v``, ``-q`` and ``--log-file`` ask of the log."""
+
+    verbose: int = 0
+    quiet: bool = False
+    log_file: Optional[str] = None
+
+
+#: Every option piw-master takes.
+MASTER_OPTIONS = [
+    "dsn", "output_path", "pypi_simple", "pypi_json", "pypi_xmlrpc", "package_allow",
+    "package_allow_file", "poll_interval_s", "reconcile_interval_s", "oldest_first",
+    "build_policy", "build_prereleases",
+    "slave_bind", "file_bind", "public_url", "site_name",
+    "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "queue_interval_s",
+    "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
+    "transfer_deadline_s", "max_wheel_size", "max_unpacked_size", "max_compression_ratio",
+    "handshake_timeout_s", "control_address", "status_address", "min_free_space_mb",
+    "stats_interval_s", "verbose", "quiet", "log_file",
+]
+
+
+@dataclass(frozen=True)
+class MasterConfig(_Checked):
+    """piw-master's configuration; see :mod:`piwheels.config` for each option."""
+
+    dsn: str
+    output_path: str
+    pypi_simple: str
+    pypi_json: str
+    pypi_xmlrpc: str
+    package_allow: tuple[str, ...]
+    package_allow_file: Optional[str]
+    poll_interval_s: float
+    reconcile_interval_s: float
+    oldest_first: bool
+    build_policy: str
+    build_prereleases: bool
+    slave_bind: str
+    file_bind: str
+    public_url: str
+    site_name: str
+    heartbeat_interval_s: float
+    slave_liveness: int
+    sleep_interval_s: float
+    queue_interval_s: float
+    queue_size: int
+    chunk_size: int
+    transfer_window: int
+    transfer_timeout_s: float
+    transfer_retries: int
+    transfer_deadline_s: float
+    max_wheel_size: int
+    max_unpacked_size: int
+    max_compression_ratio: float
+    handshake_timeout_s: float
+    control_address: str
+    status_address: str
+    min_free_space_mb: int
+    stats_interval_s: float
+    log: LogSettings = LogSettings()
+
+    @property
+    def policy(self) -> BuildPolicy:
+        """The configured build policy (checked when the record was made)."""
+        return parse_policy(self.build_policy)
+
+    @property
+    def min_free_bytes(self) -> int:
+        return self.min_free_space_mb * 2**20
+
+    def check(self) -> None:
+        if not self.pypi_simple:
+            raise ConfigError("set the upstream index with --pypi-simple (or PIW_PYPI_SIMPLE)")
+        check_url("pypi_simple", self.pypi_simple)
+        for dest in ("pypi_json", "pypi_xmlrpc"):
+            if getattr(self, dest):
+                check_url(dest, getattr(self, dest))
+        check_url("public_url", self.public_url)
+        require(bool(self.dsn), "--dsn must name a database (a libpq/SQLAlchemy URL)")
+        require(bool(self.output_path), "--output-path must name a directory")
+        for dest in ("slave_bind", "file_bind", "control_address", "status_address"):
+            check_address(dest, getattr(self, dest), bind=True)
+        addresses = [self.slave_bind, self.file_bind, self.control_address, self.status_address]
+        require(len(set(addresses)) == len(addresses),
+                "--slave-bind, --file-bind, --control-address and --status-address "
+                "must be four different addresses")
+        try:
+            parse_policy(self.build_policy)
+        except InvalidPolicy as exc:
+            raise ConfigError(f"--build-policy (build-policy, PIW_BUILD_POLICY): {exc}") from None
+        # the master closes a busy slave's TCP connection after this much
+        # silence; TCP keepalive counts whole seconds
+        silence = self.heartbeat_interval_s * self.slave_liveness
+        require(silence >= 1.0,
+                f"--heartbeat-interval x --slave-liveness must allow at least 1 second "
+                f"of silence, not {silence:g}")
+        require(self.transfer_deadline_s >= self.transfer_timeout_s,
+                f"--transfer-deadline ({self.transfer_deadline_s:g}) must be at least "
+                f"--transfer-timeout ({self.transfer_timeout_s:g})")
+        require(self.max_unpacked_size >= self.max_wheel_size,
+                f"--max-unpacked-size ({self.max_unpacked_size}) must be at least "
+                f"--max-wheel-size ({self.max_wheel_size}): a wheel of stored files "
+                "unpacks to about its own size")
+        require(self.reconcile_interval_s >= self.poll_interval_s,
+                f"--reconcile-interval ({self.reconcile_interval_s:g}) must be at least "
+                f"--poll-interval ({self.poll_interval_s:g})")
+
+
+#: Every option piw-slave takes.
+SLAVE_OPTIONS = [
+    "master", "slave_port", "file_port", "label", "build_timeout_s", "work_dir",
+    "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "verbose", "quiet", "log_file",
+]
+
+
+@dataclass(frozen=True)
+class SlaveConfig(_Checked):
+    """piw-slave's configuration; see :mod:`piwheels.config` for each option."""
+
+    master: str
+    slave_port: int
+    file_port: int
+    label: Optional[str]
+    build_timeout_s: float
+    work_dir: Optional[str]
+    cache_dir: Optional[str]
+    python: Optional[str]
+    memory_limit_mb: int
+    max_log_bytes: int
+    log: LogSettings = LogSettings()
+
+    @property
+    def memory_bytes(self) -> int:
+        """The address-space limit per build process; 0: none."""
+        return self.memory_limit_mb * 2**20
+
+    def check(self) -> None:
+        from .limits import LABEL
+        require(bool(self.master.strip()) and not any(c.isspace() for c in self.master),
+                f"--master must be a host name or address, not {self.master!r}")
+        require(self.slave_port != self.file_port,
+                f"--slave-port and --file-port must differ (both are {self.slave_port})")
+        if self.label is not None:
+            require(0 < len(self.label) <= LABEL,
+                    f"--label must be 1 to {LABEL} characters, not {len(self.label)}")
+
+
+#: Every option piw-monitor takes.
+MONITOR_OPTIONS = ["control_address", "status_address", "request_timeout_s", "log_file"]
+
+
+@dataclass(frozen=True)
+class MonitorConfig(_Checked):
+    """piw-monitor's configuration."""
+
+    control_address: str
+    status_address: str
+    request_timeout_s: float
+    log: LogSettings = LogSettings()
+
+    def check(self) -> None:
+        for dest in ("control_address", "status_address"):
+            check_address(dest, getattr(self, dest), bind=False)
+
+
+def parse_options(prog: str, description: str, names: Sequence[str],
+                  argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse *argv* with the options *names* (unknown config keys warned of)."""
+    return config.make_parser(prog, description, names).parse_args(argv)
+
+
+def load(record: type[Record], prog: str, description: str, names: Sequence[str],
+         argv: Optional[Sequence[str]], *, console: bool = True) -> Record:
+    """Parse, set up logging, and make the validated *record* (ConfigError if not)."""
+    options = parse_options(prog, description, names, argv)
+    log = LogSettings(verbose=getattr(options, "verbose", 0) or 0,
+                      quiet=bool(getattr(options, "quiet", False)),
+                      log_file=getattr(options, "log_file", None))
+    cli.configure_logging(log, console=console)
+    return record.from_options(options, log=log)
