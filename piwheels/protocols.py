@@ -4,7 +4,8 @@ A :class:`Protocol` names the messages each side of a socket may send.  The
 :mod:`piwheels.transport` wrapper checks every message against these schemas
 when it is sent and when it is received, so a task only ever handles
 well-formed messages.  Payloads are dicts with named fields, never
-positional tuples.
+positional tuples.  The one record a payload carries, a wheel's facts
+(:class:`WheelFacts`), is declared here too, each field with its schema.
 
 Wire format: one msgpack-encoded ``[name, payload]`` frame per message (after
 the routing frames ROUTER sockets add).  A message may name one bulk field
