@@ -41,7 +41,8 @@ from piwheels.index_pages import Site
 from piwheels.master.index_writer import IndexWriter, PageWriter
 from piwheels.master.task import TaskControl
 from piwheels.protocols import INDEX_REQUESTS, SUPERVISOR
-from piwheels.records import BuildRecord, FileRecord
+from piwheels.protocols import WheelFacts
+from piwheels.records import BuildRecord
 from piwheels.transport import Socket
 
 ABIS = ("cp311", "cp313")
@@ -157,11 +158,11 @@ def new_build(db: Database, package: str, version: str) -> str:
     db.record_build(BuildRecord(
         package=package, version=version, abi_tag="cp311", slave_label="bench", started=now,
         duration=timedelta(seconds=42), status="success", log="a fresh build\n",
-        files=(FileRecord(
+        files=(WheelFacts(
             filename=filename, size=12345, sha256=digest, package_tag=package.replace("-", "_"),
             version_tag=version, py_tag="cp311", abi_tag="cp311", platform_tag="linux_aarch64",
-            requires_python=">=3.9", metadata_sha256=digest,
-            dependencies={"apt": frozenset({"libc6"})}),),
+            requires_python=">=3.9", requires_dist=(), metadata=b"", metadata_sha256=digest,
+            apt_dependencies=("libc6",)),),
     ))
     return filename
 

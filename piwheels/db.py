@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from . import limits
 from .connection import make_engine, translate_errors
 from .db_policy import PolicyData
+from .db_files import FILE_COLUMNS, dependency_rows, file_row
 from .db_reads import IndexReads, is_withheld
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
 from .names import canonical_name, normal_version
@@ -525,26 +526,11 @@ class Database(PolicyData, IndexReads):
             conn.execute(logs.insert(), [
                 dict(build_id=build_id, log=b.log) for build_id, b in zip(build_ids, builds)
             ])
-            file_rows = [
-                dict(
-                    filename=f.filename, build_id=build_id, filesize=f.size,
-                    filehash=f.sha256, package_tag=f.package_tag,
-                    package_version_tag=f.version_tag, py_version_tag=f.py_tag,
-                    abi_tag=f.abi_tag, platform_tag=f.platform_tag,
-                    requires_python=f.requires_python, metadata_hash=f.metadata_sha256,
-                )
-                for build_id, b in zip(build_ids, builds)
-                for f in b.files
-            ]
+            file_rows = [file_row(f, build_id)
+                         for build_id, b in zip(build_ids, builds) for f in b.files]
             if file_rows:
                 conn.execute(files.insert(), file_rows)
-            dep_rows = [
-                dict(filename=f.filename, tool=tool, dependency=dep)
-                for b in builds
-                for f in b.files
-                for tool, names in f.dependencies.items()
-                for dep in sorted(names)
-            ]
+            dep_rows = [row for b in builds for f in b.files for row in dependency_rows(f)]
             if dep_rows:
                 conn.execute(deps.insert(), dep_rows)
         return build_ids
@@ -564,7 +550,7 @@ class Database(PolicyData, IndexReads):
     def recorded_files(self) -> list[RecordedFile]:
         """Every file row with what the output tree must hold for it."""
         files, builds = self.t["files"], self.t["builds"]
-        query = (sa.select(files.c.filename, files.c.filesize, builds.c.build_id,
+        query = (sa.select(files.c.filename, files.c[FILE_COLUMNS["size"]], builds.c.build_id,
                            builds.c.package, builds.c.version, builds.c.abi_tag)
                  .join(builds, files.c.build_id == builds.c.build_id))
         with self._begin() as conn:

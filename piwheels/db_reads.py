@@ -12,6 +12,7 @@ from typing import Any, Iterable, Optional
 
 import sqlalchemy as sa
 
+from .db_files import file_data, file_data_columns
 from .names import canonical_name, version_key
 from .project_status import ACTIVE, QUARANTINED
 from .records import BuildData, FileData, ProjectData, VersionData
@@ -130,9 +131,7 @@ class IndexReads:
                 .where(of_wanted).order_by(b.c.build_id)
             ).all()
             file_rows = conn.execute(
-                sa.select(f.c.build_id, f.c.filename, f.c.filesize, f.c.filehash,
-                          f.c.py_version_tag, f.c.abi_tag, f.c.platform_tag,
-                          f.c.requires_python, f.c.metadata_hash, f.c.published)
+                sa.select(f.c.build_id, *file_data_columns(f))
                 .join(b, f.c.build_id == b.c.build_id)
                 .where(of_wanted).order_by(f.c.filename)
             ).all()
@@ -149,16 +148,10 @@ class IndexReads:
         for filename, tool, dependency in dep_rows:
             deps[filename][tool].append(dependency)
         files_by_build: dict[int, list[FileData]] = defaultdict(list)
-        for (build_id, filename, size, sha256, py_tag, abi_tag, platform_tag, requires_python,
-             metadata_sha256, published) in file_rows:
-            found = deps.get(filename)
-            files_by_build[build_id].append(FileData(
-                filename=filename, size=size, sha256=sha256, py_tag=py_tag, abi_tag=abi_tag,
-                platform_tag=platform_tag, requires_python=requires_python,
-                metadata_sha256=metadata_sha256, published=published,
-                dependencies={tool: tuple(names) for tool, names in found.items()}
-                if found else {},
-            ))
+        for row in file_rows:
+            found = deps.get(row.filename)
+            files_by_build[row.build_id].append(file_data(
+                row, {tool: tuple(names) for tool, names in found.items()} if found else {}))
         builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
         for (build_id, package, version, abi_tag, slave_label, started, duration, status,
              reason) in build_rows:

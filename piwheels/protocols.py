@@ -4,7 +4,8 @@ A :class:`Protocol` names the messages each side of a socket may send.  The
 :mod:`piwheels.transport` wrapper checks every message against these schemas
 when it is sent and when it is received, so a task only ever handles
 well-formed messages.  Payloads are dicts with named fields, never
-positional tuples.
+positional tuples.  The one record a payload carries, a wheel's facts
+(:class:`WheelFacts`), is declared here too, each field with its schema.
 
 Wire format: one msgpack-encoded ``[name, payload]`` frame per message (after
 the routing frames ROUTER sockets add).  A message may name one bulk field
@@ -14,7 +15,7 @@ copies it in or out of msgpack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional
 
 from voluptuous import Invalid, Schema
@@ -182,21 +183,57 @@ def message(fields: dict[Any, Any] | None = None) -> Schema:
 
 # --- facts of one built wheel, as BUILT carries them ---------------------------------
 
-FILE_FACTS = {
-    "filename": Filename,
-    "size": Size,
-    "sha256": Sha256,
-    "package_tag": Name,
-    "version_tag": Version,
-    "py_tag": Tag,
-    "abi_tag": Tag,
-    "platform_tag": Platform,
-    "requires_python": optional(text(0, limits.REQUIRES_PYTHON)),
-    "requires_dist": at_most(MAX_FACT_ITEMS, text(0, MAX_REQUIREMENT_CHARS)),
-    "metadata": blob(0, MAX_METADATA_BYTES),
-    "metadata_sha256": Sha256,
-    "apt_dependencies": at_most(MAX_FACT_ITEMS, text(1, MAX_APT_NAME_CHARS)),
-}
+
+def fact(schema: Callable[[Any], Any], decode: Callable[[Any], Any] = lambda value: value) -> Any:
+    """A field of :class:`WheelFacts`: its message schema, and how its received
+    (msgpack) value becomes the record's (lists become tuples, frames bytes)."""
+    return field(metadata={"schema": schema, "decode": decode})
+
+
+@dataclass(frozen=True)
+class WheelFacts:
+    """The facts of one wheel file: what the slave reports in BUILT, the master
+    checks, records and publishes.  The one declaration of them: the BUILT and
+    RECORD schemas (:data:`FILE_FACTS`), the message dict and the database rows
+    (:mod:`piwheels.db_files`) all derive from these fields and their names."""
+
+    filename: str = fact(Filename)
+    size: int = fact(Size, int)
+    sha256: str = fact(Sha256)
+    package_tag: str = fact(Name)
+    version_tag: str = fact(Version)
+    py_tag: str = fact(Tag)
+    abi_tag: str = fact(Tag)
+    platform_tag: str = fact(Platform)
+    requires_python: Optional[str] = fact(optional(text(0, limits.REQUIRES_PYTHON)))
+    requires_dist: tuple[str, ...] = fact(
+        at_most(MAX_FACT_ITEMS, text(0, MAX_REQUIREMENT_CHARS)), tuple)
+    metadata: bytes = fact(blob(0, MAX_METADATA_BYTES), bytes)
+    metadata_sha256: str = fact(Sha256)
+    apt_dependencies: tuple[str, ...] = fact(
+        at_most(MAX_FACT_ITEMS, text(1, MAX_APT_NAME_CHARS)), tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The facts as a message field: plain types only (tuples become lists)."""
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in ((f.name, getattr(self, f.name)) for f in fields(self))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "WheelFacts":
+        """The inverse of :meth:`to_dict`; keys that are not facts (RECORD's
+        ``path``) are ignored."""
+        return cls(**{f.name: f.metadata["decode"](data[f.name]) for f in fields(cls)})
+
+
+#: the schema of one wheel's facts in a message, derived from :class:`WheelFacts`
+FILE_FACTS = {f.name: f.metadata["schema"] for f in fields(WheelFacts)}
+
+
+def _file_identity() -> dict[str, Callable[[Any], Any]]:
+    """The facts that name a file in transfer: what the slave driver EXPECTs, the
+    slave OFFERs and the file receiver checks the file against."""
+    return {name: FILE_FACTS[name] for name in ("filename", "size", "sha256")}
+
 
 #: the encoded size of the largest facts of one wheel
 MAX_FILE_FACTS_BYTES = (
@@ -273,8 +310,7 @@ SLAVE = Protocol("slave", sends=SLAVE_TO_MASTER, receives=MASTER_TO_SLAVE,
 
 FILE_SLAVE_TO_MASTER = {
     # Announces the file the master asked for with SEND; the master pulls it.
-    "OFFER": message({"slave_id": SlaveId, "filename": Filename,
-                      "size": Size, "sha256": Sha256}),
+    "OFFER": message({"slave_id": SlaveId, **_file_identity()}),
     # crc32 lets the master spot a chunk damaged on the way and fetch it again.
     "CHUNK": message({"filename": Filename, "offset": Count,
                       "data": blob(1, MAX_CHUNK_BYTES),
@@ -336,7 +372,7 @@ TRANSFER_REQUESTS = Protocol("transfer_requests", sends={
     "EXPECT": message({
         "slave_id": SlaveId, "package": Name, "version": Version,
         "abi_tag": Tag, "platform_tag": Platform,
-        "filename": Filename, "size": Size, "sha256": Sha256,
+        **_file_identity(),
     }),
     "ABANDON": message({"slave_id": SlaveId}),
 }, receives={}, address="inproc://transfer_requests")

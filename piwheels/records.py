@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Optional
 
 from .project_status import ACTIVE, ProjectStatus, combine
+from .protocols import WheelFacts
 
 BUILD_STATUSES = ("success", "failed", "rejected")
 DEPENDENCY_TOOLS = ("apt", "pip")
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """One wheel of a build, as verified by the master."""
-
-    filename: str
-    size: int
-    sha256: str
-    package_tag: str
-    version_tag: str
-    py_tag: str
-    abi_tag: str
-    platform_tag: str
-    requires_python: Optional[str]
-    metadata_sha256: str
-    dependencies: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,7 +26,9 @@ class BuildRecord:
     status: str
     log: str
     reason: Optional[str] = None
-    files: tuple[FileRecord, ...] = ()
+    #: the verified wheels of a successful build (recorded as they are, see
+    #: :mod:`piwheels.db_files`)
+    files: tuple[WheelFacts, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in BUILD_STATUSES:
@@ -53,7 +39,9 @@ class BuildRecord:
 
 @dataclass(frozen=True)
 class FileData:
-    """A published file as the project pages need it."""
+    """A published file as the project pages read it back: the stored part of its
+    :class:`~piwheels.protocols.WheelFacts` (same names), when it was published,
+    and its dependencies by tool (:mod:`piwheels.db_files` maps the rows)."""
 
     filename: str
     size: int

@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Iterable, Iterator, Optional
 
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -31,7 +31,7 @@ from packaging.version import InvalidVersion, Version
 
 from .errors import WheelError
 from .protocols import (
-    MAX_APT_NAME_CHARS, MAX_FACT_ITEMS, MAX_METADATA_BYTES, MAX_REQUIREMENT_CHARS,
+    MAX_APT_NAME_CHARS, MAX_FACT_ITEMS, MAX_METADATA_BYTES, MAX_REQUIREMENT_CHARS, WheelFacts,
 )
 
 #: Bytes read at a time when hashing or copying (wheels can be large).
@@ -62,62 +62,6 @@ class UnpackLimits:
 
 _SHARED_LIBRARY = re.compile(r"\.so(\.\d+)*$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-@dataclass(frozen=True)
-class WheelFacts:
-    """The facts of one wheel file, as the slave reports them and the index needs them."""
-
-    filename: str
-    size: int
-    sha256: str
-    package_tag: str
-    version_tag: str
-    py_tag: str
-    abi_tag: str
-    platform_tag: str
-    requires_python: Optional[str]
-    requires_dist: tuple[str, ...]
-    metadata: bytes
-    metadata_sha256: str
-    apt_dependencies: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types only, so the facts fit in a msgpack message."""
-        return {
-            "filename": self.filename,
-            "size": self.size,
-            "sha256": self.sha256,
-            "package_tag": self.package_tag,
-            "version_tag": self.version_tag,
-            "py_tag": self.py_tag,
-            "abi_tag": self.abi_tag,
-            "platform_tag": self.platform_tag,
-            "requires_python": self.requires_python,
-            "requires_dist": list(self.requires_dist),
-            "metadata": self.metadata,
-            "metadata_sha256": self.metadata_sha256,
-            "apt_dependencies": list(self.apt_dependencies),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "WheelFacts":
-        """The inverse of :meth:`to_dict` (lists become tuples again)."""
-        return cls(
-            filename=data["filename"],
-            size=int(data["size"]),
-            sha256=data["sha256"],
-            package_tag=data["package_tag"],
-            version_tag=data["version_tag"],
-            py_tag=data["py_tag"],
-            abi_tag=data["abi_tag"],
-            platform_tag=data["platform_tag"],
-            requires_python=data["requires_python"],
-            requires_dist=tuple(data["requires_dist"]),
-            metadata=bytes(data["metadata"]),
-            metadata_sha256=data["metadata_sha256"],
-            apt_dependencies=tuple(data["apt_dependencies"]),
-        )
 
 
 @dataclass(frozen=True)

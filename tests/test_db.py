@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 
+from piwheels import limits
 from piwheels.connection import make_engine, translate_errors
+from piwheels.db_files import FILE_COLUMNS
 from piwheels.db import Database
 from piwheels.errors import (
     DatabaseUnavailable, DataRefused, InvalidName, InvalidVersion, PermissionProblem,
     SchemaVersionMismatch, UnknownPackage, UnknownVersion,
 )
-from piwheels.records import BuildRecord, FileRecord
+from piwheels.protocols import WheelFacts
+from piwheels.records import BuildRecord
 from piwheels.schema import SCHEMA_VERSION
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -22,12 +26,13 @@ HASH_B = "b" * 64
 
 
 def wheel(filename="foo_bar-1.0-cp311-cp311-linux_armv7l.whl", sha=HASH_A, abi="cp311",
-          deps=None) -> FileRecord:
+          apt=(), requires=()) -> WheelFacts:
     name, version, py, abi_tag, plat = filename[:-4].split("-")
-    return FileRecord(
+    return WheelFacts(
         filename=filename, size=1234, sha256=sha, package_tag=name, version_tag=version,
         py_tag=py, abi_tag=abi_tag, platform_tag=plat, requires_python=">=3.9",
-        metadata_sha256=HASH_B, dependencies=deps or {},
+        requires_dist=tuple(requires), metadata=b"Metadata-Version: 2.1\n",
+        metadata_sha256=HASH_B, apt_dependencies=tuple(apt),
     )
 
 
@@ -136,7 +141,7 @@ def test_record_build_with_files_and_dependencies(db):
     db.add_version("foo-bar", "1.0")
     db.add_build_abi("cp311")
     build_id = db.record_build(build(files=[
-        wheel(deps={"apt": frozenset({"libc6", "libssl3"}), "pip": frozenset({"six"})}),
+        wheel(apt=("libc6", "libssl3"), requires=("six", "six", "x" * (limits.DEPENDENCY + 1))),
     ]))
     assert db.get_build_log(build_id) == "built ok\n"
     (version,) = db.get_project("foo-bar").versions
@@ -146,6 +151,34 @@ def test_record_build_with_files_and_dependencies(db):
     (f,) = attempt.files
     assert f.sha256 == HASH_A and f.size == 1234 and f.requires_python == ">=3.9"
     assert f.dependencies == {"apt": ("libc6", "libssl3"), "pip": ("six",)}
+
+
+def test_the_file_columns_are_every_fact_the_files_table_stores(schema_database):
+    """The one mapping of facts to columns names real facts and every column of the
+    files table but the database's own (a column added in sql/ fails here)."""
+    engine = sa.create_engine(schema_database["superuser"], poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            columns = set(conn.scalars(sa.text(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = 'files'")))
+    finally:
+        engine.dispose()
+    assert set(FILE_COLUMNS) <= {f.name for f in fields(WheelFacts)}
+    assert set(FILE_COLUMNS.values()) == columns - {"build_id", "published"}
+
+
+def test_recorded_facts_read_back_under_their_own_names(db):
+    db.add_package("Foo_Bar")
+    db.add_version("foo-bar", "1.0")
+    db.add_build_abi("cp311")
+    facts = wheel(sha=HASH_B)
+    db.record_build(build(files=[facts]))
+    (f,) = db.get_project("foo-bar").versions[0].builds[0].files
+    for name in ("filename", "size", "sha256", "py_tag", "abi_tag", "platform_tag",
+                 "requires_python", "metadata_sha256"):
+        assert getattr(f, name) == getattr(facts, name), name
+    assert f.dependencies == {}
 
 
 def test_record_build_is_all_or_nothing(db):

@@ -9,7 +9,8 @@ import pytest
 
 from piwheels.errors import InvalidProjectStatus, UnknownPackage
 from piwheels.project_status import ACTIVE, PROJECT_STATUSES
-from piwheels.records import BuildRecord, FileRecord
+from piwheels.protocols import WheelFacts
+from piwheels.records import BuildRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -31,10 +32,10 @@ def attempt(db, name, abi, *, status="success", wheel_tags=None, version="1.0"):
     if status == "success":
         py, wheel_abi, plat = wheel_tags or (abi, abi, "linux_aarch64")
         filename = f"{name.replace('-', '_')}-{version}-{py}-{wheel_abi}-{plat}.whl"
-        files = (FileRecord(
+        files = (WheelFacts(
             filename=filename, size=10, sha256="a" * 64, package_tag=name, version_tag=version,
             py_tag=py, abi_tag=wheel_abi, platform_tag=plat, requires_python=None,
-            metadata_sha256="b" * 64),)
+            requires_dist=(), metadata=b"", metadata_sha256="b" * 64, apt_dependencies=()),)
     db.record_build(BuildRecord(
         package=name, version=version, abi_tag=abi, slave_label="s", started=T0,
         duration=timedelta(seconds=1), status=status, log="", files=files,
@@ -146,10 +147,11 @@ def test_batch_of_attempts_keeps_each_release_flag(farm_db):
             package=name, version="1.0", abi_tag=abi, slave_label="s", started=T0,
             duration=timedelta(seconds=1), status="failed" if tags is None else "success",
             log="", reason=None if tags else "broke",
-            files=() if tags is None else (FileRecord(
+            files=() if tags is None else (WheelFacts(
                 filename=f"{name}-1.0-{'-'.join(tags)}.whl", size=10, sha256="a" * 64,
                 package_tag=name, version_tag="1.0", py_tag=tags[0], abi_tag=tags[1],
-                platform_tag=tags[2], requires_python=None, metadata_sha256="b" * 64),))
+                platform_tag=tags[2], requires_python=None, requires_dist=(), metadata=b"",
+                metadata_sha256="b" * 64, apt_dependencies=()),))
 
     farm_db.record_builds([
         record("one", "cp39"), record("one", "cp311"), record("one", "cp312"),

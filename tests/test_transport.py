@@ -7,6 +7,7 @@ import pytest
 import zmq
 from voluptuous import Invalid
 
+from piwheels import limits
 from piwheels.protocols import (
     ALL_PROTOCOLS, CONTROL, ENVELOPE_BYTES, FILE_TRANSFER, MAX_APT_NAME_CHARS, MAX_BUILT_FILES,
     MAX_FACT_ITEMS, MAX_LOG_CHARS, MAX_METADATA_BYTES, MAX_REQUIREMENT_CHARS,
@@ -154,9 +155,10 @@ def test_peer_facing_sockets_take_their_limits_from_the_protocol():
 
 def test_the_largest_valid_built_fits_the_slave_frame_limit():
     facts = {
-        "filename": "x" * 255, "size": 1, "sha256": "0" * 64, "package_tag": "p" * 200,
-        "version_tag": "v" * 200, "py_tag": "t" * 100, "abi_tag": "t" * 100,
-        "platform_tag": "t" * 200, "requires_python": "r" * 200,
+        "filename": "x" * limits.FILENAME, "size": 1, "sha256": "0" * 64,
+        "package_tag": "p" * limits.NAME, "version_tag": "v" * limits.VERSION,
+        "py_tag": "t" * limits.TAG, "abi_tag": "t" * limits.TAG,
+        "platform_tag": "t" * limits.TAG, "requires_python": "r" * limits.REQUIRES_PYTHON,
         "requires_dist": ["\U0001F600" * MAX_REQUIREMENT_CHARS] * MAX_FACT_ITEMS,
         "metadata": b"m" * MAX_METADATA_BYTES, "metadata_sha256": "0" * 64,
         "apt_dependencies": ["\U0001F600" * MAX_APT_NAME_CHARS] * MAX_FACT_ITEMS,

@@ -7,6 +7,7 @@ Broken wheels are crafted with zipfile, one defect each.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -20,10 +21,12 @@ import msgpack
 import pytest
 from packaging.tags import sys_tags
 from sdist_factory import build_wheels, make_sdist
+from voluptuous import Invalid
 from wheel_craft import craft_wheel, record_hash
 
+from piwheels import limits
 from piwheels.errors import WheelError
-from piwheels.protocols import MAX_FACT_ITEMS, MAX_METADATA_BYTES
+from piwheels.protocols import FILE_FACTS, MAX_FACT_ITEMS, MAX_METADATA_BYTES, message
 from piwheels.wheel_facts import (
     UnpackLimits,
     WheelFacts,
@@ -110,6 +113,27 @@ def test_facts_survive_a_msgpack_message(real_wheels: dict[str, Path]) -> None:
     assert {type(value) for value in data.values()} <= {str, int, bytes, list, type(None)}
     wire = msgpack.unpackb(msgpack.packb(data, use_bin_type=True), raw=False)
     assert WheelFacts.from_dict(wire) == facts
+
+
+def test_the_facts_schema_is_the_record_and_holds_its_limits(real_wheels: dict[str, Path]) -> None:
+    """BUILT's facts schema is derived from WheelFacts: the same fields, each held
+    to the width of the column that stores it."""
+    facts = inspect_wheel(real_wheels["pure"]).to_dict()
+    assert list(FILE_FACTS) == [f.name for f in dataclasses.fields(WheelFacts)]
+    assert set(FILE_FACTS) == set(facts)
+    schema = message(FILE_FACTS)
+    assert WheelFacts.from_dict(schema(facts)) == WheelFacts.from_dict(facts)
+    for name, width in (("filename", limits.FILENAME), ("package_tag", limits.NAME),
+                        ("version_tag", limits.VERSION), ("py_tag", limits.TAG),
+                        ("abi_tag", limits.TAG), ("platform_tag", limits.TAG),
+                        ("requires_python", limits.REQUIRES_PYTHON)):
+        schema({**facts, name: "x" * width})
+        with pytest.raises(Invalid, match=name):
+            schema({**facts, name: "x" * (width + 1)})
+    with pytest.raises(Invalid, match="sha256"):
+        schema({**facts, "sha256": "0" * (limits.SHA256 - 1)})
+    with pytest.raises(Invalid, match="extra keys"):
+        schema({**facts, "filesize": 1})
 
 
 def test_real_wheels_pass_the_acceptance_check(real_wheels: dict[str, Path]) -> None:

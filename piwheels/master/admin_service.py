@@ -9,6 +9,7 @@ this task's own connection; the other tasks are told through messages.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -464,7 +465,7 @@ class AdminService(Task):
                 expected_size=None, expected_sha256=None, builder_abi=abi_tag,
                 builder_platform=None if tag.platform == "any" else tag.platform,
                 max_size=self.max_wheel_size, unpack=self.unpack_limits)
-            apt = list(find_apt_dependencies(staged))
+            apt = find_apt_dependencies(staged)
         except OSError as exc:
             staged.unlink(missing_ok=True)
             return "ERROR", {"message": f"cannot read {path}: {exc.strerror or exc}"}
@@ -476,9 +477,8 @@ class AdminService(Task):
             self.db.add_version(str(name), str(version), has_sdist=False)
             # an ABI the farm does not build for is recorded, but not made active
             self.db.register_build_abi(abi_tag, active=False)
-        record = facts.to_dict()
-        record["apt_dependencies"] = apt
-        record["path"] = str(staged)
+        record = {**dataclasses.replace(facts, apt_dependencies=apt).to_dict(),
+                  "path": str(staged)}
         self.tell(self.records, "RECORD", {
             "package": str(name), "version": str(version), "abi_tag": abi_tag,
             "slave_label": request["label"], "started": time.time(), "duration_s": 0.0,

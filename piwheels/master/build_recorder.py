@@ -27,8 +27,8 @@ from ..connection import first_line
 from ..db import Database
 from ..errors import DataRefused, InvalidName
 from ..names import canonical_name
-from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS
-from ..records import BuildRecord, FileRecord
+from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS, WheelFacts
+from ..records import BuildRecord
 from ..storage import OutputTree, StagedWheel
 from ..transport import ProtocolError
 from .task import Clock, Task
@@ -119,7 +119,7 @@ class BuildRecorder(Task):
                 staged.append(self.tree.stage(
                     package, facts["filename"], Path(facts["path"]), facts["metadata"],
                     withheld=package in withheld))
-                files.append(file_record(facts))
+                files.append(WheelFacts.from_dict(facts))
             return build_record(job, tuple(files)), staged
         except OSError as exc:
             self.tree.discard(staged)
@@ -178,21 +178,7 @@ def _valid_names(names) -> set[str]:
     return valid
 
 
-def file_record(facts: dict) -> FileRecord:
-    return FileRecord(
-        filename=facts["filename"], size=facts["size"], sha256=facts["sha256"],
-        package_tag=facts["package_tag"], version_tag=facts["version_tag"],
-        py_tag=facts["py_tag"], abi_tag=facts["abi_tag"], platform_tag=facts["platform_tag"],
-        requires_python=facts["requires_python"], metadata_sha256=facts["metadata_sha256"],
-        dependencies={
-            "apt": frozenset(facts["apt_dependencies"]),
-            # the schema keeps requirements up to its column width
-            "pip": frozenset(d for d in facts["requires_dist"] if len(d) <= limits.DEPENDENCY),
-        },
-    )
-
-
-def build_record(job: dict, files: tuple[FileRecord, ...]) -> BuildRecord:
+def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
     return BuildRecord(
         package=job["package"], version=job["version"], abi_tag=job["abi_tag"],
         slave_label=job["slave_label"],

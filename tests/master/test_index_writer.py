@@ -20,7 +20,8 @@ from piwheels.index_pages import Site, log_path
 from piwheels.master.index_writer import ORPHAN_AGE_S, IndexWriter
 from piwheels.master.task import TaskControl
 from piwheels.protocols import INDEX_REQUESTS, SUPERVISOR
-from piwheels.records import BuildRecord, FileRecord
+from piwheels.protocols import WheelFacts
+from piwheels.records import BuildRecord
 from piwheels.transport import Socket
 
 T0 = datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
@@ -85,12 +86,12 @@ def publish(db, output: Path, name: str, version: str, *, abi="cp311", py="cp311
     db.record_build(BuildRecord(
         package=name, version=version, abi_tag=abi, slave_label="pi", started=T0,
         duration=timedelta(seconds=12), status="success", log=f"log of {filename}\n",
-        files=(FileRecord(
+        files=(WheelFacts(
             filename=filename, size=len(content), sha256=hashlib.sha256(content).hexdigest(),
             package_tag=name, version_tag=version, py_tag=py, abi_tag=wheel_abi,
-            platform_tag="linux_aarch64", requires_python=requires_python,
-            metadata_sha256=hashlib.sha256(metadata).hexdigest(),
-            dependencies={"apt": frozenset({"libfoo1"})}),),
+            platform_tag="linux_aarch64", requires_python=requires_python, requires_dist=(),
+            metadata=metadata, metadata_sha256=hashlib.sha256(metadata).hexdigest(),
+            apt_dependencies=("libfoo1",)),),
     ))
     return filename
 
