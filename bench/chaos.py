@@ -315,6 +315,12 @@ def main() -> None:
                 chaos.ensure_running()
                 wait_until(lambda: all(chaos.built(p) for p in chaos.releases), PUBLISH_TIMEOUT_S)
                 lost = [p for p in chaos.releases if not chaos.built(p)]
+                for package in lost:
+                    # a build that failed (recorded, with its reason) is not one the farm
+                    # lost, but it is counted, and its reason shown, to be looked at
+                    for build in builds_of(chaos.db, package):
+                        print(f"{package}: {build.status} on {build.slave_label}: "
+                              f"{build.reason}", flush=True)
                 final = problems(farm.output, master_dsn)
             finally:
                 chaos.db.close()
@@ -322,7 +328,7 @@ def main() -> None:
                 farm.stop()
     recovered = [r["recovered_s"] for r in results if r["published"]]
     print(f"seed {seed}: trials run {len(results)}; builds lost {len(lost)}"
-          + (f" ({', '.join(lost)})" if lost else "")
+          + (f" ({', '.join(lost)}; any attempts recorded are shown above)" if lost else "")
           + f"; inconsistent states {sum(1 for r in results if r['problems']) + bool(final)}"
           + f"; trials not recovered within {PUBLISH_TIMEOUT_S:.0f} s "
           f"{sum(1 for r in results if not r['published'])}")
