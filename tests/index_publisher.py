@@ -50,14 +50,16 @@ class Publisher:
     """build_recorder and index_writer as piw-master runs them, fed as the slave driver
     and the upstream follower feed them."""
 
-    def __init__(self, dsn: str, output: Path, site: Site, incoming: Path) -> None:
+    def __init__(self, dsn: str, output: Path, site: Site, incoming: Path,
+                 **writer_options) -> None:
         self.incoming = incoming
         incoming.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
         self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
         self.supervisor.bind(SUPERVISOR.address)
         self.tasks = [
-            IndexWriter(self.ctx, dsn=dsn, output_path=output, site=site, coalesce_s=0.05),
+            IndexWriter(self.ctx, dsn=dsn, output_path=output, site=site,
+                        **{"coalesce_s": 0.05, **writer_options}),
             BuildRecorder(self.ctx, dsn=dsn, output_path=output),
         ]
         self.controls = [TaskControl(self.ctx, task.name) for task in self.tasks]

@@ -7,13 +7,18 @@ order: the verified files are staged (beside them, their core metadata), the
 rows are committed, and only then are the files renamed into the index.  A
 file left in the index by a crash has no row, so it never blocks a later
 attempt (it is replaced); a row whose file could not be put in place has its
-build deleted, so the queue builds it again.  A lost database connection
+build deleted, so the queue builds it again.  An attempt whose files cannot
+be staged for want of space (a full disk) is not recorded at all: its files
+are dropped, the reason is logged (rate-limited), and the queue hands the
+release out again, to be built once there is room.  A lost database connection
 stops the master (the staged files are cleared at the next start, and a
 commit that did go through has its rows reconciled with the disk then).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -35,6 +40,8 @@ from .task import Clock, Task
 
 #: The most attempts written in one transaction.
 MAX_BATCH = 500
+#: The errors that say the disk (or the master's quota) is full: the attempt is built again.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class BuildRecorder(Task):
@@ -84,9 +91,11 @@ class BuildRecorder(Task):
         withheld = self.db.withheld_packages(_valid_names(job["package"] for job in jobs))
         recorded = self.db.recorded_filenames(
             [facts["filename"] for job in jobs for facts in job["files"]])
-        prepared = [self.prepare(job, withheld, recorded) for job in jobs]
+        prepared = [p for p in (self.prepare(job, withheld, recorded) for job in jobs)
+                    if p is not None]
         try:
-            build_ids = self.db.record_builds([record for record, _ in prepared])
+            build_ids = self.db.record_builds(
+                [record for record, _ in prepared]) if prepared else []
             self.log.debug("recorded %d attempts in %.0f ms", len(prepared),
                            (time.perf_counter() - started) * 1000)
         except DataRefused as exc:
@@ -104,10 +113,11 @@ class BuildRecorder(Task):
 
     def prepare(self, job: dict, withheld: frozenset[str] | set[str] = frozenset(),
                 recorded: frozenset[str] | set[str] = frozenset()
-                ) -> tuple[BuildRecord, list[StagedWheel]]:
+                ) -> Optional[tuple[BuildRecord, list[StagedWheel]]]:
         """Stage a successful attempt's files (for the withheld directory, for a
         package in *withheld*); an attempt whose files cannot be staged, or one of
-        whose files is in *recorded* already, becomes a rejected one."""
+        whose files is in *recorded* already, becomes a rejected one, except one
+        refused for want of space: None, nothing recorded, so it is built again."""
         package = canonical_name(job["package"])
         staged: list[StagedWheel] = []
         try:
@@ -124,6 +134,12 @@ class BuildRecorder(Task):
         except OSError as exc:
             self.tree.discard(staged)
             self.discard_received(job)
+            if exc.errno in NO_SPACE:
+                self.log_limited("no space", logging.ERROR,
+                                 "could not stage %s %s for %s (%s): not recorded, so it "
+                                 "is built again", job["package"], job["version"],
+                                 job["abi_tag"], exc)
+                return None
             self.log.error("could not publish %s %s: %s", job["package"], job["version"], exc)
             return build_record(
                 {**job, "status": "rejected", "reason": f"could not publish: {exc}"[:limits.REASON]}, ()

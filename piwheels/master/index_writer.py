@@ -10,6 +10,11 @@ bytes did not change is left alone.  The simple root, packages.json and the
 sitemap are rewritten only when the set of published projects changes, and at
 most every ``root_interval_s``.
 
+A write the file system refuses (a full disk, say) fails only that project:
+nothing half-written stays (temp file, then rename), the reason is logged
+(rate-limited), and the project is written again every ``retry_s`` until it
+succeeds.  The root and home pages stay due until they are written.
+
 A long backlog (a full rewrite) is shared among worker processes, each with
 its own database connection; a package is never written by two at once.
 """
@@ -17,6 +22,7 @@ its own database connection; a package is never written by two at once.
 from __future__ import annotations
 
 import gzip
+import logging
 import json
 import multiprocessing
 import os
@@ -56,6 +62,8 @@ WORKER_QUEUE = 2
 ROOT_INTERVAL_S = 5.0
 #: A wheel no page ever listed is removed once it is this old (a crash left it behind).
 ORPHAN_AGE_S = 3600.0
+#: How often the projects whose writes the file system refused are written again.
+RETRY_S = 10.0
 
 
 def read_if_exists(path: str | Path) -> Optional[bytes]:
@@ -106,6 +114,8 @@ class Written:
 
     published: dict[str, bool] = field(default_factory=dict)  # has files on its page
     pages: int = 0
+    #: projects not (wholly) written, and why: a refused write (a full disk, say)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 class PageWriter:
@@ -129,16 +139,21 @@ class PageWriter:
         packages = [canonical_name(package) for package in packages]
         projects = self.db.get_projects(packages)
         abis = self.db.get_build_abis()
-        build_ids = []
+        build_ids: dict[int, str] = {}
         for package in packages:
             project = projects.get(package)
-            if project is None:
-                self._remove_project(package)
-                written.published[package] = False
-            else:
-                written.published[package] = self._write_project(project, abis, written)
-                build_ids += [b.build_id for v in project.versions for b in v.builds]
-        self._write_logs(build_ids)
+            try:
+                if project is None:
+                    self._remove_project(package)
+                    written.published[package] = False
+                else:
+                    written.published[package] = self._write_project(project, abis, written)
+                    build_ids.update((b.build_id, package)
+                                     for v in project.versions for b in v.builds)
+            except OSError as exc:
+                written.failed[package] = str(exc)
+        for build_id, reason in self._write_logs(list(build_ids)).items():
+            written.failed.setdefault(build_ids[build_id], reason)
         return written
 
     def _remove_project(self, package: str) -> None:
@@ -198,12 +213,18 @@ class PageWriter:
             if wheel in listed_before or _age_s(entry, now) > ORPHAN_AGE_S:
                 remove_quietly(entry)
 
-    def _write_logs(self, build_ids: list[int]) -> None:
-        """Write the logs not written yet (a build's log never changes)."""
+    def _write_logs(self, build_ids: list[int]) -> dict[int, str]:
+        """Write the logs not written yet (a build's log never changes); the ones
+        the file system refused, and why."""
+        failed = {}
         missing = [b for b in build_ids if not self.tree.build_log(b).exists()]
         for build_id, text in self.db.get_build_logs(missing).items():
-            atomic_write(self.tree.build_log(build_id),
-                         gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0))
+            try:
+                atomic_write(self.tree.build_log(build_id),
+                             gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0))
+            except OSError as exc:
+                failed[build_id] = str(exc)
+        return failed
 
     def _write_aliases(self, package: str, names: tuple[str, ...]) -> None:
         """Other spellings of the name lead to the canonical directories (symlinks)."""
@@ -249,7 +270,7 @@ class IndexWriter(Task):
                  coalesce_s: float = 0.5, home_interval_s: float = 60.0,
                  root_interval_s: float = ROOT_INTERVAL_S,
                  workers: Optional[int] = None, parallel_backlog: int = PARALLEL_BACKLOG,
-                 worker_batch_size: int = WORKER_BATCH_SIZE,
+                 worker_batch_size: int = WORKER_BATCH_SIZE, retry_s: float = RETRY_S,
                  clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.dsn = dsn
@@ -267,6 +288,8 @@ class IndexWriter(Task):
         self.in_flight: dict[Future, list[str]] = {}
         self.busy: set[str] = set()  # packages a worker is writing now
         self.dirty: dict[str, None] = {}  # insertion-ordered set
+        self.failed: dict[str, None] = {}  # refused by the file system: written again later
+        self.static_dirty = True
         self.root: Optional[set[str]] = None
         self.root_dirty = True
         self.home_dirty = True
@@ -279,6 +302,8 @@ class IndexWriter(Task):
         self.register(self.requests, self.handle_request)
         self.every(coalesce_s, self.flush)
         self.every(home_interval_s, self.want_home)
+        self.retry_s = retry_s
+        self.every(retry_s, self.retry_failed)
 
     def on_start(self) -> None:
         self.db = Database(self.dsn)
@@ -316,6 +341,19 @@ class IndexWriter(Task):
     def want_home(self) -> None:
         self.home_dirty = True
 
+    def retry_failed(self) -> None:
+        """Write again what the file system refused (space may have come back)."""
+        if self.static_dirty:
+            self.write_static()
+        for package in self.failed:
+            self.dirty[package] = None
+        self.failed.clear()
+
+    def refused(self, what: str, reason: str) -> None:
+        self.log_limited("write refused", logging.WARNING,
+                         "could not write %s (%s); tried again every %g s",
+                         what, reason, self.retry_s)
+
     # --- writing ----------------------------------------------------------------
 
     def flush(self) -> None:
@@ -331,10 +369,15 @@ class IndexWriter(Task):
                 self._apply(self.pages.write_packages(batch))
                 self.last_write = self.clock()
         if not self.dirty and not self.in_flight:
-            if self.root_dirty and self.clock() - self.last_root >= self.root_interval_s:
-                self.write_root()
-            if self.home_dirty:
-                self.write_home()
+            try:
+                if self.root_dirty and self.clock() - self.last_root >= self.root_interval_s:
+                    self.write_root()
+                if self.home_dirty:
+                    self.write_home()
+            except OSError as exc:
+                # still due: written at a later flush
+                self.last_root = self.clock()
+                self.refused("the root or home pages", str(exc))
 
     def rewrite_all(self) -> None:
         """Queue every package for rewriting, plus the root and home pages."""
@@ -363,6 +406,9 @@ class IndexWriter(Task):
         self.pages_written += written.pages
         for package, published in written.published.items():
             self._root_membership(package, published)
+        for package, reason in written.failed.items():
+            self.failed[package] = None
+            self.refused(f"the pages of {package}", reason)
 
     def _share_out(self) -> None:
         if self.pool is None:
@@ -428,11 +474,15 @@ class IndexWriter(Task):
         self.home_dirty = False
 
     def write_static(self) -> None:
-        self._write(self.tree.style_sheet,
-                    (templates_dir() / "style.css").read_bytes())
+        try:
+            self._write(self.tree.style_sheet,
+                        (templates_dir() / "style.css").read_bytes())
+            self.static_dirty = False
+        except OSError as exc:
+            self.refused("the style sheet", str(exc))
 
     def status(self) -> dict:
         # "dirty" counts what is still to write, a worker's share included
         return {"dirty": len(self.dirty) + len(self.busy), "in_flight": len(self.busy),
                 "root_pending": self.root_dirty, "home_pending": self.home_dirty,
-                "pages_written": self.pages_written}
+                "pages_written": self.pages_written, "write_failed": len(self.failed)}
