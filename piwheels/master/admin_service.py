@@ -23,7 +23,6 @@ import zmq
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ..build_policy import parse_policy
-from ..db import Database
 from ..db_policy import UNCHANGED
 from ..errors import BindError, PiwheelsError
 from ..names import canonical_name, normal_version
@@ -35,26 +34,26 @@ from ..storage import OutputTree, remove_quietly
 from ..tags import build_abi_of, build_abi_problem
 from ..wheel_facts import UnpackLimits, check_wheel, find_apt_dependencies
 from . import bulk_changes
-from .task import Clock, Task
+from .db_task import DatabaseTask
+from .task import Clock
 
 OPERATOR_HOLD = "paused by the operator"
 #: How often the master's summary goes out on the status feed.
 MASTER_STATUS_INTERVAL_S = 1.0
 
 
-class AdminService(Task):
+class AdminService(DatabaseTask):
     name = "admin_service"
+    dropped_message_level = logging.WARNING
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, control_address: str,
                  status_address: str, output_path: Path, max_wheel_size: int,
                  unpack_limits: UnpackLimits, socket_mode: int = 0o660,
                  clock: Clock = time.monotonic) -> None:
-        super().__init__(ctx, clock=clock)
-        self.dsn = dsn
+        super().__init__(ctx, dsn=dsn, clock=clock)
         self.tree = OutputTree(output_path)
         self.max_wheel_size = max_wheel_size
         self.unpack_limits = unpack_limits
-        self.db: Optional[Database] = None
         self.slaves: dict[int, dict] = {}
         self.tasks: dict[str, dict] = {}
         self.task_reports: dict[str, int] = {}  # reports received, per task
@@ -104,19 +103,6 @@ class AdminService(Task):
         sock = self.socket(zmq.PUSH, protocol)
         sock.connect(address)
         return sock
-
-    def on_start(self) -> None:
-        self.db = Database(self.dsn)
-
-    def on_stop(self) -> None:
-        if self.db is not None:
-            self.db.close()
-
-    def tell(self, sock, name: str, payload: Optional[dict] = None) -> None:
-        try:
-            sock.send(name, payload, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.log.warning("%s is not listening; dropped %s", sock.protocol.name, name)
 
     # --- status ---------------------------------------------------------------
 

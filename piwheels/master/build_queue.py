@@ -16,10 +16,11 @@ from typing import Optional
 
 import zmq
 
-from ..db import Database, QueueKey
+from ..db import QueueKey
 from ..protocols import BUILD_QUEUE, INDEX_REQUESTS, QUEUE_REQUESTS
 from ..tags import build_abi_problem
-from .task import Clock, Task
+from .db_task import DatabaseTask
+from .task import Clock
 
 
 #: How long refresh requests are gathered before the queue is recalculated.
@@ -28,16 +29,14 @@ COALESCE_S = 0.2
 POLICY_PAGES_LIMIT = 1000
 
 
-class BuildQueue(Task):
+class BuildQueue(DatabaseTask):
     name = "build_queue"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, queue_size: int, interval_s: float,
                  newest_first: bool = True, clock: Clock = time.monotonic) -> None:
-        super().__init__(ctx, clock=clock)
-        self.dsn = dsn
+        super().__init__(ctx, dsn=dsn, clock=clock)
         self.queue_size = queue_size
         self.newest_first = newest_first
-        self.db: Optional[Database] = None
         self._wanted = True
         #: the next recalculation replaces the driver's whole queue (the policy changed)
         self._replace = False
@@ -52,13 +51,6 @@ class BuildQueue(Task):
         self.index_out.connect(INDEX_REQUESTS.address)
         self.every(COALESCE_S, self.refresh_if_wanted, now=True)
         self.every(interval_s, self.want_refresh)
-
-    def on_start(self) -> None:
-        self.db = Database(self.dsn)
-
-    def on_stop(self) -> None:
-        if self.db is not None:
-            self.db.close()
 
     def handle_request(self) -> None:
         msg = self.recv_or_log(self.requests)

@@ -29,14 +29,14 @@ import zmq
 
 from .. import limits
 from ..connection import first_line
-from ..db import Database
 from ..errors import DataRefused, InvalidName
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS, WheelFacts
 from ..records import BuildRecord
 from ..storage import OutputTree, StagedWheel
 from ..transport import ProtocolError
-from .task import Clock, Task
+from .db_task import DatabaseTask
+from .task import Clock
 
 #: The most attempts written in one transaction.
 MAX_BATCH = 500
@@ -44,15 +44,13 @@ MAX_BATCH = 500
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class BuildRecorder(Task):
+class BuildRecorder(DatabaseTask):
     name = "build_recorder"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, output_path: Path,
                  clock: Clock = time.monotonic) -> None:
-        super().__init__(ctx, clock=clock)
-        self.dsn = dsn
+        super().__init__(ctx, dsn=dsn, clock=clock)
         self.tree = OutputTree(output_path)
-        self.db: Optional[Database] = None
         self.recorded = 0
         self.requests = self.socket(zmq.PULL, RECORD_REQUESTS.reverse())
         self.requests.bind(RECORD_REQUESTS.address)
@@ -60,17 +58,11 @@ class BuildRecorder(Task):
         self.index_requests = self.socket(zmq.PUSH, INDEX_REQUESTS)
         self.index_requests.connect(INDEX_REQUESTS.address)
 
-    def on_start(self) -> None:
-        self.db = Database(self.dsn)
-
     def on_stop(self) -> None:
         """Record what the slave driver (stopped before us) already handed over."""
         if self.db is not None:
-            try:
-                while self.requests.zsocket.poll(0):
-                    self.handle_record()
-            finally:
-                self.db.close()
+            while self.requests.zsocket.poll(0):
+                self.handle_record()
 
     def handle_record(self) -> None:
         """Record every attempt waiting (up to a batch) in one transaction."""

@@ -46,7 +46,8 @@ from ..protocols import INDEX_REQUESTS
 from ..records import ProjectData
 from ..resources import templates_dir
 from ..storage import METADATA_SUFFIX, PAGE_FILES, OutputTree, atomic_write, remove_quietly
-from .task import Clock, Task
+from .db_task import DatabaseTask
+from .task import Clock
 
 #: The longest one run of page writing in the task's own thread lasts.
 SLICE_S = 0.5
@@ -263,7 +264,7 @@ def _worker_write(packages: list[str]) -> Written:
     return _worker_pages.write_packages(packages)
 
 
-class IndexWriter(Task):
+class IndexWriter(DatabaseTask):
     name = "index_writer"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, output_path: Path, site: Site,
@@ -272,8 +273,7 @@ class IndexWriter(Task):
                  workers: Optional[int] = None, parallel_backlog: int = PARALLEL_BACKLOG,
                  worker_batch_size: int = WORKER_BATCH_SIZE, retry_s: float = RETRY_S,
                  clock: Clock = time.monotonic) -> None:
-        super().__init__(ctx, clock=clock)
-        self.dsn = dsn
+        super().__init__(ctx, dsn=dsn, clock=clock)
         self.tree = OutputTree(output_path)
         self.site = site
         self.coalesce_s = coalesce_s
@@ -282,7 +282,6 @@ class IndexWriter(Task):
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.parallel_backlog = parallel_backlog
         self.worker_batch_size = worker_batch_size
-        self.db: Optional[Database] = None
         self.pages: Optional[PageWriter] = None
         self.pool: Optional[ProcessPoolExecutor] = None
         self.in_flight: dict[Future, list[str]] = {}
@@ -306,7 +305,6 @@ class IndexWriter(Task):
         self.every(retry_s, self.retry_failed)
 
     def on_start(self) -> None:
-        self.db = Database(self.dsn)
         self.pages = PageWriter(self.db, self.tree.root, self.site)
         self.write_static()
 
@@ -314,8 +312,6 @@ class IndexWriter(Task):
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
-        if self.db is not None:
-            self.db.close()
 
     def handle_request(self) -> None:
         msg = self.recv_or_log(self.requests)

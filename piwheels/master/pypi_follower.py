@@ -24,7 +24,6 @@ import zmq
 
 from ..allow_list import AllowList
 from ..connection import first_line
-from ..db import Database
 from ..errors import DataRefused, InvalidName, InvalidVersion, UnknownPackage, UnknownVersion
 from ..names import canonical_name, normal_version
 from ..protocols import BUILD_QUEUE, FOLLOWER_COMMANDS, INDEX_REQUESTS, QUEUE_REQUESTS
@@ -32,7 +31,8 @@ from ..project_status import QUARANTINED
 from ..pypi_client import (
     ChangelogEvent, PyPIClient, UpstreamError, UpstreamProject, is_unknown_status,
 )
-from .task import Clock, Task
+from .db_task import DatabaseTask
+from .task import Clock
 
 #: How long one slice of work may run before the task looks at its sockets.
 SLICE_S = 0.5
@@ -54,19 +54,17 @@ RENAME_PREFIX = "rename from "
 STATUS_ACTION_WORDS = ("status", "quarantin", "archiv", "deprecat")
 
 
-class PyPIFollower(Task):
+class PyPIFollower(DatabaseTask):
     name = "pypi_follower"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, client: PyPIClient, allow: AllowList,
                  poll_interval_s: float, reconcile_interval_s: float,
                  clock: Clock = time.monotonic) -> None:
-        super().__init__(ctx, clock=clock)
-        self.dsn = dsn
+        super().__init__(ctx, dsn=dsn, clock=clock)
         self.client = client
         self.allow = allow
         self.poll_interval_s = poll_interval_s
         self.reconcile_interval_s = reconcile_interval_s
-        self.db: Optional[Database] = None
         self.feed_enabled = bool(client.xmlrpc_url)
         self.feed_retry_s = 0.0
         self.feed_failures = 0
@@ -98,14 +96,11 @@ class PyPIFollower(Task):
         self.every(TICK_S, self.tick)
 
     def on_start(self) -> None:
-        self.db = Database(self.dsn)
         self.log.info("following %s (%s)%s", self.client.simple_url,
                       "change feed and reconciler" if self.feed_enabled else "reconciler only",
                       "" if self.allow.everything else f", projects {list(self.allow.patterns)}")
 
     def on_stop(self) -> None:
-        if self.db is not None:
-            self.db.close()
         self.client.close()
 
     def handle_command(self) -> None:

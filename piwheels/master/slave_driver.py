@@ -454,6 +454,11 @@ class SlaveDriver(Task):
         *hold_back*: not hand the release to this ABI again for a while."""
         attempt = slave.attempt
         built, job = attempt.built, attempt.job
+        if status == "rejected":
+            # a slave can send refused results at will: the rows keep each one
+            self.log_limited("rejected-build", logging.WARNING,
+                             "rejected %s %s from slave %d (%s): %s",
+                             *job, slave.slave_id, slave.label, reason)
         if status is not None:
             files = []
             if status == "success":
@@ -550,7 +555,8 @@ class SlaveDriver(Task):
                 self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
         if slave.state is SlaveStatus.SENDING or (slave.attempt and slave.attempt.files_done):
             self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
-        self.log.info("slave %d (%s) dropped: %s", slave.slave_id, slave.label, why)
+        self.log.info("slave %d (%s) dropped: %s%s", slave.slave_id, slave.label, why,
+                      f" during {slave.job[0]} {slave.job[1]}" if slave.job else "")
 
     def _slave_by_id(self, slave_id: int) -> Optional[SlaveState]:
         return self.slaves_by_id.get(slave_id)

@@ -17,24 +17,22 @@ from typing import Optional
 
 import zmq
 
-from ..db import Database
 from ..host_stats import host_stats
 from ..protocols import DRIVER_COMMANDS, STATS_COMMANDS
-from .task import Clock, Task
+from .db_task import DatabaseTask
+from .task import Clock
 
 DISK_HOLD = "free disk space is low"
 
 
-class Stats(Task):
+class Stats(DatabaseTask):
     name = "stats"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, output_path: Path, min_free_bytes: int,
                  interval_s: float, clock: Clock = time.monotonic) -> None:
-        super().__init__(ctx, clock=clock)
-        self.dsn = dsn
+        super().__init__(ctx, dsn=dsn, clock=clock)
         self.output_path = Path(output_path)
         self.min_free_bytes = min_free_bytes
-        self.db: Optional[Database] = None
         self.figures: dict = {}
         self.disk_low = False
         self.driver = self.socket(zmq.PUSH, DRIVER_COMMANDS)
@@ -43,13 +41,6 @@ class Stats(Task):
         self.commands.bind(STATS_COMMANDS.address)
         self.register(self.commands, self.handle_command)
         self.every(interval_s, self.gather, now=True)
-
-    def on_start(self) -> None:
-        self.db = Database(self.dsn)
-
-    def on_stop(self) -> None:
-        if self.db is not None:
-            self.db.close()
 
     def handle_command(self) -> None:
         msg = self.recv_or_log(self.commands)

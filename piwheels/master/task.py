@@ -46,6 +46,9 @@ class Task(threading.Thread):
     """One master actor.  Subclasses set :attr:`name` and register their sockets."""
 
     name = "task"
+    #: how loudly :meth:`tell` logs a message nobody took (a task acting for an
+    #: operator raises it: what it drops, the operator asked for)
+    dropped_message_level = logging.DEBUG
 
     def __init__(self, ctx: zmq.Context, *, clock: Clock = time.monotonic) -> None:
         super().__init__(name=self.name, daemon=True)
@@ -136,12 +139,14 @@ class Task(threading.Thread):
         """Send to another task without ever blocking; False if it is not taking messages.
 
         Only a task that has stopped (or is far behind) refuses: what is
-        dropped then is recalculated or redone after a restart.
+        dropped then is recalculated or redone after a restart.  The drop is
+        logged at :attr:`dropped_message_level`.
         """
         try:
             sock.send(name, payload, flags=zmq.NOBLOCK)
         except zmq.Again:
-            self.log.debug("nobody takes %s messages; dropped %s", sock.protocol.name, name)
+            self.log.log(self.dropped_message_level, "nobody takes %s messages; dropped %s",
+                         sock.protocol.name, name)
             return False
         return True
 
@@ -163,6 +168,12 @@ class Task(threading.Thread):
         """Figures for the monitor (empty: nothing to report)."""
         return {}
 
+    def open_resources(self) -> None:
+        """Called in the task's thread before :meth:`on_start` (see :mod:`.db_task`)."""
+
+    def close_resources(self) -> None:
+        """Called in the task's thread after :meth:`on_stop` (also after a failure)."""
+
     def on_start(self) -> None:
         """Called in the task's thread before the loop starts."""
 
@@ -180,6 +191,7 @@ class Task(threading.Thread):
     def run(self) -> None:
         started = False
         try:
+            self.open_resources()
             self.on_start()
             started = True
             self._supervisor.send("STARTED", {"task": self.name})
@@ -210,7 +222,10 @@ class Task(threading.Thread):
                 pass
         finally:
             try:
-                self.on_stop()
+                try:
+                    self.on_stop()
+                finally:
+                    self.close_resources()
             finally:
                 for sock in self._sockets:
                     sock.close()

@@ -6,6 +6,8 @@ the test plays build_queue and build_recorder on the inproc sockets.
 
 from __future__ import annotations
 
+import logging
+
 import zmq
 from farm import free_port, recv, task_failure
 
@@ -211,3 +213,41 @@ def test_policy_change_replaces_everything_held():
         assert next_job(slave) == ("BUILD", jobs("f")[0])
         fail(slave, jobs("f")[0])
         assert next_job(slave)[0] == "SLEEP"
+
+
+def wheel_facts(filename: str) -> dict:
+    name, version, rest = filename[:-len(".whl")].split("-", 2)
+    py_tag, abi_tag, platform_tag = rest.split("-")
+    return {"filename": filename, "size": 10, "sha256": "0" * 64, "package_tag": name,
+            "version_tag": version, "py_tag": py_tag, "abi_tag": abi_tag,
+            "platform_tag": platform_tag, "requires_python": None, "requires_dist": [],
+            "metadata": b"", "metadata_sha256": "0" * 64, "apt_dependencies": []}
+
+
+def built(slave: Socket, job: dict, files: list[dict]) -> None:
+    slave.send("BUILT", {**job, "success": True, "duration_s": 0.1, "log": "log\n",
+                         "reason": None, "files": files})
+    assert recv(slave)[0] == "DONE"
+
+
+def test_results_refused_at_built_are_logged_once_with_slave_build_and_reason(caplog):
+    """The master's log says which slave's result for which build was refused and
+    why; a slave repeating it does not flood the log, and every one is recorded."""
+    caplog.set_level(logging.INFO, logger="piwheels.master.slave_driver")
+    with Rig() as r:
+        slave = r.slave()
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c")})
+        name, job = next_job(slave)
+        assert (name, job) == ("BUILD", jobs("a")[0])
+        built(slave, job, [wheel_facts("other-1.0-cp311-cp311-linux_x86_64.whl")])
+        _, job = next_job(slave)
+        built(slave, job, [])
+        _, job = next_job(slave)
+        built(slave, job, [wheel_facts("c-1.0-cp311-cp311-linux_x86_64.whl")] * 2)
+        records = [r.records.recv()[1] for _ in range(3)]
+    assert [(rec["package"], rec["status"]) for rec in records] == [
+        ("a", "rejected"), ("b", "rejected"), ("c", "rejected")]
+    assert "not a wheel of a" in records[0]["reason"]
+    lines = [rec.getMessage() for rec in caplog.records if "rejected" in rec.getMessage()]
+    assert lines == ["rejected a 1.0 from slave 1 (test-0): other-1.0-cp311-cp311-"
+                     "linux_x86_64.whl is not a wheel of a"], lines
