@@ -96,22 +96,29 @@ def test_no_task_shadows_the_actor_api():
     import piwheels.master as master_pkg
     from piwheels.master.task import Task
 
-    api = {name for name in dir(Task) if not name.startswith("__")}
-    base = {node.attr for node in ast.walk(ast.parse(inspect.getsource(Task)))
+    from piwheels.master.db_task import DatabaseTask
+
+    api = {name for name in dir(DatabaseTask) if not name.startswith("__")}
+    base = {node.attr for cls in (Task, DatabaseTask)
+            for node in ast.walk(ast.parse(inspect.getsource(cls)))
             if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)}
     clashes = []
+    checked = 0
     for path in Path(master_pkg.__file__).parent.glob("*.py"):
-        if path.name == "task.py":
+        if path.name in ("task.py", "db_task.py"):
             continue
         tasks = [node for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.ClassDef)
-                 and any(isinstance(b, ast.Name) and b.id == "Task" for b in node.bases)]
+                 and any(isinstance(b, ast.Name) and b.id in ("Task", "DatabaseTask")
+                         for b in node.bases)]
+        checked += len(tasks)
         for node in (n for task in tasks for n in ast.walk(task)):
             if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
                     and isinstance(node.value, ast.Name) and node.value.id == "self"
                     and (node.attr in api or node.attr in base - {"paused"})):
                 clashes.append(f"{path.name}:{node.lineno} self.{node.attr}")
     assert not clashes
+    assert checked >= 8  # every master task was looked at
 
 
 def test_log_limited_logs_a_kind_once_a_minute_and_counts_the_rest(caplog):
@@ -133,4 +140,65 @@ def test_log_limited_logs_a_kind_once_a_minute_and_counts_the_rest(caplog):
         assert [r.getMessage() for r in caplog.records] == [
             "refused one", "refused else", "refused four (2 more like it not logged)"]
     finally:
+        ctx.destroy(linger=0)
+
+
+def test_a_database_task_has_its_connection_from_on_start_to_after_on_stop(master_dsn):
+    from piwheels.master.db_task import DatabaseTask
+
+    class Reader(DatabaseTask):
+        name = "reader"
+
+        def __init__(self, ctx):
+            super().__init__(ctx, dsn=master_dsn)
+            self.serials: list[int] = []
+
+        def on_start(self):
+            self.serials.append(self.db.get_pypi_serial())
+
+        def on_stop(self):
+            self.serials.append(self.db.get_pypi_serial())
+            self.pooled_at_stop = self.db._engine.pool.checkedin()
+
+    ctx = zmq.Context()
+    sup = supervisor(ctx)
+    control = TaskControl(ctx, "reader")
+    task = Reader(ctx)
+    try:
+        assert task.db is None  # opened in the task's own thread
+        task.start()
+        assert sup.zsocket.poll(5000) and sup.recv() == ("STARTED", {"task": "reader"})
+        control.send("QUIT")
+        task.join(5)
+        assert not task.is_alive()
+        assert len(task.serials) == 2 and task.pooled_at_stop == 1
+        assert task.db._engine.pool.checkedin() == 0  # closed after on_stop
+    finally:
+        control.close()
+        sup.close()
+        ctx.destroy(linger=0)
+
+
+def test_a_database_task_that_cannot_connect_reports_it_and_stops():
+    from piwheels.master.db_task import DatabaseTask
+
+    class Reader(DatabaseTask):
+        name = "reader"
+
+        def on_start(self):
+            raise AssertionError("on_start ran without a database")
+
+    ctx = zmq.Context()
+    sup = supervisor(ctx)
+    task = Reader(ctx, dsn="postgresql://nobody@127.0.0.1:1/none")
+    try:
+        task.start()
+        task.join(10)
+        assert not task.is_alive()
+        assert sup.zsocket.poll(5000)
+        name, payload = sup.recv()
+        assert name == "FAILED" and payload["task"] == "reader"
+        assert "on_start ran" not in payload["error"] and task.db is None
+    finally:
+        sup.close()
         ctx.destroy(linger=0)
