@@ -1,10 +1,11 @@
-"""The daemons' configuration as typed, frozen records, validated once at load.
+"""Every command's configuration as typed, frozen records, validated once at load.
 
 :mod:`piwheels.config` declares every option and its default; argparse
 converts each value (from a file, a ``PIW_*`` variable or a flag) and checks
-its own range.  Here the parsed options become one frozen record per daemon,
-and the rules that tie several values together are checked once: a record
-that exists is usable, so the supervisor, the slave and the tasks read typed
+its own range.  Here the parsed options become one frozen record per command
+(an admin tool's holds the arguments of its one request too), and the rules
+that tie several values together are checked once: a record that exists is
+usable, so the supervisor, the slave, the tasks and the tools read typed
 fields rather than look names up on a namespace.  Every refusal is one
 :class:`~piwheels.errors.ConfigError` line naming the option and what it
 accepts.
