@@ -326,22 +326,15 @@ class _ToolConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class AddConfig(_ToolConfig):
-    """piw-add: a project or release to add, or how it is to be built."""
+class _TargetConfig(_ToolConfig):
+    """What piw-add and piw-remove act on: a project or a release of it (or, by
+    a pattern or a version list, several), and why it is never to be built."""
 
     client: ClientSettings
     package: str = argument("PACKAGE", protocols.Name)
     version: Optional[str] = argument("VERSION", protocols.Version, None)
     skip: Optional[str] = argument("--skip", protocols.SkipReason, None)
-    unskip: bool = False
-    #: the reason for --yank ("" when none was given); None: not yanked
-    yank: Optional[str] = argument("--yank", protocols.Reason, None)
-    unyank: bool = False
-    alias: Optional[str] = argument("--alias", protocols.Name, None)
-    status: Optional[str] = argument("--status", None, None)
-    status_reason: Optional[str] = argument("--status-reason", protocols.Reason, None)
     yes: bool = False
-    log: LogSettings = LogSettings()
 
     @property
     def bulk(self) -> bool:
@@ -350,8 +343,25 @@ class AddConfig(_ToolConfig):
 
     def check(self) -> None:
         require(self.skip is None or bool(self.skip.strip()), "--skip needs a REASON")
-        require(not (self.skip is not None and self.unskip), "--skip and --unskip exclude each other")
-        require(not (self.yank is not None and self.unyank), "--yank and --unyank exclude each other")
+
+
+@dataclass(frozen=True)
+class AddConfig(_TargetConfig):
+    """piw-add: a project or release to add, or how it is to be built."""
+
+    unskip: bool = False
+    #: the reason for --yank ("" when none was given); None: not yanked
+    yank: Optional[str] = argument("--yank", protocols.Reason, None)
+    unyank: bool = False
+    alias: Optional[str] = argument("--alias", protocols.Name, None)
+    status: Optional[str] = argument("--status", None, None)
+    status_reason: Optional[str] = argument("--status-reason", protocols.Reason, None)
+    log: LogSettings = LogSettings()
+
+    def check(self) -> None:
+        super().check()
+        require(self.skip is None or not self.unskip, "--skip and --unskip exclude each other")
+        require(self.yank is None or not self.unyank, "--yank and --unyank exclude each other")
         if self.status is not None:
             check_status(self.status)
             require(not self.version, "--status is for a whole project; give no VERSION")
@@ -366,23 +376,11 @@ class AddConfig(_ToolConfig):
 
 
 @dataclass(frozen=True)
-class RemoveConfig(_ToolConfig):
-    """piw-remove: what to take out of the farm."""
+class RemoveConfig(_TargetConfig):
+    """piw-remove: what to take out of the farm (--builds: only its builds)."""
 
-    client: ClientSettings
-    package: str = argument("PACKAGE", protocols.Name)
-    version: Optional[str] = argument("VERSION", protocols.Version, None)
     builds: bool = False
-    skip: Optional[str] = argument("--skip", protocols.SkipReason, None)
-    yes: bool = False
     log: LogSettings = LogSettings()
-
-    @property
-    def bulk(self) -> bool:
-        return is_pattern(self.package) or is_pattern(self.version)
-
-    def check(self) -> None:
-        require(self.skip is None or bool(self.skip.strip()), "--skip needs a REASON")
 
 
 @dataclass(frozen=True)
