@@ -285,8 +285,11 @@ def argument(flag: str, kind: Optional[Callable[[Any], Any]] = None,
 
 
 def _shown(value: Any) -> str:
+    """*value* for a one-line message: a long text clipped, with its length."""
     text = repr(value)
-    return text if len(text) <= 40 else f"{text[:30]}... ({len(value)} characters)"
+    if len(text) <= 40 or not isinstance(value, str):
+        return text[:40]
+    return f"{text[:30]}... ({len(value)} characters)"
 
 
 @dataclass(frozen=True)
@@ -302,8 +305,10 @@ class ClientSettings(_Checked):
 
 @dataclass(frozen=True)
 class _ToolConfig(_Checked):
-    """An admin tool's record: its :class:`ClientSettings` (``client``), and
-    arguments declared with :func:`argument`, each checked by its kind."""
+    """An admin tool's record: how it reaches the master, and arguments
+    declared with :func:`argument`, each checked by its kind."""
+
+    client: ClientSettings
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
@@ -320,8 +325,7 @@ class _ToolConfig(_Checked):
     @classmethod
     def from_options(cls: type[Record], options: argparse.Namespace,
                      **derived: Any) -> Record:
-        if any(item.name == "client" for item in dataclasses.fields(cls)):
-            derived.setdefault("client", ClientSettings.from_options(options))
+        derived.setdefault("client", ClientSettings.from_options(options))
         return super().from_options(options, **derived)
 
 
@@ -330,7 +334,6 @@ class _TargetConfig(_ToolConfig):
     """What piw-add and piw-remove act on: a project or a release of it (or, by
     a pattern or a version list, several), and why it is never to be built."""
 
-    client: ClientSettings
     package: str = argument("PACKAGE", protocols.Name)
     version: Optional[str] = argument("VERSION", protocols.Version, None)
     skip: Optional[str] = argument("--skip", protocols.SkipReason, None)
@@ -387,7 +390,6 @@ class RemoveConfig(_TargetConfig):
 class RebuildConfig(_ToolConfig):
     """piw-rebuild: which pages to rewrite, and whether to follow the writing."""
 
-    client: ClientSettings
     status_address: str
     part: str = argument("PART", protocols.one_of(*protocols.REBUILD_PARTS))
     package: Optional[str] = argument("PKG", protocols.Name, None)
@@ -404,7 +406,6 @@ class RebuildConfig(_ToolConfig):
 class ImportConfig(_ToolConfig):
     """piw-import: the wheels to import, and what to record them under."""
 
-    client: ClientSettings
     wheels: tuple[str, ...] = argument("WHEEL", protocols.FilePath)
     abi: Optional[str] = argument("--abi", protocols.Tag, None)
     label: str = argument("--label", protocols.Label, "")
@@ -426,7 +427,6 @@ CONTROL_ACTIONS = {
 class ControlConfig(_ToolConfig):
     """piw-control: one action, its VALUE, and the project it is for."""
 
-    client: ClientSettings
     action: str = argument("ACTION", protocols.one_of(*CONTROL_ACTIONS))
     value: Optional[str] = None
     project: Optional[str] = argument("--project", protocols.Name, None)

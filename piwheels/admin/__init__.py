@@ -26,7 +26,6 @@ PROGRESS_WIDTH = 40
 STATUS_SILENCE_S = 30.0
 
 
-
 def _client(client: ClientSettings) -> ControlClient:
     return ControlClient(client.control_address, timeout_s=client.request_timeout_s)
 
