@@ -22,8 +22,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def configure_logging(args: Union[Namespace, "LogSettings"], *, console: bool = True) -> None:
     """Console logging at the level -v/-q ask for, plus an optional debug log file.
 
-    *args* is a daemon's :class:`~piwheels.settings.LogSettings`, or an admin
-    tool's parsed options (which may lack -v/-q).
+    *args* is a command's :class:`~piwheels.settings.LogSettings`, or (for
+    piw-quickstart) its parsed options, which may lack -v/-q.
 
     A full-screen program (piw-monitor) passes ``console=False``: log lines
     would scribble over its screen, so only the log file gets them.

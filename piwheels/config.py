@@ -378,7 +378,17 @@ OPTIONS: dict[str, Option] = {option.dest: option for option in _OPTIONS}
 
 
 class OneLineErrorParser(configargparse.ArgumentParser):
-    """A parser whose usage errors are one line: what is wrong, and where help is."""
+    """A parser whose usage errors are one line: what is wrong, and where help is.
+
+    Only the declared options (:data:`OPTIONS`) come from configuration files
+    and ``PIW_*`` variables; a command's own arguments (piw-add's ``--skip``,
+    say) say what to do this once, so they come from its command line alone.
+    """
+
+    def get_possible_config_keys(self, action: argparse.Action) -> list[str]:
+        if action.dest not in getattr(self, "configurable", ()):
+            return []
+        return super().get_possible_config_keys(action)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -453,4 +463,5 @@ def make_parser(
             OPTIONS[name].add_to(parser)
         except KeyError:
             raise ValueError(f"unknown option {name!r}; declare it in piwheels.config") from None
+    parser.configurable = frozenset(options)
     return parser

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from .errors import ConfigError, DatabaseUnavailable, DataRefused, PermissionProblem
@@ -19,14 +19,21 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(orig).__name__
 
 
-def make_engine(dsn: str, *, pool_size: int = 1) -> Engine:
-    """An engine for *dsn* that keeps at most *pool_size* connections."""
+def database_url(dsn: str) -> URL:
+    """*dsn* parsed, or :class:`~piwheels.errors.ConfigError` unless it names a
+    PostgreSQL database."""
     try:
         url = make_url(dsn)
     except ArgumentError:
         raise ConfigError(f"cannot parse database URL {dsn!r}") from None
     if url.get_backend_name() != "postgresql":
         raise ConfigError(f"piwheels needs PostgreSQL, not {url.get_backend_name()!r} ({dsn})")
+    return url
+
+
+def make_engine(dsn: str, *, pool_size: int = 1) -> Engine:
+    """An engine for *dsn* that keeps at most *pool_size* connections."""
+    url = database_url(dsn)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg2")
     return sa.create_engine(

@@ -113,7 +113,7 @@ class ControlClient:
                                                "--control-address the same)?"
             raise MasterUnavailable(
                 f"the master did not answer on {self.address} within "
-                f"{self.timeout_s:.0f} s; {why}")
+                f"{self.timeout_s:g} s; {why}")
         return answer
 
     def command(self, name: str, payload: Optional[dict] = None) -> str:

@@ -191,3 +191,136 @@ def test_unknown_keys_are_warned_of_once_each_with_their_file(isolated, capsys):
     # timeout is the slave's: known to piwheels, so not warned of by another command
     assert err == [f"piw-test: warning: {conf}: unknown key 'chunk-sise' ignored "
                    "(no piwheels option has this name)"]
+
+
+# --- the admin tools' records ----------------------------------------------------------
+
+def client():
+    from piwheels import settings
+    return settings.ClientSettings(control_address="ipc:///run/piwheels/control",
+                                   request_timeout_s=10.0)
+
+
+@pytest.mark.parametrize("record, fields, limit_name", [
+    ("AddConfig", {"package": "x"}, "NAME"),
+    ("AddConfig", {"package": "foo", "version": "x"}, "VERSION"),
+    ("AddConfig", {"package": "foo", "skip": "x"}, "SKIP_REASON"),
+    ("AddConfig", {"package": "foo", "version": "1.0", "yank": "x"}, "REASON"),
+    ("AddConfig", {"package": "foo", "alias": "x"}, "NAME"),
+    ("RemoveConfig", {"package": "foo", "skip": "x"}, "SKIP_REASON"),
+    ("ImportConfig", {"wheels": ("a.whl",), "label": "x"}, "LABEL"),
+    ("ImportConfig", {"wheels": ("a.whl",), "label": "me", "abi": "x"}, "TAG"),
+    ("ControlConfig", {"action": "build-policy", "project": "x"}, "NAME"),
+])
+def test_admin_arguments_fit_their_columns(record, fields, limit_name):
+    """Each argument's width is its column's (piwheels.limits), not a number of its own."""
+    import dataclasses
+
+    from piwheels import limits, settings
+    from piwheels.errors import ConfigError
+    cls = getattr(settings, record)
+    (name, _), = [(k, v) for k, v in fields.items() if v == "x"]
+    width = getattr(limits, limit_name)
+    good = cls(client=client(), **{**fields, name: "x" * width})
+    assert getattr(good, name) == "x" * width
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(good, name, "y")
+    with pytest.raises(ConfigError) as info:
+        cls(client=client(), **{**fields, name: "x" * (width + 1)})
+    flag = dataclasses.fields(cls)[[f.name for f in dataclasses.fields(cls)].index(name)] \
+        .metadata["flag"]
+    line = str(info.value)
+    assert line.startswith(f"{flag} ") and f"length {width + 1} is outside" in line
+    assert "\n" not in line and len(line) < 120  # a long value is shown clipped
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"package": "foo", "yank": ""}, "need a VERSION"),
+    ({"package": "foo", "unyank": True}, "need a VERSION"),
+    ({"package": "foo", "skip": "why", "unskip": True}, "exclude each other"),
+    ({"package": "foo", "skip": "  "}, "--skip needs a REASON"),
+    ({"package": "foo", "status_reason": "why"}, "--status-reason goes with --status"),
+    ({"package": "foo", "version": "1.0", "status": "archived"}, "whole project"),
+    ({"package": "foo", "status": "gone"}, "unknown project status 'gone'"),
+    ({"package": "corp-*", "alias": "x"}, "goes with --skip or --unskip only"),
+    ({"package": "corp-*"}, "goes with --skip or --unskip only"),
+    ({"package": "foo", "version": "1.0,1.1", "skip": "old"}, None),
+    ({"package": "foo", "version": "1.0", "yank": "", "alias": "Foo"}, None),
+])
+def test_piw_add_rules_between_arguments(fields, message):
+    from piwheels import settings
+    from piwheels.errors import PiwheelsError
+    if message is None:
+        assert settings.AddConfig(client=client(), **fields).package == fields["package"]
+        return
+    with pytest.raises(PiwheelsError, match=message):
+        settings.AddConfig(client=client(), **fields)
+
+
+@pytest.mark.parametrize("action, value, project, message", [
+    ("min-free-space", None, None, "needs MIB"),
+    ("min-free-space", "-1", None, "needs MIB"),
+    ("min-free-space", "lots", None, "whole number"),
+    ("min-free-space", "0", None, None),
+    ("min-free-space", "MAX", None, None),
+    ("min-free-space", "MAX+1", None, "at most"),
+    ("pause", "5", None, "pause takes no value"),
+    ("resume", None, "foo", "--project goes with"),
+    ("build-policy", "latest", None, "unknown build policy 'latest'"),
+    ("build-policy", "farm", None, "'farm' goes with --project"),
+    ("build-policy", "farm", "foo", None),
+    ("build-prereleases", "maybe", None, "one of on, off, farm"),
+    ("build-prereleases", "farm", None, "'farm' goes with --project"),
+    ("explode", None, None, "ACTION 'explode'"),
+])
+def test_piw_control_values(action, value, project, message):
+    from piwheels import protocols, settings
+    from piwheels.errors import PiwheelsError
+    if value and value.startswith("MAX"):
+        value = str(protocols.MAX_FREE_SPACE_MIB + value.count("+1"))
+    make = lambda: settings.ControlConfig(client=client(), action=action, value=value,  # noqa
+                                          project=project)
+    if message is None:
+        record = make()
+        if action == "min-free-space":
+            assert record.mib == int(value)
+        return
+    with pytest.raises(PiwheelsError, match=message):
+        make()
+
+
+def test_admin_addresses_and_the_database_url_are_checked():
+    from piwheels import settings
+    from piwheels.errors import ConfigError
+    for address in ("garbage", "tcp://*:5555", "tcp://host:0"):
+        with pytest.raises(ConfigError, match="--control-address"):
+            settings.ClientSettings(control_address=address, request_timeout_s=1.0)
+    with pytest.raises(ConfigError, match="--request-timeout"):
+        settings.ClientSettings(control_address="ipc:///x", request_timeout_s=0.0)
+    with pytest.raises(ConfigError, match="--status-address"):
+        settings.RebuildConfig(client=client(), status_address="nowhere", part="home")
+    with pytest.raises(ConfigError, match="PKG goes with 'project' only"):
+        settings.RebuildConfig(client=client(), status_address="ipc:///s", part="all",
+                               package="foo")
+    for dsn, message in [("garbage", "cannot parse"), ("mysql://h/db", "needs PostgreSQL")]:
+        with pytest.raises(ConfigError, match=message):
+            settings.InitdbConfig(dsn=dsn, user="piwheels", yes=True)
+    with pytest.raises(ConfigError, match="--user"):
+        settings.InitdbConfig(dsn="postgresql:///x", user=" ", yes=True)
+
+
+def test_a_tools_own_arguments_come_from_its_command_line_only(isolated, monkeypatch, capsys):
+    """A shared file's ``label`` (the slave's) or a stray PIW_SKIP must not steer piw-add."""
+    conf = isolated / "piwheels.conf"
+    conf.write_text("request-timeout = 3\nlabel = builder-1\nskip = from the file\n")
+    monkeypatch.setenv("PIW_ALIAS", "from-the-environment")
+    monkeypatch.setenv("PIW_CONTROL_ADDRESS", "ipc:///from/env")
+    parser = config.make_parser("piw-test", "test", ["control_address", "request_timeout_s"])
+    parser.add_argument("--skip")
+    parser.add_argument("--alias")
+    parser.add_argument("--label")
+    options = parser.parse_args(["-c", str(conf)])
+    assert (options.request_timeout_s, options.control_address) == (3.0, "ipc:///from/env")
+    assert (options.skip, options.alias, options.label) == (None, None, None)
+    assert parser.parse_args(["--skip", "given"]).skip == "given"
+    assert capsys.readouterr().err.count("unknown key 'skip' ignored") == 1

@@ -8,16 +8,16 @@ function normalise(name) {
     return name.replace(/[-_.]+/g, "-").toLowerCase();
 }
 
-// Where another spelling of a project page lives (/simple/Foo_Bar/ ->
-// /simple/foo-bar/), or "" when the request is already for the canonical page
-// or not for a project page at all.
+// Where another spelling of a project page lives (/simple/Foo_Bar/ or
+// /simple/Foo_Bar -> /simple/foo-bar/), or "" when the request is already for
+// the canonical page or not for a project page at all.
 function canonical_page(r) {
-    var found = r.uri.match(/^\/simple\/([A-Za-z0-9._-]+)\/$/);
+    var found = r.uri.match(/^\/simple\/([A-Za-z0-9._-]+)(\/?)$/);
     if (!found) {
         return "";
     }
     var name = normalise(found[1]);
-    return name === found[1] ? "" : "/simple/" + name + "/";
+    return name === found[1] && found[2] ? "" : "/simple/" + name + "/";
 }
 
 export default {canonical_page};

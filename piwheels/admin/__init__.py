@@ -9,17 +9,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import cli, config, limits
-from ..build_policy import parse_policy
+from .. import cli, config, limits, settings
 from ..control_client import ControlClient, MasterUnavailable, StatusFeed
-from ..errors import Aborted, InvalidProjectStatus, PiwheelsError
-from ..names import is_pattern
-from ..project_status import PROJECT_STATUSES, check_status
-from ..protocols import PRERELEASE_SETTINGS, REBUILD_PARTS
+from ..errors import Aborted, PiwheelsError
+from ..project_status import PROJECT_STATUSES
+from ..protocols import REBUILD_PARTS
+from ..settings import CLIENT_OPTIONS, CONTROL_ACTIONS, ClientSettings
 
 #: Characters in piw-rebuild's progress bar.
 PROGRESS_WIDTH = 40
@@ -27,11 +25,9 @@ PROGRESS_WIDTH = 40
 #: (it publishes its status every second).
 STATUS_SILENCE_S = 30.0
 
-CLIENT_OPTIONS = ["control_address", "request_timeout_s", "verbose", "quiet", "log_file"]
 
-
-def _client(options: Namespace) -> ControlClient:
-    return ControlClient(options.control_address, timeout_s=options.request_timeout_s)
+def _client(client: ClientSettings) -> ControlClient:
+    return ControlClient(client.control_address, timeout_s=client.request_timeout_s)
 
 
 def _confirm(question: str, assume_yes: bool) -> None:
@@ -85,20 +81,7 @@ def _add(argv: Optional[Sequence[str]]) -> int:
                              "withheld and it is not built; active: clear this farm's status; "
                              "the stricter of this and upstream's is in force)")
     parser.add_argument("--status-reason", metavar="REASON", help="why, for --status")
-    options = parser.parse_args(argv)
-    if options.status is not None:
-        check_status(options.status)  # one line, before anything is sent
-        if options.version:
-            raise InvalidProjectStatus("--status is for a whole project; give no VERSION")
-    elif options.status_reason is not None:
-        parser.error("--status-reason goes with --status")
-    if (options.yank is not None or options.unyank) and not options.version:
-        parser.error("--yank and --unyank need a VERSION")
-    bulk = is_pattern(options.package) or is_pattern(options.version)
-    if bulk and (not (options.skip or options.unskip) or options.yank is not None
-                 or options.unyank or options.alias or options.status is not None):
-        parser.error("a pattern or version list goes with --skip or --unskip only")
-    cli.configure_logging(options)
+    options = settings.load_with(settings.AddConfig, parser, argv)
     add = {
         "package": options.package, "version": options.version,
         "skip": options.skip, "unskip": options.unskip,
@@ -110,10 +93,10 @@ def _add(argv: Optional[Sequence[str]]) -> int:
     ControlClient.check("ADD", add)
     if options.status is not None:
         ControlClient.check("PROJECT_STATUS", status)  # before ADD is sent: all or nothing
-    client = _client(options)
+    client = _client(options.client)
     try:
-        if bulk:
-            _bulk(client, "skip" if options.skip else "unskip", options.package,
+        if options.bulk:
+            _bulk(client, "skip" if options.skip is not None else "unskip", options.package,
                   options.version, options.skip, options.yes)
             return 0
         print(client.command("ADD", add))
@@ -141,24 +124,23 @@ def _remove(argv: Optional[Sequence[str]]) -> int:
                              "again")
     parser.add_argument("--skip", metavar="REASON",
                         help="remove the builds and never build it again, for this reason")
-    options = parser.parse_args(argv)
-    cli.configure_logging(options)
-    if is_pattern(options.package) or is_pattern(options.version):
-        action = "skip_builds" if options.skip else "remove_builds" if options.builds \
-            else "remove"
-        client = _client(options)
+    options = settings.load_with(settings.RemoveConfig, parser, argv)
+    if options.bulk:
+        action = "skip_builds" if options.skip is not None else \
+            "remove_builds" if options.builds else "remove"
+        client = _client(options.client)
         try:
             _bulk(client, action, options.package, options.version, options.skip, options.yes)
         finally:
             client.close()
         return 0
     what = options.package + (f" {options.version}" if options.version else "")
-    if options.builds or options.skip:
+    if options.builds or options.skip is not None:
         question = f"Remove every build and wheel of {what}?"
     else:
         question = f"Remove {what} with all its builds and wheels?"
     _confirm(question, options.yes)
-    client = _client(options)
+    client = _client(options.client)
     try:
         print(client.command("REMOVE", {
             "package": options.package, "version": options.version,
@@ -186,10 +168,9 @@ def _rebuild(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("package", nargs="?", help="the project, for 'project'")
     parser.add_argument("--no-wait", action="store_true",
                         help="do not wait for the writing to finish")
-    options = parser.parse_args(argv)
-    cli.configure_logging(options)
+    options = settings.load_with(settings.RebuildConfig, parser, argv)
     feed = None if options.no_wait else StatusFeed(options.status_address)
-    client = _client(options)
+    client = _client(options.client)
     try:
         reply, answer = client.request(
             "REBUILD", {"part": options.part, "package": options.package})
@@ -256,9 +237,8 @@ def _import(argv: Optional[Sequence[str]]) -> int:
                         help="the build ABI to record them under (default: from the tags)")
     parser.add_argument("--label", default=f"import@{os.uname().nodename}"[:limits.LABEL],
                         help="who built them, for the build record")
-    options = parser.parse_args(argv)
-    cli.configure_logging(options)
-    client = _client(options)
+    options = settings.load_with(settings.ImportConfig, parser, argv)
+    client = _client(options.client)
     failed = 0
     try:
         for wheel in options.wheels:
@@ -286,17 +266,6 @@ def import_main(argv: Optional[Sequence[str]] = None) -> int:
 
 # --- piw-control -----------------------------------------------------------------
 
-#: piw-control's actions and the control request each sends.
-CONTROL_ACTIONS = {
-    "pause": "PAUSE",
-    "resume": "RESUME",
-    "reconcile": "RECONCILE",
-    "min-free-space": "MIN_FREE_SPACE",
-    "build-policy": "POLICY",
-    "build-prereleases": "POLICY",
-}
-
-
 def _control(argv: Optional[Sequence[str]]) -> int:
     parser = config.make_parser(
         "piw-control", "Steer the running master: hold or resume builds, compare with the "
@@ -315,34 +284,17 @@ def _control(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("--project", metavar="NAME",
                         help="for build-policy and build-prereleases: this project's own "
                              "setting rather than the farm's")
-    options = parser.parse_args(argv)
-    action, value = options.action, options.value
+    options = settings.load_with(settings.ControlConfig, parser, argv)
     payload: dict = {}
-    if options.project and not action.startswith("build-"):
-        parser.error("--project goes with build-policy and build-prereleases only")
-    if action == "min-free-space":
-        if value is None or not value.isdigit():
-            parser.error("min-free-space needs MIB, a whole number of MiB (0 or more)")
-        payload = {"mib": int(value)}
-    elif action == "build-policy":
-        if value is not None:
-            if value != "farm":
-                parse_policy(value)  # a bad SPEC never reaches the master
-            elif not options.project:
-                parser.error("'farm' goes with --project NAME")
-        payload = {"package": options.project, "policy": value, "prereleases": None}
-    elif action == "build-prereleases":
-        if value not in PRERELEASE_SETTINGS:
-            parser.error(f"build-prereleases takes one of {', '.join(PRERELEASE_SETTINGS)}")
-        if value == "farm" and not options.project:
-            parser.error("'farm' goes with --project NAME")
-        payload = {"package": options.project, "policy": None, "prereleases": value}
-    elif value is not None:
-        parser.error(f"{action} takes no value")
-    cli.configure_logging(options)
-    client = _client(options)
+    if options.action == "min-free-space":
+        payload = {"mib": options.mib}
+    elif options.action == "build-policy":
+        payload = {"package": options.project, "policy": options.value, "prereleases": None}
+    elif options.action == "build-prereleases":
+        payload = {"package": options.project, "policy": None, "prereleases": options.value}
+    client = _client(options.client)
     try:
-        print(client.command(CONTROL_ACTIONS[action], payload))
+        print(client.command(CONTROL_ACTIONS[options.action], payload))
     finally:
         client.close()
     return 0

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .. import cli, config, schema
+from .. import cli, schema, settings
 from ..connection import describe, first_line, make_engine, translate_errors
 from ..errors import Aborted, PermissionProblem, SchemaError
 
@@ -137,13 +137,9 @@ def initdb(dsn: str, role: str, assume_yes: bool, out=sys.stdout, *,
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    parser = config.make_parser(
-        "piw-initdb", __doc__.splitlines()[0],
-        ["dsn", "user", "yes", "verbose", "quiet", "log_file"],
-    )
-    args = parser.parse_args(argv)
-    cli.configure_logging(args)
-    return initdb(args.dsn, args.user, args.yes)
+    options = settings.load(settings.InitdbConfig, "piw-initdb", __doc__.splitlines()[0],
+                            settings.INITDB_OPTIONS, argv)
+    return initdb(options.dsn, options.user, options.yes)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -236,3 +236,55 @@ def test_a_slave_with_an_unknown_key_warns_and_carries_on(tmp_path):
 def test_a_bad_value_for_the_monitor_is_one_line_before_it_draws(line, expected, tmp_path):
     conf = write_conf(tmp_path, line + "\n")
     one_line_error(run("piw-monitor", "-c", str(conf), tmp_path=tmp_path), *expected)
+
+
+# --- the admin tools and piw-initdb ------------------------------------------------
+
+#: (program and arguments, config file text, PIW_* variables, what the one error line says)
+ADMIN_TYPOS = {
+    "a timeout of zero in the file": (
+        ["piw-add", "foo"], "request-timeout = 0", {}, ("--request-timeout", "positive")),
+    "a negative timeout in a variable": (
+        ["piw-rebuild", "home"], "", {"PIW_REQUEST_TIMEOUT": "-1"}, ("--request-timeout",)),
+    "a control address that cannot be connected to": (
+        ["piw-control", "pause"], "control-address = tcp://*:5555", {},
+        ("--control-address", "tcp://HOST:PORT")),
+    "a status address that is no address": (
+        ["piw-rebuild", "home"], "status-address = somewhere", {}, ("--status-address",)),
+    "free space past what 64 bits hold": (
+        ["piw-control", "min-free-space", str(2**43)], "", {}, ("min-free-space", "at most")),
+    "a label longer than its column": (
+        ["piw-import", "--label", "l" * 101, "x.whl"], "", {}, ("--label", "1..100")),
+    "a database URL that is none": (
+        ["piw-initdb", "-y"], "dsn = garbage", {}, ("cannot parse database URL 'garbage'",)),
+    # a tool's own arguments are not configuration: --skip in a file is not taken
+    "a skip reason in the file": (
+        ["piw-add", "corp-*"], "skip = internal", {}, ("goes with --skip or --unskip only",)),
+}
+
+
+@pytest.mark.parametrize("case", ADMIN_TYPOS)
+def test_an_admin_tools_typo_is_one_line_before_it_asks_the_master(case, tmp_path):
+    command, text, env, expected = ADMIN_TYPOS[case]
+    conf = write_conf(tmp_path, f"control-address = ipc://{tmp_path}/nobody\n{text}\n")
+    result = run(command[0], "-c", str(conf), *command[1:], tmp_path=tmp_path, env=env)
+    lines = result.stderr.strip().splitlines()
+    if "skip = " in text:  # warned of, then not taken
+        assert lines[0].endswith("unknown key 'skip' ignored (no piwheels option has this name)")
+        result.stderr = "\n".join(lines[1:])
+    one_line_error(result, *expected)
+
+
+def test_an_admin_tool_warns_of_an_unknown_key_and_carries_on(tmp_path):
+    """Past loading, piw-add goes on to the master (not there: its own one line)."""
+    conf = write_conf(tmp_path, f"control-address = ipc://{tmp_path}/nobody\n"
+                                "request-timout = 5\n")
+    result = run("piw-add", "-c", str(conf), "--request-timeout", "0.2", "foo", tmp_path=tmp_path,
+                 env={"PIW_STATUS_REASON": "not an option: not taken"})
+    assert result.stderr.strip().splitlines() == [
+        f"piw-add: warning: {conf}: unknown key 'request-timout' ignored "
+        "(no piwheels option has this name)",
+        f"error: the master did not answer on ipc://{tmp_path}/nobody within 0.2 s; there is "
+        f"no socket at {tmp_path}/nobody: piw-master is not running, or it uses another "
+        "address"], result.stderr
+    assert result.returncode == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ensurepip
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -534,22 +535,29 @@ def test_other_spellings_redirect_to_the_canonical_page(served, server, spelling
     """PEP 503: a non-normalised name redirects to the normalised URL, query string kept."""
     canonical = canonicalize_name(spelling)
     assert canonical != spelling
-    for query in ("", f"?format={JSON_TYPE}"):
-        status, headers, _ = server.get(f"/simple/{spelling}/{query}")
-        assert status == 301, (spelling, query)
+    # with its slash or without (as someone might type it): one redirect, straight there
+    for slash, query in itertools.product(("/", ""), ("", f"?format={JSON_TYPE}")):
+        status, headers, _ = server.get(f"/simple/{spelling}{slash}{query}")
+        assert status == 301, (spelling, slash, query)
         assert headers["location"] in (f"/simple/{canonical}/{query}",
                                        f"{server.url}simple/{canonical}/{query}")
     if canonical not in PROJECTS:
         assert server.get(f"/simple/{canonical}/")[0] == 404
+        response = requests.get(f"{server.url}simple/{spelling}", timeout=10)
+        assert [r.status_code for r in response.history] == [301]
+        assert (response.status_code, response.url) == (404, f"{server.url}simple/{canonical}/")
         return
     # followed, as pip follows it: the canonical page in the form asked for
     for accept, wanted in ((PIP_ACCEPT, JSON_TYPE), (None, "text/html")):
         headers = {"Accept": accept} if accept else {}
-        response = requests.get(f"{server.url}simple/{spelling}/", headers=headers, timeout=10)
-        assert response.status_code == 200 and response.history[0].status_code == 301
-        assert response.url == f"{server.url}simple/{canonical}/"
-        assert response.headers["content-type"].split(";")[0] == wanted
-        assert response.content == server.get(f"/simple/{canonical}/", headers)[2]
+        for slash in ("/", ""):
+            response = requests.get(f"{server.url}simple/{spelling}{slash}", headers=headers,
+                                    timeout=10)
+            assert response.status_code == 200
+            assert [r.status_code for r in response.history] == [301]
+            assert response.url == f"{server.url}simple/{canonical}/"
+            assert response.headers["content-type"].split(";")[0] == wanted
+            assert response.content == server.get(f"/simple/{canonical}/", headers)[2]
 
 
 def test_canonical_names_and_files_are_not_redirected(served, server):
@@ -596,21 +604,24 @@ def test_files_and_pages_carry_the_right_caching_headers(served, server):
     # dot-files and dot-directories (temporary files, transfers) are never served,
     # and a project directory whose pages are not written yet is not there
     hidden = served.output / "simple" / "piw-serve-hello" / ".half-written.tmp"
+    hidden_root = served.output / "simple" / ".index.html.tmp"
     hidden_dir = served.output / "simple" / ".transfers"
     unwritten = served.output / "simple" / "piw-serve-unwritten"
     hidden_dir.mkdir()
     unwritten.mkdir()
-    for path in (hidden, hidden_dir / "index.html", hidden_dir / "index.json",
+    for path in (hidden, hidden_root, hidden_dir / "index.html", hidden_dir / "index.json",
                  hidden_dir / "part.whl"):
         path.write_bytes(b"secret")
     try:
-        for path in ("/simple/piw-serve-hello/.half-written.tmp", "/simple/.transfers/",
+        for path in ("/simple/piw-serve-hello/.half-written.tmp", "/simple/.index.html.tmp",
+                     "/simple/.transfers/", "/simple/.transfers",
                      "/simple/.transfers/index.html", "/simple/.transfers/part.whl",
                      "/simple/piw-serve-unwritten/"):
             for accept in ({}, {"Accept": JSON_TYPE}):
                 assert server.get(path, accept)[0] == 404, (path, accept)
     finally:
         hidden.unlink()
+        hidden_root.unlink()
         shutil.rmtree(hidden_dir)
         shutil.rmtree(unwritten, ignore_errors=True)
 
