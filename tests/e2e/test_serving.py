@@ -410,13 +410,16 @@ def test_upstream_removals_reach_the_served_index(served, tmp_path):
     served.publisher.changed(project)
     served.wait_until_served(project, lambda page: page["versions"] == ["1.0"],
                              "the removed release to leave the page")
-    assert served.nginx.get(f"/simple/{project}/{newer.name}")[0] == 404
-    assert served.nginx.get(f"/simple/{project}/{newer.name}.metadata")[0] == 404
+    # the link goes first, then the file (a page never links a missing file)
+    wait_for(lambda: all(served.nginx.get(f"/simple/{project}/{name}")[0] == 404
+                         for name in (newer.name, f"{newer.name}.metadata")), 10,
+             "the removed wheel and its metadata to go")
     assert install("uv", served, tmp_path, project) == {project: "1.0"}
     served.db.remove_package(project)
     served.publisher.changed(project)
     served.wait_until_served(project, lambda page: page is None, "the project page to go")
-    assert served.nginx.get(f"/project/{project}/")[0] == 404
+    wait_for(lambda: served.nginx.get(f"/project/{project}/")[0] == 404, 10,
+             "the project's own page to go")
 
     def root_projects() -> list[str]:
         return [p["name"] for p in json.loads(
