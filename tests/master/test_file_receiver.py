@@ -12,6 +12,7 @@ import subprocess
 import time
 import zlib
 from pathlib import Path
+from typing import Optional
 
 import msgpack
 import pytest
@@ -23,7 +24,7 @@ from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import FILE_TRANSFER, SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
 from piwheels.slave.file_sender import FileSender
 from piwheels.transport import Socket
-from piwheels.wheel_facts import UnpackLimits
+from piwheels.wheel_facts import UnpackLimits, inspect_wheel
 
 CHUNK = 16 * 1024
 
@@ -58,14 +59,16 @@ class Rig:
         self.requests.connect(TRANSFER_REQUESTS.address)
         self.task.start()
 
-    def expect(self, path: Path, slave_id: int = 1, **overrides) -> dict:
-        data = path.read_bytes()
+    def expect(self, path: Path, slave_id: int = 1, claimed: Optional[dict] = None,
+               **overrides) -> dict:
+        """EXPECT *path* as the slave driver does after BUILT; the facts claimed
+        (the file's own, but for *claimed*)."""
+        facts = {**inspect_wheel(path, find_apt_deps=False).to_dict(), **(claimed or {})}
         expect = {"slave_id": slave_id, "package": "piw-craft", "version": "1.0",
-                  "abi_tag": "none", "platform_tag": "any", "filename": path.name,
-                  "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        expect.update(overrides)
+                  "builder_abi": "cp311", "builder_platform": "linux_x86_64",
+                  "claimed": facts, **overrides}
         self.requests.send("EXPECT", expect)
-        return expect
+        return facts
 
     def result(self, timeout_s: float = 10) -> tuple[str, dict]:
         return recv(self.results, timeout_s)
@@ -135,8 +138,8 @@ def test_a_wheel_arrives_whole_and_verified(rig, tmp_path):
     assert (ok, reason) == (True, None)
     assert chunks == -(-path.stat().st_size // CHUNK)
     name, verified = r.result()
-    assert name == "VERIFIED" and verified["filename"] == path.name
-    received = Path(verified["path"])
+    assert name == "VERIFIED" and verified["file"]["filename"] == path.name
+    received = Path(verified["file"]["path"])
     assert received.parent == r.transfers and not received.name.endswith(".part")
     assert received.read_bytes() == path.read_bytes()
     assert not list(r.transfers.glob("*.part"))
@@ -295,7 +298,7 @@ def test_abandon_drops_half_done_and_verified_files(rig, tmp_path):
     done = big_wheel(tmp_path / "earlier", size=5000)
     (ok, _), _ = serve_with_sender(r, done, slave_id=3)
     assert ok
-    verified = Path(r.result()[1]["path"])
+    verified = Path(r.result()[1]["file"]["path"])
     assert verified.exists()
     path = big_wheel(tmp_path, size=60_000)
     facts = r.expect(path, slave_id=3)
