@@ -170,10 +170,19 @@ def check_claims(claimed: WheelFacts, computed: WheelFacts) -> None:
         raise WheelError(_disagrees(computed.filename, f.name, said, found))
 
 
+def _label(fact_name: str) -> str:
+    return WheelFacts.__dataclass_fields__[fact_name].metadata["label"]
+
+
 def _disagrees(filename: str, fact_name: str, said: object, found: object) -> str:
-    label = WheelFacts.__dataclass_fields__[fact_name].metadata["label"]
-    return (f"{filename}: the builder reported {label} {_shown(said)}, but the file "
-            f"has {_shown(found)}")
+    return (f"{filename}: the builder reported {_label(fact_name)} {_shown(said)}, but "
+            f"the file has {_shown(found)}")
+
+
+def offer_disagrees(fact_name: str, offered: object, claimed: object) -> str:
+    """Why a file offered with another size or hash than BUILT claimed is refused."""
+    return (f"the builder reported {_label(fact_name)} {_shown(claimed)}, but offered "
+            f"the file with {_shown(offered)}")
 
 
 def _metadata_disagrees(filename: str, said: bytes, found: bytes) -> str:

@@ -42,7 +42,7 @@ from ..protocols import (
 )
 from ..storage import OutputTree, remove_quietly
 from ..transport import PeerLimits
-from ..wheel_facts import UnpackLimits, check_wheel
+from ..wheel_facts import UnpackLimits, check_wheel, offer_disagrees
 from .task import Clock, Task
 
 #: the driver's hold while the transfers directory has no room for a declared file
@@ -200,10 +200,12 @@ class FileReceiver(Task):
             self.router.send_to(address, "RECEIVED", {
                 "filename": offer["filename"], "ok": False, "reason": "not expected"})
             return
-        if (offer["size"], offer["sha256"]) != (expected.claimed.size, expected.claimed.sha256):
-            del self.expected[key]
-            self._reject(expected, address, "the offer disagrees with the reported size or hash")
-            return
+        for fact in ("size", "sha256"):
+            if offer[fact] != getattr(expected.claimed, fact):
+                del self.expected[key]
+                self._reject(expected, address, offer_disagrees(fact, offer[fact],
+                                                                getattr(expected.claimed, fact)))
+                return
         old = self.transfers.get(address)
         if old is not None:
             self._discard(old)

@@ -10,6 +10,7 @@ import hashlib
 import os
 import subprocess
 import time
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Optional
@@ -353,3 +354,78 @@ def test_room_still_to_be_written_by_other_transfers_is_not_offered_twice(rig, t
         late.close()
     finally:
         subprocess.run(["umount", "-l", str(output)], check=False)
+
+
+def with_header(metadata: bytes, header: str, value: str) -> bytes:
+    lines = [line for line in metadata.split(b"\n") if not line.startswith(header.encode() + b":")]
+    return b"\n".join([lines[0], f"{header}: {value}".encode(), *lines[1:]])
+
+
+#: a builder's false claim in BUILT about a wheel it then sends -> the words of the reason
+FALSE_CLAIMS = {
+    "name": (lambda f: {"metadata": with_header(f["metadata"], "Name", "evil")},
+             "METADATA with Name 'evil'"),
+    "version": (lambda f: {"metadata": with_header(f["metadata"], "Version", "6.6")},
+                "METADATA with Version '6.6'"),
+    "requires_dist": (lambda f: {"requires_dist": ["evil>=1"]},
+                      "Requires-Dist 'evil>=1', but the file has 'none'"),
+    "requires_python": (lambda f: {"requires_python": ">=3.99"},
+                        "Requires-Python '>=3.99', but the file has 'none'"),
+    "tags": (lambda f: {"abi_tag": "cp311"}, "ABI tag 'cp311', but the file has 'none'"),
+    "size": (lambda f: {"size": f["size"] + 1}, "size '{size_1}', but offered the file with"),
+    "sha256": (lambda f: {"sha256": "0" * 64}, "SHA-256 '" + "0" * 64 + "', but offered"),
+}
+
+
+@pytest.mark.parametrize("fact", sorted(FALSE_CLAIMS))
+def test_a_wheel_unlike_what_built_claimed_is_rejected_naming_the_fact(rig, tmp_path, fact):
+    """The slave offers its real file (true size and hash); BUILT said otherwise."""
+    r = rig()
+    path = big_wheel(tmp_path, size=20_000)
+    true = inspect_wheel(path, find_apt_deps=False).to_dict()
+    change, words = FALSE_CLAIMS[fact]
+    r.expect(path, claimed=change(true))
+    sender = FileSender(r.ctx, r.address)
+    try:
+        time.sleep(0.05)
+        sender.offer(1, path, true["size"], true["sha256"])
+        outcome = wait_for(lambda: sender.socket.zsocket.poll(100) and sender.handle(), 10,
+                           "the verdict")
+    finally:
+        sender.close()
+    words = words.format(size_1=true["size"] + 1)
+    ok, told = outcome
+    assert not ok and words in told, told  # the slave is told why
+    name, rejected = r.result()
+    assert name == "REJECTED" and rejected["reason"] == told and not rejected["retry"]
+    assert r.no_result(0.2)
+    assert not any(r.transfers.iterdir())  # nothing kept to be published
+    assert r.task.status()["files_rejected"] == 1
+
+
+def test_verified_facts_are_computed_from_the_file_but_apt_packages_claimed(rig, tmp_path):
+    r = rig()
+    path = big_wheel(tmp_path, size=20_000)
+    sender = FileSender(r.ctx, r.address)
+    try:
+        time.sleep(0.05)
+        claimed = r.expect(path, claimed={"apt_dependencies": ["libfoo1"]})
+        sender.offer(1, path, claimed["size"], claimed["sha256"])
+        ok, reason = wait_for(lambda: sender.socket.zsocket.poll(100) and sender.handle(), 10,
+                              "the verdict")
+    finally:
+        sender.close()
+    assert ok, reason
+    name, verified = r.result()
+    assert name == "VERIFIED"
+    facts = verified["file"]
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as wheel:
+        metadata = wheel.read("piw_craft-1.0.dist-info/METADATA")
+    # what the test reads from the file itself, not what the receiver was told
+    assert facts["metadata"] == metadata
+    assert facts["metadata_sha256"] == hashlib.sha256(metadata).hexdigest()
+    assert (facts["size"], facts["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert (facts["py_tag"], facts["abi_tag"], facts["platform_tag"]) == ("py3", "none", "any")
+    assert facts["apt_dependencies"] == ["libfoo1"]  # the builder's word: only it can tell
+    assert Path(facts["path"]).read_bytes() == data
