@@ -139,10 +139,10 @@ def check_wheel(
         raise WheelError(f"{filename} is {size} bytes, over the limit of {max_size} bytes")
     # the cheap facts first: a file that is not what was sent is not unpacked
     if claimed is not None and size != claimed.size:
-        raise WheelError(_disagrees(filename, "size", claimed.size, size))
+        raise WheelError(_disagrees("size", claimed.size, size))
     sha256 = sha256 or sha256_file(path)
     if claimed is not None and sha256 != claimed.sha256:
-        raise HashMismatch(_disagrees(filename, "sha256", claimed.sha256, sha256))
+        raise HashMismatch(_disagrees("sha256", claimed.sha256, sha256))
     _check_contents(path, name, unpack)
     facts = _facts(path, name, size, sha256, find_apt_deps=False)
     check_identity(facts, package=package, version=version)
@@ -166,17 +166,16 @@ def check_claims(claimed: WheelFacts, computed: WheelFacts) -> None:
         if said == found:
             continue
         if f.name == "metadata":
-            raise WheelError(_metadata_disagrees(computed.filename, said, found))
-        raise WheelError(_disagrees(computed.filename, f.name, said, found))
+            raise WheelError(_metadata_disagrees(said, found, computed.filename))
+        raise WheelError(_disagrees(f.name, said, found))
 
 
 def _label(fact_name: str) -> str:
     return WheelFacts.__dataclass_fields__[fact_name].metadata["label"]
 
 
-def _disagrees(filename: str, fact_name: str, said: object, found: object) -> str:
-    return (f"{filename}: the builder reported {_label(fact_name)} {_shown(said)}, but "
-            f"the file has {_shown(found)}")
+def _disagrees(fact_name: str, said: object, found: object) -> str:
+    return f"the builder reported {_label(fact_name)} {_shown(said)}, but the file has {_shown(found)}"
 
 
 def offer_disagrees(fact_name: str, offered: object, claimed: object) -> str:
@@ -185,7 +184,7 @@ def offer_disagrees(fact_name: str, offered: object, claimed: object) -> str:
             f"the file with {_shown(offered)}")
 
 
-def _metadata_disagrees(filename: str, said: bytes, found: bytes) -> str:
+def _metadata_disagrees(said: bytes, found: bytes, filename: str) -> str:
     """Which of METADATA's headers a claim has wrong (or that its bytes differ)."""
     actual = _parse_metadata(found, filename)
     try:
@@ -196,11 +195,11 @@ def _metadata_disagrees(filename: str, said: bytes, found: bytes) -> str:
                          ("Requires-Python", "requires_python"),
                          ("Requires-Dist", "requires_dist")):
         if claimed is not None and getattr(claimed, attr) != getattr(actual, attr):
-            return (f"{filename}: the builder reported METADATA with {header} "
+            return (f"the builder reported METADATA with {header} "
                     f"{_shown(getattr(claimed, attr))}, but the file's has "
                     f"{_shown(getattr(actual, attr))}")
-    return (f"{filename}: the builder reported METADATA of {len(said)} bytes that are not "
-            f"the file's ({len(found)} bytes)")
+    return (f"the builder reported METADATA of {len(said)} bytes that are not the file's "
+            f"({len(found)} bytes)")
 
 
 def _shown(value: object) -> str:
