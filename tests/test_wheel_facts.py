@@ -22,7 +22,7 @@ import pytest
 from packaging.tags import sys_tags
 from sdist_factory import build_wheels, make_sdist
 from voluptuous import Invalid
-from wheel_craft import craft_wheel, record_hash
+from wheel_craft import craft_wheel, record_hash, with_header
 
 from piwheels import limits
 from piwheels.errors import HashMismatch, WheelError
@@ -143,12 +143,6 @@ def test_real_wheels_pass_the_acceptance_check(real_wheels: dict[str, Path]) -> 
         # a true claim is the facts again: the apt packages are the builder's to say
         claimed = inspect_wheel(path)
         assert check(path, package=package, version=version, claimed=claimed) == claimed
-
-
-def with_header(metadata: bytes, header: str, value: str) -> bytes:
-    """*metadata* with *header* set to *value* (added where it is missing)."""
-    lines = [line for line in metadata.split(b"\n") if not line.startswith(header.encode() + b":")]
-    return b"\n".join([lines[0], f"{header}: {value}".encode(), *lines[1:]])
 
 
 #: a builder's false claim about the real pure wheel -> what the reason says

@@ -19,31 +19,13 @@ import zmq
 from consistency import wait_consistent
 from farm import builds_of
 from raw_slave import RawSlave
-from wheel_craft import craft_wheel
+from wheel_craft import FALSE_CLAIMS, craft_wheel
 
 from piwheels.wheel_facts import inspect_wheel
 
 pytestmark = pytest.mark.slow
 
 
-def with_header(metadata: bytes, header: str, value: str) -> bytes:
-    lines = [line for line in metadata.split(b"\n") if not line.startswith(header.encode() + b":")]
-    return b"\n".join([lines[0], f"{header}: {value}".encode(), *lines[1:]])
-
-
-#: fact -> (BUILT's claims, changed from the file's true facts; words of the reason)
-LIES = {
-    "name": (lambda f: {"metadata": with_header(f["metadata"], "Name", "evil")},
-             "METADATA with Name 'evil'"),
-    "version": (lambda f: {"metadata": with_header(f["metadata"], "Version", "6.6")},
-                "METADATA with Version '6.6'"),
-    "requires_dist": (lambda f: {"requires_dist": ["evil>=1"]}, "Requires-Dist 'evil>=1'"),
-    "requires_python": (lambda f: {"requires_python": ">=3.99"}, "Requires-Python '>=3.99'"),
-    "tags": (lambda f: {"py_tag": "cp311", "abi_tag": "cp311", "platform_tag": "linux_x86_64"},
-             "Python tag 'cp311', but the file has 'py3'"),
-    "size": (lambda f: {"size": f["size"] * 2}, "reported size"),
-    "sha256": (lambda f: {"sha256": "0" * 64}, "reported SHA-256 '0000"),
-}
 HONEST = "told-true"
 METADATA = (b"Metadata-Version: 2.1\nName: told-true\nVersion: 1.0\n"
             b"Requires-Python: >=3.9\nRequires-Dist: attrs>=20\n")
@@ -60,7 +42,7 @@ def wheel_of(tmp_path, package: str, **kwargs):
 
 
 def test_only_what_the_master_computed_is_recorded_and_published(farm, db, release, tmp_path):
-    for package in [package_of(fact) for fact in LIES] + [HONEST]:
+    for package in [package_of(fact) for fact in FALSE_CLAIMS] + [HONEST]:
         release(package, kind="pure")  # handed out in this order
     farm.start_master()
     told: dict[str, str] = {}
@@ -68,7 +50,7 @@ def test_only_what_the_master_computed_is_recorded_and_published(farm, db, relea
     try:
         raw = RawSlave(ctx, farm, label="liar")
         raw.hello()
-        for fact, (change, _) in LIES.items():
+        for fact, (change, _) in FALSE_CLAIMS.items():
             package = package_of(fact)
             raw.wait_build(package)
             wheel = wheel_of(tmp_path, package)
@@ -90,12 +72,12 @@ def test_only_what_the_master_computed_is_recorded_and_published(farm, db, relea
         ctx.destroy(linger=0)
 
     # each lie: the slave was told why, naming the fact
-    wrong = {fact: said for fact, said in told.items() if LIES[fact][1] not in said}
+    wrong = {fact: said for fact, said in told.items() if FALSE_CLAIMS[fact][1] not in said}
     assert not wrong, f"not rejected naming the fact: {wrong}"
     farm.wait(lambda: builds_of(db, HONEST), 20, "the builds to be recorded")
     wait_consistent(farm.output, farm.master_dsn)
     log = farm.master.log()
-    for fact, (_, words) in LIES.items():
+    for fact, (_, words) in FALSE_CLAIMS.items():
         package = package_of(fact)
         (build,) = builds_of(db, package)
         assert build.status == "rejected" and words in build.reason, (fact, build.reason)

@@ -19,7 +19,7 @@ import msgpack
 import pytest
 import zmq
 from farm import free_port, recv, task_failure, wait_for
-from wheel_craft import craft_wheel
+from wheel_craft import FALSE_CLAIMS, craft_wheel
 
 from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import FILE_TRANSFER, SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
@@ -356,27 +356,6 @@ def test_room_still_to_be_written_by_other_transfers_is_not_offered_twice(rig, t
         subprocess.run(["umount", "-l", str(output)], check=False)
 
 
-def with_header(metadata: bytes, header: str, value: str) -> bytes:
-    lines = [line for line in metadata.split(b"\n") if not line.startswith(header.encode() + b":")]
-    return b"\n".join([lines[0], f"{header}: {value}".encode(), *lines[1:]])
-
-
-#: a builder's false claim in BUILT about a wheel it then sends -> the words of the reason
-FALSE_CLAIMS = {
-    "name": (lambda f: {"metadata": with_header(f["metadata"], "Name", "evil")},
-             "METADATA with Name 'evil'"),
-    "version": (lambda f: {"metadata": with_header(f["metadata"], "Version", "6.6")},
-                "METADATA with Version '6.6'"),
-    "requires_dist": (lambda f: {"requires_dist": ["evil>=1"]},
-                      "Requires-Dist 'evil>=1', but the file has 'none'"),
-    "requires_python": (lambda f: {"requires_python": ">=3.99"},
-                        "Requires-Python '>=3.99', but the file has 'none'"),
-    "tags": (lambda f: {"abi_tag": "cp311"}, "ABI tag 'cp311', but the file has 'none'"),
-    "size": (lambda f: {"size": f["size"] + 1}, "size '{size_1}', but offered the file with"),
-    "sha256": (lambda f: {"sha256": "0" * 64}, "SHA-256 '" + "0" * 64 + "', but offered"),
-}
-
-
 @pytest.mark.parametrize("fact", sorted(FALSE_CLAIMS))
 def test_a_wheel_unlike_what_built_claimed_is_rejected_naming_the_fact(rig, tmp_path, fact):
     """The slave offers its real file (true size and hash); BUILT said otherwise."""
@@ -393,7 +372,6 @@ def test_a_wheel_unlike_what_built_claimed_is_rejected_naming_the_fact(rig, tmp_
                            "the verdict")
     finally:
         sender.close()
-    words = words.format(size_1=true["size"] + 1)
     ok, told = outcome
     assert not ok and words in told, told  # the slave is told why
     name, rejected = r.result()
