@@ -175,7 +175,8 @@ def _label(fact_name: str) -> str:
 
 
 def _disagrees(fact_name: str, said: object, found: object) -> str:
-    return f"the builder reported {_label(fact_name)} {_shown(said)}, but the file has {_shown(found)}"
+    return (f"the builder reported {_label(fact_name)} {_shown(said)}, but the file has "
+            f"{_shown(found)}")
 
 
 def offer_disagrees(fact_name: str, offered: object, claimed: object) -> str:

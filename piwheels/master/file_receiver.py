@@ -212,7 +212,8 @@ class FileReceiver(Task):
         if expected.claimed.size > self.max_wheel_size:
             del self.expected[key]
             self._reject(expected, address,
-                         f"{expected.claimed.size} bytes is over the limit of {self.max_wheel_size}")
+                         f"{expected.claimed.size} bytes is over the limit of "
+                         f"{self.max_wheel_size}")
             return
         del self.expected[key]
         free = self._free_bytes()
@@ -259,7 +260,8 @@ class FileReceiver(Task):
         length = min(self.chunk_size, transfer.expected.claimed.size - offset)
         transfer.in_flight[offset] = self.clock()
         if not self.router.send_to(transfer.address, "FETCH", {
-                "filename": transfer.expected.claimed.filename, "offset": offset, "length": length}):
+                "filename": transfer.expected.claimed.filename, "offset": offset,
+                "length": length}):
             pass  # the slave's socket is gone for now; the timeout asks again
 
     def do_chunk(self, transfer: Transfer, chunk: dict) -> None:
@@ -316,17 +318,14 @@ class FileReceiver(Task):
                 filename=expected.claimed.filename,
                 sha256=transfer.digest.hexdigest() if transfer.digest is not None else None,
                 unpack=self.unpack_limits)
-        except HashMismatch as exc:
+        except WheelError as exc:
             remove_quietly(transfer.path)
-            if transfer.attempts <= self.retries:
-                self.log.warning("%s arrived damaged; fetching it again", expected.claimed.filename)
+            if isinstance(exc, HashMismatch) and transfer.attempts <= self.retries:
+                self.log.warning("%s arrived damaged; fetching it again",
+                                 expected.claimed.filename)
                 self._start(expected, transfer.address, attempts=transfer.attempts + 1,
                             started_s=transfer.started_s)
                 return
-            self._reject(expected, transfer.address, str(exc))
-            return
-        except WheelError as exc:
-            remove_quietly(transfer.path)
             self._reject(expected, transfer.address, str(exc))
             return
         final = self.tree.received(transfer.path)
