@@ -48,7 +48,7 @@ from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
 from piwheels.slave.file_sender import FileSender
 from piwheels.transport import Socket
-from piwheels.wheel_facts import UnpackLimits
+from piwheels.wheel_facts import UnpackLimits, inspect_wheel
 
 MB = 1024 * 1024
 
@@ -184,8 +184,8 @@ def protocol_run(link: Link, wheel: Path, work: Path, chunk_size: int,
     data_size = wheel.stat().st_size
     sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
     requests.send("EXPECT", {"slave_id": 1, "package": "bench-blob", "version": "1.0",
-                             "abi_tag": "none", "platform_tag": "any",
-                             "filename": wheel.name, "size": data_size, "sha256": sha256})
+                             "builder_abi": "cp311", "builder_platform": "linux_x86_64",
+                             "claimed": inspect_wheel(wheel, find_apt_deps=False).to_dict()})
     time.sleep(0.2)
     # the slave is another process (another machine, in a farm), as in real life
     slave_cpu = multiprocessing.Value("d", 0.0)
@@ -201,7 +201,7 @@ def protocol_run(link: Link, wheel: Path, work: Path, chunk_size: int,
     name, payload = verdict[0]
     if name != "VERIFIED":
         raise SystemExit(f"transfer failed: {payload}")
-    Path(payload["path"]).unlink()
+    Path(payload["file"]["path"]).unlink()
     receiver._quit = True  # the bench owns the task; no supervisor to ask
     receiver.join(5)
     for sock in (supervisor, results, requests):

@@ -33,8 +33,8 @@ FILE_COLUMNS: dict[str, str] = {
     "metadata_sha256": "metadata_hash",
 }
 
-#: the facts :class:`FileData` reads back (the rest of its fields are not facts)
-_READ_BACK = tuple(f.name for f in fields(FileData) if f.name in FILE_COLUMNS)
+#: the facts :class:`FileData` reads back: all its fields but the database's own
+_READ_BACK = tuple(f.name for f in fields(FileData) if f.name not in ("published", "dependencies"))
 
 
 def file_row(facts: WheelFacts, build_id: int) -> dict[str, Any]:

@@ -91,5 +91,10 @@ class WheelError(PiwheelsError, ValueError):
     """A wheel that cannot be accepted; the message says why."""
 
 
+class HashMismatch(WheelError):
+    """A received file whose SHA-256 is not the one claimed: damaged on the way
+    (it may be fetched again), or not the file the builder described."""
+
+
 class InvalidProjectStatus(PiwheelsError, ValueError):
     """A project status (PEP 792) this farm does not know."""

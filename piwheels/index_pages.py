@@ -24,6 +24,9 @@ from .tags import build_covers
 API_VERSION = "1.4"
 SIMPLE_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 SIMPLE_HTML_TYPE = "application/vnd.pypi.simple.v1+html"
+#: How the project page labels apt dependencies: the builder's claim (it alone
+#: can see which Debian packages its libraries link to), not checked by the master.
+APT_SOURCE = "reported by the builder"
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
         "abis": list(abis),
         "versions": versions,
         "apt_dependencies": sorted(apt),
+        # the one fact of a wheel the master cannot check (see WheelFacts)
+        "apt_dependencies_source": APT_SOURCE,
         "status": {**project_status_context(project), "set_by": status.set_by},
         **install_context(project, versions, site),
         "apt_install": f"sudo apt install {' '.join(sorted(apt))}" if apt else None,

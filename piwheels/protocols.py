@@ -184,34 +184,44 @@ def message(fields: dict[Any, Any] | None = None) -> Schema:
 # --- facts of one built wheel, as BUILT carries them ---------------------------------
 
 
-def fact(schema: Callable[[Any], Any], decode: Callable[[Any], Any] = lambda value: value) -> Any:
-    """A field of :class:`WheelFacts`: its message schema, and how its received
-    (msgpack) value becomes the record's (lists become tuples, frames bytes)."""
-    return field(metadata={"schema": schema, "decode": decode})
+def fact(label: str, schema: Callable[[Any], Any],
+         decode: Callable[[Any], Any] = lambda value: value, *, checked: bool = True) -> Any:
+    """A field of :class:`WheelFacts`: what a reason calls it, its message schema,
+    and how its received (msgpack) value becomes the record's (lists become
+    tuples, frames bytes).  *checked*: the master computes it from the file
+    itself; otherwise only the builder can know it, and it stays the builder's
+    claim."""
+    return field(metadata={"label": label, "schema": schema, "decode": decode,
+                           "checked": checked})
 
 
 @dataclass(frozen=True)
 class WheelFacts:
-    """The facts of one wheel file: what the slave reports in BUILT, the master
-    checks, records and publishes.  The one declaration of them: the BUILT and
-    RECORD schemas (:data:`FILE_FACTS`), the message dict and the database rows
+    """The facts of one wheel file: what the slave claims in BUILT, and what the
+    master computes from the file it received, compares with the claim, records
+    and publishes.  The one declaration of them: the BUILT, EXPECT, VERIFIED and
+    RECORD schemas (:data:`FILE_FACTS`), the message dict, the file receiver's
+    record of what it expects, the database rows and what is read back of them
     (:mod:`piwheels.db_files`) all derive from these fields and their names."""
 
-    filename: str = fact(Filename)
-    size: int = fact(Size, int)
-    sha256: str = fact(Sha256)
-    package_tag: str = fact(Name)
-    version_tag: str = fact(Version)
-    py_tag: str = fact(Tag)
-    abi_tag: str = fact(Tag)
-    platform_tag: str = fact(Platform)
-    requires_python: Optional[str] = fact(optional(text(0, limits.REQUIRES_PYTHON)))
+    filename: str = fact("file name", Filename)
+    size: int = fact("size", Size, int)
+    sha256: str = fact("SHA-256", Sha256)
+    package_tag: str = fact("name tag", Name)
+    version_tag: str = fact("version tag", Version)
+    py_tag: str = fact("Python tag", Tag)
+    abi_tag: str = fact("ABI tag", Tag)
+    platform_tag: str = fact("platform tag", Platform)
+    requires_python: Optional[str] = fact(
+        "Requires-Python", optional(text(0, limits.REQUIRES_PYTHON)))
     requires_dist: tuple[str, ...] = fact(
-        at_most(MAX_FACT_ITEMS, text(0, MAX_REQUIREMENT_CHARS)), tuple)
-    metadata: bytes = fact(blob(0, MAX_METADATA_BYTES), bytes)
-    metadata_sha256: str = fact(Sha256)
+        "Requires-Dist", at_most(MAX_FACT_ITEMS, text(0, MAX_REQUIREMENT_CHARS)), tuple)
+    metadata: bytes = fact("METADATA", blob(0, MAX_METADATA_BYTES), bytes)
+    metadata_sha256: str = fact("METADATA SHA-256", Sha256)
+    #: the Debian packages its libraries link to: only the builder's system can tell
     apt_dependencies: tuple[str, ...] = fact(
-        at_most(MAX_FACT_ITEMS, text(1, MAX_APT_NAME_CHARS)), tuple)
+        "apt dependencies", at_most(MAX_FACT_ITEMS, text(1, MAX_APT_NAME_CHARS)), tuple,
+        checked=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The facts as a message field: plain types only (tuples become lists)."""
@@ -227,11 +237,13 @@ class WheelFacts:
 
 #: the schema of one wheel's facts in a message, derived from :class:`WheelFacts`
 FILE_FACTS = {f.name: f.metadata["schema"] for f in fields(WheelFacts)}
+#: the facts of a file the master received and checked, and where it waits
+RECEIVED_FILE = {**FILE_FACTS, "path": FilePath}
 
 
 def _file_identity() -> dict[str, Callable[[Any], Any]]:
-    """The facts that name a file in transfer: what the slave driver EXPECTs, the
-    slave OFFERs and the file receiver checks the file against."""
+    """The facts that name a file in transfer: what the slave OFFERs and the file
+    receiver holds against what BUILT claimed."""
     return {name: FILE_FACTS[name] for name in ("filename", "size", "sha256")}
 
 
@@ -369,18 +381,19 @@ QUEUE_REQUESTS = Protocol("queue_requests", sends={
 
 # slave_driver -> file_receiver
 TRANSFER_REQUESTS = Protocol("transfer_requests", sends={
+    # the builder's tags, and the facts it claims in BUILT for the file
     "EXPECT": message({
         "slave_id": SlaveId, "package": Name, "version": Version,
-        "abi_tag": Tag, "platform_tag": Platform,
-        **_file_identity(),
+        "builder_abi": Tag, "builder_platform": Platform,
+        "claimed": message(FILE_FACTS),
     }),
     "ABANDON": message({"slave_id": SlaveId}),
 }, receives={}, address="inproc://transfer_requests")
 
 # file_receiver -> slave_driver
 TRANSFER_RESULTS = Protocol("transfer_results", sends={
-    "VERIFIED": message({"slave_id": SlaveId, "filename": Filename,
-                         "path": FilePath}),
+    # the facts the receiver computed from the file (the claim's apt dependencies)
+    "VERIFIED": message({"slave_id": SlaveId, "file": message(RECEIVED_FILE)}),
     # retry: not the wheel's fault (no disk space, too slow a transfer): the
     # build goes back to the queue instead of being recorded as rejected
     "REJECTED": message({"slave_id": SlaveId, "filename": Filename, "reason": Reason,
@@ -398,8 +411,8 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         "status": one_of("success", "failed", "rejected"),
         "reason": Reason,
         "log": Log,
-        "files": [Schema({**FILE_FACTS, "path": FilePath},
-                         required=True)],
+        # as VERIFIED reported them: computed by the master, not BUILT's claims
+        "files": [message(RECEIVED_FILE)],
     }),
 }, receives={}, address="inproc://record_requests")
 

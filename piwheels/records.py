@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, make_dataclass
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -37,22 +37,21 @@ class BuildRecord:
             raise ValueError("only a successful build has files")
 
 
-@dataclass(frozen=True)
-class FileData:
-    """A published file as the project pages read it back: the stored part of its
-    :class:`~piwheels.protocols.WheelFacts` (same names), when it was published,
-    and its dependencies by tool (:mod:`piwheels.db_files` maps the rows)."""
+#: the facts of a wheel that are not kept in its ``files`` row: the METADATA
+#: bytes (served as its ``.metadata`` file) and the dependency lists (kept by tool)
+NOT_IN_ROW = frozenset({"metadata", "requires_dist", "apt_dependencies"})
 
-    filename: str
-    size: int
-    sha256: str
-    py_tag: str
-    abi_tag: str
-    platform_tag: str
-    requires_python: Optional[str]
-    metadata_sha256: str
-    published: datetime
-    dependencies: dict[str, tuple[str, ...]]
+FileData = make_dataclass(
+    "FileData",
+    [(f.name, f.type) for f in fields(WheelFacts) if f.name not in NOT_IN_ROW]
+    + [("published", "datetime"), ("dependencies", "dict[str, tuple[str, ...]]")],
+    frozen=True, namespace={
+        "__module__": __name__,
+        "__doc__": """A published file as the project pages read it back: the facts its
+        row keeps (the fields of :class:`~piwheels.protocols.WheelFacts`, derived
+        from them so each is declared once), when it was published, and its
+        dependencies by tool (:mod:`piwheels.db_files` maps the rows).""",
+    })
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class BuildData:
     duration: timedelta
     status: str
     reason: Optional[str]
-    files: tuple[FileData, ...]
+    files: tuple["FileData", ...]
 
 
 @dataclass(frozen=True)

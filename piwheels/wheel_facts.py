@@ -1,9 +1,12 @@
 """What a wheel file says about itself, and whether the master may accept it.
 
-The slave reads each wheel it built with :func:`inspect_wheel` and reports the
+The slave reads each wheel it built with :func:`inspect_wheel` and claims the
 facts in BUILT; the master checks the file it received with
-:func:`check_wheel` before it publishes anything.  Both are pure helpers: files
-in, facts or a :class:`~piwheels.errors.WheelError` out, no sockets.
+:func:`check_wheel`, which computes the facts again from the file and holds
+the claim against them (:func:`check_claims`): what the master records and
+publishes is what it computed, never what a builder said.  All are pure
+helpers: files in, facts or a :class:`~piwheels.errors.WheelError` out, no
+sockets.
 """
 
 from __future__ import annotations
@@ -13,23 +16,21 @@ import csv
 import email.parser
 import hashlib
 import io
-import os
 import re
-import shutil
-import subprocess
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from email.message import Message
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterator, Optional
 
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from .errors import WheelError
+from . import apt_packages
+from .errors import HashMismatch, WheelError
 from .protocols import (
     MAX_APT_NAME_CHARS, MAX_FACT_ITEMS, MAX_METADATA_BYTES, MAX_REQUIREMENT_CHARS, WheelFacts,
 )
@@ -38,8 +39,6 @@ from .protocols import (
 CHUNK_BYTES = 1024 * 1024
 #: RECORD hash algorithms the wheel specification accepts ("sha256 or better").
 RECORD_HASHES = ("sha256", "sha384", "sha512")
-#: How long one ``ldd`` or ``dpkg -S`` may take before the apt lookup gives up.
-TOOL_TIMEOUT_S = 60.0
 #: The longest file name the master stores (and the protocol carries).
 MAX_FILENAME_LENGTH = 255
 #: Members smaller than this are not held to the compression ratio: small
@@ -113,8 +112,7 @@ def check_wheel(
     *,
     package: str,
     version: str,
-    expected_size: Optional[int],
-    expected_sha256: Optional[str],
+    claimed: Optional[WheelFacts],
     builder_abi: Optional[str],
     builder_platform: Optional[str],
     max_size: int,
@@ -122,13 +120,16 @@ def check_wheel(
     filename: Optional[str] = None,
     sha256: Optional[str] = None,
 ) -> WheelFacts:
-    """The facts of a wheel the master received, after every acceptance check.
+    """The facts of a wheel the master received, computed from the file after
+    every acceptance check.
 
+    *claimed*: what the builder said of it (None for an operator's import);
+    every fact the master can compute must agree with it (the apt
+    dependencies, which only the builder can see, are taken from it).
     *filename* is the name the slave gave the file (default: the name of
     *path*).  Raises :class:`WheelError` with a one-line reason for the first
-    check that fails.  The facts carry no apt dependencies: the slave reports
-    those, the master does not run ``ldd`` on files it did not build.
-    *sha256* is the file's hash when the caller computed it while writing it.
+    check that fails.  *sha256* is the file's hash when the caller computed it
+    while writing it.
     """
     path = Path(path)
     filename = path.name if filename is None else filename
@@ -136,16 +137,84 @@ def check_wheel(
     size = path.stat().st_size
     if size > max_size:
         raise WheelError(f"{filename} is {size} bytes, over the limit of {max_size} bytes")
-    if expected_size is not None and size != expected_size:
-        raise WheelError(f"{filename} is {size} bytes, but the slave reported {expected_size}")
+    # the cheap facts first: a file that is not what was sent is not unpacked
+    if claimed is not None and size != claimed.size:
+        raise WheelError(_disagrees("size", claimed.size, size))
     sha256 = sha256 or sha256_file(path)
-    if expected_sha256 is not None and sha256 != expected_sha256.lower():
-        raise WheelError(f"{filename} has SHA-256 {sha256}, but the slave reported {expected_sha256}")
+    if claimed is not None and sha256 != claimed.sha256:
+        raise HashMismatch(_disagrees("sha256", claimed.sha256, sha256))
     _check_contents(path, name, unpack)
     facts = _facts(path, name, size, sha256, find_apt_deps=False)
     check_identity(facts, package=package, version=version)
     _check_tags(name, builder_abi, builder_platform)
+    if claimed is None:
+        return facts
+    facts = replace(facts, **{f.name: getattr(claimed, f.name) for f in _CLAIMS_ONLY})
+    check_claims(claimed, facts)
     return facts
+
+
+#: the facts only the builder can know: the master keeps its word for them
+_CLAIMS_ONLY = tuple(f for f in fields(WheelFacts) if not f.metadata["checked"])
+
+
+def check_claims(claimed: WheelFacts, computed: WheelFacts) -> None:
+    """Raises :class:`WheelError` naming the first fact a builder claimed that
+    the file does not have (METADATA: the first header that differs)."""
+    for f in fields(WheelFacts):
+        said, found = getattr(claimed, f.name), getattr(computed, f.name)
+        if said == found:
+            continue
+        if f.name == "metadata":
+            raise WheelError(_metadata_disagrees(said, found, computed.filename))
+        raise WheelError(_disagrees(f.name, said, found))
+
+
+def _label(fact_name: str) -> str:
+    return WheelFacts.__dataclass_fields__[fact_name].metadata["label"]
+
+
+def _disagrees(fact_name: str, said: object, found: object) -> str:
+    return (f"the builder reported {_label(fact_name)} {_shown(said)}, but the file has "
+            f"{_shown(found)}")
+
+
+def offer_disagrees(fact_name: str, offered: object, claimed: object) -> str:
+    """Why a file offered with another size or hash than BUILT claimed is refused."""
+    return (f"the builder reported {_label(fact_name)} {_shown(claimed)}, but offered "
+            f"the file with {_shown(offered)}")
+
+
+def _metadata_disagrees(said: bytes, found: bytes, filename: str) -> str:
+    """Which of METADATA's headers a claim has wrong (or that its bytes differ)."""
+    actual = _parse_metadata(found, filename)
+    try:
+        claimed: Optional[_Metadata] = _parse_metadata(said, filename)
+    except WheelError:
+        claimed = None
+    for header, attr in (("Name", "name"), ("Version", "version"),
+                         ("Requires-Python", "requires_python"),
+                         ("Requires-Dist", "requires_dist")):
+        if claimed is not None and getattr(claimed, attr) != getattr(actual, attr):
+            return (f"the builder reported METADATA with {header} "
+                    f"{_shown(getattr(claimed, attr))}, but the file's has "
+                    f"{_shown(getattr(actual, attr))}")
+    return (f"the builder reported METADATA of {len(said)} bytes that are not the file's "
+            f"({len(found)} bytes)")
+
+
+def _shown(value: object) -> str:
+    """A fact short enough for a one-line reason."""
+    if isinstance(value, tuple):
+        text = ", ".join(value) if value else "none"
+    elif isinstance(value, bytes):
+        text = f"{len(value)} bytes"
+    elif value is None:
+        text = "none"
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
 # --- file name ----------------------------------------------------------------------
@@ -463,17 +532,10 @@ def find_apt_dependencies(path: Path) -> tuple[str, ...]:
 
     Empty where ``ldd`` or ``dpkg`` is missing, or nothing links outside the wheel.
     """
-    ldd = shutil.which("ldd")
-    dpkg = shutil.which("dpkg")
-    if ldd is None or dpkg is None:
+    if apt_packages.tools() is None:
         return ()
     with tempfile.TemporaryDirectory(prefix="piw-ldd-") as tmp:
-        extracted = _extract_libraries(path, Path(tmp))
-        libraries: set[str] = set()
-        for library in extracted:
-            libraries.update(_ldd(ldd, library))
-        libraries = {lib for lib in libraries if not lib.startswith(tmp + os.sep)}
-    return _dpkg_owners(dpkg, libraries)
+        return apt_packages.linked_packages(_extract_libraries(path, Path(tmp)), inside=Path(tmp))
 
 
 def _extract_libraries(path: Path, root: Path) -> list[Path]:
@@ -494,67 +556,3 @@ def _extract_libraries(path: Path, root: Path) -> list[Path]:
                     dst.write(chunk)
             extracted.append(target)
     return extracted
-
-
-def _tool_env() -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
-
-
-def _ldd(ldd: str, library: Path) -> set[str]:
-    """The resolved paths of the libraries *library* loads."""
-    try:
-        result = subprocess.run(
-            [ldd, str(library)], stdin=subprocess.DEVNULL, capture_output=True,
-            text=True, errors="replace", timeout=TOOL_TIMEOUT_S, env=_tool_env(),
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return set()
-    found = set()
-    for line in result.stdout.splitlines():
-        line = line.strip()
-        if "=>" in line:
-            target = line.split("=>", 1)[1].strip()
-        else:
-            target = line
-        target = target.split(" (0x", 1)[0].strip()
-        if target.startswith("/"):
-            found.add(target)
-    return found
-
-
-def _path_variants(path: str) -> Iterable[str]:
-    """*path*, its real path, and its other spelling on a merged-/usr system (dpkg knows one)."""
-    for candidate in {path, os.path.realpath(path)}:
-        yield candidate
-        if candidate.startswith("/usr/"):
-            yield candidate[len("/usr"):]
-        else:
-            yield "/usr" + candidate
-
-
-def _dpkg_owners(dpkg: str, libraries: Iterable[str]) -> tuple[str, ...]:
-    queries = sorted({
-        variant for library in libraries for variant in _path_variants(library)
-        if not any(ch in variant for ch in "*?[]\\")
-    })
-    if not queries:
-        return ()
-    try:
-        result = subprocess.run(
-            [dpkg, "-S", *queries], stdin=subprocess.DEVNULL, capture_output=True,
-            text=True, errors="replace", timeout=TOOL_TIMEOUT_S, env=_tool_env(),
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ()
-    packages = set()
-    for line in result.stdout.splitlines():
-        if line.startswith("diversion "):
-            continue
-        owners, sep, _ = line.partition(": ")
-        if not sep:
-            continue
-        for owner in owners.split(", "):
-            owner = owner.strip().split(":", 1)[0]
-            if owner:
-                packages.add(owner)
-    return tuple(sorted(packages))

@@ -22,10 +22,10 @@ import pytest
 from packaging.tags import sys_tags
 from sdist_factory import build_wheels, make_sdist
 from voluptuous import Invalid
-from wheel_craft import craft_wheel, record_hash
+from wheel_craft import craft_wheel, record_hash, with_header
 
 from piwheels import limits
-from piwheels.errors import WheelError
+from piwheels.errors import HashMismatch, WheelError
 from piwheels.protocols import FILE_FACTS, MAX_FACT_ITEMS, MAX_METADATA_BYTES, message
 from piwheels.wheel_facts import (
     UnpackLimits,
@@ -68,8 +68,7 @@ def real_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def check(path: Path, **overrides) -> WheelFacts:
     facts = {
-        "package": "piw-craft", "version": "1.0", "expected_size": path.stat().st_size,
-        "expected_sha256": sha256_file(path), "builder_abi": PY_TAG,
+        "package": "piw-craft", "version": "1.0", "claimed": None, "builder_abi": PY_TAG,
         "builder_platform": PLATFORM, "max_size": 10 * MiB,
         "unpack": UnpackLimits(max_unpacked=40 * MiB, max_ratio=100),
     }
@@ -141,6 +140,55 @@ def test_real_wheels_pass_the_acceptance_check(real_wheels: dict[str, Path]) -> 
         path = real_wheels[key]
         facts = check(path, package=package, version=version)
         assert facts == WheelFacts(**{**inspect_wheel(path).__dict__, "apt_dependencies": ()})
+        # a true claim is the facts again: the apt packages are the builder's to say
+        claimed = inspect_wheel(path)
+        assert check(path, package=package, version=version, claimed=claimed) == claimed
+
+
+#: a builder's false claim about the real pure wheel -> what the reason says
+FALSE_CLAIMS = {
+    "name": (lambda f: {"metadata": with_header(f.metadata, "Name", "evil")},
+             "METADATA with Name 'evil', but the file's has 'piw-facts'"),
+    "version": (lambda f: {"metadata": with_header(f.metadata, "Version", "6.6")},
+                "METADATA with Version '6.6', but the file's has '1.0'"),
+    "requires_dist": (lambda f: {"requires_dist": ("attrs>=20",)},
+                      "Requires-Dist 'attrs>=20', but the file has 'attrs>=20, six;"),
+    "requires_python": (lambda f: {"requires_python": ">=2.7"},
+                        "Requires-Python '>=2.7', but the file has '>=3.8'"),
+    "py_tag": (lambda f: {"py_tag": "py2"}, "Python tag 'py2', but the file has 'py3'"),
+    "abi_tag": (lambda f: {"abi_tag": PY_TAG}, f"ABI tag '{PY_TAG}', but the file has 'none'"),
+    "platform_tag": (lambda f: {"platform_tag": PLATFORM},
+                     f"platform tag '{PLATFORM}', but the file has 'any'"),
+    "size": (lambda f: {"size": f.size + 1}, "size '{}', but the file has '{}'"),
+    "sha256": (lambda f: {"sha256": "0" * 64}, "SHA-256 '" + "0" * 64 + "', but the file"),
+    "metadata": (lambda f: {"metadata": with_header(f.metadata, "Summary", "trust me")},
+                 "METADATA of"),
+    "metadata_sha256": (lambda f: {"metadata_sha256": "0" * 64}, "METADATA SHA-256 '0000"),
+}
+
+
+@pytest.mark.parametrize("fact", sorted(FALSE_CLAIMS))
+def test_a_false_claim_is_rejected_naming_the_fact(real_wheels: dict[str, Path],
+                                                    fact: str) -> None:
+    path = real_wheels["pure"]
+    true = inspect_wheel(path, find_apt_deps=False)
+    change, reason = FALSE_CLAIMS[fact]
+    claimed = dataclasses.replace(true, **change(true))
+    if fact == "size":
+        reason = reason.format(true.size + 1, true.size)
+    with pytest.raises(WheelError) as raised:
+        check(path, package="piw-facts", claimed=claimed)
+    message = str(raised.value)
+    assert message.startswith("the builder reported ") and reason in message
+    assert "\n" not in message and len(message) < limits.REASON
+    assert isinstance(raised.value, HashMismatch) == (fact == "sha256")
+
+
+def test_every_checked_fact_has_a_false_claim_tested() -> None:
+    checked = {f.name for f in dataclasses.fields(WheelFacts) if f.metadata["checked"]}
+    # the name and version are METADATA's (the file name's are the tested tags')
+    assert checked - {"filename", "package_tag", "version_tag"} <= set(FALSE_CLAIMS)
+    assert {f.name for f in dataclasses.fields(WheelFacts)} - checked == {"apt_dependencies"}
 
 
 def test_compressed_tag_sets_are_kept_as_written(tmp_path: Path) -> None:
@@ -239,7 +287,7 @@ def test_a_member_that_unpacks_past_its_declared_size_is_rejected(tmp_path: Path
     assert count == 2
     path.write_bytes(bytes(data))
     with pytest.raises(WheelError, match="zeros.bin"):
-        check(path, expected_size=len(data), expected_sha256=hashlib.sha256(data).hexdigest())
+        check(path)
 
 
 def test_an_oversized_metadata_is_rejected_before_it_is_read(tmp_path: Path) -> None:
@@ -252,14 +300,17 @@ def test_an_oversized_metadata_is_rejected_before_it_is_read(tmp_path: Path) -> 
         inspect_wheel(path, find_apt_deps=False)
 
 
-def test_size_and_hash_must_be_what_the_slave_reported(tmp_path: Path) -> None:
+def test_size_and_hash_are_checked_before_the_zip_is_opened(tmp_path: Path) -> None:
     path = craft_wheel(tmp_path)
-    size = path.stat().st_size
-    with pytest.raises(WheelError, match=f"is {size} bytes, but the slave reported {size + 1}"):
-        check(path, expected_size=size + 1)
-    with pytest.raises(WheelError, match="has SHA-256 .* but the slave reported 0000"):
-        check(path, expected_sha256="0" * 64)
-    assert check(path, expected_sha256=sha256_file(path).upper()).size == size
+    claimed = inspect_wheel(path, find_apt_deps=False)
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # the zip's end no longer parses
+    with pytest.raises(HashMismatch, match="the builder reported SHA-256"):
+        check(path, claimed=claimed)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(WheelError, match=f"the builder reported size '{claimed.size}', "
+                                         f"but the file has '9'"):
+        check(path, claimed=claimed)
 
 
 def test_a_file_that_is_not_a_zip_is_rejected(tmp_path: Path) -> None:

@@ -49,3 +49,29 @@ def craft_wheel(
         if record != "omit":
             wheel.writestr(record_path, record)
     return path
+
+
+def with_header(metadata: bytes, header: str, value: str) -> bytes:
+    """*metadata* with *header* set to *value* (added where it is missing)."""
+    lines = [line for line in metadata.split(b"\n") if not line.startswith(header.encode() + b":")]
+    return b"\n".join([lines[0], f"{header}: {value}".encode(), *lines[1:]])
+
+
+#: A builder's false claim in BUILT about a crafted wheel it then sends truthfully
+#: (its true size and hash): fact -> (the claims changed from the wheel's true
+#: facts, as a message dict; words the master's reason must hold).
+FALSE_CLAIMS = {
+    "name": (lambda f: {"metadata": with_header(f["metadata"], "Name", "evil")},
+             "the builder reported METADATA with Name 'evil'"),
+    "version": (lambda f: {"metadata": with_header(f["metadata"], "Version", "6.6")},
+                "the builder reported METADATA with Version '6.6'"),
+    "requires_dist": (lambda f: {"requires_dist": ["evil>=1"]},
+                      "the builder reported Requires-Dist 'evil>=1', but the file has 'none'"),
+    "requires_python": (lambda f: {"requires_python": ">=3.99"},
+                        "the builder reported Requires-Python '>=3.99', but the file has 'none'"),
+    "tags": (lambda f: {"py_tag": "cp311", "abi_tag": "cp311", "platform_tag": "linux_x86_64"},
+             "the builder reported Python tag 'cp311', but the file has 'py3'"),
+    "size": (lambda f: {"size": f["size"] + 1}, "the builder reported size '"),
+    "sha256": (lambda f: {"sha256": "0" * 64},
+               "the builder reported SHA-256 '" + "0" * 64 + "', but offered the file with"),
+}

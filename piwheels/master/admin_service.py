@@ -448,7 +448,7 @@ class AdminService(DatabaseTask):
             shutil.copyfile(path, staged)
             facts = check_wheel(
                 staged, filename=path.name, package=str(name), version=str(version),
-                expected_size=None, expected_sha256=None, builder_abi=abi_tag,
+                claimed=None, builder_abi=abi_tag,
                 builder_platform=None if tag.platform == "any" else tag.platform,
                 max_size=self.max_wheel_size, unpack=self.unpack_limits)
             apt = find_apt_dependencies(staged)

@@ -1,5 +1,11 @@
 """build_recorder: publishes a finished build's verified wheels and records the attempt.
 
+What it records and publishes of each wheel (its row, the hashes the simple
+pages list, its ``.metadata`` file) are the facts the file receiver computed
+from the file it received, never what the builder claimed in BUILT: the slave
+driver hands over the receiver's VERIFIED facts, in which only the apt
+dependencies are the builder's word.
+
 The slave driver hands over each finished attempt and moves on; this task
 does the slow part (the database transaction, the renames) off its path.  A
 build's files are published only together with its database record, in this
@@ -114,14 +120,15 @@ class BuildRecorder(DatabaseTask):
         staged: list[StagedWheel] = []
         try:
             files = []
-            for facts in job["files"]:
-                if facts["filename"] in recorded:
+            for received in job["files"]:
+                facts = WheelFacts.from_dict(received)
+                if facts.filename in recorded:
                     # never replace a published file (a duplicate pure wheel, say)
-                    raise FileExistsError(f"{facts['filename']} is already published")
+                    raise FileExistsError(f"{facts.filename} is already published")
                 staged.append(self.tree.stage(
-                    package, facts["filename"], Path(facts["path"]), facts["metadata"],
+                    package, facts.filename, Path(received["path"]), facts.metadata,
                     withheld=package in withheld))
-                files.append(WheelFacts.from_dict(facts))
+                files.append(facts)
             return build_record(job, tuple(files)), staged
         except OSError as exc:
             self.tree.discard(staged)

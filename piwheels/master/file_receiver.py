@@ -7,8 +7,10 @@ directory (:class:`~piwheels.storage.OutputTree` names it).  A
 chunk whose CRC-32 is wrong, or that does not come back in time, is fetched
 again; a file whose SHA-256 is wrong is fetched again from the start.  Only a
 complete file that passes :func:`~piwheels.wheel_facts.check_wheel` is
-reported VERIFIED, under a name without ``.part``; the build recorder moves
-it into the index.  Nothing half-received is ever visible there.
+reported VERIFIED, under a name without ``.part``, with the facts computed
+from it (they, not what BUILT claimed, are recorded and published; a claim
+that disagrees with them rejects the file, naming the fact); the build
+recorder moves it into the index.  Nothing half-received is ever visible there.
 
 What a transfer may take is bounded: a file is accepted only if the disk has
 room for its declared size (else it is refused, new builds are held until the
@@ -33,13 +35,14 @@ from typing import BinaryIO, Optional
 import zmq
 
 from .. import limits
-from ..errors import WheelError
+from ..errors import HashMismatch, WheelError
 from ..protocols import (
     DRIVER_COMMANDS, ENVELOPE_BYTES, FILE_TRANSFER, TRANSFER_REQUESTS, TRANSFER_RESULTS,
+    WheelFacts,
 )
 from ..storage import OutputTree, remove_quietly
 from ..transport import PeerLimits
-from ..wheel_facts import UnpackLimits, check_wheel
+from ..wheel_facts import UnpackLimits, check_wheel, offer_disagrees
 from .task import Clock, Task
 
 #: the driver's hold while the transfers directory has no room for a declared file
@@ -50,16 +53,19 @@ SPACE_CHECK_S = 2.0
 
 @dataclass
 class Expected:
-    """A file the slave driver told us a slave will offer."""
+    """A file the slave driver told us a slave will offer: who builds what on
+    which tags, and the facts it claimed for the file in BUILT."""
 
     slave_id: int
     package: str
     version: str
-    abi_tag: str
-    platform_tag: str
-    filename: str
-    size: int
-    sha256: str
+    builder_abi: str
+    builder_platform: str
+    claimed: WheelFacts
+
+    @classmethod
+    def from_message(cls, expect: dict) -> "Expected":
+        return cls(**{**expect, "claimed": WheelFacts.from_dict(expect["claimed"])})
 
 
 @dataclass
@@ -146,9 +152,9 @@ class FileReceiver(Task):
             return
         name, payload = msg
         if name == "EXPECT":
-            expected = Expected(**payload)
+            expected = Expected.from_message(payload)
             self._forget_handed_over(expected)
-            self.expected[(expected.slave_id, expected.filename)] = expected
+            self.expected[(expected.slave_id, expected.claimed.filename)] = expected
         else:
             self.abandon(payload["slave_id"])
 
@@ -178,7 +184,7 @@ class FileReceiver(Task):
             self.do_offer(address, payload)
             return
         transfer = self.transfers.get(address)
-        if transfer is None or transfer.expected.filename != payload["filename"]:
+        if transfer is None or transfer.expected.claimed.filename != payload["filename"]:
             self.log.debug("dropped %s for %s: no such transfer", name, payload["filename"])
             return
         if name == "CHUNK":
@@ -194,52 +200,55 @@ class FileReceiver(Task):
             self.router.send_to(address, "RECEIVED", {
                 "filename": offer["filename"], "ok": False, "reason": "not expected"})
             return
-        if (offer["size"], offer["sha256"]) != (expected.size, expected.sha256):
-            del self.expected[key]
-            self._reject(expected, address, "the offer disagrees with the reported size or hash")
-            return
+        for fact in ("size", "sha256"):
+            if offer[fact] != getattr(expected.claimed, fact):
+                del self.expected[key]
+                self._reject(expected, address, offer_disagrees(fact, offer[fact],
+                                                                getattr(expected.claimed, fact)))
+                return
         old = self.transfers.get(address)
         if old is not None:
             self._discard(old)
-        if expected.size > self.max_wheel_size:
+        if expected.claimed.size > self.max_wheel_size:
             del self.expected[key]
             self._reject(expected, address,
-                         f"{expected.size} bytes is over the limit of {self.max_wheel_size}")
+                         f"{expected.claimed.size} bytes is over the limit of "
+                         f"{self.max_wheel_size}")
             return
         del self.expected[key]
         free = self._free_bytes()
         if free is not None:
             # the .part files are sparse: what the others still write is not counted yet
-            free -= sum(t.expected.size - t.received for t in self.transfers.values())
-        if free is not None and free < expected.size:
-            self._hold_for_space(expected.size)
+            free -= sum(t.expected.claimed.size - t.received for t in self.transfers.values())
+        if free is not None and free < expected.claimed.size:
+            self._hold_for_space(expected.claimed.size)
             self._reject(expected, address,
-                         f"no room: {expected.size} bytes declared, {free} free under "
+                         f"no room: {expected.claimed.size} bytes declared, {free} free under "
                          f"{self.tree.transfers}", retry=True)
             return
         self._start(expected, address, attempts=1, started_s=self.clock())
 
     def _start(self, expected: Expected, address: bytes, *, attempts: int,
                started_s: float) -> None:
-        path = self.tree.part_file(expected.slave_id, expected.filename)
+        path = self.tree.part_file(expected.slave_id, expected.claimed.filename)
         try:
             handle = open(path, "w+b")
         except OSError as exc:
             self._reject(expected, address, f"cannot store it: {exc.strerror}", retry=True)
             return
         try:
-            handle.truncate(expected.size)
+            handle.truncate(expected.claimed.size)
         except OSError as exc:
             handle.close()
             remove_quietly(path)
             self._disk_failed(expected, address, exc)
             return
         transfer = Transfer(expected=expected, address=address, path=path, handle=handle,
-                            todo=list(range(0, expected.size, self.chunk_size)),
+                            todo=list(range(0, expected.claimed.size, self.chunk_size)),
                             attempts=attempts, started_s=started_s)
         self.transfers[address] = transfer
-        self.log.debug("receiving %s (%d bytes) from slave %d", expected.filename,
-                       expected.size, expected.slave_id)
+        self.log.debug("receiving %s (%d bytes) from slave %d", expected.claimed.filename,
+                       expected.claimed.size, expected.slave_id)
         self._fill_window(transfer)
 
     def _fill_window(self, transfer: Transfer) -> None:
@@ -248,17 +257,18 @@ class FileReceiver(Task):
             self._fetch(transfer, offset)
 
     def _fetch(self, transfer: Transfer, offset: int) -> None:
-        length = min(self.chunk_size, transfer.expected.size - offset)
+        length = min(self.chunk_size, transfer.expected.claimed.size - offset)
         transfer.in_flight[offset] = self.clock()
         if not self.router.send_to(transfer.address, "FETCH", {
-                "filename": transfer.expected.filename, "offset": offset, "length": length}):
+                "filename": transfer.expected.claimed.filename, "offset": offset,
+                "length": length}):
             pass  # the slave's socket is gone for now; the timeout asks again
 
     def do_chunk(self, transfer: Transfer, chunk: dict) -> None:
         offset, data = chunk["offset"], chunk["data"]
         if offset not in transfer.in_flight:
             return  # a late duplicate of a chunk fetched twice
-        length = min(self.chunk_size, transfer.expected.size - offset)
+        length = min(self.chunk_size, transfer.expected.claimed.size - offset)
         if len(data) != length or zlib.crc32(data) != chunk["crc32"]:
             self.chunks_refetched += 1
             if not self._count_try(transfer, offset, "damaged"):
@@ -301,17 +311,18 @@ class FileReceiver(Task):
         del self.transfers[transfer.address]
         expected = transfer.expected
         try:
-            check_wheel(
+            facts = check_wheel(
                 transfer.path, package=expected.package, version=expected.version,
-                expected_size=expected.size, expected_sha256=expected.sha256,
-                builder_abi=expected.abi_tag, builder_platform=expected.platform_tag,
-                max_size=self.max_wheel_size, filename=expected.filename,
+                claimed=expected.claimed, builder_abi=expected.builder_abi,
+                builder_platform=expected.builder_platform, max_size=self.max_wheel_size,
+                filename=expected.claimed.filename,
                 sha256=transfer.digest.hexdigest() if transfer.digest is not None else None,
                 unpack=self.unpack_limits)
         except WheelError as exc:
             remove_quietly(transfer.path)
-            if "SHA-256" in str(exc) and transfer.attempts <= self.retries:
-                self.log.warning("%s arrived damaged; fetching it again", expected.filename)
+            if isinstance(exc, HashMismatch) and transfer.attempts <= self.retries:
+                self.log.warning("%s arrived damaged; fetching it again",
+                                 expected.claimed.filename)
                 self._start(expected, transfer.address, attempts=transfer.attempts + 1,
                             started_s=transfer.started_s)
                 return
@@ -327,12 +338,12 @@ class FileReceiver(Task):
         self.verified.setdefault(expected.slave_id, []).append(
             (f"{expected.package}\0{expected.version}", final))
         self.files_verified += 1
-        self.log.info("received %s from slave %d", expected.filename, expected.slave_id)
+        self.log.info("received %s from slave %d", expected.claimed.filename, expected.slave_id)
         # the driver hears first, so the slave's SENT finds the verdict there
         self.tell(self.results, "VERIFIED", {"slave_id": expected.slave_id,
-                                       "filename": expected.filename, "path": str(final)})
+                                             "file": {**facts.to_dict(), "path": str(final)}})
         self.router.send_to(transfer.address, "RECEIVED", {
-            "filename": expected.filename, "ok": True, "reason": None})
+            "filename": expected.claimed.filename, "ok": True, "reason": None})
 
     def _fail(self, transfer: Transfer, reason: str, *, retry: bool = False) -> None:
         self._discard(transfer)
@@ -341,7 +352,7 @@ class FileReceiver(Task):
     def _disk_failed(self, expected: Expected, address: bytes, exc: OSError) -> None:
         """Writing failed (a full disk, most likely): not the wheel's fault."""
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            self._hold_for_space(expected.size)
+            self._hold_for_space(expected.claimed.size)
         self._reject(expected, address, f"cannot store it: {exc.strerror or exc}", retry=True)
 
     def _reject(self, expected: Expected, address: bytes, reason: str, *,
@@ -349,12 +360,12 @@ class FileReceiver(Task):
         """Refuse a file; *retry*: its build goes back to the queue, unrecorded."""
         self.files_rejected += 1
         self.log.warning("%s %s from slave %d: %s", "refused (to be built again)" if retry
-                         else "rejected", expected.filename, expected.slave_id, reason)
+                         else "rejected", expected.claimed.filename, expected.slave_id, reason)
         self.tell(self.results, "REJECTED", {"slave_id": expected.slave_id,
-                                             "filename": expected.filename,
+                                             "filename": expected.claimed.filename,
                                              "reason": reason[:limits.REASON], "retry": retry})
         self.router.send_to(address, "RECEIVED", {
-            "filename": expected.filename, "ok": False, "reason": reason[:limits.REASON]})
+            "filename": expected.claimed.filename, "ok": False, "reason": reason[:limits.REASON]})
 
     def _discard(self, transfer: Transfer) -> None:
         self.transfers.pop(transfer.address, None)
@@ -394,7 +405,7 @@ class FileReceiver(Task):
             if now - transfer.started_s > self.deadline_s:
                 self._fail(transfer, f"not received within the deadline of "
                                      f"{self.deadline_s:g} s ({transfer.received} of "
-                                     f"{transfer.expected.size} bytes)", retry=True)
+                                     f"{transfer.expected.claimed.size} bytes)", retry=True)
                 continue
             late = [offset for offset, sent in transfer.in_flight.items()
                     if now - sent > self.timeout_s]

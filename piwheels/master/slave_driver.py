@@ -61,7 +61,8 @@ class Attempt:
     job_started_s: float  # monotonic, for monitors
     built: Optional[dict] = None
     files_todo: list[str] = field(default_factory=list)
-    files_done: dict[str, str] = field(default_factory=dict)
+    #: filename -> the facts the file receiver computed, and where the file waits
+    files_done: dict[str, dict] = field(default_factory=dict)
     sending: Optional[str] = None
     rejected: Optional[str] = None
     retry_later: bool = False  # the rejection was not the wheel's fault: queue it again
@@ -269,11 +270,13 @@ class SlaveDriver(Task):
             return  # the slave was dropped meanwhile; file_receiver was told
         attempt = slave.attempt
         if name == "VERIFIED":
-            attempt.files_done[payload["filename"]] = payload["path"]
+            filename = payload["file"]["filename"]
+            attempt.files_done[filename] = payload["file"]
         else:
-            attempt.rejected = f"{payload['filename']}: {payload['reason']}"
+            filename = payload["filename"]
+            attempt.rejected = f"{filename}: {payload['reason']}"
             attempt.retry_later = payload["retry"]
-        if attempt.reply_deferred and attempt.sending == payload["filename"]:
+        if attempt.reply_deferred and attempt.sending == filename:
             attempt.reply_deferred = False
             self._next_file(slave)
 
@@ -389,8 +392,8 @@ class SlaveDriver(Task):
         for facts in built["files"]:
             self.transfer_requests.send("EXPECT", {
                 "slave_id": slave.slave_id, "package": job[0], "version": job[1],
-                "abi_tag": slave.abi_tag, "platform_tag": slave.platform_tag,
-                "filename": facts["filename"], "size": facts["size"], "sha256": facts["sha256"],
+                "builder_abi": slave.abi_tag, "builder_platform": slave.platform_tag,
+                "claimed": facts,
             })
         self._next_file(slave)
 
@@ -459,12 +462,11 @@ class SlaveDriver(Task):
             self.log_limited("rejected-build", logging.WARNING,
                              "rejected %s %s from slave %d (%s): %s",
                              *job, slave.slave_id, slave.label, reason)
+        files = []  # what the file receiver computed, not what BUILT claimed
+        if status == "success":
+            files = [attempt.files_done[facts["filename"]] for facts in built["files"]]
         if status is not None:
-            files = []
-            if status == "success":
-                files = [dict(facts, path=attempt.files_done[facts["filename"]])
-                         for facts in built["files"]]
-            elif attempt.files_done or slave.state is SlaveStatus.SENDING:
+            if status != "success" and (attempt.files_done or slave.state is SlaveStatus.SENDING):
                 self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
             self._record({
                 "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
@@ -476,7 +478,7 @@ class SlaveDriver(Task):
         until = self.clock() + RECENT_S
         if hold_back:
             self.recent[(*job, slave.abi_tag)] = until
-        if status == "success" and any(f["abi_tag"] == "none" for f in built["files"]):
+        if status == "success" and any(f["abi_tag"] == "none" for f in files):
             self.recent[(*job, "*")] = until
         self.active.pop(job, None)
         slave.state, slave.attempt = SlaveStatus.IDLE, None
@@ -519,9 +521,7 @@ class SlaveDriver(Task):
                 return f"bad wheel filename: {exc}"
             if name != canonical_name(built["package"]):
                 return f"{facts['filename']} is not a wheel of {built['package']}"
-            claimed = (facts["py_tag"], facts["abi_tag"], facts["platform_tag"])
-            if claimed != tuple(facts["filename"][:-len(".whl")].split("-")[-3:]):
-                return f"{facts['filename']}: reported tags {claimed} disagree with its name"
+        # every other claim is held against the file itself once it has arrived
         return None
 
     def _adopt(self, slave: SlaveState, job: Job) -> None:

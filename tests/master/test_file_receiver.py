@@ -10,20 +10,22 @@ import hashlib
 import os
 import subprocess
 import time
+import zipfile
 import zlib
 from pathlib import Path
+from typing import Optional
 
 import msgpack
 import pytest
 import zmq
 from farm import free_port, recv, task_failure, wait_for
-from wheel_craft import craft_wheel
+from wheel_craft import FALSE_CLAIMS, craft_wheel
 
 from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import FILE_TRANSFER, SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
 from piwheels.slave.file_sender import FileSender
 from piwheels.transport import Socket
-from piwheels.wheel_facts import UnpackLimits
+from piwheels.wheel_facts import UnpackLimits, inspect_wheel
 
 CHUNK = 16 * 1024
 
@@ -58,14 +60,16 @@ class Rig:
         self.requests.connect(TRANSFER_REQUESTS.address)
         self.task.start()
 
-    def expect(self, path: Path, slave_id: int = 1, **overrides) -> dict:
-        data = path.read_bytes()
+    def expect(self, path: Path, slave_id: int = 1, claimed: Optional[dict] = None,
+               **overrides) -> dict:
+        """EXPECT *path* as the slave driver does after BUILT; the facts claimed
+        (the file's own, but for *claimed*)."""
+        facts = {**inspect_wheel(path, find_apt_deps=False).to_dict(), **(claimed or {})}
         expect = {"slave_id": slave_id, "package": "piw-craft", "version": "1.0",
-                  "abi_tag": "none", "platform_tag": "any", "filename": path.name,
-                  "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        expect.update(overrides)
+                  "builder_abi": "cp311", "builder_platform": "linux_x86_64",
+                  "claimed": facts, **overrides}
         self.requests.send("EXPECT", expect)
-        return expect
+        return facts
 
     def result(self, timeout_s: float = 10) -> tuple[str, dict]:
         return recv(self.results, timeout_s)
@@ -135,8 +139,8 @@ def test_a_wheel_arrives_whole_and_verified(rig, tmp_path):
     assert (ok, reason) == (True, None)
     assert chunks == -(-path.stat().st_size // CHUNK)
     name, verified = r.result()
-    assert name == "VERIFIED" and verified["filename"] == path.name
-    received = Path(verified["path"])
+    assert name == "VERIFIED" and verified["file"]["filename"] == path.name
+    received = Path(verified["file"]["path"])
     assert received.parent == r.transfers and not received.name.endswith(".part")
     assert received.read_bytes() == path.read_bytes()
     assert not list(r.transfers.glob("*.part"))
@@ -295,7 +299,7 @@ def test_abandon_drops_half_done_and_verified_files(rig, tmp_path):
     done = big_wheel(tmp_path / "earlier", size=5000)
     (ok, _), _ = serve_with_sender(r, done, slave_id=3)
     assert ok
-    verified = Path(r.result()[1]["path"])
+    verified = Path(r.result()[1]["file"]["path"])
     assert verified.exists()
     path = big_wheel(tmp_path, size=60_000)
     facts = r.expect(path, slave_id=3)
@@ -350,3 +354,56 @@ def test_room_still_to_be_written_by_other_transfers_is_not_offered_twice(rig, t
         late.close()
     finally:
         subprocess.run(["umount", "-l", str(output)], check=False)
+
+
+@pytest.mark.parametrize("fact", sorted(FALSE_CLAIMS))
+def test_a_wheel_unlike_what_built_claimed_is_rejected_naming_the_fact(rig, tmp_path, fact):
+    """The slave offers its real file (true size and hash); BUILT said otherwise."""
+    r = rig()
+    path = big_wheel(tmp_path, size=20_000)
+    true = inspect_wheel(path, find_apt_deps=False).to_dict()
+    change, words = FALSE_CLAIMS[fact]
+    r.expect(path, claimed=change(true))
+    sender = FileSender(r.ctx, r.address)
+    try:
+        time.sleep(0.05)
+        sender.offer(1, path, true["size"], true["sha256"])
+        outcome = wait_for(lambda: sender.socket.zsocket.poll(100) and sender.handle(), 10,
+                           "the verdict")
+    finally:
+        sender.close()
+    ok, told = outcome
+    assert not ok and words in told, told  # the slave is told why
+    name, rejected = r.result()
+    assert name == "REJECTED" and rejected["reason"] == told and not rejected["retry"]
+    assert r.no_result(0.2)
+    assert not any(r.transfers.iterdir())  # nothing kept to be published
+    assert r.task.status()["files_rejected"] == 1
+
+
+def test_verified_facts_are_computed_from_the_file_but_apt_packages_claimed(rig, tmp_path):
+    r = rig()
+    path = big_wheel(tmp_path, size=20_000)
+    sender = FileSender(r.ctx, r.address)
+    try:
+        time.sleep(0.05)
+        claimed = r.expect(path, claimed={"apt_dependencies": ["libfoo1"]})
+        sender.offer(1, path, claimed["size"], claimed["sha256"])
+        ok, reason = wait_for(lambda: sender.socket.zsocket.poll(100) and sender.handle(), 10,
+                              "the verdict")
+    finally:
+        sender.close()
+    assert ok, reason
+    name, verified = r.result()
+    assert name == "VERIFIED"
+    facts = verified["file"]
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as wheel:
+        metadata = wheel.read("piw_craft-1.0.dist-info/METADATA")
+    # what the test reads from the file itself, not what the receiver was told
+    assert facts["metadata"] == metadata
+    assert facts["metadata_sha256"] == hashlib.sha256(metadata).hexdigest()
+    assert (facts["size"], facts["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert (facts["py_tag"], facts["abi_tag"], facts["platform_tag"]) == ("py3", "none", "any")
+    assert facts["apt_dependencies"] == ["libfoo1"]  # the builder's word: only it can tell
+    assert Path(facts["path"]).read_bytes() == data

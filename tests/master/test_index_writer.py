@@ -129,9 +129,13 @@ def test_package_pages(db, writer, output):
     project = read_json(output / "project" / "foo-bar" / "json" / "index.json")
     assert project["versions"][0]["builds"]["cp311"]["status"] == "success"
     assert project["apt_install"] == "sudo apt install libfoo1"
+    # the one fact the master cannot check is shown as the builder's word
+    assert project["apt_dependencies_source"] == "reported by the builder"
     human = (output / "project" / "foo-bar" / "index.html").read_text()
     assert "pip install --extra-index-url http://farm.test/simple/ foo-bar" in human
     assert "sudo apt install libfoo1" in human
+    assert re.search(r"Debian packages\s*\(<span class=\"claim\">reported by the builder</span>\)",
+                     human), human
     (build,) = db.get_project("foo-bar").versions[0].builds
     log = output / "logs" / log_path(build.build_id)
     assert gzip.decompress(log.read_bytes()).decode() == f"log of {filename}\n"
