@@ -38,6 +38,9 @@ class PeerRefused(ProtocolError):
     """A message whose sender's key is not (or no longer) enrolled."""
 
 
+#: what CURVE adds to each frame on the wire (command name, flags, nonce, MAC),
+#: where ZeroMQ's MAXMSGSIZE is checked
+CURVE_FRAME_OVERHEAD_BYTES = 33
 #: the ZAP domain of the master's CURVE sockets (the ZAP handler answers for it only)
 ZAP_DOMAIN = "piwheels"
 
@@ -199,7 +202,10 @@ class Socket:
             zsocket.curve_publickey = curve_client.keys.public
             zsocket.curve_serverkey = curve_client.server_public
         limit = protocol.max_receive_frame
-        zsocket.setsockopt(zmq.MAXMSGSIZE, limit if max_frame is None else min(max_frame, limit))
+        limit = limit if max_frame is None else min(max_frame, limit)
+        if curve_server is not None or curve_client is not None:
+            limit += CURVE_FRAME_OVERHEAD_BYTES  # ZeroMQ checks the frame as it travels
+        zsocket.setsockopt(zmq.MAXMSGSIZE, limit)
         if peers is not None:
             hwm = min(hwm, peers.queue)
             zsocket.setsockopt(zmq.HANDSHAKE_IVL, int(peers.handshake_s * 1000))

@@ -61,7 +61,7 @@ class Rig:
     def expect(self, path: Path, slave_id: int = 1, **overrides) -> dict:
         data = path.read_bytes()
         expect = {"slave_id": slave_id, "package": "piw-craft", "version": "1.0",
-                  "abi_tag": "none", "platform_tag": "any", "filename": path.name,
+                  "abi_tag": "none", "platform_tag": "any", "key_id": None, "filename": path.name,
                   "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         expect.update(overrides)
         self.requests.send("EXPECT", expect)
