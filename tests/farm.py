@@ -211,6 +211,10 @@ class Farm:
                             self.enrolled / f"{label}{PUBLIC_SUFFIX}")
         return secret
 
+    def key_id(self, label: str) -> str:
+        """The id of slave *label*'s key (made by :meth:`slave_key`)."""
+        return load_key_pair(self.slave_key(label, enrol=False)).key_id
+
     def revoke(self, label: str) -> None:
         (self.enrolled / f"{label}{PUBLIC_SUFFIX}").unlink()
 
