@@ -255,3 +255,21 @@ def test_results_refused_at_built_are_logged_once_with_slave_build_and_reason(ca
     lines = [rec.getMessage() for rec in caplog.records if "rejected" in rec.getMessage()]
     assert lines == ["rejected a 1.0 from slave 1 (test-0): other-1.0-cp311-cp311-"
                      "linux_x86_64.whl is not a wheel of a"], lines
+
+
+def test_a_slave_without_a_key_builds_only_for_abis_the_farm_knows():
+    with Rig() as r:
+        sock = Socket.make(r.ctx, zmq.DEALER, SLAVE)
+        sock.connect(r.address)
+        sock.send("HELLO", {
+            "protocol": PROTOCOL_VERSION, "label": "newcomer", "python_tag": "cp313",
+            "abi_tag": "cp313", "platform_tag": "linux_x86_64", "python_version": "3.13.1",
+            "pip_version": "24.0", "os": "test", "build_timeout_s": 60, "building": None,
+            "containment": "none: test"})
+        name, die = recv(sock)
+        assert name == "DIE"
+        assert "does not build for cp313" in die["reason"] and "enrolled" in die["reason"]
+        assert "piw-control add-abi cp313" in die["reason"]
+        assert requests(r, 0.5) == []  # no ABI registered
+        assert r.task.slaves == {}
+        r.slave()  # a slave of a known ABI is welcome
