@@ -465,6 +465,9 @@ CONTROL = Protocol("control", sends={
     "IMPORT": message({"path": FilePath,
                        "abi_tag": optional(Tag), "label": Label}),
     "RECONCILE": message(),
+    # an operator's word that the farm builds for this ABI (or does again): the
+    # one way to add an ABI besides a slave with an enrolled key
+    "ADD_ABI": message({"abi_tag": Tag}),
     # an operator's PEP 792 status for a project ("active" clears it)
     "PROJECT_STATUS": message({"package": Name, "status": one_of(*PROJECT_STATUSES),
                                "reason": Reason}),

@@ -291,6 +291,7 @@ CONTROL_ACTIONS = {
     "pause": "PAUSE",
     "resume": "RESUME",
     "reconcile": "RECONCILE",
+    "add-abi": "ADD_ABI",
     "min-free-space": "MIN_FREE_SPACE",
     "build-policy": "POLICY",
     "build-prereleases": "POLICY",
@@ -308,7 +309,9 @@ def _control(argv: Optional[Sequence[str]]) -> int:
                              "project list now; min-free-space MIB (until the master restarts); "
                              "build-policy [SPEC] (all, newest:N, since:YYYY-MM-DD, "
                              "versions:V1,V2,...; 'farm' with --project: the farm's; no SPEC: "
-                             "show it); build-prereleases {on,off,farm}")
+                             "show it); build-prereleases {on,off,farm}; add-abi TAG (build "
+                             "for this ABI: the way to add one besides a slave with an "
+                             "enrolled key)")
     parser.add_argument("value", nargs="?", metavar="VALUE",
                         help="MIB for min-free-space, SPEC for build-policy, on/off/farm for "
                              "build-prereleases")
@@ -331,6 +334,10 @@ def _control(argv: Optional[Sequence[str]]) -> int:
             elif not options.project:
                 parser.error("'farm' goes with --project NAME")
         payload = {"package": options.project, "policy": value, "prereleases": None}
+    elif action == "add-abi":
+        if not value:
+            parser.error("add-abi needs TAG, an ABI such as cp311")
+        payload = {"abi_tag": value}
     elif action == "build-prereleases":
         if value not in PRERELEASE_SETTINGS:
             parser.error(f"build-prereleases takes one of {', '.join(PRERELEASE_SETTINGS)}")
