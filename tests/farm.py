@@ -249,7 +249,10 @@ class Farm:
         self.master.wait_log("master started", 30)
         return self.master
 
-    def start_slave(self, label: str, python: str, *extra: str, enrol: bool = True) -> Process:
+    def start_slave(self, label: str, python: str, *extra: str, enrol: bool = True,
+                    keyed: bool = True) -> Process:
+        """A piw-slave with a key of its own (enrolled unless not *enrol*; none at
+        all unless *keyed*)."""
         work = self.work_root / f"work-{label}"
         work.mkdir(exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
@@ -260,7 +263,7 @@ class Farm:
             str(BIN / "piw-slave"), "-v", "--master", "127.0.0.1",
             "--slave-port", str(self.slave_port), "--file-port", str(self.file_port),
             "--label", label, "--dir", str(work), "--python", python,
-            *self.slave_key_args(label, enrol=enrol), *extra,
+            *(self.slave_key_args(label, enrol=enrol) if keyed else []), *extra,
         ], self.tmp_path / f"slave-{label}-{time.monotonic_ns()}.log", user=self.user, env=env)
         self.slaves.append(slave)
         return slave

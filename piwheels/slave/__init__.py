@@ -111,7 +111,9 @@ class Slave:
         self.ctx = zmq.Context()
         self.curve = curve
         self.sock: Optional[Socket] = None
-        self.handshakes: Optional[HandshakeWatch] = None
+        #: why the master does not answer, if it refuses the handshake
+        self.handshakes = HandshakeWatch(curve.keys.key_id if curve else None, "slave",
+                                         clock=clock)
         self.sender = FileSender(self.ctx, self.file_address, clock=clock, curve=curve)
         self.slave_id: Optional[int] = None
         self.heartbeat_s = 3.0
@@ -138,9 +140,7 @@ class Slave:
             self.sender.reconnect()
         self.warn_if_unresolvable()
         self.sock = Socket.make(self.ctx, zmq.DEALER, SLAVE, curve_client=self.curve)
-        if self.curve is not None:
-            self.handshakes = HandshakeWatch(self.sock.zsocket, self.curve.keys.key_id, "slave",
-                                             clock=self.clock)
+        self.handshakes.attach(self.sock.zsocket)
         self.sock.connect(self.slave_address)
         self.outstanding = None
         self.slave_id = None
@@ -166,9 +166,7 @@ class Slave:
         return value[:200]
 
     def _close_socket(self) -> None:
-        if self.handshakes is not None:
-            self.handshakes.close()
-            self.handshakes = None
+        self.handshakes.close()
         self.sock.close()
 
     def warn_if_unresolvable(self) -> None:
@@ -198,10 +196,10 @@ class Slave:
                 poller = zmq.Poller()
                 poller.register(self.sock.zsocket, zmq.POLLIN)
                 poller.register(self.sender.socket.zsocket, zmq.POLLIN)
-                if self.handshakes is not None:
+                if self.handshakes.socket is not None:
                     poller.register(self.handshakes.socket, zmq.POLLIN)
                 events = dict(poller.poll(int(LOOP_INTERVAL_S * 1000)))
-                if self.handshakes is not None and self.handshakes.socket in events:
+                if self.handshakes.socket is not None and self.handshakes.socket in events:
                     self.handshakes.handle()
                 if self.sock.zsocket in events:
                     self.handle_reply()

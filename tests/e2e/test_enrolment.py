@@ -19,6 +19,7 @@ def test_unenrolled_refused_enrolled_builds_revoked_refused_at_its_next_message(
     farm.start_master()
     python = pyenv_python("11")
     stranger = farm.start_slave("stranger", python, enrol=False)
+    keyless = farm.start_slave("keyless", python, keyed=False)
     member = farm.start_slave("member", python)
     stranger_id, member_id = farm.key_id("stranger"), farm.key_id("member")
 
@@ -27,6 +28,8 @@ def test_unenrolled_refused_enrolled_builds_revoked_refused_at_its_next_message(
     # the stranger is refused at every handshake, and says so in one line
     stranger.wait_log(f"the master refused this slave's key {stranger_id}", 30)
     farm.master.wait_log(f"refused a connection from key {stranger_id}", 5)
+    keyless.wait_log("the master takes only slaves with enrolled keys, and this slave has "
+                     "none", 10)
 
     # revoked while it builds: its next heartbeat is refused, and it stops saying why
     farm.revoke("member")
@@ -47,7 +50,10 @@ def test_unenrolled_refused_enrolled_builds_revoked_refused_at_its_next_message(
 
     # the stranger never got a job, and is still refused (never "connected")
     assert stranger.proc.poll() is None
-    assert "building" not in stranger.log() and "connected to the master" not in stranger.log()
+    for refused in (stranger, keyless):
+        assert refused.proc.poll() is None
+        assert "building" not in refused.log() and "connected to the master" not in refused.log()
+        assert refused.log().count("still trying") == 1  # once a minute, across reconnects
     assert [s["label"] for s in farm.snapshot()["slaves"]] == ["rescuer"]
     log = farm.master.log()
     assert "Traceback" not in log and "task failed" not in log
