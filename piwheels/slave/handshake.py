@@ -57,7 +57,7 @@ class HandshakeWatch:
             line = (f"the master refused this slave's key {self.key_id} on its {self.what} "
                     f"socket: it is not enrolled, or was revoked (on the master: piw-keys "
                     f"enrol <this slave's public key file>); still trying")
-        elif mismatch and self.key_id is None:
+        elif self.key_id is None:  # nothing else fails a handshake without keys
             line = ("the master takes only slaves with enrolled keys, and this slave has "
                     "none: make one with piw-keys slave-init, set --slave-key and "
                     "--master-public-key, and have it enrolled; still trying")
@@ -66,6 +66,7 @@ class HandshakeWatch:
                     "--master-key): unset --slave-key, or give the master its keys; "
                     "still trying")
         else:
+            log.debug("handshake event %s (%s)", event["event"], event["value"])
             line = (f"the CURVE handshake with the master's {self.what} socket failed: is "
                     f"--master-public-key the master's public key?; still trying")
         now = self.clock()
