@@ -58,7 +58,10 @@ class KeyPair:
 def key_id(public: bytes | str) -> str:
     """The short, stable fingerprint of a Z85 public key: what tools, logs and the
     monitor show (hex, from the SHA-256 of the raw 32-byte key)."""
-    raw = z85.decode(public.encode("ascii") if isinstance(public, str) else bytes(public))
+    try:
+        raw = z85.decode(public.encode("ascii") if isinstance(public, str) else bytes(public))
+    except (ValueError, KeyError, IndexError, TypeError, UnicodeError):
+        raise ValueError("not a Z85-encoded key") from None
     return hashlib.sha256(raw).hexdigest()[:KEY_ID_LENGTH]
 
 
@@ -81,7 +84,7 @@ def read_key_file(path: Path, what: str) -> tuple[bytes, Optional[bytes]]:
         public, secret = zmq.auth.load_certificate(path)
     except ValueError:
         raise KeyFileError(f"{what} {path} holds no public key (not a key file made by "
-                        f"piw-keys)") from None
+                           f"piw-keys)") from None
     except OSError as exc:
         raise KeyFileError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
     if not _valid_z85_key(public):
@@ -98,11 +101,11 @@ def load_key_pair(path: Path | str, what: str = "key file") -> KeyPair:
     public, secret = read_key_file(path, what)
     if secret is None:
         raise KeyFileError(f"{what} {path} holds only a public key; name the "
-                        f"{SECRET_SUFFIX} file")
+                           f"{SECRET_SUFFIX} file")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise KeyFileError(f"{what} {path} is open to others (mode {mode:04o}): the secret key "
-                        f"must be readable by its owner only; chmod 600 {path}")
+                           f"must be readable by its owner only; chmod 600 {path}")
     if zmq.curve_public(secret) != public:
         raise KeyFileError(f"{what} {path}: its public and secret keys do not belong together")
     return KeyPair(public=public, secret=secret)
@@ -131,7 +134,7 @@ def make_key_pair(secret_path: Path | str, *, force: bool = False) -> tuple[KeyP
     existing = [p for p in (secret_path, public_file) if p.exists()]
     if existing and not force:
         raise KeyFileError(f"{existing[0]} exists already; pass --force to replace it (the "
-                        f"old key stops working everywhere)")
+                           f"old key stops working everywhere)")
     parent = secret_path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True, mode=0o755)

@@ -8,7 +8,9 @@ revoked in the middle of a build, one enrolled to finish that build.
 from __future__ import annotations
 
 import pytest
-from farm import builds_of, pyenv_python
+import subprocess
+
+from farm import BIN, builds_of, pyenv_python
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +57,18 @@ def test_unenrolled_refused_enrolled_builds_revoked_refused_at_its_next_message(
         assert "building" not in refused.log() and "connected to the master" not in refused.log()
         assert refused.log().count("still trying") == 1  # once a minute, across reconnects
     assert [s["label"] for s in farm.snapshot()["slaves"]] == ["rescuer"]
+    # besides an enrolled slave, only an operator adds an ABI
+    def add_abi(tag: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "piw-control"), "--control-address",
+                               farm.control_address, "add-abi", tag],
+                              capture_output=True, text=True, timeout=30)
+    added = add_abi("cp314")
+    assert (added.returncode, added.stdout.strip()) == (0, "the farm builds for cp314"), added
+    refused = add_abi("abi3")
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused
+    assert "add-abi" in refused.stderr and "abi3" in refused.stderr
+    assert db.get_build_abis() == ["cp311", "cp314"]
+
     log = farm.master.log()
     assert "Traceback" not in log and "task failed" not in log
     assert log.count(f"refused a connection from key {stranger_id}") == 1  # once a minute
