@@ -83,6 +83,7 @@ setup(
             "piw-control = piwheels.admin:control_main",
             "piw-monitor = piwheels.monitor:main",
             "piw-quickstart = piwheels.quickstart:main",
+            "piw-keys = piwheels.keytool:main",
         ],
     },
     classifiers=[

@@ -28,6 +28,8 @@ DEFAULT_CONFIG_FILES = (
     "~/.config/piwheels/piwheels.conf",
 )
 ENV_PREFIX = "PIW_"
+#: --containment's values
+CONTAINMENT_CHOICES = ("required", "optional")
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,32 @@ _OPTIONS = [
         default=100.0, type=positive_float, metavar="RATIO",
     ),
     Option(
+        ("--master-key",), "master_key",
+        "the master's CURVE secret key file (made by piw-keys master-init); slaves "
+        "must then have their keys enrolled. Unset: no keys, and the slave and file "
+        "sockets may bind to loopback addresses only, unless --open-farm",
+        default=None, metavar="FILE",
+    ),
+    Option(
+        ("--authorized-keys",), "authorized_keys",
+        "the directory of the enrolled slaves' public key files (NAME.key), re-read "
+        "when it changes; default: authorized/ beside --master-key",
+        default=None, metavar="DIR",
+    ),
+    Option(
+        ("--open-farm",), "open_farm",
+        "take slaves without keys on any address: anyone who reaches the ports can "
+        "build and upload (such slaves build only for ABIs the farm knows already)",
+        default=False, action="store_true",
+    ),
+    Option(
+        ("--containment",), "containment",
+        "required: refuse slaves whose builds are not contained (no namespaces); "
+        "optional: take them (default: required when the master runs on Linux)",
+        default="required" if sys.platform.startswith("linux") else "optional",
+        choices=CONTAINMENT_CHOICES,
+    ),
+    Option(
         ("--handshake-timeout",), "handshake_timeout_s",
         "seconds a new connection to the slave or file socket has to complete "
         "ZeroMQ's handshake before the master closes it (idle connections hold "
@@ -312,6 +340,17 @@ _OPTIONS = [
         ("--file-port",), "file_port",
         "the master's port for file transfers",
         default=5556, type=port_number, metavar="PORT",
+    ),
+    Option(
+        ("--slave-key",), "slave_key",
+        "this slave's CURVE secret key file (made by piw-keys slave-init); unset: "
+        "connect without keys (only an open or loopback-only master takes that)",
+        default=None, metavar="FILE",
+    ),
+    Option(
+        ("--master-public-key",), "master_public_key",
+        "the master's public key file (its master.key), copied from the master",
+        default=None, metavar="FILE",
     ),
     Option(
         ("--label",), "label",

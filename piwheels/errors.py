@@ -15,6 +15,10 @@ class ConfigError(PiwheelsError):
     """An option's value cannot be used."""
 
 
+class KeyFileError(ConfigError):
+    """A CURVE key file that cannot be used; the message names it and says why."""
+
+
 class BindError(ConfigError):
     """A socket address that cannot be listened on or connected to."""
 

@@ -22,11 +22,13 @@ from voluptuous import Invalid, Schema
 
 from . import limits
 from .build_policy import MAX_SPEC_LENGTH
+from .keys import KEY_ID_LENGTH
 from .project_status import PROJECT_STATUSES
 
 #: Bumped whenever a message of the slave or file protocol changes shape.
 #: 2: CHUNK's data travels as a frame of its own.
-PROTOCOL_VERSION = 2
+#: 3: HELLO says whether the slave's builds are contained.
+PROTOCOL_VERSION = 3
 
 # --- field types --------------------------------------------------------------
 #
@@ -149,6 +151,14 @@ Count = number(0, integer=True)
 Size = number(1, integer=True)
 SlaveId = number(1, integer=True)
 ChunkLength = number(1, MAX_CHUNK_BYTES, integer=True)
+#: a CURVE key's fingerprint (:func:`piwheels.keys.key_id`); None: no keys
+KeyId = optional(text(KEY_ID_LENGTH, KEY_ID_LENGTH))
+#: how a slave contains its builds ("bwrap 0.8.0"), or "none: <why>"
+Containment = text(1, 200)
+#: the prefix of a containment that contains nothing
+UNCONTAINED = "none"
+#: the most ABIs the build queue tells the slave driver of
+MAX_ABIS = 1000
 
 
 @dataclass(frozen=True)
@@ -278,6 +288,7 @@ SLAVE_TO_MASTER = {
         "os": text(1, 200),
         "build_timeout_s": PositiveSeconds,
         "building": optional(message(BUILD_JOB)),
+        "containment": Containment,
     }),
     "IDLE": message({"stats": message(HOST_STATS)}),
     "BUSY": message({**BUILD_JOB, "stats": message(HOST_STATS)}),
@@ -364,13 +375,17 @@ BUILD_QUEUE = Protocol("build_queue", sends={
     # admin -> slave_driver: its builds were removed (piw-remove --builds): it may be
     # handed out again at once, though it was built a moment ago
     "REQUEUE": message({"package": Name, "version": optional(Version)}),
+    # every ABI the farm knows (active or retired): a slave without an enrolled key
+    # may build only for one of these
+    "ABIS": message({"abi_tags": at_most(MAX_ABIS, Tag)}),
 }, receives={}, address="inproc://build_queue")
 
 # slave_driver / build_recorder / pypi_follower -> build_queue
 QUEUE_REQUESTS = Protocol("queue_requests", sends={
     # something changed (for this package, or anything): look again soon
     "REFRESH": message({"package": optional(Name)}),
-    # a slave for this ABI said HELLO: build for it unless an operator retired it
+    # an enrolled slave for this ABI said HELLO: build for it unless an operator
+    # retired it (a slave without a key never adds an ABI)
     "ABI": message({"abi_tag": Tag}),
     # the driver is running low on this ABI's builds: send the ones after the last sent
     "MORE": message({"abi_tag": Tag}),
@@ -381,10 +396,11 @@ QUEUE_REQUESTS = Protocol("queue_requests", sends={
 
 # slave_driver -> file_receiver
 TRANSFER_REQUESTS = Protocol("transfer_requests", sends={
-    # the builder's tags, and the facts it claims in BUILT for the file
+    # the builder's tags, and the facts it claims in BUILT for the file;
+    # key_id: the slave's key, which the file's sender must have too
     "EXPECT": message({
         "slave_id": SlaveId, "package": Name, "version": Version,
-        "builder_abi": Tag, "builder_platform": Platform,
+        "builder_abi": Tag, "builder_platform": Platform, "key_id": KeyId,
         "claimed": message(FILE_FACTS),
     }),
     "ABANDON": message({"slave_id": SlaveId}),
@@ -462,6 +478,9 @@ CONTROL = Protocol("control", sends={
     "IMPORT": message({"path": FilePath,
                        "abi_tag": optional(Tag), "label": Label}),
     "RECONCILE": message(),
+    # an operator's word that the farm builds for this ABI (or does again): the
+    # one way to add an ABI besides a slave with an enrolled key
+    "ADD_ABI": message({"abi_tag": Tag}),
     # an operator's PEP 792 status for a project ("active" clears it)
     "PROJECT_STATUS": message({"package": Name, "status": one_of(*PROJECT_STATUSES),
                                "reason": Reason}),

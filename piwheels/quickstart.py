@@ -36,6 +36,7 @@ from .db import Database
 from .errors import ConfigError, PiwheelsError
 from .fallback_server import FallbackServer
 from .initdb import initdb
+from .keys import PUBLIC_SUFFIX, make_key_pair, public_path
 
 BIN = Path(sys.executable).parent
 #: Who the slaves run as when quickstart is started as root (slaves refuse root).
@@ -138,6 +139,7 @@ class QuickFarm:
         #: whom the slaves run as (None: as quick start itself), and how they reach their files
         self.user: Optional[Identity] = None
         self.passage: Optional[Passage] = None
+        self.keys = self.workdir / "keys"
         self.control = f"ipc://{self.workdir}/control"
         self.status = f"ipc://{self.workdir}/status"
 
@@ -166,6 +168,7 @@ class QuickFarm:
         public = f"http://127.0.0.1:{self.port}/"
         self.logs.mkdir()
         slave_port, file_port = free_port(), free_port()
+        master_key = self._make_keys()
         self._spawn("master", [
             str(BIN / "piw-master"), "--dsn", self.dsn(self.name),
             "--output-path", str(self.output), "--public-url", public,
@@ -175,6 +178,9 @@ class QuickFarm:
             "--status-address", self.status,
             "--slave-bind", f"tcp://127.0.0.1:{slave_port}",
             "--file-bind", f"tcp://127.0.0.1:{file_port}",
+            "--master-key", str(master_key), "--authorized-keys", str(self.keys / "authorized"),
+            # until the slaves contain their builds themselves (bubblewrap): take them
+            "--containment", "optional",
             "--build-policy", "all" if o.all_versions else "newest:1",
             *[arg for project in o.projects for arg in ("--package-allow", project)],
         ])
@@ -188,6 +194,8 @@ class QuickFarm:
                 str(BIN / "piw-slave"), "--master", "127.0.0.1", "--slave-port", str(slave_port),
                 "--file-port", str(file_port), "--label", f"quick-{version}",
                 "--dir", str(work), "--python", python,
+                "--slave-key", str(self._slave_key(f"quick-{version}")),
+                "--master-public-key", str(public_path(master_key)),
             ], as_build_user=True)
         self._wait(f"{len(pythons)} slave(s)",
                    lambda snapshot: len(snapshot["slaves"]) >= len(pythons))
@@ -196,6 +204,25 @@ class QuickFarm:
               f"database {self.name}, files in {self.workdir}.\nWhen its wheels are built, install them with:\n\n"
               f"    pip install --extra-index-url {public}simple/ {' '.join(o.projects)}\n\n"
               f"Pages: {public}   Logs: {self.logs}   Ctrl-C stops everything.\n", flush=True)
+
+    def _make_keys(self) -> Path:
+        """The master's key pair and the directory its slaves are enrolled in; the
+        master's secret key file."""
+        self.keys.mkdir(mode=0o755)
+        (self.keys / "authorized").mkdir(mode=0o755)
+        master_key = self.keys / "master.key_secret"
+        make_key_pair(master_key)
+        return master_key
+
+    def _slave_key(self, label: str) -> Path:
+        """A key pair for one slave, its own (as the build user), enrolled on the master."""
+        secret = self.keys / label / f"{label}.key_secret"
+        make_key_pair(secret)
+        if self.user is not None:
+            for path in (secret.parent, secret, public_path(secret)):
+                os.chown(path, self.user.uid, self.user.gid)
+        shutil.copyfile(public_path(secret), self.keys / "authorized" / f"{label}{PUBLIC_SUFFIX}")
+        return secret
 
     def _plan_slaves(self, pythons: dict[str, str]) -> None:
         """Check that every slave will run as the user it runs as, changing nothing.

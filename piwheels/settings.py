@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,8 +27,10 @@ from voluptuous import Invalid
 from . import cli, config, protocols
 from .build_policy import BuildPolicy, parse_policy
 from .errors import ConfigError, InvalidPolicy
+from .keys import check_keys_dir, enrolled_dir, load_key_pair, load_public_key
 from .names import is_pattern
 from .project_status import check_status
+from .transport import CurveClient, CurveServer
 
 _TCP_ADDRESS = re.compile(r"tcp://(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[^:/\s\[\]]+):(?P<port>\d+)")
 
@@ -48,6 +52,22 @@ def check_address(dest: str, value: str, *, bind: bool) -> None:
     raise ConfigError(
         f"{flag_of(dest)} {value!r} is not a ZeroMQ address: use tcp://"
         f"{'HOST|*' if bind else 'HOST'}:PORT (port 1-65535) or ipc://PATH")
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a bind address takes connections from this machine only."""
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    match = _TCP_ADDRESS.fullmatch(address)
+    if not match:
+        return False
+    host = match["host"].strip("[]")
+    if host in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface or a host name: other machines may reach it
 
 
 def check_url(dest: str, value: str) -> None:
@@ -118,7 +138,8 @@ MASTER_OPTIONS = [
     "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
     "transfer_deadline_s", "max_wheel_size", "max_unpacked_size", "max_compression_ratio",
     "handshake_timeout_s", "control_address", "status_address", "min_free_space_mb",
-    "stats_interval_s", "verbose", "quiet", "log_file",
+    "stats_interval_s", "master_key", "authorized_keys", "open_farm", "containment",
+    "verbose", "quiet", "log_file",
 ]
 
 
@@ -160,7 +181,30 @@ class MasterConfig(_Checked):
     status_address: str
     min_free_space_mb: int
     stats_interval_s: float
+    master_key: Optional[str] = None
+    authorized_keys: Optional[str] = None
+    open_farm: bool = False
+    containment: str = config.OPTIONS["containment"].default
     log: LogSettings = LogSettings()
+
+    @property
+    def enrolled_dir(self) -> Optional[Path]:
+        """The authorised-keys directory (None: no keys configured)."""
+        if self.master_key is None:
+            return None
+        return enrolled_dir(self.master_key, self.authorized_keys)
+
+    @property
+    def curve(self) -> Optional[CurveServer]:
+        """The slave and file sockets' CURVE settings; None: no keys (open or loopback)."""
+        if self.master_key is None:
+            return None
+        return CurveServer(keys=load_key_pair(self.master_key, "--master-key"),
+                           enrolled_dir=str(self.enrolled_dir))
+
+    @property
+    def containment_required(self) -> bool:
+        return self.containment == "required"
 
     @property
     def policy(self) -> BuildPolicy:
@@ -207,12 +251,36 @@ class MasterConfig(_Checked):
         require(self.reconcile_interval_s >= self.poll_interval_s,
                 f"--reconcile-interval ({self.reconcile_interval_s:g}) must be at least "
                 f"--poll-interval ({self.poll_interval_s:g})")
+        require(self.containment in config.CONTAINMENT_CHOICES,
+                f"--containment must be one of {', '.join(config.CONTAINMENT_CHOICES)}, "
+                f"not {self.containment!r}")
+        self.check_keys()
+
+    def check_keys(self) -> None:
+        """Keys that load, or (without them) sockets no other machine can reach."""
+        if self.master_key is not None:
+            require(not self.open_farm, "--open-farm and --master-key exclude each other: "
+                                        "with a key only enrolled slaves are taken")
+            load_key_pair(self.master_key, "--master-key")
+            check_keys_dir(self.enrolled_dir, "--authorized-keys")
+            return
+        require(self.authorized_keys is None,
+                "--authorized-keys needs --master-key (the master's own key pair)")
+        if self.open_farm:
+            return
+        for dest in ("slave_bind", "file_bind"):
+            address = getattr(self, dest)
+            require(is_loopback(address),
+                    f"{flag_of(dest)} {address} takes connections from other machines, but "
+                    f"no --master-key is set: make keys with piw-keys master-init, bind to "
+                    f"127.0.0.1, or pass --open-farm to take any slave")
 
 
 #: Every option piw-slave takes.
 SLAVE_OPTIONS = [
     "master", "slave_port", "file_port", "label", "build_timeout_s", "work_dir",
-    "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "verbose", "quiet", "log_file",
+    "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "slave_key",
+    "master_public_key", "verbose", "quiet", "log_file",
 ]
 
 
@@ -230,7 +298,18 @@ class SlaveConfig(_Checked):
     python: Optional[str]
     memory_limit_mb: int
     max_log_bytes: int
+    slave_key: Optional[str] = None
+    master_public_key: Optional[str] = None
     log: LogSettings = LogSettings()
+
+    @property
+    def curve(self) -> Optional[CurveClient]:
+        """The sockets' CURVE settings; None: connect without keys."""
+        if self.slave_key is None:
+            return None
+        return CurveClient(keys=load_key_pair(self.slave_key, "--slave-key"),
+                           server_public=load_public_key(self.master_public_key,
+                                                         "--master-public-key"))
 
     @property
     def memory_bytes(self) -> int:
@@ -246,6 +325,12 @@ class SlaveConfig(_Checked):
         if self.label is not None:
             require(0 < len(self.label) <= LABEL,
                     f"--label must be 1 to {LABEL} characters, not {len(self.label)}")
+        require((self.slave_key is None) == (self.master_public_key is None),
+                "--slave-key and --master-public-key go together (this slave's key pair, "
+                "and the master's public key to check the master by)")
+        if self.slave_key is not None:
+            load_key_pair(self.slave_key, "--slave-key")
+            load_public_key(self.master_public_key, "--master-public-key")
 
 
 #: Every option piw-monitor takes.
@@ -417,6 +502,7 @@ CONTROL_ACTIONS = {
     "pause": "PAUSE",
     "resume": "RESUME",
     "reconcile": "RECONCILE",
+    "add-abi": "ADD_ABI",
     "min-free-space": "MIN_FREE_SPACE",
     "build-policy": "POLICY",
     "build-prereleases": "POLICY",
@@ -450,6 +536,12 @@ class ControlConfig(_ToolConfig):
         elif action == "build-policy":
             if value not in (None, "farm"):
                 parse_policy(value)  # a bad SPEC: one line, never sent
+        elif action == "add-abi":
+            require(bool(value), "add-abi needs TAG, an ABI such as cp311")
+            try:
+                protocols.Tag(value)
+            except Invalid as exc:
+                raise ConfigError(f"add-abi TAG {_shown(value)}: {exc.msg}") from None
         elif action == "build-prereleases":
             require(value in protocols.PRERELEASE_SETTINGS,
                     f"build-prereleases takes one of {', '.join(protocols.PRERELEASE_SETTINGS)}")

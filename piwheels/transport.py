@@ -4,6 +4,13 @@ Every message is msgpack-encoded as ``[name, payload]`` (a bulk field, where
 the protocol names one, follows in a frame of its own) and checked against
 the protocol's schema on the way out (a bug here raises) and on the way in
 (bad input raises :class:`ProtocolError`, which callers log and drop).
+
+The slave and file sockets are encrypted and authenticated with ZeroMQ
+CURVE (:class:`CurveServer`, :class:`CurveClient`).  ZeroMQ asks the
+master's ZAP handler about a key only at the handshake, so a server socket
+also checks each message's key (its ``User-Id``) against the enrolled keys
+as they are now: a key revoked while connected is refused at its next
+message (:class:`PeerRefused`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import voluptuous
 import zmq
 
 from .errors import BindError
+from .keys import EnrolledKeys, KeyPair, key_id
 from .protocols import Protocol
 
 log = logging.getLogger("piwheels.transport")
@@ -24,6 +32,35 @@ log = logging.getLogger("piwheels.transport")
 
 class ProtocolError(Exception):
     """A message that is not valid in this protocol; the text says why."""
+
+
+class PeerRefused(ProtocolError):
+    """A message whose sender's key is not (or no longer) enrolled."""
+
+
+#: what CURVE adds to each frame on the wire (command name, flags, nonce, MAC),
+#: where ZeroMQ's MAXMSGSIZE is checked
+CURVE_FRAME_OVERHEAD_BYTES = 33
+#: the ZAP domain of the master's CURVE sockets (the ZAP handler answers for it only)
+ZAP_DOMAIN = "piwheels"
+
+
+@dataclass(frozen=True)
+class CurveServer:
+    """What a master socket needs to take only enrolled slaves: its key pair and
+    the authorised-keys directory (each socket follows it with a view of its own)."""
+
+    keys: KeyPair
+    enrolled_dir: str
+
+
+@dataclass(frozen=True)
+class CurveClient:
+    """What a slave socket needs to reach the master: its own pair and the master's
+    public key."""
+
+    keys: KeyPair
+    server_public: bytes
 
 
 class InvalidMessage(ValueError):
@@ -129,24 +166,46 @@ class PeerLimits:
 class Socket:
     """A ZeroMQ socket bound to one protocol (as seen from this side)."""
 
-    def __init__(self, zsocket: zmq.Socket, protocol: Protocol) -> None:
+    def __init__(self, zsocket: zmq.Socket, protocol: Protocol,
+                 enrolled: Optional[EnrolledKeys] = None) -> None:
         self.zsocket = zsocket
         self.protocol = protocol
+        #: a CURVE server's view of the enrolled keys (None: no keys checked)
+        self.enrolled = enrolled
 
     @classmethod
     def make(cls, ctx: zmq.Context, kind: int, protocol: Protocol, *,
              linger_ms: int = 0, hwm: int = 10_000, max_frame: Optional[int] = None,
-             peers: Optional[PeerLimits] = None) -> "Socket":
+             peers: Optional[PeerLimits] = None,
+             curve_server: Optional[CurveServer] = None,
+             curve_client: Optional[CurveClient] = None) -> "Socket":
         """A socket for *protocol*; ZeroMQ drops a peer whose frame is over *max_frame*
         (default: the protocol's own limit), before the frame is allocated.
 
         *peers*, for a socket that faces untrusted peers over the network, bounds
         what each one may hold: its queue, its time to say who it is, its silence.
+        *curve_server* / *curve_client*: encrypt and authenticate with CURVE.
         """
         zsocket = ctx.socket(kind)
         zsocket.setsockopt(zmq.LINGER, linger_ms)
+        enrolled = None
+        if curve_server is not None:
+            zsocket.curve_secretkey = curve_server.keys.secret
+            zsocket.curve_publickey = curve_server.keys.public
+            zsocket.curve_server = True
+            zsocket.zap_domain = ZAP_DOMAIN.encode()
+            # no ZAP handler answering (it stopped): refuse, never let everyone in
+            zsocket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            enrolled = EnrolledKeys(curve_server.enrolled_dir)
+        elif curve_client is not None:
+            zsocket.curve_secretkey = curve_client.keys.secret
+            zsocket.curve_publickey = curve_client.keys.public
+            zsocket.curve_serverkey = curve_client.server_public
         limit = protocol.max_receive_frame
-        zsocket.setsockopt(zmq.MAXMSGSIZE, limit if max_frame is None else min(max_frame, limit))
+        limit = limit if max_frame is None else min(max_frame, limit)
+        if curve_server is not None or curve_client is not None:
+            limit += CURVE_FRAME_OVERHEAD_BYTES  # ZeroMQ checks the frame as it travels
+        zsocket.setsockopt(zmq.MAXMSGSIZE, limit)
         if peers is not None:
             hwm = min(hwm, peers.queue)
             zsocket.setsockopt(zmq.HANDSHAKE_IVL, int(peers.handshake_s * 1000))
@@ -161,7 +220,7 @@ class Socket:
         zsocket.setsockopt(zmq.RCVHWM, hwm)
         if kind == zmq.ROUTER:
             zsocket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        return cls(zsocket, protocol)
+        return cls(zsocket, protocol, enrolled)
 
     def bind(self, address: str) -> None:
         """Listen on *address*; :class:`~piwheels.errors.BindError` says why not."""
@@ -209,14 +268,46 @@ class Socket:
 
     def recv_from(self) -> tuple[bytes, Any, Any]:
         """(address, name, payload); name is None and payload the error for a bad message."""
-        frames = [f.buffer for f in self.zsocket.recv_multipart(copy=False)]
+        address, name, payload, _ = self.recv_from_peer()
+        return address, name, payload
+
+    def recv_from_peer(self) -> tuple[bytes, Any, Any, Optional[str]]:
+        """(address, name, payload, key id): :meth:`recv_from` plus the id of the
+        sender's enrolled key (None on a socket without CURVE).  A message from a
+        key not enrolled now comes as name None and a :class:`PeerRefused`."""
+        received = self.zsocket.recv_multipart(copy=False)
+        peer_key = None
+        if self.enrolled is not None and received:
+            problem, peer_key = self._check_peer(received[0])
+            if problem is not None:
+                address = bytes(received[0].buffer)
+                return address, None, PeerRefused(problem), peer_key
+        frames = [f.buffer for f in received]
         if len(frames) < 2:
             address = bytes(frames[0]) if frames else b""
-            return address, None, ProtocolError(f"expected 2 or 3 frames, got {len(frames)}")
+            return (address, None, ProtocolError(f"expected 2 or 3 frames, got {len(frames)}"),
+                    peer_key)
         address = bytes(frames[0])
         try:
             name, payload = decode(self.protocol, frames[1:])
         except ProtocolError as exc:
             # without its traceback, the error holds no frame that holds the message
-            return address, None, exc.with_traceback(None)
-        return address, name, payload
+            return address, None, exc.with_traceback(None), peer_key
+        return address, name, payload, peer_key
+
+    def _check_peer(self, frame: zmq.Frame) -> tuple[Optional[str], Optional[str]]:
+        """(why the sender is refused or None, its key id) from the User-Id the ZAP
+        handler gave its connection: the Z85 public key."""
+        try:
+            user = frame.get("User-Id")
+        except zmq.ZMQError:
+            user = ""
+        if not user:
+            return "the sender has no CURVE key", None
+        try:
+            peer = key_id(user)
+        except ValueError:
+            return "the sender's key is not a CURVE key", None
+        if self.enrolled.lookup(user) is None:
+            return f"key {peer} is not enrolled (revoked?)", peer
+        return None, peer

@@ -3,6 +3,11 @@
 Slaves refuse to run as root, so when the tests run as root the slaves run as
 an unprivileged build user (``PIWHEELS_TEST_BUILD_USER``, default
 ``piwbuild``; .ci/run creates it).
+
+A farm uses CURVE keys unless told not to: the master has a key pair, and
+each slave started gets one of its own, enrolled before it starts (pass
+``enrol=False`` for one the master must refuse).  Hand-driven slaves get keys
+from :meth:`Farm.curve_client` / :meth:`Farm.secure`.
 """
 
 from __future__ import annotations
@@ -19,13 +24,22 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
+import zmq
+
 from piwheels.control_client import ControlClient
+from piwheels.keys import PUBLIC_SUFFIX, load_key_pair, make_key_pair, public_path
+from piwheels.transport import CurveClient
 
 BIN = Path(sys.executable).parent
 BUILD_USER = os.environ.get("PIWHEELS_TEST_BUILD_USER", "piwbuild")
 PYENV = Path("/root/.pyenv/versions")
 
 T = TypeVar("T")
+
+#: What every test master is started with until slaves contain their builds
+#: (the `contain` work): the slaves here say "none: ..." in HELLO, which a
+#: master on Linux refuses by default.  The one place to drop it from.
+MASTER_CONTAINMENT = ("--containment", "optional")
 
 
 def free_port() -> int:
@@ -153,7 +167,8 @@ class Process:
 class Farm:
     """One master and any number of slaves for a test, all stopped at the end."""
 
-    def __init__(self, tmp_path: Path, master_dsn: str, index_url: str) -> None:
+    def __init__(self, tmp_path: Path, master_dsn: str, index_url: str, *,
+                 keys: bool = True) -> None:
         self.tmp_path = tmp_path
         self.master_dsn = master_dsn
         self.index_url = index_url
@@ -168,6 +183,56 @@ class Farm:
         # the build user cannot reach pytest's private temp tree
         self.work_root = Path(tempfile.mkdtemp(prefix="piw-farm-"))
         self.work_root.chmod(0o755)
+        self.keys_dir = self.work_root / "keys"
+        self.master_key: Optional[Path] = None
+        self.enrolled = self.keys_dir / "authorized"
+        if keys:
+            self.master_key = self.keys_dir / "master.key_secret"
+            self.master_pair, self.master_public = make_key_pair(self.master_key)
+            self.enrolled.mkdir(mode=0o755)
+
+    def key_args(self) -> list[str]:
+        """The master's key options (none for a farm without keys)."""
+        if self.master_key is None:
+            return []
+        return ["--master-key", str(self.master_key), "--authorized-keys", str(self.enrolled)]
+
+    def slave_key(self, label: str, *, enrol: bool = True) -> Path:
+        """A key pair for slave *label* (readable by the build user only), enrolled
+        on the master unless not *enrol*; the secret key file."""
+        secret = self.keys_dir / f"slave-{label}" / f"{label}.key_secret"
+        if not secret.exists():
+            make_key_pair(secret)
+            if self.user is not None:
+                for path in (secret.parent, secret, public_path(secret)):
+                    os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        if enrol:
+            shutil.copyfile(public_path(secret),
+                            self.enrolled / f"{label}{PUBLIC_SUFFIX}")
+        return secret
+
+    def key_id(self, label: str) -> str:
+        """The id of slave *label*'s key (made by :meth:`slave_key`)."""
+        return load_key_pair(self.slave_key(label, enrol=False)).key_id
+
+    def revoke(self, label: str) -> None:
+        (self.enrolled / f"{label}{PUBLIC_SUFFIX}").unlink()
+
+    def curve_client(self, label: str, *, enrol: bool = True) -> Optional[CurveClient]:
+        """Keys for a hand-driven slave's transport sockets (None: a farm without keys)."""
+        if self.master_key is None:
+            return None
+        return CurveClient(keys=load_key_pair(self.slave_key(label, enrol=enrol)),
+                           server_public=self.master_pair.public)
+
+    def secure(self, zsocket: zmq.Socket, label: str, *, enrol: bool = True) -> zmq.Socket:
+        """Give a raw ZeroMQ socket slave *label*'s keys (before it connects)."""
+        client = self.curve_client(label, enrol=enrol)
+        if client is not None:
+            zsocket.curve_secretkey = client.keys.secret
+            zsocket.curve_publickey = client.keys.public
+            zsocket.curve_serverkey = client.server_public
+        return zsocket
 
     def start_master(self, *extra: str) -> Process:
         self.master = Process([
@@ -179,12 +244,15 @@ class Farm:
             "--sleep-interval", "0.5", "--queue-interval", "1",
             "--transfer-timeout", "2", "--control-address", self.control_address,
             "--status-address", self.status_address, "--min-free-space", "1",
-            "--stats-interval", "1", *extra,
+            "--stats-interval", "1", *MASTER_CONTAINMENT, *self.key_args(), *extra,
         ], self.tmp_path / f"master-{len(self.slaves)}-{time.monotonic_ns()}.log")
         self.master.wait_log("master started", 30)
         return self.master
 
-    def start_slave(self, label: str, python: str, *extra: str) -> Process:
+    def start_slave(self, label: str, python: str, *extra: str, enrol: bool = True,
+                    keyed: bool = True) -> Process:
+        """A piw-slave with a key of its own (enrolled unless not *enrol*; none at
+        all unless *keyed*)."""
         work = self.work_root / f"work-{label}"
         work.mkdir(exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
@@ -194,10 +262,18 @@ class Farm:
         slave = Process([
             str(BIN / "piw-slave"), "-v", "--master", "127.0.0.1",
             "--slave-port", str(self.slave_port), "--file-port", str(self.file_port),
-            "--label", label, "--dir", str(work), "--python", python, *extra,
+            "--label", label, "--dir", str(work), "--python", python,
+            *(self.slave_key_args(label, enrol=enrol) if keyed else []), *extra,
         ], self.tmp_path / f"slave-{label}-{time.monotonic_ns()}.log", user=self.user, env=env)
         self.slaves.append(slave)
         return slave
+
+    def slave_key_args(self, label: str, *, enrol: bool = True) -> list[str]:
+        """A slave's key options (none for a farm without keys)."""
+        if self.master_key is None:
+            return []
+        return ["--slave-key", str(self.slave_key(label, enrol=enrol)),
+                "--master-public-key", str(self.master_public)]
 
     def stop(self) -> None:
         for slave in self.slaves:

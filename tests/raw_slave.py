@@ -22,9 +22,10 @@ class RawSlave:
 
     def __init__(self, ctx: zmq.Context, farm, label: str = "raw") -> None:
         self.ctx = ctx
-        self.sock = Socket.make(ctx, zmq.DEALER, SLAVE)
+        curve = farm.curve_client(label)
+        self.sock = Socket.make(ctx, zmq.DEALER, SLAVE, curve_client=curve)
         self.sock.connect(f"tcp://127.0.0.1:{farm.slave_port}")
-        self.files = Socket.make(ctx, zmq.DEALER, FILE_TRANSFER)
+        self.files = Socket.make(ctx, zmq.DEALER, FILE_TRANSFER, curve_client=curve)
         self.files.connect(f"tcp://127.0.0.1:{farm.file_port}")
         self.label = label
         self.slave_id = 0
@@ -41,7 +42,8 @@ class RawSlave:
         name, ack = self.request("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": self.label, "python_tag": "cp311",
             "abi_tag": "cp311", "platform_tag": "linux_x86_64", "python_version": "3.11.7",
-            "pip_version": "24.0", "os": "Linux", "build_timeout_s": 60.0, "building": None})
+            "pip_version": "24.0", "os": "Linux", "build_timeout_s": 60.0, "building": None,
+            "containment": "none: a hand-driven slave"})
         assert name == "ACK", (name, ack)
         self.slave_id = ack["slave_id"]
 

@@ -101,7 +101,8 @@ def load_master(isolated, *args):
     from piwheels import settings
     return settings.MasterConfig.from_options(
         config.make_parser("piw-test", "test", settings.MASTER_OPTIONS).parse_args(
-            ["--pypi-simple", "http://127.0.0.1:9/simple/", *args]),
+            # the default binds take other machines: without keys, only an open farm may
+            ["--pypi-simple", "http://127.0.0.1:9/simple/", "--open-farm", *args]),
         log=settings.LogSettings())
 
 

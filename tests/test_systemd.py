@@ -187,6 +187,7 @@ def start_slave_notifying(farm: Farm, notify_path: Path, watchdog_usec: Optional
         str(BIN / "piw-slave"), "-v", "--master", "127.0.0.1",
         "--slave-port", str(farm.slave_port), "--file-port", str(farm.file_port),
         "--label", "notifying", "--dir", str(work), "--python", pyenv_python("11"),
+        *farm.slave_key_args("notifying"),
     ], farm.tmp_path / "slave-notifying.log", user=farm.user, env=env)
     farm.slaves.append(slave)
     return slave

@@ -277,7 +277,9 @@ def _control(argv: Optional[Sequence[str]]) -> int:
                              "project list now; min-free-space MIB (until the master restarts); "
                              "build-policy [SPEC] (all, newest:N, since:YYYY-MM-DD, "
                              "versions:V1,V2,...; 'farm' with --project: the farm's; no SPEC: "
-                             "show it); build-prereleases {on,off,farm}")
+                             "show it); build-prereleases {on,off,farm}; add-abi TAG (build "
+                             "for this ABI: the way to add one besides a slave with an "
+                             "enrolled key)")
     parser.add_argument("value", nargs="?", metavar="VALUE",
                         help="MIB for min-free-space, SPEC for build-policy, on/off/farm for "
                              "build-prereleases")
@@ -292,6 +294,8 @@ def _control(argv: Optional[Sequence[str]]) -> int:
         payload = {"package": options.project, "policy": options.value, "prereleases": None}
     elif options.action == "build-prereleases":
         payload = {"package": options.project, "policy": None, "prereleases": options.value}
+    elif options.action == "add-abi":
+        payload = {"abi_tag": options.value}
     client = _client(options.client)
     try:
         print(client.command(CONTROL_ACTIONS[options.action], payload))

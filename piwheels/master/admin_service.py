@@ -97,6 +97,7 @@ class AdminService(DatabaseTask):
             "PROJECT_STATUS": self.do_project_status,
             "POLICY": self.do_policy,
             "BULK": self.do_bulk,
+            "ADD_ABI": self.do_add_abi,
         }
 
     def _push(self, protocol, address: str):
@@ -196,6 +197,17 @@ class AdminService(DatabaseTask):
     def do_reconcile(self, _: dict) -> tuple[str, dict]:
         self.tell(self.follower, "RECONCILE")
         return "OK", {"message": "reconciling with the upstream index"}
+
+    def do_add_abi(self, request: dict) -> tuple[str, dict]:
+        """An operator adds (or re-activates) an ABI: slaves of it are then taken,
+        keyless ones too, and get its queue."""
+        abi_tag = request["abi_tag"]
+        problem = build_abi_problem(abi_tag)
+        if problem is not None:
+            return "ERROR", {"message": f"add-abi: {problem}"}
+        self.db.add_build_abi(abi_tag, active=True)
+        self.tell(self.queue, "REFRESH", {"package": None})
+        return "OK", {"message": f"the farm builds for {abi_tag}"}
 
     def do_min_free_space(self, request: dict) -> tuple[str, dict]:
         """Change --min-free-space while the master runs (until it restarts)."""

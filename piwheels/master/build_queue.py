@@ -42,6 +42,8 @@ class BuildQueue(DatabaseTask):
         self._replace = False
         #: per ABI, where the last list sent ended (None: at the end of the queue)
         self.cursors: dict[str, Optional[QueueKey]] = {}
+        #: the ABIs last told to the slave driver (it lets keyless slaves build only these)
+        self.abis_told: Optional[list[str]] = None
         self.requests = self.socket(zmq.PULL, QUEUE_REQUESTS.reverse())
         self.requests.bind(QUEUE_REQUESTS.address)
         self.register(self.requests, self.handle_request)
@@ -51,6 +53,17 @@ class BuildQueue(DatabaseTask):
         self.index_out.connect(INDEX_REQUESTS.address)
         self.every(COALESCE_S, self.refresh_if_wanted, now=True)
         self.every(interval_s, self.want_refresh)
+
+    def on_start(self) -> None:
+        """The driver hears which ABIs the farm knows before it takes any slave."""
+        self.tell_abis()
+
+    def tell_abis(self) -> None:
+        """Tell the slave driver every ABI the farm knows, when that changed."""
+        known = self.db.get_build_abis(active_only=False)
+        if known != self.abis_told:
+            self.abis_told = known
+            self.tell(self.queue_out, "ABIS", {"abi_tags": known})
 
     def handle_request(self) -> None:
         msg = self.recv_or_log(self.requests)
@@ -97,6 +110,7 @@ class BuildQueue(DatabaseTask):
         self._wanted = False
         self.cursors.clear()
         name, self._replace = ("REPLACE" if self._replace else "QUEUE"), False
+        self.tell_abis()
         for abi_tag in self.db.get_build_abis():
             self._send_page(name, abi_tag, None)
 

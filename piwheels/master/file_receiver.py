@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -41,7 +42,7 @@ from ..protocols import (
     WheelFacts,
 )
 from ..storage import OutputTree, remove_quietly
-from ..transport import PeerLimits
+from ..transport import CurveServer, PeerLimits, PeerRefused
 from ..wheel_facts import UnpackLimits, check_wheel, offer_disagrees
 from .task import Clock, Task
 
@@ -61,6 +62,8 @@ class Expected:
     version: str
     builder_abi: str
     builder_platform: str
+    #: the slave's key: the file must come from a connection with the same key
+    key_id: Optional[str]
     claimed: WheelFacts
 
     @classmethod
@@ -95,7 +98,7 @@ class FileReceiver(Task):
     def __init__(self, ctx: zmq.Context, *, file_bind: str, output_path: Path,
                  chunk_size: int, window: int, timeout_s: float, retries: int,
                  max_wheel_size: int, deadline_s: float, unpack_limits: UnpackLimits,
-                 peers: Optional[PeerLimits] = None,
+                 peers: Optional[PeerLimits] = None, curve: Optional[CurveServer] = None,
                  clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, clock=clock)
         self.tree = OutputTree(output_path)
@@ -121,7 +124,8 @@ class FileReceiver(Task):
         if peers is not None:
             peers = dataclasses.replace(peers, queue=window + 4)
         self.router = self.socket(zmq.ROUTER, FILE_TRANSFER.reverse(),
-                                  max_frame=max(chunk_size, ENVELOPE_BYTES), peers=peers)
+                                  max_frame=max(chunk_size, ENVELOPE_BYTES), peers=peers,
+                                  curve_server=curve)
         self.router.bind(file_bind)
         self.register(self.router, self.handle_slave)
         self.requests = self.socket(zmq.PULL, TRANSFER_REQUESTS.reverse())
@@ -176,12 +180,19 @@ class FileReceiver(Task):
     # --- the file protocol ------------------------------------------------------------
 
     def handle_slave(self) -> None:
-        address, name, payload = self.router.recv_from()
+        address, name, payload, key_id = self.router.recv_from_peer()
+        if isinstance(payload, PeerRefused):
+            self.log_limited("refused-key", logging.WARNING,
+                             "refused a file-transfer message: %s", payload)
+            transfer = self.transfers.get(address)
+            if transfer is not None:
+                self._fail(transfer, f"the sender was refused: {payload}", retry=True)
+            return
         if name is None:
             self.log.warning("dropped a bad file-transfer message: %s", payload)
             return
         if name == "OFFER":
-            self.do_offer(address, payload)
+            self.do_offer(address, payload, key_id)
             return
         transfer = self.transfers.get(address)
         if transfer is None or transfer.expected.claimed.filename != payload["filename"]:
@@ -192,11 +203,18 @@ class FileReceiver(Task):
         else:
             self._fail(transfer, f"the slave could not send it: {payload['reason'] or 'missing'}")
 
-    def do_offer(self, address: bytes, offer: dict) -> None:
+    def do_offer(self, address: bytes, offer: dict, key_id: Optional[str] = None) -> None:
         key = (offer["slave_id"], offer["filename"])
         expected = self.expected.get(key)
+        if expected is not None and expected.key_id != key_id:
+            # another enrolled slave (or none) speaking for this one: not its file to give
+            self.log_limited("offer-key", logging.WARNING,
+                             "slave %d's %s offered by key %s, not the slave's key %s",
+                             *key, key_id or "none", expected.key_id or "none")
+            expected = None
         if expected is None:
-            self.log.warning("slave %d offered %s, which nobody expects", *key)
+            self.log_limited("unexpected-offer", logging.WARNING,
+                             "slave %d offered %s, which nobody expects", *key)
             self.router.send_to(address, "RECEIVED", {
                 "filename": offer["filename"], "ok": False, "reason": "not expected"})
             return

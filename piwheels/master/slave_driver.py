@@ -22,10 +22,11 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from .. import limits
 from ..names import canonical_name
 from ..protocols import (
-    BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE, TRANSFER_REQUESTS, TRANSFER_RESULTS,
+    BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE,
+    TRANSFER_REQUESTS, TRANSFER_RESULTS, UNCONTAINED,
 )
 from ..tags import builder_problem
-from ..transport import PeerLimits
+from ..transport import CurveServer, PeerLimits, PeerRefused
 from .job_queue import Job, JobQueue
 from .task import STATUS_INTERVAL_S, Clock, Task
 
@@ -85,6 +86,10 @@ class SlaveState:
     build_timeout_s: float
     connected_s: float
     last_seen_s: float
+    #: the id of its enrolled CURVE key (None: a farm without keys)
+    key_id: Optional[str] = None
+    #: how its builds are contained, as it says ("none: ..." when they are not)
+    containment: str = "none: unknown"
     state: SlaveStatus = SlaveStatus.IDLE
     attempt: Optional[Attempt] = None
     sleep_s: float = 0.0
@@ -105,6 +110,7 @@ class SlaveState:
             "slave_id": self.slave_id, "label": self.label, "abi_tag": self.abi_tag,
             "platform_tag": self.platform_tag, "python_version": self.python_version,
             "os": self.os, "state": self.state.value, "paused": self.paused,
+            "key_id": self.key_id, "containment": self.containment,
             "connected_at": self.connected_at,
             "last_seen_s": round(now_s - self.last_seen_s, 1),
             "package": job[0] if job else None,
@@ -119,10 +125,16 @@ class SlaveDriver(Task):
 
     def __init__(self, ctx: zmq.Context, *, slave_bind: str, index_url: str,
                  heartbeat_s: float, liveness: int, sleep_s: float,
+                 containment_required: bool,
                  record_backlog: int = RECORD_BACKLOG, peers: Optional[PeerLimits] = None,
+                 curve: Optional[CurveServer] = None,
                  clock: Clock = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(ctx, clock=clock)
+        self.containment_required = containment_required
+        #: every ABI the farm knows, as build_queue last said: a slave without an
+        #: enrolled key may not add one
+        self.known_abis: frozenset[str] = frozenset()
         self.index_url = index_url
         self.heartbeat_s = heartbeat_s
         self.liveness = liveness
@@ -143,7 +155,7 @@ class SlaveDriver(Task):
         self.unrecorded: deque[dict] = deque()
         self._next_id = 1
 
-        self.router = self.socket(zmq.ROUTER, SLAVE.reverse(), peers=peers)
+        self.router = self.socket(zmq.ROUTER, SLAVE.reverse(), peers=peers, curve_server=curve)
         self.router.bind(slave_bind)
         self.slave_port = int(
             self.router.zsocket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
@@ -169,7 +181,6 @@ class SlaveDriver(Task):
         self.every(min(1.0, heartbeat_s), self.expire_slaves)
         self.every(RECORD_RETRY_S, self.flush_records)
         self.handlers = {
-            "HELLO": self.do_hello,
             "IDLE": self.do_idle,
             "BUSY": self.do_busy,
             "BUILT": self.do_built,
@@ -205,6 +216,8 @@ class SlaveDriver(Task):
             self.refill_asked.discard(abi_tag)
         elif name == "REQUEUE":
             self.forget(payload["package"], payload["version"])
+        elif name == "ABIS":
+            self.known_abis = frozenset(payload["abi_tags"])
         else:
             self.cancel(payload["package"], payload["version"])
 
@@ -283,8 +296,17 @@ class SlaveDriver(Task):
     # --- the slave protocol ---------------------------------------------------
 
     def handle_slave(self) -> None:
-        address, name, payload = self.router.recv_from()
+        address, name, payload, key_id = self.router.recv_from_peer()
         slave = self.slaves.get(address)
+        if isinstance(payload, PeerRefused):
+            # revoked while connected (ZAP let it in at the handshake): told, dropped
+            self.log_limited("refused-key", logging.WARNING, "refused slave %s: %s",
+                             slave.label if slave else address.hex(), payload)
+            self.router.send_to(address, "DIE", {
+                "reason": f"the master refused this slave: {payload}"[:limits.REASON]})
+            if slave is not None:
+                self._drop(slave, str(payload))
+            return
         if name is None:
             self.log.warning("dropped a bad message from %s: %s",
                              slave.label if slave else address.hex(), payload)
@@ -300,11 +322,15 @@ class SlaveDriver(Task):
                 self.router.send_to(address, "DIE", {"reason": "stopped by the operator"})
                 self._drop(slave, "stopped by the operator")
                 return
-        self.handlers[name](address, slave, payload)
+        if name == "HELLO":
+            self.do_hello(address, slave, payload, key_id)
+        else:
+            self.handlers[name](address, slave, payload)
         if slave is not None and slave.address in self.slaves:
             self._report(slave)
 
-    def do_hello(self, address: bytes, slave: Optional[SlaveState], hello: dict) -> None:
+    def do_hello(self, address: bytes, slave: Optional[SlaveState], hello: dict,
+                 key_id: Optional[str] = None) -> None:
         if hello["protocol"] != PROTOCOL_VERSION:
             self.log.warning("refused slave %s: protocol %d, not %d", hello["label"],
                              hello["protocol"], PROTOCOL_VERSION)
@@ -313,9 +339,12 @@ class SlaveDriver(Task):
                           f"{PROTOCOL_VERSION}; install the same piwheels version"})
             return
         problem = builder_problem(hello["python_tag"], hello["abi_tag"], hello["platform_tag"])
+        kind = "bad-hello-tags"
+        if problem is None:
+            kind, problem = self._hello_problem(hello, key_id)
         if problem is not None:
             # before anything is stored: a slave that cannot build for the farm is told why
-            self.log_limited("bad-hello-tags", logging.WARNING, "refused slave %s: %s",
+            self.log_limited(kind, logging.WARNING, "refused slave %s: %s",
                              hello["label"], problem)
             self.router.send_to(address, "DIE", {"reason": problem[:limits.REASON]})
             if slave is not None:
@@ -330,15 +359,18 @@ class SlaveDriver(Task):
             platform_tag=hello["platform_tag"], python_version=hello["python_version"],
             os=hello["os"], build_timeout_s=hello["build_timeout_s"],
             connected_s=now, last_seen_s=now, connected_at=self.wall_clock(),
+            key_id=key_id, containment=hello["containment"],
         )
         self._next_id += 1
         self.slaves[address] = slave
         self.slaves_by_id[slave.slave_id] = slave
         if hello["building"]:
             self._adopt(slave, (hello["building"]["package"], hello["building"]["version"]))
-        self.log.info("slave %d (%s, %s on %s) connected", slave.slave_id, slave.label,
-                      slave.abi_tag, slave.platform_tag)
-        self.tell(self.queue_requests, "ABI", {"abi_tag": slave.abi_tag})
+        self.log.info("slave %d (%s, %s on %s, key %s, builds contained by %s) connected",
+                      slave.slave_id, slave.label, slave.abi_tag, slave.platform_tag,
+                      key_id or "none", slave.containment)
+        if key_id is not None:
+            self.tell(self.queue_requests, "ABI", {"abi_tag": slave.abi_tag})
         self.router.send_to(address, "ACK", {
             "slave_id": slave.slave_id, "index_url": self.index_url,
             "heartbeat_s": self.heartbeat_s})
@@ -393,7 +425,7 @@ class SlaveDriver(Task):
             self.transfer_requests.send("EXPECT", {
                 "slave_id": slave.slave_id, "package": job[0], "version": job[1],
                 "builder_abi": slave.abi_tag, "builder_platform": slave.platform_tag,
-                "claimed": facts,
+                "key_id": slave.key_id, "claimed": facts,
             })
         self._next_file(slave)
 
@@ -410,6 +442,23 @@ class SlaveDriver(Task):
 
     def do_bye(self, address: bytes, slave: SlaveState, bye: dict) -> None:
         self._drop(slave, f"said BYE ({bye['reason'] or 'no reason'})")
+
+    def _hello_problem(self, hello: dict, key_id: Optional[str]) -> tuple[str, Optional[str]]:
+        """(kind, why a well-formed HELLO is refused), or (kind, None): welcome."""
+        containment = hello["containment"]
+        if self.containment_required and (containment == UNCONTAINED
+                                          or containment.startswith(UNCONTAINED + ":")):
+            return "uncontained", (
+                f"this master requires contained builds and this slave's are not "
+                f"({containment}); install bubblewrap on the slave, or start the master "
+                f"with --containment optional")
+        abi_tag = hello["abi_tag"]
+        if key_id is None and abi_tag not in self.known_abis:
+            return "unknown-abi", (
+                f"the farm does not build for {abi_tag}, and only a slave with an enrolled "
+                f"key may add an ABI (this master has no keys); an operator can add it with "
+                f"piw-control add-abi {abi_tag}")
+        return "", None
 
     # --- helpers ----------------------------------------------------------------
 
@@ -540,7 +589,8 @@ class SlaveDriver(Task):
 
     def _refuse(self, address: bytes, slave: Optional[SlaveState], why: str) -> None:
         """A protocol violation: tell the slave to go away and forget it."""
-        self.log.warning("slave %s: %s; told it to go", slave.label if slave else "?", why)
+        self.log.warning("slave %s: %s; told it to go",
+                         f"{slave.label} (key {slave.key_id or 'none'})" if slave else "?", why)
         self.router.send_to(address, "DIE", {"reason": why[:limits.REASON]})
         if slave is not None:
             self._drop(slave, why)
@@ -555,7 +605,8 @@ class SlaveDriver(Task):
                 self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
         if slave.state is SlaveStatus.SENDING or (slave.attempt and slave.attempt.files_done):
             self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
-        self.log.info("slave %d (%s) dropped: %s%s", slave.slave_id, slave.label, why,
+        self.log.info("slave %d (%s, key %s) dropped: %s%s", slave.slave_id, slave.label,
+                      slave.key_id or "none", why,
                       f" during {slave.job[0]} {slave.job[1]}" if slave.job else "")
 
     def _slave_by_id(self, slave_id: int) -> Optional[SlaveState]:

@@ -31,6 +31,7 @@ from ..systemd import SystemdNotifier
 from ..transport import PeerLimits, ProtocolError, Socket
 from ..wheel_facts import UnpackLimits
 from .admin_service import AdminService
+from .authenticator import Authenticator
 from .build_queue import BuildQueue
 from .build_recorder import BuildRecorder
 from .file_receiver import FileReceiver
@@ -108,10 +109,12 @@ class Master:
         self._stop = threading.Event()
         self.failed: Optional[str] = None
         self.tasks: list[Task] = []
+        self.authenticator: Optional[Authenticator] = None
 
     def make_tasks(self, ctx: zmq.Context) -> list[Task]:
         """The tasks in start order: each binds what later ones connect to."""
         o = self.options
+        curve = o.curve
         peers = PeerLimits(handshake_s=o.handshake_timeout_s,
                            keepalive_idle_s=o.heartbeat_interval_s * o.slave_liveness,
                            keepalive_interval_s=o.heartbeat_interval_s, queue=SLAVE_QUEUE)
@@ -136,12 +139,13 @@ class Master:
                 chunk_size=o.chunk_size, window=o.transfer_window,
                 timeout_s=o.transfer_timeout_s, retries=o.transfer_retries,
                 max_wheel_size=o.max_wheel_size, deadline_s=o.transfer_deadline_s,
-                unpack_limits=unpack, peers=peers,
+                unpack_limits=unpack, peers=peers, curve=curve,
             ),
             SlaveDriver(
                 ctx, slave_bind=o.slave_bind, index_url=o.pypi_simple,
                 heartbeat_s=o.heartbeat_interval_s, liveness=o.slave_liveness,
-                sleep_s=o.sleep_interval_s, peers=peers,
+                sleep_s=o.sleep_interval_s, peers=peers, curve=curve,
+                containment_required=o.containment_required,
             ),
             PyPIFollower(
                 ctx, dsn=o.dsn,
@@ -177,8 +181,14 @@ class Master:
         index = Socket.make(ctx, zmq.PUSH, INDEX_REQUESTS)
         try:
             supervisor.bind(SUPERVISOR.address)
+            if self.options.enrolled_dir is not None:
+                # before the slave and file sockets bind: no handshake goes unchecked
+                self.authenticator = Authenticator(ctx, self.options.enrolled_dir)
+                self.authenticator.start()
             self.tasks = self.make_tasks(ctx)  # they bind here: a bad address raises
         except BaseException:
+            if self.authenticator is not None:
+                self.authenticator.stop()
             ctx.destroy(linger=0)  # also closes the sockets of the tasks already made
             raise
         controls: list[TaskControl] = []
@@ -193,8 +203,9 @@ class Master:
                 started = True
             if started:
                 self._rewrite_pages(index, reconciled.packages)
-                log.info("master started: slaves on %s, files on %s, output in %s",
-                         self.options.slave_bind, self.options.file_bind, self.output_path)
+                log.info("master started: slaves on %s, files on %s (%s), output in %s",
+                         self.options.slave_bind, self.options.file_bind, self._security(),
+                         self.output_path)
                 self.notifier.ready()
                 self._supervise(supervisor)
         finally:
@@ -212,6 +223,8 @@ class Master:
                 control.close()
             supervisor.close()
             index.close()
+            if self.authenticator is not None:
+                self.authenticator.stop()
             # a task still running, or never started, has sockets open: term() would wait
             if any(task.is_alive() or task.ident is None for task in self.tasks):
                 ctx.destroy(linger=0)
@@ -220,6 +233,15 @@ class Master:
         if started:
             log.info("master stopped")
         return 1 if self.failed else 0
+
+    def _security(self) -> str:
+        """How the slave and file sockets are guarded, for the start-up line."""
+        if self.options.master_key is not None:
+            return (f"CURVE: master key {self.options.curve.keys.key_id}, enrolled keys in "
+                    f"{self.options.enrolled_dir}")
+        if self.options.open_farm:
+            return "open farm: no keys, any slave is taken"
+        return "no keys: loopback only"
 
     @staticmethod
     def _rewrite_pages(index: Socket, packages: set[str]) -> None:
@@ -278,6 +300,8 @@ class Master:
                     log.info("stopping: %s", payload["reason"])
                     return
             dead = [task.name for task in self.tasks if not task.is_alive()]
+            if self.authenticator is not None and not self.authenticator.is_alive():
+                dead.append("authenticator (ZAP)")
             if dead and supervisor.zsocket.poll(1000):
                 continue  # most likely the dead task's FAILED: read it for the reason
             if dead:

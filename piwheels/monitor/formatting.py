@@ -19,8 +19,10 @@ Markup = list[Union[str, tuple[str, str]]]
 #: The slave table: (heading, width); None: takes the room that is left.
 SLAVE_COLUMNS: tuple[tuple[str, Optional[int]], ...] = (
     ("State", 17), ("Id", 4), ("Label", 16), ("ABI", 7), ("Platform", 24),
-    ("Uptime", 8), ("Build", None), ("Time", 8), ("Seen", 6), ("Load", 5),
+    ("Uptime", 8), ("Build", None), ("Time", 8), ("Seen", 6), ("Load", 5), ("Key", 17),
 )
+#: the Key cell of a slave without a key (a farm without keys)
+NO_KEY = "none"
 
 MISSING = "-"
 
@@ -91,7 +93,16 @@ def slave_cells(record: SlaveRecord, now_s: float, wall_now: float) -> list[tupl
         ("value", duration(record.job_s(now_s)) if record.building else MISSING),
         ("value", duration(record.last_seen_s(now_s))),
         ("value", MISSING if load is None else f"{load:.2f}"),
+        ("value", report.get("key_id") or NO_KEY),
     ]
+
+
+def slave_details(record: SlaveRecord) -> str:
+    """What the selection line says of a slave beyond its row: its key, its builds'
+    containment."""
+    report = record.report
+    return (f"key {report.get('key_id') or NO_KEY}, builds contained by "
+            f"{report.get('containment') or MISSING}")
 
 
 # --- the master panel ----------------------------------------------------------------

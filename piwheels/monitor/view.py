@@ -19,7 +19,9 @@ from typing import Optional
 
 import urwid
 
-from .formatting import SLAVE_COLUMNS, Markup, link_line, master_lines, slave_cells
+from .formatting import (
+    SLAVE_COLUMNS, Markup, link_line, master_lines, slave_cells, slave_details,
+)
 from .model import FarmModel
 
 PALETTE = [
@@ -125,8 +127,9 @@ class MonitorView:
             self.selection.set_text(" no slave selected")
         else:
             record = model.slaves.get(selected)
+            details = f": {slave_details(record)}" if record else ""
             self.selection.set_text(
-                f" selected: slave {selected} ({record.label if record else 'gone'})")
+                f" selected: slave {selected} ({record.label if record else 'gone'}){details}")
         master_key = "resume master" if model.master_paused else "pause master"
         self.keys.set_text(_keys([*KEYS, ("m", master_key), ("Q", "stop master"),
                                   ("q", "quit")]))

@@ -32,13 +32,15 @@ import zmq
 from .. import cli, settings
 from ..errors import PiwheelsError
 from ..host_stats import host_stats
+from ..keys import key_id
 from ..protocols import PROTOCOL_VERSION, SLAVE
 from ..settings import SlaveConfig
 from ..systemd import SystemdNotifier
-from ..transport import ProtocolError, Socket
+from ..transport import CurveClient, ProtocolError, Socket
 from . import processes
 from .builder import Builder, BuildLimits, BuildResult
 from .file_sender import FileSender
+from .handshake import HandshakeWatch
 from .work_area import WorkArea, sweep
 
 log = logging.getLogger("piwheels.slave")
@@ -57,6 +59,8 @@ EXIT_TOLD_TO_STOP = 3
 
 #: The least time between two warnings that the master's name does not resolve.
 RESOLVE_WARNING_INTERVAL_S = 60.0
+#: What HELLO says of a builder that does not say how it contains its builds.
+CONTAINMENT_UNKNOWN = "none: unknown"
 
 Clock = Callable[[], float]
 
@@ -94,7 +98,8 @@ class Slave:
 
     def __init__(self, *, master: str, slave_port: int, file_port: int, label: str,
                  builder: Builder, build_timeout_s: float, clock: Clock = time.monotonic,
-                 work_area: Optional[WorkArea] = None) -> None:
+                 work_area: Optional[WorkArea] = None,
+                 curve: Optional[CurveClient] = None) -> None:
         self.master = master
         self.work_area = work_area
         self.slave_address = f"tcp://{master}:{slave_port}"
@@ -104,8 +109,12 @@ class Slave:
         self.build_timeout_s = build_timeout_s
         self.clock = clock
         self.ctx = zmq.Context()
+        self.curve = curve
         self.sock: Optional[Socket] = None
-        self.sender = FileSender(self.ctx, self.file_address, clock=clock)
+        #: why the master does not answer, if it refuses the handshake
+        self.handshakes = HandshakeWatch(curve.keys.key_id if curve else None, "slave",
+                                         clock=clock)
+        self.sender = FileSender(self.ctx, self.file_address, clock=clock, curve=curve)
         self.slave_id: Optional[int] = None
         self.heartbeat_s = 3.0
         self.outstanding: Optional[tuple[str, float]] = None
@@ -127,10 +136,11 @@ class Slave:
     def connect(self) -> None:
         """A fresh socket to the master (the old one, if any, is thrown away)."""
         if self.sock is not None:
-            self.sock.close()
+            self._close_socket()
             self.sender.reconnect()
         self.warn_if_unresolvable()
-        self.sock = Socket.make(self.ctx, zmq.DEALER, SLAVE)
+        self.sock = Socket.make(self.ctx, zmq.DEALER, SLAVE, curve_client=self.curve)
+        self.handshakes.attach(self.sock.zsocket)
         self.sock.connect(self.slave_address)
         self.outstanding = None
         self.slave_id = None
@@ -146,7 +156,18 @@ class Slave:
             "platform_tag": env["platform_tag"], "python_version": env["python_version"],
             "pip_version": env["pip_version"], "os": env["os"],
             "build_timeout_s": self.build_timeout_s, "building": building,
+            "containment": self.containment,
         })
+
+    @property
+    def containment(self) -> str:
+        """How the builder contains builds, for HELLO ("none: <why>" if it cannot)."""
+        value = str(self.environment.get("containment") or CONTAINMENT_UNKNOWN)
+        return value[:200]
+
+    def _close_socket(self) -> None:
+        self.handshakes.close()
+        self.sock.close()
 
     def warn_if_unresolvable(self) -> None:
         """Say (at most once a minute) that the master's name does not resolve.
@@ -175,7 +196,11 @@ class Slave:
                 poller = zmq.Poller()
                 poller.register(self.sock.zsocket, zmq.POLLIN)
                 poller.register(self.sender.socket.zsocket, zmq.POLLIN)
+                if self.handshakes.socket is not None:
+                    poller.register(self.handshakes.socket, zmq.POLLIN)
                 events = dict(poller.poll(int(LOOP_INTERVAL_S * 1000)))
+                if self.handshakes.socket is not None and self.handshakes.socket in events:
+                    self.handshakes.handle()
                 if self.sock.zsocket in events:
                     self.handle_reply()
                 if self.sender.socket.zsocket in events and not self.stopping.is_set():
@@ -208,7 +233,7 @@ class Slave:
             except zmq.ZMQError:
                 pass
         if self.sock is not None:
-            self.sock.close()
+            self._close_socket()
         self.sender.close()
         self.ctx.term()
         if self.work_area is not None:
@@ -400,10 +425,17 @@ def make_slave(options: SlaveConfig) -> Slave:
                 max_log_bytes=options.max_log_bytes,
             ),
         )
+        curve = options.curve
+        if curve is not None:
+            log.info("this slave's key is %s; the master's is %s", curve.keys.key_id,
+                     key_id(curve.server_public))
+        else:
+            log.info("no --slave-key: connecting without keys (only a master without keys "
+                     "takes this slave)")
         return Slave(
             master=options.master, slave_port=options.slave_port, file_port=options.file_port,
             label=options.label or socket.gethostname(), builder=builder,
-            build_timeout_s=options.build_timeout_s, work_area=work_area,
+            build_timeout_s=options.build_timeout_s, work_area=work_area, curve=curve,
         )
     except BaseException:
         work_area.close()

@@ -19,7 +19,7 @@ import zmq
 
 from .. import limits
 from ..protocols import FILE_TRANSFER
-from ..transport import ProtocolError, Socket
+from ..transport import CurveClient, ProtocolError, Socket
 
 log = logging.getLogger("piwheels.slave.file_sender")
 
@@ -28,9 +28,11 @@ class FileSender:
     """Serves one offered file at a time over a DEALER socket."""
 
     def __init__(self, ctx: zmq.Context, address: str, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 curve: Optional[CurveClient] = None) -> None:
         self.ctx = ctx
         self.address = address
+        self.curve = curve
         self.clock = clock
         self.filename: Optional[str] = None
         self.size = 0
@@ -39,7 +41,7 @@ class FileSender:
         self.socket = self._connect()
 
     def _connect(self) -> Socket:
-        sock = Socket.make(self.ctx, zmq.DEALER, FILE_TRANSFER)
+        sock = Socket.make(self.ctx, zmq.DEALER, FILE_TRANSFER, curve_client=self.curve)
         sock.connect(self.address)
         return sock
 

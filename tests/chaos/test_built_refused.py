@@ -50,13 +50,14 @@ def test_results_refused_at_built_are_logged_once_and_the_master_keeps_serving(
     facts = inspect_wheel(craft_wheel(tmp_path), find_apt_deps=False).to_dict()
     farm.start_master()
     ctx = zmq.Context()
-    sock = Socket.make(ctx, zmq.DEALER, SLAVE)
+    sock = Socket.make(ctx, zmq.DEALER, SLAVE, curve_client=farm.curve_client("liar"))
     try:
         sock.connect(f"tcp://127.0.0.1:{farm.slave_port}")
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": "liar", "python_tag": "cp311",
             "abi_tag": "cp311", "platform_tag": "linux_x86_64", "python_version": "3.11.7",
-            "pip_version": "24.0", "os": "Linux", "build_timeout_s": 60.0, "building": None})
+            "pip_version": "24.0", "os": "Linux", "build_timeout_s": 60.0, "building": None,
+            "containment": "none: a hand-driven slave"})
         name, ack = recv(sock)
         assert name == "ACK"
         handed = []

@@ -86,6 +86,11 @@ MASTER_BAD_VALUES = {
     "upstream not http": ("pypi-simple = ftp://127.0.0.1/simple/", ("--pypi-simple", "http")),
     "public url not a url": ("public-url = somewhere", ("--public-url", "http")),
     "build policy garbage": ("build-policy = sometimes", ("--build-policy",)),
+    "a public bind without keys": ("slave-bind = tcp://*:5998",
+                                   ("--slave-bind", "--master-key", "--open-farm")),
+    "a master key that is not there": ("master-key = /nonexistent/master.key_secret",
+                                       ("--master-key", "does not exist")),
+    "containment neither way": ("containment = perhaps", ("--containment", "required")),
 }
 
 
@@ -201,6 +206,8 @@ SLAVE_BAD_VALUES = {
         ("--max-log-size", f"from 1 to {MAX_LOG_CHARS - ENVELOPE_BYTES}")),
     "master name with a space": ("master = two words", ("--master", "host name")),
     "label too long": ("label = " + "x" * 101, ("--label", "1 to 100")),
+    "a slave key without the master's": ("slave-key = /nonexistent/pi.key_secret",
+                                         ("--slave-key", "--master-public-key")),
 }
 
 

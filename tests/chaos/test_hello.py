@@ -48,7 +48,7 @@ def hello(sock: zmq.Socket, label: str, **tags: str) -> tuple[str, dict]:
     sock.send(msgpack.packb(["HELLO", {
         "protocol": PROTOCOL_VERSION, "label": label, **GOOD, **tags,
         "python_version": "3.11.7", "pip_version": "24.0", "os": "Linux",
-        "build_timeout_s": 60.0, "building": None}]))
+        "build_timeout_s": 60.0, "building": None, "containment": "none: test"}]))
     return answer(sock, label)
 
 
@@ -59,7 +59,7 @@ def answer(sock: zmq.Socket, label: str) -> tuple[str, dict]:
 
 
 def dealer(ctx: zmq.Context, farm) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
+    sock = farm.secure(ctx.socket(zmq.DEALER), "chaos")
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://127.0.0.1:{farm.slave_port}")
     return sock

@@ -86,7 +86,7 @@ def test_oversized_frames_are_cut_off_and_the_master_memory_stays_flat(farm):
     pid = farm.master.proc.pid
     with raw_zmq() as ctx:
         # a frame that fits the slave protocol's limit is read, and refused by its schema
-        peer = Socket.make(ctx, zmq.DEALER, SLAVE)
+        peer = Socket.make(ctx, zmq.DEALER, SLAVE, curve_client=farm.curve_client("big"))
         peer.connect(f"tcp://127.0.0.1:{farm.slave_port}")
         peer.zsocket.send(b"\x00" * MAX_SLAVE_FRAME_BYTES)
         assert peer.zsocket.poll(10_000), "the master did not answer a frame at the limit"
@@ -98,7 +98,7 @@ def test_oversized_frames_are_cut_off_and_the_master_memory_stays_flat(farm):
         frames = [(farm.slave_port, MAX_SLAVE_FRAME_BYTES + 1)]
         frames += [(port, 64 * MiB) for port in (farm.slave_port, farm.file_port) for _ in range(4)]
         for port, size in frames:
-            sender = ctx.socket(zmq.DEALER)
+            sender = farm.secure(ctx.socket(zmq.DEALER), "big")
             monitor = sender.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             sender.connect(f"tcp://127.0.0.1:{port}")
             sender.send(b"\x01" * size)
@@ -130,7 +130,7 @@ def test_a_peer_that_floods_without_reading_holds_little_of_the_master(farm):
     pid = farm.master.proc.pid
     frames, frame_bytes = 250, 4 * MiB
     with raw_zmq() as ctx:
-        flooder = ctx.socket(zmq.DEALER)
+        flooder = farm.secure(ctx.socket(zmq.DEALER), "flooder")
         flooder.connect(f"tcp://127.0.0.1:{farm.slave_port}")
         time.sleep(0.5)
         before = rss_bytes(pid)

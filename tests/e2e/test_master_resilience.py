@@ -31,6 +31,7 @@ def hello(protocol: int = PROTOCOL_VERSION, **overrides) -> dict:
         "protocol": protocol, "label": "intruder", "python_tag": "cp311", "abi_tag": "cp311",
         "platform_tag": "linux_x86_64", "python_version": "3.11.7", "pip_version": "24.0",
         "os": "Linux", "build_timeout_s": 60.0, "building": None,
+        "containment": "none: test",
     }
     payload.update(overrides)
     return payload
@@ -39,8 +40,8 @@ def hello(protocol: int = PROTOCOL_VERSION, **overrides) -> dict:
 class RawPeer:
     """A hand-driven DEALER on one of the master's ports."""
 
-    def __init__(self, ctx: zmq.Context, port: int, protocol=SLAVE) -> None:
-        self.sock = Socket.make(ctx, zmq.DEALER, protocol)
+    def __init__(self, ctx: zmq.Context, port: int, protocol=SLAVE, *, curve=None) -> None:
+        self.sock = Socket.make(ctx, zmq.DEALER, protocol, curve_client=curve)
         self.sock.connect(f"tcp://127.0.0.1:{port}")
 
     def raw(self, *frames: bytes) -> None:
@@ -63,7 +64,8 @@ def test_bad_input_on_both_sockets_is_dropped_and_the_master_keeps_serving(farm,
     ctx = zmq.Context()
     try:
         # garbage before any HELLO: dropped; the peer is told to go
-        peer = RawPeer(ctx, farm.slave_port)
+        # an enrolled peer: what a key lets through is checked as carefully
+        peer = RawPeer(ctx, farm.slave_port, curve=farm.curve_client("intruder"))
         peer.raw(os.urandom(100))
         assert peer.reply()[0] == "DIE"
         peer.raw(b"a", b"b", b"c")
@@ -86,7 +88,7 @@ def test_bad_input_on_both_sockets_is_dropped_and_the_master_keeps_serving(farm,
         assert name == "DIE" and "BUILT" in die["reason"]
         peer.close()
 
-        files = RawPeer(ctx, farm.file_port, FILE_TRANSFER)
+        files = RawPeer(ctx, farm.file_port, FILE_TRANSFER, curve=farm.curve_client("intruder"))
         files.raw(os.urandom(64))
         files.raw(b"x", b"y")
         files.packed(["CHUNK", {"filename": "nope.whl", "offset": 0, "data": b"zz",
@@ -112,7 +114,7 @@ def test_a_slave_of_another_protocol_version_is_refused_with_a_reason(farm):
     farm.start_master()
     ctx = zmq.Context()
     try:
-        peer = RawPeer(ctx, farm.slave_port)
+        peer = RawPeer(ctx, farm.slave_port, curve=farm.curve_client("intruder"))
         peer.sock.send("HELLO", hello(protocol=PROTOCOL_VERSION + 1))
         name, die = peer.reply()
         assert name == "DIE"

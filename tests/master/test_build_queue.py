@@ -36,11 +36,15 @@ def test_bad_abis_are_dropped_and_good_ones_served(db, master_dsn, caplog):
         requests.send("ABI", {"abi_tag": "cp311"})
         # the good ABI's queue comes, so the task lived through the bad ones
         deadline = time.monotonic() + 10
+        told = []  # the ABIs the driver is told the farm knows, each time they change
         while time.monotonic() < deadline:
             name, page = recv(queue)
-            if page["abi_tag"] == "cp311":
+            if name == "ABIS":
+                told.append(page["abi_tags"])
+            elif page["abi_tag"] == "cp311":
                 break
         assert (name, page["abi_tag"]) == ("QUEUE", "cp311")
+        assert told == [[], ["cp311"]]  # at start, and once registered
         assert db.get_build_abis(active_only=False) == ["cp311"]
         refused = [r.getMessage() for r in caplog.records if "ABI not registered" in r.getMessage()]
         assert len(refused) == 1 and "'abi3'" in refused[0], refused  # logged once

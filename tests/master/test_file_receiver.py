@@ -66,7 +66,7 @@ class Rig:
         (the file's own, but for *claimed*)."""
         facts = {**inspect_wheel(path, find_apt_deps=False).to_dict(), **(claimed or {})}
         expect = {"slave_id": slave_id, "package": "piw-craft", "version": "1.0",
-                  "builder_abi": "cp311", "builder_platform": "linux_x86_64",
+                  "builder_abi": "cp311", "builder_platform": "linux_x86_64", "key_id": None,
                   "claimed": facts, **overrides}
         self.requests.send("EXPECT", expect)
         return facts

@@ -38,10 +38,13 @@ class Rig:
         self.records = self.bound(zmq.PULL, RECORD_REQUESTS.reverse(),
                                   RECORD_REQUESTS.address, hwm=1)
         self.address = f"tcp://127.0.0.1:{free_port()}"
+        options.setdefault("containment_required", False)
         self.task = SlaveDriver(self.ctx, slave_bind=self.address, index_url="http://x/simple/",
                                 heartbeat_s=5, liveness=3, sleep_s=0.05, **options)
         self.queue = Socket.make(self.ctx, zmq.PUSH, BUILD_QUEUE)
         self.queue.connect(BUILD_QUEUE.address)
+        # as build_queue does first: the ABIs the farm knows (keyless slaves build only these)
+        self.queue.send("ABIS", {"abi_tags": [ABI]})
         self.slaves: list[Socket] = []
         self.task.start()
 
@@ -57,7 +60,7 @@ class Rig:
             "protocol": PROTOCOL_VERSION, "label": f"test-{len(self.slaves)}",
             "python_tag": ABI, "abi_tag": ABI, "platform_tag": "linux_x86_64",
             "python_version": "3.11.2", "pip_version": "23.0", "os": "test",
-            "build_timeout_s": 60, "building": None,
+            "build_timeout_s": 60, "building": None, "containment": "none: test",
         })
         assert recv(sock)[0] == "ACK"
         self.slaves.append(sock)
@@ -119,7 +122,8 @@ def test_job_queue_keeps_each_job_once():
 def test_asks_for_the_next_page_and_extends_without_repeats():
     with Rig() as r:
         slave = r.slave()
-        assert ("ABI", {"abi_tag": ABI}) in requests(r)
+        # a slave without a key builds for the ABIs the farm knows, and adds none
+        assert ("ABI", {"abi_tag": ABI}) not in requests(r)
         r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c")})
         name, job = next_job(slave)
         assert (name, job) == ("BUILD", jobs("a")[0])
@@ -251,3 +255,21 @@ def test_results_refused_at_built_are_logged_once_with_slave_build_and_reason(ca
     lines = [rec.getMessage() for rec in caplog.records if "rejected" in rec.getMessage()]
     assert lines == ["rejected a 1.0 from slave 1 (test-0): other-1.0-cp311-cp311-"
                      "linux_x86_64.whl is not a wheel of a"], lines
+
+
+def test_a_slave_without_a_key_builds_only_for_abis_the_farm_knows():
+    with Rig() as r:
+        sock = Socket.make(r.ctx, zmq.DEALER, SLAVE)
+        sock.connect(r.address)
+        sock.send("HELLO", {
+            "protocol": PROTOCOL_VERSION, "label": "newcomer", "python_tag": "cp313",
+            "abi_tag": "cp313", "platform_tag": "linux_x86_64", "python_version": "3.13.1",
+            "pip_version": "24.0", "os": "test", "build_timeout_s": 60, "building": None,
+            "containment": "none: test"})
+        name, die = recv(sock)
+        assert name == "DIE"
+        assert "does not build for cp313" in die["reason"] and "enrolled" in die["reason"]
+        assert "piw-control add-abi cp313" in die["reason"]
+        assert requests(r, 0.5) == []  # no ABI registered
+        assert r.task.slaves == {}
+        r.slave()  # a slave of a known ABI is welcome

@@ -45,6 +45,7 @@ def slave_report(slave_id: int, **fields) -> dict:
         "state": "sleeping", "paused": False, "connected_at": WALL - 3725,
         "last_seen_s": 0.4, "package": None, "version": None, "job_s": None,
         "load_1m": 0.25, "memory_free": 2**30, "disk_free": 2**34, "temperature_c": 51.0,
+        "key_id": "0123456789abcdef", "containment": "bwrap 0.8.0",
     }
     report.update(fields)
     return report
@@ -168,7 +169,7 @@ def test_slave_row_has_every_column():
     assert len(cells) == len(formatting.SLAVE_COLUMNS)
     assert [text for _, text in cells] == [
         "building", "7", "rack-3", "cp311", "linux_aarch64", "1h02m", "numpy 2.0", "1m45s",
-        "6s", "0.25"]
+        "6s", "0.25", "0123456789abcdef"]
     model.apply_status("SLAVE", {"slave": slave_report(7)}, now_s=20)
     cells = formatting.slave_cells(model.slaves[7], now_s=20, wall_now=WALL)
     assert (cells[6][1], cells[7][1]) == ("-", "-")
@@ -489,6 +490,9 @@ def test_slave_actions(farm, monitor, db, endless_releases):
             rf"^building +{slave['slave_id']} +{label} +cp311 +{slave['platform_tag']} +"
             rf"\d+[smh]\S* +{building[label]} 1\.0 +\d+[smh]\S* +\d+s", row(screen, label)), \
             row(screen, label)
+        # and the id of the key it was enrolled with, as the master saw it
+        assert slave["key_id"] == farm.key_id(label)
+        assert row(screen, label).rstrip().endswith(slave["key_id"]), row(screen, label)
 
     # the cursor onto alpha
     ids = sorted(slave["slave_id"] for slave in slaves.values())
@@ -497,6 +501,8 @@ def test_slave_actions(farm, monitor, db, endless_releases):
     if ids.index(alpha_id):
         monitor.press("Down")
     monitor.wait_text(f"selected: slave {alpha_id} (alpha)")
+    monitor.wait_text(f"selected: slave {alpha_id} (alpha): key {slaves['alpha']['key_id']}, "
+                      f"builds contained by {slaves['alpha']['containment']}")
 
     # pause alpha, then skip its build: it ends as skipped and no new one comes
     monitor.press("p")
