@@ -135,6 +135,7 @@ Name = text(1, limits.NAME)
 Version = text(1, limits.VERSION)
 Tag = text(1, limits.TAG)
 Label = text(1, limits.LABEL)
+Builder = text(1, limits.BUILDER)
 Text = text(0, 10_000)
 Reason = optional(text(0, limits.REASON))
 SkipReason = optional(text(0, limits.SKIP_REASON))
@@ -241,6 +242,9 @@ MAX_FILE_FACTS_BYTES = (
     + MAX_FACT_ITEMS * UTF8_MAX * (MAX_REQUIREMENT_CHARS + MAX_APT_NAME_CHARS))
 
 BUILD_JOB = {"package": Name, "version": Version}
+#: a build in the queue; one that failed once for the ABI names the builder that
+#: failed it and when (epoch seconds), so the driver offers it to another first
+QUEUED_JOB = {**BUILD_JOB, "failed_by": optional(Builder), "failed_at": optional(Seconds)}
 
 # a slave's machine, as its heartbeats report it (None: the platform cannot tell)
 HOST_STATS = {
@@ -342,12 +346,12 @@ TASK_CONTROL = Protocol("task_control", sends={
 # pypi_follower / admin -> slave_driver: stop building this (it went upstream).
 BUILD_QUEUE = Protocol("build_queue", sends={
     # the queue from its head: replaces what the driver had
-    "QUEUE": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
+    "QUEUE": message({"abi_tag": Tag, "builds": [message(QUEUED_JOB)]}),
     # the builds that follow the last ones sent (the answer to MORE)
-    "EXTEND": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
+    "EXTEND": message({"abi_tag": Tag, "builds": [message(QUEUED_JOB)]}),
     # the queue from its head after the build policy changed: replaces all the
     # driver had, so nothing the policy now leaves out is handed out
-    "REPLACE": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
+    "REPLACE": message({"abi_tag": Tag, "builds": [message(QUEUED_JOB)]}),
     "CANCEL": message({"package": Name, "version": optional(Version)}),
     # admin -> slave_driver: its builds were removed (piw-remove --builds): it may be
     # handed out again at once, though it was built a moment ago
@@ -393,6 +397,7 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         **BUILD_JOB,
         "abi_tag": Tag,
         "slave_label": Label,
+        "builder": Builder,
         "started": Seconds,
         "duration_s": Seconds,
         "status": one_of("success", "failed", "rejected"),

@@ -109,7 +109,8 @@ MASTER_OPTIONS = [
     "package_allow_file", "poll_interval_s", "reconcile_interval_s", "oldest_first",
     "build_policy", "build_prereleases",
     "slave_bind", "file_bind", "public_url", "site_name",
-    "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "queue_interval_s",
+    "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "retry_delay_s",
+    "queue_interval_s",
     "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
     "transfer_deadline_s", "max_wheel_size", "max_unpacked_size", "max_compression_ratio",
     "handshake_timeout_s", "control_address", "status_address", "min_free_space_mb",
@@ -140,6 +141,7 @@ class MasterConfig(_Checked):
     heartbeat_interval_s: float
     slave_liveness: int
     sleep_interval_s: float
+    retry_delay_s: float
     queue_interval_s: float
     queue_size: int
     chunk_size: int

@@ -467,7 +467,8 @@ class AdminService(DatabaseTask):
                   "path": str(staged)}
         self.tell(self.records, "RECORD", {
             "package": str(name), "version": str(version), "abi_tag": abi_tag,
-            "slave_label": request["label"], "started": time.time(), "duration_s": 0.0,
+            "slave_label": request["label"], "builder": request["label"],
+            "started": time.time(), "duration_s": 0.0,
             "status": "success", "reason": None,
             "log": f"imported from {path} by piw-import\n", "files": [record],
         })

@@ -2,7 +2,9 @@
 
 It greets slaves, hands each idle one the next build for its ABI, follows it
 through BUILT and the file transfers, and hands the finished attempt to the
-build recorder.  Nothing slow happens here: no database, no disk; every reply
+build recorder.  A failed attempt is only a claim, so the release goes back to
+the others of its ABI at once and to the builder that failed it only after the
+retry delay; the retry settles it (``needs_build`` in the schema counts).  Nothing slow happens here: no database, no disk; every reply
 goes out at once.  A slave silent for longer than its liveness allows is
 dropped and its build goes back to the queue.
 """
@@ -92,6 +94,14 @@ class SlaveState:
     connected_at: float = 0.0  # wall-clock, for monitors
     last_seen_at: float = 0.0
     stats: dict = field(default_factory=dict)
+    #: who is answerable for this slave's attempts, recorded with each and kept
+    #: off a release it failed: its label (empty: the label), or its enrolled
+    #: key's id once the HELLO is authenticated
+    identity: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.identity:
+            self.identity = self.label
 
     @property
     def job(self) -> Optional[Job]:
@@ -117,7 +127,7 @@ class SlaveDriver(Task):
     name = "slave_driver"
 
     def __init__(self, ctx: zmq.Context, *, slave_bind: str, index_url: str,
-                 heartbeat_s: float, liveness: int, sleep_s: float,
+                 heartbeat_s: float, liveness: int, sleep_s: float, retry_delay_s: float,
                  record_backlog: int = RECORD_BACKLOG, peers: Optional[PeerLimits] = None,
                  clock: Clock = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
@@ -126,6 +136,7 @@ class SlaveDriver(Task):
         self.heartbeat_s = heartbeat_s
         self.liveness = liveness
         self.sleep_s = sleep_s
+        self.retry_delay_s = retry_delay_s
         self.wall_clock = wall_clock
         self.slaves: dict[bytes, SlaveState] = {}
         self.slaves_by_id: dict[int, SlaveState] = {}
@@ -135,6 +146,9 @@ class SlaveDriver(Task):
         self.refill_asked: set[str] = set()
         self.active: dict[Job, int] = {}  # (package, version) -> slave_id building it
         self.recent: dict[tuple[str, str, str], float] = {}  # (pkg, ver, abi or "*") -> until
+        #: releases that failed once for an ABI: (pkg, ver, abi) -> (the identity
+        #: that failed it, until when it is kept off it; monotonic)
+        self.failed_once: dict[tuple[str, str, str], tuple[str, float]] = {}
         self.builds_handed_out = 0
         self.holds: set[str] = set()  # reasons not to hand out builds (paused, disk full)
         #: finished attempts the recorder has not taken yet (it is behind): new
@@ -188,6 +202,7 @@ class SlaveDriver(Task):
             sent = payload["builds"]
             jobs = [job for job in ((j["package"], j["version"]) for j in sent)
                     if self._wanted(job, abi_tag)]
+            self._note_failures(abi_tag, sent)
             self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
                            name, len(jobs), len(sent), abi_tag)
             queue = self.queues.setdefault(abi_tag, JobQueue())
@@ -241,10 +256,23 @@ class SlaveDriver(Task):
             self._report(slave)
 
     def forget(self, package: str, version: Optional[str]) -> None:
-        """Let *package* (one release, or all) be built again though it was just built."""
-        for key in [key for key in self.recent
-                    if key[0] == package and (version is None or key[1] == version)]:
-            del self.recent[key]
+        """Let *package* (one release, or all) be built again though it was just built
+        (or failed: its attempts are gone, so any builder may have it)."""
+        for held in (self.recent, self.failed_once):
+            for key in [key for key in held
+                        if key[0] == package and (version is None or key[1] == version)]:
+                del held[key]
+
+    def _note_failures(self, abi_tag: str, sent: list[dict]) -> None:
+        """Keep each builder the queue names off the release it failed, until the
+        retry delay after its failure has passed (what this task saw itself is as
+        new, so it stays)."""
+        now, wall = self.clock(), self.wall_clock()
+        for entry in sent:
+            if entry["failed_by"] is not None:
+                until = now + entry["failed_at"] + self.retry_delay_s - wall
+                self.failed_once.setdefault((entry["package"], entry["version"], abi_tag),
+                                            (entry["failed_by"], until))
 
     def cancel(self, package: str, version: Optional[str]) -> None:
         """Stop building *package* (one release, or all): it changed upstream."""
@@ -345,7 +373,7 @@ class SlaveDriver(Task):
         if slave.state not in (SlaveStatus.IDLE, SlaveStatus.SLEEPING):
             return self._refuse(address, slave, f"IDLE while {slave.state.value}")
         held = self.paused or self.holds or slave.paused or self.unrecorded
-        job = None if held else self._next_job(slave.abi_tag)
+        job = None if held else self._next_job(slave)
         if job is None:
             slave.state = SlaveStatus.SLEEPING
             slave.sleep_s = self.sleep_s
@@ -410,7 +438,8 @@ class SlaveDriver(Task):
 
     # --- helpers ----------------------------------------------------------------
 
-    def _next_job(self, abi_tag: str) -> Optional[Job]:
+    def _next_job(self, slave: SlaveState) -> Optional[Job]:
+        abi_tag = slave.abi_tag
         queue = self.queues.get(abi_tag)
         if (queue is not None and len(queue) <= self.refill_at.get(abi_tag, 0)
                 and abi_tag not in self.refill_asked):
@@ -418,11 +447,25 @@ class SlaveDriver(Task):
             self.refill_asked.add(abi_tag)
             self.log.debug("%d builds left for %s: asking for more", len(queue), abi_tag)
             self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
+        passed_over: list[Job] = []
+        found = None
         while queue:
             job = queue.pop()
-            if self._wanted(job, abi_tag):
-                return job
-        return None
+            if not self._wanted(job, abi_tag):
+                continue
+            if self._kept_off(job, abi_tag, slave.identity):
+                passed_over.append(job)  # it waits for another builder
+                continue
+            found = job
+            break
+        if passed_over:
+            queue.restore(passed_over)
+        return found
+
+    def _kept_off(self, job: Job, abi_tag: str, identity: str) -> bool:
+        """Whether *identity* failed *job* for *abi_tag* and the retry delay is not over."""
+        failed = self.failed_once.get((*job, abi_tag))
+        return failed is not None and failed[0] == identity and failed[1] > self.clock()
 
     def _wanted(self, job: Job, abi_tag: str) -> bool:
         """Whether *job* may be handed out now (the queue can lag behind the slaves)."""
@@ -468,14 +511,27 @@ class SlaveDriver(Task):
                 self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
             self._record({
                 "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
-                "slave_label": slave.label, "started": attempt.build_started,
+                "slave_label": slave.label, "builder": slave.identity,
+                "started": attempt.build_started,
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
                 "files": files,
             })
-        until = self.clock() + RECENT_S
-        if hold_back:
-            self.recent[(*job, slave.abi_tag)] = until
+        now = self.clock()
+        until = now + RECENT_S
+        key = (*job, slave.abi_tag)
+        if status in ("failed", "rejected") and key not in self.failed_once:
+            # the first failure here is a claim: another builder may retry it at
+            # once, this one only after the retry delay
+            self.failed_once[key] = (slave.identity, now + self.retry_delay_s)
+            self.log.info("%s %s %s for %s on slave %d (%s): offered to another builder "
+                          "before it counts", *job, status, slave.abi_tag, slave.slave_id,
+                          slave.identity)
+        else:
+            if status is not None:
+                self.failed_once.pop(key, None)  # settled: the retry was this attempt
+            if hold_back:
+                self.recent[key] = until
         if status == "success" and any(f["abi_tag"] == "none" for f in built["files"]):
             self.recent[(*job, "*")] = until
         self.active.pop(job, None)
@@ -571,6 +627,11 @@ class SlaveDriver(Task):
                 self._drop(slave, f"silent for {now - slave.last_seen_s:.1f} s")
         for key in [key for key, until in self.recent.items() if until <= now]:
             del self.recent[key]
+        # kept past its delay for a while: a retry by the same builder after it is
+        # still the retry (and held back from the queue's snapshots as one)
+        for key in [key for key, (_, until) in self.failed_once.items()
+                    if until + RECENT_S <= now]:
+            del self.failed_once[key]
 
     def _report(self, slave: SlaveState) -> None:
         self.report("SLAVE", {"slave": slave.report(self.clock())})

@@ -141,7 +141,7 @@ class Master:
             SlaveDriver(
                 ctx, slave_bind=o.slave_bind, index_url=o.pypi_simple,
                 heartbeat_s=o.heartbeat_interval_s, liveness=o.slave_liveness,
-                sleep_s=o.sleep_interval_s, peers=peers,
+                sleep_s=o.sleep_interval_s, retry_delay_s=o.retry_delay_s, peers=peers,
             ),
             PyPIFollower(
                 ctx, dsn=o.dsn,
