@@ -152,14 +152,14 @@ CREATE TABLE builds (
     version         varchar(200)    NOT NULL,
     abi_tag         varchar(100)    NOT NULL,
     slave_label     varchar(100)    NOT NULL,
-    -- who is answerable for the attempt: the slave's identity (its label
-    -- today; its enrolled key's id once slaves authenticate).  A failure is
-    -- retried on a different builder before it counts (needs_build).
-    builder         varchar(100)    NOT NULL,
     started         timestamptz     NOT NULL,
     duration        interval        NOT NULL,
     status          varchar(20)     NOT NULL,
     reason          varchar(500)    NULL,
+    -- who is answerable for the attempt: the slave's identity (its label
+    -- today; its enrolled key's id once slaves authenticate).  A failure is
+    -- retried on a different builder before it counts (needs_build).
+    builder         varchar(100)    NOT NULL,
 
     CONSTRAINT builds_pk PRIMARY KEY (build_id),
     CONSTRAINT builds_versions_fk FOREIGN KEY (package, version)

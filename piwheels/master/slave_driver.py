@@ -521,9 +521,10 @@ class SlaveDriver(Task):
         until = now + RECENT_S
         key = (*job, slave.abi_tag)
         if status in ("failed", "rejected") and key not in self.failed_once:
-            # the first failure here is a claim: another builder may retry it at
-            # once, this one only after the retry delay
+            # the first failure here is a claim: back to the head of the queue,
+            # for another builder at once, for this one after the retry delay
             self.failed_once[key] = (slave.identity, now + self.retry_delay_s)
+            self.queues.setdefault(slave.abi_tag, JobQueue()).restore([job])
             self.log.info("%s %s %s for %s on slave %d (%s): offered to another builder "
                           "before it counts", *job, status, slave.abi_tag, slave.slave_id,
                           slave.identity)
