@@ -27,7 +27,7 @@ from .names import canonical_name, normal_version
 from .project_status import ACTIVE, check_status, clean_reason
 from .records import BuildRecord
 from .schema import SCHEMA_VERSION
-from .tags import check_build_abi
+from .tags import check_build_abi, failures_count
 
 log = logging.getLogger("piwheels.db")
 
@@ -557,19 +557,32 @@ class Database(PolicyData, IndexReads):
 
     def failures(self, package: Optional[str] = None, limit: int = 100) -> list[dict]:
         """The latest unsuccessful attempts (of one project, or all), newest first:
-        who made each, and whether the release still waits for a build there
-        (``retrying``: the failure does not count yet)."""
-        b = self.t["builds"]
+        who made each, and its ``outcome`` for the release on that ABI: still
+        ``retrying``, failed for good (``counts``: it was retried and failed
+        again), or ``built since``."""
+        b, other = self.t["builds"], self.t["builds"].alias("other")
+        failures_there = (
+            sa.select(sa.func.count()).select_from(other)
+            .where(other.c.package == b.c.package, other.c.version == b.c.version,
+                   other.c.abi_tag == b.c.abi_tag, other.c.status != "success")
+            .scalar_subquery())
         query = (sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.builder,
                            b.c.slave_label, b.c.started, b.c.status, b.c.reason,
                            sa.func.needs_build(b.c.package, b.c.version, b.c.abi_tag)
-                           .label("retrying"))
+                           .label("retrying"), failures_there.label("failures"))
                  .where(b.c.status != "success")
                  .order_by(b.c.build_id.desc()).limit(limit))
         if package is not None:
             query = query.where(b.c.package == canonical_name(package))
         with self._begin() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            rows = conn.execute(query).all()
+        return [{
+            "build_id": row.build_id, "package": row.package, "version": row.version,
+            "abi_tag": row.abi_tag, "builder": row.builder, "slave_label": row.slave_label,
+            "started": row.started, "status": row.status, "reason": row.reason,
+            "outcome": "retrying" if row.retrying else
+                       "counts" if failures_count(["failed"] * row.failures) else "built since",
+        } for row in rows]
 
     # --- the output tree's reconciliation (issue 12) ----------------------------
 

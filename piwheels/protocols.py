@@ -434,6 +434,18 @@ REBUILD_PARTS = ("home", "index", "project", "all")
 BULK_ACTIONS = ("skip", "unskip", "remove", "remove_builds", "skip_builds")
 #: POLICY's pre-release switch: on, off, or (for a project) as the farm has it
 PRERELEASE_SETTINGS = ("on", "off", "farm")
+#: where a failed attempt leaves its release for that ABI: waiting for its retry,
+#: failed for good (the retry failed too), or built since
+FAILURE_OUTCOMES = ("retrying", "counts", "built since")
+#: the most failures one FAILURES reply lists
+MAX_FAILURES_LISTED = 1000
+#: one unsuccessful attempt, as piw-control failures shows it
+FAILURE = {
+    "build_id": Count, "package": Name, "version": Version, "abi_tag": Tag,
+    "builder": Builder, "slave_label": Label, "started": Seconds,
+    "status": one_of("failed", "rejected"), "reason": Reason,
+    "outcome": one_of(*FAILURE_OUTCOMES),
+}
 
 CONTROL = Protocol("control", sends={
     # the monitor's first words: the whole picture, then it follows STATUS
@@ -470,6 +482,9 @@ CONTROL = Protocol("control", sends={
     "POLICY": message({"package": optional(Name),
                        "policy": optional(text(1, MAX_SPEC_LENGTH)),
                        "prereleases": optional(one_of(*PRERELEASE_SETTINGS))}),
+    # the latest failed attempts (of one project, or all): who made each
+    "FAILURES": message({"package": optional(Name),
+                         "limit": number(1, MAX_FAILURES_LISTED, integer=True)}),
 }, receives={
     "OK": message({"message": Text}),
     "ERROR": message({"message": Text}),
@@ -478,6 +493,7 @@ CONTROL = Protocol("control", sends={
     "REBUILDING": message({"message": Text, "rebuild_id": Count}),
     # BULK's dry run: what would change, and how many things
     "MATCHED": message({"message": Text, "changes": Count}),
+    "FAILURES": message({"failures": at_most(MAX_FAILURES_LISTED, message(FAILURE))}),
 }, max_frame=(ENVELOPE_BYTES, MAX_TRUSTED_FRAME_BYTES))
 
 # --- status: master admin_service (PUB) -> monitors (SUB) ---------------------------

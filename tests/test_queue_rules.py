@@ -80,13 +80,18 @@ def test_a_failure_is_retried_once_then_counts(farm_db):
     assert farm_db.retry_holds("cp312", [("broken", "1.0")]) == {}
     assert not farm_db.get_versions("broken")["1.0"]["built"]
     (failure,) = farm_db.failures("broken")
-    assert (failure["builder"], failure["abi_tag"], failure["retrying"]) == ("key-a", "cp311", True)
+    assert (failure["builder"], failure["abi_tag"], failure["outcome"]) == (
+        "key-a", "cp311", "retrying")
     attempt(farm_db, "broken", "cp311", status="rejected", builder="key-b")
     assert pending(farm_db, "cp311") == ["fine"]   # the retry settled it
     assert pending(farm_db, "cp312") == ["broken", "fine"]
-    assert [(f["builder"], f["status"], f["retrying"]) for f in farm_db.failures()] == [
-        ("key-b", "rejected", False), ("key-a", "failed", False)]
+    assert [(f["builder"], f["status"], f["outcome"]) for f in farm_db.failures()] == [
+        ("key-b", "rejected", "counts"), ("key-a", "failed", "counts")]
     assert farm_db.failures("fine") == []
+    # a failure another builder's wheel answered
+    attempt(farm_db, "fine", "cp311", status="failed", builder="key-a")
+    attempt(farm_db, "fine", "cp311", builder="key-b")
+    assert [f["outcome"] for f in farm_db.failures("fine")] == ["built since"]
 
 
 def test_platform_wheel_serves_its_own_abi(farm_db):

@@ -19,7 +19,7 @@ from ..control_client import ControlClient, MasterUnavailable, StatusFeed
 from ..errors import Aborted, InvalidProjectStatus, PiwheelsError
 from ..names import is_pattern
 from ..project_status import PROJECT_STATUSES, check_status
-from ..protocols import PRERELEASE_SETTINGS, REBUILD_PARTS
+from ..protocols import MAX_FAILURES_LISTED, PRERELEASE_SETTINGS, REBUILD_PARTS
 
 #: Characters in piw-rebuild's progress bar.
 PROGRESS_WIDTH = 40
@@ -294,32 +294,37 @@ CONTROL_ACTIONS = {
     "min-free-space": "MIN_FREE_SPACE",
     "build-policy": "POLICY",
     "build-prereleases": "POLICY",
+    "failures": "FAILURES",
 }
+#: how many failures piw-control failures lists unless told
+FAILURES_SHOWN = 50
 
 
 def _control(argv: Optional[Sequence[str]]) -> int:
     parser = config.make_parser(
         "piw-control", "Steer the running master: hold or resume builds, compare with the "
-        "upstream index now, change the free space under which builds are held, or change "
-        "which releases are built.",
+        "upstream index now, change the free space under which builds are held, change "
+        "which releases are built, or list the failed attempts and their builders.",
         CLIENT_OPTIONS)
     parser.add_argument("action", choices=sorted(CONTROL_ACTIONS),
                         help="pause or resume handing out builds; reconcile with the upstream "
                              "project list now; min-free-space MIB (until the master restarts); "
                              "build-policy [SPEC] (all, newest:N, since:YYYY-MM-DD, "
                              "versions:V1,V2,...; 'farm' with --project: the farm's; no SPEC: "
-                             "show it); build-prereleases {on,off,farm}")
+                             "show it); build-prereleases {on,off,farm}; failures [N]: the "
+                             "latest N failed attempts, who made each and whether it counts "
+                             "yet")
     parser.add_argument("value", nargs="?", metavar="VALUE",
                         help="MIB for min-free-space, SPEC for build-policy, on/off/farm for "
-                             "build-prereleases")
+                             "build-prereleases, N for failures")
     parser.add_argument("--project", metavar="NAME",
                         help="for build-policy and build-prereleases: this project's own "
-                             "setting rather than the farm's")
+                             "setting rather than the farm's; for failures: only its")
     options = parser.parse_args(argv)
     action, value = options.action, options.value
     payload: dict = {}
-    if options.project and not action.startswith("build-"):
-        parser.error("--project goes with build-policy and build-prereleases only")
+    if options.project and not (action.startswith("build-") or action == "failures"):
+        parser.error("--project goes with build-policy, build-prereleases and failures only")
     if action == "min-free-space":
         if value is None or not value.isdigit():
             parser.error("min-free-space needs MIB, a whole number of MiB (0 or more)")
@@ -337,15 +342,43 @@ def _control(argv: Optional[Sequence[str]]) -> int:
         if value == "farm" and not options.project:
             parser.error("'farm' goes with --project NAME")
         payload = {"package": options.project, "policy": None, "prereleases": value}
+    elif action == "failures":
+        if value is not None and not (value.isdigit() and 0 < int(value) <= MAX_FAILURES_LISTED):
+            parser.error(f"failures takes how many to list, 1 to {MAX_FAILURES_LISTED}")
+        payload = {"package": options.project,
+                   "limit": int(value) if value is not None else FAILURES_SHOWN}
     elif value is not None:
         parser.error(f"{action} takes no value")
     cli.configure_logging(options)
     client = _client(options)
     try:
-        print(client.command(CONTROL_ACTIONS[action], payload))
+        if action == "failures":
+            reply, answer = client.request("FAILURES", payload)
+            if reply == "ERROR":
+                raise PiwheelsError(answer["message"])
+            print(format_failures(answer["failures"]))
+        else:
+            print(client.command(CONTROL_ACTIONS[action], payload))
     finally:
         client.close()
     return 0
+
+
+def format_failures(failures: list[dict]) -> str:
+    """piw-control failures: one line per failed attempt, newest first, saying who
+    made it and where it left the release (retrying, counts, built since)."""
+    if not failures:
+        return "no failed attempts"
+    header = ("started (UTC)", "project", "version", "abi", "builder", "result", "outcome",
+              "reason")
+    rows = [header] + [(
+        time.strftime("%Y-%m-%d %H:%M", time.gmtime(f["started"])), f["package"],
+        f["version"], f["abi_tag"], f["builder"], f["status"], f["outcome"],
+        (f["reason"] or "").splitlines()[0] if f["reason"] else "",
+    ) for f in failures]
+    widths = [max(len(row[n]) for row in rows) for n in range(len(header) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)),
+                                 row[-1]]).rstrip() for row in rows)
 
 
 def control_main(argv: Optional[Sequence[str]] = None) -> int:

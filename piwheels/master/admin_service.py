@@ -97,6 +97,7 @@ class AdminService(DatabaseTask):
             "PROJECT_STATUS": self.do_project_status,
             "POLICY": self.do_policy,
             "BULK": self.do_bulk,
+            "FAILURES": self.do_failures,
         }
 
     def _push(self, protocol, address: str):
@@ -196,6 +197,12 @@ class AdminService(DatabaseTask):
     def do_reconcile(self, _: dict) -> tuple[str, dict]:
         self.tell(self.follower, "RECONCILE")
         return "OK", {"message": "reconciling with the upstream index"}
+
+    def do_failures(self, request: dict) -> tuple[str, dict]:
+        """The latest failed attempts, with the builder answerable for each."""
+        rows = self.db.failures(request["package"], request["limit"])
+        return "FAILURES", {"failures": [
+            {**row, "started": row["started"].timestamp()} for row in rows]}
 
     def do_min_free_space(self, request: dict) -> tuple[str, dict]:
         """Change --min-free-space while the master runs (until it restarts)."""
