@@ -22,7 +22,7 @@ from piwheels.protocols import PROTOCOL_VERSION
 pytestmark = pytest.mark.slow
 
 #: the master's retry delay in this test (the default is hours)
-RETRY_DELAY_S = 3.0
+RETRY_DELAY_S = 2.0
 STATS = {"load_1m": None, "memory_free": None, "disk_free": None, "temperature_c": None}
 
 
@@ -129,7 +129,7 @@ def test_a_failure_is_retried_once_on_another_builder_before_it_counts(farm, db,
         farm.wait(lambda: len(attempts(db, "fails-alone")) == 2, 10, "the retry recorded")
         assert attempts(db, "fails-alone") == [("fake-a", "failed")] * 2
         assert db.pending_builds("cp311", 10) == []
-        time.sleep(1.5)  # a queue refresh or two: still nothing for anyone
+        time.sleep(1.2)  # a queue refresh (every second): still nothing for anyone
         assert fake_a.idle()[0] == "SLEEP"
         fake_a.close()
     finally:
