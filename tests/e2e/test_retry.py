@@ -4,7 +4,8 @@ A real piw-master, one real piw-slave and fake slaves that speak the protocol
 by hand (raw msgpack on a DEALER, as any process that reaches the port can).
 One scenario, one master: a fake failure is retried and published by the real
 slave; two builders' failures count; a lone builder's failure is retried by it
-after the retry delay, and its second failure counts.
+after the retry delay, and its second failure counts; piw-control failures
+says who failed what; removing the builds makes the release anyone's again.
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ class FakeSlave:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def tool(farm, *args: str) -> str:
+    """Run an admin tool against the farm's master; its output (it must succeed)."""
+    result = subprocess.run(
+        [str(BIN / args[0]), "--control-address", farm.control_address, *args[1:]],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def attempts(db, package: str) -> list[tuple[str, str]]:
@@ -131,19 +141,26 @@ def test_a_failure_is_retried_once_on_another_builder_before_it_counts(farm, db,
         assert db.pending_builds("cp311", 10) == []
         time.sleep(1.2)  # a queue refresh (every second): still nothing for anyone
         assert fake_a.idle()[0] == "SLEEP"
+
+        # 5. the operator's view: who failed what, and whether it counts yet
+        lines = tool(farm, "piw-control", "failures").splitlines()
+        assert lines[0].split()[:3] == ["started", "(UTC)", "project"], lines
+        assert any(line.split()[2:8] == ["fails-alone", "1.0", "cp311", "fake-a", "failed",
+                                         "counts"] for line in lines), lines
+        assert any(line.split()[2:8] == ["retry-me", "1.0", "cp311", "fake-a", "failed",
+                                         "built"] for line in lines), lines
+        (only,) = tool(farm, "piw-control", "failures", "1", "--project", "retry-me"
+                       ).splitlines()[1:]
+        assert "fake-a says no" in only
+
+        # 6. the operator's word still forces a build: anyone may have it at once
+        tool(farm, "piw-remove", "-y", "fails-alone", "1.0", "--builds")
+        fake_a.close()  # silent while the tools ran: the master may have dropped it
+        fake_a = FakeSlave(ctx, farm, "fake-a")
+        assert fake_a.wait_for_build(5) == "fails-alone"
         fake_a.close()
     finally:
         ctx.destroy(linger=0)
 
-    # the operator's view: who failed what, and whether it counts yet
-    result = subprocess.run(
-        [str(BIN / "piw-control"), "--control-address", farm.control_address, "failures"],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert any("fails-alone" in line and "fake-a" in line and "counts" in line
-               for line in lines), result.stdout
-    assert any("retry-me" in line and "fake-a" in line and "built since" in line
-               for line in lines), result.stdout
     log = farm.master.log()
     assert "Traceback" not in log, log[-3000:]
