@@ -2,10 +2,9 @@
 
 It greets slaves, hands each idle one the next build for its ABI, follows it
 through BUILT and the file transfers, and hands the finished attempt to the
-build recorder.  A failed attempt is only a claim, so the release goes back to
-the others of its ABI at once and to the builder that failed it only after the
-retry delay; the retry settles it (``needs_build`` in the schema counts).  Nothing slow happens here: no database, no disk; every reply
-goes out at once.  A slave silent for longer than its liveness allows is
+build recorder.  A failed attempt is retried once, by another builder first
+(:mod:`.retries`).  Nothing slow happens here: no database, no disk; every
+reply goes out at once.  A slave silent for longer than its liveness allows is
 dropped and its build goes back to the queue.
 """
 
@@ -29,6 +28,7 @@ from ..protocols import (
 from ..tags import builder_problem
 from ..transport import PeerLimits
 from .job_queue import Job, JobQueue
+from .retries import RetryHolds
 from .task import STATUS_INTERVAL_S, Clock, Task
 
 
@@ -136,7 +136,6 @@ class SlaveDriver(Task):
         self.heartbeat_s = heartbeat_s
         self.liveness = liveness
         self.sleep_s = sleep_s
-        self.retry_delay_s = retry_delay_s
         self.wall_clock = wall_clock
         self.slaves: dict[bytes, SlaveState] = {}
         self.slaves_by_id: dict[int, SlaveState] = {}
@@ -146,9 +145,8 @@ class SlaveDriver(Task):
         self.refill_asked: set[str] = set()
         self.active: dict[Job, int] = {}  # (package, version) -> slave_id building it
         self.recent: dict[tuple[str, str, str], float] = {}  # (pkg, ver, abi or "*") -> until
-        #: releases that failed once for an ABI: (pkg, ver, abi) -> (the identity
-        #: that failed it, until when it is kept off it; monotonic)
-        self.failed_once: dict[tuple[str, str, str], tuple[str, float]] = {}
+        #: releases that failed once, kept off the builder that failed them
+        self.retries = RetryHolds(retry_delay_s, linger_s=RECENT_S)
         self.builds_handed_out = 0
         self.holds: set[str] = set()  # reasons not to hand out builds (paused, disk full)
         #: finished attempts the recorder has not taken yet (it is behind): new
@@ -202,7 +200,7 @@ class SlaveDriver(Task):
             sent = payload["builds"]
             jobs = [job for job in ((j["package"], j["version"]) for j in sent)
                     if self._wanted(job, abi_tag)]
-            self._note_failures(abi_tag, sent)
+            self.retries.from_queue(abi_tag, sent, self.clock(), self.wall_clock())
             self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
                            name, len(jobs), len(sent), abi_tag)
             queue = self.queues.setdefault(abi_tag, JobQueue())
@@ -258,21 +256,10 @@ class SlaveDriver(Task):
     def forget(self, package: str, version: Optional[str]) -> None:
         """Let *package* (one release, or all) be built again though it was just built
         (or failed: its attempts are gone, so any builder may have it)."""
-        for held in (self.recent, self.failed_once):
-            for key in [key for key in held
-                        if key[0] == package and (version is None or key[1] == version)]:
-                del held[key]
-
-    def _note_failures(self, abi_tag: str, sent: list[dict]) -> None:
-        """Keep each builder the queue names off the release it failed, until the
-        retry delay after its failure has passed (what this task saw itself is as
-        new, so it stays)."""
-        now, wall = self.clock(), self.wall_clock()
-        for entry in sent:
-            if entry["failed_by"] is not None:
-                until = now + entry["failed_at"] + self.retry_delay_s - wall
-                self.failed_once.setdefault((entry["package"], entry["version"], abi_tag),
-                                            (entry["failed_by"], until))
+        for key in [key for key in self.recent
+                    if key[0] == package and (version is None or key[1] == version)]:
+            del self.recent[key]
+        self.retries.forget(package, version)
 
     def cancel(self, package: str, version: Optional[str]) -> None:
         """Stop building *package* (one release, or all): it changed upstream."""
@@ -453,7 +440,7 @@ class SlaveDriver(Task):
             job = queue.pop()
             if not self._wanted(job, abi_tag):
                 continue
-            if self._kept_off(job, abi_tag, slave.identity):
+            if self.retries.kept_off(job, abi_tag, slave.identity, self.clock()):
                 passed_over.append(job)  # it waits for another builder
                 continue
             found = job
@@ -461,11 +448,6 @@ class SlaveDriver(Task):
         if passed_over:
             queue.restore(passed_over)
         return found
-
-    def _kept_off(self, job: Job, abi_tag: str, identity: str) -> bool:
-        """Whether *identity* failed *job* for *abi_tag* and the retry delay is not over."""
-        failed = self.failed_once.get((*job, abi_tag))
-        return failed is not None and failed[0] == identity and failed[1] > self.clock()
 
     def _wanted(self, job: Job, abi_tag: str) -> bool:
         """Whether *job* may be handed out now (the queue can lag behind the slaves)."""
@@ -519,20 +501,19 @@ class SlaveDriver(Task):
             })
         now = self.clock()
         until = now + RECENT_S
-        key = (*job, slave.abi_tag)
-        if status in ("failed", "rejected") and key not in self.failed_once:
+        if status in ("failed", "rejected") and \
+                self.retries.failed(job, slave.abi_tag, slave.identity, now):
             # the first failure here is a claim: back to the head of the queue,
             # for another builder at once, for this one after the retry delay
-            self.failed_once[key] = (slave.identity, now + self.retry_delay_s)
             self.queues.setdefault(slave.abi_tag, JobQueue()).restore([job])
             self.log.info("%s %s %s for %s on slave %d (%s): offered to another builder "
                           "before it counts", *job, status, slave.abi_tag, slave.slave_id,
                           slave.identity)
         else:
-            if status is not None:
-                self.failed_once.pop(key, None)  # settled: the retry was this attempt
+            if status == "success":
+                self.retries.settled(job, slave.abi_tag)
             if hold_back:
-                self.recent[key] = until
+                self.recent[(*job, slave.abi_tag)] = until
         if status == "success" and any(f["abi_tag"] == "none" for f in built["files"]):
             self.recent[(*job, "*")] = until
         self.active.pop(job, None)
@@ -628,11 +609,7 @@ class SlaveDriver(Task):
                 self._drop(slave, f"silent for {now - slave.last_seen_s:.1f} s")
         for key in [key for key, until in self.recent.items() if until <= now]:
             del self.recent[key]
-        # kept past its delay for a while: a retry by the same builder after it is
-        # still the retry (and held back from the queue's snapshots as one)
-        for key in [key for key, (_, until) in self.failed_once.items()
-                    if until + RECENT_S <= now]:
-            del self.failed_once[key]
+        self.retries.expire(now)
 
     def _report(self, slave: SlaveState) -> None:
         self.report("SLAVE", {"slave": slave.report(self.clock())})
