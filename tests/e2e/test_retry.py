@@ -162,5 +162,10 @@ def test_a_failure_is_retried_once_on_another_builder_before_it_counts(farm, db,
     finally:
         ctx.destroy(linger=0)
 
+    # a count out of range never reaches the master: one line, exit status 2
+    result = subprocess.run(
+        [str(BIN / "piw-control"), "--control-address", farm.control_address, "failures", "0"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and "1 to 1000" in result.stderr.splitlines()[-1], result
     log = farm.master.log()
     assert "Traceback" not in log, log[-3000:]
