@@ -447,6 +447,10 @@ class SlaveDriver(Task):
             break
         if passed_over:
             queue.restore(passed_over)
+            if found is None and abi_tag not in self.refill_asked:
+                # all it holds waits for other builders: this one needs the next page
+                self.refill_asked.add(abi_tag)
+                self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
         return found
 
     def _wanted(self, job: Job, abi_tag: str) -> bool:

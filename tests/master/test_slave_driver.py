@@ -272,7 +272,8 @@ def test_a_failure_goes_to_another_builder_first_and_back_only_after_the_delay()
     """One failure is a claim: the release goes to another builder of the ABI at
     once, to the one that failed it only after the retry delay; the retry settles
     it.  What the queue says (the database's record of a failure, after a master
-    restart, say) keeps the builder off it the same way."""
+    restart, say) keeps the builder off it the same way, and a builder that is
+    kept off all the driver holds makes it ask for the next page."""
     with Rig(retry_delay_s=1.0) as r:
         a, b = r.slave(), r.slave()
         assert ("ABI", {"abi_tag": ABI}) in requests(r)
@@ -285,24 +286,30 @@ def test_a_failure_goes_to_another_builder_first_and_back_only_after_the_delay()
             recorded.append(recv(r.records)[1])
 
         assert next_job(a) == ("BUILD", build_of("r1"))
-        fail_recorded(a, "r1")
-        assert next_job(a) == ("BUILD", build_of("r2"))  # not r1 again
-        fail_recorded(a, "r2")
-        assert next_job(a)[0] == "SLEEP"  # both wait for another builder
-        name, first = next_job(b)
-        assert name == "BUILD" and first["package"] in ("r1", "r2")
-        fail_recorded(b, first["package"])  # the retry: settled, held back from everyone
-        (other,) = {"r1", "r2"} - {first["package"]}
-        assert next_job(b) == ("BUILD", build_of(other))
+        assert requests(r, 0.5) == [("MORE", {"abi_tag": ABI})]  # a page in hand
+        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("r3", failed_by=None)})
+        time.sleep(0.1)
+        for name, after in (("r1", "r2"), ("r2", "r3")):
+            fail_recorded(a, name)
+            assert next_job(a) == ("BUILD", build_of(after))  # not the one it failed
+        fail_recorded(a, "r3")
+        assert next_job(a)[0] == "SLEEP"  # all three wait for another builder...
+        assert requests(r, 0.5) == [("MORE", {"abi_tag": ABI})]  # ...and a wants more
+        assert next_job(b) == ("BUILD", build_of("r3"))  # the latest failure first
+        fail_recorded(b, "r3")  # the retry: settled, held back from everyone
+        assert next_job(b) == ("BUILD", build_of("r2"))
         assert [(rec["package"], rec["builder"], rec["status"]) for rec in recorded] == [
-            ("r1", "test-0", "failed"), ("r2", "test-0", "failed"),
-            (first["package"], "test-1", "failed")]
-        # the database says test-0 failed r3 a moment ago
+            ("r1", "test-0", "failed"), ("r2", "test-0", "failed"), ("r3", "test-0", "failed"),
+            ("r3", "test-1", "failed")]
+        # the database says test-0 failed r4 a moment ago
         r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs(
-            "r3", failed_by="test-0", failed_at=time.time())})
+            "r4", failed_by="test-0", failed_at=time.time())})
         time.sleep(0.1)
         assert next_job(a)[0] == "SLEEP"
         time.sleep(1.1)
-        assert next_job(a) == ("BUILD", build_of("r3"))  # alone on it: after the delay
-        fail(a, build_of("r3"))
-        assert next_job(a)[0] == "SLEEP"  # one settled, one with b, r3 settled
+        # alone on them (b is busy): after the delay, its own failures come back
+        assert next_job(a) == ("BUILD", build_of("r1"))
+        fail_recorded(a, "r1")
+        assert next_job(a) == ("BUILD", build_of("r4"))
+        fail_recorded(a, "r4")
+        assert next_job(a)[0] == "SLEEP"  # r1, r3, r4 settled; r2 with b
