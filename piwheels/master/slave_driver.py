@@ -510,9 +510,10 @@ class SlaveDriver(Task):
             # the first failure here is a claim: back to the head of the queue,
             # for another builder at once, for this one after the retry delay
             self.queues.setdefault(slave.abi_tag, JobQueue()).restore([job])
-            self.log.info("%s %s %s for %s on slave %d (%s): offered to another builder "
-                          "before it counts", *job, status, slave.abi_tag, slave.slave_id,
-                          slave.identity)
+            self.log_limited("first-failure", logging.INFO,
+                             "%s %s %s for %s on slave %d (%s): offered to another builder "
+                             "before it counts", *job, status, slave.abi_tag, slave.slave_id,
+                             slave.identity)
         else:
             if status == "success":
                 self.retries.settled(job, slave.abi_tag)
