@@ -240,6 +240,13 @@ _OPTIONS = [
         default=5.0, type=positive_float, metavar="SECS",
     ),
     Option(
+        ("--retry-delay",), "retry_delay_s",
+        "a release whose build failed goes to another builder of its ABI first; the "
+        "builder that failed it gets it again only after this many seconds (the "
+        "second failure counts)",
+        default=6 * 3600.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
         ("--queue-interval",), "queue_interval_s",
         "seconds between full recalculations of the build queue",
         default=60.0, type=positive_float, metavar="SECS",

@@ -27,7 +27,7 @@ from .names import canonical_name, normal_version
 from .project_status import ACTIVE, check_status, clean_reason
 from .records import BuildRecord
 from .schema import SCHEMA_VERSION
-from .tags import check_build_abi
+from .tags import check_build_abi, failures_count
 
 log = logging.getLogger("piwheels.db")
 
@@ -517,7 +517,8 @@ class Database(PolicyData, IndexReads):
                 [
                     dict(
                         package=canonical_name(b.package), version=normal_version(b.version),
-                        abi_tag=b.abi_tag, slave_label=b.slave_label, started=b.started,
+                        abi_tag=b.abi_tag, slave_label=b.slave_label,
+                        builder=b.builder or b.slave_label, started=b.started,
                         duration=b.duration, status=b.status, reason=b.reason,
                     )
                     for b in builds
@@ -534,6 +535,54 @@ class Database(PolicyData, IndexReads):
             if dep_rows:
                 conn.execute(deps.insert(), dep_rows)
         return build_ids
+
+    # --- failures and their retries (issue 13) ----------------------------------
+
+    def retry_holds(self, abi_tag: str, jobs: Iterable[tuple[str, str]]
+                    ) -> dict[tuple[str, str], tuple[str, datetime]]:
+        """For the releases among *jobs* that failed once for *abi_tag* and wait for
+        their retry: {(package, version): (the builder that failed it, when that
+        attempt ended)}.  The slave driver keeps that builder off it for a while."""
+        wanted = sorted(set(jobs))
+        if not wanted:
+            return {}
+        b = self.t["builds"]
+        query = (sa.select(b.c.package, b.c.version, b.c.builder, b.c.started + b.c.duration)
+                 .where(b.c.abi_tag == abi_tag, b.c.status != "success",
+                        sa.tuple_(b.c.package, b.c.version).in_(wanted))
+                 .order_by(b.c.build_id))
+        with self._begin() as conn:
+            return {(package, version): (builder, ended)
+                    for package, version, builder, ended in conn.execute(query)}
+
+    def failures(self, package: Optional[str] = None, limit: int = 100) -> list[dict]:
+        """The latest unsuccessful attempts (of one project, or all), newest first:
+        who made each, and its ``outcome`` for the release on that ABI: still
+        ``retrying``, failed for good (``counts``: it was retried and failed
+        again), or ``built since``."""
+        b, other = self.t["builds"], self.t["builds"].alias("other")
+        failures_there = (
+            sa.select(sa.func.count()).select_from(other)
+            .where(other.c.package == b.c.package, other.c.version == b.c.version,
+                   other.c.abi_tag == b.c.abi_tag, other.c.status != "success")
+            .scalar_subquery())
+        query = (sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.builder,
+                           b.c.slave_label, b.c.started, b.c.status, b.c.reason,
+                           sa.func.needs_build(b.c.package, b.c.version, b.c.abi_tag)
+                           .label("retrying"), failures_there.label("failures"))
+                 .where(b.c.status != "success")
+                 .order_by(b.c.build_id.desc()).limit(limit))
+        if package is not None:
+            query = query.where(b.c.package == canonical_name(package))
+        with self._begin() as conn:
+            rows = conn.execute(query).all()
+        return [{
+            "build_id": row.build_id, "package": row.package, "version": row.version,
+            "abi_tag": row.abi_tag, "builder": row.builder, "slave_label": row.slave_label,
+            "started": row.started, "status": row.status, "reason": row.reason,
+            "outcome": "retrying" if row.retrying else
+                       "counts" if failures_count(["failed"] * row.failures) else "built since",
+        } for row in rows]
 
     # --- the output tree's reconciliation (issue 12) ----------------------------
 

@@ -127,7 +127,7 @@ class IndexReads:
             ).all()
             build_rows = conn.execute(
                 sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.slave_label,
-                          b.c.started, b.c.duration, b.c.status, b.c.reason)
+                          b.c.builder, b.c.started, b.c.duration, b.c.status, b.c.reason)
                 .where(of_wanted).order_by(b.c.build_id)
             ).all()
             file_rows = conn.execute(
@@ -153,10 +153,11 @@ class IndexReads:
             files_by_build[row.build_id].append(file_data(
                 row, {tool: tuple(names) for tool, names in found.items()} if found else {}))
         builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
-        for (build_id, package, version, abi_tag, slave_label, started, duration, status,
-             reason) in build_rows:
+        for (build_id, package, version, abi_tag, slave_label, builder, started, duration,
+             status, reason) in build_rows:
             builds_by_version[package, version].append(BuildData(
-                build_id=build_id, abi_tag=abi_tag, slave_label=slave_label, started=started,
+                build_id=build_id, abi_tag=abi_tag, slave_label=slave_label, builder=builder,
+                started=started,
                 duration=duration, status=status, reason=reason,
                 files=tuple(files_by_build.get(build_id, ())),
             ))

@@ -18,7 +18,7 @@ from chameleon import PageTemplateLoader
 from .records import FileData, ProjectData, VersionData
 from .resources import templates_dir
 from .storage import LOGS_DIR, SIMPLE_DIR, log_path
-from .tags import build_covers
+from .tags import build_serves, failures_count
 
 #: The simple repository API version these pages follow (PEP 629/691/700/792).
 API_VERSION = "1.4"
@@ -155,6 +155,7 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
             "has_sdist": version.has_sdist,
             "not_built": None if files else _not_built(project, version),
             "builds": cells,
+            "attempts": attempts_context(version),
             "files": files,
         })
     return {
@@ -192,7 +193,7 @@ def install_context(project: ProjectData, versions: list[dict], site: Site) -> d
         cells = [cell for version in versions for cell in version["builds"].values()]
         if not cells:
             why = "No wheel is built yet: no builder has joined the farm."
-        elif any(cell["status"] == "pending" for cell in cells):
+        elif any(cell["status"] in ("pending", "retrying") for cell in cells):
             why = "No wheel is built yet: its releases are waiting in the build queue."
         elif any(cell["status"] in ("failed", "rejected") for cell in cells):
             why = "No wheel is built: every attempt failed (each build links to its log)."
@@ -202,16 +203,16 @@ def install_context(project: ProjectData, versions: list[dict], site: Site) -> d
 
 
 def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
-    """One version × ABI cell: built, failed (with its log), pending, skipped or yanked."""
+    """One version × ABI cell: built, failed (with its log), retrying (failed once,
+    so tried again elsewhere), pending, skipped or yanked."""
     for build in reversed(version.builds):
-        if build_covers(build.abi_tag, build.status,
+        if build_serves(build.abi_tag, build.status,
                         [(f.py_tag, f.abi_tag) for f in build.files], abi):
-            cell = {"status": build.status, "build_id": build.build_id,
-                    "log": f"../../{LOGS_DIR}/{log_path(build.build_id)}",
-                    "duration_s": round(build.duration.total_seconds(), 1)}
-            if build.status != "success":
-                cell["reason"] = build.reason
-            return cell
+            return _attempt_cell(build.status, build)
+    failures = [build for build in version.builds
+                if build.abi_tag == abi and build.status != "success"]
+    if failures and failures_count(build.status for build in failures):
+        return _attempt_cell(failures[-1].status, failures[-1])
     skip = version.skip_reason or project.skip_reason
     if skip:
         return {"status": "skipped", "reason": skip}
@@ -221,7 +222,33 @@ def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
         return {"status": "excluded", "reason": version.policy_reason}
     if not version.has_sdist:
         return {"status": "binary-only", "reason": "no source distribution upstream"}
+    if failures:
+        cell = _attempt_cell("retrying", failures[-1])
+        cell["reason"] = (f"{failures[-1].status} on {failures[-1].builder}: "
+                          f"{failures[-1].reason}; to be tried again on another builder")
+        return cell
     return {"status": "pending"}
+
+
+def _attempt_cell(status: str, build) -> dict:
+    """A cell that shows one attempt: its log, how long it took, who made it."""
+    cell = {"status": status, "build_id": build.build_id, "builder": build.builder,
+            "log": f"../../{LOGS_DIR}/{log_path(build.build_id)}",
+            "duration_s": round(build.duration.total_seconds(), 1)}
+    if build.status != "success":
+        cell["reason"] = build.reason
+    return cell
+
+
+def attempts_context(version: VersionData) -> list[dict]:
+    """Every attempt at one release, oldest first: which builder made it, when, how
+    it went (the operator's answer to "who failed this?")."""
+    return [{
+        "build_id": build.build_id, "abi": build.abi_tag, "builder": build.builder,
+        "slave_label": build.slave_label, "started": upload_time(build.started),
+        "duration_s": round(build.duration.total_seconds(), 1), "status": build.status,
+        "reason": build.reason, "log": f"../../{LOGS_DIR}/{log_path(build.build_id)}",
+    } for build in version.builds]
 
 
 def _not_built(project: ProjectData, version: VersionData) -> Optional[str]:

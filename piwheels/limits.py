@@ -18,6 +18,8 @@ VERSION = 200
 TAG = 100
 #: a slave's label
 LABEL = 100
+#: the identity of the builder answerable for an attempt (its label, or its key's id)
+BUILDER = 100
 #: a wheel's file name (and a dependency's name)
 FILENAME = 255
 #: why a project or release is never built
@@ -60,6 +62,7 @@ COLUMN_WIDTHS: dict[tuple[str, str], int] = {
     ("builds", "version"): VERSION,
     ("builds", "abi_tag"): TAG,
     ("builds", "slave_label"): LABEL,
+    ("builds", "builder"): BUILDER,
     ("builds", "status"): STATUS,
     ("builds", "reason"): REASON,
     ("files", "filename"): FILENAME,

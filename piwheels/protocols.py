@@ -137,6 +137,7 @@ Name = text(1, limits.NAME)
 Version = text(1, limits.VERSION)
 Tag = text(1, limits.TAG)
 Label = text(1, limits.LABEL)
+Builder = text(1, limits.BUILDER)
 Text = text(0, 10_000)
 Reason = optional(text(0, limits.REASON))
 SkipReason = optional(text(0, limits.SKIP_REASON))
@@ -263,6 +264,9 @@ MAX_FILE_FACTS_BYTES = (
     + MAX_FACT_ITEMS * UTF8_MAX * (MAX_REQUIREMENT_CHARS + MAX_APT_NAME_CHARS))
 
 BUILD_JOB = {"package": Name, "version": Version}
+#: a build in the queue; one that failed once for the ABI names the builder that
+#: failed it and when (epoch seconds), so the driver offers it to another first
+QUEUED_JOB = {**BUILD_JOB, "failed_by": optional(Builder), "failed_at": optional(Seconds)}
 
 # a slave's machine, as its heartbeats report it (None: the platform cannot tell)
 HOST_STATS = {
@@ -365,12 +369,12 @@ TASK_CONTROL = Protocol("task_control", sends={
 # pypi_follower / admin -> slave_driver: stop building this (it went upstream).
 BUILD_QUEUE = Protocol("build_queue", sends={
     # the queue from its head: replaces what the driver had
-    "QUEUE": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
+    "QUEUE": message({"abi_tag": Tag, "builds": [message(QUEUED_JOB)]}),
     # the builds that follow the last ones sent (the answer to MORE)
-    "EXTEND": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
+    "EXTEND": message({"abi_tag": Tag, "builds": [message(QUEUED_JOB)]}),
     # the queue from its head after the build policy changed: replaces all the
     # driver had, so nothing the policy now leaves out is handed out
-    "REPLACE": message({"abi_tag": Tag, "builds": [message(BUILD_JOB)]}),
+    "REPLACE": message({"abi_tag": Tag, "builds": [message(QUEUED_JOB)]}),
     "CANCEL": message({"package": Name, "version": optional(Version)}),
     # admin -> slave_driver: its builds were removed (piw-remove --builds): it may be
     # handed out again at once, though it was built a moment ago
@@ -422,6 +426,7 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         **BUILD_JOB,
         "abi_tag": Tag,
         "slave_label": Label,
+        "builder": Builder,
         "started": Seconds,
         "duration_s": Seconds,
         "status": one_of("success", "failed", "rejected"),
@@ -458,6 +463,18 @@ REBUILD_PARTS = ("home", "index", "project", "all")
 BULK_ACTIONS = ("skip", "unskip", "remove", "remove_builds", "skip_builds")
 #: POLICY's pre-release switch: on, off, or (for a project) as the farm has it
 PRERELEASE_SETTINGS = ("on", "off", "farm")
+#: where a failed attempt leaves its release for that ABI: waiting for its retry,
+#: failed for good (the retry failed too), or built since
+FAILURE_OUTCOMES = ("retrying", "counts", "built since")
+#: the most failures one FAILURES reply lists
+MAX_FAILURES_LISTED = 1000
+#: one unsuccessful attempt, as piw-control failures shows it
+FAILURE = {
+    "build_id": Count, "package": Name, "version": Version, "abi_tag": Tag,
+    "builder": Builder, "slave_label": Label, "started": Seconds,
+    "status": one_of("failed", "rejected"), "reason": Reason,
+    "outcome": one_of(*FAILURE_OUTCOMES),
+}
 
 CONTROL = Protocol("control", sends={
     # the monitor's first words: the whole picture, then it follows STATUS
@@ -497,6 +514,9 @@ CONTROL = Protocol("control", sends={
     "POLICY": message({"package": optional(Name),
                        "policy": optional(text(1, MAX_SPEC_LENGTH)),
                        "prereleases": optional(one_of(*PRERELEASE_SETTINGS))}),
+    # the latest failed attempts (of one project, or all): who made each
+    "FAILURES": message({"package": optional(Name),
+                         "limit": number(1, MAX_FAILURES_LISTED, integer=True)}),
 }, receives={
     "OK": message({"message": Text}),
     "ERROR": message({"message": Text}),
@@ -505,6 +525,7 @@ CONTROL = Protocol("control", sends={
     "REBUILDING": message({"message": Text, "rebuild_id": Count}),
     # BULK's dry run: what would change, and how many things
     "MATCHED": message({"message": Text, "changes": Count}),
+    "FAILURES": message({"failures": at_most(MAX_FAILURES_LISTED, message(FAILURE))}),
 }, max_frame=(ENVELOPE_BYTES, MAX_TRUSTED_FRAME_BYTES))
 
 # --- status: master admin_service (PUB) -> monitors (SUB) ---------------------------

@@ -44,6 +44,9 @@ BUILD_USER = "piwbuild"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 #: --web-server choices, the default first.
 WEB_SERVERS = ("auto", "nginx", "python")
+#: A demo farm has one slave per ABI: a failed build is tried again by it after
+#: this long (not the farm default of hours), then counts.
+RETRY_DELAY_S = 30.0
 #: How long the master and each slave may take to come up.
 START_TIMEOUT_S = 60.0
 #: How often the farm's builds are looked at while it runs.
@@ -182,6 +185,7 @@ class QuickFarm:
             # until the slaves contain their builds themselves (bubblewrap): take them
             "--containment", "optional",
             "--build-policy", "all" if o.all_versions else "newest:1",
+            "--retry-delay", str(RETRY_DELAY_S),
             *[arg for project in o.projects for arg in ("--package-allow", project)],
         ])
         self._wait("the master", lambda snapshot: True)

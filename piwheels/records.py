@@ -29,6 +29,8 @@ class BuildRecord:
     #: the verified wheels of a successful build (recorded as they are, see
     #: :mod:`piwheels.db_files`)
     files: tuple[WheelFacts, ...] = ()
+    #: the identity answerable for the attempt (None: the slave's label)
+    builder: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.status not in BUILD_STATUSES:
@@ -59,6 +61,7 @@ class BuildData:
     build_id: int
     abi_tag: str
     slave_label: str
+    builder: str
     started: datetime
     duration: timedelta
     status: str

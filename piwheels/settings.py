@@ -134,7 +134,8 @@ MASTER_OPTIONS = [
     "package_allow_file", "poll_interval_s", "reconcile_interval_s", "oldest_first",
     "build_policy", "build_prereleases",
     "slave_bind", "file_bind", "public_url", "site_name",
-    "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "queue_interval_s",
+    "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "retry_delay_s",
+    "queue_interval_s",
     "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
     "transfer_deadline_s", "max_wheel_size", "max_unpacked_size", "max_compression_ratio",
     "handshake_timeout_s", "control_address", "status_address", "min_free_space_mb",
@@ -166,6 +167,7 @@ class MasterConfig(_Checked):
     heartbeat_interval_s: float
     slave_liveness: int
     sleep_interval_s: float
+    retry_delay_s: float
     queue_interval_s: float
     queue_size: int
     chunk_size: int
@@ -506,6 +508,7 @@ CONTROL_ACTIONS = {
     "min-free-space": "MIN_FREE_SPACE",
     "build-policy": "POLICY",
     "build-prereleases": "POLICY",
+    "failures": "FAILURES",
 }
 
 
@@ -525,8 +528,8 @@ class ControlConfig(_ToolConfig):
 
     def check(self) -> None:
         action, value = self.action, self.value
-        require(not self.project or action.startswith("build-"),
-                "--project goes with build-policy and build-prereleases only")
+        require(not self.project or action.startswith("build-") or action == "failures",
+                "--project goes with build-policy, build-prereleases and failures only")
         if action == "min-free-space":
             require(value is not None and value.isdigit(),
                     "min-free-space needs MIB, a whole number of MiB (0 or more)")
@@ -536,6 +539,10 @@ class ControlConfig(_ToolConfig):
         elif action == "build-policy":
             if value not in (None, "farm"):
                 parse_policy(value)  # a bad SPEC: one line, never sent
+        elif action == "failures":
+            require(value is None or (value.isdigit()
+                                      and 0 < int(value) <= protocols.MAX_FAILURES_LISTED),
+                    f"failures takes how many to list, 1 to {protocols.MAX_FAILURES_LISTED}")
         elif action == "add-abi":
             require(bool(value), "add-abi needs TAG, an ABI such as cp311")
             try:

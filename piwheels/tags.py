@@ -6,7 +6,8 @@ stored, and the project pages decide each version × ABI cell with them.  The
 database decides the build queue with the same rule in SQL
 (``abi_python_version`` and ``needs_build`` in sql/create_piwheels.sql);
 ``tests/test_tags.py`` runs both over one table of cases and asserts they
-agree.
+agree.  A failed attempt does not settle a release until it is retried
+(:data:`FAILURES_THAT_COUNT`).
 
 Tag syntax follows :mod:`packaging.tags`: a tag is what
 :class:`packaging.tags.Tag` makes of it unchanged (lower-case), one tag and not
@@ -118,14 +119,36 @@ def wheel_serves(py_tag: str, wheel_abi: str, abi: str) -> bool:
         wheel_abi == "abi3" and abi_version(py_tag) <= abi_version(abi))
 
 
-def build_covers(build_abi: str, status: str, wheel_tags: Iterable[tuple[str, str]],
+#: Unsuccessful attempts on one ABI that settle a release as failed there: the
+#: first is only a claim (any peer can send one), so it is retried once.  The
+#: literal 2 in ``needs_build`` (sql/create_piwheels.sql) is this number.
+FAILURES_THAT_COUNT = 2
+
+
+def build_serves(build_abi: str, status: str, wheel_tags: Iterable[tuple[str, str]],
                  abi: str) -> bool:
-    """Whether an attempt on *build_abi* answers for *abi* (so *abi* needs no build):
-    it was made on *abi* (whatever came of it), or it succeeded with a wheel
-    (*wheel_tags*: its files' (py_tag, abi_tag)) that serves *abi*."""
-    if build_abi == abi:
-        return True
-    return status == "success" and any(wheel_serves(py, wabi, abi) for py, wabi in wheel_tags)
+    """Whether an attempt on *build_abi* made a wheel for *abi* (so *abi* needs no
+    build): it succeeded on *abi*, or its wheels (*wheel_tags*: each file's
+    (py_tag, abi_tag)) include one that serves *abi*."""
+    if status != "success":
+        return False
+    return build_abi == abi or any(wheel_serves(py, wabi, abi) for py, wabi in wheel_tags)
+
+
+def failures_count(statuses: Iterable[str]) -> bool:
+    """Whether the unsuccessful ones among one ABI's attempt *statuses* settle it."""
+    return sum(status != "success" for status in statuses) >= FAILURES_THAT_COUNT
+
+
+def needs_build(attempts: Iterable[tuple[str, str, Iterable[tuple[str, str]]]],
+                abi: str) -> bool:
+    """Whether a release with these *attempts* (build ABI, status, wheel tags) still
+    needs a build for *abi*: no wheel serves it and its failures do not count yet
+    (the build queue's rule, ``needs_build`` in sql/create_piwheels.sql)."""
+    attempts = list(attempts)
+    if any(build_serves(build_abi, status, tags, abi) for build_abi, status, tags in attempts):
+        return False
+    return not failures_count(status for build_abi, status, _ in attempts if build_abi == abi)
 
 
 def build_abi_of(tag: Tag) -> Optional[str]:

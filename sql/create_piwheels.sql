@@ -1,4 +1,4 @@
--- piwheels schema, version 2: created from nothing by piw-initdb.
+-- piwheels schema, version 3: created from nothing by piw-initdb.
 --
 -- piw-initdb replaces @ROLE@ with the (quoted) name of the role the master
 -- connects as, and runs this whole script in one transaction.  The tables
@@ -27,7 +27,7 @@ CREATE TABLE configuration (
     CONSTRAINT configuration_serial_ck CHECK (pypi_serial >= 0)
 );
 
-INSERT INTO configuration (id, schema_version) VALUES (1, 2);
+INSERT INTO configuration (id, schema_version) VALUES (1, 3);
 
 -- A PEP 503 canonical name: lower case letters and digits in runs joined by
 -- single hyphens.
@@ -105,8 +105,9 @@ CREATE TABLE versions (
     yanked          boolean         NOT NULL DEFAULT false,
     yank_reason     varchar(500)    NULL,
     skip_reason     varchar(100)    NULL,
-    -- kept by triggers: true once every active ABI has an attempt or a wheel
-    -- that serves it, so the queue never has to look at this release again
+    -- kept by triggers: true once every active ABI has a wheel that serves it
+    -- or failures that count (needs_build), so the queue never has to look at
+    -- this release again
     built           boolean         NOT NULL DEFAULT false,
     -- why the build policy leaves this release out (NULL: it does not);
     -- decided by piwheels.build_policy, written by the data layer
@@ -155,6 +156,10 @@ CREATE TABLE builds (
     duration        interval        NOT NULL,
     status          varchar(20)     NOT NULL,
     reason          varchar(500)    NULL,
+    -- who is answerable for the attempt: the slave's identity (its label
+    -- today; its enrolled key's id once slaves authenticate).  A failure is
+    -- retried on a different builder before it counts (needs_build).
+    builder         varchar(100)    NOT NULL,
 
     CONSTRAINT builds_pk PRIMARY KEY (build_id),
     CONSTRAINT builds_versions_fk FOREIGN KEY (package, version)
@@ -217,9 +222,13 @@ CREATE TABLE dependencies (
     CONSTRAINT dependencies_tool_ck CHECK (tool IN ('apt', 'pip'))
 );
 
--- Whether a release still needs a build for one ABI: it was never attempted
--- there (failures are not retried) and no wheel already serves it: a pure
--- (abi none) one, or an abi3 one built for this Python or an older one.
+-- Whether a release still needs a build for one ABI: no wheel serves it yet
+-- (none from an attempt on this ABI, no pure (abi none) one, no abi3 one built
+-- for this Python or an older one), and its failures do not count yet.  An
+-- unsuccessful attempt (failed or rejected) counts only once it was retried:
+-- one is a claim (any peer can send one), the second settles it.  Who may
+-- make the retry (another builder, or the same one after the retry delay) is
+-- the slave driver's choice; piwheels.tags.needs_build is this rule in Python.
 -- (PL/pgSQL, not SQL, here and in version_built: a session plans their queries
 -- once, where a SQL function that cannot be inlined is planned on every call
 -- made from inside another function.)
@@ -230,7 +239,16 @@ CREATE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar) RETURNS boole
     RETURN NOT EXISTS (
         SELECT 1 FROM builds b
         WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
+          AND b.status = 'success'
     )
+    AND (
+        SELECT count(*) FROM (
+            SELECT 1 FROM builds b
+            WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
+              AND b.status <> 'success'
+            LIMIT 2
+        ) AS failures
+    ) < 2
     AND NOT EXISTS (
         SELECT 1 FROM builds b JOIN files f ON f.build_id = b.build_id
         WHERE b.package = pkg AND b.version = ver

@@ -27,7 +27,7 @@ def release(db, name, version="1.0", *, age_h=0, **kwargs):
     db.add_version(name, version, released=T0 - timedelta(hours=age_h), **kwargs)
 
 
-def attempt(db, name, abi, *, status="success", wheel_tags=None, version="1.0"):
+def attempt(db, name, abi, *, status="success", wheel_tags=None, version="1.0", builder=None):
     files = ()
     if status == "success":
         py, wheel_abi, plat = wheel_tags or (abi, abi, "linux_aarch64")
@@ -39,7 +39,7 @@ def attempt(db, name, abi, *, status="success", wheel_tags=None, version="1.0"):
     db.record_build(BuildRecord(
         package=name, version=version, abi_tag=abi, slave_label="s", started=T0,
         duration=timedelta(seconds=1), status=status, log="", files=files,
-        reason=None if status == "success" else "broke"))
+        reason=None if status == "success" else "broke", builder=builder))
 
 
 def pending(db, abi, **kwargs):
@@ -69,11 +69,29 @@ def test_abi3_serves_newer_pythons_only(farm_db):
     assert pending(farm_db, "cp312") == []
 
 
-def test_failures_are_not_retried_and_other_abis_still_wanted(farm_db):
+def test_a_failure_is_retried_once_then_counts(farm_db):
     release(farm_db, "broken")
-    attempt(farm_db, "broken", "cp311", status="failed")
-    assert pending(farm_db, "cp311") == []
-    assert pending(farm_db, "cp312") == ["broken"]
+    release(farm_db, "fine", age_h=1)
+    attempt(farm_db, "broken", "cp311", status="failed", builder="key-a")
+    # one failure is a claim: still queued, with who failed it and when
+    assert pending(farm_db, "cp311") == ["broken", "fine"]
+    assert farm_db.retry_holds("cp311", [("broken", "1.0"), ("fine", "1.0")]) == {
+        ("broken", "1.0"): ("key-a", T0 + timedelta(seconds=1))}
+    assert farm_db.retry_holds("cp312", [("broken", "1.0")]) == {}
+    assert not farm_db.get_versions("broken")["1.0"]["built"]
+    (failure,) = farm_db.failures("broken")
+    assert (failure["builder"], failure["abi_tag"], failure["outcome"]) == (
+        "key-a", "cp311", "retrying")
+    attempt(farm_db, "broken", "cp311", status="rejected", builder="key-b")
+    assert pending(farm_db, "cp311") == ["fine"]   # the retry settled it
+    assert pending(farm_db, "cp312") == ["broken", "fine"]
+    assert [(f["builder"], f["status"], f["outcome"]) for f in farm_db.failures()] == [
+        ("key-b", "rejected", "counts"), ("key-a", "failed", "counts")]
+    assert farm_db.failures("fine") == []
+    # a failure another builder's wheel answered
+    attempt(farm_db, "fine", "cp311", status="failed", builder="key-a")
+    attempt(farm_db, "fine", "cp311", builder="key-b")
+    assert [f["outcome"] for f in farm_db.failures("fine")] == ["built since"]
 
 
 def test_platform_wheel_serves_its_own_abi(farm_db):
@@ -103,6 +121,8 @@ def test_built_flag_follows_builds_and_abis(farm_db):
         attempt(farm_db, "flag", abi)
     assert not farm_db.get_versions("flag")["1.0"]["built"]
     attempt(farm_db, "flag", "cp312", status="failed")
+    assert not farm_db.get_versions("flag")["1.0"]["built"]  # to be retried
+    attempt(farm_db, "flag", "cp312", status="failed", builder="other")
     assert farm_db.get_versions("flag")["1.0"]["built"]
     assert all(pending(farm_db, abi) == [] for abi in ("cp39", "cp311", "cp312"))
     farm_db.add_build_abi("cp313")
@@ -124,6 +144,7 @@ def test_pages_follow_on_without_gaps_or_repeats(farm_db, newest_first):
         release(farm_db, f"pkg-{n}", age_h=n // 2)
     release(farm_db, "pkg-3", "2.0", age_h=1)
     attempt(farm_db, "pkg-4", "cp311", status="failed")
+    attempt(farm_db, "pkg-4", "cp311", status="failed", builder="other")
     whole = farm_db.pending_builds("cp311", 100, newest_first)
     assert len(whole) == 7
     pages, cursor = [], None
@@ -155,19 +176,21 @@ def test_batch_of_attempts_keeps_each_release_flag(farm_db):
 
     farm_db.record_builds([
         record("one", "cp39"), record("one", "cp311"), record("one", "cp312"),
+        record("one", "cp39"), record("one", "cp311"), record("one", "cp312"),
         record("two", "cp311"),
         record("pure", "cp39", ("py3", "none", "any")),
     ])
     def built(name):
         return farm_db.get_versions(name)["1.0"]["built"]
 
-    # every ABI tried "one" and the pure wheel serves them all; "two" is wanted still
+    # every ABI failed "one" twice and the pure wheel serves them all; "two" is
+    # wanted still, on cp311 too (one failure is retried)
     assert built("one") and built("pure") and not built("two")
-    for abi, wanted in (("cp39", ["two"]), ("cp311", []), ("cp312", ["two"])):
+    for abi, wanted in (("cp39", ["two"]), ("cp311", ["two"]), ("cp312", ["two"])):
         assert pending(farm_db, abi) == wanted
     farm_db.remove_builds("one", None)
     assert not built("one") and built("pure")
-    assert sorted(pending(farm_db, "cp311")) == ["one"]
+    assert sorted(pending(farm_db, "cp311")) == ["one", "two"]
 
 
 @pytest.mark.parametrize("newest_first", [True, False])

@@ -1,7 +1,7 @@
 """piwheels.tags: which tags are valid, and the Python queue rule against the SQL one.
 
 The project pages decide each version × ABI cell with
-:func:`piwheels.tags.build_covers`; the build queue asks PostgreSQL's
+:func:`piwheels.tags.needs_build`; the build queue asks PostgreSQL's
 ``needs_build``.  They must agree, so the second half of this module records
 one table of attempts in a real database and asks both about every
 (release, ABI) pair.
@@ -18,8 +18,8 @@ from packaging.tags import Tag
 from piwheels import limits
 from piwheels.errors import PiwheelsError
 from piwheels.tags import (
-    InvalidTag, abi_version, build_abi_key, build_abi_of, build_abi_problem, build_covers, builder_problem,
-    check_build_abi, platform_tag_problem, python_tag_problem, wheel_serves,
+    InvalidTag, abi_version, build_abi_key, build_abi_of, build_abi_problem, build_serves, builder_problem,
+    check_build_abi, failures_count, needs_build, platform_tag_problem, python_tag_problem, wheel_serves,
 )
 
 GOOD_ABIS = ["cp39", "cp311", "cp312", "cp313", "cp313t", "pypy310_pp73", "cp310d"]
@@ -95,9 +95,20 @@ def test_pure_and_abi3_wheels_serve_other_abis():
     assert wheel_serves("cp39", "abi3", "cp311")
     assert not wheel_serves("cp311", "abi3", "cp39")
     assert not wheel_serves("cp311", "cp311", "cp312")
-    assert build_covers("cp311", "failed", [], "cp311")
-    assert not build_covers("cp311", "failed", [], "cp312")
-    assert not build_covers("cp311", "rejected", [("py3", "none")], "cp312")
+    assert build_serves("cp311", "success", [("cp311", "cp311")], "cp311")
+    assert not build_serves("cp311", "failed", [], "cp311")
+    assert not build_serves("cp311", "rejected", [("py3", "none")], "cp312")
+
+
+def test_a_failure_counts_only_once_retried():
+    assert not failures_count(["failed"])
+    assert not failures_count(["success", "rejected"])
+    assert failures_count(["failed", "rejected"])
+    assert needs_build([("cp311", "failed", [])], "cp311")
+    assert not needs_build([("cp311", "failed", []), ("cp311", "failed", [])], "cp311")
+    assert needs_build([("cp311", "failed", []), ("cp312", "failed", [])], "cp311")
+    assert not needs_build([("cp311", "failed", []), ("cp39", "success", [("py3", "none")])],
+                           "cp311")
 
 
 # --- the Python rule against the SQL one -------------------------------------------
@@ -123,17 +134,27 @@ def wheel_variants(abi: str) -> list[list[tuple[str, str, str]]]:
     ]
 
 
-def attempt_table() -> list[list[tuple[str, str, list]]]:
-    """Releases, each as its attempts (build ABI, status, wheels)."""
+def attempt_table() -> list[list[tuple[str, str, str, list]]]:
+    """Releases, each as its attempts (build ABI, status, builder, wheels)."""
     releases = []
     for abi in ["cp37", "cp311", "cp313t", "pypy310_pp73"]:
-        releases.append([(abi, "failed", [])])
-        releases.append([(abi, "rejected", [])])
-        releases.extend([(abi, "success", wheels)] for wheels in wheel_variants(abi))
+        releases.append([(abi, "failed", "a", [])])
+        releases.append([(abi, "rejected", "a", [])])
+        # a failure retried: by another builder, by the same one (after the delay)
+        releases.append([(abi, "failed", "a", []), (abi, "failed", "b", [])])
+        releases.append([(abi, "rejected", "a", []), (abi, "failed", "a", [])])
+        releases.append([(abi, "failed", "a", []), (abi, "success", "b",
+                                                     wheel_variants(abi)[0])])
+        releases.extend([(abi, "success", "a", wheels)] for wheels in wheel_variants(abi))
     releases.append([])  # never attempted
-    releases.append([("cp39", "failed", []), ("cp311", "success", [("cp311", "abi3", "x")])])
-    releases.append([("cp312", "success", [("cp312", "cp312", "x")]),
-                     ("cp310", "success", [("py3", "none", "any")])])
+    releases.append([("cp39", "failed", "a", []), ("cp311", "success", "a",
+                                                   [("cp311", "abi3", "x")])])
+    releases.append([("cp312", "success", "a", [("cp312", "cp312", "x")]),
+                     ("cp310", "success", "b", [("py3", "none", "any")])])
+    # failures on two ABIs are one each: neither counts
+    releases.append([("cp311", "failed", "a", []), ("cp312", "failed", "b", [])])
+    releases.append([("cp311", "failed", "a", []), ("cp311", "failed", "b", []),
+                     ("cp311", "rejected", "c", [])])
     return releases
 
 
@@ -149,12 +170,13 @@ def test_python_queue_rule_agrees_with_sql_needs_build(db, master_dsn):
                 conn.execute(sa.text("INSERT INTO packages (package) VALUES (:p)"), {"p": package})
                 conn.execute(sa.text("INSERT INTO versions (package, version) VALUES (:p, '1.0')"),
                              {"p": package})
-                for a, (build_abi, status, wheels) in enumerate(attempts):
+                for a, (build_abi, status, builder, wheels) in enumerate(attempts):
                     build_id = conn.execute(sa.text(
-                        "INSERT INTO builds (package, version, abi_tag, slave_label, started, "
-                        "duration, status) VALUES (:p, '1.0', :abi, 's', :t, interval '1 s', :st) "
-                        "RETURNING build_id"), {"p": package, "abi": build_abi, "t": T0,
-                                                "st": status}).scalar_one()
+                        "INSERT INTO builds (package, version, abi_tag, slave_label, builder, "
+                        "started, duration, status) VALUES (:p, '1.0', :abi, 's', :who, :t, "
+                        "interval '1 s', :st) RETURNING build_id"),
+                        {"p": package, "abi": build_abi, "who": builder, "t": T0,
+                         "st": status}).scalar_one()
                     for w, (py, wabi, plat) in enumerate(wheels):
                         conn.execute(sa.text(
                             "INSERT INTO files (filename, build_id, filesize, filehash, "
@@ -168,21 +190,26 @@ def test_python_queue_rule_agrees_with_sql_needs_build(db, master_dsn):
                 (package, abi): needs for package, abi, needs in conn.execute(sa.text(
                     "SELECT p.package, a.abi_tag, needs_build(p.package, '1.0', a.abi_tag) "
                     "FROM packages p CROSS JOIN build_abis a"))}
+            flags = dict(conn.execute(sa.text("SELECT package, built FROM versions")).all())
     finally:
         engine.dispose()
     python_says = {
-        (f"case-{n}", abi): not any(
-            build_covers(build_abi, status, [(py, wabi) for py, wabi, _ in wheels], abi)
-            for build_abi, status, wheels in attempts)
+        (f"case-{n}", abi): needs_build(
+            [(build_abi, status, [(py, wabi) for py, wabi, _ in wheels])
+             for build_abi, status, _, wheels in attempts], abi)
         for n, attempts in enumerate(table) for abi in FARM_ABIS}
     assert len(sql_says) == len(table) * len(FARM_ABIS)
     disagree = {key: (python_says[key], sql_says[key])
                 for key in python_says if python_says[key] != sql_says[key]}
     assert disagree == {}, disagree
     # the table holds both answers, for several ABIs (a rule that always says one
-    # thing could not pass)
+    # thing could not pass), and a single failure is still wanted where two are not
     assert {needs for needs in sql_says.values()} == {True, False}
     assert sum(not needs for needs in sql_says.values()) > len(table)
+    assert sql_says["case-0", "cp37"] and not sql_says["case-2", "cp37"]
+    # the built flag the triggers keep says the same: built once no ABI needs a build
+    assert flags == {f"case-{n}": not any(python_says[f"case-{n}", abi] for abi in FARM_ABIS)
+                     for n in range(len(table))}
 
 
 def test_python_abi_order_agrees_with_sql(db, master_dsn):

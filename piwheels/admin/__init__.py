@@ -266,11 +266,15 @@ def import_main(argv: Optional[Sequence[str]] = None) -> int:
 
 # --- piw-control -----------------------------------------------------------------
 
+#: how many failures piw-control failures lists unless told
+FAILURES_SHOWN = 50
+
+
 def _control(argv: Optional[Sequence[str]]) -> int:
     parser = config.make_parser(
         "piw-control", "Steer the running master: hold or resume builds, compare with the "
-        "upstream index now, change the free space under which builds are held, or change "
-        "which releases are built.",
+        "upstream index now, change the free space under which builds are held, change "
+        "which releases are built, or list the failed attempts and their builders.",
         CLIENT_OPTIONS)
     parser.add_argument("action", choices=sorted(CONTROL_ACTIONS),
                         help="pause or resume handing out builds; reconcile with the upstream "
@@ -279,13 +283,14 @@ def _control(argv: Optional[Sequence[str]]) -> int:
                              "versions:V1,V2,...; 'farm' with --project: the farm's; no SPEC: "
                              "show it); build-prereleases {on,off,farm}; add-abi TAG (build "
                              "for this ABI: the way to add one besides a slave with an "
-                             "enrolled key)")
+                             "enrolled key); failures [N]: the latest N failed attempts, who "
+                             "made each and whether it counts yet")
     parser.add_argument("value", nargs="?", metavar="VALUE",
                         help="MIB for min-free-space, SPEC for build-policy, on/off/farm for "
-                             "build-prereleases")
+                             "build-prereleases, N for failures")
     parser.add_argument("--project", metavar="NAME",
                         help="for build-policy and build-prereleases: this project's own "
-                             "setting rather than the farm's")
+                             "setting rather than the farm's; for failures: only its")
     options = settings.load_with(settings.ControlConfig, parser, argv)
     payload: dict = {}
     if options.action == "min-free-space":
@@ -296,12 +301,38 @@ def _control(argv: Optional[Sequence[str]]) -> int:
         payload = {"package": options.project, "policy": None, "prereleases": options.value}
     elif options.action == "add-abi":
         payload = {"abi_tag": options.value}
+    elif options.action == "failures":
+        payload = {"package": options.project,
+                   "limit": int(options.value) if options.value is not None else FAILURES_SHOWN}
     client = _client(options.client)
     try:
-        print(client.command(CONTROL_ACTIONS[options.action], payload))
+        if options.action == "failures":
+            reply, answer = client.request("FAILURES", payload)
+            if reply == "ERROR":
+                raise PiwheelsError(answer["message"])
+            print(format_failures(answer["failures"]))
+        else:
+            print(client.command(CONTROL_ACTIONS[options.action], payload))
     finally:
         client.close()
     return 0
+
+
+def format_failures(failures: list[dict]) -> str:
+    """piw-control failures: one line per failed attempt, newest first, saying who
+    made it and where it left the release (retrying, counts, built since)."""
+    if not failures:
+        return "no failed attempts"
+    header = ("started (UTC)", "project", "version", "abi", "builder", "result", "outcome",
+              "reason")
+    rows = [header] + [(
+        time.strftime("%Y-%m-%d %H:%M", time.gmtime(f["started"])), f["package"],
+        f["version"], f["abi_tag"], f["builder"], f["status"], f["outcome"],
+        (f["reason"] or "").splitlines()[0] if f["reason"] else "",
+    ) for f in failures]
+    widths = [max(len(row[n]) for row in rows) for n in range(len(header) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)),
+                                 row[-1]]).rstrip() for row in rows)
 
 
 def control_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -98,6 +98,7 @@ class AdminService(DatabaseTask):
             "POLICY": self.do_policy,
             "BULK": self.do_bulk,
             "ADD_ABI": self.do_add_abi,
+            "FAILURES": self.do_failures,
         }
 
     def _push(self, protocol, address: str):
@@ -208,6 +209,12 @@ class AdminService(DatabaseTask):
         self.db.add_build_abi(abi_tag, active=True)
         self.tell(self.queue, "REFRESH", {"package": None})
         return "OK", {"message": f"the farm builds for {abi_tag}"}
+
+    def do_failures(self, request: dict) -> tuple[str, dict]:
+        """The latest failed attempts, with the builder answerable for each."""
+        rows = self.db.failures(request["package"], request["limit"])
+        return "FAILURES", {"failures": [
+            {**row, "started": row["started"].timestamp()} for row in rows]}
 
     def do_min_free_space(self, request: dict) -> tuple[str, dict]:
         """Change --min-free-space while the master runs (until it restarts)."""
@@ -479,7 +486,8 @@ class AdminService(DatabaseTask):
                   "path": str(staged)}
         self.tell(self.records, "RECORD", {
             "package": str(name), "version": str(version), "abi_tag": abi_tag,
-            "slave_label": request["label"], "started": time.time(), "duration_s": 0.0,
+            "slave_label": request["label"], "builder": request["label"],
+            "started": time.time(), "duration_s": 0.0,
             "status": "success", "reason": None,
             "log": f"imported from {path} by piw-import\n", "files": [record],
         })

@@ -127,7 +127,14 @@ class BuildQueue(DatabaseTask):
             abi_tag, self.queue_size, self.newest_first, after)
         self.log.debug("%d pending builds for %s found in %.0f ms (%s)", len(builds), abi_tag,
                        (time.perf_counter() - started) * 1000, name)
+        # a release that failed once here waits for its retry: the driver offers
+        # it to another builder first (and to this one only after a delay)
+        holds = self.db.retry_holds(abi_tag, builds)
         self.tell(self.queue_out, name, {
             "abi_tag": abi_tag,
-            "builds": [{"package": p, "version": v} for p, v in builds],
+            "builds": [{"package": p, "version": v, "failed_by": None, "failed_at": None}
+                       if (p, v) not in holds else
+                       {"package": p, "version": v, "failed_by": holds[p, v][0],
+                        "failed_at": holds[p, v][1].timestamp()}
+                       for p, v in builds],
         })

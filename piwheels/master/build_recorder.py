@@ -196,7 +196,7 @@ def _valid_names(names) -> set[str]:
 def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
     return BuildRecord(
         package=job["package"], version=job["version"], abi_tag=job["abi_tag"],
-        slave_label=job["slave_label"],
+        slave_label=job["slave_label"], builder=job["builder"],
         started=datetime.fromtimestamp(job["started"], tz=timezone.utc),
         duration=timedelta(seconds=job["duration_s"]), status=job["status"],
         reason=job["reason"], log=job["log"], files=files,

@@ -51,6 +51,14 @@ class JobQueue:
         self._members.discard(job)
         return job
 
+    def restore(self, jobs: list[Job]) -> None:
+        """Put *jobs* (just popped, in their order) back at the head, unless they
+        came back meanwhile."""
+        for job in reversed(jobs):
+            if job not in self._members:
+                self._members.add(job)
+                self._order.appendleft(job)
+
     def remove_if(self, matches: Callable[[Job], bool]) -> None:
         self._order = deque(job for job in self._order if not matches(job))
         self._members = set(self._order)

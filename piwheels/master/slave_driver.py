@@ -2,8 +2,9 @@
 
 It greets slaves, hands each idle one the next build for its ABI, follows it
 through BUILT and the file transfers, and hands the finished attempt to the
-build recorder.  Nothing slow happens here: no database, no disk; every reply
-goes out at once.  A slave silent for longer than its liveness allows is
+build recorder.  A failed attempt is retried once, by another builder first
+(:mod:`.retries`).  Nothing slow happens here: no database, no disk; every
+reply goes out at once.  A slave silent for longer than its liveness allows is
 dropped and its build goes back to the queue.
 """
 
@@ -28,6 +29,7 @@ from ..protocols import (
 from ..tags import builder_problem
 from ..transport import CurveServer, PeerLimits, PeerRefused
 from .job_queue import Job, JobQueue
+from .retries import RetryHolds
 from .task import STATUS_INTERVAL_S, Clock, Task
 
 
@@ -100,6 +102,13 @@ class SlaveState:
     stats: dict = field(default_factory=dict)
 
     @property
+    def identity(self) -> str:
+        """Who is answerable for this slave's attempts, recorded with each and kept
+        off a release it failed: its enrolled key's id (a label can be anyone's),
+        or its label in a farm without keys."""
+        return self.key_id or self.label
+
+    @property
     def job(self) -> Optional[Job]:
         return self.attempt.job if self.attempt is not None else None
 
@@ -124,7 +133,7 @@ class SlaveDriver(Task):
     name = "slave_driver"
 
     def __init__(self, ctx: zmq.Context, *, slave_bind: str, index_url: str,
-                 heartbeat_s: float, liveness: int, sleep_s: float,
+                 heartbeat_s: float, liveness: int, sleep_s: float, retry_delay_s: float,
                  containment_required: bool,
                  record_backlog: int = RECORD_BACKLOG, peers: Optional[PeerLimits] = None,
                  curve: Optional[CurveServer] = None,
@@ -148,6 +157,8 @@ class SlaveDriver(Task):
         self.refill_asked: set[str] = set()
         self.active: dict[Job, int] = {}  # (package, version) -> slave_id building it
         self.recent: dict[tuple[str, str, str], float] = {}  # (pkg, ver, abi or "*") -> until
+        #: releases that failed once, kept off the builder that failed them
+        self.retries = RetryHolds(retry_delay_s, linger_s=RECENT_S)
         self.builds_handed_out = 0
         self.holds: set[str] = set()  # reasons not to hand out builds (paused, disk full)
         #: finished attempts the recorder has not taken yet (it is behind): new
@@ -200,6 +211,7 @@ class SlaveDriver(Task):
             sent = payload["builds"]
             jobs = [job for job in ((j["package"], j["version"]) for j in sent)
                     if self._wanted(job, abi_tag)]
+            self.retries.from_queue(abi_tag, sent, self.clock(), self.wall_clock())
             self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
                            name, len(jobs), len(sent), abi_tag)
             queue = self.queues.setdefault(abi_tag, JobQueue())
@@ -255,10 +267,12 @@ class SlaveDriver(Task):
             self._report(slave)
 
     def forget(self, package: str, version: Optional[str]) -> None:
-        """Let *package* (one release, or all) be built again though it was just built."""
+        """Let *package* (one release, or all) be built again though it was just built
+        (or failed: its attempts are gone, so any builder may have it)."""
         for key in [key for key in self.recent
                     if key[0] == package and (version is None or key[1] == version)]:
             del self.recent[key]
+        self.retries.forget(package, version)
 
     def cancel(self, package: str, version: Optional[str]) -> None:
         """Stop building *package* (one release, or all): it changed upstream."""
@@ -380,7 +394,7 @@ class SlaveDriver(Task):
         if slave.state not in (SlaveStatus.IDLE, SlaveStatus.SLEEPING):
             return self._refuse(address, slave, f"IDLE while {slave.state.value}")
         held = self.paused or self.holds or slave.paused or self.unrecorded
-        job = None if held else self._next_job(slave.abi_tag)
+        job = None if held else self._next_job(slave)
         if job is None:
             slave.state = SlaveStatus.SLEEPING
             slave.sleep_s = self.sleep_s
@@ -462,7 +476,8 @@ class SlaveDriver(Task):
 
     # --- helpers ----------------------------------------------------------------
 
-    def _next_job(self, abi_tag: str) -> Optional[Job]:
+    def _next_job(self, slave: SlaveState) -> Optional[Job]:
+        abi_tag = slave.abi_tag
         queue = self.queues.get(abi_tag)
         if (queue is not None and len(queue) <= self.refill_at.get(abi_tag, 0)
                 and abi_tag not in self.refill_asked):
@@ -470,11 +485,24 @@ class SlaveDriver(Task):
             self.refill_asked.add(abi_tag)
             self.log.debug("%d builds left for %s: asking for more", len(queue), abi_tag)
             self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
+        passed_over: list[Job] = []
+        found = None
         while queue:
             job = queue.pop()
-            if self._wanted(job, abi_tag):
-                return job
-        return None
+            if not self._wanted(job, abi_tag):
+                continue
+            if self.retries.kept_off(job, abi_tag, slave.identity, self.clock()):
+                passed_over.append(job)  # it waits for another builder
+                continue
+            found = job
+            break
+        if passed_over:
+            queue.restore(passed_over)
+            if found is None and abi_tag not in self.refill_asked:
+                # all it holds waits for other builders: this one needs the next page
+                self.refill_asked.add(abi_tag)
+                self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
+        return found
 
     def _wanted(self, job: Job, abi_tag: str) -> bool:
         """Whether *job* may be handed out now (the queue can lag behind the slaves)."""
@@ -519,14 +547,28 @@ class SlaveDriver(Task):
                 self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
             self._record({
                 "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
-                "slave_label": slave.label, "started": attempt.build_started,
+                "slave_label": slave.label, "builder": slave.identity,
+                "started": attempt.build_started,
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
                 "files": files,
             })
-        until = self.clock() + RECENT_S
-        if hold_back:
-            self.recent[(*job, slave.abi_tag)] = until
+        now = self.clock()
+        until = now + RECENT_S
+        if status in ("failed", "rejected") and \
+                self.retries.failed(job, slave.abi_tag, slave.identity, now):
+            # the first failure here is a claim: back to the head of the queue,
+            # for another builder at once, for this one after the retry delay
+            self.queues.setdefault(slave.abi_tag, JobQueue()).restore([job])
+            self.log_limited("first-failure", logging.INFO,
+                             "%s %s %s for %s on slave %d (%s): offered to another builder "
+                             "before it counts", *job, status, slave.abi_tag, slave.slave_id,
+                             slave.identity)
+        else:
+            if status == "success":
+                self.retries.settled(job, slave.abi_tag)
+            if hold_back:
+                self.recent[(*job, slave.abi_tag)] = until
         if status == "success" and any(f["abi_tag"] == "none" for f in files):
             self.recent[(*job, "*")] = until
         self.active.pop(job, None)
@@ -622,6 +664,7 @@ class SlaveDriver(Task):
                 self._drop(slave, f"silent for {now - slave.last_seen_s:.1f} s")
         for key in [key for key, until in self.recent.items() if until <= now]:
             del self.recent[key]
+        self.retries.expire(now)
 
     def _report(self, slave: SlaveState) -> None:
         self.report("SLAVE", {"slave": slave.report(self.clock())})

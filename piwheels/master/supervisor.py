@@ -144,8 +144,8 @@ class Master:
             SlaveDriver(
                 ctx, slave_bind=o.slave_bind, index_url=o.pypi_simple,
                 heartbeat_s=o.heartbeat_interval_s, liveness=o.slave_liveness,
-                sleep_s=o.sleep_interval_s, peers=peers, curve=curve,
-                containment_required=o.containment_required,
+                sleep_s=o.sleep_interval_s, retry_delay_s=o.retry_delay_s, peers=peers,
+                curve=curve, containment_required=o.containment_required,
             ),
             PyPIFollower(
                 ctx, dsn=o.dsn,

@@ -25,6 +25,8 @@ NEXT = CURRENT + 1
 NEXT_STEP = f"upgrade_piwheels_{CURRENT}_to_{NEXT}.sql"
 #: The version 1 schema as it was shipped, to test the real upgrade from it.
 V1_CREATE = Path(__file__).with_name("create_piwheels_v1.sql")
+#: The version 2 schema as it was shipped (issue 13 moved on to 3).
+V2_CREATE = Path(__file__).with_name("create_piwheels_v2.sql")
 V2_ADDITIONS = """
 ALTER TABLE packages ADD COLUMN homepage varchar(255) NULL;
 CREATE TABLE rewrites_pending (
@@ -66,9 +68,14 @@ def make_next_scripts(tmp_path: Path, *, grants: str = V2_GRANTS,
 
 def make_v1_scripts(tmp_path: Path) -> Path:
     """A scripts directory that creates the real version 1 schema."""
-    directory = tmp_path / "v1"
+    return make_shipped_scripts(tmp_path, V1_CREATE)
+
+
+def make_shipped_scripts(tmp_path: Path, create: Path) -> Path:
+    """A scripts directory that creates a schema as it was shipped (*create*)."""
+    directory = tmp_path / f"shipped-{create.stem}"
     directory.mkdir(exist_ok=True)
-    (directory / schema.CREATE_SCRIPT).write_text(V1_CREATE.read_text())
+    (directory / schema.CREATE_SCRIPT).write_text(create.read_text())
     return directory
 
 
@@ -301,3 +308,66 @@ def test_real_upgrade_equals_fresh_create(postgres, master_role, tmp_path):
         assert conn.exec_driver_sql(
             "SELECT build_policy, configured_policy FROM configuration").one() == ("all", None)
     engine.dispose()
+
+
+def test_shipped_upgrade_from_version_2_keeps_attempts_and_retries_single_failures(
+        postgres, master_role, tmp_path):
+    """Version 2 to 3: every attempt is kept and names its builder (the label it
+    was made under); a release that failed once for an ABI is offered again (one
+    failure no longer counts), one that failed twice there is not; the result is
+    what a fresh create makes."""
+    upgraded = postgres.dsn(postgres.create_database())
+    fresh = postgres.dsn(postgres.create_database())
+    initdb(upgraded, master_role, True, io.StringIO(), target=2,
+           scripts_dir=make_shipped_scripts(tmp_path, V2_CREATE))
+    engine = sa.create_engine(upgraded, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO build_abis (abi_tag) VALUES ('cp311')")
+            conn.exec_driver_sql("INSERT INTO packages (package) VALUES ('once'), ('twice'), "
+                                 "('good')")
+            conn.exec_driver_sql("INSERT INTO versions (package, version, has_sdist) VALUES "
+                                 "('once', '1.0', true), ('twice', '1.0', true), "
+                                 "('good', '1.0', true)")
+            conn.exec_driver_sql(
+                "INSERT INTO builds (package, version, abi_tag, slave_label, started, duration, "
+                "status, reason) VALUES "
+                "('once', '1.0', 'cp311', 'pi-a', now(), '1 s', 'failed', 'broke'), "
+                "('twice', '1.0', 'cp311', 'pi-a', now(), '1 s', 'failed', 'broke'), "
+                "('twice', '1.0', 'cp311', 'pi-b', now(), '1 s', 'rejected', 'bad'), "
+                "('good', '1.0', 'cp311', 'pi-b', now(), '2 s', 'success', NULL)")
+            conn.exec_driver_sql(
+                "INSERT INTO build_logs SELECT build_id, 'log of ' || package FROM builds")
+            conn.exec_driver_sql(
+                "INSERT INTO files (filename, build_id, filesize, filehash, package_tag, "
+                "package_version_tag, py_version_tag, abi_tag, platform_tag, metadata_hash) "
+                "SELECT 'good-1.0-py3-none-any.whl', build_id, 10, repeat('a', 64), 'good', "
+                "'1.0', 'py3', 'none', 'any', repeat('b', 64) FROM builds "
+                "WHERE package = 'good'")
+            # version 2 counted every failure: all three releases were done
+            assert conn.exec_driver_sql(
+                "SELECT count(*) FROM versions WHERE built").scalar() == 3
+        out = io.StringIO()
+        initdb(upgraded, master_role, True, out)
+        assert "upgraded" in out.getvalue()
+        with engine.connect() as conn:
+            attempts = conn.exec_driver_sql(
+                "SELECT b.package, b.slave_label, b.builder, b.status, l.log FROM builds b "
+                "JOIN build_logs l USING (build_id) ORDER BY b.build_id").all()
+            files = conn.exec_driver_sql("SELECT filename FROM files").scalars().all()
+            built = dict(conn.exec_driver_sql("SELECT package, built FROM versions").all())
+            needs = dict(conn.exec_driver_sql(
+                "SELECT package, needs_build(package, version, 'cp311') FROM versions").all())
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in attempts] == [
+        ("once", "pi-a", "pi-a", "failed", "log of once"),
+        ("twice", "pi-a", "pi-a", "failed", "log of twice"),
+        ("twice", "pi-b", "pi-b", "rejected", "log of twice"),
+        ("good", "pi-b", "pi-b", "success", "log of good")]
+    assert files == ["good-1.0-py3-none-any.whl"]
+    assert built == {"once": False, "twice": True, "good": True}
+    assert needs == {"once": True, "twice": False, "good": False}
+    initdb(fresh, master_role, True, io.StringIO())
+    assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION == 3
+    assert differences(snapshot(upgraded), snapshot(fresh)) == []

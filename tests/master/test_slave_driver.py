@@ -7,6 +7,7 @@ the test plays build_queue and build_recorder on the inproc sockets.
 from __future__ import annotations
 
 import logging
+import time
 
 import zmq
 from farm import free_port, recv, task_failure
@@ -22,8 +23,21 @@ ABI = "cp311"
 STATS = {"load_1m": None, "memory_free": None, "disk_free": None, "temperature_c": None}
 
 
-def jobs(*names: str) -> list[dict]:
-    return [{"package": name, "version": "1.0"} for name in names]
+def build_of(name: str) -> dict:
+    """A BUILD's payload."""
+    return {"package": name, "version": "1.0"}
+
+
+def jobs(*names: str, failed_by: str | None = "elsewhere",
+         failed_at: float | None = None) -> list[dict]:
+    """A page of the queue.  By default each release failed once on another
+    builder already, so a test slave's failure is the retry that settles it
+    (and the driver holds it back from the queue, as the paging tests want);
+    ``failed_by=None``: never tried."""
+    if failed_by is not None and failed_at is None:
+        failed_at = time.time()
+    return [{"package": name, "version": "1.0", "failed_by": failed_by,
+             "failed_at": failed_at if failed_by is not None else None} for name in names]
 
 
 class Rig:
@@ -40,7 +54,8 @@ class Rig:
         self.address = f"tcp://127.0.0.1:{free_port()}"
         options.setdefault("containment_required", False)
         self.task = SlaveDriver(self.ctx, slave_bind=self.address, index_url="http://x/simple/",
-                                heartbeat_s=5, liveness=3, sleep_s=0.05, **options)
+                                heartbeat_s=5, liveness=3, sleep_s=0.05,
+                                **{"retry_delay_s": 3600.0, **options})
         self.queue = Socket.make(self.ctx, zmq.PUSH, BUILD_QUEUE)
         self.queue.connect(BUILD_QUEUE.address)
         # as build_queue does first: the ABIs the farm knows (keyless slaves build only these)
@@ -126,7 +141,7 @@ def test_asks_for_the_next_page_and_extends_without_repeats():
         assert ("ABI", {"abi_tag": ABI}) not in requests(r)
         r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c")})
         name, job = next_job(slave)
-        assert (name, job) == ("BUILD", jobs("a")[0])
+        assert (name, job) == ("BUILD", build_of("a"))
         # a whole page is kept in hand: the first hand-out already asks for more
         assert requests(r) == [("MORE", {"abi_tag": ABI})]
         # the page overlaps what the driver holds (the database lags): no repeats
@@ -144,10 +159,10 @@ def test_asks_for_the_next_page_and_extends_without_repeats():
         r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("x", "y")})
         r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "e", "y")})
         name, job = next_job(slave)
-        assert (name, job) == ("BUILD", jobs("e")[0])
+        assert (name, job) == ("BUILD", build_of("e"))
         fail(slave, job)
-        assert next_job(slave) == ("BUILD", jobs("y")[0])
-        fail(slave, jobs("y")[0])
+        assert next_job(slave) == ("BUILD", build_of("y"))
+        fail(slave, build_of("y"))
         assert next_job(slave)[0] == "SLEEP"  # x is gone
         # when most of it was handed out (the database trails the driver), what
         # the driver held stays behind the fresh part
@@ -183,7 +198,7 @@ def test_recorder_behind_holds_builds_and_loses_nothing():
             recorded.append(r.records.recv()[1]["package"])
         assert recorded == built
         # and builds flow again, from where they stopped
-        assert next_job(slave) == ("BUILD", jobs(names[len(built)])[0])
+        assert next_job(slave) == ("BUILD", build_of(names[len(built)]))
 
 
 def test_stopping_driver_hands_over_what_the_recorder_had_not_taken():
@@ -210,12 +225,12 @@ def test_policy_change_replaces_everything_held():
         r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c", "d", "e")})
         for name in ("a", "b", "c"):
             reply = next_job(slave)
-            assert reply == ("BUILD", jobs(name)[0])
+            assert reply == ("BUILD", build_of(name))
             fail(slave, reply[1])
         # the policy now leaves d and e out; a, b, c were just built
         r.queue.send("REPLACE", {"abi_tag": ABI, "builds": jobs("a", "b", "c", "f")})
-        assert next_job(slave) == ("BUILD", jobs("f")[0])
-        fail(slave, jobs("f")[0])
+        assert next_job(slave) == ("BUILD", build_of("f"))
+        fail(slave, build_of("f"))
         assert next_job(slave)[0] == "SLEEP"
 
 
@@ -242,7 +257,7 @@ def test_results_refused_at_built_are_logged_once_with_slave_build_and_reason(ca
         slave = r.slave()
         r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c")})
         name, job = next_job(slave)
-        assert (name, job) == ("BUILD", jobs("a")[0])
+        assert (name, job) == ("BUILD", build_of("a"))
         built(slave, job, [wheel_facts("other-1.0-cp311-cp311-linux_x86_64.whl")])
         _, job = next_job(slave)
         built(slave, job, [])
@@ -273,3 +288,50 @@ def test_a_slave_without_a_key_builds_only_for_abis_the_farm_knows():
         assert requests(r, 0.5) == []  # no ABI registered
         assert r.task.slaves == {}
         r.slave()  # a slave of a known ABI is welcome
+
+
+def test_a_failure_goes_to_another_builder_first_and_back_only_after_the_delay():
+    """One failure is a claim: the release goes to another builder of the ABI at
+    once, to the one that failed it only after the retry delay; the retry settles
+    it.  What the queue says (the database's record of a failure, after a master
+    restart, say) keeps the builder off it the same way, and a builder that is
+    kept off all the driver holds makes it ask for the next page."""
+    with Rig(retry_delay_s=1.0) as r:
+        a, b = r.slave(), r.slave()
+        requests(r)  # (what their HELLOs asked of the queue)
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("r1", "r2", failed_by=None)})
+        time.sleep(0.1)  # the page is in before the slaves ask
+        recorded = []
+
+        def fail_recorded(slave, name):
+            fail(slave, build_of(name))  # and the recorder takes it (it holds one)
+            recorded.append(recv(r.records)[1])
+
+        assert next_job(a) == ("BUILD", build_of("r1"))
+        assert requests(r, 0.5) == [("MORE", {"abi_tag": ABI})]  # a page in hand
+        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("r3", failed_by=None)})
+        time.sleep(0.1)
+        for name, after in (("r1", "r2"), ("r2", "r3")):
+            fail_recorded(a, name)
+            assert next_job(a) == ("BUILD", build_of(after))  # not the one it failed
+        fail_recorded(a, "r3")
+        assert next_job(a)[0] == "SLEEP"  # all three wait for another builder...
+        assert requests(r, 0.5) == [("MORE", {"abi_tag": ABI})]  # ...and a wants more
+        assert next_job(b) == ("BUILD", build_of("r3"))  # the latest failure first
+        fail_recorded(b, "r3")  # the retry: settled, held back from everyone
+        assert next_job(b) == ("BUILD", build_of("r2"))
+        assert [(rec["package"], rec["builder"], rec["status"]) for rec in recorded] == [
+            ("r1", "test-0", "failed"), ("r2", "test-0", "failed"), ("r3", "test-0", "failed"),
+            ("r3", "test-1", "failed")]
+        # the database says test-0 failed r4 a moment ago
+        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs(
+            "r4", failed_by="test-0", failed_at=time.time())})
+        time.sleep(0.1)
+        assert next_job(a)[0] == "SLEEP"
+        time.sleep(1.1)
+        # alone on them (b is busy): after the delay, its own failures come back
+        assert next_job(a) == ("BUILD", build_of("r1"))
+        fail_recorded(a, "r1")
+        assert next_job(a) == ("BUILD", build_of("r4"))
+        fail_recorded(a, "r4")
+        assert next_job(a)[0] == "SLEEP"  # r1, r3, r4 settled; r2 with b
