@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import platform
-import select
 import shlex
 import shutil
 import subprocess
@@ -37,8 +36,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable, Optional, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 
@@ -47,6 +45,10 @@ from ..errors import ConfigError, FetchError, InvalidName, InvalidVersion, Wheel
 from ..names import canonical_name, normal_version
 from ..wheel_facts import WheelFacts, check_identity, inspect_wheel
 from . import processes, sandbox
+from .build_log import (
+    REASON_TAIL_BYTES, BoundedLog, MiB, clip, failure_reason, fetch_failure, note, pump, redact_url,
+    shown,
+)
 from .fetch import Fetcher, build_system, download_wheels_command
 from .requires_probe import MARKER as PROBE_MARKER
 from .work_area import WorkArea, remove_tree
@@ -64,24 +66,6 @@ PROCESS_RECORD_INTERVAL_S = 0.2
 LOG_DRAIN_TIMEOUT_S = 5.0
 #: How long asking the build interpreter about itself may take.
 PROBE_TIMEOUT_S = 60.0
-#: Bytes read from the build's output at a time.
-READ_BYTES = 64 * 1024
-#: The longest failure reason sent to the master (the protocol allows 500).
-MAX_REASON_CHARS = 400
-#: Text in a failed build's log that means it ran out of memory.
-MEMORY_SIGNS = ("MemoryError", "out of memory", "Cannot allocate memory")
-#: ... that it could not start another process (fork or clone failed with EAGAIN).
-PID_SIGNS = ("Resource temporarily unavailable", "[Errno 11]", "fork: retry", "Cannot fork")
-#: ... that it ran out of room.
-DISK_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
-#: ... that it tried to reach the network.
-NETWORK_SIGNS = ("Network is unreachable", "[Errno 101]", "Temporary failure in name resolution",
-                 "Name or service not known", "[Errno -3]", "[Errno -2]", "Connection refused",
-                 "[Errno 111]")
-#: pip's words, offline, for a requirement the fetch phase did not get.
-NOT_FETCHED_SIGN = "ERROR: No matching distribution found for"
-#: How much of one command's output the failure reason is looked for in.
-REASON_TAIL_BYTES = 512 * 1024
 #: How often the size of what a contained build wrote to the host is checked.
 QUOTA_CHECK_INTERVAL_S = 0.5
 #: How many times the dynamic build requirements are fetched and the hook asked again.
@@ -94,7 +78,6 @@ PROBE_NAME = "requires_probe.py"
 MARKER_VARIABLE = "PIWHEELS_BUILD"
 #: The bubblewrap program unless the slave is told otherwise.
 DEFAULT_BWRAP = OPTIONS["bwrap"].default
-MiB = 1024 * 1024
 
 # Runs in the build interpreter: the facts HELLO reports.  pip is certain to be
 # there (it runs the builds); its vendored packaging is the fallback.
@@ -168,42 +151,6 @@ class BuildResult:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class BoundedLog:
-    """The first and last bytes of a stream, with a marker saying how much was cut."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.head_limit = max(0, max_bytes) // 2
-        self.tail_limit = max(0, max_bytes) - self.head_limit
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.cut_bytes = 0
-        self._lock = threading.Lock()
-
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            room = self.head_limit - len(self.head)
-            if room > 0:
-                self.head += data[:room]
-                data = data[room:]
-            self.tail += data
-            if len(self.tail) > 2 * self.tail_limit + READ_BYTES:
-                self._trim()
-
-    def _trim(self) -> None:
-        excess = len(self.tail) - self.tail_limit
-        if excess > 0:
-            del self.tail[:excess]
-            self.cut_bytes += excess
-
-    def text(self) -> str:
-        with self._lock:
-            self._trim()
-            marker = f"\n[... {self.cut_bytes} bytes cut ...]\n" if self.cut_bytes else ""
-            return (
-                self.head.decode("utf-8", "replace") + marker + self.tail.decode("utf-8", "replace")
-            )
 
 
 @dataclass(frozen=True)
@@ -382,7 +329,7 @@ class Builder:
             sdist = fetcher.download(entry, run.input)
             system = build_system(sdist)
         except FetchError as exc:
-            return finish(False, _clip(f"fetch phase: {exc}"))
+            return finish(False, clip(f"fetch phase: {exc}"))
         finally:
             fetcher.close()
         fetched.append(entry.filename)
@@ -401,7 +348,7 @@ class Builder:
                 if reason is not None:
                     return finish(False, reason)
                 if returncode != 0:
-                    return finish(False, _fetch_failure(returncode, run.output.text()))
+                    return finish(False, fetch_failure(returncode, run.output.text()))
             fetched_wheels = sorted(path.name for path in deps.glob("*.whl"))
             note(text, "probe (no network): get_requires_for_build_wheel")
             returncode, reason = run.contained([
@@ -437,14 +384,17 @@ class Builder:
         if reason is not None:
             return finish(False, reason)
         if returncode != 0:
-            return finish(False, self._failure_reason(returncode, run.output.text(), fetched))
+            return finish(False, failure_reason(
+                returncode, run.output.text(), memory_bytes=self.limits.memory_bytes,
+                pid_limit=self.limits.pid_limit, disk_bytes=self.limits.disk_bytes,
+                contained=self._sandbox is not None, fetched=fetched))
         wheels = []
         for path in sorted(run.wheels.glob("*.whl")):
             try:
                 facts = inspect_wheel(path)
                 check_identity(facts, package=package, version=version)
             except WheelError as exc:
-                return finish(False, _clip(f"pip made an unacceptable wheel: {exc}"))
+                return finish(False, clip(f"pip made an unacceptable wheel: {exc}"))
             wheels.append((path, facts))
         if not wheels:
             return finish(False, "pip reported success but made no wheel")
@@ -468,7 +418,7 @@ class Builder:
             f"{env['python_tag']}-{env['abi_tag']}-{env['platform_tag']})\n"
             f"pip: {env['pip_version']}; setuptools: {env['setuptools_version']}\n"
             f"os: {env['os']}\n"
-            f"index: {_redact_url(self.index_url)}\n"
+            f"index: {redact_url(self.index_url)}\n"
             f"containment: {containment}\n"
             f"phases: fetch (network, by the slave: the sdist, checked against the index's "
             f"sha256, and its build requirements as wheels), then build (no network)\n"
@@ -477,38 +427,6 @@ class Builder:
             f"{self.limits.pid_limit} processes, log {self.limits.max_log_bytes} bytes\n"
             f"---\n"
         )
-
-    def _failure_reason(self, returncode: int, output: str, fetched: list[str]) -> str:
-        """One line for the master: pip's exit status and its most telling error."""
-        reason = f"pip wheel failed with exit status {returncode}"
-        tail = output[-256 * 1024:]
-        lines = [line.strip() for line in tail.splitlines()]
-        if self.limits.memory_bytes > 0 and any(sign in tail for sign in MEMORY_SIGNS):
-            return f"{reason}: out of memory (the limit is {self.limits.memory_bytes // MiB} MiB)"
-        if any(sign in tail for sign in PID_SIGNS):
-            return (f"{reason}: the build exceeded the PID limit "
-                    f"({self.limits.pid_limit} processes)")
-        if self._sandbox is not None and any(sign in tail for sign in DISK_SIGNS):
-            return (f"{reason}: disk quota of the build directory exceeded (the limit is "
-                    f"{self.limits.disk_bytes // MiB} MiB)")
-        # pip's own words when the sdist's metadata disagrees with the job
-        # (the start of that line is a long URL)
-        telling = [
-            "the sdist " + line[line.index("has inconsistent"):]
-            for line in lines if "has inconsistent" in line
-        ]
-        if self._sandbox is not None and not telling:
-            wanted = [line[len(NOT_FETCHED_SIGN):].strip() for line in lines
-                      if line.startswith(NOT_FETCHED_SIGN)]
-            if wanted or any(sign in tail for sign in NETWORK_SIGNS):
-                asked = f" (it asked for {wanted[0]})" if wanted else ""
-                return _clip(f"{reason}: network is not available during the build{asked}; "
-                             f"the fetch phase got: {', '.join(fetched)}")
-        telling += [line for line in lines if line.startswith("ERROR:")]
-        if telling:
-            reason = f"{reason}: {telling[0]}"
-        return _clip(reason)
-
 
 class _Run:
     """The commands of one build: where they run, with what, until when."""
@@ -555,7 +473,7 @@ class _Run:
              ) -> tuple[Optional[int], Optional[str]]:
         """Run *command* to the end or until timeout, cancel or quota: (exit status, reason)."""
         builder = self.builder
-        self.text.write(f"$ {_shown(command, builder.index_url)}\n".encode("utf-8", "replace"))
+        self.text.write(f"$ {shown(command, builder.index_url)}\n".encode("utf-8", "replace"))
         self.output = BoundedLog(REASON_TAIL_BYTES)
         # Anything still carrying this marker is the build's, even if it left
         # the session: that is how escaped processes are found.
@@ -570,12 +488,12 @@ class _Run:
                     preexec_fn=preexec,
                 )
             except OSError as exc:
-                return None, _clip(f"cannot start {command[0]}: {exc}")
+                return None, clip(f"cannot start {command[0]}: {exc}")
             builder._proc = proc
         assert proc.stdout is not None
         stop_reading = threading.Event()
         reader = threading.Thread(
-            target=_pump, args=(proc.stdout.fileno(), (self.text, self.output), stop_reading),
+            target=pump, args=(proc.stdout.fileno(), (self.text, self.output), stop_reading),
             name="build-log", daemon=True)
         reader.start()
         clock = builder.clock
@@ -618,11 +536,6 @@ class _Run:
         return returncode, reason
 
 
-def note(text: BoundedLog, line: str) -> None:
-    """A line of the slave's own in the build log."""
-    text.write(f"--- piwheels: {line}\n".encode("utf-8", "replace"))
-
-
 def _probe_answer(output: str) -> Optional[tuple[list[str], list[str]]]:
     """(requirements, missing ones) from the probe's last answer line; None if it gave none."""
     for line in reversed(output.splitlines()):
@@ -637,13 +550,6 @@ def _probe_answer(output: str) -> Optional[tuple[list[str], list[str]]]:
     return None
 
 
-def _fetch_failure(returncode: int, output: str) -> str:
-    errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
-    detail = f": {errors[0]}" if errors else ""
-    return _clip(f"fetch phase: pip download of the build requirements failed with exit "
-                 f"status {returncode}{detail}")
-
-
 def _tree_size(path: Path) -> int:
     total = 0
     for top, _dirs, files in os.walk(path):
@@ -653,17 +559,6 @@ def _tree_size(path: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-def _shown(command: list[str], index_url: str) -> str:
-    """*command* for the log: the index URL without its password, bwrap's options folded."""
-    shown = [_redact_url(part) if part == index_url else part for part in command]
-    if "--" in shown and shown[0].endswith("bwrap"):
-        shown = ["bwrap", "[sandbox options]", *shown[shown.index("--") + 1:]]
-    return shlex.join(shown)
-
-
-# --- helpers ----------------------------------------------------------------------------
 
 
 def _scrubbed_env(home: Path, tmp: Path, pip_cache: Path, marker: str) -> dict[str, str]:
@@ -686,35 +581,6 @@ def _scrubbed_env(home: Path, tmp: Path, pip_cache: Path, marker: str) -> dict[s
     }
 
 
-def _pump(fd: int, logs: Iterable[BoundedLog], stop: threading.Event) -> None:
-    """Copy the build's output into *logs* as it comes, so the pipe never fills."""
-    while True:
-        ready, _, _ = select.select([fd], [], [], POLL_INTERVAL_S)
-        if ready:
-            try:
-                data = os.read(fd, READ_BYTES)
-            except OSError:
-                return
-            if not data:
-                return
-            for text in logs:
-                text.write(data)
-        elif stop.is_set():
-            return
-
-
-def _redact_url(url: str) -> str:
-    """*url* without a password, for the log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _os_name() -> str:
     """The host's PRETTY_NAME from os-release, or what the platform module says."""
     for candidate in ("/etc/os-release", "/usr/lib/os-release"):
@@ -731,6 +597,3 @@ def _os_name() -> str:
     return platform.platform()
 
 
-def _clip(reason: str) -> str:
-    reason = " ".join(reason.split())
-    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."
