@@ -49,7 +49,7 @@ from .build_log import (
     REASON_TAIL_BYTES, BoundedLog, MiB, clip, failure_reason, fetch_failure, note, pump, redact_url,
     shown,
 )
-from .fetch import Fetcher, build_system, download_wheels_command
+from .fetch import Fetcher, WheelCache, build_system, download_wheels_command
 from .requires_probe import MARKER as PROBE_MARKER
 from .work_area import WorkArea, remove_tree
 
@@ -70,6 +70,8 @@ PROBE_TIMEOUT_S = 60.0
 QUOTA_CHECK_INTERVAL_S = 0.5
 #: How many times the dynamic build requirements are fetched and the hook asked again.
 MAX_REQUIRES_ROUNDS = 3
+#: pip's words when it could not install what the backend's get_requires_for_build_wheel named.
+BACKEND_DEPENDENCIES_SIGN = "Installing backend dependencies: finished with status 'error'"
 #: The build dir's scratch directories, removed as soon as the build ends (the wheels stay).
 SCRATCH_DIRS = ("input", "home", "tmp", "work")
 #: The file (beside this module) copied into each build to run the hook.
@@ -337,19 +339,41 @@ class Builder:
                    f"build backend: {system.backend}; requires: "
                    f"{', '.join(system.requires) or 'nothing'}\n".encode("utf-8", "replace"))
         requires = list(system.requires)
-        deps: Optional[Path] = None
         for round_number in range(1, MAX_REQUIRES_ROUNDS + 1):
             deps = run.input / f"deps-{round_number}"
             deps.mkdir()
             if requires:
-                note(text, "fetch phase (network): the build requirements, as wheels")
-                returncode, reason = run.fetch(download_wheels_command(
-                    self.python, requires, deps, self.index_url, self.cache_dir))
-                if reason is not None:
-                    return finish(False, reason)
-                if returncode != 0:
-                    return finish(False, fetch_failure(returncode, run.output.text()))
-            fetched_wheels = sorted(path.name for path in deps.glob("*.whl"))
+                failed = self._fetch_requirements(run, requires, deps)
+                if failed is not None:
+                    return finish(False, failed)
+            got = fetched + sorted(path.name for path in deps.glob("*.whl"))
+
+            # build phase: offline, contained
+            note(text, "build phase (no network)")
+            returncode, reason = run.contained([
+                self.python, "-m", "pip", "wheel", f"{package}=={version}",
+                "--no-deps", "--no-binary", package, "--no-index",
+                "--find-links", str(run.layout.input),
+                "--find-links", str(run.layout.input / deps.name),
+                "--wheel-dir", str(run.layout.wheels), "--progress-bar", "off",
+                "--disable-pip-version-check", "--no-input", "--verbose",
+            ], watch=run.wheels)
+            if reason is not None:
+                return finish(False, reason)
+            if returncode == 0:
+                break
+            output = run.output.text()
+            failed = failure_reason(
+                returncode, output, memory_bytes=self.limits.memory_bytes,
+                pid_limit=self.limits.pid_limit, disk_bytes=self.limits.disk_bytes,
+                contained=self._sandbox is not None, fetched=got)
+            if BACKEND_DEPENDENCIES_SIGN not in output:
+                return finish(False, failed)
+            if round_number == MAX_REQUIRES_ROUNDS:
+                return finish(False, f"the sdist's dynamic build requirements did not settle "
+                                     f"after {MAX_REQUIRES_ROUNDS} rounds of fetching")
+            # pip could not install what get_requires_for_build_wheel named:
+            # ask the hook ourselves, offline, and fetch what it wants
             note(text, "probe (no network): get_requires_for_build_wheel")
             returncode, reason = run.contained([
                 self.python, "-I", str(run.layout.input / PROBE_NAME),
@@ -357,37 +381,11 @@ class Builder:
                 str(run.layout.input / deps.name), str(run.layout.work)])
             if reason is not None:
                 return finish(False, reason)
-            dynamic = _probe_answer(run.output.text()) if returncode == 0 else None
-            if dynamic is None:
-                note(text, "the hook failed (see above); building with what was fetched")
-                break
-            wanted, missing = dynamic
-            new = [r for r in wanted if r not in requires]
-            if not missing or not new:
-                break
+            answer = _probe_answer(run.output.text()) if returncode == 0 else None
+            new = [r for r in answer[1] if r not in requires] if answer is not None else []
+            if not new:
+                return finish(False, failed)
             requires += new
-        else:
-            return finish(False, f"the sdist's dynamic build requirements did not settle "
-                                 f"after {MAX_REQUIRES_ROUNDS} rounds of fetching")
-        fetched += fetched_wheels
-
-        # build phase: offline, contained
-        note(text, "build phase (no network)")
-        returncode, reason = run.contained([
-            self.python, "-m", "pip", "wheel", f"{package}=={version}",
-            "--no-deps", "--no-binary", package, "--no-index",
-            "--find-links", str(run.layout.input),
-            "--find-links", str(run.layout.input / deps.name),
-            "--wheel-dir", str(run.layout.wheels),
-            "--progress-bar", "off", "--disable-pip-version-check", "--no-input", "--verbose",
-        ], watch=run.wheels)
-        if reason is not None:
-            return finish(False, reason)
-        if returncode != 0:
-            return finish(False, failure_reason(
-                returncode, run.output.text(), memory_bytes=self.limits.memory_bytes,
-                pid_limit=self.limits.pid_limit, disk_bytes=self.limits.disk_bytes,
-                contained=self._sandbox is not None, fetched=fetched))
         wheels = []
         for path in sorted(run.wheels.glob("*.whl")):
             try:
@@ -399,6 +397,25 @@ class Builder:
         if not wheels:
             return finish(False, "pip reported success but made no wheel")
         return finish(True, None, wheels)
+
+    def _fetch_requirements(self, run: "_Run", requires: list[str], deps: Path) -> Optional[str]:
+        """Fetch *requires* as wheels into *deps* (or reuse a recent set); why not, if it failed."""
+        cache = WheelCache(self.cache_dir)
+        key = cache.key(self.python, self.index_url, requires)
+        reused = cache.get(key, deps, time.time())
+        if reused is not None:
+            note(run.text, f"fetch phase: the build requirements {', '.join(requires)}, "
+                           f"as fetched lately: {', '.join(reused)}")
+            return None
+        note(run.text, "fetch phase (network): the build requirements, as wheels")
+        returncode, reason = run.fetch(download_wheels_command(
+            self.python, requires, deps, self.index_url, self.cache_dir))
+        if reason is not None:
+            return reason
+        if returncode != 0:
+            return fetch_failure(returncode, run.output.text())
+        cache.put(key, sorted(deps.glob("*.whl")))
+        return None
 
     def _header(self, package: str, version: str) -> str:
         env = self.environment()
