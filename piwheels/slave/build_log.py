@@ -97,9 +97,9 @@ def failure_reason(returncode: int, output: str, *, memory_bytes: int, pid_limit
         wanted = [line[len(NOT_FETCHED_SIGN):].strip() for line in lines
                   if line.startswith(NOT_FETCHED_SIGN)]
         if wanted or any(sign in tail for sign in NETWORK_SIGNS):
-            asked = f" (it asked for {wanted[0]})" if wanted else ""
-            return clip(f"{reason}: network is not available during the build{asked}; "
-                         f"the fetch phase got: {', '.join(fetched)}")
+            asked = f": it asked for {wanted[0]}" if wanted else ""
+            return clip(f"{reason}: network is not available during the build{asked} "
+                        f"(the fetch phase got: {', '.join(fetched)})")
     telling += [line for line in lines if line.startswith("ERROR:")]
     if telling:
         reason = f"{reason}: {telling[0]}"
@@ -110,7 +110,7 @@ def fetch_failure(returncode: int, output: str) -> str:
     errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
     detail = f": {errors[0]}" if errors else ""
     return clip(f"fetch phase: pip download of the build requirements failed with exit "
-                 f"status {returncode}{detail}")
+                f"status {returncode}{detail}")
 
 
 def note(text: BoundedLog, line: str) -> None:

@@ -66,6 +66,9 @@ PROCESS_RECORD_INTERVAL_S = 0.2
 LOG_DRAIN_TIMEOUT_S = 5.0
 #: How long asking the build interpreter about itself may take.
 PROBE_TIMEOUT_S = 60.0
+#: A build with this many fewer processes than its PID limit is at the limit (bwrap,
+#: its init and other tasks of the user count against it too).
+PID_LIMIT_SLACK = 8
 #: How often the size of what a contained build wrote to the host is checked.
 QUOTA_CHECK_INTERVAL_S = 0.5
 #: How many times the dynamic build requirements are fetched and the hook asked again.
@@ -485,6 +488,18 @@ class _Run:
             directory.mkdir(exist_ok=True)
         return self._run(command, layout.work, env, preexec, None)
 
+    def _too_many_processes(self, leader: int) -> bool:
+        """Whether the build holds (about) all the processes it may have: a fork bomb.
+
+        RLIMIT_NPROC makes its forks fail; this ends a build that keeps
+        trying rather than let it spin until the timeout.
+        """
+        limit = self.builder.limits.pid_limit
+        if limit <= 0:
+            return False
+        found = [info for info in processes.descendants([leader]) if not info.dead]
+        return len(found) >= max(1, limit - PID_LIMIT_SLACK)
+
     def _run(self, command: list[str], cwd: Path, env: dict[str, str],
              preexec: Callable[[], None], watch: Optional[Path]
              ) -> tuple[Optional[int], Optional[str]]:
@@ -519,9 +534,14 @@ class _Run:
         try:
             while not processes.has_exited(proc.pid):
                 now = clock()
-                if builder.work_area is not None and now >= next_record_s:
-                    builder.work_area.record()
+                if now >= next_record_s:
                     next_record_s = now + PROCESS_RECORD_INTERVAL_S
+                    if builder.work_area is not None:
+                        builder.work_area.record()
+                    if self._too_many_processes(proc.pid):
+                        reason = (f"the build exceeded the PID limit "
+                                  f"({builder.limits.pid_limit} processes)")
+                        break
                 if watch is not None and now >= next_watch_s:
                     next_watch_s = now + QUOTA_CHECK_INTERVAL_S
                     if _tree_size(watch) > builder.limits.disk_bytes:
