@@ -231,3 +231,13 @@ def test_detect_says_why_there_is_no_containment() -> None:
                                    "(install the bubblewrap package)")
     found = sandbox.detect("bwrap")
     assert found.description.startswith("bwrap 0.") or found.description.startswith("bwrap ")
+
+
+def test_the_slave_hides_its_configuration_files(tmp_path: Path) -> None:
+    from piwheels import settings
+    config_file = tmp_path / "slave.conf"
+    config_file.write_text("label = hider\n")
+    options = settings.SlaveConfig.from_options(settings.parse_options(
+        "piw-slave", "test", settings.SLAVE_OPTIONS, ["-c", str(config_file)]))
+    assert str(config_file) in options.private_paths
+    assert "/etc/piwheels.conf" in options.private_paths
