@@ -238,6 +238,7 @@ def test_the_slave_hides_its_configuration_files(tmp_path: Path) -> None:
     config_file = tmp_path / "slave.conf"
     config_file.write_text("label = hider\n")
     options = settings.SlaveConfig.from_options(settings.parse_options(
-        "piw-slave", "test", settings.SLAVE_OPTIONS, ["-c", str(config_file)]))
+        "piw-slave", "test", settings.SLAVE_OPTIONS, ["-c", str(config_file)]),
+        log=settings.LogSettings())
     assert str(config_file) in options.private_paths
     assert "/etc/piwheels.conf" in options.private_paths
