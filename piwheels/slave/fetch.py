@@ -5,9 +5,9 @@ simple API (PEP 691 JSON, or the PEP 503 HTML page), verified against the
 sha256 the index gives for it, and its build dependencies as wheels only
 (``pip download --only-binary=:all:`` with the build interpreter, so the tags
 match; pip checks the index's hashes).  Nothing here runs code of the sdist:
-its ``pyproject.toml`` is read from the archive as data.  The HTTP cache the
-downloads go through is the one shared between builds, and only this phase
-writes it; builds never see it.
+its ``pyproject.toml`` is read from the archive as data.  The caches shared
+between builds (pip's HTTP cache, and :class:`WheelCache`'s recently resolved
+requirement sets) are written only by this phase; builds never see them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urldefrag, urljoin
 
 import requests
@@ -61,6 +61,10 @@ LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 WHEEL_SET_REUSE_S = 3600.0
 #: Sdist file endings, preferred first.
 SDIST_ENDINGS = (".tar.gz", ".zip")
+
+
+class FetchStopped(FetchError):
+    """The build was cancelled or timed out while fetching; the message is the reason."""
 
 
 @dataclass(frozen=True)
@@ -188,8 +192,13 @@ class Fetcher:
                                    response.content)
         return choose_sdist(files, package, version)
 
-    def download(self, entry: IndexFile, dest_dir: Path) -> Path:
-        """Download *entry* into *dest_dir*, refusing it unless its sha256 is the index's."""
+    def download(self, entry: IndexFile, dest_dir: Path,
+                 stop: Callable[[], Optional[str]] = lambda: None) -> Path:
+        """Download *entry* into *dest_dir*, refusing it unless its sha256 is the index's.
+
+        *stop* is asked between chunks; a reason from it ends the download
+        with :class:`FetchStopped`.
+        """
         if not entry.sha256:
             raise FetchError(f"the index gives no sha256 for {entry.filename}: cannot verify it")
         if "/" in entry.filename or entry.filename.startswith("."):
@@ -204,6 +213,9 @@ class Fetcher:
                         f"downloading {entry.filename} answered HTTP {response.status_code}")
                 with open(target, "wb") as f:
                     for chunk in response.iter_content(CHUNK_BYTES):
+                        reason = stop()
+                        if reason is not None:
+                            raise FetchStopped(reason)
                         size += len(chunk)
                         if size > MAX_SDIST_BYTES:
                             raise FetchError(f"{entry.filename} is larger than "
