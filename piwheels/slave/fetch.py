@@ -19,6 +19,7 @@ import logging
 import os
 import posixpath
 import tarfile
+import time
 import zipfile
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -354,5 +355,21 @@ class WheelCache:
             temp = self.root / "sets" / f".{key}.new"
             temp.write_text(json.dumps(digests))
             os.replace(temp, self.root / "sets" / f"{key}.json")
+            self._prune(time.time())
         except OSError as exc:
             log.warning("cannot keep fetched wheels in %s: %s", self.root, exc)
+
+    def _prune(self, now_s: float) -> None:
+        """Drop sets no longer fresh, and the wheels no kept set names."""
+        kept: set[str] = set()
+        for record in (self.root / "sets").glob("*.json"):
+            try:
+                if now_s - record.stat().st_mtime > WHEEL_SET_REUSE_S:
+                    record.unlink()
+                else:
+                    kept.update(json.loads(record.read_text()))
+            except (OSError, ValueError):
+                continue
+        for wheel in self.root.glob("*.whl"):
+            if wheel.name not in kept:
+                wheel.unlink(missing_ok=True)
