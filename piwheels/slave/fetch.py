@@ -19,6 +19,7 @@ import logging
 import os
 import posixpath
 import tarfile
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -349,12 +350,8 @@ class WheelCache:
             for wheel in wheels:
                 data = wheel.read_bytes()
                 digests[wheel.name] = hashlib.sha256(data).hexdigest()
-                temp = self.root / f".{wheel.name}.new"
-                temp.write_bytes(data)
-                os.replace(temp, self.root / wheel.name)
-            temp = self.root / "sets" / f".{key}.new"
-            temp.write_text(json.dumps(digests))
-            os.replace(temp, self.root / "sets" / f"{key}.json")
+                _replace(self.root / wheel.name, data)
+            _replace(self.root / "sets" / f"{key}.json", json.dumps(digests).encode())
             self._prune(time.time())
         except OSError as exc:
             log.warning("cannot keep fetched wheels in %s: %s", self.root, exc)
@@ -373,3 +370,15 @@ class WheelCache:
         for wheel in self.root.glob("*.whl"):
             if wheel.name not in kept:
                 wheel.unlink(missing_ok=True)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write *path* atomically (slaves sharing a cache may write the same file at once)."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
