@@ -37,6 +37,7 @@ from .errors import ConfigError, PiwheelsError
 from .fallback_server import FallbackServer
 from .initdb import initdb
 from .keys import PUBLIC_SUFFIX, make_key_pair, public_path
+from .slave import sandbox
 
 BIN = Path(sys.executable).parent
 #: Who the slaves run as when quickstart is started as root (slaves refuse root).
@@ -172,6 +173,10 @@ class QuickFarm:
         self.logs.mkdir()
         slave_port, file_port = free_port(), free_port()
         master_key = self._make_keys()
+        containment = sandbox.detect(config.default_of("bwrap"))
+        if not containment.available:
+            print(f"builds will not be contained ({containment.description}): the master "
+                  "takes uncontained slaves", flush=True)
         self._spawn("master", [
             str(BIN / "piw-master"), "--dsn", self.dsn(self.name),
             "--output-path", str(self.output), "--public-url", public,
@@ -182,8 +187,8 @@ class QuickFarm:
             "--slave-bind", f"tcp://127.0.0.1:{slave_port}",
             "--file-bind", f"tcp://127.0.0.1:{file_port}",
             "--master-key", str(master_key), "--authorized-keys", str(self.keys / "authorized"),
-            # until the slaves contain their builds themselves (bubblewrap): take them
-            "--containment", "optional",
+            # a machine that cannot contain builds still gets a farm, and is told so
+            *([] if containment.available else ["--containment", "optional"]),
             "--build-policy", "all" if o.all_versions else "newest:1",
             "--retry-delay", str(RETRY_DELAY_S),
             *[arg for project in o.projects for arg in ("--package-allow", project)],

@@ -12,6 +12,7 @@ from :meth:`Farm.curve_client` / :meth:`Farm.secure`.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import signal
@@ -36,10 +37,9 @@ PYENV = Path("/root/.pyenv/versions")
 
 T = TypeVar("T")
 
-#: What every test master is started with until slaves contain their builds
-#: (the `contain` work): the slaves here say "none: ..." in HELLO, which a
-#: master on Linux refuses by default.  The one place to drop it from.
-MASTER_CONTAINMENT = ("--containment", "optional")
+#: What a hand-driven test slave says in HELLO about its builds (it runs none;
+#: test masters require contained builds, as masters on Linux do by default)
+CLAIMED_CONTAINMENT = "bwrap (claimed by a hand-driven test slave)"
 
 
 def free_port() -> int:
@@ -164,6 +164,23 @@ class Process:
         return self.proc.returncode
 
 
+_SHARED_CACHE: Optional[Path] = None
+
+
+def shared_slave_cache(user: Optional[pwd.struct_passwd]) -> Path:
+    """One --cache-dir for every farm slave of this test run, as a real slave keeps
+    one across its builds: the build requirements fetched by the first farm's
+    slaves serve the later farms' (pip download costs a couple of seconds)."""
+    global _SHARED_CACHE
+    if _SHARED_CACHE is None:
+        _SHARED_CACHE = Path(tempfile.mkdtemp(prefix="piw-farm-cache-"))
+        _SHARED_CACHE.chmod(0o755)
+        if user is not None:
+            os.chown(_SHARED_CACHE, user.pw_uid, user.pw_gid)
+        atexit.register(shutil.rmtree, _SHARED_CACHE, True)
+    return _SHARED_CACHE
+
+
 class Farm:
     """One master and any number of slaves for a test, all stopped at the end."""
 
@@ -244,7 +261,7 @@ class Farm:
             "--sleep-interval", "0.5", "--queue-interval", "1",
             "--transfer-timeout", "2", "--control-address", self.control_address,
             "--status-address", self.status_address, "--min-free-space", "1",
-            "--stats-interval", "1", *MASTER_CONTAINMENT, *self.key_args(), *extra,
+            "--stats-interval", "1", *self.key_args(), *extra,
         ], self.tmp_path / f"master-{len(self.slaves)}-{time.monotonic_ns()}.log")
         self.master.wait_log("master started", 30)
         return self.master
@@ -263,6 +280,7 @@ class Farm:
             str(BIN / "piw-slave"), "-v", "--master", "127.0.0.1",
             "--slave-port", str(self.slave_port), "--file-port", str(self.file_port),
             "--label", label, "--dir", str(work), "--python", python,
+            "--cache-dir", str(shared_slave_cache(self.user)),
             *(self.slave_key_args(label, enrol=enrol) if keyed else []), *extra,
         ], self.tmp_path / f"slave-{label}-{time.monotonic_ns()}.log", user=self.user, env=env)
         self.slaves.append(slave)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import zmq
+from farm import CLAIMED_CONTAINMENT
 
 from piwheels.protocols import FILE_TRANSFER, PROTOCOL_VERSION, SLAVE
 from piwheels.transport import Socket
@@ -43,7 +44,7 @@ class RawSlave:
             "protocol": PROTOCOL_VERSION, "label": self.label, "python_tag": "cp311",
             "abi_tag": "cp311", "platform_tag": "linux_x86_64", "python_version": "3.11.7",
             "pip_version": "24.0", "os": "Linux", "build_timeout_s": 60.0, "building": None,
-            "containment": "none: a hand-driven slave"})
+            "containment": CLAIMED_CONTAINMENT})
         assert name == "ACK", (name, ack)
         self.slave_id = ack["slave_id"]
 

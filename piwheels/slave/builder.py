@@ -1,16 +1,24 @@
-"""Running one pip build of one release, inside limits, and reading what it made.
+"""Running one build of one release in two phases, inside limits, and reading what it made.
 
 A build runs arbitrary code from the upstream index, so it gets as little as
-possible: a fresh temporary directory, stdin from /dev/null, an environment
-built from nothing (no secrets of the slave, no host pip configuration), its
-own session and process group, an address-space limit, and a wall-clock
-timeout after which every process it started is killed.  Given the slave's
-:class:`~piwheels.slave.work_area.WorkArea`, it also records the build's
-processes while it runs and kills every descendant of the slave when it ends
-(the slave is their subreaper: see :mod:`piwheels.slave.processes`).  Only the target is
-built from source; build dependencies come as wheels through pip's HTTP cache,
-which is shared between builds (pip's cache of wheels it built is not: a rebuild
-must really build).
+possible.  First the *fetch* phase, with the network, done by the slave
+itself (:mod:`piwheels.slave.fetch`): the sdist, checked against the index's
+sha256, and its build requirements as wheels; the backend's dynamic build
+requirements are found by running its ``get_requires_for_build_wheel`` hook
+offline in the sandbox, fetched, and the hook run again.  Then the *build*
+phase: ``pip wheel`` with ``--no-index`` from what was fetched, in a
+bubblewrap sandbox (:mod:`piwheels.slave.sandbox`) with no network, nothing
+of the slave's, a process limit, an address-space limit, a disk quota and a
+wall-clock timeout after which every process it started is killed.  Where
+namespaces are not available the same commands run uncontained, and the
+log header and HELLO say so.  Every command has stdin from /dev/null, an
+environment built from nothing (no secrets of the slave, no host pip
+configuration) and its own session.  Given the slave's
+:class:`~piwheels.slave.work_area.WorkArea`, the builder also records the
+build's processes while it runs and kills every descendant of the slave when
+it ends (see :mod:`piwheels.slave.processes`).  Only the target is built from
+source.  The shared cache (pip's HTTP cache) is written only by the fetch
+phase; builds never see it.
 """
 
 from __future__ import annotations
@@ -19,10 +27,8 @@ import json
 import logging
 import os
 import platform
-import resource
-import select
 import shlex
-import signal
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -30,43 +36,44 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable, Optional, Sequence
 
-from ..errors import ConfigError, InvalidName, InvalidVersion, WheelError
+from packaging.requirements import InvalidRequirement, Requirement
+
+from ..config import OPTIONS
+from ..errors import ConfigError, FetchError, InvalidName, InvalidVersion, WheelError
 from ..names import canonical_name, normal_version
 from ..wheel_facts import WheelFacts, check_identity, inspect_wheel
-from . import processes
+from . import processes, sandbox
+from .build_log import (
+    BoundedLog, MiB, clip, failure_reason, fetch_failure, note, redact_url,
+)
+from .build_run import BuildRun, scrubbed_env
+from .fetch import Fetcher, FetchStopped, WheelCache, build_system, download_wheels_command
+from .requires_probe import MARKER as PROBE_MARKER
 from .work_area import WorkArea, remove_tree
 
 log = logging.getLogger("piwheels.slave.builder")
 
 Clock = Callable[[], float]
 
-#: How often the build is checked for exit, cancel and timeout.
-POLL_INTERVAL_S = 0.1
-#: How often the build's processes are recorded in the work area (a slave
-#: killed with SIGKILL leaves them to the next one through this record).
-PROCESS_RECORD_INTERVAL_S = 0.2
-#: How long the log reader may go on draining output after the build is killed.
-LOG_DRAIN_TIMEOUT_S = 5.0
 #: How long asking the build interpreter about itself may take.
 PROBE_TIMEOUT_S = 60.0
-#: Rounds of "kill every process of the build, look again" before giving up.
-KILL_ROUNDS = 50
-#: Bytes read from the build's output at a time.
-READ_BYTES = 64 * 1024
-#: The longest failure reason sent to the master (the protocol allows 500).
-MAX_REASON_CHARS = 400
-#: pip's cache directories that builds share: only downloads, never built wheels.
-SHARED_PIP_CACHES = ("http", "http-v2")
-#: Text in a failed build's log that means it ran out of memory.
-MEMORY_SIGNS = ("MemoryError", "out of memory", "Cannot allocate memory")
+#: How many times the dynamic build requirements are fetched and the hook asked again.
+MAX_REQUIRES_ROUNDS = 3
+#: pip's words when it could not install what the backend's get_requires_for_build_wheel named.
+BACKEND_DEPENDENCIES_SIGN = "Installing backend dependencies: finished with status 'error'"
+#: The build dir's scratch directories, removed as soon as the build ends (the wheels stay).
+SCRATCH_DIRS = ("input", "home", "tmp", "work")
+#: The file (beside this module) copied into each build to run the hook.
+PROBE_NAME = "requires_probe.py"
+#: The bubblewrap program unless the slave is told otherwise.
+DEFAULT_BWRAP = OPTIONS["bwrap"].default
 
 # Runs in the build interpreter: the facts HELLO reports.  pip is certain to be
 # there (it runs the builds); its vendored packaging is the fallback.
 _PROBE = """\
-import json, platform
+import json, os, platform, sys
 try:
     from pip._vendor.packaging import tags
 except ImportError:
@@ -93,6 +100,9 @@ print(json.dumps({
     "python_version": platform.python_version(),
     "pip_version": version("pip"),
     "setuptools_version": version("setuptools"),
+    # what a sandbox must show for this interpreter to run
+    "prefixes": sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}),
 }))
 """
 
@@ -104,6 +114,10 @@ class BuildLimits:
     timeout_s: float
     memory_bytes: int
     max_log_bytes: int
+    #: processes a build may run at once (0: no limit)
+    pid_limit: int
+    #: the most a contained build may write (its tmpfs, and its wheels on the host)
+    disk_bytes: int
 
 
 @dataclass
@@ -130,51 +144,19 @@ class BuildResult:
         self.close()
 
 
-class BoundedLog:
-    """The first and last bytes of a stream, with a marker saying how much was cut."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.head_limit = max(0, max_bytes) // 2
-        self.tail_limit = max(0, max_bytes) - self.head_limit
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.cut_bytes = 0
-        self._lock = threading.Lock()
-
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            room = self.head_limit - len(self.head)
-            if room > 0:
-                self.head += data[:room]
-                data = data[room:]
-            self.tail += data
-            if len(self.tail) > 2 * self.tail_limit + READ_BYTES:
-                self._trim()
-
-    def _trim(self) -> None:
-        excess = len(self.tail) - self.tail_limit
-        if excess > 0:
-            del self.tail[:excess]
-            self.cut_bytes += excess
-
-    def text(self) -> str:
-        with self._lock:
-            self._trim()
-            marker = f"\n[... {self.cut_bytes} bytes cut ...]\n" if self.cut_bytes else ""
-            return (
-                self.head.decode("utf-8", "replace") + marker + self.tail.decode("utf-8", "replace")
-            )
-
-
 class Builder:
-    """Builds one release at a time with ``pip wheel`` (see the module docstring).
+    """Builds one release at a time: fetch, then ``pip wheel`` offline (see the module docstring).
 
     ``index_url`` may be changed between builds (the master names it in ACK).
+    *bwrap* is the bubblewrap program; where it cannot make namespaces the
+    builds run uncontained and say so.  *hidden* are host paths a contained
+    build must never see (the slave's configuration and keys).
     """
 
     def __init__(self, *, python: str, index_url: str, work_dir: Path, cache_dir: Path,
                  limits: BuildLimits, clock: Clock = time.monotonic,
-                 work_area: Optional[WorkArea] = None) -> None:
+                 work_area: Optional[WorkArea] = None, bwrap: str = DEFAULT_BWRAP,
+                 hidden: Sequence[Path] = ()) -> None:
         self.python = python
         self.work_area = work_area
         self.index_url = index_url
@@ -182,7 +164,10 @@ class Builder:
         self.cache_dir = Path(cache_dir)
         self.limits = limits
         self.clock = clock
+        self.bwrap = bwrap
+        self.hidden = tuple(str(p) for p in hidden)
         self._environment: Optional[dict[str, str]] = None
+        self._sandbox: Optional[sandbox.Sandbox] = None
         self._environment_lock = threading.Lock()
         self._lock = threading.Lock()  # guards the fields below, shared with cancel()
         self._running = False
@@ -190,23 +175,38 @@ class Builder:
         self._proc: Optional[subprocess.Popen] = None
         self._wake = threading.Event()
 
-    # --- the build interpreter ---------------------------------------------------------
+    # --- the build interpreter and the sandbox -----------------------------------------
 
     def environment(self) -> dict[str, str]:
-        """Facts about the build interpreter and host, for HELLO and the log header."""
+        """Facts about the build interpreter, host and containment, for HELLO and the log."""
         with self._environment_lock:
             if self._environment is None:
-                self._environment = self._probe()
+                facts, prefixes = self._probe()
+                containment = sandbox.detect(self.bwrap)
+                facts["containment"] = containment.description
+                if containment.bwrap is not None:
+                    self._sandbox = sandbox.Sandbox(
+                        bwrap=containment.bwrap, readonly=tuple(prefixes),
+                        hidden=self.hidden + (str(self.work_dir), str(self.cache_dir),
+                                              os.path.expanduser("~")),
+                        disk_bytes=self.limits.disk_bytes)
+                self._environment = facts
             return dict(self._environment)
 
-    def _probe(self) -> dict[str, str]:
+    @property
+    def contained(self) -> bool:
+        """Whether builds run in the sandbox (known once :meth:`environment` ran)."""
+        self.environment()
+        return self._sandbox is not None
+
+    def _probe(self) -> tuple[dict[str, str], list[str]]:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="piw-probe-", dir=self.work_dir) as tmp:
             try:
                 probe = subprocess.run(
                     [self.python, "-I", "-c", _PROBE], stdin=subprocess.DEVNULL,
                     capture_output=True, text=True, errors="replace", timeout=PROBE_TIMEOUT_S,
-                    cwd=tmp, env=_scrubbed_env(Path(tmp), Path(tmp)),
+                    cwd=tmp, env=scrubbed_env(Path(tmp), Path(tmp), Path(tmp), "probe"),
                 )
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise ConfigError(f"cannot run the build interpreter {self.python}: {exc}") from None
@@ -214,8 +214,9 @@ class Builder:
             last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
             raise ConfigError(f"the build interpreter {self.python} failed to describe itself: {last}")
         facts = json.loads(probe.stdout)
+        prefixes = [str(p) for p in facts.pop("prefixes", [])]
         facts["os"] = _os_name()
-        return {key: str(value) for key, value in facts.items()}
+        return {key: str(value) for key, value in facts.items()}, prefixes
 
     # --- building ---------------------------------------------------------------------
 
@@ -232,13 +233,14 @@ class Builder:
         build_dir: Optional[Path] = None
         result: Optional[BuildResult] = None
         try:
+            self.environment()
             self.work_dir.mkdir(parents=True, exist_ok=True)
             build_dir = Path(tempfile.mkdtemp(prefix="piw-build-", dir=self.work_dir))
             result = self._build(package, version, build_dir, start_s)
             return result
         finally:
             if build_dir is not None and result is not None and result.success:
-                for scratch in ("home", "tmp", "pip-cache"):
+                for scratch in SCRATCH_DIRS:
                     remove_tree(build_dir / scratch)
             elif build_dir is not None:
                 remove_tree(build_dir)
@@ -258,11 +260,12 @@ class Builder:
             if self._proc is not None:
                 # The leader is not reaped while _proc is set, so its pid (the
                 # group's id) cannot have been reused.
-                _signal_group(self._proc.pid)
+                processes.signal_group(self._proc.pid)
         self._wake.set()
 
     def _build(self, package: str, version: str, build_dir: Path, start_s: float) -> BuildResult:
         text = BoundedLog(self.limits.max_log_bytes)
+        fetched: list[str] = []
 
         def finish(success: bool, reason: Optional[str],
                    wheels: Optional[list[tuple[Path, WheelFacts]]] = None) -> BuildResult:
@@ -281,266 +284,150 @@ class Builder:
             normal_version(version)
         except (InvalidName, InvalidVersion) as exc:
             return finish(False, str(exc))
-        wheel_dir = build_dir / "wheels"
-        pip_cache = build_dir / "pip-cache"
-        for directory in (wheel_dir, pip_cache, build_dir / "home", build_dir / "tmp"):
-            directory.mkdir()
+        run = BuildRun(self, build_dir, text, start_s + self.limits.timeout_s)
+        for directory in (run.input, run.wheels, *(build_dir / name for name in SCRATCH_DIRS)):
+            directory.mkdir(exist_ok=True)
+        shutil.copyfile(Path(__file__).with_name(PROBE_NAME), run.input / PROBE_NAME)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        for name in SHARED_PIP_CACHES:
-            (self.cache_dir / name).mkdir(exist_ok=True)
-            (pip_cache / name).symlink_to(self.cache_dir / name, target_is_directory=True)
-        command = [
-            self.python, "-m", "pip", "wheel", f"{package}=={version}",
-            "--no-deps", "--no-binary", package, "--wheel-dir", str(wheel_dir),
-            "--index-url", self.index_url, "--cache-dir", str(pip_cache),
-            "--progress-bar", "off", "--disable-pip-version-check", "--no-input", "--verbose",
-        ]
-        text.write(self._header(package, version, command).encode("utf-8", "replace"))
-        returncode, reason = self._run(command, build_dir, pip_cache, text)
-        if reason is not None:
-            return finish(False, reason)
-        if returncode != 0:
-            return finish(False, self._failure_reason(returncode, text.text()))
+        text.write(self._header(package, version).encode("utf-8", "replace"))
+
+        # fetch phase: the sdist, by the slave itself
+        note(text, f"fetch phase (network): the sdist of {package} {version} from the index")
+        fetcher = Fetcher(self.index_url)
+        try:
+            entry = fetcher.sdist(package, version)
+            sdist = fetcher.download(entry, run.input, run.stopped)
+            system = build_system(sdist)
+        except FetchStopped as exc:
+            return finish(False, str(exc))
+        except FetchError as exc:
+            return finish(False, clip(f"fetch phase: {exc}"))
+        finally:
+            fetcher.close()
+        fetched.append(entry.filename)
+        text.write(f"{entry.filename}: sha256 {entry.sha256} (as the index says)\n"
+                   f"build backend: {system.backend}; requires: "
+                   f"{', '.join(system.requires) or 'nothing'}\n".encode("utf-8", "replace"))
+        requires = list(system.requires)
+        for round_number in range(1, MAX_REQUIRES_ROUNDS + 1):
+            deps = run.input / f"deps-{round_number}"
+            deps.mkdir()
+            if requires:
+                failed = self._fetch_requirements(run, requires, deps)
+                if failed is not None:
+                    return finish(False, failed)
+            got = fetched + sorted(path.name for path in deps.glob("*.whl"))
+
+            # build phase: offline, contained
+            note(text, "build phase (no network)" if self._sandbox is not None else
+                 "build phase (pip --no-index, but UNCONTAINED: the network is reachable)")
+            returncode, reason = run.contained([
+                self.python, "-m", "pip", "wheel", f"{package}=={version}",
+                "--no-deps", "--no-binary", package, "--no-index",
+                "--find-links", str(run.layout.input),
+                "--find-links", str(run.layout.input / deps.name),
+                "--wheel-dir", str(run.layout.wheels), "--progress-bar", "off",
+                "--disable-pip-version-check", "--no-input", "--verbose",
+            ], watch=run.wheels)
+            if reason is not None:
+                return finish(False, reason)
+            if returncode == 0:
+                break
+            output = run.output.text()
+            failed = failure_reason(
+                returncode, output, memory_bytes=self.limits.memory_bytes,
+                pid_limit=self.limits.pid_limit, disk_bytes=self.limits.disk_bytes,
+                contained=self._sandbox is not None, fetched=got)
+            if BACKEND_DEPENDENCIES_SIGN not in output:
+                return finish(False, failed)
+            if round_number == MAX_REQUIRES_ROUNDS:
+                return finish(False, f"the sdist's dynamic build requirements did not settle "
+                                     f"after {MAX_REQUIRES_ROUNDS} rounds of fetching")
+            # pip could not install what get_requires_for_build_wheel named:
+            # ask the hook ourselves, offline, and fetch what it wants
+            note(text, "probe (no network): get_requires_for_build_wheel")
+            returncode, reason = run.contained([
+                self.python, "-I", str(run.layout.input / PROBE_NAME),
+                str(run.layout.input / sdist.name), json.dumps(system.to_dict()),
+                str(run.layout.input / deps.name), str(run.layout.work)])
+            if reason is not None:
+                return finish(False, reason)
+            answer = _probe_answer(run.output.text()) if returncode == 0 else None
+            new = [r for r in answer[1] if r not in requires] if answer is not None else []
+            if not new:
+                return finish(False, failed)
+            requires += new
         wheels = []
-        for path in sorted(wheel_dir.glob("*.whl")):
+        for path in sorted(run.wheels.glob("*.whl")):
             try:
                 facts = inspect_wheel(path)
                 check_identity(facts, package=package, version=version)
             except WheelError as exc:
-                return finish(False, _clip(f"pip made an unacceptable wheel: {exc}"))
+                return finish(False, clip(f"pip made an unacceptable wheel: {exc}"))
             wheels.append((path, facts))
         if not wheels:
             return finish(False, "pip reported success but made no wheel")
         return finish(True, None, wheels)
 
-    def _run(self, command: list[str], build_dir: Path, pip_cache: Path,
-             text: BoundedLog) -> tuple[Optional[int], Optional[str]]:
-        """Run pip to the end or until timeout or cancel: (exit status, reason it was stopped)."""
-        env = _scrubbed_env(build_dir, pip_cache)
-        # Anything still carrying this build's TMPDIR is the build's, even if it
-        # left the session: that is how escaped processes are found.
-        marker = f"TMPDIR={env['TMPDIR']}".encode()
-        memory = self.limits.memory_bytes
-        with self._lock:
-            if self._cancelled:
-                return None, "cancelled"
-            try:
-                proc = subprocess.Popen(
-                    command, cwd=build_dir, env=env, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_build_preexec(memory),
-                )
-            except OSError as exc:
-                return None, _clip(f"cannot start {self.python}: {exc}")
-            self._proc = proc
-        assert proc.stdout is not None
-        stop_reading = threading.Event()
-        reader = threading.Thread(
-            target=_pump, args=(proc.stdout.fileno(), text, stop_reading),
-            name="build-log", daemon=True)
-        reader.start()
-        deadline_s = self.clock() + self.limits.timeout_s
-        next_record_s = self.clock()
-        reason: Optional[str] = None
-        try:
-            while not _has_exited(proc.pid):
-                if self.work_area is not None and self.clock() >= next_record_s:
-                    self.work_area.record()
-                    next_record_s = self.clock() + PROCESS_RECORD_INTERVAL_S
-                if self._cancelled:
-                    reason = "cancelled"
-                    break
-                if self.clock() >= deadline_s:
-                    reason = f"timed out after {self.limits.timeout_s:g} s"
-                    break
-                self._wake.wait(POLL_INTERVAL_S)
-        finally:
-            with self._lock:
-                self._proc = None
-            _kill_build(proc.pid, marker)
-            returncode = proc.wait()
-            if self.work_area is not None:
-                # the leader is reaped: what is left are orphans re-parented to the slave
-                self.work_area.kill_orphans()
-            reader.join(LOG_DRAIN_TIMEOUT_S)
-            stop_reading.set()
-            reader.join()
-            proc.stdout.close()
-        if reason is None and self._cancelled:
-            reason = "cancelled"
-        return returncode, reason
+    def _fetch_requirements(self, run: BuildRun, requires: list[str], deps: Path) -> Optional[str]:
+        """Fetch *requires* as wheels into *deps* (or reuse a recent set); why not, if it failed."""
+        cache = WheelCache(self.cache_dir)
+        key = cache.key(self.python, self.index_url, requires)
+        reused = cache.get(key, deps, time.time())
+        if reused is not None:
+            note(run.text, f"fetch phase: the build requirements {', '.join(requires)}, "
+                           f"as fetched lately: {', '.join(reused)}")
+            return None
+        note(run.text, "fetch phase (network): the build requirements, as wheels")
+        returncode, reason = run.fetch(download_wheels_command(
+            self.python, requires, deps, self.index_url, self.cache_dir))
+        if reason is not None:
+            return reason
+        if returncode != 0:
+            return fetch_failure(returncode, run.output.text())
+        cache.put(key, sorted(deps.glob("*.whl")))
+        return None
 
-    def _header(self, package: str, version: str, command: list[str]) -> str:
+    def _header(self, package: str, version: str) -> str:
         env = self.environment()
         memory = self.limits.memory_bytes
-        index_url = _redact_url(self.index_url)
-        shown = [index_url if part == self.index_url else part for part in command]
         started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if self._sandbox is not None:
+            containment = (
+                f"{env['containment']}: new user, network (loopback only), mount, PID and "
+                f"IPC namespaces; read-only system, private /tmp; build dir quota "
+                f"{self.limits.disk_bytes // MiB} MiB")
+        else:
+            containment = (f"{env['containment']}; builds run UNCONTAINED (network, "
+                           "files and processes of this user are reachable)")
         return (
             f"piwheels build of {package} {version}, started {started}\n"
             f"python: {self.python} ({env['python_version']}, "
             f"{env['python_tag']}-{env['abi_tag']}-{env['platform_tag']})\n"
             f"pip: {env['pip_version']}; setuptools: {env['setuptools_version']}\n"
             f"os: {env['os']}\n"
-            f"index: {index_url}\n"
+            f"index: {redact_url(self.index_url)}\n"
+            f"containment: {containment}\n"
+            f"phases: fetch (network, by the slave: the sdist, checked against the index's "
+            f"sha256, and its build requirements as wheels), then build (no network)\n"
             f"limits: {self.limits.timeout_s:g} s, "
-            f"memory {f'{memory // (1024 * 1024)} MiB' if memory > 0 else 'unlimited'}, "
-            f"log {self.limits.max_log_bytes} bytes\n"
-            f"command: {shlex.join(shown)}\n"
+            f"memory {f'{memory // MiB} MiB' if memory > 0 else 'unlimited'}, "
+            f"{self.limits.pid_limit} processes, log {self.limits.max_log_bytes} bytes\n"
             f"---\n"
         )
 
-    def _failure_reason(self, returncode: int, output: str) -> str:
-        """One line for the master: pip's exit status and its most telling error."""
-        reason = f"pip wheel failed with exit status {returncode}"
-        tail = output[-256 * 1024:]
-        if self.limits.memory_bytes > 0 and any(sign in tail for sign in MEMORY_SIGNS):
-            limit_mib = self.limits.memory_bytes // (1024 * 1024)
-            return f"{reason}: out of memory (the limit is {limit_mib} MiB)"
-        lines = [line.strip() for line in tail.splitlines()]
-        # pip's own words when the sdist's metadata disagrees with the job
-        # (the start of that line is a long URL)
-        telling = [
-            "the sdist " + line[line.index("has inconsistent"):]
-            for line in lines if "has inconsistent" in line
-        ]
-        telling += [line for line in lines if line.startswith("ERROR:")]
-        if telling:
-            reason = f"{reason}: {telling[0]}"
-        return _clip(reason)
-
-
-# --- helpers ----------------------------------------------------------------------------
-
-
-def _scrubbed_env(build_dir: Path, pip_cache: Path) -> dict[str, str]:
-    """The whole environment of a build: nothing of the slave's but PATH."""
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "HOME": str(build_dir / "home"),
-        "TMPDIR": str(build_dir / "tmp"),
-        # /dev/null means "read no pip configuration file at all" to pip.
-        "PIP_CONFIG_FILE": os.devnull,
-        # The pip that installs build dependencies is a child of the first and
-        # does not inherit its --cache-dir or --progress-bar, only these.
-        "PIP_CACHE_DIR": str(pip_cache),
-        "PIP_PROGRESS_BAR": "off",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PIP_NO_INPUT": "1",
-    }
-
-
-def _build_preexec(memory_bytes: int) -> Callable[[], None]:
-    """A preexec_fn that only calls setrlimit and prctl (safe enough between fork and exec)."""
-    limits = (memory_bytes, memory_bytes)
-
-    def apply() -> None:
-        processes.die_with_parent()
-        if memory_bytes > 0:
-            resource.setrlimit(resource.RLIMIT_AS, limits)
-
-    return apply
-
-
-def _pump(fd: int, text: BoundedLog, stop: threading.Event) -> None:
-    """Copy the build's output into *text* as it comes, so the pipe never fills."""
-    while True:
-        ready, _, _ = select.select([fd], [], [], POLL_INTERVAL_S)
-        if ready:
+def _probe_answer(output: str) -> Optional[tuple[list[str], list[str]]]:
+    """(requirements, missing ones) from the probe's last answer line; None if it gave none."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(PROBE_MARKER):
             try:
-                data = os.read(fd, READ_BYTES)
-            except OSError:
-                return
-            if not data:
-                return
-            text.write(data)
-        elif stop.is_set():
-            return
-
-
-def _has_exited(pid: int) -> bool:
-    """Whether the child *pid* has exited, without reaping it (its pid stays reserved)."""
-    try:
-        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return result is not None and result.si_pid == pid
-
-
-def _signal_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_build(leader: int, marker: bytes) -> None:
-    """SIGKILL every process of the build until none is left.
-
-    The build's processes are those in its session or process group (its
-    leader's pid names both), and any that escaped with setsid() but still
-    carry the build's *marker* in their environment.
-    """
-    for _ in range(KILL_ROUNDS):
-        _signal_group(leader)
-        remaining = _build_processes(leader, marker)
-        if not remaining:
-            return
-        for pid in remaining:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.05)
-    log.warning("processes of a killed build are still alive: %s", remaining)
-
-
-def _build_processes(leader: int, marker: bytes) -> list[int]:
-    """Live processes of the build with session or group *leader*, found through /proc."""
-    me = os.getpid()
-    found = []
-    try:
-        entries = [entry.name for entry in os.scandir("/proc") if entry.name.isdigit()]
-    except OSError:
-        return []
-    for name in entries:
-        pid = int(name)
-        if pid == me:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat_line = f.read()
-            fields = stat_line[stat_line.rindex(b")") + 2:].split()
-            state, pgrp, session = fields[0], int(fields[2]), int(fields[3])
-        except (OSError, ValueError, IndexError):
-            continue
-        if state in (b"Z", b"X", b"x"):
-            continue  # already dead, only not yet reaped by its parent
-        if pgrp == leader or session == leader or pid == leader:
-            found.append(pid)
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0"):
-            found.append(pid)
-    return found
-
-
-def _redact_url(url: str) -> str:
-    """*url* without a password, for the log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+                answer = json.loads(line[len(PROBE_MARKER):])
+                wanted = [str(Requirement(str(r))) for r in answer["requires"]]
+                missing = [str(Requirement(str(r))) for r in answer["missing"]]
+            except (ValueError, KeyError, TypeError, InvalidRequirement):
+                return None
+            return wanted, missing
+    return None
 
 
 def _os_name() -> str:
@@ -559,6 +446,3 @@ def _os_name() -> str:
     return platform.platform()
 
 
-def _clip(reason: str) -> str:
-    reason = " ".join(reason.split())
-    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."

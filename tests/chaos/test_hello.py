@@ -17,7 +17,7 @@ import msgpack
 import pytest
 import sqlalchemy as sa
 import zmq
-from farm import BIN, builds_of, pyenv_python
+from farm import BIN, CLAIMED_CONTAINMENT, builds_of, pyenv_python
 from wheel_craft import craft_wheel
 
 from piwheels import limits
@@ -40,15 +40,18 @@ BAD_HELLOS = [
     ({"platform_tag": "any"}, "platform tag 'any'"),
     ({"python_tag": "snake"}, "python tag"),
     ({"python_tag": "py2.py3"}, "python tag"),
+    # not a tag, but refused the same way: a master on Linux requires contained builds
+    ({"containment": "none: bwrap not found"}, "requires contained builds"),
 ]
 
 
 def hello(sock: zmq.Socket, label: str, **tags: str) -> tuple[str, dict]:
     """Send HELLO as raw msgpack (so tags the schema refuses get through this end)."""
     sock.send(msgpack.packb(["HELLO", {
-        "protocol": PROTOCOL_VERSION, "label": label, **GOOD, **tags,
+        "protocol": PROTOCOL_VERSION, "label": label, **GOOD,
         "python_version": "3.11.7", "pip_version": "24.0", "os": "Linux",
-        "build_timeout_s": 60.0, "building": None, "containment": "none: test"}]))
+        "build_timeout_s": 60.0, "building": None, "containment": CLAIMED_CONTAINMENT,
+        **tags}]))
     return answer(sock, label)
 
 
@@ -116,7 +119,8 @@ def test_bad_hellos_are_refused_and_a_good_slave_builds_afterwards(farm, db, rel
     assert farm.master.proc.poll() is None, log[-3000:]
     assert "Traceback" not in log and "task failed" not in log, log[-3000:]
     # logged once, however many came (the rest are counted on the next line, later)
-    assert log.count("refused slave") == 1, log[-3000:]
+    # (one line for the bad tags, one for the uncontained builds: each kind its own)
+    assert log.count("refused slave") == 2, log[-3000:]
     assert build_abis(master_dsn) == ["cp311"]  # the turncoat's good HELLO only
 
     farm.start_slave("good", pyenv_python("11"))

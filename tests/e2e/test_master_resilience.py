@@ -17,7 +17,7 @@ import msgpack
 import pytest
 import sqlalchemy as sa
 import zmq
-from farm import BIN, builds_of, pyenv_python
+from farm import BIN, CLAIMED_CONTAINMENT, builds_of, pyenv_python
 
 from piwheels.protocols import FILE_TRANSFER, PROTOCOL_VERSION, SLAVE
 from piwheels.transport import Socket
@@ -31,7 +31,7 @@ def hello(protocol: int = PROTOCOL_VERSION, **overrides) -> dict:
         "protocol": protocol, "label": "intruder", "python_tag": "cp311", "abi_tag": "cp311",
         "platform_tag": "linux_x86_64", "python_version": "3.11.7", "pip_version": "24.0",
         "os": "Linux", "build_timeout_s": 60.0, "building": None,
-        "containment": "none: test",
+        "containment": CLAIMED_CONTAINMENT,
     }
     payload.update(overrides)
     return payload

@@ -16,7 +16,7 @@ import time
 import msgpack
 import pytest
 import zmq
-from farm import BIN, builds_of, pyenv_python
+from farm import BIN, CLAIMED_CONTAINMENT, builds_of, pyenv_python
 
 from piwheels.protocols import PROTOCOL_VERSION
 
@@ -39,7 +39,7 @@ class FakeSlave:
             "protocol": PROTOCOL_VERSION, "label": label, "python_tag": "cp311",
             "abi_tag": "cp311", "platform_tag": "linux_x86_64", "python_version": "3.11.7",
             "pip_version": "24.0", "os": "Linux", "build_timeout_s": 60.0,
-            "building": None, "containment": "none: a hand-driven slave"})[0] == "ACK"
+            "building": None, "containment": CLAIMED_CONTAINMENT})[0] == "ACK"
 
     def say(self, name: str, payload: dict) -> tuple[str, dict]:
         self.sock.send(msgpack.packb([name, payload]))
