@@ -184,10 +184,14 @@ class Farm:
         self.master.wait_log("master started", 30)
         return self.master
 
-    def start_slave(self, label: str, python: str, *extra: str) -> Process:
+    def start_slave(self, label: str, python: str, *extra: str,
+                    env_extra: Optional[dict[str, str]] = None) -> Process:
+        """Start a slave working in its own dir under the work root; *env_extra* adds to
+        its (otherwise minimal) environment."""
         work = self.work_root / f"work-{label}"
         work.mkdir(exist_ok=True)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+               **(env_extra or {})}
         if self.user is not None:
             os.chown(work, self.user.pw_uid, self.user.pw_gid)
             env["HOME"] = self.user.pw_dir

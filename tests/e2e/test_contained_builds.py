@@ -1,0 +1,452 @@
+"""Contained builds, end to end: hostile sdists and real-world kinds on one real slave.
+
+One farm, one slave (as the build user), one queue, built in this order: a
+setup.py-only project (which also fills the slave's cache), every hostile
+sdist of :mod:`hostile_sdists`, then every other kind of
+:mod:`backend_sdists`.  The test plants what a build must not reach (a secret
+in the slave's environment, its key file, its config, ``~/.pgpass``), opens a
+listener of its own, and afterwards looks at the host: what survived, what
+was written, what connected.  The assertions are parametrised over the
+attacks' targets and the kinds; the farm runs once for all of them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+from backend_sdists import KIND_BY_NAME, KINDS, make_kind_sdist
+from farm import Farm, builds_of, pyenv_python
+from hostile_sdists import (
+    NAME_PREFIX,
+    SECRET_VARIABLE,
+    Report,
+    attack_finished,
+    attack_started,
+    describe,
+    make_hostile_sdist,
+    parse_reports,
+)
+
+from piwheels.db import Database
+from piwheels.slave import processes
+
+pytestmark = pytest.mark.slow
+
+SLAVE_PYTHON_MINOR = "11"
+LABEL = "contained"
+#: How long the whole queue may take.
+RUN_TIMEOUT_S = 300
+#: The PID limit and disk quota the slave is given for this test, and the
+#: caps of the attacks (several times the limits, so a limit that holds stops
+#: the attack well before its cap, and an attack nothing stops ends by itself).
+PID_LIMIT = 256
+FORK_BOMB_CAP = 4 * PID_LIMIT
+DISK_QUOTA_MIB = 64
+DISK_FILLER_CAP_BYTES = 8 * DISK_QUOTA_MIB * 2**20
+#: How long processes an attack leaves behind sleep (longer than the run).
+LINGER_S = 900
+#: The order hostile sdists are queued in (between the first kind and the rest).
+ATTACKS = ("connect", "secrets", "writes", "fork-bomb", "escapee", "disk-filler")
+#: The kind built first, before any attack (it fills the slave's cache).
+FIRST_KIND = "setup-py-only"
+#: What each attack's targets are, for the parametrised assertions.
+CONNECT_TARGETS = ("postgres-tcp", "postgres-socket", "master-jobs", "master-files",
+                   "test-listener", "upstream-index")
+SECRET_TARGETS = ("pgpass", "slave-key", "slave-config", "slave environ", "any environ")
+WRITE_TARGETS = ("tmp", "var-tmp", "dev-shm", "home", "cache", "work-dir")
+FILLER_PLACES = ("build dir", "TMPDIR", "/tmp", "/var/tmp", "/dev/shm", "HOME")
+POSTGRES_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
+
+
+class Listener:
+    """A TCP listener on loopback that records who connected and what they sent."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="test-listener", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    self.accepted.append(conn.recv(256))
+                except OSError:
+                    self.accepted.append(b"")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+@dataclass
+class Planted:
+    """The secret the test plants, and where."""
+
+    secret: str
+    files: dict[str, Path]
+    #: files the test made and must remove (a planted file in the build user's home)
+    made: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class ContainedRun:
+    """Everything the assertions look at, gathered once."""
+
+    token: str
+    secret: str
+    slave_pid: int
+    slave_alive: bool
+    slave_log: str
+    work_dir: Path
+    cache_dir: Path
+    canary: Path
+    canary_bytes: bytes
+    output: Path
+    listener_accepted: list[bytes]
+    write_dirs: dict[str, Path]
+    builds: dict[str, object]
+    logs: dict[str, str]
+    order: list[str]
+    #: processes below the slave once it was idle again (pid: command line)
+    descendants: dict[int, str]
+    #: processes anywhere with the escapee's marker in their command line
+    escapees: dict[int, str]
+    #: files of the index and their sha256, to compare the cache with
+    index_hashes: dict[str, str]
+    python: str
+    platform_tag: str
+    python_tag: str
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def processes_with(marker: str) -> dict[int, str]:
+    found = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            line = cmdline(int(entry.name))
+            if marker in line:
+                found[int(entry.name)] = line
+    return found
+
+
+def kill_all(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def plant_secrets(farm: Farm, secret: str) -> Planted:
+    """A ``~/.pgpass``, a key file and a config file of the slave, each holding *secret*."""
+    user = farm.user
+    home = Path(user.pw_dir if user is not None else Path.home())
+    keys = farm.work_root / "keys"
+    keys.mkdir()
+    files = {
+        "pgpass": home / ".pgpass",
+        "slave-key": keys / "slave.key_secret",
+        "slave-config": farm.work_root / "slave.conf",
+    }
+    planted = Planted(secret=secret, files=files)
+    if files["pgpass"].exists():
+        raise RuntimeError(f"{files['pgpass']} exists; the test will not overwrite it")
+    contents = {
+        "pgpass": f"127.0.0.1:5432:*:postgres:{secret}\n",
+        "slave-key": f'metadata\ncurve\n    public-key = "x"\n    secret-key = "{secret}"\n',
+        "slave-config": f"# planted by the containment test: {secret}\n[piw-slave]\n",
+    }
+    for name, path in files.items():
+        path.write_text(contents[name])
+        path.chmod(0o600)
+        planted.made.append(path)
+        if user is not None:
+            os.chown(path, user.pw_uid, user.pw_gid)
+    if user is not None:
+        os.chown(keys, user.pw_uid, user.pw_gid)
+    return planted
+
+
+def slave_facts(python: str) -> tuple[str, str]:
+    """The build interpreter's (python tag, platform tag) for a local build."""
+    probe = subprocess.run(
+        [python, "-c", "import sysconfig, sys; print(f'cp{sys.version_info[0]}"
+         "{sys.version_info[1]}', sysconfig.get_platform().replace('-', '_').replace('.', '_'))"],
+        capture_output=True, text=True, check=True, timeout=30)
+    python_tag, platform_tag = probe.stdout.split()
+    return python_tag, platform_tag
+
+
+@pytest.fixture(scope="module")
+def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[ContainedRun]:
+    tmp_path = tmp_path_factory.mktemp("contained")
+    dsn = empty_schema()
+    db = Database(dsn)
+    farm = Farm(tmp_path, dsn, build_index.url)
+    token = uuid.uuid4().hex[:12]
+    secret = f"piw-secret-{uuid.uuid4().hex}"
+    marker = f"PIW-ESCAPEE-{token}"
+    listener = Listener()
+    planted: Optional[Planted] = None
+    python = pyenv_python(SLAVE_PYTHON_MINOR)
+    work_dir = farm.work_root / f"work-{LABEL}"
+    cache_dir = farm.work_root / "cache"
+    home = Path(farm.user.pw_dir if farm.user is not None else Path.home())
+    write_dirs = {"tmp": Path("/tmp"), "var-tmp": Path("/var/tmp"), "dev-shm": Path("/dev/shm"),
+                  "home": home, "cache": cache_dir, "work-dir": work_dir}
+    try:
+        planted = plant_secrets(farm, secret)
+        cache_dir.mkdir()
+        canary = cache_dir / "canary"
+        canary_bytes = f"canary {token}\n".encode()
+        canary.write_bytes(canary_bytes)
+        if farm.user is not None:
+            for path in (cache_dir, canary):
+                os.chown(path, farm.user.pw_uid, farm.user.pw_gid)
+        farm.start_master()
+        slave = farm.start_slave(
+            LABEL, python, "--cache-dir", str(cache_dir), "-c", str(planted.files["slave-config"]),
+            env_extra={SECRET_VARIABLE: secret})
+        slave.wait_log("connected to the master", 30)
+        configs = {
+            "connect": {"targets": [
+                {"name": "postgres-tcp", "host": "127.0.0.1", "port": 5432, "postgres": True},
+                {"name": "postgres-socket", "path": POSTGRES_SOCKET, "postgres": True},
+                {"name": "master-jobs", "host": "127.0.0.1", "port": farm.slave_port},
+                {"name": "master-files", "host": "127.0.0.1", "port": farm.file_port},
+                {"name": "test-listener", "host": "127.0.0.1", "port": listener.port},
+                {"name": "upstream-index", "host": "127.0.0.1",
+                 "port": int(build_index.base_url.rsplit(":", 1)[1].strip("/"))},
+            ]},
+            "secrets": {"files": {name: str(path) for name, path in planted.files.items()},
+                        "variable": SECRET_VARIABLE, "slave_pid": slave.proc.pid},
+            "writes": {"dirs": {name: str(path) for name, path in write_dirs.items()},
+                       "token": token, "cache": str(cache_dir)},
+            "fork-bomb": {"cap": FORK_BOMB_CAP, "seconds": 20, "child_sleep_s": LINGER_S},
+            "escapee": {"sleep_s": LINGER_S, "marker": marker},
+            "disk-filler": {"token": token, "cap_bytes": DISK_FILLER_CAP_BYTES},
+        }
+        sdists = tmp_path / "sdists"
+        queue: list[tuple[str, Path]] = [
+            (KIND_BY_NAME[FIRST_KIND].name, make_kind_sdist(sdists, KIND_BY_NAME[FIRST_KIND]))]
+        queue += [(NAME_PREFIX + attack, make_hostile_sdist(
+            sdists, attack, configs[attack]))
+            for attack in ATTACKS]
+        queue += [(kind.name, make_kind_sdist(sdists, kind))
+                  for kind in KINDS if kind.kind != FIRST_KIND]
+        newest = datetime.now(timezone.utc)
+        for position, (name, path) in enumerate(queue):
+            build_index.add(path)
+            db.add_package(name)
+            db.add_version(name, "1.0", released=newest - timedelta(minutes=position),
+                           has_sdist=True)
+        names = [name for name, _ in queue]
+        farm.wait(lambda: all(builds_of(db, name) for name in names), RUN_TIMEOUT_S,
+                  "every queued build to be recorded")
+        farm.wait(lambda: all(s["state"] in ("idle", "sleeping")
+                              for s in farm.snapshot()["slaves"]), 30, "the slave to be idle")
+        builds = {name: builds_of(db, name)[-1] for name in names}
+        for name, b in builds.items():
+            print("DEBUG", name, b.started.strftime("%H:%M:%S.%f"), b.duration, b.status, b.reason)
+        logs = {name: db.get_build_log(build.build_id) or "" for name, build in builds.items()}
+        descendants = {info.pid: cmdline(info.pid)
+                       for info in processes.descendants([slave.proc.pid]) if not info.dead}
+        python_tag, platform_tag = slave_facts(python)
+        yield ContainedRun(
+            token=token, secret=secret, slave_pid=slave.proc.pid,
+            slave_alive=slave.proc.poll() is None, slave_log=slave.log(), work_dir=work_dir,
+            cache_dir=cache_dir, canary=canary, canary_bytes=canary_bytes, output=farm.output,
+            listener_accepted=list(listener.accepted), write_dirs=write_dirs, builds=builds,
+            logs=logs, order=names, descendants=descendants, escapees=processes_with(marker),
+            index_hashes={path.name: build_index.sha256(path.name)
+                          for path in build_index.root.iterdir() if path.is_file()},
+            python=python, platform_tag=platform_tag, python_tag=python_tag,
+        )
+    finally:
+        listener.close()
+        for slave in farm.slaves:
+            kill_all(info.pid for info in processes.descendants([slave.proc.pid]))
+        kill_all(processes_with(marker))
+        farm.stop()
+        db.close()
+        for path in planted.made if planted is not None else []:
+            path.unlink(missing_ok=True)
+        for directory in write_dirs.values():
+            for name in (f"piw-hostile-{token}", f"piw-filler-{token}"):
+                try:
+                    (directory / name).unlink()
+                except OSError:
+                    pass
+
+
+def hostile(run: ContainedRun, attack: str) -> tuple[object, str, dict[str, Report]]:
+    name = NAME_PREFIX + attack
+    build, log = run.builds[name], run.logs[name]
+    return build, log, parse_reports(log)
+
+
+# --- every attack ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_hostile_build_ran_and_failed_with_a_reason(contained: ContainedRun, attack: str):
+    build, log, reports = hostile(contained, attack)
+    assert attack_started(log, attack), f"the {attack} code never ran:\n{log[-3000:]}"
+    assert build.status == "failed", describe(reports)
+    assert build.reason, "a failed build needs a reason"
+    assert not build.files
+
+
+def test_the_slave_survived_every_attack_and_built_on(contained: ContainedRun):
+    assert contained.slave_alive, contained.slave_log[-3000:]
+    assert "Traceback" not in contained.slave_log
+    # the same slave built the kinds queued after the attacks
+    after = [name for name in contained.order[1 + len(ATTACKS):]]
+    assert {contained.builds[name].slave_label for name in after} == {LABEL}
+    last_attack = contained.builds[NAME_PREFIX + ATTACKS[-1]]
+    assert all(contained.builds[name].started > last_attack.started for name in after)
+
+
+def test_nothing_of_a_build_survives_it(contained: ContainedRun):
+    assert contained.descendants == {}, "processes left below the slave"
+    assert contained.escapees == {}, "the setsid + execve(env={}) escapee outlived its build"
+    leftovers = [path for path in contained.work_dir.rglob("piw-build-*")]
+    assert leftovers == []
+
+
+# --- connecting ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", CONNECT_TARGETS)
+def test_a_build_reaches_no_port(contained: ContainedRun, target: str):
+    _, log, reports = hostile(contained, "connect")
+    assert target in reports, f"no report for {target}:\n{log[-3000:]}"
+    assert not reports[target].managed, describe(reports, target)
+    if target == "test-listener":
+        assert contained.listener_accepted == []
+
+
+# --- secrets ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", SECRET_TARGETS)
+def test_a_build_reads_no_secret_of_the_slave(contained: ContainedRun, target: str):
+    _, log, reports = hostile(contained, "secrets")
+    assert target in reports, f"no report for {target}:\n{log[-3000:]}"
+    assert not reports[target].managed, describe(reports, target)
+
+
+def test_no_log_holds_the_secret(contained: ContainedRun):
+    assert [name for name, log in contained.logs.items() if contained.secret in log] == []
+    logs = contained.output / "logs"
+    published = [path for path in logs.rglob("*") if path.is_file()] if logs.exists() else []
+    assert published, "no published logs to look in"
+    leaked = [path for path in published
+              if contained.secret.encode() in gzip.decompress(path.read_bytes())]
+    assert leaked == []
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", WRITE_TARGETS)
+def test_what_a_build_writes_does_not_survive(contained: ContainedRun, target: str):
+    _, log, reports = hostile(contained, "writes")
+    assert target in reports, f"no report for {target}:\n{log[-3000:]}"
+    path = contained.write_dirs[target] / f"piw-hostile-{contained.token}"
+    assert not path.exists(), describe(reports, target)
+
+
+def test_a_build_cannot_poison_the_shared_cache(contained: ContainedRun):
+    _, _, reports = hostile(contained, "writes")
+    assert contained.canary.read_bytes() == contained.canary_bytes, describe(reports, "cache files")
+    marked = [path for root in (contained.cache_dir, contained.work_dir)
+              for path in root.rglob(f"*{contained.token}*")]
+    assert marked == []
+    # every file of the index the slave keeps is the index's, byte for byte
+    kept = [path for path in contained.cache_dir.rglob("*")
+            if path.is_file() and path.name in contained.index_hashes]
+    changed = [path for path in kept if hashlib.sha256(path.read_bytes()).hexdigest()
+               != contained.index_hashes[path.name]]
+    assert changed == []
+
+
+# --- limits ----------------------------------------------------------------------------
+
+
+def test_the_pid_limit_stops_a_fork_bomb(contained: ContainedRun):
+    _, log, reports = hostile(contained, "fork-bomb")
+    report = reports.get("processes")
+    if report is None:  # killed before it could say: the slave must say why
+        assert not attack_finished(log, "fork-bomb")
+    else:
+        assert not report.managed, describe(reports)
+        started = int(report.detail.split()[1])
+        assert started <= PID_LIMIT, describe(reports)
+
+
+@pytest.mark.parametrize("place", FILLER_PLACES)
+def test_the_disk_quota_stops_a_disk_filler(contained: ContainedRun, place: str):
+    _, log, reports = hostile(contained, "disk-filler")
+    if place in reports:
+        assert not reports[place].managed, describe(reports, place)
+    else:  # killed before it came to this place, or the place is another's alias
+        assert not attack_finished(log, "disk-filler") or place in ("TMPDIR", "HOME"), \
+            describe(reports)
+    for directory in ("/tmp", "/var/tmp", "/dev/shm", contained.write_dirs["home"]):
+        assert not (Path(directory) / f"piw-filler-{contained.token}").exists()
+
+
+# --- the real-world kinds --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [kind.kind for kind in KINDS])
+def test_a_real_world_kind_builds_in_the_sandbox(contained: ContainedRun, kind: str,
+                                                 tmp_path: Path):
+    spec = KIND_BY_NAME[kind]
+    build = contained.builds[spec.name]
+    log = contained.logs[spec.name]
+    assert build.status == "success", f"{build.reason}\n{log[-4000:]}"
+    (wheel,) = build.files
+    assert wheel.filename == spec.wheel_name("1.0", contained.python_tag, contained.platform_tag)
+    published = contained.output / "simple" / spec.name / wheel.filename
+    assert published.exists()
+    # the wheel works: unpacked and imported by the interpreter it was built for
+    with zipfile.ZipFile(published) as archive:
+        archive.extractall(tmp_path)
+    check = ("print(m.answer())" if spec.compiled else "print(m.ANSWER)")
+    done = subprocess.run(
+        [contained.python, "-I", "-c",
+         f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import {spec.module} as m; {check}"],
+        capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "42", done.stderr

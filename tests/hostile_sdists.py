@@ -1,0 +1,356 @@
+"""Sdists that attack the machine building them, for the containment tests.
+
+Each is a real sdist whose build code tries one attack the moment pip runs it
+and then fails the build.  The code sits where a stranger's code sits: in
+``setup.py`` (run by setuptools' first hook) or in an in-tree PEP 517 backend
+(``backend-path``), which every hook imports first; the backend form needs no
+build dependency, so it costs a build no more than pip's own start-up.
+
+What the code managed goes into the build log, one line a step::
+
+    PIW-HOSTILE <attack> started (pid ..., uid ...)
+    PIW-HOSTILE <attack>/<target>: MANAGED: <what it got>
+    PIW-HOSTILE <attack>/<target>: blocked: <the error it met>
+    PIW-HOSTILE <attack> finished
+
+:func:`parse_reports` reads them back.  A step's line is the attacker's word
+only: the tests also look at the host themselves (a file left behind, a
+connection the test's listener took, a process still running).  The attacks
+are bounded (a fork bomb stops at a cap, a disk filler at a byte count), so
+an attack that nothing stops ends by itself and fails the test, not the
+machine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from sdist_factory import write_sdist
+
+#: The first word of every report line.
+REPORT_WORD = "PIW-HOSTILE"
+#: The name of a hostile sdist of *attack* (one project per attack).
+NAME_PREFIX = "hostile-"
+#: The environment variable the test plants a secret in (the slave's environment).
+SECRET_VARIABLE = "PIW_TEST_SECRET"
+
+# Runs first in every hostile sdist: the attack's settings and the report line.
+_PRELUDE = """\
+import json as _json
+import os
+import sys
+
+_ATTACK = {attack!r}
+CONFIG = _json.loads({config!r})
+
+
+def report(target, managed, detail):
+    word = "MANAGED" if managed else "blocked"
+    detail = " ".join(str(detail).split())[:400]
+    print(f"PIW-HOSTILE {{_ATTACK}}/{{target}}: {{word}}: {{detail}}", flush=True)
+
+
+def error_text(exc):
+    return f"{{exc.__class__.__name__}}: {{exc}}"
+
+
+print(f"PIW-HOSTILE {{_ATTACK}} started (pid {{os.getpid()}}, uid {{os.getuid()}})", flush=True)
+"""
+
+_EPILOGUE = """\
+print(f"PIW-HOSTILE {_ATTACK} finished", flush=True)
+raise SystemExit(f"hostile sdist: the {_ATTACK} attack is over; it makes no wheel")
+"""
+
+# --- the attacks ---------------------------------------------------------------------
+# Each reads CONFIG (what the test tells it: ports, paths, caps) and calls report().
+
+#: Connect to every target: TCP ports on loopback and Unix sockets.  A
+#: PostgreSQL target is asked for a session as user postgres, so "logged in"
+#: means exactly that.
+CONNECT = """\
+import socket
+import struct
+
+
+def postgres_login(sock):
+    params = b"user\\0postgres\\0database\\0postgres\\0\\0"
+    sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+    reply = sock.recv(64)
+    if reply[:1] == b"R" and len(reply) >= 9 and struct.unpack("!i", reply[5:9])[0] == 0:
+        return "logged in to PostgreSQL as postgres"
+    return f"connected; the server answered {reply[:16]!r}"
+
+
+for target in CONFIG["targets"]:
+    unix = "path" in target
+    sock = socket.socket(socket.AF_UNIX if unix else socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(3)
+    where = target["path"] if unix else f"{target['host']}:{target['port']}"
+    try:
+        sock.connect(target["path"] if unix else (target["host"], target["port"]))
+    except OSError as exc:
+        report(target["name"], False, f"{where}: {error_text(exc)}")
+        sock.close()
+        continue
+    try:
+        detail = postgres_login(sock) if target.get("postgres") else "connected"
+        if not target.get("postgres"):
+            sock.sendall(b"PIW-HOSTILE was here\\n")
+    except OSError as exc:
+        detail = f"connected, then {error_text(exc)}"
+    finally:
+        sock.close()
+    report(target["name"], True, f"{where}: {detail}")
+"""
+
+#: Read secrets: files by path, the slave's environment by its pid (as seen
+#: outside any namespace), and every process environment it can see.  What
+#: it reads it prints, as a thief would send it out through the public log.
+SECRETS = """\
+for name, path in CONFIG["files"].items():
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        report(name, False, f"{path}: {error_text(exc)}")
+        continue
+    report(name, bool(data.strip()), f"{path}: read {len(data)} bytes: {data[:300]!r}")
+
+needle = CONFIG["variable"].encode() + b"="
+
+
+def environ_secret(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        for entry in f.read().split(b"\\0"):
+            if entry.startswith(needle):
+                return entry
+    return None
+
+
+pid = CONFIG["slave_pid"]
+try:
+    entry = environ_secret(pid)
+except OSError as exc:
+    report("slave environ", False, f"/proc/{pid}/environ: {error_text(exc)}")
+else:
+    report("slave environ", entry is not None, f"/proc/{pid}/environ: {entry!r}")
+
+readable, found = 0, []
+for name in os.listdir("/proc"):
+    if name.isdigit():
+        try:
+            entry = environ_secret(int(name))
+        except OSError:
+            continue
+        readable += 1
+        if entry is not None:
+            found.append((int(name), entry))
+report("any environ", bool(found),
+       f"read {readable} process environments; with the secret: {found[:3]!r}")
+"""
+
+#: Write a file named for the test's token into each directory; then append
+#: to every file of the shared cache (a poisoning path for later builds).
+WRITES = """\
+for name, directory in CONFIG["dirs"].items():
+    path = os.path.join(directory, "piw-hostile-" + CONFIG["token"])
+    try:
+        with open(path, "w") as f:
+            f.write("written by a build\\n")
+    except OSError as exc:
+        report(name, False, f"{path}: {error_text(exc)}")
+    else:
+        report(name, True, f"wrote {path}")
+
+seen, appended, errors = 0, 0, set()
+for top, dirs, files in os.walk(CONFIG["cache"]):
+    for name in files:
+        seen += 1
+        try:
+            with open(os.path.join(top, name), "ab") as f:
+                f.write(b"poisoned by a build")
+            appended += 1
+        except OSError as exc:
+            errors.add(error_text(exc))
+    for name in dirs:
+        path = os.path.join(top, name, "piw-hostile-" + CONFIG["token"])
+        try:
+            with open(path, "w") as f:
+                f.write("written by a build\\n")
+            appended += 1
+        except OSError as exc:
+            errors.add(error_text(exc))
+report("cache files", appended > 0,
+       f"{CONFIG['cache']}: {seen} files seen, {appended} written; {sorted(errors)[:2]}")
+"""
+
+#: A fork bomb with a cap: children that sleep, as many as it can start.
+FORK_BOMB = """\
+import time
+
+started, stopped_by = 0, None
+deadline = time.monotonic() + CONFIG["seconds"]
+while started < CONFIG["cap"] and time.monotonic() < deadline:
+    try:
+        child = os.fork()
+    except OSError as exc:
+        stopped_by = exc
+        break
+    if child == 0:
+        try:
+            # let go of the build's output, so the build does not wait for it
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            time.sleep(CONFIG["child_sleep_s"])
+        finally:
+            os._exit(0)
+    started += 1
+report("processes", stopped_by is None,
+       f"started {started} processes"
+       + (f", then {error_text(stopped_by)}" if stopped_by else f" (the cap of {CONFIG['cap']})"))
+"""
+
+#: A grandchild that leaves the session and the environment behind, closes
+#: its output and leaves the build's directory: nothing it carries says whose
+#: it is but the marker in its command line, which the test looks for.
+ESCAPEE = """\
+child = os.fork()
+if child == 0:
+    try:
+        os.setsid()
+        if os.fork() == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.chdir("/")
+            os.execve(sys.executable,
+                      [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))",
+                       str(CONFIG["sleep_s"]), CONFIG["marker"]], {})
+    finally:
+        os._exit(0)
+os.waitpid(child, 0)
+report("spawn", True, "started a setsid + execve(env={}) grandchild that sleeps "
+       f"{CONFIG['sleep_s']} s")
+"""
+
+#: Fill every writable place it knows with incompressible bytes, up to a cap.
+DISK_FILLER = """\
+chunk = os.urandom(1024 * 1024)
+places = {"build dir": os.getcwd(), "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
+          "/tmp": "/tmp", "/var/tmp": "/var/tmp", "/dev/shm": "/dev/shm",
+          "HOME": os.environ.get("HOME", "/")}
+done = set()
+for name, directory in places.items():
+    real = os.path.realpath(directory)
+    if real in done:
+        continue
+    done.add(real)
+    path = os.path.join(directory, "piw-filler-" + CONFIG["token"])
+    written = 0
+    try:
+        with open(path, "wb") as f:
+            while written < CONFIG["cap_bytes"]:
+                written += f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        report(name, False, f"{path}: stopped after {written} bytes: {error_text(exc)}")
+    else:
+        report(name, True, f"{path}: wrote {written} bytes (the cap of this test)")
+"""
+
+ATTACKS: dict[str, str] = {
+    "connect": CONNECT,
+    "secrets": SECRETS,
+    "writes": WRITES,
+    "fork-bomb": FORK_BOMB,
+    "escapee": ESCAPEE,
+    "disk-filler": DISK_FILLER,
+}
+
+_BACKEND_PYPROJECT = """\
+[build-system]
+requires = []
+build-backend = "hostile_backend"
+backend-path = ["."]
+"""
+
+_SETUPTOOLS_PYPROJECT = """\
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+"""
+
+
+def attack_code(attack: str, config: Mapping[str, Any]) -> str:
+    """The whole build code of *attack*: prelude, the attack, then a failed build."""
+    return (_PRELUDE.format(attack=attack, config=json.dumps(dict(config)))
+            + "\n" + textwrap.dedent(ATTACKS[attack]) + "\n" + _EPILOGUE)
+
+
+def make_hostile_sdist(dest_dir: Path, attack: str, config: Mapping[str, Any], *,
+                       version: str = "1.0", via: str = "backend") -> Path:
+    """Write the sdist of project ``hostile-<attack>`` *version*; returns its path.
+
+    *via* is ``"backend"`` (the code is an in-tree PEP 517 backend) or
+    ``"setup.py"`` (the code is a setuptools project's ``setup.py``).
+    """
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; known: {sorted(ATTACKS)}")
+    name = NAME_PREFIX + attack
+    stem = f"{name.replace('-', '_')}-{version}"
+    code = attack_code(attack, config)
+    pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    if via == "backend":
+        files = {"pyproject.toml": _BACKEND_PYPROJECT, "hostile_backend.py": code}
+    elif via == "setup.py":
+        files = {"pyproject.toml": _SETUPTOOLS_PYPROJECT, "setup.py": code}
+    else:
+        raise ValueError(f"via must be 'backend' or 'setup.py', not {via!r}")
+    return write_sdist(dest_dir, stem, {**files, "PKG-INFO": pkg_info})
+
+
+@dataclass(frozen=True)
+class Report:
+    """One step an attack reported."""
+
+    attack: str
+    target: str
+    managed: bool
+    detail: str
+
+
+_LINE = re.compile(
+    rf"^[ \t]*{REPORT_WORD} (?P<attack>[\w-]+)/(?P<target>[^:]+): (?P<word>MANAGED|blocked): "
+    rf"(?P<detail>.*)$", re.MULTILINE)
+
+
+def parse_reports(log: str) -> dict[str, Report]:
+    """The steps reported in a build *log*, by target."""
+    return {
+        match["target"]: Report(match["attack"], match["target"], match["word"] == "MANAGED",
+                                match["detail"].strip())
+        for match in _LINE.finditer(log)
+    }
+
+
+def attack_started(log: str, attack: str) -> bool:
+    return re.search(rf"^[ \t]*{REPORT_WORD} {re.escape(attack)} started", log, re.MULTILINE) is not None
+
+
+def attack_finished(log: str, attack: str) -> bool:
+    return re.search(rf"^[ \t]*{REPORT_WORD} {re.escape(attack)} finished", log, re.MULTILINE) is not None
+
+
+def describe(reports: Mapping[str, Report], target: Optional[str] = None) -> str:
+    """The reports (or one) as lines, for a failing assertion's message."""
+    chosen = [reports[target]] if target is not None and target in reports else reports.values()
+    return "\n".join(f"{r.attack}/{r.target}: {'MANAGED' if r.managed else 'blocked'}: "
+                     f"{r.detail}" for r in chosen) or "(no report)"
