@@ -244,7 +244,7 @@ report("spawn", True, "started a setsid + execve(env={}) grandchild that sleeps 
 DISK_FILLER = """\
 chunk = os.urandom(1024 * 1024)
 places = {"build dir": os.getcwd(), "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
-          "/tmp": "/tmp", "/var/tmp": "/var/tmp", "/dev/shm": "/dev/shm",
+          "/tmp": "/tmp", "/var/tmp": "/var/tmp", "/dev/shm": "/dev/shm", "/dev": "/dev",
           "HOME": os.environ.get("HOME", "/")}
 done = set()
 for name, directory in places.items():
@@ -274,6 +274,132 @@ ATTACKS: dict[str, str] = {
     "escapee": ESCAPEE,
     "disk-filler": DISK_FILLER,
 }
+
+# --- traps in the wheel directory ----------------------------------------------------
+# These builds succeed: their backend makes a genuine wheel, and beside it, in
+# the wheel directory pip was given (the one place a contained build writes
+# on the host), a file the slave reads after the build: a FIFO (a read that
+# never ends), a symlink to /dev/zero (bytes that never end), a sparse file
+# far larger than any wheel, a symlink to one of the slave's secrets.  The
+# slave must neither hang on them nor send what they point to.
+
+#: The trap each trap sdist sets; "none" builds a genuine wheel only.
+WHEEL_TRAPS = ("fifo", "dev-zero", "sparse", "secret-link", "none")
+#: How large the sparse file claims to be.
+SPARSE_BYTES = 64 * 2**30
+
+WHEEL_TRAP = """\
+import base64
+import hashlib
+import zipfile
+
+_NAME = CONFIG["name"]
+_DIST = _NAME.replace("-", "_")
+
+
+def _wheel_dirs():
+    \"\"\"The --wheel-dir of every pip above this process (read from /proc).\"\"\"
+    found, pid = [], os.getppid()
+    for _ in range(20):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [arg.decode() for arg in f.read().split(b"\\0")]
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                line = f.read()
+        except OSError:
+            break
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = "/"
+        for i, arg in enumerate(argv):
+            if arg in ("--wheel-dir", "-w") and i + 1 < len(argv):
+                found.append(os.path.join(cwd, argv[i + 1]))
+            elif arg.startswith("--wheel-dir="):
+                found.append(os.path.join(cwd, arg.split("=", 1)[1]))
+        pid = int(line[line.rindex(b")") + 2:].split()[1])
+        if pid <= 1:
+            break
+    return found
+
+
+def _set_trap(directory):
+    trick = CONFIG["trick"]
+    path = os.path.join(directory, f"{_DIST}-1.0-py30-none-any.whl")
+    try:
+        if trick == "fifo":
+            os.mkfifo(path)
+        elif trick == "dev-zero":
+            os.symlink("/dev/zero", path)
+        elif trick == "sparse":
+            with open(path, "wb") as f:
+                f.truncate(CONFIG["sparse_bytes"])
+        elif trick == "secret-link":
+            os.symlink(CONFIG["secret_path"], path)
+        else:
+            return
+    except FileExistsError:
+        return
+    except OSError as exc:
+        report(trick, False, f"{path}: {error_text(exc)}")
+        return
+    report(trick, True, f"set {path}")
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    dirs = _wheel_dirs()
+    if CONFIG["trick"] != "none":
+        report("wheel dir", bool(dirs), f"pip's wheel dirs: {dirs}")
+    for directory in dirs:
+        _set_trap(directory)
+    filename = f"{_DIST}-1.0-py3-none-any.whl"
+    info = f"{_DIST}-1.0.dist-info"
+    members = {
+        f"{_DIST}.py": b"ANSWER = 42\\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\\nName: {_NAME}\\nVersion: 1.0\\n".encode(),
+        f"{info}/WHEEL": (b"Wheel-Version: 1.0\\nGenerator: piwheels-tests\\n"
+                          b"Root-Is-Purelib: true\\nTag: py3-none-any\\n"),
+    }
+    record = "".join(
+        f"{name},sha256="
+        f"{base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+        f"{len(data)}\\n" for name, data in members.items()) + f"{info}/RECORD,,\\n"
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as wheel:
+        for name, data in members.items():
+            wheel.writestr(name, data)
+        wheel.writestr(f"{info}/RECORD", record)
+    return filename
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    raise NotImplementedError("these sdists are made by the tests")
+"""
+
+
+def make_wheel_trap_sdist(dest_dir: Path, trick: str, config: Mapping[str, Any], *,
+                          version: str = "1.0") -> Path:
+    """Write the sdist of project ``hostile-wheel-<trick>``, whose build succeeds and
+    sets *trick* in pip's wheel directory (see :data:`WHEEL_TRAPS`)."""
+    if trick not in WHEEL_TRAPS:
+        raise ValueError(f"unknown trick {trick!r}; known: {WHEEL_TRAPS}")
+    name = wheel_trap_name(trick)
+    settings = {**config, "trick": trick, "name": name, "sparse_bytes": SPARSE_BYTES}
+    code = (_PRELUDE.format(attack=f"wheel-{trick}", config=json.dumps(settings))
+            + "\n" + WHEEL_TRAP)
+    stem = f"{name.replace('-', '_')}-{version}"
+    pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    return write_sdist(dest_dir, stem, {"pyproject.toml": _BACKEND_PYPROJECT,
+                                        "hostile_backend.py": code, "PKG-INFO": pkg_info})
+
+
+def wheel_trap_name(trick: str) -> str:
+    """The project of a trap sdist (with no trap: a plain in-tree backend project)."""
+    return "piw-in-tree-backend" if trick == "none" else f"{NAME_PREFIX}wheel-{trick}"
+
 
 _BACKEND_PYPROJECT = """\
 [build-system]

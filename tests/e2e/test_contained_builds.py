@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -30,13 +31,16 @@ from backend_sdists import KIND_BY_NAME, KINDS, make_kind_sdist
 from farm import Farm, builds_of, pyenv_python
 from hostile_sdists import (
     NAME_PREFIX,
+    WHEEL_TRAPS,
     SECRET_VARIABLE,
     Report,
     attack_finished,
     attack_started,
     describe,
     make_hostile_sdist,
+    make_wheel_trap_sdist,
     parse_reports,
+    wheel_trap_name,
 )
 
 from piwheels.db import Database
@@ -46,27 +50,32 @@ pytestmark = pytest.mark.slow
 
 SLAVE_PYTHON_MINOR = "11"
 LABEL = "contained"
-#: How long the whole queue may take.
+#: How long the queue may take up to the wheel-dir traps, and those after it.
 RUN_TIMEOUT_S = 300
+TRAPS_TIMEOUT_S = 60
 #: The PID limit and disk quota the slave is given for this test, and the
 #: caps of the attacks (several times the limits, so a limit that holds stops
 #: the attack well before its cap, and an attack nothing stops ends by itself).
 PID_LIMIT = 256
 FORK_BOMB_CAP = 4 * PID_LIMIT
-DISK_QUOTA_MIB = 64
-DISK_FILLER_CAP_BYTES = 8 * DISK_QUOTA_MIB * 2**20
+DISK_QUOTA_MIB = 256
+DISK_FILLER_CAP_BYTES = 2 * DISK_QUOTA_MIB * 2**20
 #: How long processes an attack leaves behind sleep (longer than the run).
 LINGER_S = 900
 #: The order hostile sdists are queued in (between the first kind and the rest).
 ATTACKS = ("connect", "secrets", "writes", "fork-bomb", "escapee", "disk-filler")
 #: The kind built first, before any attack (it fills the slave's cache).
 FIRST_KIND = "setup-py-only"
+#: The wheel-dir traps in the order queued (a trap that hangs the slave stops
+#: the rest): "none" is a plain build last.
+TRAPS = ("secret-link", "sparse", "dev-zero", "fifo", "none")
+assert set(TRAPS) == set(WHEEL_TRAPS)
 #: What each attack's targets are, for the parametrised assertions.
 CONNECT_TARGETS = ("postgres-tcp", "postgres-socket", "master-jobs", "master-files",
                    "test-listener", "upstream-index")
 SECRET_TARGETS = ("pgpass", "slave-key", "slave-config", "slave environ", "any environ")
 WRITE_TARGETS = ("tmp", "var-tmp", "dev-shm", "home", "cache", "work-dir")
-FILLER_PLACES = ("build dir", "TMPDIR", "/tmp", "/var/tmp", "/dev/shm", "HOME")
+FILLER_PLACES = ("build dir", "TMPDIR", "/tmp", "/var/tmp", "/dev/shm", "/dev", "HOME")
 POSTGRES_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
 
 
@@ -107,7 +116,7 @@ class Planted:
 
     secret: str
     files: dict[str, Path]
-    #: files the test made and must remove (a planted file in the build user's home)
+    #: what the test made outside its temporary dirs and must remove
     made: list[Path] = field(default_factory=list)
 
 
@@ -167,34 +176,54 @@ def kill_all(pids) -> None:
             pass
 
 
-def plant_secrets(farm: Farm, secret: str) -> Planted:
-    """A ``~/.pgpass``, a key file and a config file of the slave, each holding *secret*."""
+def plant_secrets(farm: Farm, secret: str, token: str) -> Planted:
+    """A ``~/.pgpass``, a key file and a config file of the slave, each holding *secret*.
+
+    The key file lies where a farm keeps its slaves' keys; the config file in
+    a directory under /opt, a system tree a contained build sees, so that only
+    the slave's hiding it keeps it from the build.
+    """
     user = farm.user
     home = Path(user.pw_dir if user is not None else Path.home())
-    keys = farm.work_root / "keys"
-    keys.mkdir()
+    keys = farm.work_root / "keys" / f"slave-{LABEL}"
+    config_dir = Path("/opt") / f"piw-test-{token}"
     files = {
         "pgpass": home / ".pgpass",
-        "slave-key": keys / "slave.key_secret",
-        "slave-config": farm.work_root / "slave.conf",
+        "slave-key": keys / f"{LABEL}.key_secret",
+        "slave-config": config_dir / "slave.conf",
     }
-    planted = Planted(secret=secret, files=files)
     if files["pgpass"].exists():
         raise RuntimeError(f"{files['pgpass']} exists; the test will not overwrite it")
+    planted = Planted(secret=secret, files=files)
     contents = {
         "pgpass": f"127.0.0.1:5432:*:postgres:{secret}\n",
         "slave-key": f'metadata\ncurve\n    public-key = "x"\n    secret-key = "{secret}"\n',
-        "slave-config": f"# planted by the containment test: {secret}\n[piw-slave]\n",
+        "slave-config": f"# planted by the containment test: {secret}\n",
     }
+    for directory in (keys, config_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        if user is not None:
+            os.chown(directory, user.pw_uid, user.pw_gid)
+    planted.made.append(config_dir)
     for name, path in files.items():
         path.write_text(contents[name])
         path.chmod(0o600)
-        planted.made.append(path)
+        planted.made.insert(0, path)
         if user is not None:
             os.chown(path, user.pw_uid, user.pw_gid)
-    if user is not None:
-        os.chown(keys, user.pw_uid, user.pw_gid)
     return planted
+
+
+def wait_quietly(farm: Farm, condition, timeout_s: float) -> bool:
+    """Whether *condition* came true in time (a daemon that died still fails at once)."""
+    try:
+        farm.wait(condition, timeout_s, "the build queue")
+    except AssertionError as exc:
+        if "timed out" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def slave_facts(python: str) -> tuple[str, str]:
@@ -225,7 +254,7 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
     write_dirs = {"tmp": Path("/tmp"), "var-tmp": Path("/var/tmp"), "dev-shm": Path("/dev/shm"),
                   "home": home, "cache": cache_dir, "work-dir": work_dir}
     try:
-        planted = plant_secrets(farm, secret)
+        planted = plant_secrets(farm, secret, token)
         cache_dir.mkdir()
         canary = cache_dir / "canary"
         canary_bytes = f"canary {token}\n".encode()
@@ -236,6 +265,7 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
         farm.start_master()
         slave = farm.start_slave(
             LABEL, python, "--cache-dir", str(cache_dir), "-c", str(planted.files["slave-config"]),
+            "--pid-limit", str(PID_LIMIT), "--disk-limit", str(DISK_QUOTA_MIB),
             env_extra={SECRET_VARIABLE: secret})
         slave.wait_log("connected to the master", 30)
         configs = {
@@ -259,11 +289,14 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
         sdists = tmp_path / "sdists"
         queue: list[tuple[str, Path]] = [
             (KIND_BY_NAME[FIRST_KIND].name, make_kind_sdist(sdists, KIND_BY_NAME[FIRST_KIND]))]
-        queue += [(NAME_PREFIX + attack, make_hostile_sdist(
-            sdists, attack, configs[attack]))
-            for attack in ATTACKS]
+        queue += [(NAME_PREFIX + attack, make_hostile_sdist(sdists, attack, configs[attack]))
+                  for attack in ATTACKS]
         queue += [(kind.name, make_kind_sdist(sdists, kind))
                   for kind in KINDS if kind.kind != FIRST_KIND]
+        # last, as one of them may stop the slave for good: the wheel-dir traps,
+        # then a plain build to show the slave is still building
+        queue += [(wheel_trap_name(trick), make_wheel_trap_sdist(
+            sdists, trick, {"secret_path": str(planted.files["pgpass"])})) for trick in TRAPS]
         newest = datetime.now(timezone.utc)
         for position, (name, path) in enumerate(queue):
             build_index.add(path)
@@ -271,13 +304,14 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
             db.add_version(name, "1.0", released=newest - timedelta(minutes=position),
                            has_sdist=True)
         names = [name for name, _ in queue]
-        farm.wait(lambda: all(builds_of(db, name) for name in names), RUN_TIMEOUT_S,
-                  "every queued build to be recorded")
-        farm.wait(lambda: all(s["state"] in ("idle", "sleeping")
-                              for s in farm.snapshot()["slaves"]), 30, "the slave to be idle")
-        builds = {name: builds_of(db, name)[-1] for name in names}
-        for name, b in builds.items():
-            print("DEBUG", name, b.started.strftime("%H:%M:%S.%f"), b.duration, b.status, b.reason)
+        before_traps = names[:-len(TRAPS)]
+        finished = wait_quietly(
+            farm, lambda: all(builds_of(db, name) for name in before_traps), RUN_TIMEOUT_S)
+        if finished:
+            wait_quietly(farm, lambda: all(builds_of(db, name) for name in names), TRAPS_TIMEOUT_S)
+            wait_quietly(farm, lambda: all(s["state"] in ("idle", "sleeping")
+                                           for s in farm.snapshot()["slaves"]), 30)
+        builds = {name: found[-1] for name in names if (found := builds_of(db, name))}
         logs = {name: db.get_build_log(build.build_id) or "" for name, build in builds.items()}
         descendants = {info.pid: cmdline(info.pid)
                        for info in processes.descendants([slave.proc.pid]) if not info.dead}
@@ -300,7 +334,10 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
         farm.stop()
         db.close()
         for path in planted.made if planted is not None else []:
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         for directory in write_dirs.values():
             for name in (f"piw-hostile-{token}", f"piw-filler-{token}"):
                 try:
@@ -309,10 +346,33 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
                     pass
 
 
+def timeline(run: ContainedRun) -> str:
+    """What the slave built, in queue order, for a failing assertion's message."""
+    lines = []
+    for name in run.order:
+        build = run.builds.get(name)
+        lines.append(f"  {name}: " + (
+            f"{build.status} in {build.duration.total_seconds():.1f} s"
+            + (f" ({build.reason})" if build.reason else "") if build else "not built"))
+    return "\n".join(lines)
+
+
+def build_of(run: ContainedRun, name: str) -> tuple[object, str]:
+    """The build of *name* and its log; the test fails if it was never built."""
+    if name not in run.builds:
+        pytest.fail(f"{name} was never built; the queue went:\n{timeline(run)}")
+    return run.builds[name], run.logs[name]
+
+
 def hostile(run: ContainedRun, attack: str) -> tuple[object, str, dict[str, Report]]:
-    name = NAME_PREFIX + attack
-    build, log = run.builds[name], run.logs[name]
+    build, log = build_of(run, NAME_PREFIX + attack)
     return build, log, parse_reports(log)
+
+
+def reported(log: str, reports: dict[str, Report], target: str) -> Report:
+    if target not in reports:
+        pytest.fail(f"no report for {target}:\n{log[-3000:]}")
+    return reports[target]
 
 
 # --- every attack ----------------------------------------------------------------------
@@ -330,11 +390,14 @@ def test_a_hostile_build_ran_and_failed_with_a_reason(contained: ContainedRun, a
 def test_the_slave_survived_every_attack_and_built_on(contained: ContainedRun):
     assert contained.slave_alive, contained.slave_log[-3000:]
     assert "Traceback" not in contained.slave_log
-    # the same slave built the kinds queued after the attacks
-    after = [name for name in contained.order[1 + len(ATTACKS):]]
-    assert {contained.builds[name].slave_label for name in after} == {LABEL}
-    last_attack = contained.builds[NAME_PREFIX + ATTACKS[-1]]
-    assert all(contained.builds[name].started > last_attack.started for name in after)
+    # the same slave built everything queued after the attacks, in order
+    after = contained.order[1 + len(ATTACKS):]
+    builds = [build_of(contained, name)[0] for name in after]
+    assert {build.slave_label for build in builds} == {LABEL}
+    last_attack, _ = build_of(contained, NAME_PREFIX + ATTACKS[-1])
+    assert all(build.started > last_attack.started for build in builds)
+    final, log = build_of(contained, wheel_trap_name("none"))
+    assert final.status == "success", f"{final.reason}\n{log[-3000:]}"
 
 
 def test_nothing_of_a_build_survives_it(contained: ContainedRun):
@@ -350,8 +413,7 @@ def test_nothing_of_a_build_survives_it(contained: ContainedRun):
 @pytest.mark.parametrize("target", CONNECT_TARGETS)
 def test_a_build_reaches_no_port(contained: ContainedRun, target: str):
     _, log, reports = hostile(contained, "connect")
-    assert target in reports, f"no report for {target}:\n{log[-3000:]}"
-    assert not reports[target].managed, describe(reports, target)
+    assert not reported(log, reports, target).managed, describe(reports, target)
     if target == "test-listener":
         assert contained.listener_accepted == []
 
@@ -362,17 +424,17 @@ def test_a_build_reaches_no_port(contained: ContainedRun, target: str):
 @pytest.mark.parametrize("target", SECRET_TARGETS)
 def test_a_build_reads_no_secret_of_the_slave(contained: ContainedRun, target: str):
     _, log, reports = hostile(contained, "secrets")
-    assert target in reports, f"no report for {target}:\n{log[-3000:]}"
-    assert not reports[target].managed, describe(reports, target)
+    assert not reported(log, reports, target).managed, describe(reports, target)
 
 
-def test_no_log_holds_the_secret(contained: ContainedRun):
+def test_no_log_or_published_file_holds_the_secret(contained: ContainedRun):
+    secret = contained.secret.encode()
     assert [name for name, log in contained.logs.items() if contained.secret in log] == []
-    logs = contained.output / "logs"
-    published = [path for path in logs.rglob("*") if path.is_file()] if logs.exists() else []
-    assert published, "no published logs to look in"
+    published = [path for path in contained.output.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".gz" for path in published), "no published logs to look in"
     leaked = [path for path in published
-              if contained.secret.encode() in gzip.decompress(path.read_bytes())]
+              if secret in (gzip.decompress(path.read_bytes()) if path.suffix == ".gz"
+                            else path.read_bytes())]
     assert leaked == []
 
 
@@ -382,13 +444,14 @@ def test_no_log_holds_the_secret(contained: ContainedRun):
 @pytest.mark.parametrize("target", WRITE_TARGETS)
 def test_what_a_build_writes_does_not_survive(contained: ContainedRun, target: str):
     _, log, reports = hostile(contained, "writes")
-    assert target in reports, f"no report for {target}:\n{log[-3000:]}"
+    reported(log, reports, target)
     path = contained.write_dirs[target] / f"piw-hostile-{contained.token}"
     assert not path.exists(), describe(reports, target)
 
 
 def test_a_build_cannot_poison_the_shared_cache(contained: ContainedRun):
-    _, _, reports = hostile(contained, "writes")
+    _, log, reports = hostile(contained, "writes")
+    reported(log, reports, "cache files")
     assert contained.canary.read_bytes() == contained.canary_bytes, describe(reports, "cache files")
     marked = [path for root in (contained.cache_dir, contained.work_dir)
               for path in root.rglob(f"*{contained.token}*")]
@@ -407,8 +470,8 @@ def test_a_build_cannot_poison_the_shared_cache(contained: ContainedRun):
 def test_the_pid_limit_stops_a_fork_bomb(contained: ContainedRun):
     _, log, reports = hostile(contained, "fork-bomb")
     report = reports.get("processes")
-    if report is None:  # killed before it could say: the slave must say why
-        assert not attack_finished(log, "fork-bomb")
+    if report is None:  # killed before it could say
+        assert not attack_finished(log, "fork-bomb"), log[-3000:]
     else:
         assert not report.managed, describe(reports)
         started = int(report.detail.split()[1])
@@ -420,11 +483,30 @@ def test_the_disk_quota_stops_a_disk_filler(contained: ContainedRun, place: str)
     _, log, reports = hostile(contained, "disk-filler")
     if place in reports:
         assert not reports[place].managed, describe(reports, place)
-    else:  # killed before it came to this place, or the place is another's alias
-        assert not attack_finished(log, "disk-filler") or place in ("TMPDIR", "HOME"), \
-            describe(reports)
+    elif attack_finished(log, "disk-filler"):
+        # a place already filled under another name (TMPDIR is /tmp, HOME is in it)
+        assert place in ("TMPDIR", "/var/tmp", "HOME"), describe(reports)
     for directory in ("/tmp", "/var/tmp", "/dev/shm", contained.write_dirs["home"]):
         assert not (Path(directory) / f"piw-filler-{contained.token}").exists()
+
+
+# --- the wheel directory ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trick", [trick for trick in TRAPS if trick != "none"])
+def test_a_trap_in_the_wheel_dir_neither_stops_the_slave_nor_gets_sent(
+        contained: ContainedRun, trick: str):
+    build, log = build_of(contained, wheel_trap_name(trick))
+    reports = parse_reports(log)
+    assert reported(log, reports, trick).managed, "the trap was not set: the test proves nothing"
+    genuine = f"{wheel_trap_name(trick).replace('-', '_')}-1.0-py3-none-any.whl"
+    if build.status == "success":
+        assert [f.filename for f in build.files] == [genuine]
+    else:
+        assert build.reason
+    published = contained.output / "simple" / wheel_trap_name(trick)
+    assert sorted(path.name for path in published.glob("*.whl")) == (
+        [genuine] if build.status == "success" else [])
 
 
 # --- the real-world kinds --------------------------------------------------------------
@@ -434,8 +516,7 @@ def test_the_disk_quota_stops_a_disk_filler(contained: ContainedRun, place: str)
 def test_a_real_world_kind_builds_in_the_sandbox(contained: ContainedRun, kind: str,
                                                  tmp_path: Path):
     spec = KIND_BY_NAME[kind]
-    build = contained.builds[spec.name]
-    log = contained.logs[spec.name]
+    build, log = build_of(contained, spec.name)
     assert build.status == "success", f"{build.reason}\n{log[-4000:]}"
     (wheel,) = build.files
     assert wheel.filename == spec.wheel_name("1.0", contained.python_tag, contained.platform_tag)
