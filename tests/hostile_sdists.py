@@ -23,12 +23,15 @@ machine.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import textwrap
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from sdist_factory import write_sdist
 
@@ -65,6 +68,34 @@ print(f"PIW-HOSTILE {{_ATTACK}} started (pid {{os.getpid()}}, uid {{os.getuid()}
 _EPILOGUE = """\
 print(f"PIW-HOSTILE {_ATTACK} finished", flush=True)
 raise SystemExit(f"hostile sdist: the {_ATTACK} attack is over; it makes no wheel")
+"""
+
+#: wheel_dirs(): the --wheel-dir of every pip above this process (read from
+#: /proc): the one host directory a contained build writes to.
+WHEEL_DIRS = """\
+def wheel_dirs():
+    found, pid = [], os.getppid()
+    for _ in range(20):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [arg.decode() for arg in f.read().split(b"\\0")]
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                line = f.read()
+        except OSError:
+            break
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = "/"
+        for i, arg in enumerate(argv):
+            if arg in ("--wheel-dir", "-w") and i + 1 < len(argv):
+                found.append(os.path.join(cwd, argv[i + 1]))
+            elif arg.startswith("--wheel-dir="):
+                found.append(os.path.join(cwd, arg.split("=", 1)[1]))
+        pid = int(line[line.rindex(b")") + 2:].split()[1])
+        if pid <= 1:
+            break
+    return found
 """
 
 # --- the attacks ---------------------------------------------------------------------
@@ -241,11 +272,13 @@ report("spawn", True, "started a setsid + execve(env={}) grandchild that sleeps 
 """
 
 #: Fill every writable place it knows with incompressible bytes, up to a cap.
-DISK_FILLER = """\
+DISK_FILLER = WHEEL_DIRS + """
 chunk = os.urandom(1024 * 1024)
 places = {"build dir": os.getcwd(), "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
           "/tmp": "/tmp", "/var/tmp": "/var/tmp", "/dev/shm": "/dev/shm", "/dev": "/dev",
           "HOME": os.environ.get("HOME", "/")}
+for directory in wheel_dirs()[:1]:
+    places["wheel dir"] = directory
 done = set()
 for name, directory in places.items():
     real = os.path.realpath(directory)
@@ -266,6 +299,21 @@ for name, directory in places.items():
         report(name, True, f"{path}: wrote {written} bytes (the cap of this test)")
 """
 
+#: Build requirements that are direct URLs, not names on the index: one to a
+#: server on loopback (the test's listener), one to a wheel on the host that
+#: holds a secret (a file:// URL).  The backend imports what they bring, if
+#: anything brought them; the fetch phase must take build requirements from
+#: the upstream index only.
+URL_REQUIRES = """\
+for target, module in (("loopback url", "piw_evil_payload"), ("file url", "piw_secret_payload")):
+    try:
+        payload = __import__(module)
+    except ImportError as exc:
+        report(target, False, error_text(exc))
+    else:
+        report(target, True, f"{module} is installed; it says {payload.SECRET!r}")
+"""
+
 ATTACKS: dict[str, str] = {
     "connect": CONNECT,
     "secrets": SECRETS,
@@ -273,6 +321,7 @@ ATTACKS: dict[str, str] = {
     "fork-bomb": FORK_BOMB,
     "escapee": ESCAPEE,
     "disk-filler": DISK_FILLER,
+    "url-requires": URL_REQUIRES,
 }
 
 # --- traps in the wheel directory ----------------------------------------------------
@@ -288,39 +337,13 @@ WHEEL_TRAPS = ("fifo", "dev-zero", "sparse", "secret-link", "none")
 #: How large the sparse file claims to be.
 SPARSE_BYTES = 64 * 2**30
 
-WHEEL_TRAP = """\
+WHEEL_TRAP = WHEEL_DIRS + """
 import base64
 import hashlib
 import zipfile
 
 _NAME = CONFIG["name"]
 _DIST = _NAME.replace("-", "_")
-
-
-def _wheel_dirs():
-    \"\"\"The --wheel-dir of every pip above this process (read from /proc).\"\"\"
-    found, pid = [], os.getppid()
-    for _ in range(20):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = [arg.decode() for arg in f.read().split(b"\\0")]
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                line = f.read()
-        except OSError:
-            break
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            cwd = "/"
-        for i, arg in enumerate(argv):
-            if arg in ("--wheel-dir", "-w") and i + 1 < len(argv):
-                found.append(os.path.join(cwd, argv[i + 1]))
-            elif arg.startswith("--wheel-dir="):
-                found.append(os.path.join(cwd, arg.split("=", 1)[1]))
-        pid = int(line[line.rindex(b")") + 2:].split()[1])
-        if pid <= 1:
-            break
-    return found
 
 
 def _set_trap(directory):
@@ -347,7 +370,7 @@ def _set_trap(directory):
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    dirs = _wheel_dirs()
+    dirs = wheel_dirs()
     if CONFIG["trick"] != "none":
         report("wheel dir", bool(dirs), f"pip's wheel dirs: {dirs}")
     for directory in dirs:
@@ -392,7 +415,7 @@ def make_wheel_trap_sdist(dest_dir: Path, trick: str, config: Mapping[str, Any],
             + "\n" + WHEEL_TRAP)
     stem = f"{name.replace('-', '_')}-{version}"
     pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    return write_sdist(dest_dir, stem, {"pyproject.toml": _BACKEND_PYPROJECT,
+    return write_sdist(dest_dir, stem, {"pyproject.toml": _BACKEND_PYPROJECT.format(requires="[]"),
                                         "hostile_backend.py": code, "PKG-INFO": pkg_info})
 
 
@@ -403,7 +426,7 @@ def wheel_trap_name(trick: str) -> str:
 
 _BACKEND_PYPROJECT = """\
 [build-system]
-requires = []
+requires = {requires}
 build-backend = "hostile_backend"
 backend-path = ["."]
 """
@@ -422,11 +445,13 @@ def attack_code(attack: str, config: Mapping[str, Any]) -> str:
 
 
 def make_hostile_sdist(dest_dir: Path, attack: str, config: Mapping[str, Any], *,
-                       version: str = "1.0", via: str = "backend") -> Path:
+                       version: str = "1.0", via: str = "backend",
+                       requires: Sequence[str] = ()) -> Path:
     """Write the sdist of project ``hostile-<attack>`` *version*; returns its path.
 
     *via* is ``"backend"`` (the code is an in-tree PEP 517 backend) or
     ``"setup.py"`` (the code is a setuptools project's ``setup.py``).
+    *requires* are the backend's build requirements (``"backend"`` only).
     """
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; known: {sorted(ATTACKS)}")
@@ -435,12 +460,36 @@ def make_hostile_sdist(dest_dir: Path, attack: str, config: Mapping[str, Any], *
     code = attack_code(attack, config)
     pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     if via == "backend":
-        files = {"pyproject.toml": _BACKEND_PYPROJECT, "hostile_backend.py": code}
+        files = {"pyproject.toml": _BACKEND_PYPROJECT.format(requires=json.dumps(list(requires))),
+                 "hostile_backend.py": code}
     elif via == "setup.py":
         files = {"pyproject.toml": _SETUPTOOLS_PYPROJECT, "setup.py": code}
     else:
         raise ValueError(f"via must be 'backend' or 'setup.py', not {via!r}")
     return write_sdist(dest_dir, stem, {**files, "PKG-INFO": pkg_info})
+
+
+def payload_wheel(dest_dir: Path, module: str, secret: str) -> Path:
+    """A wheel of project *module* holding ``module.SECRET = secret``, stored
+    uncompressed (the secret's bytes are in the file as they are)."""
+    name = module.replace("_", "-")
+    path = dest_dir / f"{module}-1.0-py3-none-any.whl"
+    info = f"{module}-1.0.dist-info"
+    members = {
+        f"{module}.py": f"SECRET = {secret!r}\n".encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+        f"{info}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: piwheels-tests\n"
+                          b"Root-Is-Purelib: true\nTag: py3-none-any\n"),
+    }
+    record = "".join(
+        f"{member},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+        f"{len(data)}\n" for member, data in members.items()) + f"{info}/RECORD,,\n"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as wheel:
+        for member, data in members.items():
+            wheel.writestr(member, data)
+        wheel.writestr(f"{info}/RECORD", record)
+    return path
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from hostile_sdists import (
     make_hostile_sdist,
     make_wheel_trap_sdist,
     parse_reports,
+    payload_wheel,
     wheel_trap_name,
 )
 
@@ -63,7 +64,10 @@ DISK_FILLER_CAP_BYTES = 2 * DISK_QUOTA_MIB * 2**20
 #: How long processes an attack leaves behind sleep (longer than the run).
 LINGER_S = 900
 #: The order hostile sdists are queued in (between the first kind and the rest).
-ATTACKS = ("connect", "secrets", "writes", "fork-bomb", "escapee", "disk-filler")
+ATTACKS = ("connect", "secrets", "writes", "fork-bomb", "escapee", "disk-filler",
+           "url-requires")
+#: The attack whose code a contained build never runs (its fetch is refused).
+FETCH_ATTACKS = ("url-requires",)
 #: The kind built first, before any attack (it fills the slave's cache).
 FIRST_KIND = "setup-py-only"
 #: The wheel-dir traps in the order queued (a trap that hangs the slave stops
@@ -75,14 +79,17 @@ CONNECT_TARGETS = ("postgres-tcp", "postgres-socket", "master-jobs", "master-fil
                    "test-listener", "upstream-index")
 SECRET_TARGETS = ("pgpass", "slave-key", "slave-config", "slave environ", "any environ")
 WRITE_TARGETS = ("tmp", "var-tmp", "dev-shm", "home", "cache", "work-dir")
-FILLER_PLACES = ("build dir", "TMPDIR", "/tmp", "/var/tmp", "/dev/shm", "/dev", "HOME")
+FILLER_PLACES = ("build dir", "TMPDIR", "/tmp", "/var/tmp", "/dev/shm", "/dev", "HOME",
+                 "wheel dir")
 POSTGRES_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
 
 
 class Listener:
-    """A TCP listener on loopback that records who connected and what they sent."""
+    """A TCP listener on loopback that records what each connection sent; to an HTTP
+    GET it answers with the bytes of *reply* (a wheel, for pip)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
@@ -100,7 +107,12 @@ class Listener:
             with conn:
                 conn.settimeout(1)
                 try:
-                    self.accepted.append(conn.recv(256))
+                    data = conn.recv(256)
+                    self.accepted.append(data)
+                    if data.startswith(b"GET "):
+                        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream"
+                                     b"\r\nContent-Length: %d\r\n\r\n" % len(self.reply)
+                                     + self.reply)
                 except OSError:
                     self.accepted.append(b"")
 
@@ -245,7 +257,9 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
     token = uuid.uuid4().hex[:12]
     secret = f"piw-secret-{uuid.uuid4().hex}"
     marker = f"PIW-ESCAPEE-{token}"
-    listener = Listener()
+    payloads = tmp_path / "payloads"
+    listener = Listener(payload_wheel(payloads, "piw_evil_payload",
+                                      "fetched from loopback").read_bytes())
     planted: Optional[Planted] = None
     python = pyenv_python(SLAVE_PYTHON_MINOR)
     work_dir = farm.work_root / f"work-{LABEL}"
@@ -286,11 +300,24 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
             "escapee": {"sleep_s": LINGER_S, "marker": marker},
             "disk-filler": {"token": token, "cap_bytes": DISK_FILLER_CAP_BYTES},
         }
+        secret_wheel = payload_wheel(planted.files["pgpass"].parent / f"piw-test-{token}",
+                                     "piw_secret_payload", secret)
+        planted.made += [secret_wheel, secret_wheel.parent]
+        secret_wheel.parent.chmod(0o700)
+        if farm.user is not None:
+            for path in (secret_wheel, secret_wheel.parent):
+                os.chown(path, farm.user.pw_uid, farm.user.pw_gid)
+        url_requires = [
+            f"piw-evil-payload @ http://127.0.0.1:{listener.port}/piw_evil_payload-1.0-py3-none-any.whl",
+            f"piw-secret-payload @ file://{secret_wheel}",
+        ]
         sdists = tmp_path / "sdists"
         queue: list[tuple[str, Path]] = [
             (KIND_BY_NAME[FIRST_KIND].name, make_kind_sdist(sdists, KIND_BY_NAME[FIRST_KIND]))]
-        queue += [(NAME_PREFIX + attack, make_hostile_sdist(sdists, attack, configs[attack]))
-                  for attack in ATTACKS]
+        queue += [(NAME_PREFIX + attack, make_hostile_sdist(
+            sdists, attack, configs.get(attack, {}),
+            requires=url_requires if attack == "url-requires" else ()))
+            for attack in ATTACKS]
         queue += [(kind.name, make_kind_sdist(sdists, kind))
                   for kind in KINDS if kind.kind != FIRST_KIND]
         # last, as one of them may stop the slave for good: the wheel-dir traps,
@@ -381,7 +408,8 @@ def reported(log: str, reports: dict[str, Report], target: str) -> Report:
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_a_hostile_build_ran_and_failed_with_a_reason(contained: ContainedRun, attack: str):
     build, log, reports = hostile(contained, attack)
-    assert attack_started(log, attack), f"the {attack} code never ran:\n{log[-3000:]}"
+    if attack not in FETCH_ATTACKS:
+        assert attack_started(log, attack), f"the {attack} code never ran:\n{log[-3000:]}"
     assert build.status == "failed", describe(reports)
     assert build.reason, "a failed build needs a reason"
     assert not build.files
@@ -415,7 +443,16 @@ def test_a_build_reaches_no_port(contained: ContainedRun, target: str):
     _, log, reports = hostile(contained, "connect")
     assert not reported(log, reports, target).managed, describe(reports, target)
     if target == "test-listener":
-        assert contained.listener_accepted == []
+        assert [data for data in contained.listener_accepted if b"PIW-HOSTILE" in data] == []
+
+
+@pytest.mark.parametrize("target", ("loopback url", "file url"))
+def test_build_requirements_come_from_the_index_only(contained: ContainedRun, target: str):
+    _, log, reports = hostile(contained, "url-requires")
+    if target in reports:
+        assert not reports[target].managed, describe(reports, target)
+    if target == "loopback url":
+        assert [data for data in contained.listener_accepted if b"piw_evil" in data] == []
 
 
 # --- secrets ---------------------------------------------------------------------------
