@@ -344,6 +344,24 @@ _OPTIONS = [
         default=4096, type=nonnegative_int, metavar="MiB",
     ),
     Option(
+        ("--pid-limit",), "pid_limit",
+        "the most processes (threads count) one build may run at once, beyond those "
+        "this user already runs (0: no limit)",
+        default=512, type=nonnegative_int, metavar="N",
+    ),
+    Option(
+        ("--disk-limit",), "disk_limit_mb",
+        "the most a contained build may write, in MiB: its build dir and /tmp are "
+        "one tmpfs of this size (so held in memory or swap), and its wheels count too",
+        default=4096, type=positive_int, metavar="MiB",
+    ),
+    Option(
+        ("--bwrap",), "bwrap",
+        "the bubblewrap program that contains builds (Debian package bubblewrap); where "
+        "it is missing or cannot make namespaces, builds run uncontained and HELLO says so",
+        default="bwrap", metavar="PATH",
+    ),
+    Option(
         ("--max-log-size",), "max_log_bytes",
         f"the most bytes of a build log kept (its head and tail; at most "
         f"{MAX_LOG_CHARS - ENVELOPE_BYTES})",

@@ -93,3 +93,7 @@ class WheelError(PiwheelsError, ValueError):
 
 class InvalidProjectStatus(PiwheelsError, ValueError):
     """A project status (PEP 792) this farm does not know."""
+
+
+class FetchError(PiwheelsError):
+    """The fetch phase of a build could not get what the build needs; the message says why."""

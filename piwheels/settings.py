@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, TypeVar
@@ -207,7 +208,8 @@ class MasterConfig(_Checked):
 #: Every option piw-slave takes.
 SLAVE_OPTIONS = [
     "master", "slave_port", "file_port", "label", "build_timeout_s", "work_dir",
-    "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "verbose", "quiet", "log_file",
+    "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "pid_limit", "disk_limit_mb",
+    "bwrap", "verbose", "quiet", "log_file",
 ]
 
 
@@ -225,12 +227,30 @@ class SlaveConfig(_Checked):
     python: Optional[str]
     memory_limit_mb: int
     max_log_bytes: int
+    pid_limit: int
+    disk_limit_mb: int
+    bwrap: str
     log: LogSettings = LogSettings()
+    #: the file given with -c, if any
+    config_file: Optional[str] = None
 
     @property
     def memory_bytes(self) -> int:
         """The address-space limit per build process; 0: none."""
         return self.memory_limit_mb * 2**20
+
+    @property
+    def disk_bytes(self) -> int:
+        """The most a contained build may write."""
+        return self.disk_limit_mb * 2**20
+
+    @property
+    def private_paths(self) -> tuple[str, ...]:
+        """Paths of the slave's own that no build may see (its configuration files)."""
+        files = [os.path.expanduser(name) for name in config.DEFAULT_CONFIG_FILES]
+        if self.config_file:
+            files.append(os.path.abspath(self.config_file))
+        return tuple(files)
 
     def check(self) -> None:
         from .limits import LABEL
@@ -238,6 +258,7 @@ class SlaveConfig(_Checked):
                 f"--master must be a host name or address, not {self.master!r}")
         require(self.slave_port != self.file_port,
                 f"--slave-port and --file-port must differ (both are {self.slave_port})")
+        require(bool(self.bwrap.strip()), "--bwrap must name a program")
         if self.label is not None:
             require(0 < len(self.label) <= LABEL,
                     f"--label must be 1 to {LABEL} characters, not {len(self.label)}")

@@ -119,6 +119,10 @@ class Slave:
         self.exit_reason: Optional[str] = None
         self.exit_status = 0
         self.environment = builder.environment()
+        if builder.contained:
+            log.info("builds are contained: %s", self.environment["containment"])
+        else:
+            log.warning("builds run UNCONTAINED (%s)", self.environment["containment"])
         self.notifier = SystemdNotifier()
         self.next_watchdog_s = 0.0
 
@@ -393,11 +397,14 @@ def make_slave(options: SlaveConfig) -> Slave:
     try:
         builder = Builder(
             python=options.python or sys.executable, index_url="", work_dir=work_area.path,
-            cache_dir=cache_dir, work_area=work_area,
+            cache_dir=cache_dir, work_area=work_area, bwrap=options.bwrap,
+            hidden=[Path(p) for p in options.private_paths],
             limits=BuildLimits(
                 timeout_s=options.build_timeout_s,
                 memory_bytes=options.memory_bytes,
                 max_log_bytes=options.max_log_bytes,
+                pid_limit=options.pid_limit,
+                disk_bytes=options.disk_bytes,
             ),
         )
         return Slave(

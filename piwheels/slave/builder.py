@@ -1,16 +1,24 @@
-"""Running one pip build of one release, inside limits, and reading what it made.
+"""Running one build of one release in two phases, inside limits, and reading what it made.
 
 A build runs arbitrary code from the upstream index, so it gets as little as
-possible: a fresh temporary directory, stdin from /dev/null, an environment
-built from nothing (no secrets of the slave, no host pip configuration), its
-own session and process group, an address-space limit, and a wall-clock
-timeout after which every process it started is killed.  Given the slave's
-:class:`~piwheels.slave.work_area.WorkArea`, it also records the build's
-processes while it runs and kills every descendant of the slave when it ends
-(the slave is their subreaper: see :mod:`piwheels.slave.processes`).  Only the target is
-built from source; build dependencies come as wheels through pip's HTTP cache,
-which is shared between builds (pip's cache of wheels it built is not: a rebuild
-must really build).
+possible.  First the *fetch* phase, with the network, done by the slave
+itself (:mod:`piwheels.slave.fetch`): the sdist, checked against the index's
+sha256, and its build requirements as wheels; the backend's dynamic build
+requirements are found by running its ``get_requires_for_build_wheel`` hook
+offline in the sandbox, fetched, and the hook run again.  Then the *build*
+phase: ``pip wheel`` with ``--no-index`` from what was fetched, in a
+bubblewrap sandbox (:mod:`piwheels.slave.sandbox`) with no network, nothing
+of the slave's, a process limit, an address-space limit, a disk quota and a
+wall-clock timeout after which every process it started is killed.  Where
+namespaces are not available the same commands run uncontained, and the
+log header and HELLO say so.  Every command has stdin from /dev/null, an
+environment built from nothing (no secrets of the slave, no host pip
+configuration) and its own session.  Given the slave's
+:class:`~piwheels.slave.work_area.WorkArea`, the builder also records the
+build's processes while it runs and kills every descendant of the slave when
+it ends (see :mod:`piwheels.slave.processes`).  Only the target is built from
+source.  The shared cache (pip's HTTP cache) is written only by the fetch
+phase; builds never see it.
 """
 
 from __future__ import annotations
@@ -19,10 +27,9 @@ import json
 import logging
 import os
 import platform
-import resource
 import select
 import shlex
-import signal
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -30,13 +37,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConfigError, InvalidName, InvalidVersion, WheelError
+from packaging.requirements import InvalidRequirement, Requirement
+
+from ..config import OPTIONS
+from ..errors import ConfigError, FetchError, InvalidName, InvalidVersion, WheelError
 from ..names import canonical_name, normal_version
 from ..wheel_facts import WheelFacts, check_identity, inspect_wheel
-from . import processes
+from . import processes, sandbox
+from .fetch import Fetcher, build_system, download_wheels_command
+from .requires_probe import MARKER as PROBE_MARKER
 from .work_area import WorkArea, remove_tree
 
 log = logging.getLogger("piwheels.slave.builder")
@@ -52,21 +64,42 @@ PROCESS_RECORD_INTERVAL_S = 0.2
 LOG_DRAIN_TIMEOUT_S = 5.0
 #: How long asking the build interpreter about itself may take.
 PROBE_TIMEOUT_S = 60.0
-#: Rounds of "kill every process of the build, look again" before giving up.
-KILL_ROUNDS = 50
 #: Bytes read from the build's output at a time.
 READ_BYTES = 64 * 1024
 #: The longest failure reason sent to the master (the protocol allows 500).
 MAX_REASON_CHARS = 400
-#: pip's cache directories that builds share: only downloads, never built wheels.
-SHARED_PIP_CACHES = ("http", "http-v2")
 #: Text in a failed build's log that means it ran out of memory.
 MEMORY_SIGNS = ("MemoryError", "out of memory", "Cannot allocate memory")
+#: ... that it could not start another process (fork or clone failed with EAGAIN).
+PID_SIGNS = ("Resource temporarily unavailable", "[Errno 11]", "fork: retry", "Cannot fork")
+#: ... that it ran out of room.
+DISK_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
+#: ... that it tried to reach the network.
+NETWORK_SIGNS = ("Network is unreachable", "[Errno 101]", "Temporary failure in name resolution",
+                 "Name or service not known", "[Errno -3]", "[Errno -2]", "Connection refused",
+                 "[Errno 111]")
+#: pip's words, offline, for a requirement the fetch phase did not get.
+NOT_FETCHED_SIGN = "ERROR: No matching distribution found for"
+#: How much of one command's output the failure reason is looked for in.
+REASON_TAIL_BYTES = 512 * 1024
+#: How often the size of what a contained build wrote to the host is checked.
+QUOTA_CHECK_INTERVAL_S = 0.5
+#: How many times the dynamic build requirements are fetched and the hook asked again.
+MAX_REQUIRES_ROUNDS = 3
+#: The build dir's scratch directories, removed as soon as the build ends (the wheels stay).
+SCRATCH_DIRS = ("input", "home", "tmp", "work")
+#: The file (beside this module) copied into each build to run the hook.
+PROBE_NAME = "requires_probe.py"
+#: The variable that marks every process of a build (it names the build dir).
+MARKER_VARIABLE = "PIWHEELS_BUILD"
+#: The bubblewrap program unless the slave is told otherwise.
+DEFAULT_BWRAP = OPTIONS["bwrap"].default
+MiB = 1024 * 1024
 
 # Runs in the build interpreter: the facts HELLO reports.  pip is certain to be
 # there (it runs the builds); its vendored packaging is the fallback.
 _PROBE = """\
-import json, platform
+import json, os, platform, sys
 try:
     from pip._vendor.packaging import tags
 except ImportError:
@@ -93,6 +126,9 @@ print(json.dumps({
     "python_version": platform.python_version(),
     "pip_version": version("pip"),
     "setuptools_version": version("setuptools"),
+    # what a sandbox must show for this interpreter to run
+    "prefixes": sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}),
 }))
 """
 
@@ -104,6 +140,10 @@ class BuildLimits:
     timeout_s: float
     memory_bytes: int
     max_log_bytes: int
+    #: processes a build may run at once (0: no limit)
+    pid_limit: int
+    #: the most a contained build may write (its tmpfs, and its wheels on the host)
+    disk_bytes: int
 
 
 @dataclass
@@ -166,15 +206,40 @@ class BoundedLog:
             )
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where a build's commands find their files: inside the sandbox, or on the host."""
+
+    input: Path
+    wheels: Path
+    home: Path
+    tmp: Path
+    work: Path
+
+    @classmethod
+    def contained(cls) -> "_Layout":
+        return cls(sandbox.INSIDE_INPUT, sandbox.INSIDE_WHEELS, sandbox.INSIDE_HOME,
+                   sandbox.INSIDE_TMP, sandbox.INSIDE_WORK)
+
+    @classmethod
+    def on_host(cls, build_dir: Path) -> "_Layout":
+        return cls(build_dir / "input", build_dir / "wheels", build_dir / "home",
+                   build_dir / "tmp", build_dir / "work")
+
+
 class Builder:
-    """Builds one release at a time with ``pip wheel`` (see the module docstring).
+    """Builds one release at a time: fetch, then ``pip wheel`` offline (see the module docstring).
 
     ``index_url`` may be changed between builds (the master names it in ACK).
+    *bwrap* is the bubblewrap program; where it cannot make namespaces the
+    builds run uncontained and say so.  *hidden* are host paths a contained
+    build must never see (the slave's configuration and keys).
     """
 
     def __init__(self, *, python: str, index_url: str, work_dir: Path, cache_dir: Path,
                  limits: BuildLimits, clock: Clock = time.monotonic,
-                 work_area: Optional[WorkArea] = None) -> None:
+                 work_area: Optional[WorkArea] = None, bwrap: str = DEFAULT_BWRAP,
+                 hidden: Sequence[Path] = ()) -> None:
         self.python = python
         self.work_area = work_area
         self.index_url = index_url
@@ -182,7 +247,10 @@ class Builder:
         self.cache_dir = Path(cache_dir)
         self.limits = limits
         self.clock = clock
+        self.bwrap = bwrap
+        self.hidden = tuple(str(p) for p in hidden)
         self._environment: Optional[dict[str, str]] = None
+        self._sandbox: Optional[sandbox.Sandbox] = None
         self._environment_lock = threading.Lock()
         self._lock = threading.Lock()  # guards the fields below, shared with cancel()
         self._running = False
@@ -190,23 +258,38 @@ class Builder:
         self._proc: Optional[subprocess.Popen] = None
         self._wake = threading.Event()
 
-    # --- the build interpreter ---------------------------------------------------------
+    # --- the build interpreter and the sandbox -----------------------------------------
 
     def environment(self) -> dict[str, str]:
-        """Facts about the build interpreter and host, for HELLO and the log header."""
+        """Facts about the build interpreter, host and containment, for HELLO and the log."""
         with self._environment_lock:
             if self._environment is None:
-                self._environment = self._probe()
+                facts, prefixes = self._probe()
+                containment = sandbox.detect(self.bwrap)
+                facts["containment"] = containment.description
+                if containment.bwrap is not None:
+                    self._sandbox = sandbox.Sandbox(
+                        bwrap=containment.bwrap, readonly=tuple(prefixes),
+                        hidden=self.hidden + (str(self.work_dir), str(self.cache_dir),
+                                              os.path.expanduser("~")),
+                        disk_bytes=self.limits.disk_bytes)
+                self._environment = facts
             return dict(self._environment)
 
-    def _probe(self) -> dict[str, str]:
+    @property
+    def contained(self) -> bool:
+        """Whether builds run in the sandbox (known once :meth:`environment` ran)."""
+        self.environment()
+        return self._sandbox is not None
+
+    def _probe(self) -> tuple[dict[str, str], list[str]]:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="piw-probe-", dir=self.work_dir) as tmp:
             try:
                 probe = subprocess.run(
                     [self.python, "-I", "-c", _PROBE], stdin=subprocess.DEVNULL,
                     capture_output=True, text=True, errors="replace", timeout=PROBE_TIMEOUT_S,
-                    cwd=tmp, env=_scrubbed_env(Path(tmp), Path(tmp)),
+                    cwd=tmp, env=_scrubbed_env(Path(tmp), Path(tmp), Path(tmp), "probe"),
                 )
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise ConfigError(f"cannot run the build interpreter {self.python}: {exc}") from None
@@ -214,8 +297,9 @@ class Builder:
             last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
             raise ConfigError(f"the build interpreter {self.python} failed to describe itself: {last}")
         facts = json.loads(probe.stdout)
+        prefixes = [str(p) for p in facts.pop("prefixes", [])]
         facts["os"] = _os_name()
-        return {key: str(value) for key, value in facts.items()}
+        return {key: str(value) for key, value in facts.items()}, prefixes
 
     # --- building ---------------------------------------------------------------------
 
@@ -232,13 +316,14 @@ class Builder:
         build_dir: Optional[Path] = None
         result: Optional[BuildResult] = None
         try:
+            self.environment()
             self.work_dir.mkdir(parents=True, exist_ok=True)
             build_dir = Path(tempfile.mkdtemp(prefix="piw-build-", dir=self.work_dir))
             result = self._build(package, version, build_dir, start_s)
             return result
         finally:
             if build_dir is not None and result is not None and result.success:
-                for scratch in ("home", "tmp", "pip-cache"):
+                for scratch in SCRATCH_DIRS:
                     remove_tree(build_dir / scratch)
             elif build_dir is not None:
                 remove_tree(build_dir)
@@ -258,11 +343,12 @@ class Builder:
             if self._proc is not None:
                 # The leader is not reaped while _proc is set, so its pid (the
                 # group's id) cannot have been reused.
-                _signal_group(self._proc.pid)
+                processes.signal_group(self._proc.pid)
         self._wake.set()
 
     def _build(self, package: str, version: str, build_dir: Path, start_s: float) -> BuildResult:
         text = BoundedLog(self.limits.max_log_bytes)
+        fetched: list[str] = []
 
         def finish(success: bool, reason: Optional[str],
                    wheels: Optional[list[tuple[Path, WheelFacts]]] = None) -> BuildResult:
@@ -281,28 +367,79 @@ class Builder:
             normal_version(version)
         except (InvalidName, InvalidVersion) as exc:
             return finish(False, str(exc))
-        wheel_dir = build_dir / "wheels"
-        pip_cache = build_dir / "pip-cache"
-        for directory in (wheel_dir, pip_cache, build_dir / "home", build_dir / "tmp"):
-            directory.mkdir()
+        run = _Run(self, build_dir, text, start_s + self.limits.timeout_s)
+        for directory in (run.input, run.wheels, *(build_dir / name for name in SCRATCH_DIRS)):
+            directory.mkdir(exist_ok=True)
+        shutil.copyfile(Path(__file__).with_name(PROBE_NAME), run.input / PROBE_NAME)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        for name in SHARED_PIP_CACHES:
-            (self.cache_dir / name).mkdir(exist_ok=True)
-            (pip_cache / name).symlink_to(self.cache_dir / name, target_is_directory=True)
-        command = [
+        text.write(self._header(package, version).encode("utf-8", "replace"))
+
+        # fetch phase: the sdist, by the slave itself
+        note(text, f"fetch phase (network): the sdist of {package} {version} from the index")
+        fetcher = Fetcher(self.index_url)
+        try:
+            entry = fetcher.sdist(package, version)
+            sdist = fetcher.download(entry, run.input)
+            system = build_system(sdist)
+        except FetchError as exc:
+            return finish(False, _clip(f"fetch phase: {exc}"))
+        finally:
+            fetcher.close()
+        fetched.append(entry.filename)
+        text.write(f"{entry.filename}: sha256 {entry.sha256} (as the index says)\n"
+                   f"build backend: {system.backend}; requires: "
+                   f"{', '.join(system.requires) or 'nothing'}\n".encode("utf-8", "replace"))
+        requires = list(system.requires)
+        deps: Optional[Path] = None
+        for round_number in range(1, MAX_REQUIRES_ROUNDS + 1):
+            deps = run.input / f"deps-{round_number}"
+            deps.mkdir()
+            if requires:
+                note(text, "fetch phase (network): the build requirements, as wheels")
+                returncode, reason = run.fetch(download_wheels_command(
+                    self.python, requires, deps, self.index_url, self.cache_dir))
+                if reason is not None:
+                    return finish(False, reason)
+                if returncode != 0:
+                    return finish(False, _fetch_failure(returncode, run.output.text()))
+            fetched_wheels = sorted(path.name for path in deps.glob("*.whl"))
+            note(text, "probe (no network): get_requires_for_build_wheel")
+            returncode, reason = run.contained([
+                self.python, "-I", str(run.layout.input / PROBE_NAME),
+                str(run.layout.input / sdist.name), json.dumps(system.to_dict()),
+                str(run.layout.input / deps.name), str(run.layout.work)])
+            if reason is not None:
+                return finish(False, reason)
+            dynamic = _probe_answer(run.output.text()) if returncode == 0 else None
+            if dynamic is None:
+                note(text, "the hook failed (see above); building with what was fetched")
+                break
+            wanted, missing = dynamic
+            new = [r for r in wanted if r not in requires]
+            if not missing or not new:
+                break
+            requires += new
+        else:
+            return finish(False, f"the sdist's dynamic build requirements did not settle "
+                                 f"after {MAX_REQUIRES_ROUNDS} rounds of fetching")
+        fetched += fetched_wheels
+
+        # build phase: offline, contained
+        note(text, "build phase (no network)")
+        returncode, reason = run.contained([
             self.python, "-m", "pip", "wheel", f"{package}=={version}",
-            "--no-deps", "--no-binary", package, "--wheel-dir", str(wheel_dir),
-            "--index-url", self.index_url, "--cache-dir", str(pip_cache),
+            "--no-deps", "--no-binary", package, "--no-index",
+            "--find-links", str(run.layout.input),
+            "--find-links", str(run.layout.input / deps.name),
+            "--wheel-dir", str(run.layout.wheels),
             "--progress-bar", "off", "--disable-pip-version-check", "--no-input", "--verbose",
-        ]
-        text.write(self._header(package, version, command).encode("utf-8", "replace"))
-        returncode, reason = self._run(command, build_dir, pip_cache, text)
+        ], watch=run.wheels)
         if reason is not None:
             return finish(False, reason)
         if returncode != 0:
-            return finish(False, self._failure_reason(returncode, text.text()))
+            return finish(False, self._failure_reason(returncode, run.output.text(), fetched))
         wheels = []
-        for path in sorted(wheel_dir.glob("*.whl")):
+        for path in sorted(run.wheels.glob("*.whl")):
             try:
                 facts = inspect_wheel(path)
                 check_identity(facts, package=package, version=version)
@@ -313,114 +450,230 @@ class Builder:
             return finish(False, "pip reported success but made no wheel")
         return finish(True, None, wheels)
 
-    def _run(self, command: list[str], build_dir: Path, pip_cache: Path,
-             text: BoundedLog) -> tuple[Optional[int], Optional[str]]:
-        """Run pip to the end or until timeout or cancel: (exit status, reason it was stopped)."""
-        env = _scrubbed_env(build_dir, pip_cache)
-        # Anything still carrying this build's TMPDIR is the build's, even if it
-        # left the session: that is how escaped processes are found.
-        marker = f"TMPDIR={env['TMPDIR']}".encode()
-        memory = self.limits.memory_bytes
-        with self._lock:
-            if self._cancelled:
-                return None, "cancelled"
-            try:
-                proc = subprocess.Popen(
-                    command, cwd=build_dir, env=env, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_build_preexec(memory),
-                )
-            except OSError as exc:
-                return None, _clip(f"cannot start {self.python}: {exc}")
-            self._proc = proc
-        assert proc.stdout is not None
-        stop_reading = threading.Event()
-        reader = threading.Thread(
-            target=_pump, args=(proc.stdout.fileno(), text, stop_reading),
-            name="build-log", daemon=True)
-        reader.start()
-        deadline_s = self.clock() + self.limits.timeout_s
-        next_record_s = self.clock()
-        reason: Optional[str] = None
-        try:
-            while not _has_exited(proc.pid):
-                if self.work_area is not None and self.clock() >= next_record_s:
-                    self.work_area.record()
-                    next_record_s = self.clock() + PROCESS_RECORD_INTERVAL_S
-                if self._cancelled:
-                    reason = "cancelled"
-                    break
-                if self.clock() >= deadline_s:
-                    reason = f"timed out after {self.limits.timeout_s:g} s"
-                    break
-                self._wake.wait(POLL_INTERVAL_S)
-        finally:
-            with self._lock:
-                self._proc = None
-            _kill_build(proc.pid, marker)
-            returncode = proc.wait()
-            if self.work_area is not None:
-                # the leader is reaped: what is left are orphans re-parented to the slave
-                self.work_area.kill_orphans()
-            reader.join(LOG_DRAIN_TIMEOUT_S)
-            stop_reading.set()
-            reader.join()
-            proc.stdout.close()
-        if reason is None and self._cancelled:
-            reason = "cancelled"
-        return returncode, reason
-
-    def _header(self, package: str, version: str, command: list[str]) -> str:
+    def _header(self, package: str, version: str) -> str:
         env = self.environment()
         memory = self.limits.memory_bytes
-        index_url = _redact_url(self.index_url)
-        shown = [index_url if part == self.index_url else part for part in command]
         started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if self._sandbox is not None:
+            containment = (
+                f"{env['containment']}: new user, network (loopback only), mount, PID and "
+                f"IPC namespaces; read-only system, private /tmp; build dir quota "
+                f"{self.limits.disk_bytes // MiB} MiB")
+        else:
+            containment = (f"{env['containment']}; builds run UNCONTAINED (network, "
+                           "files and processes of this user are reachable)")
         return (
             f"piwheels build of {package} {version}, started {started}\n"
             f"python: {self.python} ({env['python_version']}, "
             f"{env['python_tag']}-{env['abi_tag']}-{env['platform_tag']})\n"
             f"pip: {env['pip_version']}; setuptools: {env['setuptools_version']}\n"
             f"os: {env['os']}\n"
-            f"index: {index_url}\n"
+            f"index: {_redact_url(self.index_url)}\n"
+            f"containment: {containment}\n"
+            f"phases: fetch (network, by the slave: the sdist, checked against the index's "
+            f"sha256, and its build requirements as wheels), then build (no network)\n"
             f"limits: {self.limits.timeout_s:g} s, "
-            f"memory {f'{memory // (1024 * 1024)} MiB' if memory > 0 else 'unlimited'}, "
-            f"log {self.limits.max_log_bytes} bytes\n"
-            f"command: {shlex.join(shown)}\n"
+            f"memory {f'{memory // MiB} MiB' if memory > 0 else 'unlimited'}, "
+            f"{self.limits.pid_limit} processes, log {self.limits.max_log_bytes} bytes\n"
             f"---\n"
         )
 
-    def _failure_reason(self, returncode: int, output: str) -> str:
+    def _failure_reason(self, returncode: int, output: str, fetched: list[str]) -> str:
         """One line for the master: pip's exit status and its most telling error."""
         reason = f"pip wheel failed with exit status {returncode}"
         tail = output[-256 * 1024:]
-        if self.limits.memory_bytes > 0 and any(sign in tail for sign in MEMORY_SIGNS):
-            limit_mib = self.limits.memory_bytes // (1024 * 1024)
-            return f"{reason}: out of memory (the limit is {limit_mib} MiB)"
         lines = [line.strip() for line in tail.splitlines()]
+        if self.limits.memory_bytes > 0 and any(sign in tail for sign in MEMORY_SIGNS):
+            return f"{reason}: out of memory (the limit is {self.limits.memory_bytes // MiB} MiB)"
+        if any(sign in tail for sign in PID_SIGNS):
+            return (f"{reason}: the build exceeded the PID limit "
+                    f"({self.limits.pid_limit} processes)")
+        if self._sandbox is not None and any(sign in tail for sign in DISK_SIGNS):
+            return (f"{reason}: disk quota of the build directory exceeded (the limit is "
+                    f"{self.limits.disk_bytes // MiB} MiB)")
         # pip's own words when the sdist's metadata disagrees with the job
         # (the start of that line is a long URL)
         telling = [
             "the sdist " + line[line.index("has inconsistent"):]
             for line in lines if "has inconsistent" in line
         ]
+        if self._sandbox is not None and not telling:
+            wanted = [line[len(NOT_FETCHED_SIGN):].strip() for line in lines
+                      if line.startswith(NOT_FETCHED_SIGN)]
+            if wanted or any(sign in tail for sign in NETWORK_SIGNS):
+                asked = f" (it asked for {wanted[0]})" if wanted else ""
+                return _clip(f"{reason}: network is not available during the build{asked}; "
+                             f"the fetch phase got: {', '.join(fetched)}")
         telling += [line for line in lines if line.startswith("ERROR:")]
         if telling:
             reason = f"{reason}: {telling[0]}"
         return _clip(reason)
 
 
+class _Run:
+    """The commands of one build: where they run, with what, until when."""
+
+    def __init__(self, builder: Builder, build_dir: Path, text: BoundedLog,
+                 deadline_s: float) -> None:
+        self.builder = builder
+        self.build_dir = build_dir
+        self.text = text
+        self.deadline_s = deadline_s
+        self.input = build_dir / "input"
+        self.wheels = build_dir / "wheels"
+        self.sandbox = builder._sandbox
+        self.layout = _Layout.contained() if self.sandbox else _Layout.on_host(build_dir)
+        self.output = BoundedLog(REASON_TAIL_BYTES)
+        self.marker_value = build_dir.name
+
+    def fetch(self, command: list[str]) -> tuple[Optional[int], Optional[str]]:
+        """A command of the fetch phase: the slave's own pip, on the host, with the network."""
+        env = _scrubbed_env(self.build_dir / "home", self.build_dir / "tmp",
+                            self.builder.cache_dir, self.marker_value)
+        return self._run(command, self.build_dir, env, sandbox.limits_preexec(0, 0), None)
+
+    def contained(self, command: list[str], watch: Optional[Path] = None
+                  ) -> tuple[Optional[int], Optional[str]]:
+        """A command that runs build code: in the sandbox if there is one."""
+        layout = self.layout
+        env = _scrubbed_env(layout.home, layout.tmp, layout.home / ".cache" / "pip",
+                            self.marker_value)
+        limits = self.builder.limits
+        nproc = 0
+        if limits.pid_limit > 0 and os.geteuid() != 0:
+            nproc = sandbox.user_tasks() + limits.pid_limit
+        preexec = sandbox.limits_preexec(limits.memory_bytes, nproc)
+        if self.sandbox is not None:
+            command = self.sandbox.command(command, input_dir=self.input, wheel_dir=self.wheels)
+            return self._run(command, self.build_dir, env, preexec, watch)
+        for directory in (layout.home, layout.tmp, layout.work):
+            directory.mkdir(exist_ok=True)
+        return self._run(command, layout.work, env, preexec, None)
+
+    def _run(self, command: list[str], cwd: Path, env: dict[str, str],
+             preexec: Callable[[], None], watch: Optional[Path]
+             ) -> tuple[Optional[int], Optional[str]]:
+        """Run *command* to the end or until timeout, cancel or quota: (exit status, reason)."""
+        builder = self.builder
+        self.text.write(f"$ {_shown(command, builder.index_url)}\n".encode("utf-8", "replace"))
+        self.output = BoundedLog(REASON_TAIL_BYTES)
+        # Anything still carrying this marker is the build's, even if it left
+        # the session: that is how escaped processes are found.
+        marker = f"{MARKER_VARIABLE}={self.marker_value}".encode()
+        with builder._lock:
+            if builder._cancelled:
+                return None, "cancelled"
+            try:
+                proc = subprocess.Popen(
+                    command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=preexec,
+                )
+            except OSError as exc:
+                return None, _clip(f"cannot start {command[0]}: {exc}")
+            builder._proc = proc
+        assert proc.stdout is not None
+        stop_reading = threading.Event()
+        reader = threading.Thread(
+            target=_pump, args=(proc.stdout.fileno(), (self.text, self.output), stop_reading),
+            name="build-log", daemon=True)
+        reader.start()
+        clock = builder.clock
+        started_s = next_record_s = next_watch_s = clock()
+        reason: Optional[str] = None
+        try:
+            while not processes.has_exited(proc.pid):
+                now = clock()
+                if builder.work_area is not None and now >= next_record_s:
+                    builder.work_area.record()
+                    next_record_s = now + PROCESS_RECORD_INTERVAL_S
+                if watch is not None and now >= next_watch_s:
+                    next_watch_s = now + QUOTA_CHECK_INTERVAL_S
+                    if _tree_size(watch) > builder.limits.disk_bytes:
+                        reason = (f"disk quota of the build directory exceeded (the limit is "
+                                  f"{builder.limits.disk_bytes // MiB} MiB)")
+                        break
+                if builder._cancelled:
+                    reason = "cancelled"
+                    break
+                if now >= self.deadline_s:
+                    reason = f"timed out after {builder.limits.timeout_s:g} s"
+                    break
+                builder._wake.wait(POLL_INTERVAL_S)
+        finally:
+            with builder._lock:
+                builder._proc = None
+            processes.kill_build(proc.pid, marker)
+            returncode = proc.wait()
+            if builder.work_area is not None:
+                # the leader is reaped: what is left are orphans re-parented to the slave
+                builder.work_area.kill_orphans()
+            reader.join(LOG_DRAIN_TIMEOUT_S)
+            stop_reading.set()
+            reader.join()
+            proc.stdout.close()
+        if reason is None and builder._cancelled:
+            reason = "cancelled"
+        note(self.text, f"exit status {returncode} after {clock() - started_s:.1f} s")
+        return returncode, reason
+
+
+def note(text: BoundedLog, line: str) -> None:
+    """A line of the slave's own in the build log."""
+    text.write(f"--- piwheels: {line}\n".encode("utf-8", "replace"))
+
+
+def _probe_answer(output: str) -> Optional[tuple[list[str], list[str]]]:
+    """(requirements, missing ones) from the probe's last answer line; None if it gave none."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(PROBE_MARKER):
+            try:
+                answer = json.loads(line[len(PROBE_MARKER):])
+                wanted = [str(Requirement(str(r))) for r in answer["requires"]]
+                missing = [str(Requirement(str(r))) for r in answer["missing"]]
+            except (ValueError, KeyError, TypeError, InvalidRequirement):
+                return None
+            return wanted, missing
+    return None
+
+
+def _fetch_failure(returncode: int, output: str) -> str:
+    errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
+    detail = f": {errors[0]}" if errors else ""
+    return _clip(f"fetch phase: pip download of the build requirements failed with exit "
+                 f"status {returncode}{detail}")
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for top, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _shown(command: list[str], index_url: str) -> str:
+    """*command* for the log: the index URL without its password, bwrap's options folded."""
+    shown = [_redact_url(part) if part == index_url else part for part in command]
+    if "--" in shown and shown[0].endswith("bwrap"):
+        shown = ["bwrap", "[sandbox options]", *shown[shown.index("--") + 1:]]
+    return shlex.join(shown)
+
+
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _scrubbed_env(build_dir: Path, pip_cache: Path) -> dict[str, str]:
-    """The whole environment of a build: nothing of the slave's but PATH."""
+def _scrubbed_env(home: Path, tmp: Path, pip_cache: Path, marker: str) -> dict[str, str]:
+    """The whole environment of a build's commands: nothing of the slave's but PATH."""
     return {
         "PATH": os.environ.get("PATH", os.defpath),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
-        "HOME": str(build_dir / "home"),
-        "TMPDIR": str(build_dir / "tmp"),
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
         # /dev/null means "read no pip configuration file at all" to pip.
         "PIP_CONFIG_FILE": os.devnull,
         # The pip that installs build dependencies is a child of the first and
@@ -429,23 +682,12 @@ def _scrubbed_env(build_dir: Path, pip_cache: Path) -> dict[str, str]:
         "PIP_PROGRESS_BAR": "off",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PIP_NO_INPUT": "1",
+        MARKER_VARIABLE: marker,
     }
 
 
-def _build_preexec(memory_bytes: int) -> Callable[[], None]:
-    """A preexec_fn that only calls setrlimit and prctl (safe enough between fork and exec)."""
-    limits = (memory_bytes, memory_bytes)
-
-    def apply() -> None:
-        processes.die_with_parent()
-        if memory_bytes > 0:
-            resource.setrlimit(resource.RLIMIT_AS, limits)
-
-    return apply
-
-
-def _pump(fd: int, text: BoundedLog, stop: threading.Event) -> None:
-    """Copy the build's output into *text* as it comes, so the pipe never fills."""
+def _pump(fd: int, logs: Iterable[BoundedLog], stop: threading.Event) -> None:
+    """Copy the build's output into *logs* as it comes, so the pipe never fills."""
     while True:
         ready, _, _ = select.select([fd], [], [], POLL_INTERVAL_S)
         if ready:
@@ -455,80 +697,10 @@ def _pump(fd: int, text: BoundedLog, stop: threading.Event) -> None:
                 return
             if not data:
                 return
-            text.write(data)
+            for text in logs:
+                text.write(data)
         elif stop.is_set():
             return
-
-
-def _has_exited(pid: int) -> bool:
-    """Whether the child *pid* has exited, without reaping it (its pid stays reserved)."""
-    try:
-        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return result is not None and result.si_pid == pid
-
-
-def _signal_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_build(leader: int, marker: bytes) -> None:
-    """SIGKILL every process of the build until none is left.
-
-    The build's processes are those in its session or process group (its
-    leader's pid names both), and any that escaped with setsid() but still
-    carry the build's *marker* in their environment.
-    """
-    for _ in range(KILL_ROUNDS):
-        _signal_group(leader)
-        remaining = _build_processes(leader, marker)
-        if not remaining:
-            return
-        for pid in remaining:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.05)
-    log.warning("processes of a killed build are still alive: %s", remaining)
-
-
-def _build_processes(leader: int, marker: bytes) -> list[int]:
-    """Live processes of the build with session or group *leader*, found through /proc."""
-    me = os.getpid()
-    found = []
-    try:
-        entries = [entry.name for entry in os.scandir("/proc") if entry.name.isdigit()]
-    except OSError:
-        return []
-    for name in entries:
-        pid = int(name)
-        if pid == me:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat_line = f.read()
-            fields = stat_line[stat_line.rindex(b")") + 2:].split()
-            state, pgrp, session = fields[0], int(fields[2]), int(fields[3])
-        except (OSError, ValueError, IndexError):
-            continue
-        if state in (b"Z", b"X", b"x"):
-            continue  # already dead, only not yet reaped by its parent
-        if pgrp == leader or session == leader or pid == leader:
-            found.append(pid)
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0"):
-            found.append(pid)
-    return found
 
 
 def _redact_url(url: str) -> str:

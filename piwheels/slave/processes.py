@@ -265,3 +265,60 @@ def kill_leftovers(record: set[tuple[int, int]], root: Path) -> list[int]:
         time.sleep(KILL_ROUND_PAUSE_S)
     log.warning("processes left in %s are still alive: %s", root, found)
     return killed
+
+
+# --- the processes of one running build ------------------------------------------------
+
+
+def has_exited(pid: int) -> bool:
+    """Whether the child *pid* has exited, without reaping it (its pid stays reserved)."""
+    try:
+        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return result is not None and result.si_pid == pid
+
+
+def signal_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_build(leader: int, marker: bytes) -> None:
+    """SIGKILL every process of the build until none is left.
+
+    The build's processes are those in its session or process group (its
+    leader's pid names both), and any that escaped with setsid() but still
+    carry the build's *marker* in their environment.
+    """
+    remaining: list[int] = []
+    for _ in range(KILL_ROUNDS):
+        signal_group(leader)
+        remaining = build_processes(leader, marker)
+        if not remaining:
+            return
+        kill(remaining)
+        time.sleep(KILL_ROUND_PAUSE_S)
+    log.warning("processes of a killed build are still alive: %s", remaining)
+
+
+def build_processes(leader: int, marker: bytes) -> list[int]:
+    """Live processes of the build with session or group *leader*, found through /proc."""
+    me = os.getpid()
+    found = []
+    for info in all_processes():
+        if info.pid == me or info.dead:
+            continue
+        if leader in (info.pgrp, info.session, info.pid):
+            found.append(info.pid)
+            continue
+        try:
+            with open(f"/proc/{info.pid}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(info.pid)
+    return found

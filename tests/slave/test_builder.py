@@ -24,17 +24,15 @@ THIS_PYTHON_TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
 
 MakeBuilder = Callable[..., Builder]
 
-# setup.py code that records its pid and its descendants' pids in PIDS, then
-# hangs: one child with a grandchild, and one child that leaves the build's
-# session and process group with setsid().
+# setup.py code that hangs as four processes, each `sleep TOKEN`: one child
+# with a grandchild, and one child that leaves the build's session and process
+# group with setsid().  The test finds them from outside by that command line
+# (a contained build's pids and files are not the host's).
 HANG_WITH_CHILDREN = """
-import os, time
+import os
 
 def _hang():
-    with open(PIDS, "a") as f:
-        f.write(f"{os.getpid()}\\n")
-    while True:
-        time.sleep(60)
+    os.execv("/bin/sleep", ["sleep", TOKEN])
 
 if os.fork() == 0:
     if os.fork() == 0:
@@ -56,12 +54,14 @@ def work_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_builder(build_index, build_cache_dir: Path, work_dir: Path) -> MakeBuilder:
     def make(python: Optional[str] = None, timeout_s: float = 300.0,
-             memory_bytes: int = 2 * GiB, max_log_bytes: int = 1024 * 1024) -> Builder:
+             memory_bytes: int = 2 * GiB, max_log_bytes: int = 1024 * 1024,
+             **options) -> Builder:
         return Builder(
             python=python or sys.executable, index_url=build_index.url, work_dir=work_dir,
             cache_dir=build_cache_dir,
             limits=BuildLimits(timeout_s=timeout_s, memory_bytes=memory_bytes,
-                               max_log_bytes=max_log_bytes),
+                               max_log_bytes=max_log_bytes, pid_limit=256, disk_bytes=GiB),
+            **options,
         )
     return make
 
@@ -93,14 +93,34 @@ def process_gone(pid: int) -> bool:
     return stat_line[stat_line.rindex(b")") + 2:].split()[0] in (b"Z", b"X")
 
 
-def recorded_pids(path: Path, count: int, timeout_s: float) -> list[int]:
+def hang_token() -> str:
+    """A `sleep` argument no other process on this machine has."""
+    return f"86400.{os.getpid()}{time.monotonic_ns()}"
+
+
+def sleeping(token: str) -> list[int]:
+    """The live processes running `sleep TOKEN`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[:2] == [b"sleep", token.encode()] and not process_gone(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def hanging_pids(token: str, count: int, timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while True:
-        pids = [int(line) for line in path.read_text().split()] if path.exists() else []
+        pids = sleeping(token)
         if len(pids) >= count:
             return pids
         if time.monotonic() >= deadline:
-            raise AssertionError(f"the build recorded {len(pids)} of {count} processes")
+            raise AssertionError(f"the build started {len(pids)} of {count} processes")
         time.sleep(0.1)
 
 
@@ -220,12 +240,11 @@ def test_an_interpreter_that_does_not_run_is_a_config_error(make_builder: MakeBu
 def test_build_sees_a_scrubbed_environment(build_index, make_builder: MakeBuilder,
                                            tmp_path: Path, work_dir: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    dump = tmp_path / "seen.json"
-    publish(build_index, tmp_path, "piw-env", setup_body=f"""
+    # what the build sees goes to its log: a contained build cannot write to the host
+    publish(build_index, tmp_path, "piw-env", setup_body="""
 import json, os, resource
-with open({str(dump)!r}, "w") as f:
-    json.dump({{"env": dict(os.environ),
-               "as": list(resource.getrlimit(resource.RLIMIT_AS))}}, f)
+print("PIW-SEEN " + json.dumps({"env": dict(os.environ),
+                               "as": list(resource.getrlimit(resource.RLIMIT_AS))}))
 """)
     monkeypatch.setenv("SECRET", "hunter2-do-not-leak")
     monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "http://127.0.0.1:9/leaked/")
@@ -233,15 +252,16 @@ with open({str(dump)!r}, "w") as f:
     before = resource.getrlimit(resource.RLIMIT_AS)
     with builder.build("piw-env", "1.0") as result:
         assert result.success, result.log
-    seen = json.loads(dump.read_text())
+    [seen, *_] = [json.loads(line[len("PIW-SEEN "):]) for line in result.log.splitlines()
+                  if line.startswith("PIW-SEEN ")]
     env = seen["env"]
     assert "SECRET" not in env and "hunter2" not in result.log
     assert "PIP_EXTRA_INDEX_URL" not in env and "leaked" not in result.log
     assert not {"PIP_FIND_LINKS", "PIP_CERT", "PIP_CONSTRAINT"} & set(env)
     assert env["PIP_CONFIG_FILE"] == os.devnull
     assert env["LC_ALL"] == env["LANG"] == "C.UTF-8"
-    for name in ("HOME", "TMPDIR"):
-        assert Path(env[name]).parent.parent == work_dir
+    # a private home and /tmp, inside the sandbox
+    assert env["HOME"] == "/tmp/home" and env["TMPDIR"] == "/tmp"
     # the memory limit reaches pip's build subprocess, but not this process
     assert seen["as"] == [GiB, GiB]
     assert resource.getrlimit(resource.RLIMIT_AS) == before
@@ -250,34 +270,40 @@ with open({str(dump)!r}, "w") as f:
 @pytest.mark.slow
 def test_timeout_kills_every_process_of_the_build(build_index, make_builder: MakeBuilder,
                                                   tmp_path: Path, work_dir: Path) -> None:
-    pids_file = tmp_path / "pids"
+    token = hang_token()
     publish(build_index, tmp_path, "piw-hang",
-            setup_body=f"PIDS = {str(pids_file)!r}\n" + HANG_WITH_CHILDREN)
+            setup_body=f"TOKEN = {token!r}\n" + HANG_WITH_CHILDREN)
     builder = make_builder(timeout_s=8)
+    seen: list[int] = []
+    watcher = threading.Thread(target=lambda: seen.extend(
+        hanging_pids(token, HANGING_PROCESSES, timeout_s=8)))
+    watcher.start()
     started = time.monotonic()
     result = builder.build("piw-hang", "1.0")
     assert time.monotonic() - started < 8 + 5
+    watcher.join()
     assert not result.success
     assert result.reason == "timed out after 8 s"
     assert result.wheels == []
     assert "build failed: timed out after 8 s" in result.log
-    pids = recorded_pids(pids_file, HANGING_PROCESSES, timeout_s=0)
-    assert_all_gone(pids)
+    assert len(seen) == HANGING_PROCESSES
+    assert_all_gone(seen)
+    assert sleeping(token) == []
     assert list(work_dir.iterdir()) == []
 
 
 @pytest.mark.slow
 def test_cancel_stops_a_running_build(build_index, make_builder: MakeBuilder,
                                       tmp_path: Path, work_dir: Path) -> None:
-    pids_file = tmp_path / "pids"
+    token = hang_token()
     publish(build_index, tmp_path, "piw-cancel",
-            setup_body=f"PIDS = {str(pids_file)!r}\n" + HANG_WITH_CHILDREN)
+            setup_body=f"TOKEN = {token!r}\n" + HANG_WITH_CHILDREN)
     builder = make_builder()
     results: list[BuildResult] = []
     thread = threading.Thread(target=lambda: results.append(builder.build("piw-cancel", "1.0")))
     thread.start()
     try:
-        pids = recorded_pids(pids_file, HANGING_PROCESSES, timeout_s=60)
+        pids = hanging_pids(token, HANGING_PROCESSES, timeout_s=60)
     finally:
         cancelled_at = time.monotonic()
         builder.cancel()

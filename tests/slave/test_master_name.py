@@ -42,7 +42,8 @@ def test_a_running_slave_warns_once_a_minute_while_the_name_does_not_resolve(
     now = [1000.0]
     builder = Builder(python=sys.executable, index_url="", work_dir=tmp_path / "work",
                       cache_dir=tmp_path / "cache",
-                      limits=BuildLimits(timeout_s=60, memory_bytes=0, max_log_bytes=1000))
+                      limits=BuildLimits(timeout_s=60, memory_bytes=0, max_log_bytes=1000,
+                                        pid_limit=0, disk_bytes=2**20))
     slave = Slave(master=UNRESOLVABLE, slave_port=5555, file_port=5556, label="t",
                   builder=builder, build_timeout_s=60, clock=lambda: now[0])
     try:
