@@ -279,12 +279,9 @@ places = {"build dir": os.getcwd(), "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
           "HOME": os.environ.get("HOME", "/")}
 for directory in wheel_dirs()[:1]:
     places["wheel dir"] = directory
-done = set()
 for name, directory in places.items():
-    real = os.path.realpath(directory)
-    if real in done:
-        continue
-    done.add(real)
+    # (a place that is another under a second name is written again: that
+    # file is truncated first, so nothing is written twice over)
     path = os.path.join(directory, "piw-filler-" + CONFIG["token"])
     written = 0
     try:
