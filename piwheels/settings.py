@@ -246,10 +246,15 @@ class SlaveConfig(_Checked):
 
     @property
     def private_paths(self) -> tuple[str, ...]:
-        """Paths of the slave's own that no build may see (its configuration files)."""
+        """Paths of the slave's own that no build may see (configuration, keys)."""
         files = [os.path.expanduser(name) for name in config.DEFAULT_CONFIG_FILES]
         if self.config_file:
             files.append(os.path.abspath(self.config_file))
+        # and its key files, whichever options name them (``--*-key``)
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name.endswith("_key") and isinstance(value, str) and value:
+                files.append(os.path.abspath(value))
         return tuple(files)
 
     def check(self) -> None:

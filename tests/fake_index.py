@@ -128,6 +128,12 @@ class FakeIndex:
             self._requires_python.pop(target.name, None)
         return target
 
+    def tamper(self, filename: str, data: bytes) -> None:
+        """Serve *data* as *filename* while announcing the hash of what it served
+        before, as a compromised mirror or a corrupted download would."""
+        self.sha256(filename)  # the announced hash stays the original's
+        (self.root / filename).write_bytes(data)
+
     def files(self, project: str) -> list[str]:
         """The file names served for *project* (any spelling)."""
         wanted = canonicalize_name(project)

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import platform
-import select
 import shlex
 import shutil
 import subprocess
@@ -37,8 +36,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable, Optional, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 
@@ -47,7 +45,11 @@ from ..errors import ConfigError, FetchError, InvalidName, InvalidVersion, Wheel
 from ..names import canonical_name, normal_version
 from ..wheel_facts import WheelFacts, check_identity, inspect_wheel
 from . import processes, sandbox
-from .fetch import Fetcher, build_system, download_wheels_command
+from .build_log import (
+    REASON_TAIL_BYTES, BoundedLog, MiB, clip, failure_reason, fetch_failure, note, pump, redact_url,
+    shown,
+)
+from .fetch import Fetcher, WheelCache, build_system, download_wheels_command
 from .requires_probe import MARKER as PROBE_MARKER
 from .work_area import WorkArea, remove_tree
 
@@ -64,28 +66,15 @@ PROCESS_RECORD_INTERVAL_S = 0.2
 LOG_DRAIN_TIMEOUT_S = 5.0
 #: How long asking the build interpreter about itself may take.
 PROBE_TIMEOUT_S = 60.0
-#: Bytes read from the build's output at a time.
-READ_BYTES = 64 * 1024
-#: The longest failure reason sent to the master (the protocol allows 500).
-MAX_REASON_CHARS = 400
-#: Text in a failed build's log that means it ran out of memory.
-MEMORY_SIGNS = ("MemoryError", "out of memory", "Cannot allocate memory")
-#: ... that it could not start another process (fork or clone failed with EAGAIN).
-PID_SIGNS = ("Resource temporarily unavailable", "[Errno 11]", "fork: retry", "Cannot fork")
-#: ... that it ran out of room.
-DISK_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
-#: ... that it tried to reach the network.
-NETWORK_SIGNS = ("Network is unreachable", "[Errno 101]", "Temporary failure in name resolution",
-                 "Name or service not known", "[Errno -3]", "[Errno -2]", "Connection refused",
-                 "[Errno 111]")
-#: pip's words, offline, for a requirement the fetch phase did not get.
-NOT_FETCHED_SIGN = "ERROR: No matching distribution found for"
-#: How much of one command's output the failure reason is looked for in.
-REASON_TAIL_BYTES = 512 * 1024
+#: A build with this many fewer processes than its PID limit is at the limit (bwrap,
+#: its init and other tasks of the user count against it too).
+PID_LIMIT_SLACK = 8
 #: How often the size of what a contained build wrote to the host is checked.
 QUOTA_CHECK_INTERVAL_S = 0.5
 #: How many times the dynamic build requirements are fetched and the hook asked again.
 MAX_REQUIRES_ROUNDS = 3
+#: pip's words when it could not install what the backend's get_requires_for_build_wheel named.
+BACKEND_DEPENDENCIES_SIGN = "Installing backend dependencies: finished with status 'error'"
 #: The build dir's scratch directories, removed as soon as the build ends (the wheels stay).
 SCRATCH_DIRS = ("input", "home", "tmp", "work")
 #: The file (beside this module) copied into each build to run the hook.
@@ -94,7 +83,6 @@ PROBE_NAME = "requires_probe.py"
 MARKER_VARIABLE = "PIWHEELS_BUILD"
 #: The bubblewrap program unless the slave is told otherwise.
 DEFAULT_BWRAP = OPTIONS["bwrap"].default
-MiB = 1024 * 1024
 
 # Runs in the build interpreter: the facts HELLO reports.  pip is certain to be
 # there (it runs the builds); its vendored packaging is the fallback.
@@ -168,42 +156,6 @@ class BuildResult:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class BoundedLog:
-    """The first and last bytes of a stream, with a marker saying how much was cut."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.head_limit = max(0, max_bytes) // 2
-        self.tail_limit = max(0, max_bytes) - self.head_limit
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.cut_bytes = 0
-        self._lock = threading.Lock()
-
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            room = self.head_limit - len(self.head)
-            if room > 0:
-                self.head += data[:room]
-                data = data[room:]
-            self.tail += data
-            if len(self.tail) > 2 * self.tail_limit + READ_BYTES:
-                self._trim()
-
-    def _trim(self) -> None:
-        excess = len(self.tail) - self.tail_limit
-        if excess > 0:
-            del self.tail[:excess]
-            self.cut_bytes += excess
-
-    def text(self) -> str:
-        with self._lock:
-            self._trim()
-            marker = f"\n[... {self.cut_bytes} bytes cut ...]\n" if self.cut_bytes else ""
-            return (
-                self.head.decode("utf-8", "replace") + marker + self.tail.decode("utf-8", "replace")
-            )
 
 
 @dataclass(frozen=True)
@@ -382,7 +334,7 @@ class Builder:
             sdist = fetcher.download(entry, run.input)
             system = build_system(sdist)
         except FetchError as exc:
-            return finish(False, _clip(f"fetch phase: {exc}"))
+            return finish(False, clip(f"fetch phase: {exc}"))
         finally:
             fetcher.close()
         fetched.append(entry.filename)
@@ -390,19 +342,41 @@ class Builder:
                    f"build backend: {system.backend}; requires: "
                    f"{', '.join(system.requires) or 'nothing'}\n".encode("utf-8", "replace"))
         requires = list(system.requires)
-        deps: Optional[Path] = None
         for round_number in range(1, MAX_REQUIRES_ROUNDS + 1):
             deps = run.input / f"deps-{round_number}"
             deps.mkdir()
             if requires:
-                note(text, "fetch phase (network): the build requirements, as wheels")
-                returncode, reason = run.fetch(download_wheels_command(
-                    self.python, requires, deps, self.index_url, self.cache_dir))
-                if reason is not None:
-                    return finish(False, reason)
-                if returncode != 0:
-                    return finish(False, _fetch_failure(returncode, run.output.text()))
-            fetched_wheels = sorted(path.name for path in deps.glob("*.whl"))
+                failed = self._fetch_requirements(run, requires, deps)
+                if failed is not None:
+                    return finish(False, failed)
+            got = fetched + sorted(path.name for path in deps.glob("*.whl"))
+
+            # build phase: offline, contained
+            note(text, "build phase (no network)")
+            returncode, reason = run.contained([
+                self.python, "-m", "pip", "wheel", f"{package}=={version}",
+                "--no-deps", "--no-binary", package, "--no-index",
+                "--find-links", str(run.layout.input),
+                "--find-links", str(run.layout.input / deps.name),
+                "--wheel-dir", str(run.layout.wheels), "--progress-bar", "off",
+                "--disable-pip-version-check", "--no-input", "--verbose",
+            ], watch=run.wheels)
+            if reason is not None:
+                return finish(False, reason)
+            if returncode == 0:
+                break
+            output = run.output.text()
+            failed = failure_reason(
+                returncode, output, memory_bytes=self.limits.memory_bytes,
+                pid_limit=self.limits.pid_limit, disk_bytes=self.limits.disk_bytes,
+                contained=self._sandbox is not None, fetched=got)
+            if BACKEND_DEPENDENCIES_SIGN not in output:
+                return finish(False, failed)
+            if round_number == MAX_REQUIRES_ROUNDS:
+                return finish(False, f"the sdist's dynamic build requirements did not settle "
+                                     f"after {MAX_REQUIRES_ROUNDS} rounds of fetching")
+            # pip could not install what get_requires_for_build_wheel named:
+            # ask the hook ourselves, offline, and fetch what it wants
             note(text, "probe (no network): get_requires_for_build_wheel")
             returncode, reason = run.contained([
                 self.python, "-I", str(run.layout.input / PROBE_NAME),
@@ -410,45 +384,41 @@ class Builder:
                 str(run.layout.input / deps.name), str(run.layout.work)])
             if reason is not None:
                 return finish(False, reason)
-            dynamic = _probe_answer(run.output.text()) if returncode == 0 else None
-            if dynamic is None:
-                note(text, "the hook failed (see above); building with what was fetched")
-                break
-            wanted, missing = dynamic
-            new = [r for r in wanted if r not in requires]
-            if not missing or not new:
-                break
+            answer = _probe_answer(run.output.text()) if returncode == 0 else None
+            new = [r for r in answer[1] if r not in requires] if answer is not None else []
+            if not new:
+                return finish(False, failed)
             requires += new
-        else:
-            return finish(False, f"the sdist's dynamic build requirements did not settle "
-                                 f"after {MAX_REQUIRES_ROUNDS} rounds of fetching")
-        fetched += fetched_wheels
-
-        # build phase: offline, contained
-        note(text, "build phase (no network)")
-        returncode, reason = run.contained([
-            self.python, "-m", "pip", "wheel", f"{package}=={version}",
-            "--no-deps", "--no-binary", package, "--no-index",
-            "--find-links", str(run.layout.input),
-            "--find-links", str(run.layout.input / deps.name),
-            "--wheel-dir", str(run.layout.wheels),
-            "--progress-bar", "off", "--disable-pip-version-check", "--no-input", "--verbose",
-        ], watch=run.wheels)
-        if reason is not None:
-            return finish(False, reason)
-        if returncode != 0:
-            return finish(False, self._failure_reason(returncode, run.output.text(), fetched))
         wheels = []
         for path in sorted(run.wheels.glob("*.whl")):
             try:
                 facts = inspect_wheel(path)
                 check_identity(facts, package=package, version=version)
             except WheelError as exc:
-                return finish(False, _clip(f"pip made an unacceptable wheel: {exc}"))
+                return finish(False, clip(f"pip made an unacceptable wheel: {exc}"))
             wheels.append((path, facts))
         if not wheels:
             return finish(False, "pip reported success but made no wheel")
         return finish(True, None, wheels)
+
+    def _fetch_requirements(self, run: "_Run", requires: list[str], deps: Path) -> Optional[str]:
+        """Fetch *requires* as wheels into *deps* (or reuse a recent set); why not, if it failed."""
+        cache = WheelCache(self.cache_dir)
+        key = cache.key(self.python, self.index_url, requires)
+        reused = cache.get(key, deps, time.time())
+        if reused is not None:
+            note(run.text, f"fetch phase: the build requirements {', '.join(requires)}, "
+                           f"as fetched lately: {', '.join(reused)}")
+            return None
+        note(run.text, "fetch phase (network): the build requirements, as wheels")
+        returncode, reason = run.fetch(download_wheels_command(
+            self.python, requires, deps, self.index_url, self.cache_dir))
+        if reason is not None:
+            return reason
+        if returncode != 0:
+            return fetch_failure(returncode, run.output.text())
+        cache.put(key, sorted(deps.glob("*.whl")))
+        return None
 
     def _header(self, package: str, version: str) -> str:
         env = self.environment()
@@ -468,7 +438,7 @@ class Builder:
             f"{env['python_tag']}-{env['abi_tag']}-{env['platform_tag']})\n"
             f"pip: {env['pip_version']}; setuptools: {env['setuptools_version']}\n"
             f"os: {env['os']}\n"
-            f"index: {_redact_url(self.index_url)}\n"
+            f"index: {redact_url(self.index_url)}\n"
             f"containment: {containment}\n"
             f"phases: fetch (network, by the slave: the sdist, checked against the index's "
             f"sha256, and its build requirements as wheels), then build (no network)\n"
@@ -477,38 +447,6 @@ class Builder:
             f"{self.limits.pid_limit} processes, log {self.limits.max_log_bytes} bytes\n"
             f"---\n"
         )
-
-    def _failure_reason(self, returncode: int, output: str, fetched: list[str]) -> str:
-        """One line for the master: pip's exit status and its most telling error."""
-        reason = f"pip wheel failed with exit status {returncode}"
-        tail = output[-256 * 1024:]
-        lines = [line.strip() for line in tail.splitlines()]
-        if self.limits.memory_bytes > 0 and any(sign in tail for sign in MEMORY_SIGNS):
-            return f"{reason}: out of memory (the limit is {self.limits.memory_bytes // MiB} MiB)"
-        if any(sign in tail for sign in PID_SIGNS):
-            return (f"{reason}: the build exceeded the PID limit "
-                    f"({self.limits.pid_limit} processes)")
-        if self._sandbox is not None and any(sign in tail for sign in DISK_SIGNS):
-            return (f"{reason}: disk quota of the build directory exceeded (the limit is "
-                    f"{self.limits.disk_bytes // MiB} MiB)")
-        # pip's own words when the sdist's metadata disagrees with the job
-        # (the start of that line is a long URL)
-        telling = [
-            "the sdist " + line[line.index("has inconsistent"):]
-            for line in lines if "has inconsistent" in line
-        ]
-        if self._sandbox is not None and not telling:
-            wanted = [line[len(NOT_FETCHED_SIGN):].strip() for line in lines
-                      if line.startswith(NOT_FETCHED_SIGN)]
-            if wanted or any(sign in tail for sign in NETWORK_SIGNS):
-                asked = f" (it asked for {wanted[0]})" if wanted else ""
-                return _clip(f"{reason}: network is not available during the build{asked}; "
-                             f"the fetch phase got: {', '.join(fetched)}")
-        telling += [line for line in lines if line.startswith("ERROR:")]
-        if telling:
-            reason = f"{reason}: {telling[0]}"
-        return _clip(reason)
-
 
 class _Run:
     """The commands of one build: where they run, with what, until when."""
@@ -550,12 +488,24 @@ class _Run:
             directory.mkdir(exist_ok=True)
         return self._run(command, layout.work, env, preexec, None)
 
+    def _too_many_processes(self, leader: int) -> bool:
+        """Whether the build holds (about) all the processes it may have: a fork bomb.
+
+        RLIMIT_NPROC makes its forks fail; this ends a build that keeps
+        trying rather than let it spin until the timeout.
+        """
+        limit = self.builder.limits.pid_limit
+        if limit <= 0:
+            return False
+        found = [info for info in processes.descendants([leader]) if not info.dead]
+        return len(found) >= max(1, limit - PID_LIMIT_SLACK)
+
     def _run(self, command: list[str], cwd: Path, env: dict[str, str],
              preexec: Callable[[], None], watch: Optional[Path]
              ) -> tuple[Optional[int], Optional[str]]:
         """Run *command* to the end or until timeout, cancel or quota: (exit status, reason)."""
         builder = self.builder
-        self.text.write(f"$ {_shown(command, builder.index_url)}\n".encode("utf-8", "replace"))
+        self.text.write(f"$ {shown(command, builder.index_url)}\n".encode("utf-8", "replace"))
         self.output = BoundedLog(REASON_TAIL_BYTES)
         # Anything still carrying this marker is the build's, even if it left
         # the session: that is how escaped processes are found.
@@ -570,12 +520,12 @@ class _Run:
                     preexec_fn=preexec,
                 )
             except OSError as exc:
-                return None, _clip(f"cannot start {command[0]}: {exc}")
+                return None, clip(f"cannot start {command[0]}: {exc}")
             builder._proc = proc
         assert proc.stdout is not None
         stop_reading = threading.Event()
         reader = threading.Thread(
-            target=_pump, args=(proc.stdout.fileno(), (self.text, self.output), stop_reading),
+            target=pump, args=(proc.stdout.fileno(), (self.text, self.output), stop_reading),
             name="build-log", daemon=True)
         reader.start()
         clock = builder.clock
@@ -584,9 +534,14 @@ class _Run:
         try:
             while not processes.has_exited(proc.pid):
                 now = clock()
-                if builder.work_area is not None and now >= next_record_s:
-                    builder.work_area.record()
+                if now >= next_record_s:
                     next_record_s = now + PROCESS_RECORD_INTERVAL_S
+                    if builder.work_area is not None:
+                        builder.work_area.record()
+                    if self._too_many_processes(proc.pid):
+                        reason = (f"the build exceeded the PID limit "
+                                  f"({builder.limits.pid_limit} processes)")
+                        break
                 if watch is not None and now >= next_watch_s:
                     next_watch_s = now + QUOTA_CHECK_INTERVAL_S
                     if _tree_size(watch) > builder.limits.disk_bytes:
@@ -618,11 +573,6 @@ class _Run:
         return returncode, reason
 
 
-def note(text: BoundedLog, line: str) -> None:
-    """A line of the slave's own in the build log."""
-    text.write(f"--- piwheels: {line}\n".encode("utf-8", "replace"))
-
-
 def _probe_answer(output: str) -> Optional[tuple[list[str], list[str]]]:
     """(requirements, missing ones) from the probe's last answer line; None if it gave none."""
     for line in reversed(output.splitlines()):
@@ -637,13 +587,6 @@ def _probe_answer(output: str) -> Optional[tuple[list[str], list[str]]]:
     return None
 
 
-def _fetch_failure(returncode: int, output: str) -> str:
-    errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
-    detail = f": {errors[0]}" if errors else ""
-    return _clip(f"fetch phase: pip download of the build requirements failed with exit "
-                 f"status {returncode}{detail}")
-
-
 def _tree_size(path: Path) -> int:
     total = 0
     for top, _dirs, files in os.walk(path):
@@ -653,17 +596,6 @@ def _tree_size(path: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-def _shown(command: list[str], index_url: str) -> str:
-    """*command* for the log: the index URL without its password, bwrap's options folded."""
-    shown = [_redact_url(part) if part == index_url else part for part in command]
-    if "--" in shown and shown[0].endswith("bwrap"):
-        shown = ["bwrap", "[sandbox options]", *shown[shown.index("--") + 1:]]
-    return shlex.join(shown)
-
-
-# --- helpers ----------------------------------------------------------------------------
 
 
 def _scrubbed_env(home: Path, tmp: Path, pip_cache: Path, marker: str) -> dict[str, str]:
@@ -686,35 +618,6 @@ def _scrubbed_env(home: Path, tmp: Path, pip_cache: Path, marker: str) -> dict[s
     }
 
 
-def _pump(fd: int, logs: Iterable[BoundedLog], stop: threading.Event) -> None:
-    """Copy the build's output into *logs* as it comes, so the pipe never fills."""
-    while True:
-        ready, _, _ = select.select([fd], [], [], POLL_INTERVAL_S)
-        if ready:
-            try:
-                data = os.read(fd, READ_BYTES)
-            except OSError:
-                return
-            if not data:
-                return
-            for text in logs:
-                text.write(data)
-        elif stop.is_set():
-            return
-
-
-def _redact_url(url: str) -> str:
-    """*url* without a password, for the log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _os_name() -> str:
     """The host's PRETTY_NAME from os-release, or what the platform module says."""
     for candidate in ("/etc/os-release", "/usr/lib/os-release"):
@@ -731,6 +634,3 @@ def _os_name() -> str:
     return platform.platform()
 
 
-def _clip(reason: str) -> str:
-    reason = " ".join(reason.split())
-    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import os
 import posixpath
 import tarfile
 import zipfile
@@ -37,6 +39,8 @@ try:
 except ImportError:  # Python < 3.11: the copy pip vendors
     from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
 
+log = logging.getLogger("piwheels.slave.fetch")
+
 USER_AGENT = f"piwheels-slave/{__version__} (wheel build farm; fetch phase)"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 #: What the slave asks the simple API for: JSON first, HTML if that is all there is.
@@ -52,6 +56,9 @@ CHUNK_BYTES = 256 * 1024
 #: PEP 517's answer when an sdist names no build backend (PEP 518's legacy default).
 LEGACY_REQUIRES = ("setuptools>=40.8.0", "wheel")
 LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+#: How long a set of build requirements, once resolved, is used again without asking
+#: the index (a newer backend released meanwhile waits this long at most).
+WHEEL_SET_REUSE_S = 3600.0
 #: Sdist file endings, preferred first.
 SDIST_ENDINGS = (".tar.gz", ".zip")
 
@@ -285,3 +292,55 @@ def download_wheels_command(python: str, requirements: list[str], dest_dir: Path
         "--progress-bar", "off", "--disable-pip-version-check", "--no-input",
         "--", *requirements,
     ]
+
+
+class WheelCache:
+    """Sets of build requirements the fetch phase resolved lately, and their wheels.
+
+    Most builds need the same few backends, so a set resolved by ``pip
+    download`` within the last :data:`WHEEL_SET_REUSE_S` is reused instead of
+    asking the index again.  Only the slave writes here; each build gets
+    copies (never links, which an uncontained build could write through), and
+    every copy is checked against the sha256 recorded when pip fetched it.
+    """
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.root = cache_dir / "fetched-wheels"
+
+    @staticmethod
+    def key(python: str, index_url: str, requirements: list[str]) -> str:
+        text = json.dumps([python, index_url, sorted(requirements)])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def get(self, key: str, dest_dir: Path, now_s: float) -> Optional[list[str]]:
+        """Copy the wheels of set *key* into *dest_dir*; their names, or None if none fresh."""
+        record = self.root / "sets" / f"{key}.json"
+        try:
+            if now_s - record.stat().st_mtime > WHEEL_SET_REUSE_S:
+                return None
+            wheels = json.loads(record.read_text())
+            for name, digest in wheels.items():
+                data = (self.root / name).read_bytes()
+                if hashlib.sha256(data).hexdigest() != digest:
+                    return None
+                (dest_dir / name).write_bytes(data)
+        except (OSError, ValueError, AttributeError):
+            return None
+        return sorted(wheels)
+
+    def put(self, key: str, wheels: list[Path]) -> None:
+        """Keep *wheels* (just fetched and checked by pip) as set *key*."""
+        try:
+            (self.root / "sets").mkdir(parents=True, exist_ok=True)
+            digests = {}
+            for wheel in wheels:
+                data = wheel.read_bytes()
+                digests[wheel.name] = hashlib.sha256(data).hexdigest()
+                temp = self.root / f".{wheel.name}.new"
+                temp.write_bytes(data)
+                os.replace(temp, self.root / wheel.name)
+            temp = self.root / "sets" / f".{key}.new"
+            temp.write_text(json.dumps(digests))
+            os.replace(temp, self.root / "sets" / f"{key}.json")
+        except OSError as exc:
+            log.warning("cannot keep fetched wheels in %s: %s", self.root, exc)

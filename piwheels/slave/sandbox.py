@@ -122,6 +122,11 @@ class Sandbox:
         """
         args = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
                 "--hostname", "piwheels-build", *_system_binds()]
+        args += [
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+            "--size", str(self.disk_bytes), "--tmpfs", str(INSIDE_TMP),
+        ]
         shown = [tree for tree in SYSTEM_TREES if os.path.isdir(tree)]
         for path in _outermost(self.readonly):
             if not any(_inside(path, tree) for tree in shown):
@@ -135,9 +140,6 @@ class Sandbox:
             else:
                 args += ["--ro-bind", os.devnull, path]
         args += [
-            "--proc", "/proc", "--dev", "/dev",
-            "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
-            "--size", str(self.disk_bytes), "--tmpfs", str(INSIDE_TMP),
             "--ro-bind", str(input_dir), str(INSIDE_INPUT),
             "--bind", str(wheel_dir), str(INSIDE_WHEELS),
             "--dir", str(INSIDE_HOME), "--dir", str(INSIDE_WORK),
