@@ -298,18 +298,52 @@ for name, directory in places.items():
 
 #: Build requirements that are direct URLs, not names on the index: one to a
 #: server on loopback (the test's listener), one to a wheel on the host that
-#: holds a secret (a file:// URL).  The backend imports what they bring, if
-#: anything brought them; the fetch phase must take build requirements from
-#: the upstream index only.
+#: holds a secret (a file:// URL).  The backend asks for them from
+#: get_requires_for_build_wheel (so the fetch phase is asked to get them), and
+#: each time it is imported looks for what they brought: installed, or lying
+#: in any directory it can see (the fetched files are shown to the build).
+#: The fetch phase must take build requirements from the upstream index only.
 URL_REQUIRES = """\
-for target, module in (("loopback url", "piw_evil_payload"), ("file url", "piw_secret_payload")):
+import zipfile
+
+
+def _payload(module):
     try:
-        payload = __import__(module)
-    except ImportError as exc:
-        report(target, False, error_text(exc))
-    else:
-        report(target, True, f"{module} is installed; it says {payload.SECRET!r}")
+        return __import__(module).SECRET, "installed"
+    except ImportError:
+        pass
+    for top in ("/tmp", os.getcwd()):
+        for root, dirs, files in os.walk(top):
+            if root.count(os.sep) - top.count(os.sep) >= 3:
+                dirs[:] = []
+            for name in files:
+                if name.startswith(module) and name.endswith(".whl"):
+                    try:
+                        with zipfile.ZipFile(os.path.join(root, name)) as wheel:
+                            text = wheel.read(module + ".py").decode()
+                    except (OSError, KeyError, zipfile.BadZipFile):
+                        continue
+                    return text.strip(), os.path.join(root, name)
+    return None, None
+
+
+for target, module in (("loopback url", "piw_evil_payload"), ("file url", "piw_secret_payload")):
+    found, where = _payload(module)
+    report(target, found is not None,
+           f"{module}: {where}: {found!r}" if found is not None else f"{module}: not here")
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return CONFIG["requires"]
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    raise SystemExit("hostile sdist: the url-requires attack makes no wheel")
 """
+
+#: Attacks whose code defines the backend's hooks (the build goes on after
+#: the attack), rather than failing the build when it is over.
+HOOK_ATTACKS = ("url-requires",)
 
 ATTACKS: dict[str, str] = {
     "connect": CONNECT,
@@ -436,9 +470,11 @@ build-backend = "setuptools.build_meta"
 
 
 def attack_code(attack: str, config: Mapping[str, Any]) -> str:
-    """The whole build code of *attack*: prelude, the attack, then a failed build."""
+    """The whole build code of *attack*: prelude, the attack, then a failed build
+    (or, for :data:`HOOK_ATTACKS`, the hooks the attack defines)."""
     return (_PRELUDE.format(attack=attack, config=json.dumps(dict(config)))
-            + "\n" + textwrap.dedent(ATTACKS[attack]) + "\n" + _EPILOGUE)
+            + "\n" + textwrap.dedent(ATTACKS[attack]) + "\n"
+            + ("" if attack in HOOK_ATTACKS else _EPILOGUE))
 
 
 def make_hostile_sdist(dest_dir: Path, attack: str, config: Mapping[str, Any], *,

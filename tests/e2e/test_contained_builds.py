@@ -66,7 +66,7 @@ LINGER_S = 900
 #: The order hostile sdists are queued in (between the first kind and the rest).
 ATTACKS = ("connect", "secrets", "writes", "fork-bomb", "escapee", "disk-filler",
            "url-requires")
-#: The attack whose code a contained build never runs (its fetch is refused).
+#: The attack whose code a contained build may never run (its fetch is refused).
 FETCH_ATTACKS = ("url-requires",)
 #: The kind built first, before any attack (it fills the slave's cache).
 FIRST_KIND = "setup-py-only"
@@ -314,10 +314,9 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
         sdists = tmp_path / "sdists"
         queue: list[tuple[str, Path]] = [
             (KIND_BY_NAME[FIRST_KIND].name, make_kind_sdist(sdists, KIND_BY_NAME[FIRST_KIND]))]
-        queue += [(NAME_PREFIX + attack, make_hostile_sdist(
-            sdists, attack, configs.get(attack, {}),
-            requires=url_requires if attack == "url-requires" else ()))
-            for attack in ATTACKS]
+        configs["url-requires"] = {"requires": url_requires}
+        queue += [(NAME_PREFIX + attack, make_hostile_sdist(sdists, attack, configs[attack]))
+                  for attack in ATTACKS]
         queue += [(kind.name, make_kind_sdist(sdists, kind))
                   for kind in KINDS if kind.kind != FIRST_KIND]
         # last, as one of them may stop the slave for good: the wheel-dir traps,
