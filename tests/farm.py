@@ -7,6 +7,7 @@ an unprivileged build user (``PIWHEELS_TEST_BUILD_USER``, default
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import signal
@@ -150,6 +151,23 @@ class Process:
         return self.proc.returncode
 
 
+_SHARED_CACHE: Optional[Path] = None
+
+
+def shared_slave_cache(user: Optional[pwd.struct_passwd]) -> Path:
+    """One --cache-dir for every farm slave of this test run, as a real slave keeps
+    one across its builds: the build requirements fetched by the first farm's
+    slaves serve the later farms' (pip download costs a couple of seconds)."""
+    global _SHARED_CACHE
+    if _SHARED_CACHE is None:
+        _SHARED_CACHE = Path(tempfile.mkdtemp(prefix="piw-farm-cache-"))
+        _SHARED_CACHE.chmod(0o755)
+        if user is not None:
+            os.chown(_SHARED_CACHE, user.pw_uid, user.pw_gid)
+        atexit.register(shutil.rmtree, _SHARED_CACHE, True)
+    return _SHARED_CACHE
+
+
 class Farm:
     """One master and any number of slaves for a test, all stopped at the end."""
 
@@ -198,7 +216,8 @@ class Farm:
         slave = Process([
             str(BIN / "piw-slave"), "-v", "--master", "127.0.0.1",
             "--slave-port", str(self.slave_port), "--file-port", str(self.file_port),
-            "--label", label, "--dir", str(work), "--python", python, *extra,
+            "--label", label, "--dir", str(work), "--python", python,
+            "--cache-dir", str(shared_slave_cache(self.user)), *extra,
         ], self.tmp_path / f"slave-{label}-{time.monotonic_ns()}.log", user=self.user, env=env)
         self.slaves.append(slave)
         return slave

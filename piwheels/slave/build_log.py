@@ -107,10 +107,11 @@ def failure_reason(returncode: int, output: str, *, memory_bytes: int, pid_limit
 
 
 def fetch_failure(returncode: int, output: str) -> str:
+    """One line for the master when ``pip download`` of the build requirements failed."""
     errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
     detail = f": {errors[0]}" if errors else ""
-    return clip(f"fetch phase: pip download of the build requirements failed with exit "
-                f"status {returncode}{detail}")
+    return clip(f"fetch phase: pip download of the build requirements, as wheels only, "
+                f"failed with exit status {returncode}{detail}")
 
 
 def note(text: BoundedLog, line: str) -> None:

@@ -5,9 +5,9 @@ simple API (PEP 691 JSON, or the PEP 503 HTML page), verified against the
 sha256 the index gives for it, and its build dependencies as wheels only
 (``pip download --only-binary=:all:`` with the build interpreter, so the tags
 match; pip checks the index's hashes).  Nothing here runs code of the sdist:
-its ``pyproject.toml`` is read from the archive as data.  The HTTP cache the
-downloads go through is the one shared between builds, and only this phase
-writes it; builds never see it.
+its ``pyproject.toml`` is read from the archive as data.  The caches shared
+between builds (pip's HTTP cache, and :class:`WheelCache`'s recently resolved
+requirement sets) are written only by this phase; builds never see them.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ import logging
 import os
 import posixpath
 import tarfile
+import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urldefrag, urljoin
 
 import requests
@@ -61,6 +63,10 @@ LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 WHEEL_SET_REUSE_S = 3600.0
 #: Sdist file endings, preferred first.
 SDIST_ENDINGS = (".tar.gz", ".zip")
+
+
+class FetchStopped(FetchError):
+    """The build was cancelled or timed out while fetching; the message is the reason."""
 
 
 @dataclass(frozen=True)
@@ -188,8 +194,13 @@ class Fetcher:
                                    response.content)
         return choose_sdist(files, package, version)
 
-    def download(self, entry: IndexFile, dest_dir: Path) -> Path:
-        """Download *entry* into *dest_dir*, refusing it unless its sha256 is the index's."""
+    def download(self, entry: IndexFile, dest_dir: Path,
+                 stop: Callable[[], Optional[str]] = lambda: None) -> Path:
+        """Download *entry* into *dest_dir*, refusing it unless its sha256 is the index's.
+
+        *stop* is asked between chunks; a reason from it ends the download
+        with :class:`FetchStopped`.
+        """
         if not entry.sha256:
             raise FetchError(f"the index gives no sha256 for {entry.filename}: cannot verify it")
         if "/" in entry.filename or entry.filename.startswith("."):
@@ -204,6 +215,9 @@ class Fetcher:
                         f"downloading {entry.filename} answered HTTP {response.status_code}")
                 with open(target, "wb") as f:
                     for chunk in response.iter_content(CHUNK_BYTES):
+                        reason = stop()
+                        if reason is not None:
+                            raise FetchStopped(reason)
                         size += len(chunk)
                         if size > MAX_SDIST_BYTES:
                             raise FetchError(f"{entry.filename} is larger than "
@@ -336,11 +350,35 @@ class WheelCache:
             for wheel in wheels:
                 data = wheel.read_bytes()
                 digests[wheel.name] = hashlib.sha256(data).hexdigest()
-                temp = self.root / f".{wheel.name}.new"
-                temp.write_bytes(data)
-                os.replace(temp, self.root / wheel.name)
-            temp = self.root / "sets" / f".{key}.new"
-            temp.write_text(json.dumps(digests))
-            os.replace(temp, self.root / "sets" / f"{key}.json")
+                _replace(self.root / wheel.name, data)
+            _replace(self.root / "sets" / f"{key}.json", json.dumps(digests).encode())
+            self._prune(time.time())
         except OSError as exc:
             log.warning("cannot keep fetched wheels in %s: %s", self.root, exc)
+
+    def _prune(self, now_s: float) -> None:
+        """Drop sets no longer fresh, and the wheels no kept set names."""
+        kept: set[str] = set()
+        for record in (self.root / "sets").glob("*.json"):
+            try:
+                if now_s - record.stat().st_mtime > WHEEL_SET_REUSE_S:
+                    record.unlink()
+                else:
+                    kept.update(json.loads(record.read_text()))
+            except (OSError, ValueError):
+                continue
+        for wheel in self.root.glob("*.whl"):
+            if wheel.name not in kept:
+                wheel.unlink(missing_ok=True)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write *path* atomically (slaves sharing a cache may write the same file at once)."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise

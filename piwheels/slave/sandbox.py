@@ -121,7 +121,7 @@ class Sandbox:
         bwrap hands its own environment (the builder's scrubbed one) to *argv*.
         """
         args = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
-                "--hostname", "piwheels-build", *_system_binds()]
+                "--cap-drop", "ALL", "--hostname", "piwheels-build", *_system_binds()]
         args += [
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",

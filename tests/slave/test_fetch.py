@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,10 @@ from piwheels.slave.builder import Builder, BuildLimits
 from piwheels.slave.fetch import (
     LEGACY_BACKEND,
     LEGACY_REQUIRES,
+    WHEEL_SET_REUSE_S,
     Fetcher,
+    WheelCache,
     build_system,
-    download_wheels_command,
     parse_project_page,
 )
 
@@ -47,6 +47,14 @@ def write_sdist(dest: Path, stem: str, files: dict[str, str]) -> Path:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def make_builder(build_index, cache_dir: Path, tmp_path: Path) -> Builder:
+    return Builder(python=sys.executable, index_url=build_index.url,
+                   work_dir=tmp_path / "work", cache_dir=cache_dir,
+                   limits=BuildLimits(timeout_s=300, memory_bytes=2 * GiB,
+                                      max_log_bytes=1024 * 1024, pid_limit=256,
+                                      disk_bytes=GiB))
 
 
 @pytest.fixture
@@ -140,28 +148,48 @@ def test_build_system_is_read_as_data(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fetching_runs_no_code_of_the_sdist_or_its_requirements(
-        build_index, fetcher: Fetcher, tmp_path: Path) -> None:
+        build_index, build_cache_dir: Path, tmp_path: Path) -> None:
     canary = tmp_path / "canary"
-    build_index.add(make_sdist(tmp_path / "sdists", "piw-watched", "1.0",
-                               setup_body=CANARY.format(path=str(canary))))
+    setup = CANARY.format(path=str(canary)) + "from setuptools import setup\nsetup()\n"
     # a build requirement that only exists as an sdist: pip would have to run it
-    build_index.add(make_sdist(tmp_path / "sdists", "piw-sdist-only-backend", "1.0",
-                               setup_body=CANARY.format(path=str(canary))))
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    sdist = fetcher.download(fetcher.sdist("piw-watched", "1.0"), dest)
-    assert build_system(sdist).requires == ("setuptools",)
-    home = tmp_path / "home"
-    home.mkdir()
-    fetch = subprocess.run(
-        download_wheels_command(sys.executable, ["setuptools", "piw-sdist-only-backend"], dest,
-                                build_index.url, tmp_path / "cache"),
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
-        env={"PATH": os.environ["PATH"], "HOME": str(home), "PIP_CONFIG_FILE": os.devnull})
-    assert fetch.returncode != 0
-    assert "piw-sdist-only-backend" in fetch.stderr
+    build_index.add(write_sdist(tmp_path / "sdists", "piw_sdist_only_backend-1.0", {
+        "setup.py": setup, "PKG-INFO": "Metadata-Version: 2.1\nName: piw-sdist-only-backend\n"
+                                        "Version: 1.0\n"}))
+    build_index.add(write_sdist(tmp_path / "sdists", "piw_watched-1.0", {
+        "setup.py": setup, "PKG-INFO": "Metadata-Version: 2.1\nName: piw-watched\nVersion: 1.0\n",
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools", "piw-sdist-only-backend"]\n'
+                          'build-backend = "setuptools.build_meta"\n'}))
+    result = make_builder(build_index, build_cache_dir, tmp_path).build("piw-watched", "1.0")
+    assert not result.success
+    assert result.reason.startswith(
+        "fetch phase: pip download of the build requirements, as wheels only, failed with "
+        "exit status 1: ERROR: Could not find a version that satisfies the requirement "
+        "piw-sdist-only-backend")
+    assert "--- piwheels: build phase" not in result.log  # nothing of it ran
     assert not canary.exists()
-    assert sorted(p.name for p in dest.iterdir()) == [sdist.name]
+
+
+def test_recent_requirement_sets_are_reused_only_while_intact(tmp_path: Path) -> None:
+    cache = WheelCache(tmp_path / "cache")
+    fetched = tmp_path / "fetched"
+    fetched.mkdir()
+    wheel = craft_wheel(fetched)
+    key = cache.key("python3", "http://index.test/simple/", ["piw-craft"])
+    assert cache.get(key, tmp_path, time.time()) is None
+    cache.put(key, [wheel])
+    for attempt in ("fresh", "stale", "tampered"):
+        dest = tmp_path / attempt
+        dest.mkdir()
+        now = time.time() + (2 * WHEEL_SET_REUSE_S if attempt == "stale" else 0)
+        if attempt == "tampered":
+            (tmp_path / "cache" / "fetched-wheels" / wheel.name).write_bytes(b"poisoned")
+        got = cache.get(key, dest, now)
+        if attempt == "fresh":
+            assert got == [wheel.name]
+            assert (dest / wheel.name).read_bytes() == wheel.read_bytes()
+            assert (dest / wheel.name).stat().st_nlink == 1  # a copy, not a link
+        else:
+            assert got is None and list(dest.iterdir()) == []
 
 
 DYNAMIC_BACKEND = '''
@@ -192,12 +220,7 @@ def test_dynamic_build_requirements_are_fetched_and_the_hook_asked_again(
                     "py_modules=[])\n",
         "PKG-INFO": "Metadata-Version: 2.1\nName: piw-dyn\nVersion: 1.0\n",
     }))
-    builder = Builder(python=sys.executable, index_url=build_index.url,
-                      work_dir=tmp_path / "work", cache_dir=build_cache_dir,
-                      limits=BuildLimits(timeout_s=300, memory_bytes=2 * GiB,
-                                         max_log_bytes=1024 * 1024, pid_limit=256,
-                                         disk_bytes=GiB))
-    with builder.build("piw-dyn", "1.0") as result:
+    with make_builder(build_index, build_cache_dir, tmp_path).build("piw-dyn", "1.0") as result:
         assert result.success, result.log
         [(_, facts)] = result.wheels
         assert facts.filename == "piw_dyn-1.0-py3-none-any.whl"

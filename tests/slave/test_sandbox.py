@@ -99,6 +99,8 @@ print(json.dumps({
     "write_tmp": write("/tmp/piw-file"),
     "write_wheels": write("/tmp/wheels/piw-file"),
     "hostname": socket.gethostname(),
+    "capabilities": [line.split()[1] for line in open("/proc/self/status")
+                     if line.startswith("CapEff:")][0],
 }))
 """
 
@@ -136,6 +138,7 @@ def test_a_process_inside_sees_nothing_of_the_host(area: Path, tmp_path: Path) -
     assert (area / "wheels" / "piw-file").exists()  # the one way out
     assert not (area / "input" / "piw-file").exists()
     assert seen["hostname"] == "piwheels-build"
+    assert int(seen["capabilities"], 16) == 0  # none, even when the tests run as root
 
 
 QUOTA_AND_ESCAPE = """
