@@ -164,13 +164,16 @@ def environ_secret(pid):
     return None
 
 
-pid = CONFIG["slave_pid"]
-try:
-    entry = environ_secret(pid)
-except OSError as exc:
-    report("slave environ", False, f"/proc/{pid}/environ: {error_text(exc)}")
-else:
-    report("slave environ", entry is not None, f"/proc/{pid}/environ: {entry!r}")
+seen, stolen = [], False
+for pid in CONFIG["slave_pids"]:
+    try:
+        entry = environ_secret(pid)
+    except OSError as exc:
+        seen.append(f"/proc/{pid}/environ: {error_text(exc)}")
+    else:
+        stolen = stolen or entry is not None
+        seen.append(f"/proc/{pid}/environ: {entry!r}")
+report("slave environ", stolen, "; ".join(seen))
 
 readable, found = 0, []
 for name in os.listdir("/proc"):

@@ -1,9 +1,10 @@
-"""Contained builds, end to end: hostile sdists and real-world kinds on one real slave.
+"""Contained builds, end to end: hostile sdists and real-world kinds on real slaves.
 
-One farm, one slave (as the build user), one queue, built in this order: a
-setup.py-only project (which also fills the slave's cache), every hostile
-sdist of :mod:`hostile_sdists`, then every other kind of
-:mod:`backend_sdists`.  The test plants what a build must not reach (a secret
+One farm, two slaves (as the build user, so the queue takes half the time
+on two cores), one queue, taken in this order: a setup.py-only project, every
+hostile sdist of :mod:`hostile_sdists`, every other kind of
+:mod:`backend_sdists`, then the traps in the wheel directory and a plain
+build.  Each slave that took an attack must go on building.  The test plants what a build must not reach (a secret
 in the slave's environment, its key file, its config, ``~/.pgpass``), opens a
 listener of its own, and afterwards looks at the host: what survived, what
 was written, what connected.  The assertions are parametrised over the
@@ -50,7 +51,7 @@ from piwheels.slave import processes
 pytestmark = pytest.mark.slow
 
 SLAVE_PYTHON_MINOR = "11"
-LABEL = "contained"
+LABELS = ("contained-a", "contained-b")
 #: How long the queue may take up to the wheel-dir traps, and those after it.
 RUN_TIMEOUT_S = 600
 TRAPS_TIMEOUT_S = 60
@@ -78,7 +79,8 @@ assert set(TRAPS) == set(WHEEL_TRAPS)
 CONNECT_TARGETS = ("postgres-tcp", "postgres-socket", "master-jobs", "master-files",
                    "test-listener", "upstream-index")
 SECRET_TARGETS = ("pgpass", "slave-key", "slave-config", "slave environ", "any environ")
-WRITE_TARGETS = ("tmp", "var-tmp", "dev-shm", "home", "cache", "work-dir")
+WRITE_TARGETS = ("tmp", "var-tmp", "dev-shm", "home", "cache",
+                 *(f"work-dir-{label}" for label in LABELS))
 FILLER_PLACES = ("build dir", "TMPDIR", "/tmp", "/var/tmp", "/dev/shm", "/dev", "HOME",
                  "wheel dir")
 POSTGRES_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
@@ -138,10 +140,12 @@ class ContainedRun:
 
     token: str
     secret: str
-    slave_pid: int
-    slave_alive: bool
-    slave_log: str
-    work_dir: Path
+    #: per slave label: its pid, whether it was still running, its log, its state
+    slave_pids: dict[str, int]
+    slave_alive: dict[str, bool]
+    slave_logs: dict[str, str]
+    slave_states: dict[str, str]
+    work_root: Path
     cache_dir: Path
     canary: Path
     canary_bytes: bytes
@@ -197,11 +201,11 @@ def plant_secrets(farm: Farm, secret: str, token: str) -> Planted:
     """
     user = farm.user
     home = Path(user.pw_dir if user is not None else Path.home())
-    keys = farm.work_root / "keys" / f"slave-{LABEL}"
+    keys = farm.work_root / "keys" / f"slave-{LABELS[0]}"
     config_dir = Path("/opt") / f"piw-test-{token}"
     files = {
         "pgpass": home / ".pgpass",
-        "slave-key": keys / f"{LABEL}.key_secret",
+        "slave-key": keys / f"{LABELS[0]}.key_secret",
         "slave-config": config_dir / "slave.conf",
     }
     if files["pgpass"].exists():
@@ -262,11 +266,11 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
                                       "fetched from loopback").read_bytes())
     planted: Optional[Planted] = None
     python = pyenv_python(SLAVE_PYTHON_MINOR)
-    work_dir = farm.work_root / f"work-{LABEL}"
     cache_dir = farm.work_root / "cache"
     home = Path(farm.user.pw_dir if farm.user is not None else Path.home())
     write_dirs = {"tmp": Path("/tmp"), "var-tmp": Path("/var/tmp"), "dev-shm": Path("/dev/shm"),
-                  "home": home, "cache": cache_dir, "work-dir": work_dir}
+                  "home": home, "cache": cache_dir,
+                  **{f"work-dir-{label}": farm.work_root / f"work-{label}" for label in LABELS}}
     try:
         planted = plant_secrets(farm, secret, token)
         cache_dir.mkdir()
@@ -277,11 +281,12 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
             for path in (cache_dir, canary):
                 os.chown(path, farm.user.pw_uid, farm.user.pw_gid)
         farm.start_master()
-        slave = farm.start_slave(
-            LABEL, python, "--cache-dir", str(cache_dir), "-c", str(planted.files["slave-config"]),
+        slaves = {label: farm.start_slave(
+            label, python, "--cache-dir", str(cache_dir), "-c", str(planted.files["slave-config"]),
             "--pid-limit", str(PID_LIMIT), "--disk-limit", str(DISK_QUOTA_MIB),
-            env_extra={SECRET_VARIABLE: secret})
-        slave.wait_log("connected to the master", 30)
+            env_extra={SECRET_VARIABLE: secret}) for label in LABELS}
+        for slave in slaves.values():
+            slave.wait_log("connected to the master", 30)
         configs = {
             "connect": {"targets": [
                 {"name": "postgres-tcp", "host": "127.0.0.1", "port": 5432, "postgres": True},
@@ -293,7 +298,8 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
                  "port": int(build_index.base_url.rsplit(":", 1)[1].strip("/"))},
             ]},
             "secrets": {"files": {name: str(path) for name, path in planted.files.items()},
-                        "variable": SECRET_VARIABLE, "slave_pid": slave.proc.pid},
+                        "variable": SECRET_VARIABLE,
+                        "slave_pids": [slave.proc.pid for slave in slaves.values()]},
             "writes": {"dirs": {name: str(path) for name, path in write_dirs.items()},
                        "token": token, "cache": str(cache_dir)},
             "fork-bomb": {"cap": FORK_BOMB_CAP, "seconds": 20, "child_sleep_s": LINGER_S},
@@ -343,12 +349,19 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
         kept.mkdir()
         for name, text in logs.items():
             (kept / f"{name}.txt").write_text(text)
-        descendants = {info.pid: cmdline(info.pid)
-                       for info in processes.descendants([slave.proc.pid]) if not info.dead}
+        descendants = {info.pid: cmdline(info.pid) for info in processes.descendants(
+            [slave.proc.pid for slave in slaves.values()]) if not info.dead}
+        try:
+            states = {s["label"]: s["state"] for s in farm.snapshot()["slaves"]}
+        except Exception as exc:  # the master's own failure shows in its tests
+            states = {"?": f"no snapshot: {exc}"}
         python_tag, platform_tag = slave_facts(python)
         yield ContainedRun(
-            token=token, secret=secret, slave_pid=slave.proc.pid,
-            slave_alive=slave.proc.poll() is None, slave_log=slave.log(), work_dir=work_dir,
+            token=token, secret=secret,
+            slave_pids={label: slave.proc.pid for label, slave in slaves.items()},
+            slave_alive={label: slave.proc.poll() is None for label, slave in slaves.items()},
+            slave_logs={label: slave.log() for label, slave in slaves.items()},
+            slave_states=states, work_root=farm.work_root,
             cache_dir=cache_dir, canary=canary, canary_bytes=canary_bytes, output=farm.output,
             listener_accepted=list(listener.accepted), write_dirs=write_dirs, builds=builds,
             logs=logs, order=names, descendants=descendants, escapees=processes_with(marker),
@@ -358,8 +371,7 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
         )
     finally:
         listener.close()
-        for slave in farm.slaves:
-            kill_all(info.pid for info in processes.descendants([slave.proc.pid]))
+        kill_all(info.pid for info in processes.descendants([s.proc.pid for s in farm.slaves]))
         kill_all(processes_with(marker))
         farm.stop()
         db.close()
@@ -377,12 +389,12 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
 
 
 def timeline(run: ContainedRun) -> str:
-    """What the slave built, in queue order, for a failing assertion's message."""
+    """What the slaves built, in queue order, for a failing assertion's message."""
     lines = []
     for name in run.order:
         build = run.builds.get(name)
         lines.append(f"  {name}: " + (
-            f"{build.status} in {build.duration.total_seconds():.1f} s"
+            f"{build.status} on {build.slave_label} in {build.duration.total_seconds():.1f} s"
             + (f" ({build.reason})" if build.reason else "") if build else "not built"))
     return "\n".join(lines)
 
@@ -418,15 +430,26 @@ def test_a_hostile_build_ran_and_failed_with_a_reason(contained: ContainedRun, a
     assert not build.files
 
 
-def test_the_slave_survived_every_attack_and_built_on(contained: ContainedRun):
-    assert contained.slave_alive, contained.slave_log[-3000:]
-    assert "Traceback" not in contained.slave_log
-    # the same slave built everything queued after the attacks, in order
-    after = contained.order[1 + len(ATTACKS):]
-    builds = [build_of(contained, name)[0] for name in after]
-    assert {build.slave_label for build in builds} == {LABEL}
-    last_attack, _ = build_of(contained, NAME_PREFIX + ATTACKS[-1])
-    assert all(build.started > last_attack.started for build in builds)
+def test_every_slave_survived_the_attacks_and_built_on(contained: ContainedRun):
+    for label in LABELS:
+        assert contained.slave_alive[label], contained.slave_logs[label][-3000:]
+        assert "Traceback" not in contained.slave_logs[label]
+        assert contained.slave_states.get(label) in ("idle", "sleeping"), \
+            f"{label} is {contained.slave_states.get(label)}; the queue went:\n{timeline(contained)}"
+    # each slave that took an attack built something after it, successfully
+    attacks = [NAME_PREFIX + attack for attack in ATTACKS]
+    later = contained.order[1 + len(ATTACKS):]
+    for label in LABELS:
+        took = [build_of(contained, name)[0] for name in attacks
+                if contained.builds.get(name) and contained.builds[name].slave_label == label]
+        if not took:
+            continue
+        last = max(build.started for build in took)
+        after = [contained.builds[name] for name in later if name in contained.builds
+                 and contained.builds[name].slave_label == label
+                 and contained.builds[name].started > last]
+        assert any(build.status == "success" for build in after), \
+            f"{label} built nothing after its last attack:\n{timeline(contained)}"
     final, log = build_of(contained, wheel_trap_name("none"))
     assert final.status == "success", f"{final.reason}\n{log[-3000:]}"
 
@@ -434,7 +457,7 @@ def test_the_slave_survived_every_attack_and_built_on(contained: ContainedRun):
 def test_nothing_of_a_build_survives_it(contained: ContainedRun):
     assert contained.descendants == {}, "processes left below the slave"
     assert contained.escapees == {}, "the setsid + execve(env={}) escapee outlived its build"
-    leftovers = [path for path in contained.work_dir.rglob("piw-build-*")]
+    leftovers = [path for path in contained.work_root.rglob("piw-build-*")]
     assert leftovers == []
 
 
@@ -493,7 +516,7 @@ def test_a_build_cannot_poison_the_shared_cache(contained: ContainedRun):
     _, log, reports = hostile(contained, "writes")
     reported(log, reports, "cache files")
     assert contained.canary.read_bytes() == contained.canary_bytes, describe(reports, "cache files")
-    marked = [path for root in (contained.cache_dir, contained.work_dir)
+    marked = [path for root in (contained.cache_dir, contained.work_root)
               for path in root.rglob(f"*{contained.token}*")]
     assert marked == []
     # every file of the index the slave keeps is the index's, byte for byte
