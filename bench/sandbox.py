@@ -5,14 +5,18 @@ hatchling) with the slave's own Builder two ways, alternating A B A B so that
 drift in this machine's speed hits both alike:
 
 * plain: the builder with no bubblewrap (its uncontained path: the same fetch
-  phase, then ``pip wheel --no-index`` of the fetched files on the host);
-* contained: the same, with the probe and the build phase inside bubblewrap.
+  phase, then ``pip wheel --no-index`` of the fetched files on the host), its
+  build dir on disk as a slave's is;
+* plain on tmpfs: the same with its build dir in /dev/shm, since a contained
+  build writes everything in a tmpfs, which alone makes it faster;
+* contained: the builder with bubblewrap (the build phase, and the
+  requirements probe when a build needs it, inside the sandbox).
 
 Both share one cache of fetched build dependencies, warmed by a first round
 that is not counted.  Prints, per sdist, the median build time of each way,
 the median of the paired differences (the per-build overhead of containment)
-and its share of the plain build; then the bare cost of starting and ending
-an empty sandbox.  The goal: under 0.5 s a build, or under 5 %.
+and its share of the plain build, against both plain ways; then the bare
+cost of starting and ending an empty sandbox.  The goal: under 0.5 s a build, or under 5 %.
 
     python bench/sandbox.py --runs 5
 
@@ -106,12 +110,14 @@ def bare_sandbox_s(builder: Builder, scratch: Path, runs: int) -> tuple[float, f
 
 def run(args: argparse.Namespace) -> None:
     root = Path(args.root)
+    shm = Path(tempfile.mkdtemp(prefix="piw-bench-sandbox-", dir="/dev/shm"))
     index = FakeIndex(root / "index").start()
     try:
         sdists = {label: project for label, (project, _) in _read_sdists(root).items()}
         cache = root / "cache"
         contained = make_builder(args.bwrap, args.python, index.url, root / "work-contained", cache)
         plain = make_builder(NO_BWRAP, args.python, index.url, root / "work-plain", cache)
+        plain_tmpfs = make_builder(NO_BWRAP, args.python, index.url, shm, cache)
         facts = contained.environment()
         print(f"python {facts['python_version']} ({args.python}); containment: "
               f"{facts['containment']}; plain: {plain.environment()['containment']}")
@@ -119,7 +125,7 @@ def run(args: argparse.Namespace) -> None:
             raise SystemExit("bubblewrap cannot contain builds here: nothing to compare")
         times: dict[tuple[str, str], list[float]] = {}
         for round_number in range(args.runs + 1):
-            ways = [("plain", plain), ("contained", contained)]
+            ways = [("plain", plain), ("plain on tmpfs", plain_tmpfs), ("contained", contained)]
             if round_number % 2:
                 ways.reverse()
             for label, project in sdists.items():
@@ -129,28 +135,30 @@ def run(args: argparse.Namespace) -> None:
                         times.setdefault((label, way), []).append(elapsed)
             print(f"round {round_number}{' (warm-up)' if not round_number else ''} done",
                   flush=True)
-        print(f"\nwall seconds a build, medians of {args.runs} runs; the overhead is the "
-              f"median of the paired differences (contained - plain)")
-        print(f"{'sdist':18} {'plain':>8} {'contained':>10} {'overhead':>9} {'share':>7}"
-              f"   paired differences")
-        overheads, shares = [], []
-        for label in sdists:
-            a, b = times[(label, "plain")], times[(label, "contained")]
-            diffs = [y - x for x, y in zip(a, b)]
-            diff = statistics.median(diffs)
-            share = 100 * diff / statistics.median(a)
-            overheads.append(diff)
-            shares.append(share)
-            print(f"{label:18} {statistics.median(a):8.2f} {statistics.median(b):10.2f} "
-                  f"{diff:+9.2f} {share:+6.1f}%   {min(diffs):+.2f} .. {max(diffs):+.2f}")
-        print(f"{'all (median)':18} {'':8} {'':10} {statistics.median(overheads):+9.2f} "
-              f"{statistics.median(shares):+6.1f}%")
+        for baseline in ("plain", "plain on tmpfs"):
+            print(f"\nwall seconds a build, medians of {args.runs} runs; the overhead is the "
+                  f"median of the paired differences (contained - {baseline})")
+            print(f"{'sdist':18} {baseline:>14} {'contained':>10} {'overhead':>9} {'share':>7}"
+                  f"   paired differences")
+            overheads, shares = [], []
+            for label in sdists:
+                a, b = times[(label, baseline)], times[(label, "contained")]
+                diffs = [y - x for x, y in zip(a, b)]
+                diff = statistics.median(diffs)
+                share = 100 * diff / statistics.median(a)
+                overheads.append(diff)
+                shares.append(share)
+                print(f"{label:18} {statistics.median(a):14.2f} {statistics.median(b):10.2f} "
+                      f"{diff:+9.2f} {share:+6.1f}%   {min(diffs):+.2f} .. {max(diffs):+.2f}")
+            print(f"{'all (median)':18} {'':14} {'':10} {statistics.median(overheads):+9.2f} "
+                  f"{statistics.median(shares):+6.1f}%")
         true_s, boxed_s = bare_sandbox_s(contained, root / "bare", max(5, args.runs))
         print(f"\nan empty sandbox: {boxed_s * 1000:.0f} ms to start and end "
-              f"(/bin/true alone {true_s * 1000:.1f} ms); a build starts two "
-              f"(the requirements probe and the build phase)")
+              f"(/bin/true alone {true_s * 1000:.1f} ms); a build starts one (its build "
+              f"phase), three when it must probe for more build requirements")
     finally:
         index.stop()
+        shutil.rmtree(shm, ignore_errors=True)
 
 
 def _read_sdists(root: Path) -> dict[str, tuple[str, Path]]:

@@ -5,7 +5,8 @@ through the fetch phase: these sdists cover the common backends (setuptools
 with and without ``pyproject.toml``, flit-core, hatchling, setuptools-scm,
 poetry-core), compiled code (a C extension, an ``abi3`` one, a Cython module
 with Cython as a build requirement) and a backend that asks for more build
-requirements from ``get_requires_for_build_wheel``.  Each module holds
+requirements from ``get_requires_for_build_wheel`` (:data:`DYNAMIC`, not in
+:data:`KINDS`).  Each module holds
 ``ANSWER = 42`` (compiled ones: ``answer()`` returns 42), so a test can import
 the wheel and see the build really made working code.  Their backend wheels
 must be in the index the test builds from (see :mod:`fake_index`).
@@ -136,9 +137,11 @@ KINDS: tuple[Kind, ...] = (
     Kind("c-extension", "piw-kind-c-ext", NATIVE, True),
     Kind("cython", "piw-kind-cython", NATIVE, True),
     Kind("abi3", "piw-kind-abi3", ABI3, True),
-    Kind("dynamic-requires", "piw-kind-dynamic", PURE, False),
 )
-KIND_BY_NAME = {kind.kind: kind for kind in KINDS}
+#: A backend whose hook asks for more build requirements: the slave's fetch
+#: tests build it (tests/slave/test_fetch.py covers the same path for less).
+DYNAMIC = Kind("dynamic-requires", "piw-kind-dynamic", PURE, False)
+KIND_BY_NAME = {kind.kind: kind for kind in (*KINDS, DYNAMIC)}
 
 _FACTORY_KINDS: dict[str, Callable[..., Path]] = {
     "c-extension": lambda dest, name, version: make_sdist(dest, name, version, kind="c_ext"),
