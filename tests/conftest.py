@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from fake_index import FakeIndex, download_backend_wheels
+from fake_index import TEST_CACHE, FakeIndex, download_backend_wheels
 from farm import Farm
 from sdist_factory import make_sdist
 
@@ -132,18 +132,27 @@ def schema_database(postgres: Postgres, master_role: str) -> dict[str, str]:
     return {"superuser": superuser, "master": postgres.dsn(name, master_role)}
 
 
+@pytest.fixture(scope="session")
+def empty_schema(schema_database: dict[str, str]) -> Callable[[], str]:
+    """Empties the shared schema database (packages, ABIs, policy) when called, and
+    returns the master role's DSN (for fixtures wider than one test)."""
+    def empty() -> str:
+        engine = sa.create_engine(schema_database["superuser"], poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("TRUNCATE packages, build_abis CASCADE")
+            conn.exec_driver_sql("UPDATE configuration SET pypi_serial = 0")
+            conn.exec_driver_sql(
+                "UPDATE configuration SET build_policy = 'all', build_prereleases = false, "
+                "configured_policy = NULL, configured_prereleases = NULL, policy_pending = false")
+        engine.dispose()
+        return schema_database["master"]
+    return empty
+
+
 @pytest.fixture
-def master_dsn(schema_database: dict[str, str]) -> Iterator[str]:
+def master_dsn(empty_schema: Callable[[], str]) -> str:
     """The master role's DSN to the shared schema database, emptied before each test."""
-    engine = sa.create_engine(schema_database["superuser"], poolclass=sa.pool.NullPool)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE packages, build_abis CASCADE")
-        conn.exec_driver_sql("UPDATE configuration SET pypi_serial = 0")
-        conn.exec_driver_sql(
-            "UPDATE configuration SET build_policy = 'all', build_prereleases = false, "
-            "configured_policy = NULL, configured_prereleases = NULL, policy_pending = false")
-    engine.dispose()
-    yield schema_database["master"]
+    return empty_schema()
 
 
 @pytest.fixture
@@ -171,19 +180,13 @@ def make_db() -> Iterator[Callable[[str], Database]]:
 
 # --- a local package index that pip can build from --------------------------
 # It serves the sdists a test adds plus the build backend wheels (setuptools,
-# wheel), fetched once and kept in the pytest cache between runs.
+# wheel, flit-core, hatchling, ...), fetched once and kept in the tests' cache.
 
 
 @pytest.fixture(scope="session")
-def build_backends(request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The build backend wheels, downloaded on the first run only."""
-    cache = getattr(request.config, "cache", None)
-    if cache is not None:
-        where = Path(cache.mkdir("piwheels-build-backends"))
-    else:
-        where = tmp_path_factory.mktemp("build-backends")
-    return download_backend_wheels(where)
+def build_backends() -> list[Path]:
+    """The build backend wheels, downloaded into the tests' cache on the first run only."""
+    return download_backend_wheels(TEST_CACHE / "build-backends")
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,11 @@
 :class:`FakeIndex` serves the PEP 503 simple API (``/simple/`` and
 ``/simple/<project>/``, links with ``#sha256=`` fragments) for the files in one
 directory, and the files themselves under ``/files/``.  Build tests put their
-sdists there together with the build backend wheels (setuptools, wheel) that
-pip installs into each isolated build environment, so pip never needs another
-index.
+sdists there together with the build backend wheels (setuptools, wheel,
+flit-core, hatchling, setuptools-scm, poetry-core, Cython and their
+dependencies) that pip installs into each isolated build environment, so pip
+never needs another index.  The wheels are fetched once into the tests' cache
+(:data:`TEST_CACHE`) and kept between runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import email.parser
 import hashlib
 import html
+import os
 import shutil
 import subprocess
 import sys
@@ -32,10 +35,19 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-#: The wheels pip needs to build a setuptools sdist in an isolated environment.
-BACKEND_PROJECTS = ("setuptools", "wheel")
+#: Where the tests keep what they fetch between runs (backend wheels, client venvs).
+TEST_CACHE = Path(os.environ.get("PIWHEELS_TEST_CACHE") or Path.home() / ".cache" / "piwheels-tests")
+#: The build backends (and build tools) the tests build with, as wheels: pip
+#: installs them, with the dependencies fetched beside them, into each build
+#: environment (setuptools and wheel for the factory's sdists, the rest for
+#: the real-world kinds of :mod:`backend_sdists`).
+BACKEND_PROJECTS = (
+    "setuptools", "wheel", "flit-core", "hatchling", "setuptools-scm", "poetry-core", "Cython",
+)
 #: The oldest Python the tests build with (the backends must run there too).
 OLDEST_BUILD_PYTHON = "3.9"
+#: The file in a download directory naming the projects fetched into it.
+FETCHED_LIST = ".fetched"
 
 
 def project_of(filename: str) -> Optional[str]:
@@ -49,18 +61,23 @@ def project_of(filename: str) -> Optional[str]:
 
 
 def download_backend_wheels(dest: Path) -> list[Path]:
-    """The build backend wheels in *dest*, fetched with ``pip download`` if missing.
+    """The build backend wheels and their dependencies in *dest*, fetched with
+    ``pip download`` if missing.
 
-    It fetches the newest release and the newest one that still runs on the
-    oldest Python the tests build with, so every interpreter finds a backend.
+    It fetches the newest releases and the newest that still run on the oldest
+    Python the tests build with, so every interpreter finds a backend.  *dest*
+    names what it holds in :data:`FETCHED_LIST`; a project added to
+    :data:`BACKEND_PROJECTS` is fetched into it at the next run.
     """
-    done = dest / ".complete"
-    if not done.exists():
+    wanted = sorted({canonicalize_name(p) for p in BACKEND_PROJECTS})
+    listed = dest / FETCHED_LIST
+    fetched = set(listed.read_text().split()) if listed.exists() else set()
+    if not set(wanted) <= fetched:
         dest.mkdir(parents=True, exist_ok=True)
         for python_version in (None, OLDEST_BUILD_PYTHON):
             fetch = subprocess.run(
                 [sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
-                 "--no-deps", "--dest", str(dest), "--disable-pip-version-check",
+                 "--dest", str(dest), "--disable-pip-version-check",
                  "--no-input", "--progress-bar", "off",
                  *(["--python-version", python_version] if python_version else []),
                  *BACKEND_PROJECTS],
@@ -69,9 +86,9 @@ def download_backend_wheels(dest: Path) -> list[Path]:
             if fetch.returncode != 0:
                 raise RuntimeError(
                     f"pip download of {BACKEND_PROJECTS} failed:\n{fetch.stdout}{fetch.stderr}")
-        done.touch()
+        listed.write_text("\n".join(wanted) + "\n")
     wheels = sorted(dest.glob("*.whl"))
-    missing = {canonicalize_name(p) for p in BACKEND_PROJECTS} - {project_of(w.name) for w in wheels}
+    missing = set(wanted) - {project_of(w.name) for w in wheels}
     if missing:
         raise RuntimeError(f"no wheels of {sorted(missing)} in {dest}; delete it to fetch again")
     return wheels

@@ -267,12 +267,14 @@ class Farm:
         return self.master
 
     def start_slave(self, label: str, python: str, *extra: str, enrol: bool = True,
-                    keyed: bool = True) -> Process:
-        """A piw-slave with a key of its own (enrolled unless not *enrol*; none at
-        all unless *keyed*)."""
+                    keyed: bool = True, env_extra: Optional[dict[str, str]] = None) -> Process:
+        """A piw-slave working in its own dir under the work root, with a key of its
+        own (enrolled unless not *enrol*; none at all unless *keyed*); *env_extra*
+        adds to its (otherwise minimal) environment."""
         work = self.work_root / f"work-{label}"
         work.mkdir(exist_ok=True)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+               **(env_extra or {})}
         if self.user is not None:
             os.chown(work, self.user.pw_uid, self.user.pw_gid)
             env["HOME"] = self.user.pw_dir

@@ -17,7 +17,7 @@ import tarfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 from packaging.utils import canonicalize_name
 
@@ -143,11 +143,17 @@ def make_sdist(
         ),
         **sources,
     }
+    return write_sdist(dest_dir, stem, {**files, **blob})
+
+
+def write_sdist(dest_dir: Path, stem: str, files: Mapping[str, Union[str, bytes]]) -> Path:
+    """Write ``<stem>.tar.gz`` into *dest_dir* holding *files* (relative path: text
+    or bytes) under the top directory *stem*, as every sdist has; returns its path."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     path = dest_dir / f"{stem}.tar.gz"
     now = int(time.time())
     with tarfile.open(path, "w:gz") as tar:
-        for rel, text in {**files, **blob}.items():
+        for rel, text in files.items():
             data = text if isinstance(text, bytes) else text.encode("utf-8")
             info = tarfile.TarInfo(f"{stem}/{rel}")
             info.size = len(data)

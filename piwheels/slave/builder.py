@@ -24,6 +24,7 @@ phase; builds never see it.
 from __future__ import annotations
 
 import json
+import stat
 import logging
 import os
 import platform
@@ -359,6 +360,11 @@ class Builder:
             requires += new
         wheels = []
         for path in sorted(run.wheels.glob("*.whl")):
+            if not stat.S_ISREG(path.lstat().st_mode):
+                # a FIFO or a link to /dev/zero would hang the slave, a link could
+                # point at its secrets: the build left it there, not pip
+                return finish(False, clip(f"the build left {path.name} in its wheel "
+                                          "directory, which is not a regular file"))
             try:
                 facts = inspect_wheel(path)
                 check_identity(facts, package=package, version=version)
@@ -378,6 +384,14 @@ class Builder:
             note(run.text, f"fetch phase: the build requirements {', '.join(requires)}, "
                            f"as fetched lately: {', '.join(reused)}")
             return None
+        for text in requires:
+            try:
+                direct = Requirement(text).url is not None
+            except InvalidRequirement:
+                return clip(f"fetch phase: the build requirement {text!r} is not valid")
+            if direct:
+                return clip(f"fetch phase: the build requirement {text!r} is a URL; build "
+                            "requirements come from the index only")
         note(run.text, "fetch phase (network): the build requirements, as wheels")
         returncode, reason = run.fetch(download_wheels_command(
             self.python, requires, deps, self.index_url, self.cache_dir))

@@ -125,6 +125,8 @@ class Sandbox:
         args += [
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+            # bwrap's /dev is a tmpfs of half the memory that the build could fill
+            "--remount-ro", "/dev",
             "--size", str(self.disk_bytes), "--tmpfs", str(INSIDE_TMP),
         ]
         shown = [tree for tree in SYSTEM_TREES if os.path.isdir(tree)]

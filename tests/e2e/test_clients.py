@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import pytest
+from fake_index import TEST_CACHE
 from farm import pyenv_python, wait_for
 from index_publisher import Publisher, clean_env
 from installers import PIP_CORE_METADATA, PIP_DRY_RUN, PIP_JSON, PIP_METADATA_DRY_RUN
@@ -50,7 +51,7 @@ pytestmark = [
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
 #: Where the client venvs are kept between runs.
-CACHE = Path(os.environ.get("PIWHEELS_TEST_CACHE") or Path.home() / ".cache" / "piwheels-tests")
+CACHE = TEST_CACHE
 #: How long a venv holding "the newest pip" is trusted before it is made again.
 NEWEST_PIP_MAX_AGE_S = 24 * 3600
 NEWEST = "newest"
