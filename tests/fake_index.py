@@ -11,6 +11,7 @@ index.
 from __future__ import annotations
 
 import email.parser
+import fcntl
 import hashlib
 import html
 import shutil
@@ -48,6 +49,21 @@ def project_of(filename: str) -> Optional[str]:
         return None
 
 
+def _fetch_backend_wheels(dest: Path) -> None:
+    for python_version in (None, OLDEST_BUILD_PYTHON):
+        fetch = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
+             "--no-deps", "--dest", str(dest), "--disable-pip-version-check",
+             "--no-input", "--progress-bar", "off",
+             *(["--python-version", python_version] if python_version else []),
+             *BACKEND_PROJECTS],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        )
+        if fetch.returncode != 0:
+            raise RuntimeError(
+                f"pip download of {BACKEND_PROJECTS} failed:\n{fetch.stdout}{fetch.stderr}")
+
+
 def download_backend_wheels(dest: Path) -> list[Path]:
     """The build backend wheels in *dest*, fetched with ``pip download`` if missing.
 
@@ -55,21 +71,13 @@ def download_backend_wheels(dest: Path) -> list[Path]:
     oldest Python the tests build with, so every interpreter finds a backend.
     """
     done = dest / ".complete"
-    if not done.exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        for python_version in (None, OLDEST_BUILD_PYTHON):
-            fetch = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
-                 "--no-deps", "--dest", str(dest), "--disable-pip-version-check",
-                 "--no-input", "--progress-bar", "off",
-                 *(["--python-version", python_version] if python_version else []),
-                 *BACKEND_PROJECTS],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-            )
-            if fetch.returncode != 0:
-                raise RuntimeError(
-                    f"pip download of {BACKEND_PROJECTS} failed:\n{fetch.stdout}{fetch.stderr}")
-        done.touch()
+    dest.mkdir(parents=True, exist_ok=True)
+    # test workers running at once (pytest-xdist) fetch into the same cache: one does
+    with open(dest / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _fetch_backend_wheels(dest)
+            done.touch()
     wheels = sorted(dest.glob("*.whl"))
     missing = {canonicalize_name(p) for p in BACKEND_PROJECTS} - {project_of(w.name) for w in wheels}
     if missing:
