@@ -58,6 +58,8 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
+            # the suite runs on two workers (pyproject's addopts)
+            "pytest-xdist>=3.2",
             "ruff>=0.5",
             "sphinx>=7",
             "wheel",

@@ -25,6 +25,9 @@ from sdist_factory import make_sdist
 from piwheels.db import Database
 from piwheels.initdb import initdb
 
+#: how tests are spread over pytest-xdist workers (tests/parallel.py)
+pytest_plugins = ["parallel"]
+
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 RUN_ID = uuid.uuid4().hex[:8]
 

@@ -13,6 +13,7 @@ never needs another index.  The wheels are fetched once into the tests' cache
 from __future__ import annotations
 
 import email.parser
+import fcntl
 import hashlib
 import html
 import os
@@ -60,6 +61,21 @@ def project_of(filename: str) -> Optional[str]:
         return None
 
 
+def _fetch_backend_wheels(dest: Path) -> None:
+    for python_version in (None, OLDEST_BUILD_PYTHON):
+        fetch = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
+             "--dest", str(dest), "--disable-pip-version-check",
+             "--no-input", "--progress-bar", "off",
+             *(["--python-version", python_version] if python_version else []),
+             *BACKEND_PROJECTS],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        )
+        if fetch.returncode != 0:
+            raise RuntimeError(
+                f"pip download of {BACKEND_PROJECTS} failed:\n{fetch.stdout}{fetch.stderr}")
+
+
 def download_backend_wheels(dest: Path) -> list[Path]:
     """The build backend wheels and their dependencies in *dest*, fetched with
     ``pip download`` if missing.
@@ -71,22 +87,14 @@ def download_backend_wheels(dest: Path) -> list[Path]:
     """
     wanted = sorted({canonicalize_name(p) for p in BACKEND_PROJECTS})
     listed = dest / FETCHED_LIST
-    fetched = set(listed.read_text().split()) if listed.exists() else set()
-    if not set(wanted) <= fetched:
-        dest.mkdir(parents=True, exist_ok=True)
-        for python_version in (None, OLDEST_BUILD_PYTHON):
-            fetch = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
-                 "--dest", str(dest), "--disable-pip-version-check",
-                 "--no-input", "--progress-bar", "off",
-                 *(["--python-version", python_version] if python_version else []),
-                 *BACKEND_PROJECTS],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-            )
-            if fetch.returncode != 0:
-                raise RuntimeError(
-                    f"pip download of {BACKEND_PROJECTS} failed:\n{fetch.stdout}{fetch.stderr}")
-        listed.write_text("\n".join(wanted) + "\n")
+    dest.mkdir(parents=True, exist_ok=True)
+    # test workers running at once (pytest-xdist) fetch into the same cache: one does
+    with open(dest / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fetched = set(listed.read_text().split()) if listed.exists() else set()
+        if not set(wanted) <= fetched:
+            _fetch_backend_wheels(dest)
+            listed.write_text("\n".join(wanted) + "\n")
     wheels = sorted(dest.glob("*.whl"))
     missing = set(wanted) - {project_of(w.name) for w in wheels}
     if missing:

@@ -106,7 +106,8 @@ def master_record(tmp_path: Path, **changes) -> settings.MasterConfig:
         transfer_timeout_s=10.0, transfer_retries=3, transfer_deadline_s=600.0,
         max_wheel_size=2**20, max_unpacked_size=2**22, max_compression_ratio=100.0,
         handshake_timeout_s=10.0, control_address=f"ipc://{tmp_path}/c",
-        status_address=f"ipc://{tmp_path}/s", min_free_space_mb=1, stats_interval_s=10.0)
+        status_address=f"ipc://{tmp_path}/s", min_free_space_mb=1, stats_interval_s=10.0,
+        retry_delay_s=3600.0)
     base.update(changes)
     return settings.MasterConfig(**base)
 

@@ -18,11 +18,9 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urljoin
@@ -31,49 +29,21 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from fake_pypi import FakePyPI
-from farm import BUILD_USER, PYENV, build_user
+from farm import BUILD_USER, build_user
 from packaging.utils import parse_wheel_filename
+from quickstart_process import (
+    NO_SERVER, SERVER, ClosedHome, QuickStart, build_user_args, quickstart_env, run_quickstart)
 from sdist_factory import make_sdist
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
-SERVER = os.environ.get("PIWHEELS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-#: A server where nothing listens, for runs that must stop before using one.
-NO_SERVER = "postgresql://postgres@127.0.0.1:1/postgres"
-#: The home directory pyenv's interpreters live under (/root/.pyenv/versions).
-PYENV_HOME = PYENV.parent.parent
 #: how long the index writer may take to show a recorded build on the project page
 PAGE_TIMEOUT_S = 15.0
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync")
-
-
-class Lines:
-    """A process's output, read line by line in the background."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self.thread.start()
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern: str, timeout_s: float) -> re.Match:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                match = re.search(pattern, line)
-                if match:
-                    return match
-            time.sleep(0.2)
-        raise AssertionError(f"no line like {pattern!r} within {timeout_s} s:\n"
-                             + "\n".join(self.lines))
 
 
 def quick_databases() -> list[str]:
@@ -98,22 +68,17 @@ def upstream(tmp_path, build_backends):
 
 
 def test_quickstart_builds_serves_and_stops_cleanly(upstream, tmp_path):
-    user = build_user()
-    proc = subprocess.Popen(
-        [str(BIN / "piw-quickstart"), "--pypi-simple", upstream.simple_url, "--python", "3.11",
-         "--server", SERVER, *(["--build-user", BUILD_USER] if user else []), "quick-thing"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
-    out = Lines(proc)
-    try:
-        index = out.wait_for(r"pip install --extra-index-url (http://127\.0\.0\.1:\d+/simple/) "
-                             r"quick-thing$", 90).group(1)
-        database, workdir = out.wait_for(r"database (\w+), files in (/\S+)\.$", 1).groups()
+    with QuickStart("--pypi-simple", upstream.simple_url, "--python", "3.11", "--server", SERVER,
+                    *build_user_args(), "quick-thing",
+                    env={**os.environ, "PIP_CONFIG_FILE": os.devnull}) as quick:
+        index = quick.wait_for(r"pip install --extra-index-url (http://127\.0\.0\.1:\d+/simple/) "
+                               r"quick-thing$", 90).group(1)
+        database, workdir = quick.wait_for(r"database (\w+), files in (/\S+)\.$", 1).groups()
         workdir = Path(workdir)
         assert database in quick_databases()  # its own database
-        out.wait_for(r"^built quick-thing 1\.0 for cp311: success "
-                     r"\(quick_thing-1\.0-py3-none-any\.whl\)$", 120)
-        out.wait_for(r"^nothing left to build", 30)
+        quick.wait_for(r"^built quick-thing 1\.0 for cp311: success "
+                       r"\(quick_thing-1\.0-py3-none-any\.whl\)$", 120)
+        quick.wait_for(r"^nothing left to build", 30)
 
         # the web server hands the wheel to pip (the page may lag the build a moment)
         target = tmp_path / "installed"
@@ -133,52 +98,21 @@ def test_quickstart_builds_serves_and_stops_cleanly(upstream, tmp_path):
         # it followed the named project without the whole upstream list, nor XML-RPC
         assert not [r for r in upstream.requests if r.path.rstrip("/") == "/simple"]
         assert not [r for r in upstream.requests if r.method == "POST"]
-    finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    out.thread.join(5)
-    assert proc.returncode == 0, "\n".join(out.lines)
-    assert out.lines[-1] == "stopped; the database and all files are gone", out.lines
+    quick.assert_stopped_cleanly()
     assert database not in quick_databases()
     assert not workdir.exists()
     leftovers = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True)
     assert leftovers.stdout == "", leftovers.stdout
 
 
-def quickstart_env(**changes: str) -> dict:
-    """This environment without any upstream index setting of its own, plus *changes*."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PIP_INDEX_URL", "PIW_PYPI_SIMPLE", "PIP_CONFIG_FILE")}
-    return {**env, "PIP_CONFIG_FILE": os.devnull, **changes}
-
-
-def stop(proc: subprocess.Popen, out: Lines) -> None:
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    finally:
-        out.thread.join(5)
-
-
 @pytest.fixture
-def closed_pyenv_home():
-    """pyenv's home at mode 700, as on a fresh system, for the test's duration only."""
+def closed_pyenv_home(tmp_path):
+    """pyenv's home at mode 700, as on a fresh system, for the quick start the test runs
+    through it (in a private mount namespace: the host's stays as it is)."""
     if os.geteuid() != 0:
         pytest.skip("slaves run as a separate build user only when quick start runs as root")
     build_user()
-    mode = PYENV_HOME.stat().st_mode & 0o7777
-    os.chmod(PYENV_HOME, 0o700)
-    try:
-        yield PYENV_HOME
-    finally:
-        os.chmod(PYENV_HOME, mode)
+    return ClosedHome(tmp_path / "closed-home")
 
 
 def http_get(url: str) -> http.client.HTTPResponse:
@@ -196,27 +130,24 @@ def test_quickstart_builds_as_root_with_pyenv_home_closed(upstream, tmp_path, cl
     taken from pip's configuration; logs readable in a browser."""
     pip_conf = tmp_path / "pip.conf"
     pip_conf.write_text(f"[global]\nindex-url = {upstream.simple_url}\n")
-    proc = subprocess.Popen(
-        [str(BIN / "piw-quickstart"), "--python", "3.11", "--python", "3.12",
-         "--web-server", "python", "--server", SERVER, "--build-user", BUILD_USER,
-         "quick-thing"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-        env=quickstart_env(PIP_CONFIG_FILE=str(pip_conf)))
-    out = Lines(proc)
-    try:
-        out.wait_for(rf"^upstream index: {re.escape(upstream.simple_url)} \(from pip [\d.]+'s "
-                     r"configuration", 30)
-        out.wait_for(rf"^the slaves run as {BUILD_USER}, who cannot enter {closed_pyenv_home}: "
-                     r"each runs in a private mount namespace", 30)
-        index = out.wait_for(r"pip install --extra-index-url (http://127\.0\.0\.1:\d+/)simple/ "
-                             r"quick-thing$", 90).group(1)
-        database = out.wait_for(r"^The farm is up: 2 slave\(s\) \(Python 3\.11, 3\.12\), "
-                                r"database (\w+),", 1).group(1)
+    closed = closed_pyenv_home
+    with QuickStart("--python", "3.11", "--python", "3.12", "--web-server", "python",
+                    "--server", SERVER, "--build-user", BUILD_USER, "quick-thing",
+                    env=quickstart_env(PIP_CONFIG_FILE=str(pip_conf)),
+                    closed_home=closed) as quick:
+        quick.wait_for(rf"^upstream index: {re.escape(upstream.simple_url)} \(from pip [\d.]+'s "
+                       r"configuration", 30)
+        quick.wait_for(rf"^the slaves run as {BUILD_USER}, who cannot enter {closed.path}: "
+                       r"each runs in a private mount namespace", 30)
+        index = quick.wait_for(r"pip install --extra-index-url (http://127\.0\.0\.1:\d+/)simple/ "
+                               r"quick-thing$", 90).group(1)
+        database = quick.wait_for(r"^The farm is up: 2 slave\(s\) \(Python 3\.11, 3\.12\), "
+                                  r"database (\w+),", 1).group(1)
         # one build: its pure wheel serves both ABIs
-        out.wait_for(r"^built quick-thing 1\.0 for cp31[12]: success "
-                     r"\(quick_thing-1\.0-py3-none-any\.whl\)$", 120)
-        out.wait_for(r"^nothing left to build", 30)
-        assert closed_pyenv_home.stat().st_mode & 0o7777 == 0o700  # the host left closed
+        quick.wait_for(r"^built quick-thing 1\.0 for cp31[12]: success "
+                       r"\(quick_thing-1\.0-py3-none-any\.whl\)$", 120)
+        quick.wait_for(r"^nothing left to build", 30)
+        assert closed.mode() == 0o700  # quick start left the home closed
 
         # quick start reports the build from the database; the index writer
         # rewrites the project page a moment later
@@ -256,10 +187,7 @@ def test_quickstart_builds_as_root_with_pyenv_home_closed(upstream, tmp_path, cl
             env={**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": ""})
         assert pip.returncode == 0, pip.stdout + pip.stderr
         assert "quick_thing-1.0-py3-none-any.whl" in pip.stdout
-    finally:
-        stop(proc, out)
-    assert proc.returncode == 0, "\n".join(out.lines)
-    assert out.lines[-1] == "stopped; the database and all files are gone", out.lines
+    quick.assert_stopped_cleanly()
     assert database not in quick_databases()
 
 
@@ -272,22 +200,20 @@ def test_quickstart_stops_before_changing_anything_without_namespaces(
     it would have found no server there)."""
     new_user = "piwquick-unmade"
     assert not [u for u in pwd.getpwall() if u.pw_name == new_user]
-    command = [str(BIN / "piw-quickstart"), "--pypi-simple", "http://127.0.0.1:1/simple/",
-               "--python", "3.12", "--server", NO_SERVER, "--build-user", new_user,
-               "quick-thing"]
+    closed = closed_pyenv_home
+    args = ("--pypi-simple", "http://127.0.0.1:1/simple/", "--python", "3.12",
+            "--server", NO_SERVER, "--build-user", new_user, "quick-thing")
     if withheld == "util-linux":
-        env = quickstart_env(PATH=os.devnull)
+        result = run_quickstart(*args, env=quickstart_env(PATH=os.devnull), closed_home=closed)
     else:
-        env = quickstart_env()
-        command = ["setpriv", "--bounding-set=-sys_admin", *command]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                            stdin=subprocess.DEVNULL, env=env)
+        result = run_quickstart(*args, closed_home=closed,
+                                prefix=["setpriv", "--bounding-set=-sys_admin"])
     assert result.returncode == 1, result.stdout + result.stderr
     error, = result.stderr.splitlines()  # one line
     assert error.startswith("error: "), result.stderr
-    assert f"{new_user} cannot enter {closed_pyenv_home}" in error or \
+    assert f"{new_user} cannot enter {closed.path}" in error or \
         f"does not run as {new_user} in a private mount namespace" in error, error
-    assert re.search(rf"`chmod o\+x {closed_pyenv_home}`( lets {new_user} in without one)?$",
+    assert re.search(rf"`chmod o\+x {closed.path}`( lets {new_user} in without one)?$",
                      error), error
     assert not [u for u in pwd.getpwall() if u.pw_name == new_user]
 
@@ -300,10 +226,7 @@ def test_quickstart_uses_pips_own_default_index(tmp_path):
                               env=quickstart_env()).stdout
     default = re.search(r"--index-url <url>\s+Base URL of the Python Package Index "
                         r"\(default\s+(\S+?)\)", pip_help).group(1)
-    result = subprocess.run(
-        [str(BIN / "piw-quickstart"), "--server", NO_SERVER, "quick-thing"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-        env=quickstart_env(), cwd=tmp_path)
+    result = run_quickstart("--server", NO_SERVER, "quick-thing", cwd=tmp_path)
     assert result.stdout.splitlines()[0] == (
         f"upstream index: {default} (from pip {pip_version()}'s built-in default; "
         "--pypi-simple names another)"), result.stdout
@@ -348,12 +271,10 @@ def test_quickstart_not_root_names_an_interpreter_it_cannot_reach(tmp_path):
     try:
         os.chmod(closed, 0o700)
         shutil.copy(sys.executable, closed / "python3")
-        result = subprocess.run(
-            [str(BIN / "piw-quickstart"), "--pypi-simple", "http://127.0.0.1:1/simple/",
-             "--python", str(closed / "python3"), "--server", NO_SERVER, "quick-thing"],
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/",
-            user=user.pw_uid, group=user.pw_gid, extra_groups=[],
-            env=quickstart_env(HOME=user.pw_dir))
+        result = run_quickstart(
+            "--pypi-simple", "http://127.0.0.1:1/simple/", "--python", str(closed / "python3"),
+            "--server", NO_SERVER, "quick-thing", cwd="/", user=user.pw_uid, group=user.pw_gid,
+            extra_groups=[], env=quickstart_env(HOME=user.pw_dir))
     finally:
         shutil.rmtree(closed)
     if "Permission denied" in result.stderr and "piw-quickstart" in result.stderr:

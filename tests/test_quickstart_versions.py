@@ -7,16 +7,13 @@ build 2.0 only and then have nothing left to build.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from datetime import datetime, timezone
 
 import pytest
 from fake_pypi import FakePyPI
-from farm import BUILD_USER, build_user
 from packaging.utils import parse_wheel_filename
+from quickstart_process import SERVER, QuickStart, build_user_args
 from sdist_factory import make_sdist
-from test_quickstart import BIN, SERVER, Lines
 
 pytestmark = pytest.mark.slow
 
@@ -35,24 +32,11 @@ def upstream(tmp_path, build_backends):
 
 
 def test_quickstart_builds_only_the_newest_release(upstream):
-    user = build_user()
-    proc = subprocess.Popen(
-        [str(BIN / "piw-quickstart"), "--pypi-simple", upstream.simple_url, "--python", "3.11",
-         "--server", SERVER, *(["--build-user", BUILD_USER] if user else []), "two-releases"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
-    out = Lines(proc)
-    try:
-        out.wait_for(r"^built two-releases 2\.0 for cp311: success", 180)
-        out.wait_for(r"^nothing left to build", 60)
-        built = [line for line in out.lines if line.startswith("built two-releases")]
-        assert len(built) == 1, out.lines  # neither 1.0 nor the pre-release 2.1b1
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    out.thread.join(5)
-    assert proc.returncode == 0, "\n".join(out.lines)
+    with QuickStart("--pypi-simple", upstream.simple_url, "--python", "3.11", "--server", SERVER,
+                    *build_user_args(), "two-releases",
+                    env={**os.environ, "PIP_CONFIG_FILE": os.devnull}) as quick:
+        quick.wait_for(r"^built two-releases 2\.0 for cp311: success", 180)
+        quick.wait_for(r"^nothing left to build", 60)
+        built = [line for line in quick.lines if line.startswith("built two-releases")]
+        assert len(built) == 1, quick.lines  # neither 1.0 nor the pre-release 2.1b1
+    assert quick.returncode == 0, quick.output()

@@ -106,7 +106,7 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
     auth.start()
     address = f"tcp://127.0.0.1:{free_port()}"
     task = SlaveDriver(ctx, slave_bind=address, index_url="http://x/simple/", heartbeat_s=5,
-                       liveness=3, sleep_s=0.05, containment_required=True,
+                       liveness=3, sleep_s=0.05, retry_delay_s=3600.0, containment_required=True,
                        curve=keys.server())
     queue = Socket.make(ctx, zmq.PUSH, BUILD_QUEUE)
     queue.connect(BUILD_QUEUE.address)
@@ -150,7 +150,8 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
             report = payload.get("slave") if name == "SLAVE" else None
         assert (report["key_id"], report["containment"]) == (alice_id, "bwrap 0.8.0")
 
-        queue.send("QUEUE", {"abi_tag": ABI, "builds": [{"package": "held", "version": "1"}]})
+        queue.send("QUEUE", {"abi_tag": ABI, "builds": [{"package": "held", "version": "1",
+                                                        "failed_by": None, "failed_at": None}]})
         time.sleep(0.1)
         alice.send("IDLE", {"stats": STATS})
         assert recv(alice) == ("BUILD", {"package": "held", "version": "1"})
