@@ -192,15 +192,16 @@ def kill_all(pids) -> None:
             pass
 
 
-def plant_secrets(farm: Farm, secret: str, token: str) -> Planted:
+def plant_secrets(farm: Farm, secret: str, token: str, home: Path) -> Planted:
     """A ``~/.pgpass``, a key file and a config file of the slave, each holding *secret*.
 
-    The key file lies where a farm keeps its slaves' keys; the config file in
-    a directory under /opt, a system tree a contained build sees, so that only
-    the slave's hiding it keeps it from the build.
+    *home* is the slaves' HOME (one of this farm's own: test runs at the same
+    time each have theirs).  The key file lies where a farm keeps its slaves'
+    keys; the config file in a directory under /opt, a system tree a
+    contained build sees, so that only the slave's hiding it keeps it from the
+    build.
     """
     user = farm.user
-    home = Path(user.pw_dir if user is not None else Path.home())
     keys = farm.work_root / "keys" / f"slave-{LABELS[0]}"
     config_dir = Path("/opt") / f"piw-test-{token}"
     files = {
@@ -208,15 +209,13 @@ def plant_secrets(farm: Farm, secret: str, token: str) -> Planted:
         "slave-key": keys / f"{LABELS[0]}.key_secret",
         "slave-config": config_dir / "slave.conf",
     }
-    if files["pgpass"].exists():
-        raise RuntimeError(f"{files['pgpass']} exists; the test will not overwrite it")
     planted = Planted(secret=secret, files=files)
     contents = {
         "pgpass": f"127.0.0.1:5432:*:postgres:{secret}\n",
         "slave-key": f'metadata\ncurve\n    public-key = "x"\n    secret-key = "{secret}"\n',
         "slave-config": f"# planted by the containment test: {secret}\n",
     }
-    for directory in (keys, config_dir):
+    for directory in (home, keys, config_dir):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o700)
         if user is not None:
@@ -267,12 +266,12 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
     planted: Optional[Planted] = None
     python = pyenv_python(SLAVE_PYTHON_MINOR)
     cache_dir = farm.work_root / "cache"
-    home = Path(farm.user.pw_dir if farm.user is not None else Path.home())
+    home = farm.work_root / "home"
     write_dirs = {"tmp": Path("/tmp"), "var-tmp": Path("/var/tmp"), "dev-shm": Path("/dev/shm"),
                   "home": home, "cache": cache_dir,
                   **{f"work-dir-{label}": farm.work_root / f"work-{label}" for label in LABELS}}
     try:
-        planted = plant_secrets(farm, secret, token)
+        planted = plant_secrets(farm, secret, token, home)
         cache_dir.mkdir()
         canary = cache_dir / "canary"
         canary_bytes = f"canary {token}\n".encode()
@@ -284,7 +283,7 @@ def contained(tmp_path_factory, empty_schema, build_index) -> Iterator[Contained
         slaves = {label: farm.start_slave(
             label, python, "--cache-dir", str(cache_dir), "-c", str(planted.files["slave-config"]),
             "--pid-limit", str(PID_LIMIT), "--disk-limit", str(DISK_QUOTA_MIB),
-            env_extra={SECRET_VARIABLE: secret}) for label in LABELS}
+            env_extra={SECRET_VARIABLE: secret, "HOME": str(home)}) for label in LABELS}
         for slave in slaves.values():
             slave.wait_log("connected to the master", 30)
         configs = {
@@ -517,7 +516,8 @@ def test_a_build_cannot_poison_the_shared_cache(contained: ContainedRun):
     reported(log, reports, "cache files")
     assert contained.canary.read_bytes() == contained.canary_bytes, describe(reports, "cache files")
     marked = [path for root in (contained.cache_dir, contained.work_root)
-              for path in root.rglob(f"*{contained.token}*")]
+              for prefix in ("piw-hostile-", "piw-filler-")
+              for path in root.rglob(f"{prefix}{contained.token}")]
     assert marked == []
     # every file of the index the slave keeps is the index's, byte for byte
     kept = [path for path in contained.cache_dir.rglob("*")
