@@ -320,7 +320,8 @@ class Builder:
             got = fetched + sorted(path.name for path in deps.glob("*.whl"))
 
             # build phase: offline, contained
-            note(text, "build phase (no network)")
+            note(text, "build phase (no network)" if self._sandbox is not None else
+                 "build phase (pip --no-index, but UNCONTAINED: the network is reachable)")
             returncode, reason = run.contained([
                 self.python, "-m", "pip", "wheel", f"{package}=={version}",
                 "--no-deps", "--no-binary", package, "--no-index",
