@@ -273,11 +273,11 @@ class Farm:
         adds to its (otherwise minimal) environment."""
         work = self.work_root / f"work-{label}"
         work.mkdir(exist_ok=True)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-               **(env_extra or {})}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         if self.user is not None:
             os.chown(work, self.user.pw_uid, self.user.pw_gid)
             env["HOME"] = self.user.pw_dir
+        env.update(env_extra or {})
         slave = Process([
             str(BIN / "piw-slave"), "-v", "--master", "127.0.0.1",
             "--slave-port", str(self.slave_port), "--file-port", str(self.file_port),

@@ -165,9 +165,8 @@ class BuildRun:
                         break
                 if watch is not None and now >= next_watch_s:
                     next_watch_s = now + QUOTA_CHECK_INTERVAL_S
-                    if _tree_size(watch) > builder.limits.disk_bytes:
-                        reason = (f"disk quota of the build directory exceeded (the limit is "
-                                  f"{builder.limits.disk_bytes // MiB} MiB)")
+                    reason = _quota_problem(watch, builder.limits.disk_bytes)
+                    if reason is not None:
                         break
                 if builder._cancelled:
                     reason = "cancelled"
@@ -190,8 +189,20 @@ class BuildRun:
             proc.stdout.close()
         if reason is None and builder._cancelled:
             reason = "cancelled"
+        if reason is None and watch is not None:
+            # again, once it has ended: what it wrote just before leaves no time
+            # for a check, and a sparse file there would be read to its end
+            reason = _quota_problem(watch, builder.limits.disk_bytes)
         note(self.text, f"exit status {returncode} after {clock() - started_s:.1f} s")
         return returncode, reason
+
+
+def _quota_problem(watch: Path, limit_bytes: int) -> Optional[str]:
+    """Why what the build wrote in *watch* is refused (its files' apparent sizes
+    count, so a sparse file cannot slip by), or None."""
+    if _tree_size(watch) > limit_bytes:
+        return f"disk quota of the build directory exceeded (the limit is {limit_bytes // MiB} MiB)"
+    return None
 
 
 def _tree_size(path: Path) -> int:
