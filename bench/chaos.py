@@ -11,7 +11,8 @@ of its worst:
 * PostgreSQL disconnects: ``pg_terminate_backend`` of every backend of the
   master's role, as the superuser (the server itself is left running);
 * fuzzed frames to the master's slave and file ports: random bytes, truncated
-  and oversized msgpack, known message names with wrong payloads;
+  and oversized msgpack, known message names with wrong payloads (mostly from
+  peers with an enrolled key, so that they pass the CURVE handshake);
 * an idle TCP flood on loopback (a bounded number of connections, held open).
 
 Then the master is started again if it is gone, and the trial is timed until
@@ -174,23 +175,29 @@ class Chaos:
         return f"pg_terminate_backend of {killed} master backends"
 
     def fuzz(self) -> str:
-        """Hostile frames on both ports, from a few peers."""
-        frames = 0
+        """Hostile frames on both ports, from a few peers: most with an enrolled key (a
+        slave gone bad, whose frames reach the master's decoders), the rest without
+        one (refused at the CURVE handshake)."""
+        frames = keyed = 0
         for port in (self.farm.slave_port, self.farm.file_port):
             for _ in range(self.rng.randint(1, 4)):
                 sock = self.ctx.socket(zmq.DEALER)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.SNDTIMEO, 1000)
+                enrolled = self.rng.random() < 0.75
+                if enrolled:
+                    self.farm.secure(sock, "chaos-fuzzer")
                 sock.connect(f"tcp://127.0.0.1:{port}")
                 try:
                     for _ in range(self.rng.randint(5, 40)):
                         sock.send_multipart(self.hostile_frame(), copy=True)
                         frames += 1
+                        keyed += enrolled
                 except zmq.Again:
                     pass
                 finally:
                     sock.close()
-        return f"{frames} fuzzed frames"
+        return f"{frames} fuzzed frames ({keyed} from enrolled peers)"
 
     def hostile_frame(self) -> list[bytes]:
         rng = self.rng

@@ -70,6 +70,9 @@ def client(port: int, slaves: int, seconds: float, results) -> None:
             "python_tag": "cp311", "abi_tag": "cp311", "platform_tag": "linux_armv7l",
             "python_version": "3.11.2", "pip_version": "23.0", "os": "bench",
             "build_timeout_s": 3600, "building": None,
+            # zero-work builds run nothing, so contain nothing (the master is
+            # told --containment optional)
+            "containment": "none: zero-work benchmark slave",
         })
         socks[sock.zsocket] = sock
         poller.register(sock.zsocket, zmq.POLLIN)
@@ -127,11 +130,12 @@ def main() -> None:
     with throwaway_database(args.server) as (dsn, master_dsn), \
             tempfile.TemporaryDirectory() as output:
         seed(dsn, args.versions)
-        port = free_port()
+        port, file_port = free_port(), free_port()
         master = subprocess.Popen([
             str(BIN / "piw-master"), "-q", "--dsn", master_dsn, "--output-path", output,
             "--pypi-simple", "http://127.0.0.1:1/simple/",
-            "--slave-bind", f"tcp://127.0.0.1:{port}", "--file-bind", "tcp://127.0.0.1:*",
+            "--slave-bind", f"tcp://127.0.0.1:{port}", "--file-bind", f"tcp://127.0.0.1:{file_port}",
+            "--containment", "optional",
             "--sleep-interval", "0.05",
             *(["--log-file", args.master_log] if args.master_log else []),
         ])

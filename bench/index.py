@@ -77,9 +77,9 @@ def seed(dsn: str, packages: int, versions: int) -> None:
             "       true, true "
             f"FROM generate_series(1, {packages}) AS n, generate_series(1, {versions}) AS v")
         conn.exec_driver_sql(
-            "INSERT INTO builds (package, version, abi_tag, slave_label, started, duration, "
-            "                    status) "
-            "SELECT package, version, abi_tag, 'seed', released + interval '1 hour', "
+            "INSERT INTO builds (package, version, abi_tag, slave_label, builder, started, "
+            "                    duration, status) "
+            "SELECT package, version, abi_tag, 'seed', 'seed', released + interval '1 hour', "
             "       interval '95 seconds', 'success' "
             "FROM versions, build_abis")
         conn.exec_driver_sql(
@@ -120,8 +120,10 @@ class RunningWriter:
         self.task.start()
 
     def idle(self) -> bool:
-        if self.supervisor.zsocket.poll(0):
-            raise RuntimeError(f"the index writer failed: {self.supervisor.recv()[1]}")
+        while self.supervisor.zsocket.poll(0):  # STARTED once, FAILED if it fails
+            name, payload = self.supervisor.recv()
+            if name == "FAILED":
+                raise RuntimeError(f"the index writer failed: {payload['error']}")
         status = self.task.status()
         return not (status["dirty"] or status["root_pending"] or status["home_pending"])
 
@@ -212,6 +214,7 @@ def time_root(dsn: str, output: Path) -> None:
     """Rewriting the simple root, packages.json and the sitemap (a new project's first wheel)."""
     ctx = zmq.Context()
     writer = IndexWriter(ctx, dsn=dsn, output_path=output, site=SITE)
+    writer.open_resources()  # the task's thread would, before on_start
     writer.on_start()
     try:
         start = time.perf_counter()
@@ -220,6 +223,7 @@ def time_root(dsn: str, output: Path) -> None:
               f"{time.perf_counter() - start:.2f} s")
     finally:
         writer.on_stop()
+        writer.close_resources()
         for sock in writer._sockets:
             sock.close()
         ctx.term()

@@ -12,7 +12,9 @@ machine's cores, that CPU divided by the cores bounds the transfer's time.
 
 With ``--link-mbit N`` (root only) both runs cross a veth pair into a network
 namespace of the slave's own, shaped to N Mbit/s each way: the farm's case,
-where the slave is another machine and the network sets the pace.
+where the slave is another machine and the network sets the pace.  With
+``--curve`` the file socket is encrypted and authenticated as in a farm with
+keys (piw-keys): a master key pair, the slave's key enrolled, ZAP checking it.
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ from typing import Iterator, Optional
 import zmq
 
 from piwheels.config import OPTIONS
+from piwheels.keys import PUBLIC_SUFFIX, KeyPair, load_key_pair, make_key_pair, public_path
+from piwheels.master.authenticator import Authenticator
 from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
 from piwheels.slave.file_sender import FileSender
-from piwheels.transport import Socket
+from piwheels.transport import CurveClient, CurveServer, Socket
 from piwheels.wheel_facts import UnpackLimits, inspect_wheel
 
 MB = 1024 * 1024
@@ -145,7 +149,30 @@ class TimedReceiver(FileReceiver):
         super()._complete(transfer)
 
 
-def serve(link: Link, address: str, wheel: Path, size: int, sha256: str, cpu) -> None:
+@dataclass(frozen=True)
+class Keys:
+    """A farm's keys for one run: the master's pair, the slave's key file (enrolled)."""
+
+    master: KeyPair
+    slave_secret: Path
+    enrolled: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> "Keys":
+        master, _ = make_key_pair(directory / "master.key_secret")
+        slave_secret = directory / "slave" / "bench.key_secret"
+        make_key_pair(slave_secret)
+        enrolled = directory / "authorized"
+        enrolled.mkdir()
+        (enrolled / f"bench{PUBLIC_SUFFIX}").write_bytes(public_path(slave_secret).read_bytes())
+        return cls(master, slave_secret, enrolled)
+
+    def client(self) -> CurveClient:
+        return CurveClient(keys=load_key_pair(self.slave_secret), server_public=self.master.public)
+
+
+def serve(link: Link, address: str, wheel: Path, size: int, sha256: str, cpu,
+          keys: Optional[Keys] = None) -> None:
     """The slave's side: offer the file and answer FETCHes until RECEIVED.
 
     *cpu* gets the CPU seconds this process had spent by then (a forked child
@@ -153,7 +180,7 @@ def serve(link: Link, address: str, wheel: Path, size: int, sha256: str, cpu) ->
     """
     link.enter_slave_side()
     ctx = zmq.Context()
-    sender = FileSender(ctx, address)
+    sender = FileSender(ctx, address, curve=keys.client() if keys else None)
     sender.offer(1, wheel, size, sha256)
     while sender.handle() is None:
         pass
@@ -163,7 +190,7 @@ def serve(link: Link, address: str, wheel: Path, size: int, sha256: str, cpu) ->
 
 
 def protocol_run(link: Link, wheel: Path, work: Path, chunk_size: int,
-                 window: int) -> tuple[float, float, float]:
+                 window: int, keys: Optional[Keys] = None) -> tuple[float, float, float]:
     """Seconds from OFFER to the last chunk written and to VERIFIED, through the real
     tasks, and the CPU seconds both ends spent on the first (all threads)."""
     ctx = zmq.Context()
@@ -172,12 +199,18 @@ def protocol_run(link: Link, wheel: Path, work: Path, chunk_size: int,
     supervisor.bind(SUPERVISOR.address)
     results = Socket.make(ctx, zmq.PULL, TRANSFER_RESULTS.reverse())
     results.bind(TRANSFER_RESULTS.address)
-    receiver = TimedReceiver(ctx, file_bind=address, transfers_dir=work / ".transfers",
+    auth = None
+    if keys is not None:  # before the file socket binds, as piw-master does
+        auth = Authenticator(ctx, keys.enrolled)
+        auth.start()
+    receiver = TimedReceiver(ctx, file_bind=address, output_path=work,
                             chunk_size=chunk_size, window=window, timeout_s=10, retries=3,
                             max_wheel_size=2**31, deadline_s=OPTIONS["transfer_deadline_s"].default,
                             unpack_limits=UnpackLimits(
                                 max_unpacked=OPTIONS["max_unpacked_size"].default,
-                                max_ratio=OPTIONS["max_compression_ratio"].default))
+                                max_ratio=OPTIONS["max_compression_ratio"].default),
+                            curve=CurveServer(keys=keys.master, enrolled_dir=str(keys.enrolled))
+                            if keys else None)
     requests = Socket.make(ctx, zmq.PUSH, TRANSFER_REQUESTS)
     requests.connect(TRANSFER_REQUESTS.address)
     receiver.start()
@@ -185,12 +218,13 @@ def protocol_run(link: Link, wheel: Path, work: Path, chunk_size: int,
     sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
     requests.send("EXPECT", {"slave_id": 1, "package": "bench-blob", "version": "1.0",
                              "builder_abi": "cp311", "builder_platform": "linux_x86_64",
+                             "key_id": load_key_pair(keys.slave_secret).key_id if keys else None,
                              "claimed": inspect_wheel(wheel, find_apt_deps=False).to_dict()})
     time.sleep(0.2)
     # the slave is another process (another machine, in a farm), as in real life
     slave_cpu = multiprocessing.Value("d", 0.0)
     slave = multiprocessing.Process(target=serve,
-                                    args=(link, address, wheel, data_size, sha256, slave_cpu))
+                                    args=(link, address, wheel, data_size, sha256, slave_cpu, keys))
     start, master_cpu = time.perf_counter(), cpu_s(resource.RUSAGE_SELF)
     slave.start()
     verdict = [results.recv()]
@@ -206,6 +240,8 @@ def protocol_run(link: Link, wheel: Path, work: Path, chunk_size: int,
     receiver.join(5)
     for sock in (supervisor, results, requests):
         sock.close()
+    if auth is not None:
+        auth.stop()
     ctx.destroy(linger=0)
     return transferred, elapsed, cpu
 
@@ -266,6 +302,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--link-mbit", type=int, default=None,
                         help="cross a link shaped to this many Mbit/s, not loopback (root only)")
+    parser.add_argument("--curve", action="store_true",
+                        help="encrypt the file socket with CURVE keys, as a farm with keys does")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         link = Link() if args.link_mbit is None else stack.enter_context(
@@ -277,10 +315,11 @@ def run(args: argparse.Namespace, link: Link) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         wheel = make_wheel(work, args.size_mb * MB)
+        keys = Keys.make(work / "keys") if args.curve else None
         size_mb = wheel.stat().st_size / MB
         protocol, plain, checks = [], [], []
         for _ in range(args.rounds):
-            protocol.append(protocol_run(link, wheel, work, args.chunk_size, args.window))
+            protocol.append(protocol_run(link, wheel, work, args.chunk_size, args.window, keys))
             plain.append(plain_run(link, wheel, work, args.chunk_size))
             checks.append(integrity_only(wheel, args.chunk_size))
     transfer = [t for t, _, _ in protocol]
@@ -289,7 +328,8 @@ def run(args: argparse.Namespace, link: Link) -> None:
     best_transfer, best_verified, best_plain = min(transfer), min(verified), min(copy)
     where = "loopback" if args.link_mbit is None else f"a {args.link_mbit} Mbit/s link"
     print(f"file: {size_mb:.1f} MB, chunk {args.chunk_size} B, window {args.window}, "
-          f"{args.rounds} rounds over {where} (best and median)")
+          f"{args.rounds} rounds over {where}{' with CURVE' if args.curve else ''} "
+          f"(best and median)")
     print(f"transfer protocol, file on disk:       {size_mb / best_transfer:.0f} MB/s "
           f"(median {size_mb / statistics.median(transfer):.0f})")
     print(f"... and verified (hash, zip, RECORD):  {size_mb / best_verified:.0f} MB/s "
