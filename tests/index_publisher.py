@@ -78,7 +78,8 @@ class Publisher:
         facts = inspect_wheel(arrived).to_dict()
         self.records.send("RECORD", {
             "package": project, "version": version, "abi_tag": abi_tag,
-            "slave_label": "serving-test", "started": time.time(), "duration_s": 2.5,
+            "slave_label": "serving-test", "builder": "serving-test", "started": time.time(),
+            "duration_s": 2.5,
             "status": "success", "reason": None, "log": f"built {wheel.name}\n",
             "files": [{**facts, "path": str(arrived)}],
         })

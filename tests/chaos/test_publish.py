@@ -134,7 +134,7 @@ def send_record(publisher, package, abi, wheel, received) -> None:
     facts = inspect_wheel(wheel).to_dict()
     publisher.records.send("RECORD", {
         "package": package, "version": "1.0", "abi_tag": abi,
-        "slave_label": "chaos", "started": time.time(), "duration_s": 1.0,
+        "slave_label": "chaos", "builder": "chaos", "started": time.time(), "duration_s": 1.0,
         "status": "success", "reason": None, "log": "built\n",
         "files": [{**facts, "path": str(received)}],
     })
