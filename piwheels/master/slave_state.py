@@ -1,0 +1,96 @@
+"""What the slave driver knows of each connected slave and of the build it holds.
+
+Plain records, no sockets: the driver changes them as messages arrive, and a
+monitor sees them through :meth:`SlaveState.report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from .job_queue import Job
+
+
+class SlaveStatus(Enum):
+    """Where a slave is in the protocol, as the master sees it."""
+
+    IDLE = "idle"           # greeted, or just finished: its next IDLE gets a build
+    SLEEPING = "sleeping"   # told to SLEEP: nothing to hand out
+    BUILDING = "building"   # handed a build (or building one it had before a reconnect)
+    SENDING = "sending"     # its BUILT was accepted: its wheels are on their way
+
+
+@dataclass
+class Attempt:
+    """One build handed to one slave, from BUILD (or adoption) to DONE or a drop."""
+
+    job: Job
+    build_started: float  # wall-clock, for the record
+    job_started_s: float  # monotonic, for monitors
+    built: Optional[dict] = None
+    files_todo: list[str] = field(default_factory=list)
+    #: filename -> the facts the file receiver computed, and where the file waits
+    files_done: dict[str, dict] = field(default_factory=dict)
+    sending: Optional[str] = None
+    rejected: Optional[str] = None
+    retry_later: bool = False  # the rejection was not the wheel's fault: queue it again
+    reply_deferred: bool = False
+    skip: bool = False
+
+
+@dataclass
+class SlaveState:
+    """What the master knows of one connected slave."""
+
+    slave_id: int
+    address: bytes
+    label: str
+    python_tag: str
+    abi_tag: str
+    platform_tag: str
+    python_version: str
+    os: str
+    build_timeout_s: float
+    connected_s: float
+    last_seen_s: float
+    #: the id of its enrolled CURVE key (None: a farm without keys)
+    key_id: Optional[str] = None
+    #: how its builds are contained, as it says ("none: ..." when they are not)
+    containment: str = "none: unknown"
+    state: SlaveStatus = SlaveStatus.IDLE
+    attempt: Optional[Attempt] = None
+    sleep_s: float = 0.0
+    paused: bool = False
+    stop: bool = False
+    connected_at: float = 0.0  # wall-clock, for monitors
+    last_seen_at: float = 0.0
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """Who is answerable for this slave's attempts, recorded with each and kept
+        off a release it failed: its enrolled key's id (a label can be anyone's),
+        or its label in a farm without keys."""
+        return self.key_id or self.label
+
+    @property
+    def job(self) -> Optional[Job]:
+        return self.attempt.job if self.attempt is not None else None
+
+    def report(self, now_s: float) -> dict:
+        """What a monitor shows of this slave."""
+        job = self.job
+        return {
+            "slave_id": self.slave_id, "label": self.label, "abi_tag": self.abi_tag,
+            "platform_tag": self.platform_tag, "python_version": self.python_version,
+            "os": self.os, "state": self.state.value, "paused": self.paused,
+            "key_id": self.key_id, "containment": self.containment,
+            "connected_at": self.connected_at,
+            "last_seen_s": round(now_s - self.last_seen_s, 1),
+            "package": job[0] if job else None,
+            "version": job[1] if job else None,
+            "job_s": round(now_s - self.attempt.job_started_s, 1) if job else None,
+            **self.stats,
+        }
