@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from . import processes, sandbox
 from .build_log import REASON_TAIL_BYTES, BoundedLog, MiB, clip, note, pump, shown
+from .work_area import tree_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from .builder import Builder
@@ -200,20 +201,9 @@ class BuildRun:
 def _quota_problem(watch: Path, limit_bytes: int) -> Optional[str]:
     """Why what the build wrote in *watch* is refused (its files' apparent sizes
     count, so a sparse file cannot slip by), or None."""
-    if _tree_size(watch) > limit_bytes:
+    if tree_size(watch) > limit_bytes:
         return f"disk quota of the build directory exceeded (the limit is {limit_bytes // MiB} MiB)"
     return None
-
-
-def _tree_size(path: Path) -> int:
-    total = 0
-    for top, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(top, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def scrubbed_env(home: Path, tmp: Path, pip_cache: Path, marker: str) -> dict[str, str]:

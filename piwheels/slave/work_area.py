@@ -68,7 +68,8 @@ def _owned_dir(path: Path) -> bool:
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
 
 
-def _size(path: Path) -> int:
+def tree_size(path: Path) -> int:
+    """The apparent size of the files under *path* (a sparse file counts whole)."""
     total = 0
     for top, _dirs, files in os.walk(path):
         for name in files:
@@ -163,7 +164,7 @@ def sweep(work_dir: Path) -> SweepReport:
         elif name.startswith(REMOVING_PREFIX) and _owned_dir(path):
             # condemned by a slave that died while removing it
             report.processes_killed += processes.kill_leftovers(set(), path)
-            report.bytes_freed += _size(path)
+            report.bytes_freed += tree_size(path)
             remove_tree(path)
             report.areas_removed.append(path)
     return report
@@ -187,7 +188,7 @@ def _sweep_area(path: Path, report: SweepReport) -> None:
                 log.warning("cannot remove the leftover work area %s: %s", path, exc)
             return
         report.processes_killed += killed
-        report.bytes_freed += _size(condemned)
+        report.bytes_freed += tree_size(condemned)
         remove_tree(condemned)
         report.areas_removed.append(path)
     finally:
