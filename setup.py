@@ -54,6 +54,8 @@ setup(
         "psycopg2-binary>=2.9",
         "chameleon>=4.0",
         "urwid>=2.1",
+        # the slave reads an sdist's pyproject.toml (tomllib from Python 3.11)
+        "tomli>=1.1; python_version < '3.11'",
     ],
     extras_require={
         "test": [

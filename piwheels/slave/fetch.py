@@ -38,8 +38,8 @@ from ..errors import FetchError
 
 try:
     import tomllib
-except ImportError:  # Python < 3.11: the copy pip vendors
-    from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
+except ImportError:  # Python < 3.11 (setup.py asks for tomli there)
+    import tomli as tomllib  # type: ignore[no-redef]
 
 log = logging.getLogger("piwheels.slave.fetch")
 
