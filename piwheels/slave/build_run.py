@@ -77,6 +77,8 @@ class BuildRun:
         self.layout = Layout.contained() if self.sandbox else Layout.on_host(build_dir)
         self.output = BoundedLog(REASON_TAIL_BYTES)
         self.marker_value = build_dir.name
+        #: set from the sdist once it is fetched (see fetch.source_date_epoch)
+        self.source_date_epoch: Optional[int] = None
 
     def stopped(self) -> Optional[str]:
         """Why the build must stop now (cancelled, out of time), or None."""
@@ -98,6 +100,10 @@ class BuildRun:
         layout = self.layout
         env = scrubbed_env(layout.home, layout.tmp, layout.home / ".cache" / "pip",
                             self.marker_value)
+        if self.source_date_epoch is not None:
+            # backends that honour it date the wheel's files by the sdist, not
+            # by the clock: the same sdist rebuilt gives the same bytes
+            env["SOURCE_DATE_EPOCH"] = str(self.source_date_epoch)
         limits = self.builder.limits
         nproc = 0
         if limits.pid_limit > 0 and os.geteuid() != 0:
@@ -222,5 +228,8 @@ def scrubbed_env(home: Path, tmp: Path, pip_cache: Path, marker: str) -> dict[st
         "PIP_PROGRESS_BAR": "off",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PIP_NO_INPUT": "1",
+        # --disable-pip-version-check does not reach the pip that installs
+        # build dependencies, and each check asks the index for pip's version.
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         MARKER_VARIABLE: marker,
     }

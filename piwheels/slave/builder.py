@@ -50,7 +50,9 @@ from .build_log import (
     BoundedLog, MiB, clip, failure_reason, fetch_failure, note, redact_url,
 )
 from .build_run import BuildRun, scrubbed_env
-from .fetch import Fetcher, FetchStopped, WheelCache, build_system, download_wheels_command
+from .fetch import (
+    Fetcher, FetchStopped, WheelCache, build_system, download_wheels_command, source_date_epoch,
+)
 from .requires_probe import MARKER as PROBE_MARKER
 from .work_area import WorkArea, remove_tree
 
@@ -299,6 +301,7 @@ class Builder:
             entry = fetcher.sdist(package, version)
             sdist = fetcher.download(entry, run.input, run.stopped)
             system = build_system(sdist)
+            run.source_date_epoch = source_date_epoch(sdist)
         except FetchStopped as exc:
             return finish(False, str(exc))
         except FetchError as exc:
@@ -308,7 +311,9 @@ class Builder:
         fetched.append(entry.filename)
         text.write(f"{entry.filename}: sha256 {entry.sha256} (as the index says)\n"
                    f"build backend: {system.backend}; requires: "
-                   f"{', '.join(system.requires) or 'nothing'}\n".encode("utf-8", "replace"))
+                   f"{', '.join(system.requires) or 'nothing'}\n"
+                   f"SOURCE_DATE_EPOCH: {run.source_date_epoch} (the newest mtime in the sdist)\n"
+                   .encode("utf-8", "replace"))
         requires = list(system.requires)
         for round_number in range(1, MAX_REQUIRES_ROUNDS + 1):
             deps = run.input / f"deps-{round_number}"
@@ -424,6 +429,7 @@ class Builder:
             f"containment: {containment}\n"
             f"phases: fetch (network, by the slave: the sdist, checked against the index's "
             f"sha256, and its build requirements as wheels), then build (no network)\n"
+            f"reproducible: SOURCE_DATE_EPOCH is the newest mtime in the sdist (below)\n"
             f"limits: {self.limits.timeout_s:g} s, "
             f"memory {f'{memory // MiB} MiB' if memory > 0 else 'unlimited'}, "
             f"{self.limits.pid_limit} processes, log {self.limits.max_log_bytes} bytes\n"

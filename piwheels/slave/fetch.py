@@ -23,6 +23,7 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -260,6 +261,30 @@ def _pyproject_bytes(sdist: Path) -> Optional[bytes]:
         return None
     except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
         raise FetchError(f"{sdist.name} is not a readable archive: {exc}") from None
+
+
+#: The range of SOURCE_DATE_EPOCH a build gets: the dates a zip (a wheel) can
+#: hold, 1980-01-01 to 2107-12-31 (a bogus member date must not break the build).
+ZIP_FIRST, ZIP_LAST = 315532800, 4354819199
+
+
+def source_date_epoch(sdist: Path) -> int:
+    """The SOURCE_DATE_EPOCH of builds of *sdist*: the newest mtime of its members.
+
+    A fact of the archive itself (read as data), so every rebuild of the same
+    sdist gets the same one; clamped to what a wheel can record.
+    """
+    try:
+        if sdist.name.endswith(".zip"):
+            with zipfile.ZipFile(sdist) as archive:
+                stamps = [int(datetime(*info.date_time, tzinfo=timezone.utc).timestamp())
+                          for info in archive.infolist()]
+        else:
+            with tarfile.open(sdist, "r:*") as archive:
+                stamps = [int(member.mtime) for member in archive]
+    except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        raise FetchError(f"{sdist.name} is not a readable archive: {exc}") from None
+    return min(ZIP_LAST, max([ZIP_FIRST, *stamps]))
 
 
 def _is_top_pyproject(name: str) -> bool:

@@ -6,12 +6,14 @@ import json
 import os
 import resource
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
+from backend_sdists import KIND_BY_NAME, make_kind_sdist
 from sdist_factory import make_sdist
 
 from piwheels.errors import ConfigError
@@ -364,6 +366,7 @@ def test_log_keeps_header_and_tail_of_a_chatty_build(build_index, make_builder: 
                                                      tmp_path: Path) -> None:
     publish(build_index, tmp_path, "piw-chatty", setup_body="""
 import sys
+import tarfile
 for i in range(1500):
     print(f"chatter line {i:04d} " + "x" * 200)
 sys.stdout.flush()
@@ -408,3 +411,31 @@ def test_bounded_log_keeps_head_and_tail() -> None:
     small = BoundedLog(100)
     small.write(b"all of it")
     assert small.text() == "all of it"
+
+
+@pytest.mark.slow
+def test_the_same_sdist_rebuilt_gives_the_same_wheel(build_index, make_builder: MakeBuilder,
+                                                     tmp_path: Path) -> None:
+    # setuptools (setup.py only) and flit-core; pip unpacks the sdist afresh for
+    # each build, so without SOURCE_DATE_EPOCH the wheels' files carry the
+    # times of the unpacking and the bytes differ
+    setuptools_sdist = publish(build_index, tmp_path, "Piw.Repro", "2.5")
+    flit = KIND_BY_NAME["flit-core"]
+    flit_sdist = build_index.add(make_kind_sdist(tmp_path / "kinds", flit, "3.14.15"))
+    builder = make_builder()
+    for (name, version), sdist in ((("Piw.Repro", "2.5"), setuptools_sdist),
+                                   ((flit.name, "3.14.15"), flit_sdist)):
+        with tarfile.open(sdist) as archive:
+            newest = max(member.mtime for member in archive)
+        digests = []
+        for attempt in range(2):
+            if attempt:
+                time.sleep(2.1)  # a zip dates files to 2 s: past the first build's
+            with builder.build(name, version) as result:
+                assert result.success, result.log
+                assert f"SOURCE_DATE_EPOCH: {newest} (the newest mtime in the sdist)" \
+                    in result.log
+                [(path, facts)] = result.wheels
+                assert facts.sha256 == sha256_file(path)
+                digests.append(facts.sha256)
+        assert digests[0] == digests[1], name

@@ -8,6 +8,7 @@ import json
 import sys
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from piwheels.slave.fetch import (
     WheelCache,
     build_system,
     parse_project_page,
+    source_date_epoch,
 )
 
 GiB = 1024 * 1024 * 1024
@@ -144,6 +146,31 @@ def test_build_system_is_read_as_data(tmp_path: Path) -> None:
         with pytest.raises(FetchError, match=message):
             build_system(write_sdist(tmp_path, f"piw_{name}-1.0", {"pyproject.toml": pyproject}))
     assert not canary.exists()
+
+
+def dated_tar(path: Path, mtimes: list[int]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for number, mtime in enumerate(mtimes):
+            info = tarfile.TarInfo(f"piw_dated-1.0/file{number}")
+            info.mtime = mtime
+            archive.addfile(info, io.BytesIO(b""))
+    return path
+
+
+def test_source_date_epoch_is_the_newest_member_within_zip_dates(tmp_path: Path) -> None:
+    assert source_date_epoch(dated_tar(tmp_path / "a.tar.gz", [1_600_000_000, 1_700_000_000,
+                                                                5])) == 1_700_000_000
+    # dates a wheel cannot hold are clamped, so a bogus sdist still builds
+    assert source_date_epoch(dated_tar(tmp_path / "b.tar.gz", [0])) == 315532800
+    assert source_date_epoch(dated_tar(tmp_path / "c.tar.gz", [2**40])) == 4354819199
+    assert source_date_epoch(dated_tar(tmp_path / "d.tar.gz", [])) == 315532800
+    with zipfile.ZipFile(tmp_path / "piw_z-1.0.zip", "w") as archive:
+        archive.writestr(zipfile.ZipInfo("piw_z-1.0/a", (2001, 2, 3, 4, 5, 6)), b"")
+        archive.writestr(zipfile.ZipInfo("piw_z-1.0/b", (1999, 1, 1, 0, 0, 0)), b"")
+    assert source_date_epoch(tmp_path / "piw_z-1.0.zip") == 981173106
+    (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
+    with pytest.raises(FetchError, match="junk.tar.gz is not a readable archive"):
+        source_date_epoch(tmp_path / "junk.tar.gz")
 
 
 @pytest.mark.slow
