@@ -258,7 +258,7 @@ def test_build_sees_a_scrubbed_environment(build_index, make_builder: MakeBuilde
                                            tmp_path: Path, work_dir: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # what the build sees goes to its log: a contained build cannot write to the host
-    publish(build_index, tmp_path, "piw-env", setup_body="""
+    sdist = publish(build_index, tmp_path, "piw-env", setup_body="""
 import json, os, resource
 print("PIW-SEEN " + json.dumps({"env": dict(os.environ),
                                "as": list(resource.getrlimit(resource.RLIMIT_AS))}))
@@ -277,6 +277,10 @@ print("PIW-SEEN " + json.dumps({"env": dict(os.environ),
     assert not {"PIP_FIND_LINKS", "PIP_CERT", "PIP_CONSTRAINT"} & set(env)
     assert env["PIP_CONFIG_FILE"] == os.devnull
     assert env["LC_ALL"] == env["LANG"] == "C.UTF-8"
+    # no pip of the build asks the index for pip's version; wheels are dated by the sdist
+    assert env["PIP_DISABLE_PIP_VERSION_CHECK"] == "1"
+    with tarfile.open(sdist) as archive:
+        assert env["SOURCE_DATE_EPOCH"] == str(max(member.mtime for member in archive))
     # a private home and /tmp, inside the sandbox
     assert env["HOME"] == "/tmp/home" and env["TMPDIR"] == "/tmp"
     # the memory limit reaches pip's build subprocess, but not this process
