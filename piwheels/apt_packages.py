@@ -1,7 +1,10 @@
-"""The Debian packages shared libraries link to: ``ldd`` finds what each loads,
-``dpkg -S`` which package owns it.  Only a builder can ask this of its own
-system, so what it finds is the builder's claim (see
-:mod:`piwheels.wheel_facts`); a pure helper, no sockets.
+"""The Debian packages a wheel's shared libraries need directly: ``readelf -d``
+names each library's own ``DT_NEEDED`` entries, ``ldd`` says where the loader
+finds those names (nothing else of its closure is kept), and ``dpkg -S`` which
+package owns each.  Packages every Debian system has are left out, as are
+libraries the wheel bundles.  Only a builder can ask this of its own system,
+so what it finds is the builder's claim (see :mod:`piwheels.wheel_facts`); a
+pure helper, no sockets.
 """
 
 from __future__ import annotations
@@ -12,53 +15,94 @@ import subprocess
 from pathlib import Path
 from typing import Iterable, Optional
 
-#: How long one ``ldd`` or ``dpkg -S`` may take before the lookup gives up.
+#: How long one ``readelf``, ``ldd``, ``dpkg -S`` or ``dpkg-query`` may take before the lookup gives up.
 TOOL_TIMEOUT_S = 60.0
 
+#: Packages on every system besides the Essential ones: the C library, and
+#: libgcc-s1, which libc6 depends on.  (libstdc++6 is not: nothing Essential needs it.)
+BASE_PACKAGES = frozenset({"libc6", "libgcc-s1"})
 
-def tools() -> Optional[tuple[str, str]]:
-    """The paths of ``ldd`` and ``dpkg``, or None where either is missing."""
-    ldd, dpkg = shutil.which("ldd"), shutil.which("dpkg")
-    return (ldd, dpkg) if ldd is not None and dpkg is not None else None
+_TOOLS = ("readelf", "ldd", "dpkg", "dpkg-query")
+
+
+def tools() -> Optional[tuple[str, ...]]:
+    """The paths of ``readelf``, ``ldd``, ``dpkg`` and ``dpkg-query``, or None where any is missing."""
+    found = tuple(shutil.which(tool) for tool in _TOOLS)
+    return None if None in found else found  # type: ignore[return-value]
 
 
 def linked_packages(libraries: Iterable[Path], *, inside: Path) -> tuple[str, ...]:
-    """The packages owning what *libraries* load, sorted; what they load from
-    under *inside* (their own directory) is not counted.  Empty without the tools."""
+    """The packages owning the libraries *libraries* name as ``DT_NEEDED``, sorted;
+    those found under *inside* (the wheel's own directory) or named like one of
+    *libraries* are bundled and not counted, nor are packages every system has.
+    Empty without the tools."""
     found = tools()
     if found is None:
         return ()
-    ldd, dpkg = found
-    loaded: set[str] = set()
+    readelf, ldd, dpkg, dpkg_query = found
+    libraries = list(libraries)
+    bundled = {library.name for library in libraries}
+    needed: set[str] = set()
     for library in libraries:
-        loaded.update(_ldd(ldd, library))
-    return _dpkg_owners(dpkg, {lib for lib in loaded if not lib.startswith(f"{inside}{os.sep}")})
+        names = _needed(readelf, library) - bundled
+        if names:
+            needed.update(path for name, path in _ldd(ldd, library).items() if name in names)
+    outside = {lib for lib in needed if not lib.startswith(f"{inside}{os.sep}")}
+    packages = set(_dpkg_owners(dpkg, outside))
+    if packages:
+        packages -= _universal_packages(dpkg_query)
+    return tuple(sorted(packages))
 
 
 def _tool_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
 
 
-def _ldd(ldd: str, library: Path) -> set[str]:
-    """The resolved paths of the libraries *library* loads."""
+def _run(argv: list[str]) -> str:
+    """The tool's standard output; empty where it cannot run or times out."""
     try:
-        result = subprocess.run(
-            [ldd, str(library)], stdin=subprocess.DEVNULL, capture_output=True,
+        return subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True,
             text=True, errors="replace", timeout=TOOL_TIMEOUT_S, env=_tool_env(),
-        )
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return set()
-    found = set()
-    for line in result.stdout.splitlines():
+        return ""
+
+
+def _needed(readelf: str, library: Path) -> set[str]:
+    """The ``DT_NEEDED`` names of *library* (its direct dependencies)."""
+    names = set()
+    for line in _run([readelf, "-dW", str(library)]).splitlines():
+        if "(NEEDED)" in line and "[" in line and line.rstrip().endswith("]"):
+            names.add(line.rsplit("[", 1)[1].rstrip()[:-1])
+    return names
+
+
+def _ldd(ldd: str, library: Path) -> dict[str, str]:
+    """Each name the loader resolves for *library*, and the path it resolves it to."""
+    found = {}
+    for line in _run([ldd, str(library)]).splitlines():
         line = line.strip()
         if "=>" in line:
-            target = line.split("=>", 1)[1].strip()
+            name, target = (part.strip() for part in line.split("=>", 1))
         else:
-            target = line
+            name = target = line
         target = target.split(" (0x", 1)[0].strip()
+        name = name.split(" (0x", 1)[0].strip()
         if target.startswith("/"):
-            found.add(target)
+            found[name] = target
+            found.setdefault(os.path.basename(name), target)
     return found
+
+
+def _universal_packages(dpkg_query: str) -> set[str]:
+    """The packages every system has: those marked ``Essential: yes``, and :data:`BASE_PACKAGES`."""
+    output = _run([dpkg_query, "-W", "-f", "${Package}\t${Essential}\n"])
+    essential = {
+        line.split("\t", 1)[0].split(":", 1)[0]
+        for line in output.splitlines() if line.endswith("\tyes")
+    }
+    return essential | BASE_PACKAGES
 
 
 def _path_variants(path: str) -> Iterable[str]:
@@ -78,15 +122,8 @@ def _dpkg_owners(dpkg: str, libraries: Iterable[str]) -> tuple[str, ...]:
     })
     if not queries:
         return ()
-    try:
-        result = subprocess.run(
-            [dpkg, "-S", *queries], stdin=subprocess.DEVNULL, capture_output=True,
-            text=True, errors="replace", timeout=TOOL_TIMEOUT_S, env=_tool_env(),
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ()
     packages = set()
-    for line in result.stdout.splitlines():
+    for line in _run([dpkg, "-S", *queries]).splitlines():
         if line.startswith("diversion "):
             continue
         owners, sep, _ = line.partition(": ")

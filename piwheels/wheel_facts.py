@@ -99,8 +99,8 @@ def sha256_file(path: Path) -> str:
 def inspect_wheel(path: Path, *, find_apt_deps: bool = True) -> WheelFacts:
     """The facts of the wheel at *path*; raises :class:`WheelError` if it cannot be read.
 
-    With *find_apt_deps*, the Debian packages its shared libraries link to are
-    looked up with ``ldd`` and ``dpkg -S`` (none where those tools are missing).
+    With *find_apt_deps*, the Debian packages its shared libraries need directly
+    are looked up (see :mod:`piwheels.apt_packages`; none where the tools are missing).
     """
     path = Path(path)
     name = _parse_filename(path.name)
@@ -528,13 +528,14 @@ def _check_tags(name: _WheelName, builder_abi: Optional[str], builder_platform: 
 
 
 def find_apt_dependencies(path: Path) -> tuple[str, ...]:
-    """The Debian packages the wheel's shared libraries link to, sorted.
+    """The Debian packages providing the wheel's shared libraries' direct
+    ``DT_NEEDED`` libraries, sorted, less those every system has.
 
-    Empty where ``ldd`` or ``dpkg`` is missing, or nothing links outside the wheel.
+    Empty where ``readelf``, ``ldd`` or ``dpkg`` is missing, or nothing is needed from outside the wheel.
     """
     if apt_packages.tools() is None:
         return ()
-    with tempfile.TemporaryDirectory(prefix="piw-ldd-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="piw-apt-") as tmp:
         return apt_packages.linked_packages(_extract_libraries(path, Path(tmp)), inside=Path(tmp))
 
 

@@ -11,7 +11,9 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
+import sysconfig
 import warnings
 import zipfile
 from pathlib import Path
@@ -95,15 +97,78 @@ def test_pure_wheel_facts(real_wheels: dict[str, Path]) -> None:
     assert facts.apt_dependencies == ()
 
 
-@pytest.mark.skipif(not (shutil.which("ldd") and shutil.which("dpkg")), reason="needs ldd and dpkg")
-def test_extension_wheel_lists_the_apt_packages_it_links_to(real_wheels: dict[str, Path]) -> None:
+APT_TOOLS = ("readelf", "ldd", "dpkg", "dpkg-query")
+
+
+@pytest.mark.skipif(not all(map(shutil.which, APT_TOOLS)), reason="needs readelf, ldd and dpkg")
+def test_extension_wheel_lists_no_apt_packages_every_system_has(real_wheels: dict[str, Path]) -> None:
     facts = inspect_wheel(real_wheels["ext"])
     assert facts.filename == f"piw_facts_ext-2.1-{PY_TAG}-{PY_TAG}-{PLATFORM}.whl"
     assert (facts.py_tag, facts.abi_tag, facts.platform_tag) == (PY_TAG, PY_TAG, PLATFORM)
-    assert "libc6" in facts.apt_dependencies  # libm.so.6 belongs to libc6
-    assert list(facts.apt_dependencies) == sorted(set(facts.apt_dependencies))
-    assert all(":" not in package for package in facts.apt_dependencies)
-    assert inspect_wheel(real_wheels["ext"], find_apt_deps=False).apt_dependencies == ()
+    assert facts.apt_dependencies == ()  # it needs libc.so.6 alone: libc6 is on every system
+
+
+def _system_library(soname: str) -> Optional[Path]:
+    """Where the loader finds *soname* on this machine, if it is a file dpkg owns."""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    for directory in (f"/usr/lib/{multiarch}", f"/lib/{multiarch}", "/usr/lib", "/lib"):
+        if (Path(directory) / soname).is_file():
+            return Path(directory) / soname
+    return None
+
+
+def _dpkg_owner(path: Path) -> str:
+    for query in (str(path), str(path.resolve()), str(path).removeprefix("/usr")):
+        result = subprocess.run(["dpkg", "-S", query], capture_output=True, text=True)
+        if result.returncode == 0:
+            return result.stdout.split(":", 1)[0]
+    raise AssertionError(f"dpkg owns no {path}")
+
+
+@pytest.mark.skipif(not (all(map(shutil.which, APT_TOOLS)) and shutil.which("gcc")
+                         and _system_library("libpq.so.5") and _system_library("libpng16.so.16")),
+                    reason="needs readelf, ldd, dpkg, gcc, libpq5 and libpng16-16")
+def test_apt_line_holds_the_packages_of_direct_dt_needed_libraries_only(tmp_path: Path) -> None:
+    """An extension needing libpq (which itself needs libssl, Kerberos, LDAP...)
+    and libm, and bundling a library of its own that needs libpng (which needs
+    zlib): the apt line is libpq's and libpng's packages, nothing of their
+    closure, nothing every system has, nothing the wheel bundles."""
+    libpq, libpng = _system_library("libpq.so.5"), _system_library("libpng16.so.16")
+    build = tmp_path / "build"
+    (build / "piw_dt.libs").mkdir(parents=True)
+    (build / "src.c").write_text("int piw_dt(void) { return 42; }\n")
+    bundled = build / "piw_dt.libs" / "libpiwbundle-1a2b3c.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(bundled), str(build / "src.c"),
+                    "-Wl,--no-as-needed", "-Wl,-soname,libpiwbundle-1a2b3c.so", str(libpng)],
+                   check=True)
+    extension = build / "_ext.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(extension), str(build / "src.c"),
+                    "-Wl,--no-as-needed", str(libpq), "-lm", str(bundled),
+                    "-Wl,-rpath,$ORIGIN/piw_dt.libs"], check=True)
+    needed = subprocess.run(["readelf", "-dW", str(extension)], capture_output=True,
+                            text=True, check=True).stdout
+    assert "[libpq.so.5]" in needed and "[libpiwbundle-1a2b3c.so]" in needed
+    closure = subprocess.run(["ldd", str(extension)], capture_output=True, text=True).stdout
+    assert "libssl" in closure and "libz.so" in closure  # what the old ldd lookup counted
+
+    wheel = craft_wheel(tmp_path, f"piw_dt-1.0-{PY_TAG}-{PY_TAG}-{PLATFORM}.whl", name="piw-dt",
+                        files={"piw_dt/_ext.so": extension.read_bytes(),
+                               "piw_dt.libs/libpiwbundle-1a2b3c.so": bundled.read_bytes()})
+    facts = inspect_wheel(wheel)
+    assert facts.apt_dependencies == tuple(sorted({_dpkg_owner(libpq), _dpkg_owner(libpng)}))
+    assert "libc6" not in facts.apt_dependencies and "zlib1g" not in facts.apt_dependencies
+    assert inspect_wheel(wheel, find_apt_deps=False).apt_dependencies == ()
+
+
+@pytest.mark.skipif(not all(map(shutil.which, APT_TOOLS)), reason="needs readelf, ldd and dpkg")
+def test_without_readelf_the_apt_line_is_empty_not_an_error(
+        real_wheels: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ldd", "dpkg", "dpkg-query"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert inspect_wheel(real_wheels["ext"]).apt_dependencies == ()
 
 
 def test_facts_survive_a_msgpack_message(real_wheels: dict[str, Path]) -> None:
