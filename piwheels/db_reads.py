@@ -127,7 +127,8 @@ class IndexReads:
             ).all()
             build_rows = conn.execute(
                 sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.slave_label,
-                          b.c.builder, b.c.started, b.c.duration, b.c.status, b.c.reason)
+                          b.c.builder, b.c.started, b.c.duration, b.c.status, b.c.reason,
+                          b.c.cause, b.c.cause_detail, b.c.cause_package)
                 .where(of_wanted).order_by(b.c.build_id)
             ).all()
             file_rows = conn.execute(
@@ -153,13 +154,13 @@ class IndexReads:
             files_by_build[row.build_id].append(file_data(
                 row, {tool: tuple(names) for tool, names in found.items()} if found else {}))
         builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
-        for (build_id, package, version, abi_tag, slave_label, builder, started, duration,
-             status, reason) in build_rows:
-            builds_by_version[package, version].append(BuildData(
-                build_id=build_id, abi_tag=abi_tag, slave_label=slave_label, builder=builder,
-                started=started,
-                duration=duration, status=status, reason=reason,
-                files=tuple(files_by_build.get(build_id, ())),
+        for row in build_rows:
+            builds_by_version[row.package, row.version].append(BuildData(
+                build_id=row.build_id, abi_tag=row.abi_tag, slave_label=row.slave_label,
+                builder=row.builder, started=row.started, duration=row.duration,
+                status=row.status, reason=row.reason,
+                files=tuple(files_by_build.get(row.build_id, ())),
+                cause=row.cause, cause_detail=row.cause_detail, cause_package=row.cause_package,
             ))
         versions_by_package: dict[str, list[VersionData]] = defaultdict(list)
         for (package, version, released, has_sdist, yanked, yank_reason,

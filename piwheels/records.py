@@ -31,12 +31,19 @@ class BuildRecord:
     files: tuple[WheelFacts, ...] = ()
     #: the identity answerable for the attempt (None: the slave's label)
     builder: Optional[str] = None
+    #: an unsuccessful attempt's cause (a key of :data:`piwheels.diagnosis.CAUSES`),
+    #: its one line of detail, and the Debian package that would fix it, if known
+    cause: Optional[str] = None
+    cause_detail: Optional[str] = None
+    cause_package: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.status not in BUILD_STATUSES:
             raise ValueError(f"build status must be one of {BUILD_STATUSES}, not {self.status!r}")
         if self.status != "success" and self.files:
             raise ValueError("only a successful build has files")
+        if self.status == "success" and self.cause is not None:
+            raise ValueError("a successful build has no cause of failure")
 
 
 #: the facts of a wheel that are not kept in its ``files`` row: the METADATA
@@ -67,6 +74,10 @@ class BuildData:
     status: str
     reason: Optional[str]
     files: tuple["FileData", ...]
+    #: why it failed (see :class:`BuildRecord`)
+    cause: Optional[str] = None
+    cause_detail: Optional[str] = None
+    cause_package: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -490,6 +490,7 @@ class AdminService(DatabaseTask):
             "started": time.time(), "duration_s": 0.0,
             "status": "success", "reason": None,
             "log": f"imported from {path} by piw-import\n", "files": [record],
+            "claimed_diagnosis": None,
         })
         return "OK", {"message": f"imported {path.name} as a {abi_tag} build of "
                                  f"{package} {version}"}

@@ -468,6 +468,8 @@ class SlaveDriver(Task):
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
                 "files": files,
+                # the builder's claim; the recorder diagnoses the log itself
+                "claimed_diagnosis": built.get("diagnosis") if status == "failed" else None,
             })
         now = self.clock()
         until = now + RECENT_S
