@@ -92,6 +92,42 @@ class IndexReads:
                         for abi in self.get_build_abis()},
         }
 
+    def unbuilt_failures(self) -> list[tuple]:
+        """The failures page's rows: each release x active ABI that no wheel serves,
+        whose latest attempt there failed or was rejected, with that attempt's
+        (package, version, abi_tag, cause, cause_detail, cause_package); releases
+        that are skipped, yanked, left out by the build policy or withheld are not."""
+        t = self.t
+        p, v, b, f, a = (t[name] for name in (
+            "packages", "versions", "builds", "files", "build_abis"))
+        latest = (
+            sa.select(b.c.package, b.c.version, b.c.abi_tag, b.c.cause, b.c.cause_detail,
+                      b.c.cause_package)
+            .where(b.c.status != "success")
+            .distinct(b.c.package, b.c.version, b.c.abi_tag)
+            .order_by(b.c.package, b.c.version, b.c.abi_tag, b.c.build_id.desc())
+        ).subquery("latest")
+        won = b.alias("won")
+        served_here = sa.exists().where(
+            (won.c.package == latest.c.package) & (won.c.version == latest.c.version)
+            & (won.c.abi_tag == latest.c.abi_tag) & (won.c.status == "success"))
+        served_by_any = sa.exists().select_from(f.join(won, f.c.build_id == won.c.build_id)).where(
+            (won.c.package == latest.c.package) & (won.c.version == latest.c.version)
+            & ((f.c.abi_tag == "none")
+               | ((f.c.abi_tag == "abi3")
+                  & (sa.func.abi_python_version(f.c.py_version_tag)
+                     <= sa.func.abi_python_version(latest.c.abi_tag)))))
+        query = (
+            sa.select(*latest.c)
+            .join(a, (a.c.abi_tag == latest.c.abi_tag) & a.c.active)
+            .join(v, (v.c.package == latest.c.package) & (v.c.version == latest.c.version))
+            .join(p, p.c.package == latest.c.package)
+            .where(~v.c.yanked, v.c.skip_reason.is_(None), v.c.policy_reason.is_(None),
+                   p.c.skip_reason.is_(None), ~is_withheld(p), ~served_here, ~served_by_any)
+        )
+        with self._begin() as conn:
+            return [tuple(row) for row in conn.execute(query)]
+
     # --- reading a project --------------------------------------------------
 
     def get_project(self, package: str) -> Optional[ProjectData]:
