@@ -458,6 +458,8 @@ class SlaveDriver(Task):
         files = []  # what the file receiver computed, not what BUILT claimed
         if status == "success":
             files = [attempt.files_done[facts["filename"]] for facts in built["files"]]
+        if status in ("failed", "rejected"):
+            slave.failed(status, reason, built.get("diagnosis"))
         if status is not None:
             if status != "success" and (attempt.files_done or slave.state is SlaveStatus.SENDING):
                 self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
@@ -601,3 +603,4 @@ class SlaveDriver(Task):
             "holds": sorted(self.holds | ({"paused"} if self.paused else set())
                             | ({RECORDER_BEHIND} if self.unrecorded else set())),
         }
+
