@@ -1,13 +1,17 @@
-"""The failures page's grouping (pure) and its HTML, read as a person reads it."""
+"""The failures page's grouping (pure) and its HTML, read as a person reads it; the
+quick start's report of failures."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 from bs4 import BeautifulSoup
 
 from piwheels.failures_page import failures_context
 from piwheels.index_pages import Renderer, Site, to_json
+from piwheels.quickstart import failure_report
+from piwheels.records import BuildData
 
 SITE = Site(name="Test farm", index_url="http://farm.test/simple/",
             upstream_simple="http://upstream.test/simple/")
@@ -63,3 +67,28 @@ def test_the_page_says_what_to_install():
 def test_no_failures():
     html = Renderer(SITE).render("failures", updated="now", **failures_context([]))
     assert "No release is left unbuilt" in BeautifulSoup(html, "html.parser").get_text()
+
+
+def test_quick_start_reports_each_failure_and_the_packages_to_install():
+    def failed(cause, detail, package, build_id=1):
+        return BuildData(build_id=build_id, abi_tag="cp311", slave_label="s", builder="s",
+                         started=datetime.now(timezone.utc), duration=timedelta(seconds=1),
+                         status="failed", reason="pip wheel failed", files=(), cause=cause,
+                         cause_detail=detail, cause_package=package)
+    report = failure_report({
+        ("ldapy", "1.0", "cp311"): failed("missing-header", LBER, "libldap-dev"),
+        ("curly", "2.0", "cp311"): failed("missing-program", "Could not run curl-config",
+                                          "libcurl4-openssl-dev"),
+        ("slow", "1.0", "cp311"): failed("timeout", "timed out after 5 s", None),
+        ("old", "1.0", "cp311"): failed(None, None, None),
+    })
+    assert report == [
+        "4 build(s) failed:",
+        "  curly 2.0 for cp311: missing program: Could not run curl-config; "
+        "install libcurl4-openssl-dev",
+        f"  ldapy 1.0 for cp311: missing header: {LBER}; install libldap-dev",
+        "  old 1.0 for cp311: unknown",
+        "  slow 1.0 for cp311: timed out: timed out after 5 s",
+        "to fix them, install on the builder: sudo apt install libcurl4-openssl-dev libldap-dev",
+    ]
+    assert failure_report({}) == []
