@@ -27,9 +27,9 @@ LOOKUP_CACHE_NAME = "debian-packages.json"
 class Explainer:
     """Diagnoses failed builds; with *lookup_timeout_s* > 0 also names the Debian package."""
 
-    def __init__(self, cache_dir: Path, lookup_timeout_s: float) -> None:
+    def __init__(self, cache_dir: Optional[Path], lookup_timeout_s: float) -> None:
         self.lookup = (DebianLookup(Path(cache_dir) / LOOKUP_CACHE_NAME, timeout_s=lookup_timeout_s)
-                       if lookup_timeout_s > 0 else None)
+                       if lookup_timeout_s > 0 and cache_dir is not None else None)
 
     def explain(self, log_text: str, reason: Optional[str]) -> dict:
         """BUILT's ``diagnosis`` of a failed build: {cause, detail, package}."""
