@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Optional
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from .db_files import file_data, file_data_columns
 from .names import canonical_name, version_key
@@ -104,7 +105,7 @@ class IndexReads:
             sa.select(b.c.package, b.c.version, b.c.abi_tag, b.c.cause, b.c.cause_detail,
                       b.c.cause_package)
             .where(b.c.status != "success")
-            .distinct(b.c.package, b.c.version, b.c.abi_tag)
+            .ext(distinct_on(b.c.package, b.c.version, b.c.abi_tag))
             .order_by(b.c.package, b.c.version, b.c.abi_tag, b.c.build_id.desc())
         ).subquery("latest")
         won = b.alias("won")

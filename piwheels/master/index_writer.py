@@ -478,12 +478,12 @@ class IndexWriter(DatabaseTask):
 
     def write_failures(self) -> None:
         """The farm-wide failures page and its JSON twin (at most every root interval:
-        it reads every unbuilt failure)."""
+        it reads every unbuilt failure; see :mod:`piwheels.failures_page`)."""
         context = failures_context(self.db.unbuilt_failures())
-        updated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        # no time stamp: a page that did not change is not written again
         self._write(self.tree.failures_page("html"), self.pages.renderer.render(
-            "failures", updated=updated, **context))
-        self._write(self.tree.failures_page("json"), to_json({**context, "updated": updated}))
+            "failures", **context))
+        self._write(self.tree.failures_page("json"), to_json(context))
         self.failures_dirty = False
         self.last_failures = self.clock()
 
