@@ -197,7 +197,8 @@ def install_context(project: ProjectData, versions: list[dict], site: Site) -> d
         elif any(cell["status"] in ("pending", "retrying") for cell in cells):
             why = "No wheel is built yet: its releases are waiting in the build queue."
         elif any(cell["status"] in ("failed", "rejected") for cell in cells):
-            why = "No wheel is built: every attempt failed (each build links to its log)."
+            why = ("No wheel is built: every attempt failed (each build says why and "
+                   "links to its log).")
         else:
             why = "No wheel is built: no release can be built (see the reason on each)."
     return {"install": None, "not_installable": why}
