@@ -16,7 +16,8 @@ libcurl4-gnutls-dev, libcurl4-nss-dev).  :func:`choose` takes, in this order:
 the one whose file is where the tool looked first (``/usr/include/ldap.h``
 before ``/usr/include/mailutils/ldap.h``; a multiarch directory counts as no
 directory); one that is installed; one named for what was wanted (``cargo``
-for cargo, libkrb5-dev before heimdal-dev for ``krb5-config``); the one with
+for cargo, libkrb5-dev before heimdal-dev for ``krb5-config``); a ``-dev``
+package (libpython3.11-dev before libpython3.11-dbg); the one with
 most of its direct ``Depends`` installed (its runtime sibling: libcurl3-gnutls
 for libcurl4-gnutls-dev); the first by name.  The others at the same
 depth are kept as alternatives.
@@ -246,10 +247,11 @@ def choose(wanted: Wanted, owners: dict[str, str], ranks: dict[str, int]) -> Opt
         return None
     stem = _stem(wanted.name)
 
-    def key(package: str) -> tuple[int, int, int, int, str]:
+    def key(package: str) -> tuple[int, int, int, int, int, str]:
         named = 0 if package == wanted.name else 1 if len(stem) >= 3 and stem in package else 2
         rank = ranks.get(package, 0)
-        return (_depth(owners[package]), -(rank >= INSTALLED_RANK), named, -rank, package)
+        return (_depth(owners[package]), -(rank >= INSTALLED_RANK), named,
+                0 if package.endswith("-dev") else 1, -rank, package)
 
     best = min(packages, key=key)
     level = [p for p in packages if _depth(owners[p]) == _depth(owners[best])]

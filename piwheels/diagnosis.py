@@ -9,7 +9,7 @@ object) comes back as a :class:`Wanted`, which :mod:`piwheels.debian_lookup`
 turns into the Debian package that provides it.
 
 Logs come from build code and may be huge or hostile: only the tail of the log
-is read (:data:`TAIL_CHARS`), lines are clipped (:data:`LINE_CHARS`), every
+is read (:data:`TAIL_CHARS`, :data:`TAIL_LINES`), lines are clipped (:data:`LINE_CHARS`), every
 pattern is tried only on lines holding its literal keyword, and no pattern has
 nested repetition, so the work is linear in the bytes read.
 """
@@ -22,8 +22,10 @@ from typing import Callable, Optional
 
 from .limits import CAUSE_DETAIL
 
-#: How much of the end of a build log is read (errors are at its end).
-TAIL_CHARS = 512 * 1024
+#: How much of the end of a build log is read (errors are at its end) ...
+TAIL_CHARS = 256 * 1024
+#: ... and at most how many of its last lines.
+TAIL_LINES = 4000
 #: The longest line looked at; longer lines are cut to this many characters.
 LINE_CHARS = 4096
 
@@ -302,8 +304,8 @@ def _apply(line: str, keywords: tuple[str, ...], pattern: "re.Pattern[str]",
 
 
 def _lines(log: str) -> list[str]:
-    tail = log[-TAIL_CHARS:]
-    return [line[:LINE_CHARS].strip() for line in tail.splitlines()]
+    tail = log[-TAIL_CHARS:].splitlines()[-TAIL_LINES:]
+    return [line[:LINE_CHARS].strip() for line in tail]
 
 
 def _from_reason(reason: str) -> Optional[Diagnosis]:
