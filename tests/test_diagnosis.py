@@ -247,3 +247,14 @@ def test_every_corpus_package_is_found_by_apt_file(tmp_path, monkeypatch):
     again = DebianLookup(cache).packages_for([*wants, nothing])
     assert not wrong_packages(again)
     assert again[nothing] is None
+
+
+def test_the_docs_list_every_cause_as_declared():
+    text = (Path(__file__).parent.parent / "docs" / "diagnosis.rst").read_text()
+    for code, cause in CAUSES.items():
+        row = [line for line in text.splitlines() if line.startswith(f"``{code}``")]
+        assert len(row) == 1, code
+        words = row[0].split()
+        assert " ".join(words[1:-2]) == cause.label
+        assert words[-2:] == [("yes" if cause.deterministic else "no"),
+                              ("yes" if cause.fixable_by_image else "no")], code
