@@ -52,6 +52,8 @@ PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
 APT_LISTS = Path("/var/lib/apt/lists")
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 CACHE_VERSION = 2
+#: dpkg's record of what is installed: the ranks of providers change with it.
+DPKG_STATUS = Path("/var/lib/dpkg/status")
 #: The rank :meth:`DebianLookup._ranks` adds for a package that is installed itself.
 INSTALLED_RANK = 1000
 #: More packages than this shipping the wanted file at the same depth: none is named.
@@ -83,6 +85,8 @@ class DebianLookup:
         self.timeout_s = timeout_s
         self.apt_lists = apt_lists
         self.apt_sources = apt_sources
+        #: the last ranks asked, with the dpkg status they were read from
+        self._ranked: tuple[object, frozenset[str], dict[str, int]] = (None, frozenset(), {})
 
     # --- the API ---------------------------------------------------------------
 
@@ -219,7 +223,21 @@ class DebianLookup:
         return {w: found.get(w, {}) for w in wants}
 
     def _ranks(self, candidates: set[str]) -> dict[str, int]:
-        """How many of each candidate's direct Depends are installed."""
+        """How many of each candidate's direct Depends are installed (asked again only
+        when the candidates or dpkg's status change)."""
+        try:
+            info = DPKG_STATUS.stat()
+            status_key: object = (info.st_mtime_ns, info.st_size)
+        except OSError:
+            status_key = None
+        known_key, known, ranks = self._ranked
+        if status_key is not None and status_key == known_key and candidates <= known:
+            return ranks
+        ranks = self._ask_ranks(candidates)
+        self._ranked = (status_key, frozenset(candidates), ranks)
+        return ranks
+
+    def _ask_ranks(self, candidates: set[str]) -> dict[str, int]:
         names = sorted(candidates)
         depends = self._run(["apt-cache", "depends", "--no-recommends", "--no-suggests",
                              "--no-conflicts", "--no-breaks", "--no-replaces",

@@ -129,6 +129,25 @@ class Diagnosis:
     def label(self) -> str:
         return CAUSES[self.cause].label
 
+    def to_dict(self) -> dict[str, Optional[str]]:
+        """Flat, for a message or a row: ``cause``, ``detail``, ``wanted_kind``, ``wanted_name``."""
+        return {"cause": self.cause, "detail": self.detail,
+                "wanted_kind": self.wanted.kind if self.wanted else None,
+                "wanted_name": self.wanted.name if self.wanted else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Diagnosis":
+        """The inverse of :meth:`to_dict`; ValueError for an unknown cause or kind."""
+        cause, detail = data.get("cause"), data.get("detail") or ""
+        if cause not in CAUSES:
+            raise ValueError(f"unknown cause {cause!r}; the causes are {', '.join(CAUSES)}")
+        kind, name = data.get("wanted_kind"), data.get("wanted_name")
+        if (kind is None) != (name is None) or (kind is not None and kind not in WANTED_KINDS):
+            raise ValueError(f"bad want {kind!r} {name!r}; the kinds are {', '.join(WANTED_KINDS)}")
+        if not isinstance(detail, str) or len(detail) > CAUSE_DETAIL:
+            raise ValueError(f"the detail must be text of at most {CAUSE_DETAIL} characters")
+        return cls(cause, detail, Wanted(kind, str(name)) if kind is not None else None)
+
 
 def detail_line(text: str) -> str:
     """*text* as one line of at most :data:`~piwheels.limits.CAUSE_DETAIL` characters."""
@@ -237,7 +256,7 @@ _RULES: tuple[_Rule, ...] = (
     _rule(("Rust compiler", "Cargo", "cargo", "rustc", "puccinialin"),
           r"can't find Rust compiler|Cargo, the Rust package manager, is not installed"
           r"|Do you have cargo in your PATH|Unable to find cargo|cargo: (command )?not found"
-          r"|rustc: (command )?not found|requirement puccinialin|found for puccinialin",
+          r"|rustc: (command )?not found|puccinialin",
           _rust),
     # a compiler too old for the language standard the build asks for
     _rule(("unrecognized command", "unrecognised command", "invalid value"),

@@ -105,22 +105,22 @@ def test_import_failure_names_the_shared_object():
 # --- hostile logs -----------------------------------------------------------
 
 
-def hostile_logs():
-    junk = bytes(range(256)).decode("latin-1")
-    return {
-        "10 MB of error lines": "x.c:1:10: fatal error: \n" * (10 * 1024 * 1024 // 24),
-        "binary junk": (junk * 40000),
-        "a 1 MB line of a header name": "fatal error: " + "a" * (1024 * 1024) + ".h",
-        "1 MB lines of keywords": ("No such file or directory: '" * 40000 + "\n") * 12,
-        "a 1 MB word before a keyword": ("b" * (1024 * 1024)) + ": command not found\n",
-        "many keywords, no match": ("cannot find -l Package No package ' Dependency sh: 1: "
-                                    "Could not run fatal error Error: \n") * 200000,
-    }
+JUNK = bytes(range(256)).decode("latin-1")
+#: Logs meant to cost the classifier time, each made when its test runs.
+HOSTILE_LOGS = {
+    "10 MB of error lines": lambda: "x.c:1:10: fatal error: \n" * (10 * 1024 * 1024 // 24),
+    "binary junk": lambda: JUNK * 40000,
+    "a 1 MB line of a header name": lambda: "fatal error: " + "a" * (1024 * 1024) + ".h",
+    "1 MB lines of keywords": lambda: ("No such file or directory: '" * 40000 + "\n") * 12,
+    "a 1 MB word before a keyword": lambda: "b" * (1024 * 1024) + ": command not found\n",
+    "many keywords, no match": lambda: ("cannot find -l Package No package ' Dependency sh: 1: "
+                                        "Could not run fatal error Error: \n") * 200000,
+}
 
 
-@pytest.mark.parametrize("name", sorted(hostile_logs()))
+@pytest.mark.parametrize("name", sorted(HOSTILE_LOGS))
 def test_a_hostile_log_is_diagnosed_in_bounded_time(name):
-    log = hostile_logs()[name]
+    log = HOSTILE_LOGS[name]()
     started = time.process_time()
     found = diagnose(log, log[:10000])
     assert time.process_time() - started < HOSTILE_BOUND_S
@@ -258,3 +258,14 @@ def test_the_docs_list_every_cause_as_declared():
         assert " ".join(words[1:-2]) == cause.label
         assert words[-2:] == [("yes" if cause.deterministic else "no"),
                               ("yes" if cause.fixable_by_image else "no")], code
+
+
+def test_a_diagnosis_goes_through_a_dict_and_bad_ones_are_refused():
+    found = Diagnosis("missing-header", "lber.h: No such file", Wanted("header", "lber.h"))
+    assert Diagnosis.from_dict(found.to_dict()) == found
+    assert Diagnosis.from_dict(Diagnosis("timeout", "x").to_dict()) == Diagnosis("timeout", "x")
+    for bad in ({"cause": "nonsense"}, {"cause": "timeout", "wanted_kind": "header"},
+                {"cause": "timeout", "wanted_kind": "disk", "wanted_name": "x"},
+                {"cause": "timeout", "detail": "x" * (limits.CAUSE_DETAIL + 1)}):
+        with pytest.raises(ValueError):
+            Diagnosis.from_dict(bad)
