@@ -184,7 +184,8 @@ def _missing_file(match: "re.Match[str]", line: str) -> Optional[Diagnosis]:
     """``[Errno 2] No such file or directory: 'x'``: a program if *x* is a bare
     name, else a file the sdist lacks."""
     name = match.group(1)
-    if "/" not in name and "." not in name:
+    # README, VERSION, LICENSE: files; programs are lower case
+    if "/" not in name and "." not in name and name.lower() == name:
         return Diagnosis("missing-program", detail_line(line), Wanted("program", name))
     return Diagnosis("broken-sdist", detail_line(line))
 
@@ -250,7 +251,6 @@ _RULES: tuple[_Rule, ...] = (
           _want("missing-pkg-config", "pkg-config")),
     _rule(("Dependency",), rf"Dependency \"?({_NAME})\"? not found",
           _want("missing-pkg-config", "pkg-config")),
-    # Rust: setuptools-rust, maturin
     # Rust: setuptools-rust, maturin (and maturin asking for puccinialin, its
     # installer of Rust, when there is no cargo: offline that cannot be had)
     _rule(("Rust compiler", "Cargo", "cargo", "rustc", "puccinialin"),
@@ -376,7 +376,12 @@ def _diagnose(log: str, reason: str) -> Diagnosis:
             if made is not None:
                 return made
     errors = [line for line in lines if line.startswith("ERROR:") or " error: " in line]
-    return Diagnosis("unknown", detail_line(reason or (errors[0] if errors else "")))
+    return Diagnosis("unknown", detail_line(
+        reason or (errors[0] if errors else "no error the diagnosis knows in the log")))
+
+
+_SONAME = re.compile(rf"({_NAME}\.so[\w.]{{0,40}}): cannot open shared object file")
+_want_soname = _want("smoke-import", "soname")
 
 
 def import_failure(text: str) -> Diagnosis:
@@ -387,12 +392,9 @@ def import_failure(text: str) -> Diagnosis:
     try:
         lines = _lines(str(text or ""))
         for line in lines:
-            if "cannot open shared object file" in line:
-                match = re.search(rf"(lib{_NAME}\.so[\w.]{{0,40}}|{_NAME}\.so[\w.]{{0,40}})"
-                                  r": cannot open shared object file", line)
-                if match is not None:
-                    return Diagnosis("smoke-import", detail_line(line),
-                                     Wanted("soname", match.group(1)))
+            made = _apply(line, ("cannot open shared object file",), _SONAME, _want_soname)
+            if made is not None:
+                return made
         errors = [line for line in lines if re.match(r"\w{0,60}(Error|Exception)\b", line)]
         return Diagnosis("smoke-import", detail_line(errors[-1] if errors else
                                                      (lines[-1] if lines else "import failed")))

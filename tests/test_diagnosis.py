@@ -269,3 +269,21 @@ def test_a_diagnosis_goes_through_a_dict_and_bad_ones_are_refused():
                 {"cause": "timeout", "detail": "x" * (limits.CAUSE_DETAIL + 1)}):
         with pytest.raises(ValueError):
             Diagnosis.from_dict(bad)
+
+
+@pytest.mark.parametrize("line, cause, wanted", [
+    # clang's words for a missing header
+    ("x.c:1:10: fatal error: 'lber.h' file not found", "missing-header", Wanted("header", "lber.h")),
+    # older pip's words when Requires-Python excludes every version
+    ("ERROR: Ignored the following versions that require a different python version: "
+     "1.0 Requires-Python >=3.99", "needs-newer-python", None),
+    # a file in capitals is the sdist's, not a program
+    ("FileNotFoundError: [Errno 2] No such file or directory: 'VERSION'", "broken-sdist", None),
+    ("OSError: mysql_config not found", "missing-program", Wanted("program", "mysql_config")),
+    ("/bin/sh: 1: cargo: not found", "needs-rust", Wanted("program", "cargo")),
+    ("meson.build:1:0: ERROR: None of values ['c++23'] are supported by the CPP compiler.",
+     "needs-newer-compiler", None),
+])
+def test_other_tools_words(line, cause, wanted):
+    found = diagnose(f"some output\n{line}\nmore output\n")
+    assert (found.cause, found.wanted) == (cause, wanted)
