@@ -74,6 +74,24 @@ def farm_sdist(name: str) -> Callable[[], tuple[int, str]]:
     return run
 
 
+#: Where wheels of older pips are (pip download pip==23.0.1 pip==24.0 pip==25.1.1).
+PIPS = Path(os.environ.get("RECORD_PIPS", "/tmp/pips"))
+
+
+def farm_sdist_with_pip(name: str, pip: str) -> Callable[[], tuple[int, str]]:
+    """The failing sdist built by pip *pip* (in a venv of its own, with setuptools)."""
+    def run() -> tuple[int, str]:
+        with tempfile.TemporaryDirectory(prefix="record-") as scratch:
+            venv = Path(scratch, "venv")
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin/pip"), "install", "-q", "--no-index",
+                            "--find-links", WHEELS, *map(str, PIPS.glob(f"pip-{pip}-*.whl")),
+                            "setuptools", "wheel"], check=True)
+            return build_log(FAILING_SDISTS[name], Path(scratch, "work"), [Path(WHEELS)],
+                             python=str(venv / "bin/python"))
+    return run
+
+
 def in_venv(packages: str, script: str, files: dict[str, str],
             env: Optional[dict[str, str]] = None) -> Callable[[], tuple[int, str]]:
     """*script* after a venv with *packages* (wheels from WHEELS, offline) is made."""
@@ -281,7 +299,22 @@ CASES: dict[str, Case] = {
     # Python
     "python-requires": ("pip 26 wheel name==version", farm_sdist("fail-python"),
                         "needs-newer-python", None, None, "build"),
+    "python-requires-pip23": ("pip 23.0.1 wheel name==version",
+                              farm_sdist_with_pip("fail-python", "23.0.1"),
+                              "needs-newer-python", None, None, "build"),
+    "python-requires-pip24": ("pip 24.0 wheel name==version",
+                              farm_sdist_with_pip("fail-python", "24.0"),
+                              "needs-newer-python", None, None, "build"),
+    "python-requires-pip25": ("pip 25.1.1 wheel name==version",
+                              farm_sdist_with_pip("fail-python", "25.1.1"),
+                              "needs-newer-python", None, None, "build"),
     # broken sdists
+    "sdist-inconsistent-pip23": ("pip 23.0.1, metadata version differs from the file name",
+                                 farm_sdist_with_pip("fail-inconsistent", "23.0.1"),
+                                 "broken-sdist", None, None, "build"),
+    "sdist-inconsistent-pip25": ("pip 25.1.1, metadata version differs from the file name",
+                                 farm_sdist_with_pip("fail-inconsistent", "25.1.1"),
+                                 "broken-sdist", None, None, "build"),
     "sdist-readme": ("setup.py reading a file the sdist lacks", farm_sdist("fail-missing-file"),
                      "broken-sdist", None, None, "build"),
     "sdist-source": ("setuptools build_ext, a source the sdist lacks",
