@@ -136,7 +136,8 @@ class FailingSdist:
     wanted: Optional[Wanted]
     #: the version in the file name
     version: str = "1.0"
-    #: what the build must lack for it to fail (a program, or a file under /usr)
+    #: what the build must lack for it to fail: a program, a path (a glob), or
+    #: ``pkg-config:MODULE``
     needs_absent: tuple[str, ...] = ()
     #: RLIMIT_AS for the build, if it fails by running out of it
     memory_bytes: int = 0
@@ -203,7 +204,7 @@ FAILING_SDISTS: dict[str, FailingSdist] = {sdist.name: sdist for sdist in (
                  needs_absent=("/usr/include/lber.h",),
                  files=_ext("fail-header", include="#include <lber.h>")),
     FailingSdist("fail-library", "missing-library", Wanted("library", "sasl2"),
-                 needs_absent=("/usr/lib/x86_64-linux-gnu/libsasl2.so", "/usr/lib/libsasl2.so"),
+                 needs_absent=("/usr/lib/*/libsasl2.so", "/usr/lib/libsasl2.so"),
                  files=_ext("fail-library", extra=", libraries=['sasl2']")),
     FailingSdist("fail-pkg-config", "missing-pkg-config", Wanted("pkg-config", "mysqlclient"),
                  needs_absent=("pkg-config:mysqlclient",),
@@ -241,8 +242,7 @@ def missing_on_this_host(sdist: FailingSdist) -> list[str]:
             if asked.returncode == 0:
                 present.append(thing)
         elif thing.startswith("/"):
-            if Path(thing).exists():
-                present.append(thing)
+            present.extend(str(path) for path in Path("/").glob(thing[1:]))
         elif shutil.which(thing, path=BUILD_PATH):
             present.append(thing)
     return present
