@@ -33,7 +33,8 @@ log = logging.getLogger("piwheels.db")
 
 TABLES = (
     "configuration", "packages", "package_names", "versions", "build_abis",
-    "builds", "build_logs", "files", "dependencies",
+    "builds", "build_logs", "files", "dependencies", "build_skips", "builder_images",
+    "upstream_files", "smoke_tests",
 )
 
 

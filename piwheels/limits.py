@@ -42,6 +42,16 @@ DEPENDENCY = 255
 DEPENDENCY_TOOL = 10
 #: a SHA-256 digest in hex (a fixed-width column)
 SHA256 = 64
+#: a failure's or skip's cause code (a key of piwheels.diagnosis.CAUSES)
+CAUSE = 40
+#: the one line that says what a cause found (what was missing, what happened)
+CAUSE_DETAIL = 500
+#: a Debian package's name
+DEBIAN_PACKAGE = 100
+#: a builder image's digest (what determines a build's outcome on that builder)
+IMAGE = 64
+#: a builder's operating system release, as it describes itself
+OS_RELEASE = 200
 
 #: (table, column) -> width, for every character column of the schema and no other.
 COLUMN_WIDTHS: dict[tuple[str, str], int] = {
@@ -67,6 +77,27 @@ COLUMN_WIDTHS: dict[tuple[str, str], int] = {
     ("builds", "builder"): BUILDER,
     ("builds", "status"): STATUS,
     ("builds", "reason"): REASON,
+    ("builds", "cause"): CAUSE,
+    ("builds", "cause_detail"): CAUSE_DETAIL,
+    ("builds", "cause_package"): DEBIAN_PACKAGE,
+    ("builds", "image"): IMAGE,
+    ("build_skips", "package"): NAME,
+    ("build_skips", "version"): VERSION,
+    ("build_skips", "abi_tag"): TAG,
+    ("build_skips", "cause"): CAUSE,
+    ("build_skips", "detail"): CAUSE_DETAIL,
+    ("builder_images", "image"): IMAGE,
+    ("builder_images", "abi_tag"): TAG,
+    ("builder_images", "os"): OS_RELEASE,
+    ("upstream_files", "filename"): FILENAME,
+    ("upstream_files", "package"): NAME,
+    ("upstream_files", "version"): VERSION,
+    ("upstream_files", "filehash"): SHA256,
+    ("versions", "requires_python"): REQUIRES_PYTHON,
+    ("smoke_tests", "filename"): FILENAME,
+    ("smoke_tests", "status"): STATUS,
+    ("smoke_tests", "detail"): CAUSE_DETAIL,
+    ("smoke_tests", "package"): DEBIAN_PACKAGE,
     ("files", "filename"): FILENAME,
     ("files", "filehash"): SHA256,
     ("files", "metadata_hash"): SHA256,

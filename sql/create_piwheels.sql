@@ -1,4 +1,4 @@
--- piwheels schema, version 3: created from nothing by piw-initdb.
+-- piwheels schema, version 4: created from nothing by piw-initdb.
 --
 -- piw-initdb replaces @ROLE@ with the (quoted) name of the role the master
 -- connects as, and runs this whole script in one transaction.  The tables
@@ -27,7 +27,7 @@ CREATE TABLE configuration (
     CONSTRAINT configuration_serial_ck CHECK (pypi_serial >= 0)
 );
 
-INSERT INTO configuration (id, schema_version) VALUES (1, 3);
+INSERT INTO configuration (id, schema_version) VALUES (1, 4);
 
 -- A PEP 503 canonical name: lower case letters and digits in runs joined by
 -- single hyphens.
@@ -112,6 +112,9 @@ CREATE TABLE versions (
     -- why the build policy leaves this release out (NULL: it does not);
     -- decided by piwheels.build_policy, written by the data layer
     policy_reason   varchar(200)    NULL,
+    -- the Python versions the release's sdist says it supports, as upstream
+    -- serves it (NULL: upstream says nothing)
+    requires_python varchar(200)    NULL,
 
     CONSTRAINT versions_pk PRIMARY KEY (package, version),
     CONSTRAINT versions_package_fk FOREIGN KEY (package)
@@ -160,6 +163,15 @@ CREATE TABLE builds (
     -- today; its enrolled key's id once slaves authenticate).  A failure is
     -- retried on a different builder before it counts (needs_build).
     builder         varchar(100)    NOT NULL,
+    -- why an unsuccessful attempt failed (a cause code of piwheels.diagnosis),
+    -- the one line that says what was found, and the Debian package that
+    -- would supply what was missing (NULL: none known)
+    cause           varchar(40)     NULL,
+    cause_detail    varchar(500)    NULL,
+    cause_package   varchar(100)    NULL,
+    -- the digest of the builder's image (its OS, Python, pip and installed
+    -- packages) the attempt ran on; NULL for attempts made before it was kept
+    image           varchar(64)     NULL,
 
     CONSTRAINT builds_pk PRIMARY KEY (build_id),
     CONSTRAINT builds_versions_fk FOREIGN KEY (package, version)
@@ -167,11 +179,48 @@ CREATE TABLE builds (
     CONSTRAINT builds_abi_fk FOREIGN KEY (abi_tag)
         REFERENCES build_abis (abi_tag) ON DELETE RESTRICT,
     CONSTRAINT builds_status_ck CHECK (status IN ('success', 'failed', 'rejected')),
-    CONSTRAINT builds_duration_ck CHECK (duration >= interval '0')
+    CONSTRAINT builds_duration_ck CHECK (duration >= interval '0'),
+    CONSTRAINT builds_cause_ck CHECK (cause ~ '^[a-z][a-z0-9-]*$'),
+    CONSTRAINT builds_cause_success_ck CHECK (status <> 'success' OR cause IS NULL),
+    CONSTRAINT builds_cause_package_ck CHECK (cause_package ~ '^[a-z0-9][a-z0-9+.-]+$')
 );
 
 CREATE INDEX builds_package_version ON builds (package, version, abi_tag);
 CREATE INDEX builds_started ON builds (started);
+CREATE INDEX builds_cause ON builds (cause) WHERE cause IS NOT NULL;
+
+-- A release the farm will not build for an ABI, and why, decided without a
+-- builder: its Requires-Python excludes the ABI, or upstream already serves a
+-- wheel that ABI can install.
+CREATE TABLE build_skips (
+    package         varchar(200)    NOT NULL,
+    version         varchar(200)    NOT NULL,
+    abi_tag         varchar(100)    NOT NULL,
+    cause           varchar(40)     NOT NULL,
+    detail          varchar(500)    NOT NULL,
+    decided         timestamptz     NOT NULL DEFAULT now(),
+
+    CONSTRAINT build_skips_pk PRIMARY KEY (package, version, abi_tag),
+    CONSTRAINT build_skips_versions_fk FOREIGN KEY (package, version)
+        REFERENCES versions (package, version) ON DELETE CASCADE,
+    CONSTRAINT build_skips_abi_fk FOREIGN KEY (abi_tag)
+        REFERENCES build_abis (abi_tag) ON DELETE RESTRICT,
+    CONSTRAINT build_skips_cause_ck CHECK (cause ~ '^[a-z][a-z0-9-]*$'),
+    CONSTRAINT build_skips_detail_ck CHECK (detail <> '')
+);
+
+-- Every builder image the farm has seen for an ABI, and when first: a new
+-- image may succeed where an older one failed.
+CREATE TABLE builder_images (
+    image           varchar(64)     NOT NULL,
+    abi_tag         varchar(100)    NOT NULL,
+    os              varchar(200)    NOT NULL,
+    first_seen      timestamptz     NOT NULL DEFAULT now(),
+
+    CONSTRAINT builder_images_pk PRIMARY KEY (image, abi_tag),
+    CONSTRAINT builder_images_abi_fk FOREIGN KEY (abi_tag)
+        REFERENCES build_abis (abi_tag) ON DELETE CASCADE
+);
 
 -- The whole log of each attempt (bounded in size by the slave).
 CREATE TABLE build_logs (
@@ -208,6 +257,40 @@ CREATE TABLE files (
 
 CREATE INDEX files_build_id ON files (build_id);
 CREATE INDEX files_abi_tag ON files (abi_tag);
+
+-- The smoke test of a wheel on its builder (installed offline into a fresh
+-- venv, its top-level modules imported): passed or failed; what failed, and
+-- the Debian package that would supply a missing library.  No row: not run.
+CREATE TABLE smoke_tests (
+    filename        varchar(255)    NOT NULL,
+    status          varchar(20)     NOT NULL,
+    detail          varchar(500)    NULL,
+    package         varchar(100)    NULL,
+
+    CONSTRAINT smoke_tests_pk PRIMARY KEY (filename),
+    CONSTRAINT smoke_tests_files_fk FOREIGN KEY (filename)
+        REFERENCES files (filename) ON DELETE CASCADE,
+    CONSTRAINT smoke_tests_status_ck CHECK (status IN ('passed', 'failed')),
+    CONSTRAINT smoke_tests_package_ck CHECK (package ~ '^[a-z0-9][a-z0-9+.-]+$')
+);
+
+-- The wheels upstream serves for each release, with their digests (NULL:
+-- upstream gave none): the farm never publishes a file of the same name with
+-- other bytes, and need not build what one of these already serves.
+CREATE TABLE upstream_files (
+    filename        varchar(255)    NOT NULL,
+    package         varchar(200)    NOT NULL,
+    version         varchar(200)    NOT NULL,
+    filehash        char(64)        NULL,
+
+    CONSTRAINT upstream_files_pk PRIMARY KEY (filename),
+    CONSTRAINT upstream_files_versions_fk FOREIGN KEY (package, version)
+        REFERENCES versions (package, version) ON DELETE CASCADE,
+    CONSTRAINT upstream_files_filename_ck CHECK (filename ~ '^[^/\\]+\.whl$'),
+    CONSTRAINT upstream_files_filehash_ck CHECK (is_sha256(filehash))
+);
+
+CREATE INDEX upstream_files_package_version ON upstream_files (package, version);
 
 -- What a wheel needs at run time: apt packages its libraries link to, and
 -- the pip requirements from its metadata.
@@ -358,7 +441,8 @@ GRANT UPDATE (build_policy, build_prereleases, configured_policy, configured_pre
     ON configuration TO @ROLE@;
 GRANT SELECT, INSERT, UPDATE, DELETE ON
     packages, package_names, versions, build_abis, builds, build_logs,
-    files, dependencies
+    files, dependencies, build_skips, builder_images, upstream_files,
+    smoke_tests
     TO @ROLE@;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO @ROLE@;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO @ROLE@;

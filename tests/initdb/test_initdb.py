@@ -27,6 +27,8 @@ NEXT_STEP = f"upgrade_piwheels_{CURRENT}_to_{NEXT}.sql"
 V1_CREATE = Path(__file__).with_name("create_piwheels_v1.sql")
 #: The version 2 schema as it was shipped (issue 13 moved on to 3).
 V2_CREATE = Path(__file__).with_name("create_piwheels_v2.sql")
+#: The version 3 schema as it was shipped (issue 14 moved on to 4).
+V3_CREATE = Path(__file__).with_name("create_piwheels_v3.sql")
 V2_ADDITIONS = """
 ALTER TABLE packages ADD COLUMN homepage varchar(255) NULL;
 CREATE TABLE rewrites_pending (
@@ -369,5 +371,54 @@ def test_shipped_upgrade_from_version_2_keeps_attempts_and_retries_single_failur
     assert built == {"once": False, "twice": True, "good": True}
     assert needs == {"once": True, "twice": False, "good": False}
     initdb(fresh, master_role, True, io.StringIO())
-    assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION == 3
+    assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION
+    assert differences(snapshot(upgraded), snapshot(fresh)) == []
+
+
+def test_shipped_upgrade_from_version_3_keeps_attempts(postgres, master_role, tmp_path):
+    """Version 3 to 4: every attempt, file and log is kept; the new facts of an
+    old attempt (its cause, its builder's image) are unknown; the result is what
+    a fresh create makes."""
+    upgraded = postgres.dsn(postgres.create_database())
+    fresh = postgres.dsn(postgres.create_database())
+    initdb(upgraded, master_role, True, io.StringIO(), target=3,
+           scripts_dir=make_shipped_scripts(tmp_path, V3_CREATE))
+    engine = sa.create_engine(upgraded, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO build_abis (abi_tag) VALUES ('cp311')")
+            conn.exec_driver_sql("INSERT INTO packages (package) VALUES ('bad'), ('good')")
+            conn.exec_driver_sql("INSERT INTO versions (package, version, has_sdist) VALUES "
+                                 "('bad', '1.0', true), ('good', '1.0', true)")
+            conn.exec_driver_sql(
+                "INSERT INTO builds (package, version, abi_tag, slave_label, started, duration, "
+                "status, reason, builder) VALUES "
+                "('bad', '1.0', 'cp311', 'pi-a', now(), '1 s', 'failed', 'broke', 'key-a'), "
+                "('good', '1.0', 'cp311', 'pi-b', now(), '2 s', 'success', NULL, 'key-b')")
+            conn.exec_driver_sql(
+                "INSERT INTO build_logs SELECT build_id, 'log of ' || package FROM builds")
+            conn.exec_driver_sql(
+                "INSERT INTO files (filename, build_id, filesize, filehash, package_tag, "
+                "package_version_tag, py_version_tag, abi_tag, platform_tag, metadata_hash) "
+                "SELECT 'good-1.0-py3-none-any.whl', build_id, 10, repeat('a', 64), 'good', "
+                "'1.0', 'py3', 'none', 'any', repeat('b', 64) FROM builds "
+                "WHERE package = 'good'")
+        out = io.StringIO()
+        initdb(upgraded, master_role, True, out)
+        assert "upgraded" in out.getvalue()
+        with engine.connect() as conn:
+            attempts = conn.exec_driver_sql(
+                "SELECT b.package, b.builder, b.status, b.cause, b.image, l.log FROM builds b "
+                "JOIN build_logs l USING (build_id) ORDER BY b.build_id").all()
+            files = conn.exec_driver_sql(
+                "SELECT f.filename, s.status FROM files f "
+                "LEFT JOIN smoke_tests s USING (filename)").all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in attempts] == [
+        ("bad", "key-a", "failed", None, None, "log of bad"),
+        ("good", "key-b", "success", None, None, "log of good")]
+    assert [tuple(row) for row in files] == [("good-1.0-py3-none-any.whl", None)]
+    initdb(fresh, master_role, True, io.StringIO())
+    assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION
     assert differences(snapshot(upgraded), snapshot(fresh)) == []

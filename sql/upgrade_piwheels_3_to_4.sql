@@ -1,0 +1,91 @@
+-- piwheels schema: version 3 to version 4.
+--
+-- piw-initdb replaces @ROLE@ with the (quoted) name of the master's role and
+-- runs this whole script in one transaction.
+
+-- failures that say why; nothing built in vain; smoke-tested wheels (issue 14)
+ALTER TABLE versions ADD COLUMN requires_python varchar(200) NULL;
+
+ALTER TABLE builds ADD COLUMN cause varchar(40) NULL;
+ALTER TABLE builds ADD COLUMN cause_detail varchar(500) NULL;
+ALTER TABLE builds ADD COLUMN cause_package varchar(100) NULL;
+ALTER TABLE builds ADD COLUMN image varchar(64) NULL;
+ALTER TABLE builds ADD CONSTRAINT builds_cause_ck CHECK (cause ~ '^[a-z][a-z0-9-]*$');
+ALTER TABLE builds ADD CONSTRAINT builds_cause_success_ck
+    CHECK (status <> 'success' OR cause IS NULL);
+ALTER TABLE builds ADD CONSTRAINT builds_cause_package_ck
+    CHECK (cause_package ~ '^[a-z0-9][a-z0-9+.-]+$');
+CREATE INDEX builds_cause ON builds (cause) WHERE cause IS NOT NULL;
+
+-- A release the farm will not build for an ABI, and why, decided without a
+-- builder: its Requires-Python excludes the ABI, or upstream already serves a
+-- wheel that ABI can install.
+CREATE TABLE build_skips (
+    package         varchar(200)    NOT NULL,
+    version         varchar(200)    NOT NULL,
+    abi_tag         varchar(100)    NOT NULL,
+    cause           varchar(40)     NOT NULL,
+    detail          varchar(500)    NOT NULL,
+    decided         timestamptz     NOT NULL DEFAULT now(),
+
+    CONSTRAINT build_skips_pk PRIMARY KEY (package, version, abi_tag),
+    CONSTRAINT build_skips_versions_fk FOREIGN KEY (package, version)
+        REFERENCES versions (package, version) ON DELETE CASCADE,
+    CONSTRAINT build_skips_abi_fk FOREIGN KEY (abi_tag)
+        REFERENCES build_abis (abi_tag) ON DELETE RESTRICT,
+    CONSTRAINT build_skips_cause_ck CHECK (cause ~ '^[a-z][a-z0-9-]*$'),
+    CONSTRAINT build_skips_detail_ck CHECK (detail <> '')
+);
+
+-- Every builder image the farm has seen for an ABI, and when first: a new
+-- image may succeed where an older one failed.
+CREATE TABLE builder_images (
+    image           varchar(64)     NOT NULL,
+    abi_tag         varchar(100)    NOT NULL,
+    os              varchar(200)    NOT NULL,
+    first_seen      timestamptz     NOT NULL DEFAULT now(),
+
+    CONSTRAINT builder_images_pk PRIMARY KEY (image, abi_tag),
+    CONSTRAINT builder_images_abi_fk FOREIGN KEY (abi_tag)
+        REFERENCES build_abis (abi_tag) ON DELETE CASCADE
+);
+
+-- The smoke test of a wheel on its builder (installed offline into a fresh
+-- venv, its top-level modules imported): passed or failed; what failed, and
+-- the Debian package that would supply a missing library.  No row: not run.
+CREATE TABLE smoke_tests (
+    filename        varchar(255)    NOT NULL,
+    status          varchar(20)     NOT NULL,
+    detail          varchar(500)    NULL,
+    package         varchar(100)    NULL,
+
+    CONSTRAINT smoke_tests_pk PRIMARY KEY (filename),
+    CONSTRAINT smoke_tests_files_fk FOREIGN KEY (filename)
+        REFERENCES files (filename) ON DELETE CASCADE,
+    CONSTRAINT smoke_tests_status_ck CHECK (status IN ('passed', 'failed')),
+    CONSTRAINT smoke_tests_package_ck CHECK (package ~ '^[a-z0-9][a-z0-9+.-]+$')
+);
+
+-- The wheels upstream serves for each release, with their digests (NULL:
+-- upstream gave none): the farm never publishes a file of the same name with
+-- other bytes, and need not build what one of these already serves.
+CREATE TABLE upstream_files (
+    filename        varchar(255)    NOT NULL,
+    package         varchar(200)    NOT NULL,
+    version         varchar(200)    NOT NULL,
+    filehash        char(64)        NULL,
+
+    CONSTRAINT upstream_files_pk PRIMARY KEY (filename),
+    CONSTRAINT upstream_files_versions_fk FOREIGN KEY (package, version)
+        REFERENCES versions (package, version) ON DELETE CASCADE,
+    CONSTRAINT upstream_files_filename_ck CHECK (filename ~ '^[^/\\]+\.whl$'),
+    CONSTRAINT upstream_files_filehash_ck CHECK (is_sha256(filehash))
+);
+
+CREATE INDEX upstream_files_package_version ON upstream_files (package, version);
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON build_skips, builder_images, upstream_files,
+    smoke_tests TO @ROLE@;
+-- end of issue 14
+
+UPDATE configuration SET schema_version = 4;
