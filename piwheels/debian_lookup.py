@@ -40,14 +40,16 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .diagnosis import WANTED_KINDS, Wanted
+from .limits import DEBIAN_PACKAGE
 from .storage import atomic_write
 
 log = logging.getLogger("piwheels.debian_lookup")
 
 #: How long one ``apt-file``, ``dpkg`` or ``apt-cache`` run may take.
 LOOKUP_TIMEOUT_S = 120.0
-#: Debian Policy 5.6.1: lower case letters, digits, + - . ; at least two, starting alnum.
-PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
+#: Debian Policy 5.6.1: lower case letters, digits, + - . ; at least two, starting
+#: alnum; and no longer than the column it is stored in.
+PACKAGE_NAME = re.compile(rf"[a-z0-9][a-z0-9+.-]{{1,{DEBIAN_PACKAGE - 1}}}")
 #: What the cache key is made of: apt's lists (Contents among them) and its sources.
 APT_LISTS = Path("/var/lib/apt/lists")
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))

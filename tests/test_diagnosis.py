@@ -50,6 +50,7 @@ def test_the_causes_are_declared_once_with_their_nature():
         "bad-wheel",  # the master refused what the builder sent (not read from a log)
     }
     assert all(code == cause.code and cause.label for code, cause in CAUSES.items())
+    assert max(map(len, CAUSES)) <= limits.CAUSE  # the column the code is stored in
     chance = {"timeout", "out-of-memory", "upstream-unreachable", "unknown", "bad-wheel"}
     assert {code for code, cause in CAUSES.items() if not cause.deterministic} == chance
     assert CAUSES["smoke-import"].fixable_by_image and CAUSES["smoke-import"].deterministic
@@ -180,7 +181,8 @@ def test_the_provider_is_where_the_compiler_looks_then_named_for_the_want():
 
 def test_package_names_from_the_tools_are_checked():
     assert valid_package("libcurl4-openssl-dev") and valid_package("g++")
-    for bad in ("Foo", "-x", "a", "a b", "x" * 101, "../etc"):
+    assert valid_package("x" * limits.DEBIAN_PACKAGE)
+    for bad in ("Foo", "-x", "a", "a b", "x" * (limits.DEBIAN_PACKAGE + 1), "../etc"):
         assert not valid_package(bad)
     output = ("Evil Name, libfoo-dev: /usr/include/foo.h\n"
               "libfoo-dev:amd64: /usr/include/foo.h\ngarbage\n")
