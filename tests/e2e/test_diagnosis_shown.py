@@ -157,6 +157,12 @@ def test_a_builder_claiming_what_its_log_does_not_say(farm, db, release):
         # a success without wheels: rejected, and the cause says the master refused it
         raw.wait_build("liar-rejected")
         assert raw_built(raw, success=True, log="built\n", reason=None)[0] == "DONE"
+        # the monitor's picture of the slave: its latest failure, as the master saw it
+        [liar] = [s for s in farm.snapshot()["slaves"] if s["label"] == "liar"]
+        assert liar["last_failure"] == {
+            "package": "liar-rejected", "version": "1.0", "cause": "bad-wheel",
+            "label": "refused by the master",
+            "detail": "the build reported success but no wheels", "install": None}
         # a cause code that does not exist: the schema refuses the message
         raw.wait_build("liar-bogus")
         name, die = raw_built(raw, log=yaml_log, diagnosis={
