@@ -391,7 +391,7 @@ _OPTIONS = [
         ("--lookup-timeout",), "lookup_timeout_s",
         "seconds one look-up of the Debian package a failed build lacks may take (dpkg -S, "
         "apt-file, outside the sandbox; cached in the cache dir) (0: name no package)",
-        default=30.0, type=nonnegative_float, metavar="SECS",
+        default=120.0, type=nonnegative_float, metavar="SECS",
     ),
     Option(
         ("--python",), "python",

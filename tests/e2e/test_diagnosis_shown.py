@@ -158,8 +158,12 @@ def test_a_builder_claiming_what_its_log_does_not_say(farm, db, release):
         raw.wait_build("liar-rejected")
         assert raw_built(raw, success=True, log="built\n", reason=None)[0] == "DONE"
         # the monitor's picture of the slave: its latest failure, as the master saw it
-        [liar] = [s for s in farm.snapshot()["slaves"] if s["label"] == "liar"]
-        assert liar["last_failure"] == {
+        # (the picture is refreshed every few seconds)
+        def liar_failure():
+            [liar] = [s for s in farm.snapshot()["slaves"] if s["label"] == "liar"]
+            failure = liar["last_failure"]
+            return failure if failure and failure["package"] == "liar-rejected" else None
+        assert farm.wait(liar_failure, 10, "the monitor's picture") == {
             "package": "liar-rejected", "version": "1.0", "cause": "bad-wheel",
             "label": "refused by the master",
             "detail": "the build reported success but no wheels", "install": None}
