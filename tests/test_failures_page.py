@@ -1,17 +1,21 @@
 """The failures page's grouping (pure) and its HTML, read as a person reads it; the
-quick start's report of failures."""
+quick start's report of failures; the fallback web server serving the page."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
 
+import requests
 from bs4 import BeautifulSoup
+from farm import free_port
 
 from piwheels.failures_page import failures_context
+from piwheels.fallback_server import FallbackServer
 from piwheels.index_pages import Renderer, Site, project_context, to_json
 from piwheels.quickstart import failure_report
 from piwheels.records import BuildData, ProjectData, VersionData
+from piwheels.storage import OutputTree, atomic_write
 
 SITE = Site(name="Test farm", index_url="http://farm.test/simple/",
             upstream_simple="http://upstream.test/simple/")
@@ -118,3 +122,23 @@ def test_a_failed_cell_says_its_cause_detail_and_package_in_words():
     rows = [" ".join(tr.get_text(" ").split()) for tr in soup.select("table.attempts tbody tr")]
     assert all(row.endswith(f"failed : missing header ({LBER}); install libldap-dev")
                for row in rows), rows
+
+
+def test_the_fallback_server_serves_the_failures_page_and_its_json(tmp_path):
+    tree = OutputTree(tmp_path / "output")
+    context = failures_context(ROWS)
+    atomic_write(tree.failures_page("html"), Renderer(SITE).render("failures", **context))
+    atomic_write(tree.failures_page("json"), to_json(context))
+    port = free_port()
+    server = FallbackServer(tree.root, "127.0.0.1", port, tmp_path / "access.log")
+    server.start()
+    try:
+        page = requests.get(f"http://127.0.0.1:{port}/failures/", timeout=10)
+        twin = requests.get(f"http://127.0.0.1:{port}/failures/json/", timeout=10)
+    finally:
+        server.stop()
+    assert page.status_code == 200
+    assert "libldap-dev would unlock 7 builds" in " ".join(
+        BeautifulSoup(page.text, "html.parser").get_text(" ").split())
+    assert twin.status_code == 200 and twin.headers["content-type"] == "application/json"
+    assert twin.json() == context
