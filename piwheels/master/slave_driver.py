@@ -3,10 +3,11 @@
 It greets slaves, hands each idle one the next build for its ABI, follows it
 through BUILT and the file transfers, and hands the finished attempt to the
 build recorder.  An idle slave with nothing to build is parked, unanswered,
-until a job for it arrives (:mod:`.parking`).  A failed attempt is retried once, by another builder first
-(:mod:`.retries`).  Nothing slow happens here: no database, no disk; every
-reply goes out at once.  A slave silent for longer than its liveness allows is
-dropped and its build goes back to the queue.
+until a job for it arrives (:mod:`.parking`).  A failed attempt is retried
+once, by another builder first (:mod:`.retries`).  Nothing slow happens
+here: no database, no disk; every reply goes out at once.  A slave silent for
+longer than its liveness allows is dropped and its build goes back to the
+queue.
 """
 
 from __future__ import annotations
@@ -602,7 +603,7 @@ class SlaveDriver(Task):
                 self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
                 if self._wanted(slave.job, slave.abi_tag):
                     self.queues.setdefault(slave.abi_tag, JobQueue()).restore([slave.job])
-            self._build_ended(slave.job, slave.abi_tag, None, [])
+                self._build_ended(slave.job, slave.abi_tag, None, [])
         if slave.state is SlaveStatus.SENDING or (slave.attempt and slave.attempt.files_done):
             self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
         self.log.info("slave %d (%s, key %s) dropped: %s%s", slave.slave_id, slave.label,
