@@ -96,6 +96,8 @@ class Plain:
 
     def build(self, name: str, version: str) -> float:
         out = Path(tempfile.mkdtemp(dir=self.home))
+        if self.user is not None:
+            os.chown(out, self.user.pw_uid, self.user.pw_gid)
         argv = [self.python, "-m", "pip", "wheel", f"{name}=={version}", "--no-deps",
                 "--no-binary", name, "--index-url", self.index_url, "--wheel-dir", str(out),
                 "--progress-bar", "off", "--disable-pip-version-check", "--no-input",

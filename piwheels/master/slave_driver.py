@@ -3,8 +3,9 @@
 It greets slaves, hands each idle one the next build for its ABI, follows it
 through BUILT and the file transfers, and hands the finished attempt to the
 build recorder.  An idle slave with nothing to build is parked, unanswered,
-until a job for it arrives (:mod:`.parking`).  A failed attempt is retried
-once, by another builder first (:mod:`.retries`).  Nothing slow happens
+until a job for it arrives (:mod:`.parking`).  Which job comes next is
+:mod:`.job_book`'s to say; a failed attempt is retried once, by another
+builder first (:mod:`.retries`).  Nothing slow happens
 here: no database, no disk; every reply goes out at once.  A slave silent for
 longer than its liveness allows is dropped and its build goes back to the
 queue.
@@ -24,19 +25,15 @@ from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE,
     TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
-from ..tags import build_serves
 from ..transport import CurveServer, PeerLimits, PeerRefused
-from .job_queue import HeldBack, Job, JobQueue
+from .job_book import JobBook
+from .job_queue import Job
 from .parking import Parking
-from .retries import RetryHolds
 from .slave_checks import built_files_problem, hello_problem
 from .slave_state import Attempt, SlaveState, SlaveStatus
 from .task import STATUS_INTERVAL_S, Clock, Task
 
 
-#: How long a finished build stays off the queue, covering queue snapshots
-#: computed before it was recorded.
-RECENT_S = 600.0
 #: Finished attempts queued for the build recorder before new builds wait for it.
 RECORD_BACKLOG = 2000
 #: How often attempts the build recorder could not take are offered again.
@@ -71,18 +68,9 @@ class SlaveDriver(Task):
         self.wall_clock = wall_clock
         self.slaves: dict[bytes, SlaveState] = {}
         self.slaves_by_id: dict[int, SlaveState] = {}
-        self.queues: dict[str, JobQueue] = {}
-        #: queue length at which to ask build_queue for more, and ABIs already asked for
-        self.refill_at: dict[str, int] = {}
-        self.refill_asked: set[str] = set()
-        self.active: dict[Job, int] = {}  # (package, version) -> slave_id building it
-        #: jobs passed over while another slave built them, by the ABIs that wait
-        self.held_back = HeldBack()
+        self.book = JobBook(retry_delay_s)
         #: idle slaves waiting for a job, answered within a heartbeat
         self.parking = Parking(park_s=heartbeat_s)
-        self.recent: dict[tuple[str, str, str], float] = {}  # (pkg, ver, abi or "*") -> until
-        #: releases that failed once, kept off the builder that failed them
-        self.retries = RetryHolds(retry_delay_s, linger_s=RECENT_S)
         self.builds_handed_out = 0
         self.holds: set[str] = set()  # reasons not to hand out builds (paused, disk full)
         #: finished attempts the recorder has not taken yet (it is behind): new
@@ -132,28 +120,13 @@ class SlaveDriver(Task):
             return
         name, payload = msg
         if name in ("QUEUE", "EXTEND", "REPLACE"):
-            abi_tag = payload["abi_tag"]
-            sent = payload["builds"]
-            jobs = [job for job in ((j["package"], j["version"]) for j in sent)
-                    if self._available(job, abi_tag)]
-            self.retries.from_queue(abi_tag, sent, self.clock(), self.wall_clock())
+            abi_tag, sent = payload["abi_tag"], payload["builds"]
+            kept = self.book.take_page(name, abi_tag, sent, self.clock(), self.wall_clock())
             self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
-                           name, len(jobs), len(sent), abi_tag)
-            queue = self.queues.setdefault(abi_tag, JobQueue())
-            if name in ("QUEUE", "REPLACE"):
-                # The database lags behind: when most of its head is handed out
-                # already, what was held here (further down) stays behind the rest
-                # (unless the build policy changed: then none of it may stay).
-                queue.replace(jobs, keep_rest=name == "QUEUE" and len(jobs) < len(sent) // 2)
-                # keep a whole list's worth in hand: the next page is asked for
-                # as soon as there is less, a good while before it runs out
-                self.refill_at[abi_tag] = len(sent)
-            else:
-                queue.extend(jobs)
-            self.refill_asked.discard(abi_tag)
+                           name, kept, len(sent), abi_tag)
             self._offer_parked([abi_tag])
         elif name == "REQUEUE":
-            self.forget(payload["package"], payload["version"])
+            self.book.forget(payload["package"], payload["version"])
         elif name == "ABIS":
             self.known_abis = frozenset(payload["abi_tags"])
         else:
@@ -198,24 +171,12 @@ class SlaveDriver(Task):
                 continue
             self._report(slave)
 
-    def forget(self, package: str, version: Optional[str]) -> None:
-        """Let *package* (one release, or all) be built again though it was just built
-        (or failed: its attempts are gone, so any builder may have it)."""
-        for key in [key for key in self.recent
-                    if key[0] == package and (version is None or key[1] == version)]:
-            del self.recent[key]
-        self.retries.forget(package, version)
-
     def cancel(self, package: str, version: Optional[str]) -> None:
         """Stop building *package* (one release, or all): it changed upstream."""
-        def matches(job: Job) -> bool:
-            return job[0] == package and (version is None or job[1] == version)
-
-        for queue in self.queues.values():
-            queue.remove_if(matches)
-        self.held_back.remove_if(matches)
+        self.book.cancel(package, version)
         for slave in self.slaves.values():
-            if slave.job is not None and matches(slave.job) and slave.state is SlaveStatus.BUILDING:
+            if slave.job is not None and slave.job[0] == package and \
+                    version in (None, slave.job[1]) and slave.state is SlaveStatus.BUILDING:
                 self.log.info("skipping %s %s on slave %d: it changed upstream",
                               *slave.job, slave.slave_id)
                 slave.attempt.skip = True
@@ -340,7 +301,7 @@ class SlaveDriver(Task):
     def _hand_out(self, slave: SlaveState, job: Job) -> None:
         slave.state = SlaveStatus.BUILDING
         slave.attempt = Attempt(job, build_started=self.wall_clock(), job_started_s=self.clock())
-        self.active[job] = slave.slave_id
+        self.book.start(job, slave.slave_id)
         self.builds_handed_out += 1
         self.router.send_to(slave.address, "BUILD", {"package": job[0], "version": job[1]})
 
@@ -352,7 +313,7 @@ class SlaveDriver(Task):
         for abi_tag in abi_tags:
             for address in self.parking.waiting(abi_tag):
                 slave = self.slaves.get(address)
-                if not self.queues.get(abi_tag):
+                if not self.book.has_jobs(abi_tag):
                     break
                 if slave is None or slave.paused:
                     continue
@@ -427,61 +388,11 @@ class SlaveDriver(Task):
     # --- helpers ----------------------------------------------------------------
 
     def _next_job(self, slave: SlaveState) -> Optional[Job]:
-        abi_tag = slave.abi_tag
-        queue = self.queues.get(abi_tag)
-        if (queue is not None and len(queue) <= self.refill_at.get(abi_tag, 0)
-                and abi_tag not in self.refill_asked):
-            # ask for the next page before the slaves run dry
-            self.refill_asked.add(abi_tag)
-            self.log.debug("%d builds left for %s: asking for more", len(queue), abi_tag)
-            self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
-        passed_over: list[Job] = []
-        found = None
-        while queue:
-            job = queue.pop()
-            if not self._available(job, abi_tag):
-                continue
-            if self.retries.kept_off(job, abi_tag, slave.identity, self.clock()):
-                passed_over.append(job)  # it waits for another builder
-                continue
-            found = job
-            break
-        if passed_over:
-            queue.restore(passed_over)
-            if found is None and abi_tag not in self.refill_asked:
-                # all it holds waits for other builders: this one needs the next page
-                self.refill_asked.add(abi_tag)
-                self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
-        return found
-
-    def _wanted(self, job: Job, abi_tag: str) -> bool:
-        """Whether *job* may be handed out now (the queue can lag behind the slaves)."""
-        if job in self.active:
-            return False  # one attempt per release at a time: a pure wheel may serve all ABIs
-        now = self.clock()
-        return (self.recent.get((*job, abi_tag), 0) <= now
-                and self.recent.get((*job, "*"), 0) <= now)
-
-    def _available(self, job: Job, abi_tag: str) -> bool:
-        """:meth:`_wanted`; a job left out because it is being built is noted as
-        held back for *abi_tag*, to be offered again when that build ends."""
-        if job in self.active:
-            self.held_back.hold(job, abi_tag)
-            return False
-        return self._wanted(job, abi_tag)
-
-    def _build_ended(self, job: Job, abi_tag: str, status: Optional[str],
-                     files: list[dict]) -> None:
-        """Offer *job* again to the ABIs that waited for it (less those its wheels
-        serve) and hand out what waits to parked slaves: at once, not at the next
-        recalculation of the queue."""
-        tags = [(f["py_tag"], f["abi_tag"]) for f in files]
-        waiting = self.held_back.release(job)
-        for waiting_abi in waiting:
-            if not build_serves(abi_tag, status or "", tags, waiting_abi) \
-                    and self._wanted(job, waiting_abi):
-                self.queues.setdefault(waiting_abi, JobQueue()).restore([job])
-        self._offer_parked(sorted(waiting | {abi_tag}))
+        job, ask = self.book.next_job(slave.abi_tag, slave.identity, self.clock())
+        if ask:
+            self.log.debug("asking for more builds for %s", slave.abi_tag)
+            self.tell(self.queue_requests, "MORE", {"abi_tag": slave.abi_tag})
+        return job
 
     def _next_file(self, slave: SlaveState) -> None:
         attempt = slave.attempt
@@ -524,28 +435,16 @@ class SlaveDriver(Task):
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
                 "files": files,
             })
-        now = self.clock()
-        until = now + RECENT_S
-        if status in ("failed", "rejected") and \
-                self.retries.failed(job, slave.abi_tag, slave.identity, now):
-            # the first failure here is a claim: back to the head of the queue,
-            # for another builder at once, for this one after the retry delay
-            self.queues.setdefault(slave.abi_tag, JobQueue()).restore([job])
+        first_failure, offer = self.book.finished(job, slave.abi_tag, slave.identity, status,
+                                                  files, self.clock(), hold_back=hold_back)
+        if first_failure:
             self.log_limited("first-failure", logging.INFO,
                              "%s %s %s for %s on slave %d (%s): offered to another builder "
                              "before it counts", *job, status, slave.abi_tag, slave.slave_id,
                              slave.identity)
-        else:
-            if status == "success":
-                self.retries.settled(job, slave.abi_tag)
-            if hold_back:
-                self.recent[(*job, slave.abi_tag)] = until
-        if status == "success" and any(f["abi_tag"] == "none" for f in files):
-            self.recent[(*job, "*")] = until
-        self.active.pop(job, None)
         slave.state, slave.attempt = SlaveStatus.IDLE, None
         self.router.send_to(slave.address, "DONE")
-        self._build_ended(job, slave.abi_tag, status, files)
+        self._offer_parked(offer)
 
     def _record(self, attempt: dict) -> None:
         """Hand *attempt* to the recorder, or keep it (in order) while the recorder is full."""
@@ -572,7 +471,7 @@ class SlaveDriver(Task):
 
     def _adopt(self, slave: SlaveState, job: Job) -> None:
         """Take on a build a slave was running before it reconnected."""
-        owner_id = self.active.get(job)
+        owner_id = self.book.builder_of(job)
         owner = self._slave_by_id(owner_id) if owner_id is not None else None
         if owner is not None and owner.label == slave.label:
             self._drop(owner, "reconnected", requeue=False)
@@ -582,7 +481,7 @@ class SlaveDriver(Task):
         if owner is not None:
             slave.attempt.skip = True  # someone else has it: tell this one to stop
         else:
-            self.active[job] = slave.slave_id
+            self.book.start(job, slave.slave_id)
 
     def _refuse(self, address: bytes, slave: Optional[SlaveState], why: str) -> None:
         """A protocol violation: tell the slave to go away and forget it."""
@@ -597,13 +496,11 @@ class SlaveDriver(Task):
         self.slaves_by_id.pop(slave.slave_id, None)
         self.parking.unpark(slave.address)
         self.report("SLAVE_GONE", {"slave_id": slave.slave_id})
-        if slave.job is not None and self.active.get(slave.job) == slave.slave_id:
-            del self.active[slave.job]
+        if slave.job is not None and self.book.builder_of(slave.job) == slave.slave_id:
             if requeue:
                 self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
-                if self._wanted(slave.job, slave.abi_tag):
-                    self.queues.setdefault(slave.abi_tag, JobQueue()).restore([slave.job])
-                self._build_ended(slave.job, slave.abi_tag, None, [])
+            self._offer_parked(self.book.lost(slave.job, slave.abi_tag, self.clock(),
+                                              requeue=requeue))
         if slave.state is SlaveStatus.SENDING or (slave.attempt and slave.attempt.files_done):
             self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
         self.log.info("slave %d (%s, key %s) dropped: %s%s", slave.slave_id, slave.label,
@@ -625,9 +522,7 @@ class SlaveDriver(Task):
             quiet_s = now - max(slave.last_seen_s, slave.answered_s)
             if quiet_s > limit:
                 self._drop(slave, f"silent for {quiet_s:.1f} s")
-        for key in [key for key, until in self.recent.items() if until <= now]:
-            del self.recent[key]
-        self.retries.expire(now)
+        self.book.expire(now)
 
     def _report(self, slave: SlaveState) -> None:
         self.report("SLAVE", {"slave": slave.report(self.clock())})
@@ -642,7 +537,7 @@ class SlaveDriver(Task):
             "slaves": len(self.slaves),
             "building": sum(1 for s in self.slaves.values() if s.state is SlaveStatus.BUILDING),
             "parked": len(self.parking),
-            "queued": {abi: len(queue) for abi, queue in self.queues.items()},
+            "queued": self.book.queued(),
             "handed_out": self.builds_handed_out,
             "holds": sorted(self.holds | ({"paused"} if self.paused else set())
                             | ({RECORDER_BEHIND} if self.unrecorded else set())),
