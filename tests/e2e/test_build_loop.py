@@ -147,3 +147,20 @@ def test_an_idle_slave_is_parked_and_handed_a_queued_job_at_once(farm, db, relea
     assert (started - queued).total_seconds() < 0.5, (queued, started)
     farm.wait(lambda: [b.status for b in builds_of(db, "parked-thing")] == ["success"], 120,
               "the build recorded")
+
+
+def test_a_release_held_back_for_one_abi_is_offered_the_moment_the_other_build_ends(
+        farm, db, release):
+    """A C extension both ABIs need is built by one slave at a time; the other
+    slave gets it as soon as the first build ends, not at the next
+    recalculation of the queue (a minute away here)."""
+    release("held-thing", kind="c_ext")
+    farm.start_master("--queue-interval", "60", "--sleep-interval", "60")
+    slaves = [farm.start_slave("py311", pyenv_python("11")),
+              farm.start_slave("py312", pyenv_python("12"))]
+    farm.wait(lambda: len(builds_of(db, "held-thing")) == 2, 240, "both builds recorded")
+    assert sorted(b.abi_tag for b in builds_of(db, "held-thing")) == ["cp311", "cp312"]
+    assert all(b.status == "success" for b in builds_of(db, "held-thing"))
+    ended = min(log_time(s.log(), "built held-thing 1.0") for s in slaves)
+    second = max(log_time(s.log(), "building held-thing 1.0") for s in slaves)
+    assert 0 < (second - ended).total_seconds() < 1.0, (ended, second)
