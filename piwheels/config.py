@@ -236,7 +236,9 @@ _OPTIONS = [
     ),
     Option(
         ("--sleep-interval",), "sleep_interval_s",
-        "seconds an idle slave waits before asking again when there is nothing to build",
+        "seconds an idle slave waits before asking again while builds are held (paused, "
+        "disk full, recorder behind); with nothing to build it is parked instead and "
+        "handed a build as soon as one is queued",
         default=5.0, type=positive_float, metavar="SECS",
     ),
     Option(

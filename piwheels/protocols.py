@@ -28,7 +28,8 @@ from .project_status import PROJECT_STATUSES
 #: Bumped whenever a message of the slave or file protocol changes shape.
 #: 2: CHUNK's data travels as a frame of its own.
 #: 3: HELLO says whether the slave's builds are contained.
-PROTOCOL_VERSION = 3
+#: 4: SLEEP may say 0 s (ask again now): idle slaves are parked, then told so.
+PROTOCOL_VERSION = 4
 
 # --- field types --------------------------------------------------------------
 #
@@ -315,7 +316,8 @@ MASTER_TO_SLAVE = {
         "heartbeat_s": PositiveSeconds,
     }),
     "BUILD": message(BUILD_JOB),
-    "SLEEP": message({"seconds": PositiveSeconds}),
+    # 0 s: it was parked a heartbeat without a job (master/parking.py); ask again now
+    "SLEEP": message({"seconds": Seconds}),
     "CONT": message(),
     "SKIP": message({"reason": Reason}),
     "SEND": message({"filename": Filename}),

@@ -48,7 +48,9 @@ log = logging.getLogger("piwheels.slave")
 
 #: How long to wait for ACK after HELLO before trying a fresh connection.
 HELLO_TIMEOUT_S = 3.0
-#: Heartbeats the master may miss before the slave reconnects.
+#: Heartbeats the master may miss before the slave reconnects.  More than one:
+#: an IDLE waits up to a heartbeat unanswered while the master has no job for
+#: it (it is parked: piwheels/master/parking.py).
 MASTER_LIVENESS = 3
 #: The longest the loop sleeps between looks at the build thread and timers.
 LOOP_INTERVAL_S = 0.1
@@ -69,7 +71,7 @@ class SlaveState(Enum):
     """Where the slave is in the protocol (docs/protocols.rst)."""
 
     CONNECTING = "connecting"  # HELLO sent, waiting for ACK
-    IDLE = "idle"              # IDLE sent, waiting for BUILD or SLEEP
+    IDLE = "idle"              # IDLE sent, waiting for BUILD or SLEEP (maybe parked)
     SLEEPING = "sleeping"      # told to SLEEP: IDLE again when it is over
     BUILDING = "building"      # a build runs (BUSY heartbeats) or its BUILT is due
     BUILT = "built"            # BUILT sent, waiting for SEND or DONE
