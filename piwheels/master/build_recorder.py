@@ -39,6 +39,7 @@ from ..errors import DataRefused, InvalidName
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS, WheelFacts
 from ..records import BuildRecord
+from ..smoke import FAILED, SMOKE_CAUSE, SmokeResult
 from ..storage import OutputTree, StagedWheel
 from ..transport import ProtocolError
 from .db_task import DatabaseTask
@@ -54,9 +55,11 @@ class BuildRecorder(DatabaseTask):
     name = "build_recorder"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, output_path: Path,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, smoke_policy: str = "warn") -> None:
         super().__init__(ctx, dsn=dsn, clock=clock)
         self.tree = OutputTree(output_path)
+        #: what becomes of a wheel whose smoke test failed (``--smoke-policy``)
+        self.smoke_policy = smoke_policy
         self.recorded = 0
         self.requests = self.socket(zmq.PULL, RECORD_REQUESTS.reverse())
         self.requests.bind(RECORD_REQUESTS.address)
@@ -118,6 +121,10 @@ class BuildRecorder(DatabaseTask):
         refused for want of space: None, nothing recorded, so it is built again."""
         package = canonical_name(job["package"])
         staged: list[StagedWheel] = []
+        held = self.held_back(job)
+        if held is not None:
+            self.discard_received(job)
+            return held, []
         try:
             files = []
             for received in job["files"]:
@@ -143,6 +150,24 @@ class BuildRecorder(DatabaseTask):
             return build_record(
                 {**job, "status": "rejected", "reason": f"could not publish: {exc}"[:limits.REASON]}, ()
             ), []
+
+    def held_back(self, job: dict) -> Optional[BuildRecord]:
+        """The record of a successful attempt that ``--smoke-policy hold`` keeps
+        from the index (a wheel of it failed its smoke test): failed, cause
+        smoke-import; None if it is published."""
+        failed = [s for s in smoke_results(job) if s.status == FAILED]
+        if self.smoke_policy != "hold" or job["status"] != "success" or not failed:
+            return None
+        first = failed[0]
+        detail = first.detail or "the import failed"
+        self.log.warning("held back %s %s for %s: %s's smoke test failed: %s",
+                         job["package"], job["version"], job["abi_tag"], first.filename, detail)
+        return replace(build_record(
+            {**job, "status": "failed",
+             "reason": f"held back (--smoke-policy hold): {first.filename} failed its "
+                       f"smoke test: {detail}"[:limits.REASON]}, ()),
+            cause=SMOKE_CAUSE, cause_detail=detail[:limits.CAUSE_DETAIL],
+            cause_package=first.package)
 
     def record_one(self, record: BuildRecord, staged: list[StagedWheel]) -> Optional[int]:
         """Record one attempt; if its rows are refused, record it as rejected (its
@@ -200,4 +225,10 @@ def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
         started=datetime.fromtimestamp(job["started"], tz=timezone.utc),
         duration=timedelta(seconds=job["duration_s"]), status=job["status"],
         reason=job["reason"], log=job["log"], files=files,
+        smoke=tuple(smoke_results(job)) if files else (),
     )
+
+
+def smoke_results(job: dict) -> list[SmokeResult]:
+    """The builder's smoke tests of a RECORD's wheels (none: not tested)."""
+    return [SmokeResult.from_dict(s) for s in job.get("smoke") or ()]

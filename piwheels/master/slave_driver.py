@@ -468,6 +468,7 @@ class SlaveDriver(Task):
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
                 "files": files,
+                "smoke": built["smoke"] if status == "success" else None,
             })
         now = self.clock()
         until = now + RECENT_S
