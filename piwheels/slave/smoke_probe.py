@@ -18,11 +18,10 @@ import piwheels.
 
 import json
 import os
-import subprocess
 import sys
-import sysconfig
-import traceback
-import zipfile
+
+# the rest is imported where it is needed: each import here costs every
+# module's process its start-up time
 
 MARKER = "PIWHEELS-SMOKE "
 #: How much of a failed import's traceback is kept.
@@ -39,6 +38,8 @@ def _answer(payload):
 
 def _install(wheel):
     """Spread *wheel* into this (venv) interpreter's scheme."""
+    import sysconfig
+    import zipfile
     paths = sysconfig.get_paths()
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
@@ -77,6 +78,7 @@ def _install(wheel):
 def _import_one(module, own):
     """Import *module* (in this, a fresh process) and answer for it."""
     import importlib
+    import traceback
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -91,6 +93,7 @@ def _import_one(module, own):
 
 def _inside_venv(wheel, modules):
     """In the venv's interpreter: install, then import each module in a child."""
+    import subprocess
     try:
         _install(wheel)
     except Exception as exc:
@@ -128,6 +131,7 @@ def main(argv):
     if argv[1:2] == ["--inside"]:
         return _inside_venv(argv[2], json.loads(argv[3]))
     wheel, venv_dir, modules = argv[1], argv[2], argv[3]
+    import subprocess
     import venv
     try:
         venv.EnvBuilder(with_pip=False, symlinks=True).create(venv_dir)
