@@ -121,8 +121,10 @@ class BuildRecorder(DatabaseTask):
         refused for want of space: None, nothing recorded, so it is built again."""
         package = canonical_name(job["package"])
         staged: list[StagedWheel] = []
-        held = self.held_back(job)
+        held = held_back(job, self.smoke_policy)
         if held is not None:
+            self.log.warning("held back %s %s for %s: %s", job["package"], job["version"],
+                             job["abi_tag"], held.cause_detail)
             self.discard_received(job)
             return held, []
         try:
@@ -150,24 +152,6 @@ class BuildRecorder(DatabaseTask):
             return build_record(
                 {**job, "status": "rejected", "reason": f"could not publish: {exc}"[:limits.REASON]}, ()
             ), []
-
-    def held_back(self, job: dict) -> Optional[BuildRecord]:
-        """The record of a successful attempt that ``--smoke-policy hold`` keeps
-        from the index (a wheel of it failed its smoke test): failed, cause
-        smoke-import; None if it is published."""
-        failed = [s for s in smoke_results(job) if s.status == FAILED]
-        if self.smoke_policy != "hold" or job["status"] != "success" or not failed:
-            return None
-        first = failed[0]
-        detail = first.detail or "the import failed"
-        self.log.warning("held back %s %s for %s: %s's smoke test failed: %s",
-                         job["package"], job["version"], job["abi_tag"], first.filename, detail)
-        return replace(build_record(
-            {**job, "status": "failed",
-             "reason": f"held back (--smoke-policy hold): {first.filename} failed its "
-                       f"smoke test: {detail}"[:limits.REASON]}, ()),
-            cause=SMOKE_CAUSE, cause_detail=detail[:limits.CAUSE_DETAIL],
-            cause_package=first.package)
 
     def record_one(self, record: BuildRecord, staged: list[StagedWheel]) -> Optional[int]:
         """Record one attempt; if its rows are refused, record it as rejected (its
@@ -227,6 +211,24 @@ def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
         reason=job["reason"], log=job["log"], files=files,
         smoke=tuple(smoke_results(job)) if files else (),
     )
+
+
+def held_back(job: dict, policy: str) -> Optional[BuildRecord]:
+    """The record of a successful attempt that ``--smoke-policy hold`` keeps from
+    the index (a wheel of it failed its smoke test): failed, cause smoke-import,
+    no files; None if it is published (``warn``, or no wheel failed: an
+    ``incomplete`` one, which lacks only its Python dependencies, is published)."""
+    failed = [s for s in smoke_results(job) if s.status == FAILED]
+    if policy != "hold" or job["status"] != "success" or not failed:
+        return None
+    first = failed[0]
+    detail = first.detail or "the import failed"
+    return replace(build_record(
+        {**job, "status": "failed",
+         "reason": f"held back (--smoke-policy hold): {first.filename} failed its "
+                   f"smoke test: {detail}"[:limits.REASON]}, ()),
+        cause=SMOKE_CAUSE, cause_detail=detail[:limits.CAUSE_DETAIL],
+        cause_package=first.package)
 
 
 def smoke_results(job: dict) -> list[SmokeResult]:
