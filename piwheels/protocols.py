@@ -273,8 +273,9 @@ SMOKE_RESULT = {
     "detail": optional(text(0, limits.CAUSE_DETAIL)),
     "package": optional(text(1, limits.DEBIAN_PACKAGE)),
 }
-#: the smoke tests of a build's wheels; None (or left out): not tested (the slave
-#: runs without the test, or is older than protocol 4's smoke tests)
+#: the smoke tests of a build's wheels; None: not tested (the slave runs without
+#: the test).  Left out, it is None: the master's own senders of RECORD (piw-import)
+#: and hand-driven peers need not name it.
 SmokeResults = optional(at_most(MAX_BUILT_FILES, message(SMOKE_RESULT)))
 SMOKE_FIELD = Absent("smoke", default=None)
 

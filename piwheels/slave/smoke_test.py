@@ -73,7 +73,8 @@ def _one(run: BuildRun, path: Path, facts: WheelFacts, staged: Path, number: int
     layout = run.layout
     input_dir = layout.input / SMOKE_DIR
     venv = layout.work / f"{SMOKE_DIR}-venv-{number}"
-    note(run.text, f"smoke test (no network) of {filename}: a fresh venv, the wheel "
+    where = "no network" if run.sandbox is not None else "UNCONTAINED"
+    note(run.text, f"smoke test ({where}) of {filename}: a fresh venv, the wheel "
                    f"installed, then import {', '.join(modules) or '(no top-level module)'}")
     build_deadline_s = run.deadline_s
     run.deadline_s = min(build_deadline_s, run.builder.clock() + timeout_s)
