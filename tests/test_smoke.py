@@ -7,6 +7,7 @@ tests/e2e/test_smoke_policy.py.)
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -134,13 +135,44 @@ def test_sql_statuses_agree(script):
     assert tuple(re.findall(r"'([a-z]+)'", check)) == SMOKE_STATUSES
 
 
+def probe(tmp_path: Path, wheel: Path, modules: list[str]) -> dict:
+    """The probe's last answer for *wheel*, run plainly (the sandbox is the builder's
+    business: tests/slave/test_smoke_test.py)."""
+    out = subprocess.run(
+        [sys.executable, "-I", smoke_probe.__file__, str(wheel), str(tmp_path / "venv"),
+         json.dumps(modules)], capture_output=True, text=True, timeout=60).stdout
+    return json.loads(out.strip().splitlines()[-1][len(smoke_probe.MARKER):])
+
+
+def test_probe_installs_into_a_fresh_venv_and_imports(tmp_path):
+    wheel = craft_wheel(tmp_path, files={
+        "good.py": b"import sys\nassert 'site-packages' in __file__ and sys.prefix != sys.base_prefix\n",
+        "bad/__init__.py": b"raise RuntimeError('no thanks')\n",
+        "needy.py": b"import piw_not_installed\n",
+        "inner.py": b"import pkg.missing_part\n",
+        "pkg/__init__.py": b"",
+        "quiet.py": b"import sys, io\nsys.stdout = io.StringIO()\n",
+        "piw_craft-1.0.data/scripts/tool": b"#!python\n",
+    })
+    answers = probe(tmp_path, wheel, ["bad", "good", "inner", "needy", "pkg", "quiet"])["answers"]
+    assert answers["good"] == answers["quiet"] == answers["pkg"] == {"ok": True}
+    assert "RuntimeError: no thanks" in answers["bad"]["error"]
+    assert answers["needy"] == {"missing": "piw_not_installed"}
+    # a module missing from the wheel's own package is its fault, not a dependency
+    assert "No module named 'pkg.missing_part'" in answers["inner"]["error"]
+    assert (tmp_path / "venv" / "bin" / "tool").exists()
+
+
+def test_probe_names_the_import_that_ended_it(tmp_path):
+    wheel = craft_wheel(tmp_path, files={"first.py": b"", "second.py": b"import os\nos._exit(3)\n"})
+    assert probe(tmp_path, wheel, ["first", "second"]) == {"importing": "second"}
+
+
 def test_probe_refuses_a_wheel_that_escapes_its_tree(tmp_path):
     wheel = tmp_path / "evil-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("evil-1.0.dist-info/WHEEL", "Root-Is-Purelib: true\n")
         archive.writestr("../escaped.py", "")
-    venv = tmp_path / "venv"
-    out = subprocess.run([sys.executable, "-I", smoke_probe.__file__, str(wheel), str(venv), "[]"],
-                         capture_output=True, text=True, timeout=60).stdout
-    assert smoke_probe.MARKER + '{"failure": "installing the wheel failed' in out
-    assert "outside its tree" in out and not list(tmp_path.rglob("escaped.py"))
+    answer = probe(tmp_path, wheel, [])
+    assert answer["failure"].startswith("installing the wheel failed")
+    assert "outside its tree" in answer["failure"] and not list(tmp_path.rglob("escaped.py"))

@@ -7,12 +7,13 @@ then runs that venv's interpreter on this file again, which installs WHEEL
 into its own scheme as the wheel format specifies (the root into purelib or
 platlib as the WHEEL file says, each ``*.data/KEY/`` directory into the
 scheme's KEY path; byte-compiling and rewriting RECORD are left out, as they
-change nothing an import sees) and imports each module of MODULES_JSON, each
-in a process of its own.  The answer is one line, ``PIWHEELS-SMOKE {"answers":
+change nothing an import sees) and imports each module of MODULES_JSON in
+turn, in that one process.  The answer is one line, ``PIWHEELS-SMOKE {"answers":
 {MODULE: {"ok": true} | {"missing": NAME} | {"error": TRACEBACK}}}`` or
 ``PIWHEELS-SMOKE {"failure": WHY}``: "missing" is a module that the import
 needs and the wheel does not provide (another distribution, not installed).
-It runs with no network.  This file is copied into the sandbox and must not
+Before each import a line ``PIWHEELS-SMOKE {"importing": MODULE}`` says which
+one runs, so an import that ends the process is still named.  It runs with no network.  This file is copied into the sandbox and must not
 import piwheels.
 """
 
@@ -31,9 +32,14 @@ DATA_KEYS = ("purelib", "platlib", "headers", "scripts", "data")
 
 
 def _answer(payload):
-    sys.stdout.flush()
-    sys.stderr.flush()
-    print(MARKER + json.dumps(payload), flush=True)
+    """One answer line, on the standard output the process started with (an
+    import may have replaced ``sys.stdout``)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os.write(1, ("\n" + MARKER + json.dumps(payload) + "\n").encode())
 
 
 def _install(wheel):
@@ -76,7 +82,7 @@ def _install(wheel):
 
 
 def _import_one(module, own):
-    """Import *module* (in this, a fresh process) and answer for it."""
+    """Import *module* and answer for it."""
     import importlib
     import traceback
     try:
@@ -92,42 +98,25 @@ def _import_one(module, own):
 
 
 def _inside_venv(wheel, modules):
-    """In the venv's interpreter: install, then import each module in a child."""
-    import subprocess
+    """In the venv's interpreter: install, then import each module in turn."""
     try:
         _install(wheel)
     except Exception as exc:
         _answer({"failure": f"installing the wheel failed: {exc.__class__.__name__}: {exc}"})
         return 0
+    import importlib
+    importlib.invalidate_caches()
     answers = {}
+    own = set(modules)
     for module in modules:
-        child = subprocess.run(
-            [sys.executable, "-I", __file__, "--one", module, json.dumps(modules)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        output = child.stdout.decode("utf-8", "replace")
-        sys.stdout.write(output[-TRACEBACK_CHARS:])
-        answer = None
-        for line in reversed(output.splitlines()):
-            if line.startswith(MARKER):
-                try:
-                    answer = json.loads(line[len(MARKER):])
-                except ValueError:
-                    pass
-                break
-        if not isinstance(answer, dict):
-            tail = output.strip().splitlines()[-1:] or ["no output"]
-            answer = {"error": f"importing {module} ended the process (exit status "
-                               f"{child.returncode}) before it answered: {tail[0]}"}
-        answers[module] = answer
+        # if the import ends this process, the last line names the module it was in
+        _answer({"importing": module})
+        answers[module] = _import_one(module, own)
     _answer({"answers": answers})
     return 0
 
 
 def main(argv):
-    if argv[1:2] == ["--one"]:
-        module, own = argv[2], json.loads(argv[3])
-        _answer(_import_one(module, set(own)))
-        return 0
     if argv[1:2] == ["--inside"]:
         return _inside_venv(argv[2], json.loads(argv[3]))
     wheel, venv_dir, modules = argv[1], argv[2], argv[3]

@@ -94,6 +94,10 @@ def _one(run: BuildRun, path: Path, facts: WheelFacts, staged: Path, number: int
     if answer is None:
         return verdict(filename, {}, requires_dist=requires, failure=(
             f"the smoke test ended (exit status {returncode}) without an answer"))
+    if "importing" in answer:
+        return verdict(filename, {}, requires_dist=requires, failure=(
+            f"import {answer['importing']}: it ended the process (exit status {returncode}) "
+            f"before it answered: {_last_line(run.output.text())}"))
     if "failure" in answer:
         return verdict(filename, {}, failure=str(answer["failure"]), requires_dist=requires)
     answers = answer.get("answers")
@@ -109,6 +113,13 @@ def _one(run: BuildRun, path: Path, facts: WheelFacts, staged: Path, number: int
         return diagnosis.detail, provider.package if provider is not None else None
 
     return verdict(filename, answers, requires_dist=requires, classify=classify)
+
+
+def _last_line(output: str) -> str:
+    """The last line the probe printed that is not its own."""
+    lines = [line for line in output.splitlines() if line.strip() and not
+             line.startswith((MARKER, "--- piwheels", "$ "))]
+    return lines[-1] if lines else "no output"
 
 
 def _answer(output: str) -> Optional[dict]:

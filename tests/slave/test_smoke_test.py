@@ -29,7 +29,8 @@ def builder(build_index, build_cache_dir: Path, tmp_path: Path, **options) -> Bu
         **options)
 
 
-@pytest.mark.parametrize("name", ["smoke-passes", "smoke-needs-dependency", "smoke-raises"])
+# (what the probe answers for each kind of import: tests/test_smoke.py, on crafted wheels)
+@pytest.mark.parametrize("name", ["smoke-passes", "smoke-needs-dependency"])
 def test_smoke_test_result(name, build_index, build_cache_dir, tmp_path):
     case = CASES[name]
     build_index.add(make_smoke_sdist(tmp_path / "sdists", name))
