@@ -9,7 +9,7 @@ object) comes back as a :class:`Wanted`, which :mod:`piwheels.debian_lookup`
 turns into the Debian package that provides it.
 
 Logs come from build code and may be huge or hostile: only the tail of the log
-is read (:data:`TAIL_CHARS`), lines are clipped (:data:`LINE_CHARS`), every
+is read (:data:`TAIL_CHARS`, :data:`TAIL_LINES`), lines are clipped (:data:`LINE_CHARS`), every
 pattern is tried only on lines holding its literal keyword, and no pattern has
 nested repetition, so the work is linear in the bytes read.
 """
@@ -22,8 +22,10 @@ from typing import Callable, Optional
 
 from .limits import CAUSE_DETAIL
 
-#: How much of the end of a build log is read (errors are at its end).
-TAIL_CHARS = 512 * 1024
+#: How much of the end of a build log is read (errors are at its end) ...
+TAIL_CHARS = 256 * 1024
+#: ... and at most how many of its last lines.
+TAIL_LINES = 4000
 #: The longest line looked at; longer lines are cut to this many characters.
 LINE_CHARS = 4096
 
@@ -85,8 +87,10 @@ class Wanted:
         as ``apt-file search -x`` and :meth:`matches` use them."""
         name = re.escape(self.name)
         if self.kind == "header":
-            # <libxml/xmlversion.h> is in /usr/include/libxml2/libxml/xmlversion.h
-            return (rf"^/usr/include/(.+/)?{name}$",)
+            # where the compiler looks (multiarch too), or one directory down, as a
+            # -I of pkg-config's gives it: <libxml/xmlversion.h> is in
+            # /usr/include/libxml2/libxml/xmlversion.h, Python.h in /usr/include/python3.11/
+            return (rf"^/usr/include/([^/]+-linux-[^/]+/)?([^/]+/)?{name}$",)
         if self.kind == "library":
             return (rf"^{_LIB_DIRS}lib{name}\.(so|a)$",)
         if self.kind == "pkg-config":
@@ -125,6 +129,25 @@ class Diagnosis:
     def label(self) -> str:
         return CAUSES[self.cause].label
 
+    def to_dict(self) -> dict[str, Optional[str]]:
+        """Flat, for a message or a row: ``cause``, ``detail``, ``wanted_kind``, ``wanted_name``."""
+        return {"cause": self.cause, "detail": self.detail,
+                "wanted_kind": self.wanted.kind if self.wanted else None,
+                "wanted_name": self.wanted.name if self.wanted else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Diagnosis":
+        """The inverse of :meth:`to_dict`; ValueError for an unknown cause or kind."""
+        cause, detail = data.get("cause"), data.get("detail") or ""
+        if cause not in CAUSES:
+            raise ValueError(f"unknown cause {cause!r}; the causes are {', '.join(CAUSES)}")
+        kind, name = data.get("wanted_kind"), data.get("wanted_name")
+        if (kind is None) != (name is None) or (kind is not None and kind not in WANTED_KINDS):
+            raise ValueError(f"bad want {kind!r} {name!r}; the kinds are {', '.join(WANTED_KINDS)}")
+        if not isinstance(detail, str) or len(detail) > CAUSE_DETAIL:
+            raise ValueError(f"the detail must be text of at most {CAUSE_DETAIL} characters")
+        return cls(cause, detail, Wanted(kind, str(name)) if kind is not None else None)
+
 
 def detail_line(text: str) -> str:
     """*text* as one line of at most :data:`~piwheels.limits.CAUSE_DETAIL` characters."""
@@ -161,7 +184,8 @@ def _missing_file(match: "re.Match[str]", line: str) -> Optional[Diagnosis]:
     """``[Errno 2] No such file or directory: 'x'``: a program if *x* is a bare
     name, else a file the sdist lacks."""
     name = match.group(1)
-    if "/" not in name and "." not in name:
+    # README, VERSION, LICENSE: files; programs are lower case
+    if "/" not in name and "." not in name and name.lower() == name:
         return Diagnosis("missing-program", detail_line(line), Wanted("program", name))
     return Diagnosis("broken-sdist", detail_line(line))
 
@@ -171,6 +195,23 @@ def _program(match: "re.Match[str]", line: str) -> Optional[Diagnosis]:
     if name in ("cargo", "rustc"):
         return Diagnosis("needs-rust", detail_line(line), Wanted("program", name))
     return Diagnosis("missing-program", detail_line(line), Wanted("program", name))
+
+
+#: C++ standard library headers of C++17 and later, which an older compiler lacks.
+CXX_STD_HEADERS = frozenset((
+    "any", "barrier", "bit", "charconv", "compare", "concepts", "contracts", "coroutine",
+    "debugging", "execution", "expected", "filesystem", "flat_map", "flat_set", "format",
+    "generator", "hazard_pointer", "inplace_vector", "latch", "linalg", "mdspan",
+    "memory_resource", "numbers", "optional", "print", "ranges", "rcu", "semaphore", "simd",
+    "source_location", "span", "spanstream", "stacktrace", "stdfloat", "stop_token",
+    "string_view", "syncstream", "text_encoding", "variant", "version",
+))
+
+
+def _std_header(match: "re.Match[str]", line: str) -> Optional[Diagnosis]:
+    if match.group(1) in CXX_STD_HEADERS:
+        return Diagnosis("needs-newer-compiler", detail_line(line))
+    return None
 
 
 def _rust(match: "re.Match[str]", line: str) -> Optional[Diagnosis]:
@@ -202,25 +243,31 @@ _RULES: tuple[_Rule, ...] = (
     _rule(("was not found in the pkg-config search path",),
           rf"Package '?({_NAME})'?,? was not found in the pkg-config search path",
           _want("missing-pkg-config", "pkg-config")),
+    _rule(("required by",), rf"Package '({_NAME})', required by '.{{0,200}}', not found",
+          _want("missing-pkg-config", "pkg-config")),
     _rule(("No package '",), rf"No package '({_NAME})' found",
           _want("missing-pkg-config", "pkg-config")),
     _rule(("pkg-config --exists",), rf"pkg-config --exists ({_NAME})'? returned non-zero",
           _want("missing-pkg-config", "pkg-config")),
     _rule(("Dependency",), rf"Dependency \"?({_NAME})\"? not found",
           _want("missing-pkg-config", "pkg-config")),
-    # Rust: setuptools-rust, maturin
-    _rule(("Rust compiler", "Cargo, the Rust package manager", "rustc", "cargo"),
+    # Rust: setuptools-rust, maturin (and maturin asking for puccinialin, its
+    # installer of Rust, when there is no cargo: offline that cannot be had)
+    _rule(("Rust compiler", "Cargo", "cargo", "rustc", "puccinialin"),
           r"can't find Rust compiler|Cargo, the Rust package manager, is not installed"
-          r"|Unable to find cargo|cargo: (command )?not found|rustc: (command )?not found",
+          r"|Do you have cargo in your PATH|Unable to find cargo|cargo: (command )?not found"
+          r"|rustc: (command )?not found|puccinialin",
           _rust),
     # a compiler too old for the language standard the build asks for
     _rule(("unrecognized command", "unrecognised command", "invalid value"),
-          r"(unrecogni[sz]ed command[- ]line option|invalid value) '?-std=",
+          r"(unrecogni[sz]ed command[- ]line option|invalid value) [‘'\"]?-std=",
           _plain("needs-newer-compiler")),
     _rule(("are supported by the", "does not support"),
           r"None of values \[.{0,80}\] are supported by the|"
           r"compiler does not support -std=|does not support C\+\+\d\d",
           _plain("needs-newer-compiler")),
+    # a C++ standard library header this compiler's library does not have yet
+    _rule(("fatal error",), r"fatal error: ([a-z_]{2,30}): No such file", _std_header),
     # pip: Requires-Python
     _rule(("requires a different Python", "require a different python"),
           r"requires a different Python|require a different python version",
@@ -249,13 +296,35 @@ _RULES: tuple[_Rule, ...] = (
 #: since a killed compiler leaves other errors after it.
 _MEMORY_SIGNS = (
     "Killed signal terminated program", "internal compiler error: Killed",
-    "virtual memory exhausted", "MemoryError", "Cannot allocate memory", "out of memory",
+    "virtual memory exhausted", "Cannot allocate memory", ": out of memory allocating",
+    "fatal error: out of memory",
 )
+#: ... and the last line of a traceback that ran out of it.
+_MEMORY_ERROR = "MemoryError"
+#: Characters either side of a rule's keyword that its pattern is tried on.
+WINDOW_CHARS = 600
+
+
+def _apply(line: str, keywords: tuple[str, ...], pattern: "re.Pattern[str]",
+           maker: Maker) -> Optional[Diagnosis]:
+    """*pattern* tried around the first place of each of *keywords* in *line*: the
+    work is bounded by :data:`WINDOW_CHARS`, however long the line."""
+    for word in keywords:
+        at = line.find(word)
+        if at < 0:
+            continue
+        window = line[max(0, at - WINDOW_CHARS): at + len(word) + WINDOW_CHARS]
+        match = pattern.search(window)
+        if match is not None:
+            made = maker(match, line)
+            if made is not None:
+                return made
+    return None
 
 
 def _lines(log: str) -> list[str]:
-    tail = log[-TAIL_CHARS:]
-    return [line[:LINE_CHARS].strip() for line in tail.splitlines()]
+    tail = log[-TAIL_CHARS:].splitlines()[-TAIL_LINES:]
+    return [line[:LINE_CHARS].strip() for line in tail]
 
 
 def _from_reason(reason: str) -> Optional[Diagnosis]:
@@ -299,18 +368,20 @@ def _diagnose(log: str, reason: str) -> Diagnosis:
         return found
     lines = _lines(log)
     for line in lines:
-        if any(sign in line for sign in _MEMORY_SIGNS):
+        if line.startswith(_MEMORY_ERROR) or any(sign in line for sign in _MEMORY_SIGNS):
             return Diagnosis("out-of-memory", detail_line(line))
     for line in lines:
         for keywords, pattern, maker in _RULES:
-            if any(word in line for word in keywords):
-                match = pattern.search(line)
-                if match is not None:
-                    made = maker(match, line)
-                    if made is not None:
-                        return made
+            made = _apply(line, keywords, pattern, maker)
+            if made is not None:
+                return made
     errors = [line for line in lines if line.startswith("ERROR:") or " error: " in line]
-    return Diagnosis("unknown", detail_line(reason or (errors[0] if errors else "")))
+    return Diagnosis("unknown", detail_line(
+        reason or (errors[0] if errors else "no error the diagnosis knows in the log")))
+
+
+_SONAME = re.compile(rf"({_NAME}\.so[\w.]{{0,40}}): cannot open shared object file")
+_want_soname = _want("smoke-import", "soname")
 
 
 def import_failure(text: str) -> Diagnosis:
@@ -321,12 +392,9 @@ def import_failure(text: str) -> Diagnosis:
     try:
         lines = _lines(str(text or ""))
         for line in lines:
-            if "cannot open shared object file" in line:
-                match = re.search(rf"(lib{_NAME}\.so[\w.]{{0,40}}|{_NAME}\.so[\w.]{{0,40}})"
-                                  r": cannot open shared object file", line)
-                if match is not None:
-                    return Diagnosis("smoke-import", detail_line(line),
-                                     Wanted("soname", match.group(1)))
+            made = _apply(line, ("cannot open shared object file",), _SONAME, _want_soname)
+            if made is not None:
+                return made
         errors = [line for line in lines if re.match(r"\w{0,60}(Error|Exception)\b", line)]
         return Diagnosis("smoke-import", detail_line(errors[-1] if errors else
                                                      (lines[-1] if lines else "import failed")))
