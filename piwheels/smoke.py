@@ -68,7 +68,8 @@ class SmokeResult:
                    detail=data.get("detail"), package=data.get("package"))
 
 
-def _clip(text: str) -> str:
+def clip_detail(text: str) -> str:
+    """*text* as one line of at most ``limits.CAUSE_DETAIL`` characters."""
     line = " ".join(str(text).split())
     return line if len(line) <= limits.CAUSE_DETAIL else line[:limits.CAUSE_DETAIL - 3] + "..."
 
@@ -138,7 +139,7 @@ def verdict(filename: str, answers: Mapping[str, Mapping[str, Any]], *,
         if classify is not None:
             return classify(text)
         lines = [line for line in text.splitlines() if line.strip()]
-        return _clip(lines[-1] if lines else "the import failed"), None
+        return clip_detail(lines[-1] if lines else "the import failed"), None
 
     if failure is not None:
         detail, package = described(failure)
@@ -148,16 +149,16 @@ def verdict(filename: str, answers: Mapping[str, Mapping[str, Any]], *,
     if errors:
         name, text = errors[0]
         detail, package = described(str(text))
-        return SmokeResult(filename, FAILED, _clip(f"import {name}: {detail}"), package)
+        return SmokeResult(filename, FAILED, clip_detail(f"import {name}: {detail}"), package)
     missing = sorted({str(answer["missing"]) for answer in answers.values()
                       if "missing" in answer})
     if missing and not requires_dist:
-        return SmokeResult(filename, FAILED, _clip(
+        return SmokeResult(filename, FAILED, clip_detail(
             f"imports {', '.join(missing)}, which it does not require (no Requires-Dist)"))
     if missing:
-        return SmokeResult(filename, INCOMPLETE, _clip(
+        return SmokeResult(filename, INCOMPLETE, clip_detail(
             f"needs {', '.join(missing)}, not installed (the smoke test installs the "
             f"wheel alone, offline)"))
     if not answers:
         return SmokeResult(filename, PASSED, "installed; it has no top-level module to import")
-    return SmokeResult(filename, PASSED, _clip(f"imported {', '.join(sorted(answers))}"))
+    return SmokeResult(filename, PASSED, clip_detail(f"imported {', '.join(sorted(answers))}"))

@@ -396,8 +396,11 @@ class Builder:
         if not self.smoke_test:
             note(text, "smoke test: not run (--no-smoke-test)")
             return finish(True, None, wheels)
-        return finish(True, None, wheels, smoke_test(
-            run, wheels, timeout_s=self.smoke_timeout_s, lookup=self.debian))
+        smoke = smoke_test(run, wheels, timeout_s=self.smoke_timeout_s, lookup=self.debian)
+        stopped = run.stopped()  # cancelled or out of time during the test
+        if stopped is not None:
+            return finish(False, stopped)
+        return finish(True, None, wheels, smoke)
 
     def _fetch_requirements(self, run: BuildRun, requires: list[str], deps: Path) -> Optional[str]:
         """Fetch *requires* as wheels into *deps* (or reuse a recent set); why not, if it failed."""

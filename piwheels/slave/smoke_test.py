@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from ..diagnosis import import_failure
-from ..smoke import FAILED, SmokeResult, verdict, wheel_modules
+from ..smoke import FAILED, SmokeResult, clip_detail, verdict, wheel_modules
 from .build_log import note
 from .smoke_probe import MARKER
 
@@ -40,12 +40,15 @@ SMOKE_DIR = "smoke"
 
 def smoke_test(run: BuildRun, wheels: list[tuple[Path, WheelFacts]], *,
                timeout_s: float, lookup: Optional[DebianLookup]) -> list[SmokeResult]:
-    """The smoke test of each of *wheels*, each within *timeout_s* (and the build's deadline)."""
+    """The smoke test of each of *wheels*, each within *timeout_s* (and the build's
+    deadline: a build cancelled or out of time meanwhile is the builder's to end)."""
     staged = run.input / SMOKE_DIR
     staged.mkdir(exist_ok=True)
     shutil.copyfile(Path(__file__).with_name(PROBE_NAME), staged / PROBE_NAME)
     results = []
     for number, (path, facts) in enumerate(wheels):
+        if run.stopped() is not None:
+            break  # cancelled, or out of the build's time: the builder says so
         result = _one(run, path, facts, staged, number, timeout_s, lookup)
         note(run.text, f"smoke test of {facts.filename}: {result.status}"
                        f"{f': {result.detail}' if result.detail else ''}"
@@ -60,7 +63,7 @@ def _one(run: BuildRun, path: Path, facts: WheelFacts, staged: Path, number: int
     try:
         modules = wheel_modules(path)
     except (OSError, ValueError, KeyError) as exc:  # zipfile.BadZipFile is a ValueError
-        return SmokeResult(filename, FAILED, f"cannot read the wheel's modules: {exc}"[:500])
+        return SmokeResult(filename, FAILED, clip_detail(f"cannot read the wheel's modules: {exc}"))
     inside = staged / filename
     try:
         os.link(path, inside)  # read-only in the sandbox: the import cannot change the wheel
@@ -85,8 +88,9 @@ def _one(run: BuildRun, path: Path, facts: WheelFacts, staged: Path, number: int
             watch=scratch, wheel_dir=scratch)
     finally:
         run.deadline_s = build_deadline_s
-    if reason is not None and reason.startswith("timed out") and build_deadline_s > run.builder.clock():
-        reason = f"the import did not finish within {timeout_s:g} s (killed)"
+    if reason is not None and run.stopped() is None:
+        if reason.startswith("timed out"):  # its own time limit, not the build's
+            reason = f"the import did not finish within {timeout_s:g} s (killed)"
     answer = _answer(run.output.text())
     requires = bool(facts.requires_dist)
     if reason is not None:
