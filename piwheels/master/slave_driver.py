@@ -434,6 +434,7 @@ class SlaveDriver(Task):
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
                 "files": files,
+                "smoke": built["smoke"] if status == "success" else None,
             })
         first_failure, offer = self.book.finished(job, slave.abi_tag, slave.identity, status,
                                                   files, self.clock(), hold_back=hold_back)

@@ -330,6 +330,8 @@ class Slave:
             "success": result.success and not attempt.skipped,
             "duration_s": result.duration_s, "log": result.log, "reason": reason,
             "files": files if not attempt.skipped else [],
+            "smoke": (None if result.smoke is None or not result.success or attempt.skipped
+                      else [smoke.to_dict() for smoke in result.smoke]),
         })
         self.state = SlaveState.BUILT
 
@@ -426,6 +428,7 @@ def make_slave(options: SlaveConfig) -> Slave:
             python=options.python or sys.executable, index_url="", work_dir=work_area.path,
             cache_dir=cache_dir, work_area=work_area, bwrap=options.bwrap,
             hidden=[Path(p) for p in options.private_paths],
+            smoke_test=options.smoke_test, smoke_timeout_s=options.smoke_timeout_s,
             limits=BuildLimits(
                 timeout_s=options.build_timeout_s,
                 memory_bytes=options.memory_bytes,
