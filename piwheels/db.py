@@ -537,6 +537,10 @@ class Database(PolicyData, IndexReads):
             dep_rows = [row for b in builds for f in b.files for row in dependency_rows(f)]
             if dep_rows:
                 conn.execute(deps.insert(), dep_rows)
+            smoke_rows = [s.to_dict() for b in builds for s in b.smoke
+                          if s.filename in {f.filename for f in b.files}]
+            if smoke_rows:
+                conn.execute(self.t["smoke_tests"].insert(), smoke_rows)
         return build_ids
 
     # --- failures and their retries (issue 13) ----------------------------------

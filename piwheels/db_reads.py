@@ -17,6 +17,7 @@ from .db_files import file_data, file_data_columns
 from .names import canonical_name, version_key
 from .project_status import ACTIVE, QUARANTINED
 from .records import BuildData, FileData, ProjectData, VersionData
+from .smoke import SmokeResult
 
 #: Pending builds are counted up to this many per ABI (the count is for display).
 PENDING_COUNT_LIMIT = 10_000
@@ -143,8 +144,9 @@ class IndexReads:
         if not wanted:
             return {}
         t = self.t
-        p, n, v, b, f, d = (t[name] for name in (
-            "packages", "package_names", "versions", "builds", "files", "dependencies"))
+        p, n, v, b, f, d, s = (t[name] for name in (
+            "packages", "package_names", "versions", "builds", "files", "dependencies",
+            "smoke_tests"))
         of_wanted = b.c.package.in_(wanted)
         with self._begin() as conn:
             rows = conn.execute(
@@ -173,6 +175,12 @@ class IndexReads:
                 .join(b, f.c.build_id == b.c.build_id)
                 .where(of_wanted).order_by(f.c.filename)
             ).all()
+            smoke_rows = conn.execute(
+                sa.select(s.c.filename, s.c.status, s.c.detail, s.c.package)
+                .join(f, s.c.filename == f.c.filename)
+                .join(b, f.c.build_id == b.c.build_id)
+                .where(of_wanted)
+            ).all()
             dep_rows = conn.execute(
                 sa.select(d.c.filename, d.c.tool, d.c.dependency)
                 .join(f, d.c.filename == f.c.filename)
@@ -185,11 +193,13 @@ class IndexReads:
         deps: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         for filename, tool, dependency in dep_rows:
             deps[filename][tool].append(dependency)
+        smoke = {row.filename: SmokeResult(*row) for row in smoke_rows}
         files_by_build: dict[int, list[FileData]] = defaultdict(list)
         for row in file_rows:
             found = deps.get(row.filename)
             files_by_build[row.build_id].append(file_data(
-                row, {tool: tuple(names) for tool, names in found.items()} if found else {}))
+                row, {tool: tuple(names) for tool, names in found.items()} if found else {},
+                smoke.get(row.filename)))
         builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
         for row in build_rows:
             builds_by_version[row.package, row.version].append(BuildData(

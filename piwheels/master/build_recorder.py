@@ -40,6 +40,7 @@ from ..errors import DataRefused, InvalidName
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS, WheelFacts
 from ..records import BuildRecord
+from ..smoke import FAILED, SMOKE_CAUSE, SmokeResult
 from ..storage import OutputTree, StagedWheel
 from ..transport import ProtocolError
 from .db_task import DatabaseTask
@@ -57,9 +58,11 @@ class BuildRecorder(DatabaseTask):
     name = "build_recorder"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, output_path: Path,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, smoke_policy: str = "warn") -> None:
         super().__init__(ctx, dsn=dsn, clock=clock)
         self.tree = OutputTree(output_path)
+        #: what becomes of a wheel whose smoke test failed (``--smoke-policy``)
+        self.smoke_policy = smoke_policy
         self.recorded = 0
         self.requests = self.socket(zmq.PULL, RECORD_REQUESTS.reverse())
         self.requests.bind(RECORD_REQUESTS.address)
@@ -121,6 +124,12 @@ class BuildRecorder(DatabaseTask):
         refused for want of space: None, nothing recorded, so it is built again."""
         package = canonical_name(job["package"])
         staged: list[StagedWheel] = []
+        held = held_back(job, self.smoke_policy)
+        if held is not None:
+            self.log.warning("held back %s %s for %s: %s", job["package"], job["version"],
+                             job["abi_tag"], held.cause_detail)
+            self.discard_received(job)
+            return held, []
         try:
             files = []
             for received in job["files"]:
@@ -207,7 +216,31 @@ def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
         reason=job["reason"], log=job["log"], files=files,
         cause=cause.cause if cause else None, cause_detail=cause.detail if cause else None,
         cause_package=cause.package if cause else None,
+        smoke=tuple(smoke_results(job)) if files else (),
     )
+
+
+def held_back(job: dict, policy: str) -> Optional[BuildRecord]:
+    """The record of a successful attempt that ``--smoke-policy hold`` keeps from
+    the index (a wheel of it failed its smoke test): failed, cause smoke-import,
+    no files; None if it is published (``warn``, or no wheel failed: an
+    ``incomplete`` one, which lacks only its Python dependencies, is published)."""
+    failed = [s for s in smoke_results(job) if s.status == FAILED]
+    if policy != "hold" or job["status"] != "success" or not failed:
+        return None
+    first = failed[0]
+    detail = first.detail or "the import failed"
+    return replace(build_record(
+        {**job, "status": "failed",
+         "reason": f"held back (--smoke-policy hold): {first.filename} failed its "
+                   f"smoke test: {detail}"[:limits.REASON]}, ()),
+        cause=SMOKE_CAUSE, cause_detail=detail[:limits.CAUSE_DETAIL],
+        cause_package=first.package)
+
+
+def smoke_results(job: dict) -> list[SmokeResult]:
+    """The builder's smoke tests of a RECORD's wheels (none: not tested)."""
+    return [SmokeResult.from_dict(s) for s in job.get("smoke") or ()]
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,8 @@ class Master:
             Stats(ctx, dsn=o.dsn, output_path=self.output_path,
                   min_free_bytes=o.min_free_bytes, interval_s=o.stats_interval_s),
             IndexWriter(ctx, dsn=o.dsn, output_path=self.output_path, site=site),
-            BuildRecorder(ctx, dsn=o.dsn, output_path=self.output_path),
+            BuildRecorder(ctx, dsn=o.dsn, output_path=self.output_path,
+                          smoke_policy=o.smoke_policy),
             BuildQueue(ctx, dsn=o.dsn, queue_size=o.queue_size, interval_s=o.queue_interval_s,
                        newest_first=not o.oldest_first),
             FileReceiver(

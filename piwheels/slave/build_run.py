@@ -95,9 +95,10 @@ class BuildRun:
                             self.builder.cache_dir, self.marker_value)
         return self._run(command, self.build_dir, env, sandbox.limits_preexec(0, 0), None)
 
-    def contained(self, command: list[str], watch: Optional[Path] = None
-                  ) -> tuple[Optional[int], Optional[str]]:
-        """A command that runs build code: in the sandbox if there is one."""
+    def contained(self, command: list[str], watch: Optional[Path] = None,
+                  wheel_dir: Optional[Path] = None) -> tuple[Optional[int], Optional[str]]:
+        """A command that runs build code: in the sandbox if there is one (with
+        *wheel_dir*, not the build's wheels, as the host directory it may write)."""
         layout = self.layout
         env = scrubbed_env(layout.home, layout.tmp, layout.home / ".cache" / "pip",
                             self.marker_value)
@@ -111,7 +112,8 @@ class BuildRun:
             nproc = sandbox.user_tasks() + limits.pid_limit
         preexec = sandbox.limits_preexec(limits.memory_bytes, nproc)
         if self.sandbox is not None:
-            command = self.sandbox.command(command, input_dir=self.input, wheel_dir=self.wheels)
+            command = self.sandbox.command(command, input_dir=self.input,
+                                           wheel_dir=wheel_dir or self.wheels)
             return self._run(command, self.build_dir, env, preexec, watch)
         for directory in (layout.home, layout.tmp, layout.work):
             directory.mkdir(exist_ok=True)
