@@ -45,8 +45,6 @@ class BuildRecord:
             raise ValueError(f"build status must be one of {BUILD_STATUSES}, not {self.status!r}")
         if self.status != "success" and self.files:
             raise ValueError("only a successful build has files")
-        if self.status == "success" and self.cause is not None:
-            raise ValueError("a successful build has no cause of failure")
 
 
 #: the facts of a wheel that are not kept in its ``files`` row: the METADATA
