@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
+from ..diagnosis import TIMEOUT_REASON
 from . import processes, sandbox
 from .build_log import REASON_TAIL_BYTES, BoundedLog, MiB, clip, note, pump, shown
 from .work_area import tree_size
@@ -85,7 +86,7 @@ class BuildRun:
         if self.builder._cancelled:
             return "cancelled"
         if self.builder.clock() >= self.deadline_s:
-            return f"timed out after {self.builder.limits.timeout_s:g} s"
+            return TIMEOUT_REASON.format(timeout_s=self.builder.limits.timeout_s)
         return None
 
     def fetch(self, command: list[str]) -> tuple[Optional[int], Optional[str]]:
@@ -179,7 +180,7 @@ class BuildRun:
                     reason = "cancelled"
                     break
                 if now >= self.deadline_s:
-                    reason = f"timed out after {builder.limits.timeout_s:g} s"
+                    reason = TIMEOUT_REASON.format(timeout_s=builder.limits.timeout_s)
                     break
                 builder._wake.wait(POLL_INTERVAL_S)
         finally:

@@ -1,0 +1,250 @@
+"""The Debian package that provides what a failed build wanted, found the way Debian users do.
+
+``dpkg -S`` first (the file is installed, so a build failed for another
+reason, or it is there under another name), then ``apt-file search`` over the
+Contents of the builder's own apt sources: no hand-kept table.  ``apt-file`` is
+slow (seconds a search), so the patterns of several wants go in one run and
+every answer, a negative one too, is cached in a JSON file keyed by the apt
+lists it was read from: an ``apt-file update`` or a changed source list starts
+the cache afresh.  This runs on the builder (slave) host, outside the build
+sandbox: what it names is the builder's claim.
+
+Several packages may ship the same file (``curl-config``: libcurl4-openssl-dev,
+libcurl4-gnutls-dev, libcurl4-nss-dev).  One is chosen by :func:`choose`: one
+that is installed; else the one with most of its direct ``Depends`` installed
+(its runtime sibling, e.g. libcurl4 for libcurl4-openssl-dev); else the first
+by name.  The others are kept as alternatives.
+
+Never raises: a missing tool, a timeout or an unreadable cache gives None (or
+no cache), and is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .diagnosis import WANTED_KINDS, Wanted
+from .storage import atomic_write
+
+log = logging.getLogger("piwheels.debian_lookup")
+
+#: How long one ``apt-file``, ``dpkg`` or ``apt-cache`` run may take.
+LOOKUP_TIMEOUT_S = 120.0
+#: Debian Policy 5.6.1: lower case letters, digits, + - . ; at least two, starting alnum.
+PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
+#: What the cache key is made of: apt's lists (Contents among them) and its sources.
+APT_LISTS = Path("/var/lib/apt/lists")
+APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Provider:
+    """The Debian package chosen to provide a :class:`~piwheels.diagnosis.Wanted`, and the others."""
+
+    package: str
+    alternatives: tuple[str, ...] = ()
+
+
+def valid_package(name: str) -> bool:
+    """Whether *name* is a Debian package name."""
+    return PACKAGE_NAME.fullmatch(name) is not None
+
+
+class DebianLookup:
+    """Wanted -> Provider on this host, with an on-disk cache at *cache_path*."""
+
+    def __init__(self, cache_path: Path, *, timeout_s: float = LOOKUP_TIMEOUT_S,
+                 apt_lists: Path = APT_LISTS,
+                 apt_sources: tuple[Path, ...] = APT_SOURCES) -> None:
+        self.cache_path = Path(cache_path)
+        self.timeout_s = timeout_s
+        self.apt_lists = apt_lists
+        self.apt_sources = apt_sources
+
+    # --- the API ---------------------------------------------------------------
+
+    def package_for(self, wanted: Wanted) -> Optional[Provider]:
+        """The package that provides *wanted*, or None (not found, or no tools)."""
+        return self.packages_for([wanted]).get(wanted)
+
+    def packages_for(self, wants: Iterable[Wanted]) -> dict[Wanted, Optional[Provider]]:
+        """:meth:`package_for` of each of *wants*, with one ``apt-file`` run for all."""
+        try:
+            return self._packages_for(list(dict.fromkeys(wants)))
+        except Exception:  # never take the slave down for a lookup
+            log.exception("looking up Debian packages failed")
+            return {}
+
+    # --- the work --------------------------------------------------------------
+
+    def _packages_for(self, wants: list[Wanted]) -> dict[Wanted, Optional[Provider]]:
+        wants = [w for w in wants if w.kind in WANTED_KINDS and w.patterns()]
+        if not wants:
+            return {}
+        key = self.cache_key()
+        cache = self._load_cache(key)
+        found: dict[Wanted, list[str]] = {}
+        missing = []
+        for wanted in wants:
+            entry = cache.get(_entry_name(wanted))
+            if entry is None:
+                missing.append(wanted)
+            else:
+                found[wanted] = entry
+        if missing:
+            installed = self._dpkg_search(missing)
+            rest = [w for w in missing if not installed.get(w)]
+            searched = self._apt_file_search(rest) if rest else {}
+            for wanted in missing:
+                packages = installed.get(wanted) or searched.get(wanted)
+                if packages is None:
+                    continue  # the tools failed: ask again next time
+                found[wanted] = packages
+                cache[_entry_name(wanted)] = packages
+            self._save_cache(key, cache)
+        candidates = {p for packages in found.values() for p in packages}
+        ranks = self._ranks(candidates) if any(len(p) > 1 for p in found.values()) else {}
+        return {wanted: choose(packages, ranks) for wanted, packages in found.items()}
+
+    def cache_key(self) -> str:
+        """A digest of the apt lists and sources: changes when ``apt-file update`` or
+        ``apt update`` fetch anew, or the sources change."""
+        digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+        paths: list[Path] = []
+        for source in self.apt_sources:
+            if source.is_dir():
+                paths.extend(sorted(source.iterdir()))
+            else:
+                paths.append(source)
+        try:
+            paths.extend(sorted(p for p in self.apt_lists.iterdir() if "Contents" in p.name
+                                or p.name.endswith("Release")))
+        except OSError:
+            pass
+        for path in paths:
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+    def _load_cache(self, key: str) -> dict[str, list[str]]:
+        try:
+            data = json.loads(self.cache_path.read_text("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the Debian lookup cache %s: %s", self.cache_path, exc)
+            return {}
+        if not isinstance(data, dict) or data.get("key") != key:
+            return {}
+        entries = data.get("entries")
+        if not isinstance(entries, dict):
+            return {}
+        return {
+            name: [p for p in packages if isinstance(p, str) and valid_package(p)]
+            for name, packages in entries.items() if isinstance(packages, list)
+        }
+
+    def _save_cache(self, key: str, entries: dict[str, list[str]]) -> None:
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.cache_path, json.dumps(
+                {"key": key, "entries": entries}, sort_keys=True).encode())
+        except OSError as exc:
+            log.warning("cannot write the Debian lookup cache %s: %s", self.cache_path, exc)
+
+    def _run(self, argv: list[str], stdin: str = "") -> Optional[str]:
+        """The tool's standard output, or None where it is missing, fails or times out."""
+        path = shutil.which(argv[0])
+        if path is None:
+            log.warning("%s is not installed: Debian packages are not named", argv[0])
+            return None
+        try:
+            done = subprocess.run(
+                [path, *argv[1:]], input=stdin, capture_output=True, text=True,
+                errors="replace", timeout=self.timeout_s,
+                env={"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("%s failed: %s", argv[0], exc)
+            return None
+        # dpkg -S and apt-file exit 1 when nothing matches: that is an answer
+        if done.returncode not in (0, 1):
+            log.warning("%s exited %d: %s", argv[0], done.returncode, done.stderr.strip()[:300])
+            return None
+        return done.stdout
+
+    def _dpkg_search(self, wants: list[Wanted]) -> dict[Wanted, list[str]]:
+        output = self._run(["dpkg", "-S", *sorted({w.glob() for w in wants})])
+        return _owners(output or "", wants)
+
+    def _apt_file_search(self, wants: list[Wanted]) -> dict[Wanted, list[str]]:
+        # one run for all: apt-file assembles the lines of --from-file into one regex
+        patterns = "".join(f"{p}\n" for p in sorted({p for w in wants for p in w.patterns()}))
+        output = self._run(["apt-file", "search", "-x", "--from-file", "-"], stdin=patterns)
+        if output is None:
+            return {}
+        found = _owners(output, wants)
+        return {w: found.get(w, []) for w in wants}
+
+    def _ranks(self, candidates: set[str]) -> dict[str, int]:
+        """How many of each candidate's direct Depends are installed."""
+        names = sorted(candidates)
+        depends = self._run(["apt-cache", "depends", "--no-recommends", "--no-suggests",
+                             "--no-conflicts", "--no-breaks", "--no-replaces",
+                             "--no-enhances", *names])
+        status = self._run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n"])
+        installed = {line.split()[1].split(":")[0] for line in (status or "").splitlines()
+                     if line.startswith("ii") and len(line.split()) > 1}
+        ranks = {name: (1000 if name in installed else 0) for name in names}
+        current: Optional[str] = None
+        for line in (depends or "").splitlines():
+            if not line.startswith(" "):
+                current = line.strip() if line.strip() in ranks else None
+            elif current is not None and line.strip().startswith("Depends:"):
+                if line.split(":", 1)[1].strip() in installed:
+                    ranks[current] += 1
+        return ranks
+
+
+def choose(packages: list[str], ranks: dict[str, int]) -> Optional[Provider]:
+    """The provider among *packages*: the best ranked (see the module), then the first by name."""
+    packages = sorted({p for p in packages if valid_package(p)})
+    if not packages:
+        return None
+    best = min(packages, key=lambda p: (-ranks.get(p, 0), p))
+    return Provider(best, tuple(p for p in packages if p != best))
+
+
+def _entry_name(wanted: Wanted) -> str:
+    return f"{wanted.kind}:{wanted.name}"
+
+
+def _owners(output: str, wants: list[Wanted]) -> dict[Wanted, list[str]]:
+    """``package[, package]: /path`` lines (dpkg -S, apt-file) -> the packages of each want."""
+    found: dict[Wanted, set[str]] = {}
+    for line in output.splitlines():
+        if line.startswith("diversion "):
+            continue
+        owners, sep, path = line.partition(": ")
+        if not sep:
+            continue
+        path = path.strip()
+        for wanted in wants:
+            if wanted.matches(path):
+                for owner in owners.split(","):
+                    owner = owner.strip().split(":", 1)[0]
+                    if valid_package(owner):
+                        found.setdefault(wanted, set()).add(owner)
+    return {wanted: sorted(packages) for wanted, packages in found.items()}
