@@ -21,6 +21,7 @@ from . import limits
 from .connection import make_engine, translate_errors
 from .db_policy import PolicyData
 from .db_files import FILE_COLUMNS, dependency_rows, file_row
+from .db_images import ImageData
 from .db_reads import IndexReads, is_withheld
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
 from .names import canonical_name, normal_version
@@ -58,7 +59,7 @@ class RecordedFile(NamedTuple):
     abi_tag: str
 
 
-class Database(PolicyData, IndexReads):
+class Database(PolicyData, ImageData, IndexReads):
     """One connection's worth of piwheels data operations."""
 
     def __init__(self, dsn: str) -> None:
@@ -521,6 +522,7 @@ class Database(PolicyData, IndexReads):
                         abi_tag=b.abi_tag, slave_label=b.slave_label,
                         builder=b.builder or b.slave_label, started=b.started,
                         duration=b.duration, status=b.status, reason=b.reason,
+                        image=b.image, cause=b.cause,
                     )
                     for b in builds
                 ],

@@ -31,6 +31,10 @@ class BuildRecord:
     files: tuple[WheelFacts, ...] = ()
     #: the identity answerable for the attempt (None: the slave's label)
     builder: Optional[str] = None
+    #: the digest of the builder's image (None: not known)
+    image: Optional[str] = None
+    #: why an unsuccessful attempt failed: a code of piwheels.diagnosis.CAUSES
+    cause: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.status not in BUILD_STATUSES:

@@ -283,7 +283,7 @@ class MasterConfig(_Checked):
 SLAVE_OPTIONS = [
     "master", "slave_port", "file_port", "label", "build_timeout_s", "work_dir",
     "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "pid_limit", "disk_limit_mb",
-    "bwrap", "slave_key", "master_public_key", "verbose", "quiet", "log_file",
+    "bwrap", "slave_key", "master_public_key", "image_salt", "verbose", "quiet", "log_file",
 ]
 
 
@@ -306,6 +306,7 @@ class SlaveConfig(_Checked):
     bwrap: str
     slave_key: Optional[str] = None
     master_public_key: Optional[str] = None
+    image_salt: str = ""
     log: LogSettings = LogSettings()
     #: the file given with -c, if any
     config_file: Optional[str] = None

@@ -199,5 +199,6 @@ def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
         slave_label=job["slave_label"], builder=job["builder"],
         started=datetime.fromtimestamp(job["started"], tz=timezone.utc),
         duration=timedelta(seconds=job["duration_s"]), status=job["status"],
-        reason=job["reason"], log=job["log"], files=files,
+        reason=job["reason"], log=job["log"], files=files, image=job["image"],
+        cause=job["cause"],
     )

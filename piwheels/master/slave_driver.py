@@ -24,10 +24,10 @@ from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE,
     TRANSFER_REQUESTS, TRANSFER_RESULTS, UNCONTAINED,
 )
-from ..tags import builder_problem
+from ..tags import builder_problem, deterministic
 from ..transport import CurveServer, PeerLimits, PeerRefused
 from .job_queue import Job, JobQueue
-from .retries import RetryHolds
+from .retries import RetryHolds, failure_cause
 from .slave_state import Attempt, SlaveState, SlaveStatus
 from .task import STATUS_INTERVAL_S, Clock, Task
 
@@ -289,7 +289,7 @@ class SlaveDriver(Task):
             platform_tag=hello["platform_tag"], python_version=hello["python_version"],
             os=hello["os"], build_timeout_s=hello["build_timeout_s"],
             connected_s=now, last_seen_s=now, connected_at=self.wall_clock(),
-            key_id=key_id, containment=hello["containment"],
+            key_id=key_id, containment=hello["containment"], image=hello["image"],
         )
         self._next_id += 1
         self.slaves[address] = slave
@@ -301,6 +301,8 @@ class SlaveDriver(Task):
                       key_id or "none", slave.containment)
         if key_id is not None:
             self.tell(self.queue_requests, "ABI", {"abi_tag": slave.abi_tag})
+        self.tell(self.queue_requests, "IMAGE", {"abi_tag": slave.abi_tag, "image": slave.image,
+                                                 "os": slave.os})
         self.router.send_to(address, "ACK", {
             "slave_id": slave.slave_id, "index_url": self.index_url,
             "heartbeat_s": self.heartbeat_s})
@@ -407,8 +409,8 @@ class SlaveDriver(Task):
             job = queue.pop()
             if not self._wanted(job, abi_tag):
                 continue
-            if self.retries.kept_off(job, abi_tag, slave.identity, self.clock()):
-                passed_over.append(job)  # it waits for another builder
+            if self.retries.kept_off(job, abi_tag, slave.identity, self.clock(), slave.image):
+                passed_over.append(job)  # it waits for another builder, or image
                 continue
             found = job
             break
@@ -456,6 +458,7 @@ class SlaveDriver(Task):
                              "rejected %s %s from slave %d (%s): %s",
                              *job, slave.slave_id, slave.label, reason)
         files = []  # what the file receiver computed, not what BUILT claimed
+        cause = failure_cause(built, reason) if status == "failed" else None
         if status == "success":
             files = [attempt.files_done[facts["filename"]] for facts in built["files"]]
         if status is not None:
@@ -467,12 +470,13 @@ class SlaveDriver(Task):
                 "started": attempt.build_started,
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
-                "files": files,
+                "files": files, "image": slave.image, "cause": cause,
             })
         now = self.clock()
         until = now + RECENT_S
-        if status in ("failed", "rejected") and \
-                self.retries.failed(job, slave.abi_tag, slave.identity, now):
+        if status in ("failed", "rejected") and self.retries.failed(
+                job, slave.abi_tag, slave.identity, now, image=slave.image,
+                deterministic=deterministic(cause)):
             # the first failure here is a claim: back to the head of the queue,
             # for another builder at once, for this one after the retry delay
             self.queues.setdefault(slave.abi_tag, JobQueue()).restore([job])
@@ -483,7 +487,9 @@ class SlaveDriver(Task):
         else:
             if status == "success":
                 self.retries.settled(job, slave.abi_tag)
-            if hold_back:
+            if hold_back and not deterministic(cause):
+                # (a deterministic failure is kept off its image instead: a new
+                # image may build it again at once)
                 self.recent[(*job, slave.abi_tag)] = until
         if status == "success" and any(f["abi_tag"] == "none" for f in files):
             self.recent[(*job, "*")] = until

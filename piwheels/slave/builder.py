@@ -46,6 +46,7 @@ from ..errors import ConfigError, FetchError, InvalidName, InvalidVersion, Wheel
 from ..names import canonical_name, normal_version
 from ..wheel_facts import WheelFacts, check_identity, inspect_wheel
 from . import processes, sandbox
+from .image import builder_image
 from .build_log import (
     BoundedLog, MiB, clip, failure_reason, fetch_failure, note, redact_url,
 )
@@ -159,8 +160,9 @@ class Builder:
     def __init__(self, *, python: str, index_url: str, work_dir: Path, cache_dir: Path,
                  limits: BuildLimits, clock: Clock = time.monotonic,
                  work_area: Optional[WorkArea] = None, bwrap: str = DEFAULT_BWRAP,
-                 hidden: Sequence[Path] = ()) -> None:
+                 hidden: Sequence[Path] = (), image_salt: str = "") -> None:
         self.python = python
+        self.image_salt = image_salt
         self.work_area = work_area
         self.index_url = index_url
         self.work_dir = Path(work_dir)
@@ -187,6 +189,7 @@ class Builder:
                 facts, prefixes = self._probe()
                 containment = sandbox.detect(self.bwrap)
                 facts["containment"] = containment.description
+                facts["image"] = builder_image(facts, self.image_salt)
                 if containment.bwrap is not None:
                     self._sandbox = sandbox.Sandbox(
                         bwrap=containment.bwrap, readonly=tuple(prefixes),

@@ -37,7 +37,8 @@ def jobs(*names: str, failed_by: str | None = "elsewhere",
     if failed_by is not None and failed_at is None:
         failed_at = time.time()
     return [{"package": name, "version": "1.0", "failed_by": failed_by,
-             "failed_at": failed_at if failed_by is not None else None} for name in names]
+             "failed_at": failed_at if failed_by is not None else None, "failed_images": []}
+            for name in names]
 
 
 class Rig:
@@ -74,7 +75,7 @@ class Rig:
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": f"test-{len(self.slaves)}",
             "python_tag": ABI, "abi_tag": ABI, "platform_tag": "linux_x86_64",
-            "python_version": "3.11.2", "pip_version": "23.0", "os": "test",
+            "python_version": "3.11.2", "pip_version": "23.0", "image": "e" * 64, "os": "test",
             "build_timeout_s": 60, "building": None, "containment": "none: test",
         })
         assert recv(sock)[0] == "ACK"
@@ -279,7 +280,7 @@ def test_a_slave_without_a_key_builds_only_for_abis_the_farm_knows():
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": "newcomer", "python_tag": "cp313",
             "abi_tag": "cp313", "platform_tag": "linux_x86_64", "python_version": "3.13.1",
-            "pip_version": "24.0", "os": "test", "build_timeout_s": 60, "building": None,
+            "pip_version": "24.0", "image": "e" * 64, "os": "test", "build_timeout_s": 60, "building": None,
             "containment": "none: test"})
         name, die = recv(sock)
         assert name == "DIE"
