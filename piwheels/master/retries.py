@@ -104,6 +104,11 @@ class RetryHolds:
                         if key[0] == package and (version is None or key[1] == version)]:
                 del held[key]
 
+    def _hold_images(self, key: Key, images: list[str], now_s: float) -> None:
+        held = self._images.get(key, (set(), now_s))[0]
+        held.update(images)
+        self._images[key] = (held, now_s)
+
     def expire(self, now_s: float) -> None:
         for key in [key for key, (_, until) in self._held.items()
                     if until + self.linger_s <= now_s]:

@@ -69,13 +69,13 @@ class Rig:
         sock.bind(address)
         return sock
 
-    def slave(self) -> Socket:
+    def slave(self, image: str = "e" * 64) -> Socket:
         sock = Socket.make(self.ctx, zmq.DEALER, SLAVE)
         sock.connect(self.address)
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": f"test-{len(self.slaves)}",
             "python_tag": ABI, "abi_tag": ABI, "platform_tag": "linux_x86_64",
-            "python_version": "3.11.2", "pip_version": "23.0", "image": "e" * 64, "os": "test",
+            "python_version": "3.11.2", "pip_version": "23.0", "image": image, "os": "test",
             "build_timeout_s": 60, "building": None, "containment": "none: test",
         })
         assert recv(sock)[0] == "ACK"
@@ -103,9 +103,9 @@ def next_job(slave: Socket) -> tuple[str, dict]:
     return recv(slave)
 
 
-def fail(slave: Socket, job: dict) -> None:
-    slave.send("BUILT", {**job, "success": False, "duration_s": 0.1, "log": "log\n",
-                         "reason": "test", "files": []})
+def fail(slave: Socket, job: dict, log: str = "log\n", reason: str = "test") -> None:
+    slave.send("BUILT", {**job, "success": False, "duration_s": 0.1, "log": log,
+                         "reason": reason, "files": []})
     assert recv(slave)[0] == "DONE"
 
 
@@ -336,3 +336,38 @@ def test_a_failure_goes_to_another_builder_first_and_back_only_after_the_delay()
         assert next_job(a) == ("BUILD", build_of("r4"))
         fail_recorded(a, "r4")
         assert next_job(a)[0] == "SLEEP"  # r1, r3, r4 settled; r2 with b
+
+
+#: a real compiler's words for a missing header (a deterministic cause)
+MISSING_HEADER_LOG = ("ldap.c:1:10: fatal error: lber.h: No such file or directory\n"
+                      "compilation terminated.\n")
+
+
+def test_a_deterministic_failure_is_never_offered_to_its_image_again():
+    """A missing header on image A: not to any builder of A (not after the retry
+    delay either), at once to one of image B; the queue's pages say the same of
+    what the database knows.  A failure for no deterministic cause keeps the
+    rule of the count of two: another builder of the same image has it at once."""
+    image_a, image_b = "a" * 64, "b" * 64
+    with Rig(retry_delay_s=0.2) as r:
+        a1, a2, b = r.slave(image_a), r.slave(image_a), r.slave(image_b)
+        heard = requests(r)
+        assert ("IMAGE", {"abi_tag": ABI, "image": image_b, "os": "test"}) in heard
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("r1", "r2", failed_by=None)})
+        time.sleep(0.1)
+        assert next_job(a1) == ("BUILD", build_of("r1"))
+        fail(a1, build_of("r1"), log=MISSING_HEADER_LOG, reason="pip wheel failed")
+        record = recv(r.records)[1]
+        assert (record["cause"], record["image"]) == ("missing-header", image_a)
+        time.sleep(0.3)  # the retry delay is over: it does not matter here
+        assert next_job(a2) == ("BUILD", build_of("r2"))
+        fail(a2, build_of("r2"), reason="timed out after 60 s")
+        record = recv(r.records)[1]
+        assert (record["cause"], record["image"]) == ("timeout", image_a)
+        assert next_job(a1) == ("BUILD", build_of("r2"))  # another builder, same image
+        assert next_job(b) == ("BUILD", build_of("r1"))  # another image
+        # after a restart, the database's word: r3 failed on A for a deterministic cause
+        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": [
+            {**jobs("r3", failed_by=None)[0], "failed_images": [image_a]}]})
+        time.sleep(0.1)
+        assert next_job(a2)[0] == "SLEEP"
