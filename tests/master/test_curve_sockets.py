@@ -141,6 +141,7 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
         alice.send("HELLO", hello("alice"))
         assert recv(alice)[0] == "ACK"
         assert recv(queue_requests) == ("ABI", {"abi_tag": ABI})
+        assert recv(queue_requests)[0] == "IMAGE"
         alice_id = keys.client("alice").keys.key_id
         deadline = time.monotonic() + 5
         report = None
