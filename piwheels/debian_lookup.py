@@ -9,11 +9,17 @@ lists it was read from: an ``apt-file update`` or a changed source list starts
 the cache afresh.  This runs on the builder (slave) host, outside the build
 sandbox: what it names is the builder's claim.
 
+More than :data:`MAX_PROVIDERS` packages shipping it where the tool looks
+first (``config.h``) name none: the file is likely the sdist's own.
 Several packages may ship the same file (``curl-config``: libcurl4-openssl-dev,
-libcurl4-gnutls-dev, libcurl4-nss-dev).  One is chosen by :func:`choose`: one
-that is installed; else the one with most of its direct ``Depends`` installed
-(its runtime sibling, e.g. libcurl4 for libcurl4-openssl-dev); else the first
-by name.  The others are kept as alternatives.
+libcurl4-gnutls-dev, libcurl4-nss-dev).  :func:`choose` takes, in this order:
+the one whose file is where the tool looked first (``/usr/include/ldap.h``
+before ``/usr/include/mailutils/ldap.h``; a multiarch directory counts as no
+directory); one that is installed; one named for what was wanted (``cargo``
+for cargo, libkrb5-dev before heimdal-dev for ``krb5-config``); the one with
+most of its direct ``Depends`` installed (its runtime sibling: libcurl3-gnutls
+for libcurl4-gnutls-dev); the first by name.  The others at the same
+depth are kept as alternatives.
 
 Never raises: a missing tool, a timeout or an unreadable cache gives None (or
 no cache), and is logged.
@@ -44,7 +50,13 @@ PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
 #: What the cache key is made of: apt's lists (Contents among them) and its sources.
 APT_LISTS = Path("/var/lib/apt/lists")
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: The rank :meth:`DebianLookup._ranks` adds for a package that is installed itself.
+INSTALLED_RANK = 1000
+#: More packages than this shipping the wanted file at the same depth: none is named.
+MAX_PROVIDERS = 8
+#: A multiarch directory (``x86_64-linux-gnu``), counted as no directory.
+MULTIARCH = re.compile(r"[a-z0-9_]+-linux-[a-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ class DebianLookup:
             return {}
         key = self.cache_key()
         cache = self._load_cache(key)
-        found: dict[Wanted, list[str]] = {}
+        found: dict[Wanted, dict[str, str]] = {}
         missing = []
         for wanted in wants:
             entry = cache.get(_entry_name(wanted))
@@ -101,20 +113,26 @@ class DebianLookup:
                 missing.append(wanted)
             else:
                 found[wanted] = entry
+        installed: dict[Wanted, dict[str, str]] = {}
         if missing:
             installed = self._dpkg_search(missing)
-            rest = [w for w in missing if not installed.get(w)]
+            # a header installed only off the compiler's path may be another of
+            # that name (config.h): what apt-file knows counts too
+            rest = [w for w in missing if not installed.get(w) or _off_path(w, installed[w])]
             searched = self._apt_file_search(rest) if rest else {}
             for wanted in missing:
-                packages = installed.get(wanted) or searched.get(wanted)
-                if packages is None:
+                if wanted in searched:
+                    owners = {**searched[wanted], **installed.get(wanted, {})}
+                else:
+                    owners = installed.get(wanted)
+                if owners is None:
                     continue  # the tools failed: ask again next time
-                found[wanted] = packages
-                cache[_entry_name(wanted)] = packages
+                found[wanted] = owners
+                cache[_entry_name(wanted)] = owners
             self._save_cache(key, cache)
-        candidates = {p for packages in found.values() for p in packages}
-        ranks = self._ranks(candidates) if any(len(p) > 1 for p in found.values()) else {}
-        return {wanted: choose(packages, ranks) for wanted, packages in found.items()}
+        several = {p for owners in found.values() if len(owners) > 1 for p in owners}
+        ranks = self._ranks(several) if several else {}
+        return {wanted: choose(wanted, owners, ranks) for wanted, owners in found.items()}
 
     def cache_key(self) -> str:
         """A digest of the apt lists and sources: changes when ``apt-file update`` or
@@ -139,7 +157,7 @@ class DebianLookup:
             digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
-    def _load_cache(self, key: str) -> dict[str, list[str]]:
+    def _load_cache(self, key: str) -> dict[str, dict[str, str]]:
         try:
             data = json.loads(self.cache_path.read_text("utf-8"))
         except FileNotFoundError:
@@ -153,11 +171,12 @@ class DebianLookup:
         if not isinstance(entries, dict):
             return {}
         return {
-            name: [p for p in packages if isinstance(p, str) and valid_package(p)]
-            for name, packages in entries.items() if isinstance(packages, list)
+            name: {p: path for p, path in owners.items()
+                   if isinstance(path, str) and valid_package(p)}
+            for name, owners in entries.items() if isinstance(owners, dict)
         }
 
-    def _save_cache(self, key: str, entries: dict[str, list[str]]) -> None:
+    def _save_cache(self, key: str, entries: dict[str, dict[str, str]]) -> None:
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.cache_path, json.dumps(
@@ -185,18 +204,18 @@ class DebianLookup:
             return None
         return done.stdout
 
-    def _dpkg_search(self, wants: list[Wanted]) -> dict[Wanted, list[str]]:
+    def _dpkg_search(self, wants: list[Wanted]) -> dict[Wanted, dict[str, str]]:
         output = self._run(["dpkg", "-S", *sorted({w.glob() for w in wants})])
         return _owners(output or "", wants)
 
-    def _apt_file_search(self, wants: list[Wanted]) -> dict[Wanted, list[str]]:
+    def _apt_file_search(self, wants: list[Wanted]) -> dict[Wanted, dict[str, str]]:
         # one run for all: apt-file assembles the lines of --from-file into one regex
         patterns = "".join(f"{p}\n" for p in sorted({p for w in wants for p in w.patterns()}))
         output = self._run(["apt-file", "search", "-x", "--from-file", "-"], stdin=patterns)
         if output is None:
             return {}
         found = _owners(output, wants)
-        return {w: found.get(w, []) for w in wants}
+        return {w: found.get(w, {}) for w in wants}
 
     def _ranks(self, candidates: set[str]) -> dict[str, int]:
         """How many of each candidate's direct Depends are installed."""
@@ -207,7 +226,7 @@ class DebianLookup:
         status = self._run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n"])
         installed = {line.split()[1].split(":")[0] for line in (status or "").splitlines()
                      if line.startswith("ii") and len(line.split()) > 1}
-        ranks = {name: (1000 if name in installed else 0) for name in names}
+        ranks = {name: (INSTALLED_RANK if name in installed else 0) for name in names}
         current: Optional[str] = None
         for line in (depends or "").splitlines():
             if not line.startswith(" "):
@@ -218,22 +237,57 @@ class DebianLookup:
         return ranks
 
 
-def choose(packages: list[str], ranks: dict[str, int]) -> Optional[Provider]:
-    """The provider among *packages*: the best ranked (see the module), then the first by name."""
-    packages = sorted({p for p in packages if valid_package(p)})
+def choose(wanted: Wanted, owners: dict[str, str], ranks: dict[str, int]) -> Optional[Provider]:
+    """The provider of *wanted* among *owners* (package -> the path it ships), by the
+    rule of this module; *ranks* gives each package's installed direct Depends
+    (:data:`INSTALLED_RANK` more if it is installed itself)."""
+    packages = sorted(p for p in owners if valid_package(p))
     if not packages:
         return None
-    best = min(packages, key=lambda p: (-ranks.get(p, 0), p))
-    return Provider(best, tuple(p for p in packages if p != best))
+    stem = _stem(wanted.name)
+
+    def key(package: str) -> tuple[int, int, int, int, str]:
+        named = 0 if package == wanted.name else 1 if len(stem) >= 3 and stem in package else 2
+        rank = ranks.get(package, 0)
+        return (_depth(owners[package]), -(rank >= INSTALLED_RANK), named, -rank, package)
+
+    best = min(packages, key=key)
+    level = [p for p in packages if _depth(owners[p]) == _depth(owners[best])]
+    if len(level) > MAX_PROVIDERS:
+        # config.h, version.h: a file of that name in many packages is likely
+        # the sdist's own, and no package can be named for it
+        log.info("%s: %d packages ship it; naming none", wanted, len(level))
+        return None
+    # the alternatives: those as likely by where their file is, best first
+    return Provider(best, tuple(sorted((p for p in level if p != best), key=key)))
+
+
+def _off_path(wanted: Wanted, owners: dict[str, str]) -> bool:
+    """Whether every installed header of *owners* is off the compiler's own path."""
+    top = _depth(f"/usr/include/{wanted.name}")
+    return wanted.kind == "header" and all(_depth(path) > top for path in owners.values())
+
+
+def _depth(path: str) -> int:
+    """How many directories deep *path* is, a multiarch directory not counted."""
+    return sum(1 for part in path.split("/")[1:-1] if not MULTIARCH.fullmatch(part))
+
+
+def _stem(name: str) -> str:
+    """What a package providing *name* is likely named for: ``krb5`` of ``krb5-config``."""
+    base = name.rsplit("/", 1)[-1].lower()
+    base = re.sub(r"\.(h|hh|hpp|hxx|pc)$|\.so(\.[\d.]*)?$|[-_]config$", "", base)
+    return base[3:] if base.startswith("lib") else base
 
 
 def _entry_name(wanted: Wanted) -> str:
     return f"{wanted.kind}:{wanted.name}"
 
 
-def _owners(output: str, wants: list[Wanted]) -> dict[Wanted, list[str]]:
-    """``package[, package]: /path`` lines (dpkg -S, apt-file) -> the packages of each want."""
-    found: dict[Wanted, set[str]] = {}
+def _owners(output: str, wants: list[Wanted]) -> dict[Wanted, dict[str, str]]:
+    """``package[, package]: /path`` lines (dpkg -S, apt-file) -> each want's packages,
+    each with the least deep of its paths that provide the want."""
+    found: dict[Wanted, dict[str, str]] = {}
     for line in output.splitlines():
         if line.startswith("diversion "):
             continue
@@ -242,9 +296,12 @@ def _owners(output: str, wants: list[Wanted]) -> dict[Wanted, list[str]]:
             continue
         path = path.strip()
         for wanted in wants:
-            if wanted.matches(path):
-                for owner in owners.split(","):
-                    owner = owner.strip().split(":", 1)[0]
-                    if valid_package(owner):
-                        found.setdefault(wanted, set()).add(owner)
-    return {wanted: sorted(packages) for wanted, packages in found.items()}
+            if not wanted.matches(path):
+                continue
+            for owner in owners.split(","):
+                owner = owner.strip().split(":", 1)[0]
+                if valid_package(owner):
+                    known = found.setdefault(wanted, {}).get(owner)
+                    if known is None or (_depth(path), path) < (_depth(known), known):
+                        found[wanted][owner] = path
+    return found

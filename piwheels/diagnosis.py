@@ -85,8 +85,10 @@ class Wanted:
         as ``apt-file search -x`` and :meth:`matches` use them."""
         name = re.escape(self.name)
         if self.kind == "header":
-            # <libxml/xmlversion.h> is in /usr/include/libxml2/libxml/xmlversion.h
-            return (rf"^/usr/include/(.+/)?{name}$",)
+            # where the compiler looks (multiarch too), or one directory down, as a
+            # -I of pkg-config's gives it: <libxml/xmlversion.h> is in
+            # /usr/include/libxml2/libxml/xmlversion.h, Python.h in /usr/include/python3.11/
+            return (rf"^/usr/include/([^/]+-linux-[^/]+/)?([^/]+/)?{name}$",)
         if self.kind == "library":
             return (rf"^{_LIB_DIRS}lib{name}\.(so|a)$",)
         if self.kind == "pkg-config":
@@ -173,6 +175,23 @@ def _program(match: "re.Match[str]", line: str) -> Optional[Diagnosis]:
     return Diagnosis("missing-program", detail_line(line), Wanted("program", name))
 
 
+#: C++ standard library headers of C++17 and later, which an older compiler lacks.
+CXX_STD_HEADERS = frozenset((
+    "any", "barrier", "bit", "charconv", "compare", "concepts", "contracts", "coroutine",
+    "debugging", "execution", "expected", "filesystem", "flat_map", "flat_set", "format",
+    "generator", "hazard_pointer", "inplace_vector", "latch", "linalg", "mdspan",
+    "memory_resource", "numbers", "optional", "print", "ranges", "rcu", "semaphore", "simd",
+    "source_location", "span", "spanstream", "stacktrace", "stdfloat", "stop_token",
+    "string_view", "syncstream", "text_encoding", "variant", "version",
+))
+
+
+def _std_header(match: "re.Match[str]", line: str) -> Optional[Diagnosis]:
+    if match.group(1) in CXX_STD_HEADERS:
+        return Diagnosis("needs-newer-compiler", detail_line(line))
+    return None
+
+
 def _rust(match: "re.Match[str]", line: str) -> Optional[Diagnosis]:
     return Diagnosis("needs-rust", detail_line(line), Wanted("program", "cargo"))
 
@@ -202,6 +221,8 @@ _RULES: tuple[_Rule, ...] = (
     _rule(("was not found in the pkg-config search path",),
           rf"Package '?({_NAME})'?,? was not found in the pkg-config search path",
           _want("missing-pkg-config", "pkg-config")),
+    _rule(("required by",), rf"Package '({_NAME})', required by '.{{0,200}}', not found",
+          _want("missing-pkg-config", "pkg-config")),
     _rule(("No package '",), rf"No package '({_NAME})' found",
           _want("missing-pkg-config", "pkg-config")),
     _rule(("pkg-config --exists",), rf"pkg-config --exists ({_NAME})'? returned non-zero",
@@ -209,18 +230,23 @@ _RULES: tuple[_Rule, ...] = (
     _rule(("Dependency",), rf"Dependency \"?({_NAME})\"? not found",
           _want("missing-pkg-config", "pkg-config")),
     # Rust: setuptools-rust, maturin
-    _rule(("Rust compiler", "Cargo, the Rust package manager", "rustc", "cargo"),
+    # Rust: setuptools-rust, maturin (and maturin asking for puccinialin, its
+    # installer of Rust, when there is no cargo: offline that cannot be had)
+    _rule(("Rust compiler", "Cargo", "cargo", "rustc", "puccinialin"),
           r"can't find Rust compiler|Cargo, the Rust package manager, is not installed"
-          r"|Unable to find cargo|cargo: (command )?not found|rustc: (command )?not found",
+          r"|Do you have cargo in your PATH|Unable to find cargo|cargo: (command )?not found"
+          r"|rustc: (command )?not found|requirement puccinialin|found for puccinialin",
           _rust),
     # a compiler too old for the language standard the build asks for
     _rule(("unrecognized command", "unrecognised command", "invalid value"),
-          r"(unrecogni[sz]ed command[- ]line option|invalid value) '?-std=",
+          r"(unrecogni[sz]ed command[- ]line option|invalid value) [‘'\"]?-std=",
           _plain("needs-newer-compiler")),
     _rule(("are supported by the", "does not support"),
           r"None of values \[.{0,80}\] are supported by the|"
           r"compiler does not support -std=|does not support C\+\+\d\d",
           _plain("needs-newer-compiler")),
+    # a C++ standard library header this compiler's library does not have yet
+    _rule(("fatal error",), r"fatal error: ([a-z_]{2,30}): No such file", _std_header),
     # pip: Requires-Python
     _rule(("requires a different Python", "require a different python"),
           r"requires a different Python|require a different python version",
@@ -249,8 +275,30 @@ _RULES: tuple[_Rule, ...] = (
 #: since a killed compiler leaves other errors after it.
 _MEMORY_SIGNS = (
     "Killed signal terminated program", "internal compiler error: Killed",
-    "virtual memory exhausted", "MemoryError", "Cannot allocate memory", "out of memory",
+    "virtual memory exhausted", "Cannot allocate memory", ": out of memory allocating",
+    "fatal error: out of memory",
 )
+#: ... and the last line of a traceback that ran out of it.
+_MEMORY_ERROR = "MemoryError"
+#: Characters either side of a rule's keyword that its pattern is tried on.
+WINDOW_CHARS = 600
+
+
+def _apply(line: str, keywords: tuple[str, ...], pattern: "re.Pattern[str]",
+           maker: Maker) -> Optional[Diagnosis]:
+    """*pattern* tried around the first place of each of *keywords* in *line*: the
+    work is bounded by :data:`WINDOW_CHARS`, however long the line."""
+    for word in keywords:
+        at = line.find(word)
+        if at < 0:
+            continue
+        window = line[max(0, at - WINDOW_CHARS): at + len(word) + WINDOW_CHARS]
+        match = pattern.search(window)
+        if match is not None:
+            made = maker(match, line)
+            if made is not None:
+                return made
+    return None
 
 
 def _lines(log: str) -> list[str]:
@@ -299,16 +347,13 @@ def _diagnose(log: str, reason: str) -> Diagnosis:
         return found
     lines = _lines(log)
     for line in lines:
-        if any(sign in line for sign in _MEMORY_SIGNS):
+        if line.startswith(_MEMORY_ERROR) or any(sign in line for sign in _MEMORY_SIGNS):
             return Diagnosis("out-of-memory", detail_line(line))
     for line in lines:
         for keywords, pattern, maker in _RULES:
-            if any(word in line for word in keywords):
-                match = pattern.search(line)
-                if match is not None:
-                    made = maker(match, line)
-                    if made is not None:
-                        return made
+            made = _apply(line, keywords, pattern, maker)
+            if made is not None:
+                return made
     errors = [line for line in lines if line.startswith("ERROR:") or " error: " in line]
     return Diagnosis("unknown", detail_line(reason or (errors[0] if errors else "")))
 
