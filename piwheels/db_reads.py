@@ -8,6 +8,7 @@ queue queries); kept apart so each module keeps one concern.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any, Iterable, Optional
 
 import sqlalchemy as sa
@@ -127,9 +128,13 @@ class IndexReads:
             ).all()
             build_rows = conn.execute(
                 sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.slave_label,
-                          b.c.builder, b.c.started, b.c.duration, b.c.status, b.c.reason)
+                          b.c.builder, b.c.started, b.c.duration, b.c.status, b.c.reason,
+                          b.c.cause, b.c.image)
                 .where(of_wanted).order_by(b.c.build_id)
             ).all()
+            image_rows = conn.execute(sa.select(
+                t["builder_images"].c.abi_tag, t["builder_images"].c.image,
+                t["builder_images"].c.first_seen)).all()
             file_rows = conn.execute(
                 sa.select(f.c.build_id, *file_data_columns(f))
                 .join(b, f.c.build_id == b.c.build_id)
@@ -154,13 +159,16 @@ class IndexReads:
                 row, {tool: tuple(names) for tool, names in found.items()} if found else {}))
         builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
         for (build_id, package, version, abi_tag, slave_label, builder, started, duration,
-             status, reason) in build_rows:
+             status, reason, cause, image) in build_rows:
             builds_by_version[package, version].append(BuildData(
                 build_id=build_id, abi_tag=abi_tag, slave_label=slave_label, builder=builder,
                 started=started,
                 duration=duration, status=status, reason=reason,
-                files=tuple(files_by_build.get(build_id, ())),
+                files=tuple(files_by_build.get(build_id, ())), cause=cause, image=image,
             ))
+        images: dict[str, dict[str, datetime]] = defaultdict(dict)
+        for abi_tag, image, first_seen in image_rows:
+            images[abi_tag][image] = first_seen
         versions_by_package: dict[str, list[VersionData]] = defaultdict(list)
         for (package, version, released, has_sdist, yanked, yank_reason,
              skip_reason, policy_reason) in version_rows:
@@ -181,7 +189,7 @@ class IndexReads:
                 upstream_status=row.upstream_status,
                 upstream_status_reason=row.upstream_status_reason,
                 operator_status=row.operator_status,
-                operator_status_reason=row.operator_status_reason,
+                operator_status_reason=row.operator_status_reason, images=dict(images),
             )
         return projects
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -71,6 +71,9 @@ class BuildData:
     status: str
     reason: Optional[str]
     files: tuple["FileData", ...]
+    #: why it failed (a cause code), and the builder image it ran on (None: not known)
+    cause: Optional[str] = None
+    image: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class ProjectData:
     upstream_status_reason: Optional[str] = None
     operator_status: Optional[str] = None
     operator_status_reason: Optional[str] = None
+    #: the farm's builder images of each ABI: {abi: {image: first seen}}
+    images: dict[str, dict[str, datetime]] = field(default_factory=dict, compare=False)
 
     @property
     def status(self) -> ProjectStatus:

@@ -352,7 +352,7 @@ def test_python_image_rule_agrees_with_sql_and_a_new_image_reopens(db, master_ds
                 conn.execute(sa.text("INSERT INTO packages (package) VALUES (:p)"), {"p": package})
                 conn.execute(sa.text("INSERT INTO versions (package, version) VALUES (:p, '1.0')"),
                              {"p": package})
-                for a, (status, cause, image, started) in enumerate(attempts):
+                for status, cause, image, started in attempts:
                     build_id = conn.execute(sa.text(
                         "INSERT INTO builds (package, version, abi_tag, slave_label, builder, "
                         "started, duration, status, cause, image) VALUES (:p, '1.0', 'cp311', "
