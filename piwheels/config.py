@@ -85,6 +85,14 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+def nonnegative_float(text: str) -> float:
+    """An argparse type for durations where zero means never."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def port_number(text: str) -> int:
     """An argparse type for a TCP port."""
     value = int(text)
@@ -378,6 +386,12 @@ _OPTIONS = [
         ("--cache-dir",), "cache_dir",
         "where pip keeps build dependencies between builds (default: DIR/piwheels-cache)",
         default=None, metavar="DIR",
+    ),
+    Option(
+        ("--lookup-timeout",), "lookup_timeout_s",
+        "seconds one look-up of the Debian package a failed build lacks may take (dpkg -S, "
+        "apt-file, outside the sandbox; cached in the cache dir) (0: name no package)",
+        default=30.0, type=nonnegative_float, metavar="SECS",
     ),
     Option(
         ("--python",), "python",

@@ -522,7 +522,8 @@ class Database(PolicyData, ImageData, IndexReads):
                         abi_tag=b.abi_tag, slave_label=b.slave_label,
                         builder=b.builder or b.slave_label, started=b.started,
                         duration=b.duration, status=b.status, reason=b.reason,
-                        image=b.image, cause=b.cause,
+                        image=b.image, cause=b.cause, cause_detail=b.cause_detail,
+                        cause_package=b.cause_package,
                     )
                     for b in builds
                 ],

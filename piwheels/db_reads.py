@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Iterable, Optional
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from .db_files import file_data, file_data_columns
 from .names import canonical_name, version_key
@@ -93,6 +94,42 @@ class IndexReads:
                         for abi in self.get_build_abis()},
         }
 
+    def unbuilt_failures(self) -> list[tuple]:
+        """The failures page's rows: each release x active ABI that no wheel serves,
+        whose latest attempt there failed or was rejected, with that attempt's
+        (package, version, abi_tag, cause, cause_detail, cause_package); releases
+        that are skipped, yanked, left out by the build policy or withheld are not."""
+        t = self.t
+        p, v, b, f, a = (t[name] for name in (
+            "packages", "versions", "builds", "files", "build_abis"))
+        latest = (
+            sa.select(b.c.package, b.c.version, b.c.abi_tag, b.c.cause, b.c.cause_detail,
+                      b.c.cause_package)
+            .where(b.c.status != "success")
+            .ext(distinct_on(b.c.package, b.c.version, b.c.abi_tag))
+            .order_by(b.c.package, b.c.version, b.c.abi_tag, b.c.build_id.desc())
+        ).subquery("latest")
+        won = b.alias("won")
+        served_here = sa.exists().where(
+            (won.c.package == latest.c.package) & (won.c.version == latest.c.version)
+            & (won.c.abi_tag == latest.c.abi_tag) & (won.c.status == "success"))
+        served_by_any = sa.exists().select_from(f.join(won, f.c.build_id == won.c.build_id)).where(
+            (won.c.package == latest.c.package) & (won.c.version == latest.c.version)
+            & ((f.c.abi_tag == "none")
+               | ((f.c.abi_tag == "abi3")
+                  & (sa.func.abi_python_version(f.c.py_version_tag)
+                     <= sa.func.abi_python_version(latest.c.abi_tag)))))
+        query = (
+            sa.select(*latest.c)
+            .join(a, (a.c.abi_tag == latest.c.abi_tag) & a.c.active)
+            .join(v, (v.c.package == latest.c.package) & (v.c.version == latest.c.version))
+            .join(p, p.c.package == latest.c.package)
+            .where(~v.c.yanked, v.c.skip_reason.is_(None), v.c.policy_reason.is_(None),
+                   p.c.skip_reason.is_(None), ~is_withheld(p), ~served_here, ~served_by_any)
+        )
+        with self._begin() as conn:
+            return [tuple(row) for row in conn.execute(query)]
+
     # --- reading a project --------------------------------------------------
 
     def get_project(self, package: str) -> Optional[ProjectData]:
@@ -129,7 +166,7 @@ class IndexReads:
             build_rows = conn.execute(
                 sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.slave_label,
                           b.c.builder, b.c.started, b.c.duration, b.c.status, b.c.reason,
-                          b.c.cause, b.c.image)
+                          b.c.cause, b.c.cause_detail, b.c.cause_package, b.c.image)
                 .where(of_wanted).order_by(b.c.build_id)
             ).all()
             image_rows = conn.execute(sa.select(
@@ -158,13 +195,14 @@ class IndexReads:
             files_by_build[row.build_id].append(file_data(
                 row, {tool: tuple(names) for tool, names in found.items()} if found else {}))
         builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
-        for (build_id, package, version, abi_tag, slave_label, builder, started, duration,
-             status, reason, cause, image) in build_rows:
-            builds_by_version[package, version].append(BuildData(
-                build_id=build_id, abi_tag=abi_tag, slave_label=slave_label, builder=builder,
-                started=started,
-                duration=duration, status=status, reason=reason,
-                files=tuple(files_by_build.get(build_id, ())), cause=cause, image=image,
+        for row in build_rows:
+            builds_by_version[row.package, row.version].append(BuildData(
+                build_id=row.build_id, abi_tag=row.abi_tag, slave_label=row.slave_label,
+                builder=row.builder, started=row.started, duration=row.duration,
+                status=row.status, reason=row.reason,
+                files=tuple(files_by_build.get(row.build_id, ())),
+                cause=row.cause, cause_detail=row.cause_detail, cause_package=row.cause_package,
+                image=row.image,
             ))
         images: dict[str, dict[str, datetime]] = defaultdict(dict)
         for abi_tag, image, first_seen in image_rows:

@@ -56,6 +56,8 @@ CAUSES: dict[str, Cause] = {cause.code: cause for cause in (
     Cause("no-sdist", "no sdist", True, False),
     Cause("upstream-unreachable", "upstream unreachable", False, False),
     Cause("smoke-import", "wheel does not import", True, True),
+    # the master refused what the builder sent (bad facts, a file it would not publish)
+    Cause("bad-wheel", "wheel refused by the master", False, False),
     Cause("unknown", "unknown", False, False),
 )}
 

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 
 from chameleon import PageTemplateLoader
 
+from .diagnosis import CAUSES
 from .records import FileData, ProjectData, VersionData
 from .resources import templates_dir
 from .storage import LOGS_DIR, SIMPLE_DIR, log_path
@@ -196,7 +197,8 @@ def install_context(project: ProjectData, versions: list[dict], site: Site) -> d
         elif any(cell["status"] in ("pending", "retrying") for cell in cells):
             why = "No wheel is built yet: its releases are waiting in the build queue."
         elif any(cell["status"] in ("failed", "rejected") for cell in cells):
-            why = "No wheel is built: every attempt failed (each build links to its log)."
+            why = ("No wheel is built: every attempt failed (each build says why and "
+                   "links to its log).")
         else:
             why = "No wheel is built: no release can be built (see the reason on each)."
     return {"install": None, "not_installable": why}
@@ -240,7 +242,18 @@ def _attempt_cell(status: str, build) -> dict:
             "duration_s": round(build.duration.total_seconds(), 1)}
     if build.status != "success":
         cell["reason"] = build.reason
+        cell["cause"] = cause_context(build)
     return cell
+
+
+def cause_context(build) -> Optional[dict]:
+    """An unsuccessful attempt's cause as pages show it: code, label, detail and
+    the Debian package that would fix it (None: recorded before causes were)."""
+    cause = CAUSES.get(build.cause) if build.cause else None
+    if cause is None:
+        return None
+    return {"code": cause.code, "label": cause.label, "detail": build.cause_detail or "",
+            "package": build.cause_package}
 
 
 def attempts_context(version: VersionData) -> list[dict]:
@@ -251,6 +264,7 @@ def attempts_context(version: VersionData) -> list[dict]:
         "slave_label": build.slave_label, "started": upload_time(build.started),
         "duration_s": round(build.duration.total_seconds(), 1), "status": build.status,
         "reason": build.reason, "log": f"../../{LOGS_DIR}/{log_path(build.build_id)}",
+        "cause": cause_context(build) if build.status != "success" else None,
     } for build in version.builds]
 
 

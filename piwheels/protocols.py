@@ -19,16 +19,20 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional
 
 from voluptuous import Invalid, Schema
+from voluptuous import Optional as Absent
 
 from . import limits
 from .build_policy import MAX_SPEC_LENGTH
+from .debian_lookup import PACKAGE_NAME
+from .diagnosis import CAUSES
 from .keys import KEY_ID_LENGTH
 from .project_status import PROJECT_STATUSES
 
 #: Bumped whenever a message of the slave or file protocol changes shape.
 #: 2: CHUNK's data travels as a frame of its own.
 #: 3: HELLO says whether the slave's builds are contained.
-#: 4: HELLO carries the builder's image digest.
+#: 4: BUILT carries the builder's diagnosis of a failed build.
+#: (and HELLO carries the builder's image digest)
 PROTOCOL_VERSION = 4
 
 # --- field types --------------------------------------------------------------
@@ -293,6 +297,22 @@ HOST_STATS = {
     "temperature_c": optional(number()),
 }
 
+def debian_package(value: Any) -> str:
+    """A Debian package's name (Debian Policy 5.6.1), within its column's width."""
+    if not isinstance(value, str) or len(value) > limits.DEBIAN_PACKAGE \
+            or PACKAGE_NAME.fullmatch(value) is None:
+        raise Invalid("expected a Debian package name")
+    return value
+
+
+#: why a failed attempt failed (:mod:`piwheels.diagnosis`): its cause code, one
+#: line of detail, and the Debian package that provides what it missed, if known
+DIAGNOSIS = {
+    "cause": one_of(*CAUSES),
+    "detail": text(0, limits.CAUSE_DETAIL),
+    "package": optional(debian_package),
+}
+
 # --- slave protocol: slave (DEALER) -> master slave_driver (ROUTER) ---------
 
 SLAVE_TO_MASTER = {
@@ -322,6 +342,9 @@ SLAVE_TO_MASTER = {
         "log": Log,
         "reason": Reason,
         "files": at_most(MAX_BUILT_FILES, message(FILE_FACTS)),
+        # a failed build's cause as the builder saw it (its claim: the master
+        # diagnoses the log again), and the package its lookup named; may be absent
+        Absent("diagnosis", default=None): optional(message(DIAGNOSIS)),
     }),
     "SENT": message({"filename": Filename}),
     "BYE": message({"reason": Reason}),
@@ -456,9 +479,10 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         "log": Log,
         # as VERIFIED reported them: computed by the master, not BUILT's claims
         "files": [message(RECEIVED_FILE)],
-        # the builder's image, and why an unsuccessful attempt failed (a cause code)
-        "image": optional(Image),
-        "cause": optional(text(1, limits.CAUSE)),
+        # the builder's image (None, or absent: not a builder's attempt)
+        Absent("image", default=None): optional(Image),
+        # BUILT's diagnosis, the builder's claim: the recorder checks it against its own
+        Absent("claimed_diagnosis", default=None): optional(message(DIAGNOSIS)),
     }),
 }, receives={}, address="inproc://record_requests")
 

@@ -33,10 +33,12 @@ from . import cli, config, serving  # serving: docs/serving, shipped as piwheels
 from .build_user import Identity, Passage, closed_above, interpreter_trees, own_trees
 from .control_client import ControlClient
 from .db import Database
+from .diagnosis import CAUSES
 from .errors import ConfigError, PiwheelsError
 from .fallback_server import FallbackServer
 from .initdb import initdb
 from .keys import PUBLIC_SUFFIX, make_key_pair, public_path
+from .records import BuildData
 from .slave import sandbox
 
 BIN = Path(sys.executable).parent
@@ -424,6 +426,7 @@ class QuickFarm:
     def watch(self) -> None:
         """Report each build as the farm records it, until interrupted."""
         seen: set[int] = set()
+        failures: dict[tuple[str, str, str], BuildData] = {}  # the latest per release x ABI
         all_done = None
         with Database(self.dsn(self.name)) as db:
             while True:
@@ -436,9 +439,15 @@ class QuickFarm:
                                 continue
                             seen.add(build.build_id)
                             files = ", ".join(f.filename for f in build.files)
+                            key = (project.package, version.version, build.abi_tag)
+                            if build.status == "success":
+                                failures.pop(key, None)
+                            else:
+                                failures[key] = build
                             print(f"built {project.package} {version.version} for "
                                   f"{build.abi_tag}: {build.status}"
                                   + (f" ({files})" if files else
+                                     f" ({cause_line(build)})" if build.cause else
                                      f" ({build.reason})" if build.reason else ""),
                                   flush=True)
                 pending = sum(db.build_statistics()["pending"].values())
@@ -446,6 +455,8 @@ class QuickFarm:
                 if done and not all_done:
                     print(f"nothing left to build ({len(seen)} build(s)); the farm keeps "
                           "following upstream until Ctrl-C", flush=True)
+                    for line in failure_report(failures):
+                        print(line, flush=True)
                 all_done = done
                 time.sleep(WATCH_INTERVAL_S)
 
@@ -475,6 +486,28 @@ class QuickFarm:
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
             print("stopped; the database and all files are gone", flush=True)
+
+
+def cause_line(build: BuildData) -> str:
+    """A failed attempt's cause, detail and the package that would fix it, in one line."""
+    cause = CAUSES.get(build.cause or "", CAUSES["unknown"])
+    detail = f": {build.cause_detail}" if build.cause_detail else ""
+    fix = f"; install {build.cause_package}" if build.cause_package else ""
+    return f"{cause.label}{detail}{fix}"
+
+
+def failure_report(failures: dict[tuple[str, str, str], BuildData]) -> list[str]:
+    """The summary once nothing is left to build: each failure's cause, and the
+    Debian packages that would fix them (for the builder, then piw-rebuild)."""
+    if not failures:
+        return []
+    lines = [f"{len(failures)} build(s) failed:"]
+    for (package, version, abi_tag), build in sorted(failures.items()):
+        lines.append(f"  {package} {version} for {abi_tag}: {cause_line(build)}")
+    wanted = sorted({b.cause_package for b in failures.values() if b.cause_package})
+    if wanted:
+        lines.append(f"to fix them, install on the builder: sudo apt install {' '.join(wanted)}")
+    return lines
 
 
 def _named(version: str, python: str) -> str:

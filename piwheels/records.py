@@ -33,14 +33,19 @@ class BuildRecord:
     builder: Optional[str] = None
     #: the digest of the builder's image (None: not known)
     image: Optional[str] = None
-    #: why an unsuccessful attempt failed: a code of piwheels.diagnosis.CAUSES
+    #: an unsuccessful attempt's cause (a key of :data:`piwheels.diagnosis.CAUSES`),
+    #: its one line of detail, and the Debian package that would fix it, if known
     cause: Optional[str] = None
+    cause_detail: Optional[str] = None
+    cause_package: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.status not in BUILD_STATUSES:
             raise ValueError(f"build status must be one of {BUILD_STATUSES}, not {self.status!r}")
         if self.status != "success" and self.files:
             raise ValueError("only a successful build has files")
+        if self.status == "success" and self.cause is not None:
+            raise ValueError("a successful build has no cause of failure")
 
 
 #: the facts of a wheel that are not kept in its ``files`` row: the METADATA
@@ -71,8 +76,11 @@ class BuildData:
     status: str
     reason: Optional[str]
     files: tuple["FileData", ...]
-    #: why it failed (a cause code), and the builder image it ran on (None: not known)
+    #: why it failed (see :class:`BuildRecord`)
     cause: Optional[str] = None
+    cause_detail: Optional[str] = None
+    cause_package: Optional[str] = None
+    #: the builder image it ran on (None: not known)
     image: Optional[str] = None
 
 

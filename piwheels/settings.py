@@ -282,7 +282,8 @@ class MasterConfig(_Checked):
 #: Every option piw-slave takes.
 SLAVE_OPTIONS = [
     "master", "slave_port", "file_port", "label", "build_timeout_s", "work_dir",
-    "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "pid_limit", "disk_limit_mb",
+    "cache_dir", "lookup_timeout_s", "python", "memory_limit_mb", "max_log_bytes",
+    "pid_limit", "disk_limit_mb",
     "bwrap", "slave_key", "master_public_key", "image_salt", "verbose", "quiet", "log_file",
 ]
 
@@ -304,6 +305,8 @@ class SlaveConfig(_Checked):
     pid_limit: int
     disk_limit_mb: int
     bwrap: str
+    #: 0: no Debian package lookups
+    lookup_timeout_s: float = config.default_of("lookup_timeout_s")
     slave_key: Optional[str] = None
     master_public_key: Optional[str] = None
     image_salt: str = ""

@@ -27,6 +27,8 @@ SIMPLE_DIR = "simple"
 PROJECT_DIR = "project"
 #: Build logs, gzipped, by build id (see :func:`log_path`)
 LOGS_DIR = "logs"
+#: The farm-wide failures page: failures/index.html, failures/json/index.json
+FAILURES_DIR = "failures"
 STATIC_DIR = "static"
 #: Where a quarantined project's wheels wait, under the output path (PEP 792):
 #: a dot-directory, which the documented web-server configurations never serve.
@@ -175,6 +177,11 @@ class OutputTree:
 
     def project_json(self, package: str) -> Path:
         return self.project / package / "json" / "index.json"
+
+    def failures_page(self, suffix: str) -> Path:
+        """The failures page ("html") or its JSON twin ("json")."""
+        directory = self.root / FAILURES_DIR
+        return directory / "index.html" if suffix == "html" else directory / "json" / "index.json"
 
     def wheel(self, package: str, filename: str, *, withheld: bool = False) -> Path:
         return self.simple_dir(package, withheld=withheld) / filename

@@ -80,7 +80,7 @@ class Publisher:
             "package": project, "version": version, "abi_tag": abi_tag,
             "slave_label": "serving-test", "builder": "serving-test", "started": time.time(),
             "duration_s": 2.5,
-            "status": "success", "reason": None, "image": None, "cause": None, "log": f"built {wheel.name}\n",
+            "status": "success", "reason": None, "log": f"built {wheel.name}\n",
             "files": [{**facts, "path": str(arrived)}],
         })
 

@@ -61,6 +61,9 @@ def quick_databases() -> list[str]:
 def upstream(tmp_path, build_backends):
     with FakePyPI() as pypi:
         pypi.publish("Quick-Thing", "1.0", make_sdist(tmp_path / "sdists", "quick-thing", "1.0"))
+        # an sdist without a file its setup.py reads: its failure says so
+        pypi.publish("quick-broken", "1.0", make_sdist(
+            tmp_path / "sdists", "quick-broken", "1.0", setup_body="open('CHANGES.rst')"))
         for wheel in build_backends:
             name, version, _, _ = parse_wheel_filename(wheel.name)
             pypi.publish(str(name), str(version), wheel)
@@ -69,7 +72,7 @@ def upstream(tmp_path, build_backends):
 
 def test_quickstart_builds_serves_and_stops_cleanly(upstream, tmp_path):
     with QuickStart("--pypi-simple", upstream.simple_url, "--python", "3.11", "--server", SERVER,
-                    *build_user_args(), "quick-thing",
+                    *build_user_args(), "quick-thing", "quick-broken",
                     env={**os.environ, "PIP_CONFIG_FILE": os.devnull}) as quick:
         index = quick.wait_for(r"pip install --extra-index-url (http://127\.0\.0\.1:\d+/simple/) "
                                r"quick-thing$", 90).group(1)
@@ -78,7 +81,9 @@ def test_quickstart_builds_serves_and_stops_cleanly(upstream, tmp_path):
         assert database in quick_databases()  # its own database
         quick.wait_for(r"^built quick-thing 1\.0 for cp311: success "
                        r"\(quick_thing-1\.0-py3-none-any\.whl\)$", 120)
-        quick.wait_for(r"^nothing left to build", 30)
+        # a failure's cause, as the master diagnosed it
+        quick.wait_for(r"^built quick-broken 1\.0 for cp311: failed \(broken sdist: .*"
+                       r"No such file or directory: 'CHANGES\.rst'", 120)
 
         # the web server hands the wheel to pip (the page may lag the build a moment)
         target = tmp_path / "installed"

@@ -488,8 +488,9 @@ class AdminService(DatabaseTask):
             "package": str(name), "version": str(version), "abi_tag": abi_tag,
             "slave_label": request["label"], "builder": request["label"],
             "started": time.time(), "duration_s": 0.0,
-            "status": "success", "reason": None, "image": None, "cause": None,
+            "status": "success", "reason": None,
             "log": f"imported from {path} by piw-import\n", "files": [record],
+            "claimed_diagnosis": None,
         })
         return "OK", {"message": f"imported {path.name} as a {abi_tag} build of "
                                  f"{package} {version}"}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
@@ -35,6 +35,7 @@ import zmq
 
 from .. import limits
 from ..connection import first_line
+from ..diagnosis import detail_line, diagnose
 from ..errors import DataRefused, InvalidName
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS, WheelFacts
@@ -48,6 +49,8 @@ from .task import Clock
 MAX_BATCH = 500
 #: The errors that say the disk (or the master's quota) is full: the attempt is built again.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+log = logging.getLogger("piwheels.master.build_recorder")
 
 
 class BuildRecorder(DatabaseTask):
@@ -153,9 +156,10 @@ class BuildRecorder(DatabaseTask):
             self.tree.discard(staged)
             self.log.error("could not record %s %s for %s: %s", record.package, record.version,
                            record.abi_tag, first_line(exc))
+            reason = f"could not record: {first_line(exc)}"[:limits.REASON]
             self.db.record_build(replace(
-                record, status="rejected", files=(),
-                reason=f"could not record: {first_line(exc)}"[:limits.REASON]))
+                record, status="rejected", files=(), reason=reason,
+                cause="bad-wheel", cause_detail=detail_line(reason), cause_package=None))
             return None
 
     def put_in_place(self, build_id: int, record: BuildRecord,
@@ -194,11 +198,48 @@ def _valid_names(names) -> set[str]:
 
 
 def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
+    cause = attempt_cause(job)
     return BuildRecord(
         package=job["package"], version=job["version"], abi_tag=job["abi_tag"],
         slave_label=job["slave_label"], builder=job["builder"],
         started=datetime.fromtimestamp(job["started"], tz=timezone.utc),
         duration=timedelta(seconds=job["duration_s"]), status=job["status"],
-        reason=job["reason"], log=job["log"], files=files, image=job["image"],
-        cause=job["cause"],
+        reason=job["reason"], log=job["log"], files=files, image=job.get("image"),
+        cause=cause.cause if cause else None, cause_detail=cause.detail if cause else None,
+        cause_package=cause.package if cause else None,
     )
+
+
+@dataclass(frozen=True)
+class AttemptCause:
+    """What builds.cause, cause_detail and cause_package record of one attempt."""
+
+    cause: str
+    detail: str
+    package: Optional[str] = None
+
+
+def attempt_cause(job: dict) -> Optional[AttemptCause]:
+    """The cause of an unsuccessful attempt, as the master finds it (None: it succeeded).
+
+    The master diagnoses the log itself; the builder's package (its apt lookup,
+    which the master cannot repeat) is kept only when the builder's cause and
+    detail are the master's too: the log and the lookup are the builder's claims.
+    """
+    if job["status"] == "success":
+        return None
+    if job["status"] == "rejected":
+        return AttemptCause("bad-wheel", detail_line(job["reason"] or "refused by the master"))
+    found = diagnose(job["log"], job["reason"] or "")
+    claimed = job.get("claimed_diagnosis")
+    package = None
+    if claimed is not None and claimed["package"] is not None:
+        if (claimed["cause"], claimed["detail"]) == (found.cause, found.detail) \
+                and found.wanted is not None:
+            package = claimed["package"]
+        else:
+            log.info("%s %s for %s: the builder %s claims %s (%s, install %s), the log says "
+                     "%s (%s): its package is not kept", job["package"], job["version"],
+                     job["abi_tag"], job["builder"], claimed["cause"], claimed["detail"][:80],
+                     claimed["package"], found.cause, found.detail[:80])
+    return AttemptCause(found.cause, found.detail, package)

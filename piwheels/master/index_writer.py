@@ -37,6 +37,7 @@ import zmq
 
 from ..db import Database
 from ..errors import InvalidName
+from ..failures_page import failures_context
 from ..index_pages import (
     Renderer, Site, project_context, published_files, served_files,
     simple_project_context, simple_root_context, to_json,
@@ -292,6 +293,8 @@ class IndexWriter(DatabaseTask):
         self.root: Optional[set[str]] = None
         self.root_dirty = True
         self.home_dirty = True
+        self.failures_dirty = True
+        self.last_failures = float("-inf")
         self.pages_written = 0
         self.batches_shared = 0  # batches handed to worker processes
         self.last_write = float("-inf")  # when packages were last written in this thread
@@ -324,6 +327,7 @@ class IndexWriter(DatabaseTask):
             except InvalidName as exc:
                 self.log.error("dropped a page request: %s", exc)
                 return
+            self.failures_dirty = True  # an attempt was recorded, or a release changed
             if self.clock() - self.last_write >= self.coalesce_s:
                 self.flush()  # quiet until now: no burst to wait for
         elif name == "HOME":
@@ -335,7 +339,7 @@ class IndexWriter(DatabaseTask):
             self.rewrite_all()
 
     def want_home(self) -> None:
-        self.home_dirty = True
+        self.home_dirty = self.failures_dirty = True
 
     def retry_failed(self) -> None:
         """Write again what the file system refused (space may have come back)."""
@@ -370,16 +374,19 @@ class IndexWriter(DatabaseTask):
                     self.write_root()
                 if self.home_dirty:
                     self.write_home()
+                if self.failures_dirty and \
+                        self.clock() - self.last_failures >= self.root_interval_s:
+                    self.write_failures()
             except OSError as exc:
                 # still due: written at a later flush
-                self.last_root = self.clock()
-                self.refused("the root or home pages", str(exc))
+                self.last_root = self.last_failures = self.clock()
+                self.refused("the root, home or failures pages", str(exc))
 
     def rewrite_all(self) -> None:
         """Queue every package for rewriting, plus the root and home pages."""
         for package in self.db.all_packages():
             self.dirty[package] = None
-        self.root_dirty = self.home_dirty = True
+        self.root_dirty = self.home_dirty = self.failures_dirty = True
         self.root = None
 
     def write_package(self, package: str) -> None:
@@ -468,6 +475,17 @@ class IndexWriter(DatabaseTask):
             "home", root="", stats=stats,
             updated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
         self.home_dirty = False
+
+    def write_failures(self) -> None:
+        """The farm-wide failures page and its JSON twin (at most every root interval:
+        it reads every unbuilt failure; see :mod:`piwheels.failures_page`)."""
+        context = failures_context(self.db.unbuilt_failures())
+        # no time stamp: a page that did not change is not written again
+        self._write(self.tree.failures_page("html"), self.pages.renderer.render(
+            "failures", **context))
+        self._write(self.tree.failures_page("json"), to_json(context))
+        self.failures_dirty = False
+        self.last_failures = self.clock()
 
     def write_static(self) -> None:
         try:

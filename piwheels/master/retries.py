@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..diagnosis import CAUSES, diagnose
+from ..diagnosis import diagnose
 from .job_queue import Job
 
 #: (package, version, abi)
@@ -31,11 +31,10 @@ CAUSE_LOG_TAIL_CHARS = 32 * 1024
 
 
 def failure_cause(built: dict, reason: Optional[str]) -> str:
-    """Why a failed build failed: a code of :data:`piwheels.diagnosis.CAUSES`,
-    as BUILT says it where it does, else read from its reason and log's tail."""
-    claimed = built.get("cause")
-    if claimed in CAUSES:
-        return claimed
+    """Why a failed build failed, as the driver needs it at once (which images
+    may have it next): a code of :data:`piwheels.diagnosis.CAUSES`, read from
+    its reason and its log's tail by the master itself, as the recorder reads
+    the whole log for the record (BUILT's own diagnosis is the builder's claim)."""
     return diagnose(built["log"][-CAUSE_LOG_TAIL_CHARS:], reason or "").cause
 
 

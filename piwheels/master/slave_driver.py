@@ -461,6 +461,8 @@ class SlaveDriver(Task):
         cause = failure_cause(built, reason) if status == "failed" else None
         if status == "success":
             files = [attempt.files_done[facts["filename"]] for facts in built["files"]]
+        if status in ("failed", "rejected"):
+            slave.failed(status, reason, built.get("diagnosis"))
         if status is not None:
             if status != "success" and (attempt.files_done or slave.state is SlaveStatus.SENDING):
                 self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
@@ -470,7 +472,9 @@ class SlaveDriver(Task):
                 "started": attempt.build_started,
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
-                "files": files, "image": slave.image, "cause": cause,
+                "files": files, "image": slave.image,
+                # the builder's claim; the recorder diagnoses the log itself
+                "claimed_diagnosis": built.get("diagnosis") if status == "failed" else None,
             })
         now = self.clock()
         until = now + RECENT_S
@@ -605,3 +609,4 @@ class SlaveDriver(Task):
             "holds": sorted(self.holds | ({"paused"} if self.paused else set())
                             | ({RECORDER_BEHIND} if self.unrecorded else set())),
         }
+

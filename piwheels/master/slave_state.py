@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
+from ..diagnosis import CAUSES
+from ..limits import CAUSE_DETAIL
 from .job_queue import Job
 
 
@@ -69,6 +71,9 @@ class SlaveState:
     connected_at: float = 0.0  # wall-clock, for monitors
     last_seen_at: float = 0.0
     stats: dict = field(default_factory=dict)
+    #: its latest unsuccessful attempt, for monitors: package, version, and the
+    #: cause as the builder diagnosed it (the recorder stores the master's own)
+    last_failure: Optional[dict] = None
 
     @property
     def identity(self) -> str:
@@ -80,6 +85,18 @@ class SlaveState:
     @property
     def job(self) -> Optional[Job]:
         return self.attempt.job if self.attempt is not None else None
+
+    def failed(self, status: str, reason: Optional[str], claimed: Optional[dict]) -> None:
+        """Keep what a monitor shows of its attempt that just failed: a rejection is the
+        master's word (``bad-wheel``), a failure's cause the builder's diagnosis (the
+        driver reads no log; the recorder diagnoses it and stores its own)."""
+        if status == "rejected" or claimed is None:
+            claimed = {"cause": "bad-wheel" if status == "rejected" else "unknown",
+                       "detail": (reason or "")[:CAUSE_DETAIL], "package": None}
+        self.last_failure = {
+            "package": self.job[0], "version": self.job[1], "cause": claimed["cause"],
+            "label": CAUSES[claimed["cause"]].label, "detail": claimed["detail"],
+            "install": claimed["package"]}
 
     def report(self, now_s: float) -> dict:
         """What a monitor shows of this slave."""
@@ -94,5 +111,6 @@ class SlaveState:
             "package": job[0] if job else None,
             "version": job[1] if job else None,
             "job_s": round(now_s - self.attempt.job_started_s, 1) if job else None,
+            "last_failure": self.last_failure,
             **self.stats,
         }

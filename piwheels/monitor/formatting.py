@@ -19,7 +19,8 @@ Markup = list[Union[str, tuple[str, str]]]
 #: The slave table: (heading, width); None: takes the room that is left.
 SLAVE_COLUMNS: tuple[tuple[str, Optional[int]], ...] = (
     ("State", 17), ("Id", 4), ("Label", 16), ("ABI", 7), ("Platform", 24),
-    ("Uptime", 8), ("Build", None), ("Time", 8), ("Seen", 6), ("Load", 5), ("Key", 17),
+    ("Uptime", 8), ("Build", None), ("Time", 8), ("Seen", 6), ("Load", 5),
+    ("Last failure", 26), ("Key", 17),
 )
 #: the Key cell of a slave without a key (a farm without keys)
 NO_KEY = "none"
@@ -93,16 +94,31 @@ def slave_cells(record: SlaveRecord, now_s: float, wall_now: float) -> list[tupl
         ("value", duration(record.job_s(now_s)) if record.building else MISSING),
         ("value", duration(record.last_seen_s(now_s))),
         ("value", MISSING if load is None else f"{load:.2f}"),
+        ("value", last_failure(report.get("last_failure"), short=True)),
         ("value", report.get("key_id") or NO_KEY),
     ]
+
+
+def last_failure(failure: Optional[dict], *, short: bool = False) -> str:
+    """A slave's latest failed attempt: its cause and the package to install
+    (*short*: for its cell; else with the release and the detail)."""
+    if not failure:
+        return MISSING
+    install = f", install {failure['install']}" if failure.get("install") else ""
+    if short:
+        return f"{failure['label']}{install}"
+    detail = f" ({failure['detail']})" if failure.get("detail") else ""
+    return f"{failure['package']} {failure['version']}: {failure['label']}{detail}{install}"
 
 
 def slave_details(record: SlaveRecord) -> str:
     """What the selection line says of a slave beyond its row: its key, its builds'
     containment."""
     report = record.report
+    failure = report.get("last_failure")
     return (f"key {report.get('key_id') or NO_KEY}, builds contained by "
-            f"{report.get('containment') or MISSING}")
+            f"{report.get('containment') or MISSING}"
+            + (f"; last failure: {last_failure(failure)}" if failure else ""))
 
 
 # --- the master panel ----------------------------------------------------------------

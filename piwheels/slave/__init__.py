@@ -39,6 +39,7 @@ from ..systemd import SystemdNotifier
 from ..transport import CurveClient, ProtocolError, Socket
 from . import processes
 from .builder import Builder, BuildLimits, BuildResult
+from .explain import Explainer
 from .file_sender import FileSender
 from .handshake import HandshakeWatch
 from .work_area import WorkArea, sweep
@@ -86,6 +87,8 @@ class BuildAttempt:
     result: Optional[BuildResult] = None
     skipped: bool = False
     sending_filename: Optional[str] = None
+    #: BUILT's diagnosis of a failed build (see :mod:`piwheels.slave.explain`)
+    diagnosis: Optional[dict] = None
 
     def close(self) -> None:
         """Remove what the build made (its wheels)."""
@@ -99,7 +102,8 @@ class Slave:
     def __init__(self, *, master: str, slave_port: int, file_port: int, label: str,
                  builder: Builder, build_timeout_s: float, clock: Clock = time.monotonic,
                  work_area: Optional[WorkArea] = None,
-                 curve: Optional[CurveClient] = None) -> None:
+                 curve: Optional[CurveClient] = None,
+                 explainer: Optional[Explainer] = None) -> None:
         self.master = master
         self.work_area = work_area
         self.slave_address = f"tcp://{master}:{slave_port}"
@@ -107,6 +111,7 @@ class Slave:
         self.label = label
         self.builder = builder
         self.build_timeout_s = build_timeout_s
+        self.explainer = explainer
         self.clock = clock
         self.ctx = zmq.Context()
         self.curve = curve
@@ -314,6 +319,13 @@ class Slave:
             log.exception("the build of %s %s crashed", attempt.package, attempt.version)
             result = BuildResult(success=False, duration_s=0.0, log=f"builder crashed: {exc}\n",
                                  reason=f"builder crashed: {exc}", wheels=[])
+        if not result.success and not attempt.skipped and self.explainer is not None:
+            # before result is set: the loop heartbeats (BUSY) through the lookup
+            try:
+                attempt.diagnosis = self.explainer.explain(result.log, result.reason)
+            except Exception:  # the build's record matters more than its diagnosis
+                log.exception("diagnosing the build of %s %s failed",
+                              attempt.package, attempt.version)
         attempt.result = result
 
     def send_built(self) -> None:
@@ -328,6 +340,7 @@ class Slave:
             "success": result.success and not attempt.skipped,
             "duration_s": result.duration_s, "log": result.log, "reason": reason,
             "files": files if not attempt.skipped else [],
+            "diagnosis": None if attempt.skipped or result.success else attempt.diagnosis,
         })
         self.state = SlaveState.BUILT
 
@@ -443,6 +456,7 @@ def make_slave(options: SlaveConfig) -> Slave:
             master=options.master, slave_port=options.slave_port, file_port=options.file_port,
             label=options.label or socket.gethostname(), builder=builder,
             build_timeout_s=options.build_timeout_s, work_area=work_area, curve=curve,
+            explainer=Explainer(cache_dir, options.lookup_timeout_s),
         )
     except BaseException:
         work_area.close()

@@ -596,6 +596,12 @@ def test_files_and_pages_carry_the_right_caching_headers(served, server):
     for path in ("/", "/project/piw-serve-hello/", "/packages.json"):
         status, headers, _ = server.get(path)
         assert status == 200 and "immutable" not in headers["cache-control"], path
+    # the failures page and its JSON twin, as the project pages are served
+    status, headers, body = server.get("/failures/")
+    assert status == 200 and b"<h1>Failures</h1>" in body, status
+    status, headers, body = server.get("/failures/json/")
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert "causes" in json.loads(body)
     # the project's JSON API, and the build log it links to
     status, headers, body = server.get("/project/piw-serve-hello/json/")
     assert status == 200 and headers["content-type"] == "application/json"

@@ -358,12 +358,12 @@ def test_a_deterministic_failure_is_never_offered_to_its_image_again():
         assert next_job(a1) == ("BUILD", build_of("r1"))
         fail(a1, build_of("r1"), log=MISSING_HEADER_LOG, reason="pip wheel failed")
         record = recv(r.records)[1]
-        assert (record["cause"], record["image"]) == ("missing-header", image_a)
+        assert (record["package"], record["image"]) == ("r1", image_a)
         time.sleep(0.3)  # the retry delay is over: it does not matter here
         assert next_job(a2) == ("BUILD", build_of("r2"))
         fail(a2, build_of("r2"), reason="timed out after 60 s")
         record = recv(r.records)[1]
-        assert (record["cause"], record["image"]) == ("timeout", image_a)
+        assert (record["package"], record["image"]) == ("r2", image_a)
         assert next_job(a1) == ("BUILD", build_of("r2"))  # another builder, same image
         assert next_job(b) == ("BUILD", build_of("r1"))  # another image
         # after a restart, the database's word: r3 failed on A for a deterministic cause

@@ -169,10 +169,19 @@ def test_slave_row_has_every_column():
     assert len(cells) == len(formatting.SLAVE_COLUMNS)
     assert [text for _, text in cells] == [
         "building", "7", "rack-3", "cp311", "linux_aarch64", "1h02m", "numpy 2.0", "1m45s",
-        "6s", "0.25", "0123456789abcdef"]
-    model.apply_status("SLAVE", {"slave": slave_report(7)}, now_s=20)
-    cells = formatting.slave_cells(model.slaves[7], now_s=20, wall_now=WALL)
+        "6s", "0.25", "-", "0123456789abcdef"]
+    failure = {"package": "ldapy", "version": "1.0", "cause": "missing-header",
+               "label": "missing header", "detail": "lber.h: No such file or directory",
+               "install": "libldap-dev"}
+    model.apply_status("SLAVE", {"slave": slave_report(7, last_failure=failure)}, now_s=20)
+    record = model.slaves[7]
+    cells = formatting.slave_cells(record, now_s=20, wall_now=WALL)
     assert (cells[6][1], cells[7][1]) == ("-", "-")
+    # the latest failure's cause, in its row and in full on the selection line
+    assert cells[-2][1] == "missing header, install libldap-dev"
+    assert formatting.slave_details(record).endswith(
+        "; last failure: ldapy 1.0: missing header (lber.h: No such file or directory), "
+        "install libldap-dev")
 
 
 def test_master_panel_shows_the_farm():

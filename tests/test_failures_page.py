@@ -1,0 +1,94 @@
+"""The failures page's grouping (pure) and its HTML, read as a person reads it; the
+quick start's report of failures."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from bs4 import BeautifulSoup
+
+from piwheels.failures_page import failures_context
+from piwheels.index_pages import Renderer, Site, to_json
+from piwheels.quickstart import failure_report
+from piwheels.records import BuildData
+
+SITE = Site(name="Test farm", index_url="http://farm.test/simple/",
+            upstream_simple="http://upstream.test/simple/")
+
+LBER = "fatal error: lber.h: No such file or directory"
+ROWS = [
+    # package, version, abi, cause, detail, Debian package
+    *[("ldapy", f"1.{n}", abi, "missing-header", LBER, "libldap-dev")
+      for n in range(3) for abi in ("cp311", "cp312")],
+    ("ldapx", "2.0", "cp311", "missing-header", LBER, "libldap-dev"),
+    ("curly", "1.0", "cp311", "missing-program", "Could not run curl-config", "libcurl4-openssl-dev"),
+    ("mystery", "1.0", "cp311", "missing-header", "foo.h: No such file or directory", None),
+    ("slow", "1.0", "cp311", "timeout", "timed out after 5 s", None),
+    ("old", "0.1", "cp311", None, None, None),  # recorded before causes were
+    ("bogus", "0.1", "cp311", "no-such-cause", "x", None),
+]
+
+
+def test_grouped_by_cause_then_package_with_counts():
+    context = failures_context(ROWS, top=1)
+    assert context["builds"] == len(ROWS)
+    causes = {group["code"]: group for group in context["causes"]}
+    assert [group["code"] for group in context["causes"]][0] == "missing-header"
+    header = causes["missing-header"]
+    assert header["builds"] == 8 and header["fixable"]
+    assert [(p["package"], p["builds"]) for p in header["packages"]] == [
+        ("libldap-dev", 7), (None, 1)]
+    ldap = header["packages"][0]
+    assert ldap["projects"][0] == {"name": "ldapy", "builds": 6, "detail": LBER,
+                                   "page": "../project/ldapy/"}
+    assert ldap["more_projects"] == 1  # ldapx, beyond the top 1
+    # not fixable by the builder image: projects, no packages
+    assert causes["timeout"]["packages"] == [] and causes["timeout"]["builds"] == 1
+    # undiagnosed and unknown codes count as unknown
+    assert causes["unknown"]["builds"] == 2
+    assert context["unlock"][:2] == [
+        {"package": "libldap-dev", "builds": 7, "cause": "missing-header"},
+        {"package": "libcurl4-openssl-dev", "builds": 1, "cause": "missing-program"}]
+    assert json.loads(to_json(context)) == context
+
+
+def test_the_page_says_what_to_install():
+    html = Renderer(SITE).render("failures", **failures_context(ROWS))
+    text = " ".join(BeautifulSoup(html, "html.parser").get_text(" ").split())
+    assert "libldap-dev would unlock 7 builds" in text
+    assert "libcurl4-openssl-dev would unlock 1 build " in text
+    assert "missing header: 8 builds" in text
+    assert "No package named: 1 build" in text
+    assert "timed out: 1 build" in text
+    assert f"ldapy (6): {LBER}" in text
+
+
+def test_no_failures():
+    html = Renderer(SITE).render("failures", **failures_context([]))
+    assert "No release is left unbuilt" in BeautifulSoup(html, "html.parser").get_text()
+
+
+def test_quick_start_reports_each_failure_and_the_packages_to_install():
+    def failed(cause, detail, package, build_id=1):
+        return BuildData(build_id=build_id, abi_tag="cp311", slave_label="s", builder="s",
+                         started=datetime.now(timezone.utc), duration=timedelta(seconds=1),
+                         status="failed", reason="pip wheel failed", files=(), cause=cause,
+                         cause_detail=detail, cause_package=package)
+    report = failure_report({
+        ("ldapy", "1.0", "cp311"): failed("missing-header", LBER, "libldap-dev"),
+        ("curly", "2.0", "cp311"): failed("missing-program", "Could not run curl-config",
+                                          "libcurl4-openssl-dev"),
+        ("slow", "1.0", "cp311"): failed("timeout", "timed out after 5 s", None),
+        ("old", "1.0", "cp311"): failed(None, None, None),
+    })
+    assert report == [
+        "4 build(s) failed:",
+        "  curly 2.0 for cp311: missing program: Could not run curl-config; "
+        "install libcurl4-openssl-dev",
+        f"  ldapy 1.0 for cp311: missing header: {LBER}; install libldap-dev",
+        "  old 1.0 for cp311: unknown",
+        "  slow 1.0 for cp311: timed out: timed out after 5 s",
+        "to fix them, install on the builder: sudo apt install libcurl4-openssl-dev libldap-dev",
+    ]
+    assert failure_report({}) == []
