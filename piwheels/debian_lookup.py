@@ -16,7 +16,8 @@ libcurl4-gnutls-dev, libcurl4-nss-dev).  :func:`choose` takes, in this order:
 the one whose file is where the tool looked first (``/usr/include/ldap.h``
 before ``/usr/include/mailutils/ldap.h``; a multiarch directory counts as no
 directory); one that is installed; one named for what was wanted (``cargo``
-for cargo, libkrb5-dev before heimdal-dev for ``krb5-config``); the one with
+for cargo, libkrb5-dev before heimdal-dev for ``krb5-config``); a ``-dev``
+package (libpython3.11-dev before libpython3.11-dbg); the one with
 most of its direct ``Depends`` installed (its runtime sibling: libcurl3-gnutls
 for libcurl4-gnutls-dev); the first by name.  The others at the same
 depth are kept as alternatives.
@@ -39,18 +40,22 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .diagnosis import WANTED_KINDS, Wanted
+from .limits import DEBIAN_PACKAGE
 from .storage import atomic_write
 
 log = logging.getLogger("piwheels.debian_lookup")
 
 #: How long one ``apt-file``, ``dpkg`` or ``apt-cache`` run may take.
 LOOKUP_TIMEOUT_S = 120.0
-#: Debian Policy 5.6.1: lower case letters, digits, + - . ; at least two, starting alnum.
-PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
+#: Debian Policy 5.6.1: lower case letters, digits, + - . ; at least two, starting
+#: alnum; and no longer than the column it is stored in.
+PACKAGE_NAME = re.compile(rf"[a-z0-9][a-z0-9+.-]{{1,{DEBIAN_PACKAGE - 1}}}")
 #: What the cache key is made of: apt's lists (Contents among them) and its sources.
 APT_LISTS = Path("/var/lib/apt/lists")
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 CACHE_VERSION = 2
+#: dpkg's record of what is installed: the ranks of providers change with it.
+DPKG_STATUS = Path("/var/lib/dpkg/status")
 #: The rank :meth:`DebianLookup._ranks` adds for a package that is installed itself.
 INSTALLED_RANK = 1000
 #: More packages than this shipping the wanted file at the same depth: none is named.
@@ -82,6 +87,8 @@ class DebianLookup:
         self.timeout_s = timeout_s
         self.apt_lists = apt_lists
         self.apt_sources = apt_sources
+        #: the last ranks asked, with the dpkg status they were read from
+        self._ranked: tuple[object, frozenset[str], dict[str, int]] = (None, frozenset(), {})
 
     # --- the API ---------------------------------------------------------------
 
@@ -218,7 +225,21 @@ class DebianLookup:
         return {w: found.get(w, {}) for w in wants}
 
     def _ranks(self, candidates: set[str]) -> dict[str, int]:
-        """How many of each candidate's direct Depends are installed."""
+        """How many of each candidate's direct Depends are installed (asked again only
+        when the candidates or dpkg's status change)."""
+        try:
+            info = DPKG_STATUS.stat()
+            status_key: object = (info.st_mtime_ns, info.st_size)
+        except OSError:
+            status_key = None
+        known_key, known, ranks = self._ranked
+        if status_key is not None and status_key == known_key and candidates <= known:
+            return ranks
+        ranks = self._ask_ranks(candidates)
+        self._ranked = (status_key, frozenset(candidates), ranks)
+        return ranks
+
+    def _ask_ranks(self, candidates: set[str]) -> dict[str, int]:
         names = sorted(candidates)
         depends = self._run(["apt-cache", "depends", "--no-recommends", "--no-suggests",
                              "--no-conflicts", "--no-breaks", "--no-replaces",
@@ -246,10 +267,11 @@ def choose(wanted: Wanted, owners: dict[str, str], ranks: dict[str, int]) -> Opt
         return None
     stem = _stem(wanted.name)
 
-    def key(package: str) -> tuple[int, int, int, int, str]:
+    def key(package: str) -> tuple[int, int, int, int, int, str]:
         named = 0 if package == wanted.name else 1 if len(stem) >= 3 and stem in package else 2
         rank = ranks.get(package, 0)
-        return (_depth(owners[package]), -(rank >= INSTALLED_RANK), named, -rank, package)
+        return (_depth(owners[package]), -(rank >= INSTALLED_RANK), named,
+                0 if package.endswith("-dev") else 1, -rank, package)
 
     best = min(packages, key=key)
     level = [p for p in packages if _depth(owners[p]) == _depth(owners[best])]

@@ -9,7 +9,7 @@ object) comes back as a :class:`Wanted`, which :mod:`piwheels.debian_lookup`
 turns into the Debian package that provides it.
 
 Logs come from build code and may be huge or hostile: only the tail of the log
-is read (:data:`TAIL_CHARS`), lines are clipped (:data:`LINE_CHARS`), every
+is read (:data:`TAIL_CHARS`, :data:`TAIL_LINES`), lines are clipped (:data:`LINE_CHARS`), every
 pattern is tried only on lines holding its literal keyword, and no pattern has
 nested repetition, so the work is linear in the bytes read.
 """
@@ -22,8 +22,10 @@ from typing import Callable, Optional
 
 from .limits import CAUSE_DETAIL
 
-#: How much of the end of a build log is read (errors are at its end).
-TAIL_CHARS = 512 * 1024
+#: How much of the end of a build log is read (errors are at its end) ...
+TAIL_CHARS = 256 * 1024
+#: ... and at most how many of its last lines.
+TAIL_LINES = 4000
 #: The longest line looked at; longer lines are cut to this many characters.
 LINE_CHARS = 4096
 
@@ -57,7 +59,7 @@ CAUSES: dict[str, Cause] = {cause.code: cause for cause in (
     Cause("upstream-unreachable", "upstream unreachable", False, False),
     Cause("smoke-import", "wheel does not import", True, True),
     # the master refused what the builder sent (bad facts, a file it would not publish)
-    Cause("bad-wheel", "wheel refused by the master", False, False),
+    Cause("bad-wheel", "refused by the master", False, False),
     Cause("unknown", "unknown", False, False),
 )}
 
@@ -129,6 +131,25 @@ class Diagnosis:
     def label(self) -> str:
         return CAUSES[self.cause].label
 
+    def to_dict(self) -> dict[str, Optional[str]]:
+        """Flat, for a message or a row: ``cause``, ``detail``, ``wanted_kind``, ``wanted_name``."""
+        return {"cause": self.cause, "detail": self.detail,
+                "wanted_kind": self.wanted.kind if self.wanted else None,
+                "wanted_name": self.wanted.name if self.wanted else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Diagnosis":
+        """The inverse of :meth:`to_dict`; ValueError for an unknown cause or kind."""
+        cause, detail = data.get("cause"), data.get("detail") or ""
+        if cause not in CAUSES:
+            raise ValueError(f"unknown cause {cause!r}; the causes are {', '.join(CAUSES)}")
+        kind, name = data.get("wanted_kind"), data.get("wanted_name")
+        if (kind is None) != (name is None) or (kind is not None and kind not in WANTED_KINDS):
+            raise ValueError(f"bad want {kind!r} {name!r}; the kinds are {', '.join(WANTED_KINDS)}")
+        if not isinstance(detail, str) or len(detail) > CAUSE_DETAIL:
+            raise ValueError(f"the detail must be text of at most {CAUSE_DETAIL} characters")
+        return cls(cause, detail, Wanted(kind, str(name)) if kind is not None else None)
+
 
 def detail_line(text: str) -> str:
     """*text* as one line of at most :data:`~piwheels.limits.CAUSE_DETAIL` characters."""
@@ -165,7 +186,8 @@ def _missing_file(match: "re.Match[str]", line: str) -> Optional[Diagnosis]:
     """``[Errno 2] No such file or directory: 'x'``: a program if *x* is a bare
     name, else a file the sdist lacks."""
     name = match.group(1)
-    if "/" not in name and "." not in name:
+    # README, VERSION, LICENSE: files; programs are lower case
+    if "/" not in name and "." not in name and name.lower() == name:
         return Diagnosis("missing-program", detail_line(line), Wanted("program", name))
     return Diagnosis("broken-sdist", detail_line(line))
 
@@ -231,13 +253,12 @@ _RULES: tuple[_Rule, ...] = (
           _want("missing-pkg-config", "pkg-config")),
     _rule(("Dependency",), rf"Dependency \"?({_NAME})\"? not found",
           _want("missing-pkg-config", "pkg-config")),
-    # Rust: setuptools-rust, maturin
     # Rust: setuptools-rust, maturin (and maturin asking for puccinialin, its
     # installer of Rust, when there is no cargo: offline that cannot be had)
     _rule(("Rust compiler", "Cargo", "cargo", "rustc", "puccinialin"),
           r"can't find Rust compiler|Cargo, the Rust package manager, is not installed"
           r"|Do you have cargo in your PATH|Unable to find cargo|cargo: (command )?not found"
-          r"|rustc: (command )?not found|requirement puccinialin|found for puccinialin",
+          r"|rustc: (command )?not found|puccinialin",
           _rust),
     # a compiler too old for the language standard the build asks for
     _rule(("unrecognized command", "unrecognised command", "invalid value"),
@@ -304,8 +325,8 @@ def _apply(line: str, keywords: tuple[str, ...], pattern: "re.Pattern[str]",
 
 
 def _lines(log: str) -> list[str]:
-    tail = log[-TAIL_CHARS:]
-    return [line[:LINE_CHARS].strip() for line in tail.splitlines()]
+    tail = log[-TAIL_CHARS:].splitlines()[-TAIL_LINES:]
+    return [line[:LINE_CHARS].strip() for line in tail]
 
 
 def _from_reason(reason: str) -> Optional[Diagnosis]:
@@ -357,7 +378,12 @@ def _diagnose(log: str, reason: str) -> Diagnosis:
             if made is not None:
                 return made
     errors = [line for line in lines if line.startswith("ERROR:") or " error: " in line]
-    return Diagnosis("unknown", detail_line(reason or (errors[0] if errors else "")))
+    return Diagnosis("unknown", detail_line(
+        reason or (errors[0] if errors else "no error the diagnosis knows in the log")))
+
+
+_SONAME = re.compile(rf"({_NAME}\.so[\w.]{{0,40}}): cannot open shared object file")
+_want_soname = _want("smoke-import", "soname")
 
 
 def import_failure(text: str) -> Diagnosis:
@@ -368,12 +394,9 @@ def import_failure(text: str) -> Diagnosis:
     try:
         lines = _lines(str(text or ""))
         for line in lines:
-            if "cannot open shared object file" in line:
-                match = re.search(rf"(lib{_NAME}\.so[\w.]{{0,40}}|{_NAME}\.so[\w.]{{0,40}})"
-                                  r": cannot open shared object file", line)
-                if match is not None:
-                    return Diagnosis("smoke-import", detail_line(line),
-                                     Wanted("soname", match.group(1)))
+            made = _apply(line, ("cannot open shared object file",), _SONAME, _want_soname)
+            if made is not None:
+                return made
         errors = [line for line in lines if re.match(r"\w{0,60}(Error|Exception)\b", line)]
         return Diagnosis("smoke-import", detail_line(errors[-1] if errors else
                                                      (lines[-1] if lines else "import failed")))

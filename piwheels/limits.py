@@ -26,8 +26,6 @@ FILENAME = 255
 SKIP_REASON = 100
 #: why a build failed or was rejected, a release yanked, a status given
 REASON = 500
-#: the one line saying what a failed build's cause was (e.g. "lber.h: No such file or directory")
-CAUSE_DETAIL = 500
 #: why the build policy leaves a release out
 POLICY_REASON = 200
 #: a project's one-line description

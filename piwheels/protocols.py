@@ -23,7 +23,7 @@ from voluptuous import Optional as Absent
 
 from . import limits
 from .build_policy import MAX_SPEC_LENGTH
-from .debian_lookup import PACKAGE_NAME
+from .debian_lookup import valid_package
 from .diagnosis import CAUSES
 from .keys import KEY_ID_LENGTH
 from .project_status import PROJECT_STATUSES
@@ -299,8 +299,7 @@ HOST_STATS = {
 
 def debian_package(value: Any) -> str:
     """A Debian package's name (Debian Policy 5.6.1), within its column's width."""
-    if not isinstance(value, str) or len(value) > limits.DEBIAN_PACKAGE \
-            or PACKAGE_NAME.fullmatch(value) is None:
+    if not isinstance(value, str) or not valid_package(value):
         raise Invalid("expected a Debian package name")
     return value
 

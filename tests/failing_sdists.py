@@ -15,7 +15,11 @@ The wants are real Debian ones (``lber.h`` is libldap-dev's, ``-lsasl2``
 libsasl2-dev's...): a builder with those packages installed builds these.
 :func:`missing_on_this_host` says which cannot fail here.  End-to-end tests
 serve them from a fake index (the maturin one needs maturin among the
-backends, see :data:`fake_index.BACKEND_PROJECTS`).
+backends, see :data:`fake_index.BACKEND_PROJECTS`; through a slave it fails in
+the fetch phase, as maturin asks for puccinialin, its installer of Rust); the
+out-of-memory one needs the slave's memory limit (:attr:`FailingSdist.memory_bytes`);
+the Requires-Python one is for the skip rules as much as for the diagnosis.
+:meth:`FailingSdist.expects` says whether a diagnosis is the one meant.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Optional, Sequence
 
 from sdist_factory import PYPROJECT, module_name, write_sdist
 
-from piwheels.diagnosis import Wanted
+from piwheels.diagnosis import Diagnosis, Wanted
 
 #: The PATH builds run with: a slave's scrubbed one (no ~/.cargo/bin).
 BUILD_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -132,13 +136,18 @@ class FailingSdist:
     wanted: Optional[Wanted]
     #: the version in the file name
     version: str = "1.0"
-    #: what the build must lack for it to fail (a program, or a file under /usr)
+    #: what the build must lack for it to fail: a program, a path (a glob), or
+    #: ``pkg-config:MODULE``
     needs_absent: tuple[str, ...] = ()
     #: RLIMIT_AS for the build, if it fails by running out of it
     memory_bytes: int = 0
     #: this needs build isolation (a backend the test venv lacks: maturin)
     isolated: bool = False
     files: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def expects(self, diagnosis: Diagnosis) -> bool:
+        """Whether *diagnosis* (of this sdist's failed build) is the one meant."""
+        return (diagnosis.cause, diagnosis.wanted) == (self.cause, self.wanted)
 
     @property
     def module(self) -> str:
@@ -195,7 +204,7 @@ FAILING_SDISTS: dict[str, FailingSdist] = {sdist.name: sdist for sdist in (
                  needs_absent=("/usr/include/lber.h",),
                  files=_ext("fail-header", include="#include <lber.h>")),
     FailingSdist("fail-library", "missing-library", Wanted("library", "sasl2"),
-                 needs_absent=("/usr/lib/x86_64-linux-gnu/libsasl2.so", "/usr/lib/libsasl2.so"),
+                 needs_absent=("/usr/lib/*/libsasl2.so", "/usr/lib/libsasl2.so"),
                  files=_ext("fail-library", extra=", libraries=['sasl2']")),
     FailingSdist("fail-pkg-config", "missing-pkg-config", Wanted("pkg-config", "mysqlclient"),
                  needs_absent=("pkg-config:mysqlclient",),
@@ -233,18 +242,18 @@ def missing_on_this_host(sdist: FailingSdist) -> list[str]:
             if asked.returncode == 0:
                 present.append(thing)
         elif thing.startswith("/"):
-            if Path(thing).exists():
-                present.append(thing)
+            present.extend(str(path) for path in Path("/").glob(thing[1:]))
         elif shutil.which(thing, path=BUILD_PATH):
             present.append(thing)
     return present
 
 
-def build_log(sdist: FailingSdist, work: Path, find_links: Sequence[Path] = ()) -> tuple[int, str]:
+def build_log(sdist: FailingSdist, work: Path, find_links: Sequence[Path] = (),
+              python: str = sys.executable) -> tuple[int, str]:
     """Build *sdist* with real ``pip wheel`` as a slave asks it (``name==version`` from
     a local directory, offline, ``--verbose``); its exit status and output.
 
-    Without build isolation (the test venv's setuptools) unless the sdist needs
+    Without build isolation (*python*'s setuptools) unless the sdist needs
     another backend: then from *find_links* (the backend wheels).
     """
     (work / "home").mkdir(parents=True, exist_ok=True)
@@ -255,7 +264,7 @@ def build_log(sdist: FailingSdist, work: Path, find_links: Sequence[Path] = ()) 
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
     command = [
-        sys.executable, "-m", "pip", "wheel", f"{sdist.name}=={sdist.version}",
+        python, "-m", "pip", "wheel", f"{sdist.name}=={sdist.version}",
         "--no-deps", "--no-binary", sdist.name, "--no-index", "--no-cache-dir",
         "--find-links", str(work / "input"),
         *(arg for link in find_links for arg in ("--find-links", str(link))),

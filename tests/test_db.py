@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -320,3 +320,32 @@ def test_a_terminated_connection_is_an_unavailable_database(db, schema_database)
     finally:
         admin.dispose()
     assert db.get_project("foo-bar") is not None  # the next operation connects again
+
+
+def failed(version="1.0", abi="cp311", cause="missing-header", package="libfoo-dev",
+           status="failed") -> BuildRecord:
+    return replace(build(status, version=version, abi=abi), cause=cause,
+                   cause_detail=f"{cause} of {version}", cause_package=package)
+
+
+def test_unbuilt_failures_are_the_latest_failure_of_what_no_wheel_serves(db):
+    db.add_package("Foo_Bar")
+    for version in ("1.0", "2.0", "3.0", "4.0", "5.0"):
+        db.add_version("Foo_Bar", version, released=NOW)
+    for abi in ("cp311", "cp312"):
+        db.add_build_abi(abi)
+    pure = "foo_bar-3.0-py3-none-any.whl"
+    for record in (
+        failed("1.0", cause="timeout", package=None), failed("1.0"),  # the latest counts
+        failed("2.0"), build("success", version="2.0"),  # built since on cp311
+        failed("3.0", abi="cp312"), build("success", [wheel(pure)], version="3.0"),  # pure
+        failed("4.0", status="rejected", cause="bad-wheel", package=None),
+    ):
+        db.record_build(record)
+    db.skip_version("Foo_Bar", "5.0", "needs a GPU")
+    db.record_build(failed("5.0"))
+    rows = db.unbuilt_failures()
+    assert sorted(rows) == [
+        ("foo-bar", "1.0", "cp311", "missing-header", "missing-header of 1.0", "libfoo-dev"),
+        ("foo-bar", "4.0", "cp311", "bad-wheel", "bad-wheel of 4.0", None),
+    ]

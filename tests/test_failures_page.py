@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 from bs4 import BeautifulSoup
 
 from piwheels.failures_page import failures_context
-from piwheels.index_pages import Renderer, Site, to_json
+from piwheels.index_pages import Renderer, Site, project_context, to_json
 from piwheels.quickstart import failure_report
-from piwheels.records import BuildData
+from piwheels.records import BuildData, ProjectData, VersionData
 
 SITE = Site(name="Test farm", index_url="http://farm.test/simple/",
             upstream_simple="http://upstream.test/simple/")
@@ -69,12 +69,16 @@ def test_no_failures():
     assert "No release is left unbuilt" in BeautifulSoup(html, "html.parser").get_text()
 
 
+def failed_build(build_id, cause, detail, package) -> BuildData:
+    return BuildData(build_id=build_id, abi_tag="cp311", slave_label="s", builder="s",
+                     started=datetime.now(timezone.utc), duration=timedelta(seconds=1),
+                     status="failed", reason="pip wheel failed", files=(), cause=cause,
+                     cause_detail=detail, cause_package=package)
+
+
 def test_quick_start_reports_each_failure_and_the_packages_to_install():
-    def failed(cause, detail, package, build_id=1):
-        return BuildData(build_id=build_id, abi_tag="cp311", slave_label="s", builder="s",
-                         started=datetime.now(timezone.utc), duration=timedelta(seconds=1),
-                         status="failed", reason="pip wheel failed", files=(), cause=cause,
-                         cause_detail=detail, cause_package=package)
+    def failed(cause, detail, package):
+        return failed_build(1, cause, detail, package)
     report = failure_report({
         ("ldapy", "1.0", "cp311"): failed("missing-header", LBER, "libldap-dev"),
         ("curly", "2.0", "cp311"): failed("missing-program", "Could not run curl-config",
@@ -92,3 +96,25 @@ def test_quick_start_reports_each_failure_and_the_packages_to_install():
         "to fix them, install on the builder: sudo apt install libcurl4-openssl-dev libldap-dev",
     ]
     assert failure_report({}) == []
+
+
+def test_a_failed_cell_says_its_cause_detail_and_package_in_words():
+    two = [failed_build(build_id, "missing-header", LBER, "libldap-dev") for build_id in (1, 2)]
+    project = ProjectData(package="ldapy", description="", skip_reason=None, names=("ldapy",),
+                          versions=(VersionData(version="1.0", released=None, has_sdist=True,
+                                                yanked=False, yank_reason=None,
+                                                skip_reason=None, builds=tuple(two)),))
+    context = project_context(project, ["cp311"], SITE)
+    cell = context["versions"][0]["builds"]["cp311"]
+    assert cell["status"] == "failed"  # twice: it counts
+    assert cell["cause"] == {"code": "missing-header", "label": "missing header",
+                             "detail": LBER, "package": "libldap-dev"}
+    assert [a["cause"]["package"] for a in context["versions"][0]["attempts"]] == [
+        "libldap-dev"] * 2
+    html = Renderer(SITE).render("project", format_size=str, **context)
+    soup = BeautifulSoup(html, "html.parser")
+    [td] = soup.select("table.builds td.cell")
+    assert " ".join(td.get_text(" ").split()) == f"failed missing header {LBER} install libldap-dev"
+    rows = [" ".join(tr.get_text(" ").split()) for tr in soup.select("table.attempts tbody tr")]
+    assert all(row.endswith(f"failed : missing header ({LBER}); install libldap-dev")
+               for row in rows), rows

@@ -75,7 +75,7 @@ def test_quickstart_builds_serves_and_stops_cleanly(upstream, tmp_path):
                     *build_user_args(), "quick-thing", "quick-broken",
                     env={**os.environ, "PIP_CONFIG_FILE": os.devnull}) as quick:
         index = quick.wait_for(r"pip install --extra-index-url (http://127\.0\.0\.1:\d+/simple/) "
-                               r"quick-thing$", 90).group(1)
+                               r"quick-thing quick-broken$", 90).group(1)
         database, workdir = quick.wait_for(r"database (\w+), files in (/\S+)\.$", 1).groups()
         workdir = Path(workdir)
         assert database in quick_databases()  # its own database

@@ -20,7 +20,7 @@ Markup = list[Union[str, tuple[str, str]]]
 SLAVE_COLUMNS: tuple[tuple[str, Optional[int]], ...] = (
     ("State", 17), ("Id", 4), ("Label", 16), ("ABI", 7), ("Platform", 24),
     ("Uptime", 8), ("Build", None), ("Time", 8), ("Seen", 6), ("Load", 5),
-    ("Last failure", 26), ("Key", 17),
+    ("Last failure", 18), ("Key", 17),
 )
 #: the Key cell of a slave without a key (a farm without keys)
 NO_KEY = "none"
@@ -101,12 +101,13 @@ def slave_cells(record: SlaveRecord, now_s: float, wall_now: float) -> list[tupl
 
 def last_failure(failure: Optional[dict], *, short: bool = False) -> str:
     """A slave's latest failed attempt: its cause and the package to install
-    (*short*: for its cell; else with the release and the detail)."""
+    (*short*: for its cell, the package it needs or else the cause; else with the
+    release and the detail)."""
     if not failure:
         return MISSING
-    install = f", install {failure['install']}" if failure.get("install") else ""
     if short:
-        return f"{failure['label']}{install}"
+        return f"needs {failure['install']}" if failure.get("install") else failure["label"]
+    install = f", install {failure['install']}" if failure.get("install") else ""
     detail = f" ({failure['detail']})" if failure.get("detail") else ""
     return f"{failure['package']} {failure['version']}: {failure['label']}{detail}{install}"
 

@@ -12,6 +12,7 @@ BUILT carries is the builder's claim: the master diagnoses the log again.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -36,8 +37,10 @@ class Explainer:
         found = diagnose(log_text, reason or "")
         package = None
         if found.wanted is not None and self.lookup is not None:
+            started = time.monotonic()
             provider = self.lookup.package_for(found.wanted)
             package = provider.package if provider is not None else None
-            log.info("%s: %s is %s", found.label, found.wanted,
-                     f"in {package}" if package else "in no package known here")
+            log.info("%s: %s is %s (looked up in %.1f s)", found.label, found.wanted,
+                     f"in {package}" if package else "in no package known here",
+                     time.monotonic() - started)
         return {"cause": found.cause, "detail": found.detail, "package": package}

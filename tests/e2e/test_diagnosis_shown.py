@@ -1,9 +1,9 @@
 """Every failure says why and what to install, end to end.
 
-A real piw-master and one real piw-slave build sdists that fail for real
-(a missing header whose Debian package only ``apt-file`` names, a
-Requires-Python this Python is outside of, an sdist missing a file its
-setup.py reads; the slave's own reasons, such as its time limit, are
+A real piw-master and one real piw-slave build sdists of
+tests/failing_sdists.py that fail for real (a missing header whose Debian
+package only ``apt-file`` names, a Requires-Python this Python is outside
+of, an sdist missing a file its setup.py reads; the slave's own reasons, such as its time limit, are
 checked without a build in tests/slave/test_explain.py).  The causes stored
 with the builds, the project pages (their visible text and their JSON) and
 the farm-wide failures page must say so.  Then a hand-driven slave lies in
@@ -16,35 +16,21 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import msgpack
 import pytest
 import zmq
 from bs4 import BeautifulSoup
+from failing_sdists import FAILING_SDISTS, missing_on_this_host
 from farm import builds_of, pyenv_python
 from raw_slave import STATS, RawSlave
-from sdist_factory import write_sdist
 
 from piwheels.diagnosis import diagnose
 
 pytestmark = pytest.mark.slow
 
 LBER = "lber.h: No such file or directory"
-
-
-def header_sdist(dest, name: str):
-    """A C extension that includes <lber.h> (libldap-dev, not installed here)."""
-    module = name.replace("-", "_")
-    return write_sdist(dest, f"{module}-1.0", {
-        "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
-                          'build-backend = "setuptools.build_meta"\n',
-        "setup.py": "from setuptools import setup, Extension\n"
-                    f"setup(name={name!r}, version='1.0', "
-                    f"ext_modules=[Extension({module!r}, sources=['{module}.c'])])\n",
-        f"{module}.c": "#include <Python.h>\n#include <lber.h>\n",
-        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
-    })
 
 
 def visible_text(path) -> str:
@@ -64,64 +50,65 @@ def failures_json(farm) -> dict:
     return json.loads(path.read_bytes()) if path.exists() else {"builds": 0, "causes": []}
 
 
-def test_failures_say_why_and_what_to_install(farm, db, release, build_index, tmp_path):
-    # released newest first: the queue hands them out in this order
-    build_index.add(header_sdist(tmp_path / "custom", "diag-ldap"))
-    db.add_package("diag-ldap")
-    db.add_version("diag-ldap", "1.0", released=datetime(2026, 1, 1, tzinfo=timezone.utc),
-                   has_sdist=True)
-    release("diag-future", requires_python=">=3.99")
-    release("diag-broken", setup_body="open('CHANGES.rst')")
-    expected = {
-        "diag-ldap": ("missing-header", "libldap-dev"),
-        "diag-future": ("needs-newer-python", None),
-        "diag-broken": ("broken-sdist", None),
+def test_failures_say_why_and_what_to_install(farm, db, build_index, tmp_path):
+    expected = {  # diagcore's failing sdists, and the package each is to name
+        "fail-header": "libldap-dev",
+        "fail-python": None,
+        "fail-missing-file": None,
     }
+    for hours, name in enumerate(expected):  # newest first: handed out in this order
+        sdist = FAILING_SDISTS[name]
+        assert not missing_on_this_host(sdist), f"{name} cannot fail here as meant"
+        build_index.add(sdist.make(tmp_path / "sdists"))
+        db.add_package(name)
+        db.add_version(name, sdist.version, has_sdist=True,
+                       released=datetime(2026, 1, 1, tzinfo=timezone.utc) - timedelta(hours=hours))
     farm.start_master()
     farm.start_slave("diagnoser", pyenv_python("11"))
 
     def recorded():
         builds = {name: builds_of(db, name) for name in expected}
         return all(builds.values()) and builds
-    builds = farm.wait(recorded, 120, "every release to fail once")
+    builds = farm.wait(recorded, 300, "every release to fail once")  # a busy host is slow
 
     # stored: the master's own diagnosis, with the builder's package where they agree
-    for name, (cause, package) in expected.items():
+    for name, package in expected.items():
         (build,) = builds[name]
         assert build.status == "failed", (name, build.reason)
-        assert (build.cause, build.cause_package) == (cause, package), (name, build)
+        assert (build.cause, build.cause_package) == (FAILING_SDISTS[name].cause, package), \
+            (name, build)
         assert build.cause_detail, name
-    assert LBER in builds["diag-ldap"][0].cause_detail
-    assert "CHANGES.rst" in builds["diag-broken"][0].cause_detail
+    assert LBER in builds["fail-header"][0].cause_detail
+    assert "README.md" in builds["fail-missing-file"][0].cause_detail
     # the slave looked the header up on its own host (apt-file: it is not installed)
     assert "missing header: lber.h is in libldap-dev" in farm.slaves[0].log()
 
     # the project page says it in words, not only in a tooltip; its JSON too
-    farm.wait(lambda: all(attempt_causes(farm, name) for name in expected), 30,
+    farm.wait(lambda: all(attempt_causes(farm, name) for name in expected), 60,
               "the project pages")
-    text = visible_text(farm.output / "project" / "diag-ldap" / "index.html")
+    text = visible_text(farm.output / "project" / "fail-header" / "index.html")
     assert "missing header" in text and "install libldap-dev" in text and LBER in text
-    assert attempt_causes(farm, "diag-ldap") == [{
+    assert attempt_causes(farm, "fail-header") == [{
         "code": "missing-header", "label": "missing header",
-        "detail": builds["diag-ldap"][0].cause_detail, "package": "libldap-dev"}]
+        "detail": builds["fail-header"][0].cause_detail, "package": "libldap-dev"}]
     assert "needs a newer Python" in visible_text(
-        farm.output / "project" / "diag-future" / "index.html")
-    assert attempt_causes(farm, "diag-broken")[0]["code"] == "broken-sdist"
+        farm.output / "project" / "fail-python" / "index.html")
+    assert attempt_causes(farm, "fail-missing-file")[0]["code"] == "broken-sdist"
 
     # the failures page: grouped by cause, and by package within the fixable ones
     failures = farm.wait(lambda: (lambda f: f if f["builds"] == 3 else None)(failures_json(farm)),
-                         30, "the failures page")
+                         60, "the failures page")
     groups = {group["code"]: group for group in failures["causes"]}
-    assert sorted(groups) == sorted(cause for cause, _ in expected.values())
+    assert sorted(groups) == sorted(FAILING_SDISTS[name].cause for name in expected)
     assert [(p["package"], p["builds"]) for p in groups["missing-header"]["packages"]] == [
         ("libldap-dev", 1)]
-    assert groups["missing-header"]["packages"][0]["projects"][0]["name"] == "diag-ldap"
+    assert groups["missing-header"]["packages"][0]["projects"][0]["name"] == "fail-header"
     assert failures["unlock"] == [
         {"package": "libldap-dev", "builds": 1, "cause": "missing-header"}]
-    assert [p["name"] for p in groups["needs-newer-python"]["projects"]] == ["diag-future"]
+    assert [p["name"] for p in groups["needs-newer-python"]["projects"]] == ["fail-python"]
     page = visible_text(farm.output / "failures" / "index.html")
     assert "libldap-dev would unlock 1 build" in page
-    assert "broken sdist: 1 build" in page and "diag-broken" in page
+    assert "broken sdist: 1 build" in page and "fail-missing-file" in page
     assert 'href="failures/"' in (farm.output / "index.html").read_text()
 
 
@@ -170,6 +157,12 @@ def test_a_builder_claiming_what_its_log_does_not_say(farm, db, release):
         # a success without wheels: rejected, and the cause says the master refused it
         raw.wait_build("liar-rejected")
         assert raw_built(raw, success=True, log="built\n", reason=None)[0] == "DONE"
+        # the monitor's picture of the slave: its latest failure, as the master saw it
+        [liar] = [s for s in farm.snapshot()["slaves"] if s["label"] == "liar"]
+        assert liar["last_failure"] == {
+            "package": "liar-rejected", "version": "1.0", "cause": "bad-wheel",
+            "label": "refused by the master",
+            "detail": "the build reported success but no wheels", "install": None}
         # a cause code that does not exist: the schema refuses the message
         raw.wait_build("liar-bogus")
         name, die = raw_built(raw, log=yaml_log, diagnosis={

@@ -177,8 +177,8 @@ def test_slave_row_has_every_column():
     record = model.slaves[7]
     cells = formatting.slave_cells(record, now_s=20, wall_now=WALL)
     assert (cells[6][1], cells[7][1]) == ("-", "-")
-    # the latest failure's cause, in its row and in full on the selection line
-    assert cells[-2][1] == "missing header, install libldap-dev"
+    # the latest failure's package (or cause), in its row; in full on the selection line
+    assert cells[-2][1] == "needs libldap-dev"
     assert formatting.slave_details(record).endswith(
         "; last failure: ldapy 1.0: missing header (lber.h: No such file or directory), "
         "install libldap-dev")
