@@ -31,8 +31,7 @@ from .project_status import PROJECT_STATUSES
 #: Bumped whenever a message of the slave or file protocol changes shape.
 #: 2: CHUNK's data travels as a frame of its own.
 #: 3: HELLO says whether the slave's builds are contained.
-#: 4: BUILT carries the builder's diagnosis of a failed build.
-#: (and HELLO carries the builder's image digest)
+#: 4: BUILT carries the builder's diagnosis of a failed build, HELLO its image digest.
 PROTOCOL_VERSION = 4
 
 # --- field types --------------------------------------------------------------
