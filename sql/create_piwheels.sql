@@ -382,7 +382,15 @@ CREATE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar) RETURNS boole
                OR (f.abi_tag = 'abi3'
                    AND abi_python_version(f.py_version_tag) <= abi_python_version(abi)))
     )
-    AND NOT failures_settle(pkg, ver, abi);
+    -- (most releases the queue weighs were never tried: one probe, no call)
+    AND NOT (
+        EXISTS (
+            SELECT 1 FROM builds b
+            WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
+              AND b.status <> 'success'
+        )
+        AND failures_settle(pkg, ver, abi)
+    );
     END
     $$;
 
