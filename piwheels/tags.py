@@ -180,6 +180,8 @@ def alone(failure: Attempt, images: Mapping[str, datetime]) -> bool:
     """Whether a deterministic *failure* had no other image to retry it: none of
     the ABI's images, as new as its own or newer, had been seen when it started
     (an older image is taken for one the farm has left behind)."""
+    if failure.started is None:
+        return True  # (no start known: nothing can be shown to have been there)
     own = images.get(failure.image, failure.started)
     return not any(image != failure.image and own <= seen <= failure.started
                    for image, seen in images.items())

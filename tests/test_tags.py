@@ -308,6 +308,9 @@ def test_failed_images_are_those_of_deterministic_failures():
                 ("cp312", "failed", [], "broken-sdist", IMG_C, at(3)),
                 ("cp311", "failed", [], "broken-sdist", None, at(4))]
     assert failed_images(attempts, "cp311") == {IMG_A}
+    # a failure without its start (not from the database) is its image's alone
+    assert not needs_build([("cp311", "failed", [], "broken-sdist", IMG_A)], "cp311",
+                           IMAGES_BEFORE)
     assert failed_images(attempts, "cp312") == {IMG_C}
 
 
