@@ -444,6 +444,13 @@ _OPTIONS = [
         default=60.0, type=positive_float, metavar="SECS",
     ),
     Option(
+        ("--image-salt",), "image_salt",
+        "text added to this builder's image digest: say a change the digest cannot see "
+        "(a library built into /usr/local) by changing it; a new image is offered again "
+        "the builds a changed builder may fix (tests use it to present two images)",
+        default="", metavar="TEXT",
+    ),
+    Option(
         ("--max-log-size",), "max_log_bytes",
         f"the most bytes of a build log kept (its head and tail; at most "
         f"{MAX_LOG_CHARS - ENVELOPE_BYTES})",

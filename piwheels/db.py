@@ -21,13 +21,14 @@ from . import limits
 from .connection import make_engine, translate_errors
 from .db_policy import PolicyData
 from .db_files import FILE_COLUMNS, dependency_rows, file_row
+from .db_images import ImageData
 from .db_reads import IndexReads, is_withheld
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
 from .names import canonical_name, normal_version
 from .project_status import ACTIVE, check_status, clean_reason
 from .records import BuildRecord
 from .schema import SCHEMA_VERSION
-from .tags import check_build_abi, failures_count
+from .tags import check_build_abi
 
 log = logging.getLogger("piwheels.db")
 
@@ -58,7 +59,7 @@ class RecordedFile(NamedTuple):
     abi_tag: str
 
 
-class Database(PolicyData, IndexReads):
+class Database(PolicyData, ImageData, IndexReads):
     """One connection's worth of piwheels data operations."""
 
     def __init__(self, dsn: str) -> None:
@@ -521,7 +522,7 @@ class Database(PolicyData, IndexReads):
                         abi_tag=b.abi_tag, slave_label=b.slave_label,
                         builder=b.builder or b.slave_label, started=b.started,
                         duration=b.duration, status=b.status, reason=b.reason,
-                        cause=b.cause, cause_detail=b.cause_detail,
+                        image=b.image, cause=b.cause, cause_detail=b.cause_detail,
                         cause_package=b.cause_package,
                     )
                     for b in builds
@@ -565,18 +566,15 @@ class Database(PolicyData, IndexReads):
     def failures(self, package: Optional[str] = None, limit: int = 100) -> list[dict]:
         """The latest unsuccessful attempts (of one project, or all), newest first:
         who made each, and its ``outcome`` for the release on that ABI: still
-        ``retrying``, failed for good (``counts``: it was retried and failed
-        again), or ``built since``."""
-        b, other = self.t["builds"], self.t["builds"].alias("other")
-        failures_there = (
-            sa.select(sa.func.count()).select_from(other)
-            .where(other.c.package == b.c.package, other.c.version == b.c.version,
-                   other.c.abi_tag == b.c.abi_tag, other.c.status != "success")
-            .scalar_subquery())
+        ``retrying``, failed for good (``counts``: its failures settle it, see
+        ``failures_settle``), or ``built since`` (or re-opened by a new image)."""
+        b = self.t["builds"]
         query = (sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.builder,
                            b.c.slave_label, b.c.started, b.c.status, b.c.reason,
                            sa.func.needs_build(b.c.package, b.c.version, b.c.abi_tag)
-                           .label("retrying"), failures_there.label("failures"))
+                           .label("retrying"),
+                           sa.func.failures_settle(b.c.package, b.c.version, b.c.abi_tag)
+                           .label("settled"))
                  .where(b.c.status != "success")
                  .order_by(b.c.build_id.desc()).limit(limit))
         if package is not None:
@@ -587,8 +585,7 @@ class Database(PolicyData, IndexReads):
             "build_id": row.build_id, "package": row.package, "version": row.version,
             "abi_tag": row.abi_tag, "builder": row.builder, "slave_label": row.slave_label,
             "started": row.started, "status": row.status, "reason": row.reason,
-            "outcome": "retrying" if row.retrying else
-                       "counts" if failures_count(["failed"] * row.failures) else "built since",
+            "outcome": "retrying" if row.retrying else "counts" if row.settled else "built since",
         } for row in rows]
 
     # --- the output tree's reconciliation (issue 12) ----------------------------

@@ -8,6 +8,7 @@ queue queries); kept apart so each module keeps one concern.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any, Iterable, Optional
 
 import sqlalchemy as sa
@@ -167,9 +168,12 @@ class IndexReads:
             build_rows = conn.execute(
                 sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.slave_label,
                           b.c.builder, b.c.started, b.c.duration, b.c.status, b.c.reason,
-                          b.c.cause, b.c.cause_detail, b.c.cause_package)
+                          b.c.cause, b.c.cause_detail, b.c.cause_package, b.c.image)
                 .where(of_wanted).order_by(b.c.build_id)
             ).all()
+            image_rows = conn.execute(sa.select(
+                t["builder_images"].c.abi_tag, t["builder_images"].c.image,
+                t["builder_images"].c.first_seen)).all()
             file_rows = conn.execute(
                 sa.select(f.c.build_id, *file_data_columns(f))
                 .join(b, f.c.build_id == b.c.build_id)
@@ -208,7 +212,11 @@ class IndexReads:
                 status=row.status, reason=row.reason,
                 files=tuple(files_by_build.get(row.build_id, ())),
                 cause=row.cause, cause_detail=row.cause_detail, cause_package=row.cause_package,
+                image=row.image,
             ))
+        images: dict[str, dict[str, datetime]] = defaultdict(dict)
+        for abi_tag, image, first_seen in image_rows:
+            images[abi_tag][image] = first_seen
         versions_by_package: dict[str, list[VersionData]] = defaultdict(list)
         for (package, version, released, has_sdist, yanked, yank_reason,
              skip_reason, policy_reason) in version_rows:
@@ -229,7 +237,7 @@ class IndexReads:
                 upstream_status=row.upstream_status,
                 upstream_status_reason=row.upstream_status_reason,
                 operator_status=row.operator_status,
-                operator_status_reason=row.operator_status_reason,
+                operator_status_reason=row.operator_status_reason, images=dict(images),
             )
         return projects
 

@@ -20,7 +20,7 @@ from .records import FileData, ProjectData, VersionData
 from .resources import templates_dir
 from .smoke import FAILED, SmokeResult
 from .storage import LOGS_DIR, SIMPLE_DIR, log_path
-from .tags import build_serves, failures_count
+from .tags import Attempt, build_serves, deterministic, failures_settle
 
 #: The simple repository API version these pages follow (PEP 629/691/700/792).
 API_VERSION = "1.4"
@@ -231,7 +231,9 @@ def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
             return _attempt_cell(build.status, build)
     failures = [build for build in version.builds
                 if build.abi_tag == abi and build.status != "success"]
-    if failures and failures_count(build.status for build in failures):
+    if failures and failures_settle(
+            [Attempt(b.abi_tag, b.status, (), b.cause, b.image, b.started) for b in failures],
+            project.images.get(abi, {})):
         return _attempt_cell(failures[-1].status, failures[-1])
     skip = version.skip_reason or project.skip_reason
     if skip:
@@ -244,8 +246,9 @@ def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
         return {"status": "binary-only", "reason": "no source distribution upstream"}
     if failures:
         cell = _attempt_cell("retrying", failures[-1])
+        where = "image" if failures[-1].image and deterministic(failures[-1].cause) else "builder"
         cell["reason"] = (f"{failures[-1].status} on {failures[-1].builder}: "
-                          f"{failures[-1].reason}; to be tried again on another builder")
+                          f"{failures[-1].reason}; to be tried again on another {where}")
         return cell
     return {"status": "pending"}
 

@@ -33,7 +33,8 @@ from .smoke import SMOKE_STATUSES
 #: 2: CHUNK's data travels as a frame of its own.
 #: 3: HELLO says whether the slave's builds are contained.
 #: 4 (issue 14): SLEEP may say 0 s (ask again now: idle slaves are parked, then
-#:    told so); BUILT carries each wheel's smoke test and the failure's diagnosis.
+#:    told so); HELLO carries the builder's image digest; BUILT carries each
+#:    wheel's smoke test and the builder's diagnosis of a failed build.
 PROTOCOL_VERSION = 4
 
 # --- field types --------------------------------------------------------------
@@ -125,6 +126,9 @@ MAX_LOG_CHARS = 2 * 1024 * 1024
 MAX_METADATA_BYTES = 2 * 1024 * 1024
 #: the most wheels one BUILT reports (``pip wheel --no-deps`` makes one)
 MAX_BUILT_FILES = 4
+#: the most images a queued build names as having failed it (more are dropped:
+#: a release that failed on that many images is not worth the queue's bytes)
+MAX_FAILED_IMAGES = 32
 #: the most items in a list field of a wheel's facts (Requires-Dist, apt packages)
 MAX_FACT_ITEMS = 256
 #: the longest Requires-Dist line, and apt package name
@@ -152,6 +156,17 @@ FilePath = text(1, 4096)
 Platform = text(1, limits.TAG)
 Log = text(0, MAX_LOG_CHARS)
 Sha256 = text(limits.SHA256, limits.SHA256)
+
+
+def _image(value: Any) -> str:
+    """A builder image digest: lower-case hex sha256 (:mod:`piwheels.slave.image`)."""
+    if not isinstance(value, str) or len(value) != limits.IMAGE or \
+            value.strip("0123456789abcdef"):
+        raise Invalid(f"expected {limits.IMAGE} lower-case hex digits")
+    return value
+
+
+Image = _image
 Seconds = number(0)
 PositiveSeconds = number(0, above=True)
 Count = number(0, integer=True)
@@ -284,8 +299,10 @@ SMOKE_FIELD = Absent("smoke", default=None)
 
 BUILD_JOB = {"package": Name, "version": Version}
 #: a build in the queue; one that failed once for the ABI names the builder that
-#: failed it and when (epoch seconds), so the driver offers it to another first
-QUEUED_JOB = {**BUILD_JOB, "failed_by": optional(Builder), "failed_at": optional(Seconds)}
+#: failed it and when (epoch seconds), so the driver offers it to another first,
+#: and the images it failed on for a deterministic cause, never offered it again
+QUEUED_JOB = {**BUILD_JOB, "failed_by": optional(Builder), "failed_at": optional(Seconds),
+              "failed_images": at_most(MAX_FAILED_IMAGES, Image)}
 
 # a slave's machine, as its heartbeats report it (None: the platform cannot tell)
 HOST_STATS = {
@@ -323,7 +340,9 @@ SLAVE_TO_MASTER = {
         "platform_tag": Platform,
         "python_version": text(1, 50),
         "pip_version": text(1, 50),
-        "os": text(1, 200),
+        "os": text(1, limits.OS_RELEASE),
+        # the digest of what decides a build's outcome on this builder
+        "image": Image,
         "build_timeout_s": PositiveSeconds,
         "building": optional(message(BUILD_JOB)),
         "containment": Containment,
@@ -432,6 +451,9 @@ QUEUE_REQUESTS = Protocol("queue_requests", sends={
     "ABI": message({"abi_tag": Tag}),
     # the driver is running low on this ABI's builds: send the ones after the last sent
     "MORE": message({"abi_tag": Tag}),
+    # slave_driver: a slave of this ABI presents this image (os: its OS release); a
+    # first sight re-opens what failed for a cause a new image may fix
+    "IMAGE": message({"abi_tag": Tag, "image": Image, "os": text(1, limits.OS_RELEASE)}),
     # admin -> build_queue: the build policy of this project (None: the farm) changed;
     # weigh its releases again and send every ABI's queue afresh
     "POLICY": message({"package": optional(Name)}),
@@ -475,6 +497,8 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         "files": [message(RECEIVED_FILE)],
         # BUILT's smoke tests: the builder's claim
         SMOKE_FIELD: SmokeResults,
+        # the builder's image (None, or absent: not a builder's attempt)
+        Absent("image", default=None): optional(Image),
         # BUILT's diagnosis, the builder's claim: the recorder checks it against its own
         Absent("claimed_diagnosis", default=None): optional(message(DIAGNOSIS)),
     }),

@@ -32,8 +32,10 @@ class BuildRecord:
     files: tuple[WheelFacts, ...] = ()
     #: the identity answerable for the attempt (None: the slave's label)
     builder: Optional[str] = None
-    #: why an unsuccessful attempt failed (a key of piwheels.diagnosis.CAUSES), what
-    #: was missing, and the Debian package that provides it
+    #: the digest of the builder's image (None: not known)
+    image: Optional[str] = None
+    #: an unsuccessful attempt's cause (a key of :data:`piwheels.diagnosis.CAUSES`),
+    #: its one line of detail, and the Debian package that would fix it, if known
     cause: Optional[str] = None
     cause_detail: Optional[str] = None
     cause_package: Optional[str] = None
@@ -82,6 +84,8 @@ class BuildData:
     cause: Optional[str] = None
     cause_detail: Optional[str] = None
     cause_package: Optional[str] = None
+    #: the builder image it ran on (None: not known)
+    image: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class ProjectData:
     upstream_status_reason: Optional[str] = None
     operator_status: Optional[str] = None
     operator_status_reason: Optional[str] = None
+    #: the farm's builder images of each ABI: {abi: {image: first seen}}
+    images: dict[str, dict[str, datetime]] = field(default_factory=dict, compare=False)
 
     @property
     def status(self) -> ProjectStatus:

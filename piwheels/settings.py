@@ -285,7 +285,7 @@ SLAVE_OPTIONS = [
     "master", "slave_port", "file_port", "label", "build_timeout_s", "work_dir",
     "cache_dir", "lookup_timeout_s", "python", "memory_limit_mb", "max_log_bytes",
     "pid_limit", "disk_limit_mb", "bwrap", "smoke_test", "smoke_timeout_s", "slave_key",
-    "master_public_key", "verbose", "quiet", "log_file",
+    "master_public_key", "image_salt", "verbose", "quiet", "log_file",
 ]
 
 
@@ -312,6 +312,7 @@ class SlaveConfig(_Checked):
     master_public_key: Optional[str] = None
     smoke_test: bool = config.OPTIONS["smoke_test"].default
     smoke_timeout_s: float = config.OPTIONS["smoke_timeout_s"].default
+    image_salt: str = config.OPTIONS["image_salt"].default
     log: LogSettings = LogSettings()
     #: the file given with -c, if any
     config_file: Optional[str] = None

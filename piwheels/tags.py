@@ -7,7 +7,9 @@ database decides the build queue with the same rule in SQL
 (``abi_python_version`` and ``needs_build`` in sql/create_piwheels.sql);
 ``tests/test_tags.py`` runs both over one table of cases and asserts they
 agree.  A failed attempt does not settle a release until it is retried
-(:data:`FAILURES_THAT_COUNT`).
+(:data:`FAILURES_THAT_COUNT`), unless it failed for a deterministic cause on
+an image no other could retry; and a failure a new image may fix stops
+counting once the ABI has a newer image (:func:`failures_settle`).
 
 Tag syntax follows :mod:`packaging.tags`: a tag is what
 :class:`packaging.tags.Tag` makes of it unchanged (lower-case), one tag and not
@@ -20,11 +22,13 @@ version (``cp311``, ``cp313t``, ``pypy310_pp73``), never ``none`` or ``abi3``
 from __future__ import annotations
 
 import re
-from typing import Iterable, Optional
+from datetime import datetime
+from typing import Iterable, Mapping, NamedTuple, Optional
 
 from packaging.tags import Tag
 
 from . import limits
+from .diagnosis import CAUSES
 from .errors import InvalidRequest
 
 #: letters, digits and underscores: one tag, not a compressed set
@@ -136,19 +140,84 @@ def build_serves(build_abi: str, status: str, wheel_tags: Iterable[tuple[str, st
 
 
 def failures_count(statuses: Iterable[str]) -> bool:
-    """Whether the unsuccessful ones among one ABI's attempt *statuses* settle it."""
+    """Whether the unsuccessful ones among one ABI's attempt *statuses* settle it
+    (the count alone; :func:`failures_settle` adds the images)."""
     return sum(status != "success" for status in statuses) >= FAILURES_THAT_COUNT
 
 
-def needs_build(attempts: Iterable[tuple[str, str, Iterable[tuple[str, str]]]],
-                abi: str) -> bool:
-    """Whether a release with these *attempts* (build ABI, status, wheel tags) still
-    needs a build for *abi*: no wheel serves it and its failures do not count yet
-    (the build queue's rule, ``needs_build`` in sql/create_piwheels.sql)."""
-    attempts = list(attempts)
-    if any(build_serves(build_abi, status, tags, abi) for build_abi, status, tags in attempts):
+class Attempt(NamedTuple):
+    """One attempt as the queue rule sees it: its build ABI, status, its wheels'
+    (py_tag, abi_tag), and for a failure its cause, image and start."""
+
+    abi: str
+    status: str
+    wheel_tags: Iterable[tuple[str, str]] = ()
+    cause: Optional[str] = None
+    image: Optional[str] = None
+    started: Optional[datetime] = None
+
+
+def deterministic(cause: Optional[str]) -> bool:
+    """Whether *cause* fails the same way again on the same image
+    (``cause_deterministic`` in sql/create_piwheels.sql)."""
+    return cause in CAUSES and CAUSES[cause].deterministic
+
+
+def fixable_by_image(cause: Optional[str]) -> bool:
+    """Whether a builder with something more installed may not fail for *cause*
+    (``cause_fixable_by_image`` in sql/create_piwheels.sql)."""
+    return cause in CAUSES and CAUSES[cause].fixable_by_image
+
+
+def reopened(failure: Attempt, images: Mapping[str, datetime]) -> bool:
+    """Whether *failure* no longer counts: its cause is one a new image may fix,
+    and the ABI has an image first seen after it started (not its own)."""
+    return fixable_by_image(failure.cause) and failure.started is not None and any(
+        image != failure.image and seen > failure.started for image, seen in images.items())
+
+
+def alone(failure: Attempt, images: Mapping[str, datetime]) -> bool:
+    """Whether a deterministic *failure* had no other image to retry it: none of
+    the ABI's images, as new as its own or newer, had been seen when it started
+    (an older image is taken for one the farm has left behind)."""
+    if failure.started is None:
+        return True  # (no start known: nothing can be shown to have been there)
+    own = images.get(failure.image, failure.started)
+    return not any(image != failure.image and own <= seen <= failure.started
+                   for image, seen in images.items())
+
+
+def failures_settle(failures: Iterable[Attempt], images: Mapping[str, datetime]) -> bool:
+    """Whether one ABI's unsuccessful attempts settle the release there, given the
+    ABI's *images* (image -> first seen).  A failure a newer image may fix does
+    not count; of the rest, two settle it (a claim and its retry), and so does
+    one deterministic failure on an image that nothing else could retry."""
+    counting = [f for f in failures if not reopened(f, images)]
+    return len(counting) >= FAILURES_THAT_COUNT or any(
+        f.image is not None and deterministic(f.cause) and alone(f, images) for f in counting)
+
+
+def needs_build(attempts: Iterable[tuple], abi: str,
+                images: Mapping[str, datetime] = {}) -> bool:
+    """Whether a release with these *attempts* (:class:`Attempt` fields: build ABI,
+    status, wheel tags, and optionally cause, image, started) still needs a build
+    for *abi*, whose builders' *images* were first seen when they say: no wheel
+    serves it and its failures do not settle it (the build queue's rule,
+    ``needs_build`` in sql/create_piwheels.sql)."""
+    attempts = [Attempt(*attempt) for attempt in attempts]
+    if any(build_serves(a.abi, a.status, a.wheel_tags, abi) for a in attempts):
         return False
-    return not failures_count(status for build_abi, status, _ in attempts if build_abi == abi)
+    return not failures_settle(
+        [a for a in attempts if a.abi == abi and a.status != "success"], images)
+
+
+def failed_images(attempts: Iterable[tuple], abi: str) -> set[str]:
+    """The images never to offer the release to for *abi*: those it failed on
+    for a deterministic cause (even where a newer image re-opened it: the old
+    one would fail the same way)."""
+    return {a.image for a in (Attempt(*attempt) for attempt in attempts)
+            if a.abi == abi and a.status != "success" and a.image is not None
+            and deterministic(a.cause)}
 
 
 def build_abi_of(tag: Tag) -> Optional[str]:

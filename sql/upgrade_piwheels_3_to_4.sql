@@ -86,6 +86,118 @@ CREATE TABLE upstream_files (
 
 CREATE INDEX upstream_files_package_version ON upstream_files (package, version);
 
+-- The causes of piwheels.diagnosis.CAUSES that fail the same way again on the
+-- same builder image (deterministic), and those a builder with something more
+-- installed may not fail for (fixable by image).  tests/test_tags.py holds
+-- these lists against CAUSES.
+CREATE FUNCTION cause_deterministic(cause text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT coalesce(cause IN (
+        'missing-header', 'missing-library', 'missing-pkg-config', 'missing-program',
+        'needs-rust', 'needs-newer-compiler', 'needs-newer-python', 'broken-sdist',
+        'no-sdist', 'smoke-import'), false) $$;
+
+CREATE FUNCTION cause_fixable_by_image(cause text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT coalesce(cause IN (
+        'missing-header', 'missing-library', 'missing-pkg-config', 'missing-program',
+        'needs-rust', 'needs-newer-compiler', 'smoke-import'), false) $$;
+
+-- Whether one ABI's unsuccessful attempts at a release settle it there.  A
+-- failure whose cause a new image may fix stops counting once the ABI has an
+-- image first seen after it started (other than its own).  Of the rest, two
+-- settle it (one is a claim, any peer can send one; the second is its retry),
+-- and so does one deterministic failure on an image that no other could
+-- retry: no other image of the ABI, as new as its own or newer, had been seen
+-- when it started (an older one is taken for an image the farm left behind).
+-- piwheels.tags.failures_settle is this rule in Python.
+CREATE FUNCTION failures_settle(pkg varchar, ver varchar, abi varchar) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+    BEGIN
+    RETURN (
+        SELECT count(*) >= 2 OR coalesce(bool_or(c.alone), false)
+        FROM (
+            SELECT b.image IS NOT NULL AND cause_deterministic(b.cause) AND NOT EXISTS (
+                SELECT 1 FROM builder_images i
+                WHERE i.abi_tag = abi AND i.image <> b.image AND i.first_seen <= b.started
+                  AND i.first_seen >= coalesce(
+                      (SELECT own.first_seen FROM builder_images own
+                       WHERE own.image = b.image AND own.abi_tag = abi), b.started)
+            ) AS alone
+            FROM builds b
+            WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
+              AND b.status <> 'success'
+              AND NOT (cause_fixable_by_image(b.cause) AND EXISTS (
+                  SELECT 1 FROM builder_images i
+                  WHERE i.abi_tag = abi AND i.first_seen > b.started
+                    AND i.image IS DISTINCT FROM b.image))
+        ) AS c
+    );
+    END
+    $$;
+
+-- Whether a release still needs a build for one ABI: no wheel serves it yet
+-- (none from an attempt on this ABI, no pure (abi none) one, no abi3 one built
+-- for this Python or an older one), and its failures do not settle it
+-- (failures_settle).  Who may make a retry (another builder, or the same one
+-- after the retry delay; never an image it failed on for a deterministic
+-- cause) is the slave driver's choice; piwheels.tags.needs_build is this rule
+-- in Python.
+-- (PL/pgSQL, not SQL, here and in version_built: a session plans their queries
+-- once, where a SQL function that cannot be inlined is planned on every call
+-- made from inside another function.)
+CREATE OR REPLACE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+    BEGIN
+    RETURN NOT EXISTS (
+        SELECT 1 FROM builds b
+        WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
+          AND b.status = 'success'
+    )
+    AND NOT EXISTS (
+        SELECT 1 FROM builds b JOIN files f ON f.build_id = b.build_id
+        WHERE b.package = pkg AND b.version = ver
+          AND (f.abi_tag = 'none'
+               OR (f.abi_tag = 'abi3'
+                   AND abi_python_version(f.py_version_tag) <= abi_python_version(abi)))
+    )
+    -- (most releases the queue weighs were never tried: one probe, no call)
+    AND NOT (
+        EXISTS (
+            SELECT 1 FROM builds b
+            WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
+              AND b.status <> 'success'
+        )
+        AND failures_settle(pkg, ver, abi)
+    );
+    END
+    $$;
+
+-- A new image of an ABI may succeed where older ones failed for a cause it can
+-- fix (failures_settle stops counting those): such releases are weighed again,
+-- in one pass.
+CREATE FUNCTION builder_images_added_version_built() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+    BEGIN
+        PERFORM refresh_version_built(array_agg(r.package), array_agg(r.version))
+        FROM (
+            SELECT DISTINCT b.package, b.version
+            FROM builds b JOIN versions v ON v.package = b.package AND v.version = b.version
+            WHERE b.abi_tag = NEW.abi_tag AND b.status <> 'success' AND v.built
+              AND cause_fixable_by_image(b.cause) AND b.started < NEW.first_seen
+              AND b.image IS DISTINCT FROM NEW.image
+        ) AS r;
+        RETURN NULL;
+    END
+    $$;
+
+CREATE TRIGGER builder_images_added_version_built
+    AFTER INSERT ON builder_images
+    FOR EACH ROW EXECUTE FUNCTION builder_images_added_version_built();
+
 GRANT SELECT, INSERT, UPDATE, DELETE ON build_skips, builder_images, upstream_files,
     smoke_tests TO @ROLE@;
 -- end of issue 14

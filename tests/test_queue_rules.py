@@ -272,3 +272,43 @@ def test_the_schema_allows_exactly_the_known_statuses(farm_db):
     for name, expected in (("packages_upstream_status_ck", set(PROJECT_STATUSES)),
                            ("packages_operator_status_ck", set(PROJECT_STATUSES) - {ACTIVE})):
         assert set(re.findall(r"'([a-z]+)'", found[name])) == expected, found[name]
+
+
+def test_images_decide_deterministic_failures_in_queue_failures_and_pages(farm_db):
+    from piwheels.index_pages import Site, project_context
+
+    image_a, image_b = "a" * 64, "b" * 64
+    assert farm_db.register_image(image_a, "cp311", "Debian 12")
+    assert not farm_db.register_image(image_a, "cp311", "Debian 12")  # known
+    assert not farm_db.register_image(image_b, "cp399", "Debian 12")  # no such ABI: ignored
+    release(farm_db, "nohdr")
+    release(farm_db, "slow", age_h=1)
+    for name, cause in (("nohdr", "missing-header"), ("slow", "timeout")):
+        farm_db.record_build(BuildRecord(
+            package=name, version="1.0", abi_tag="cp311", slave_label="s", started=T0,
+            duration=timedelta(seconds=1), status="failed", log="", reason="broke",
+            builder="key-a", image=image_a, cause=cause))
+    site = Site(name="test", index_url="http://x/simple/", upstream_simple="http://u/simple/")
+
+    def cell(name):
+        page = project_context(farm_db.get_project(name), ["cp311"], site)
+        return page["versions"][0]["builds"]["cp311"]
+
+    # image A alone: the missing header counts at once; the timeout waits for its retry
+    assert pending(farm_db, "cp311") == ["slow"]
+    assert farm_db.image_holds("cp311", [("nohdr", "1.0"), ("slow", "1.0")]) == {
+        ("nohdr", "1.0"): {image_a}}
+    assert [(f["package"], f["outcome"]) for f in farm_db.failures()] == [
+        ("slow", "retrying"), ("nohdr", "counts")]
+    assert cell("nohdr")["status"] == "failed" and cell("slow")["status"] == "retrying"
+    # image B: it may have the header (never A again: the holds still name it)
+    assert farm_db.register_image(image_b, "cp311", "Debian 12")
+    assert pending(farm_db, "cp311") == ["nohdr", "slow"]
+    assert not farm_db.get_versions("nohdr")["1.0"]["built"]
+    assert farm_db.image_holds("cp311", [("nohdr", "1.0")]) == {("nohdr", "1.0"): {image_a}}
+    assert cell("nohdr")["status"] == "retrying" and "another image" in cell("nohdr")["reason"]
+    assert "another builder" in cell("slow")["reason"]
+    assert set(farm_db.builder_images("cp311")) == {image_a, image_b}
+    # the operator's rebuild: its attempts go, and with them every hold
+    assert farm_db.remove_builds("nohdr", "1.0") == 1
+    assert farm_db.image_holds("cp311", [("nohdr", "1.0")]) == {}

@@ -16,10 +16,12 @@ import sqlalchemy as sa
 from packaging.tags import Tag
 
 from piwheels import limits
+from piwheels.diagnosis import CAUSES
 from piwheels.errors import PiwheelsError
 from piwheels.tags import (
     InvalidTag, abi_version, build_abi_key, build_abi_of, build_abi_problem, build_serves, builder_problem,
-    check_build_abi, failures_count, needs_build, platform_tag_problem, python_tag_problem, wheel_serves,
+    check_build_abi, deterministic, failed_images, failures_count, fixable_by_image, needs_build,
+    platform_tag_problem, python_tag_problem, wheel_serves,
 )
 
 GOOD_ABIS = ["cp39", "cp311", "cp312", "cp313", "cp313t", "pypy310_pp73", "cp310d"]
@@ -234,3 +236,153 @@ def test_the_data_layer_refuses_bad_abis_before_writing(db, tag):
     with pytest.raises(InvalidTag):
         db.add_build_abi(tag)
     assert db.get_build_abis(active_only=False) == []
+
+
+# --- builder images: the same failure on the same image is not built again ---------
+
+IMG_A, IMG_B, IMG_C, IMG_X = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
+
+
+def at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(T0.timestamp() + seconds, tz=timezone.utc)
+
+
+#: cp311's images: A first, then B; C comes later (the second phase of the SQL test)
+IMAGES_BEFORE = {IMG_A: at(0), IMG_B: at(10)}
+IMAGES_AFTER = {**IMAGES_BEFORE, IMG_C: at(100)}
+
+
+def image_table() -> list[list[tuple]]:
+    """Releases on cp311, each as its attempts (status, cause, image, started s)."""
+    return [
+        # a fixable failure on A before B was seen: B re-opens it (and it is A's alone)
+        [("failed", "missing-header", IMG_A, 5)],
+        # a deterministic failure nothing may fix, before B: it counts at once
+        [("failed", "broken-sdist", IMG_A, 5)],
+        # ... with B around (and as new): retried there
+        [("failed", "broken-sdist", IMG_A, 50)],
+        # ... on B, the newest: A is older, left behind: counts at once
+        [("failed", "broken-sdist", IMG_B, 50)],
+        [("failed", "broken-sdist", IMG_A, 50), ("failed", "broken-sdist", IMG_B, 60)],
+        # failed on both images for a cause C may fix: C re-opens it
+        [("failed", "missing-header", IMG_A, 50), ("failed", "missing-header", IMG_B, 60)],
+        # ... and once C failed it too, it stays failed
+        [("failed", "missing-header", IMG_A, 50), ("failed", "missing-header", IMG_B, 60),
+         ("failed", "missing-header", IMG_C, 200)],
+        # not deterministic, or no cause known, or no image known: the count of two
+        [("failed", "timeout", IMG_A, 50)],
+        [("failed", "timeout", IMG_A, 50), ("failed", "timeout", IMG_A, 60)],
+        [("failed", "timeout", IMG_B, 50), ("failed", "broken-sdist", IMG_A, 60)],
+        [("failed", None, IMG_B, 50)],
+        [("rejected", None, IMG_B, 50)],
+        [("failed", "broken-sdist", None, 50)],
+        [("failed", "missing-header", None, 50), ("failed", "missing-header", None, 60)],
+        # an image the farm never recorded: its claim counts at once
+        [("failed", "needs-rust", IMG_X, 500)],
+        [("failed", "missing-header", IMG_A, 50), ("success", None, IMG_B, 60)],
+        # a failure after C was seen is not re-opened by it
+        [("failed", "missing-library", IMG_C, 150), ("failed", "out-of-memory", IMG_B, 160)],
+    ]
+
+
+def python_image_says(attempts: list[tuple], images: dict) -> bool:
+    return needs_build([("cp311", status, [("cp311", "cp311")] if status == "success" else [],
+                         cause, image, at(started))
+                        for status, cause, image, started in attempts], "cp311", images)
+
+
+def test_a_deterministic_failure_waits_only_for_another_image():
+    table = image_table()
+    before = [python_image_says(attempts, IMAGES_BEFORE) for attempts in table]
+    after = [python_image_says(attempts, IMAGES_AFTER) for attempts in table]
+    assert before == [True, False, True, False, False, False, False, True, False, False,
+                      True, True, True, False, False, False, False]
+    # C re-opens exactly the failures a new image may fix
+    assert [n for n, (b, a) in enumerate(zip(before, after)) if a != b] == [5, 13]
+    assert after[0] and not after[6] and not after[16]
+
+
+def test_failed_images_are_those_of_deterministic_failures():
+    attempts = [("cp311", "failed", [], "missing-header", IMG_A, at(1)),
+                ("cp311", "failed", [], "timeout", IMG_B, at(2)),
+                ("cp312", "failed", [], "broken-sdist", IMG_C, at(3)),
+                ("cp311", "failed", [], "broken-sdist", None, at(4))]
+    assert failed_images(attempts, "cp311") == {IMG_A}
+    # a failure without its start (not from the database) is its image's alone
+    assert not needs_build([("cp311", "failed", [], "broken-sdist", IMG_A)], "cp311",
+                           IMAGES_BEFORE)
+    assert failed_images(attempts, "cp312") == {IMG_C}
+
+
+def test_sql_cause_lists_agree_with_causes(db, master_dsn):
+    engine = sa.create_engine(master_dsn, poolclass=sa.pool.NullPool)
+    codes = [*CAUSES, "no-such-cause", None]
+    try:
+        with engine.connect() as conn:
+            sql = {code: tuple(conn.execute(sa.text(
+                "SELECT cause_deterministic(:c), cause_fixable_by_image(:c)"), {"c": code}).one())
+                for code in codes}
+    finally:
+        engine.dispose()
+    assert sql == {code: (deterministic(code), fixable_by_image(code)) for code in codes}
+    assert sql["missing-header"] == (True, True) and sql["timeout"] == (False, False)
+
+
+def test_python_image_rule_agrees_with_sql_and_a_new_image_reopens(db, master_dsn):
+    db.add_build_abi("cp311")
+    table = image_table()
+    engine = sa.create_engine(master_dsn, poolclass=sa.pool.NullPool)
+
+    def sql_says(conn) -> tuple[list[bool], list[bool]]:
+        rows = conn.execute(sa.text(
+            "SELECT v.package, needs_build(v.package, '1.0', 'cp311'), v.built FROM versions v "
+            "ORDER BY v.package")).all()
+        by_case = {int(package.split("-")[1]): (needs, built) for package, needs, built in rows}
+        return ([by_case[n][0] for n in range(len(table))],
+                [by_case[n][1] for n in range(len(table))])
+
+    def add_images(conn, images: dict) -> None:
+        for image, seen in images.items():
+            conn.execute(sa.text("INSERT INTO builder_images (image, abi_tag, os, first_seen) "
+                                 "VALUES (:i, 'cp311', 'test', :t) ON CONFLICT DO NOTHING"),
+                         {"i": image, "t": seen})
+
+    try:
+        with engine.begin() as conn:
+            add_images(conn, IMAGES_BEFORE)
+            for n, attempts in enumerate(table):
+                package = f"img-{n:02d}"
+                conn.execute(sa.text("INSERT INTO packages (package) VALUES (:p)"), {"p": package})
+                conn.execute(sa.text("INSERT INTO versions (package, version) VALUES (:p, '1.0')"),
+                             {"p": package})
+                for status, cause, image, started in attempts:
+                    build_id = conn.execute(sa.text(
+                        "INSERT INTO builds (package, version, abi_tag, slave_label, builder, "
+                        "started, duration, status, cause, image) VALUES (:p, '1.0', 'cp311', "
+                        "'s', 'w', :t, interval '1 s', :st, :c, :i) RETURNING build_id"),
+                        {"p": package, "t": at(started), "st": status, "c": cause,
+                         "i": image}).scalar_one()
+                    if status == "success":
+                        conn.execute(sa.text(
+                            "INSERT INTO files (filename, build_id, filesize, filehash, "
+                            "package_tag, package_version_tag, py_version_tag, abi_tag, "
+                            "platform_tag, metadata_hash) VALUES (:f, :b, 1, :h, :p, '1.0', "
+                            "'cp311', 'cp311', 'linux_x86_64', :h)"),
+                            {"f": f"img_{n}-1.0-cp311-cp311-linux_x86_64.whl", "b": build_id,
+                             "h": "a" * 64, "p": package})
+        with engine.connect() as conn:
+            needs_before, built_before = sql_says(conn)
+        with engine.begin() as conn:
+            add_images(conn, {IMG_C: IMAGES_AFTER[IMG_C]})  # the trigger re-weighs, one pass
+        with engine.connect() as conn:
+            needs_after, built_after = sql_says(conn)
+    finally:
+        engine.dispose()
+    python_before = [python_image_says(attempts, IMAGES_BEFORE) for attempts in table]
+    python_after = [python_image_says(attempts, IMAGES_AFTER) for attempts in table]
+    assert needs_before == python_before
+    assert needs_after == python_after
+    # the built flag follows: what C re-opened is in the queue's index again
+    assert built_before == [not needs for needs in python_before]
+    assert built_after == [not needs for needs in python_after]
+    assert built_before != built_after

@@ -17,7 +17,7 @@ from piwheels.transport import PeerLimits, ProtocolError, Socket, decode, encode
 
 HELLO = {
     "protocol": PROTOCOL_VERSION, "label": "pi4", "python_tag": "cp311", "abi_tag": "cp311",
-    "platform_tag": "linux_armv7l", "python_version": "3.11.2", "pip_version": "23.0",
+    "platform_tag": "linux_armv7l", "python_version": "3.11.2", "pip_version": "23.0", "image": "e" * 64,
     "os": "Raspberry Pi OS", "build_timeout_s": 3600, "building": None,
     "containment": "bwrap 0.8.0",
 }

@@ -17,7 +17,7 @@ from typing import Optional
 import zmq
 
 from ..db import QueueKey
-from ..protocols import BUILD_QUEUE, INDEX_REQUESTS, QUEUE_REQUESTS
+from ..protocols import BUILD_QUEUE, INDEX_REQUESTS, MAX_FAILED_IMAGES, QUEUE_REQUESTS
 from ..tags import build_abi_problem
 from .db_task import DatabaseTask
 from .task import Clock
@@ -81,6 +81,11 @@ class BuildQueue(DatabaseTask):
                 return
             if self.db.register_build_abi(payload["abi_tag"]):
                 self.log.info("now building for ABI %s", payload["abi_tag"])
+        elif name == "IMAGE":
+            if not self.db.register_image(payload["image"], payload["abi_tag"], payload["os"]):
+                return  # known: nothing changed
+            self.log.info("new builder image %s for %s (%s): what it may fix is built again",
+                          payload["image"][:12], payload["abi_tag"], payload["os"])
         elif name == "POLICY":
             self.weigh_releases(payload["package"])
         self._wanted = True
@@ -130,11 +135,13 @@ class BuildQueue(DatabaseTask):
         # a release that failed once here waits for its retry: the driver offers
         # it to another builder first (and to this one only after a delay)
         holds = self.db.retry_holds(abi_tag, builds)
+        # and it is never offered to an image it failed on for a deterministic cause
+        images = self.db.image_holds(abi_tag, builds)
         self.tell(self.queue_out, name, {
             "abi_tag": abi_tag,
-            "builds": [{"package": p, "version": v, "failed_by": None, "failed_at": None}
-                       if (p, v) not in holds else
-                       {"package": p, "version": v, "failed_by": holds[p, v][0],
-                        "failed_at": holds[p, v][1].timestamp()}
+            "builds": [{"package": p, "version": v,
+                        "failed_by": holds[p, v][0] if (p, v) in holds else None,
+                        "failed_at": holds[p, v][1].timestamp() if (p, v) in holds else None,
+                        "failed_images": sorted(images.get((p, v), ()))[:MAX_FAILED_IMAGES]}
                        for p, v in builds],
         })

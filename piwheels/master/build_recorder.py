@@ -213,7 +213,7 @@ def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
         slave_label=job["slave_label"], builder=job["builder"],
         started=datetime.fromtimestamp(job["started"], tz=timezone.utc),
         duration=timedelta(seconds=job["duration_s"]), status=job["status"],
-        reason=job["reason"], log=job["log"], files=files,
+        reason=job["reason"], log=job["log"], files=files, image=job.get("image"),
         cause=cause.cause if cause else None, cause_detail=cause.detail if cause else None,
         cause_package=cause.package if cause else None,
         smoke=tuple(smoke_results(job)) if files else (),

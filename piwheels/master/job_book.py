@@ -60,10 +60,10 @@ class JobBook:
     def has_jobs(self, abi_tag: str) -> bool:
         return bool(self.queues.get(abi_tag))
 
-    def next_job(self, abi_tag: str, identity: str,
-                 now_s: float) -> tuple[Optional[Job], bool]:
-        """(the next job for builder *identity* of *abi_tag*, or None; whether to
-        ask build_queue for the next page now)."""
+    def next_job(self, abi_tag: str, identity: str, now_s: float,
+                 image: Optional[str] = None) -> tuple[Optional[Job], bool]:
+        """(the next job for builder *identity* (on *image*) of *abi_tag*, or
+        None; whether to ask build_queue for the next page now)."""
         queue = self.queues.get(abi_tag)
         ask = False
         if (queue is not None and len(queue) <= self.refill_at.get(abi_tag, 0)
@@ -75,8 +75,8 @@ class JobBook:
             job = queue.pop()
             if not self._available(job, abi_tag, now_s):
                 continue
-            if self.retries.kept_off(job, abi_tag, identity, now_s):
-                passed_over.append(job)  # it waits for another builder
+            if self.retries.kept_off(job, abi_tag, identity, now_s, image):
+                passed_over.append(job)  # it waits for another builder, or image
                 continue
             found = job
             break
@@ -96,15 +96,17 @@ class JobBook:
         self.active[job] = slave_id
 
     def finished(self, job: Job, abi_tag: str, identity: str, status: Optional[str],
-                 files: list[dict], now_s: float, *, hold_back: bool = True
+                 files: list[dict], now_s: float, *, hold_back: bool = True,
+                 image: Optional[str] = None, deterministic: bool = False
                  ) -> tuple[bool, list[str]]:
         """*job*'s build on *abi_tag* ended with *status* (None: skipped, or not
         the wheel's fault) and *files* (the verified wheels' facts).  Returns
         (whether it was a first failure, offered to other builders again; the
-        ABIs with something new to hand out)."""
+        ABIs with something new to hand out).  A failure for a *deterministic*
+        cause on *image* is kept off that image for good."""
         until = now_s + self.recent_s
-        first_failure = status in ("failed", "rejected") and \
-            self.retries.failed(job, abi_tag, identity, now_s)
+        first_failure = status in ("failed", "rejected") and self.retries.failed(
+            job, abi_tag, identity, now_s, image=image, deterministic=deterministic)
         if first_failure:
             # the first failure here is a claim: back to the head of the queue,
             # for another builder at once, for this one after the retry delay
@@ -112,7 +114,9 @@ class JobBook:
         else:
             if status == "success":
                 self.retries.settled(job, abi_tag)
-            if hold_back:
+            if hold_back and not deterministic:
+                # (a deterministic failure is kept off its image instead: a new
+                # image may build it again at once)
                 self.recent[(*job, abi_tag)] = until
         if status == "success" and any(f["abi_tag"] == "none" for f in files):
             self.recent[(*job, "*")] = until

@@ -25,10 +25,12 @@ from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE,
     TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
+from ..tags import deterministic
 from ..transport import CurveServer, PeerLimits, PeerRefused
 from .job_book import JobBook
 from .job_queue import Job
 from .parking import Parking
+from .retries import failure_cause
 from .slave_checks import built_files_problem, hello_problem
 from .slave_state import Attempt, SlaveState, SlaveStatus
 from .task import STATUS_INTERVAL_S, Clock, Task
@@ -265,7 +267,7 @@ class SlaveDriver(Task):
             platform_tag=hello["platform_tag"], python_version=hello["python_version"],
             os=hello["os"], build_timeout_s=hello["build_timeout_s"],
             connected_s=now, last_seen_s=now, connected_at=self.wall_clock(),
-            key_id=key_id, containment=hello["containment"],
+            key_id=key_id, containment=hello["containment"], image=hello["image"],
         )
         self._next_id += 1
         self.slaves[address] = slave
@@ -277,6 +279,8 @@ class SlaveDriver(Task):
                       key_id or "none", slave.containment)
         if key_id is not None:
             self.tell(self.queue_requests, "ABI", {"abi_tag": slave.abi_tag})
+        self.tell(self.queue_requests, "IMAGE", {"abi_tag": slave.abi_tag, "image": slave.image,
+                                                 "os": slave.os})
         self.router.send_to(address, "ACK", {
             "slave_id": slave.slave_id, "index_url": self.index_url,
             "heartbeat_s": self.heartbeat_s})
@@ -388,7 +392,7 @@ class SlaveDriver(Task):
     # --- helpers ----------------------------------------------------------------
 
     def _next_job(self, slave: SlaveState) -> Optional[Job]:
-        job, ask = self.book.next_job(slave.abi_tag, slave.identity, self.clock())
+        job, ask = self.book.next_job(slave.abi_tag, slave.identity, self.clock(), slave.image)
         if ask:
             self.log.debug("asking for more builds for %s", slave.abi_tag)
             self.tell(self.queue_requests, "MORE", {"abi_tag": slave.abi_tag})
@@ -422,6 +426,7 @@ class SlaveDriver(Task):
                              "rejected %s %s from slave %d (%s): %s",
                              *job, slave.slave_id, slave.label, reason)
         files = []  # what the file receiver computed, not what BUILT claimed
+        cause = failure_cause(built, reason) if status == "failed" else None
         if status == "success":
             files = [attempt.files_done[facts["filename"]] for facts in built["files"]]
         if status in ("failed", "rejected"):
@@ -435,13 +440,14 @@ class SlaveDriver(Task):
                 "started": attempt.build_started,
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
-                "files": files,
+                "files": files, "image": slave.image,
                 "smoke": built["smoke"] if status == "success" else None,
                 # the builder's claim; the recorder diagnoses the log itself
                 "claimed_diagnosis": built.get("diagnosis") if status == "failed" else None,
             })
-        first_failure, offer = self.book.finished(job, slave.abi_tag, slave.identity, status,
-                                                  files, self.clock(), hold_back=hold_back)
+        first_failure, offer = self.book.finished(
+            job, slave.abi_tag, slave.identity, status, files, self.clock(),
+            hold_back=hold_back, image=slave.image, deterministic=deterministic(cause))
         if first_failure:
             self.log_limited("first-failure", logging.INFO,
                              "%s %s %s for %s on slave %d (%s): offered to another builder "

@@ -65,6 +65,8 @@ class SlaveState:
     key_id: Optional[str] = None
     #: how its builds are contained, as it says ("none: ..." when they are not)
     containment: str = "none: unknown"
+    #: the digest of its builder image (piwheels.slave.image)
+    image: str = ""
     state: SlaveStatus = SlaveStatus.IDLE
     attempt: Optional[Attempt] = None
     sleep_s: float = 0.0
@@ -107,7 +109,7 @@ class SlaveState:
             "slave_id": self.slave_id, "label": self.label, "abi_tag": self.abi_tag,
             "platform_tag": self.platform_tag, "python_version": self.python_version,
             "os": self.os, "state": self.state.value, "paused": self.paused,
-            "key_id": self.key_id, "containment": self.containment,
+            "key_id": self.key_id, "containment": self.containment, "image": self.image,
             "connected_at": self.connected_at,
             "last_seen_s": round(now_s - self.last_seen_s, 1),
             "package": job[0] if job else None,

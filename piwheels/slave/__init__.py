@@ -165,7 +165,7 @@ class Slave:
             "protocol": PROTOCOL_VERSION, "label": self.label,
             "python_tag": env["python_tag"], "abi_tag": env["abi_tag"],
             "platform_tag": env["platform_tag"], "python_version": env["python_version"],
-            "pip_version": env["pip_version"], "os": env["os"],
+            "pip_version": env["pip_version"], "os": env["os"], "image": env["image"],
             "build_timeout_s": self.build_timeout_s, "building": building,
             "containment": self.containment,
         })
@@ -442,6 +442,7 @@ def make_slave(options: SlaveConfig) -> Slave:
             cache_dir=cache_dir, work_area=work_area, bwrap=options.bwrap,
             hidden=[Path(p) for p in options.private_paths],
             smoke_test=options.smoke_test, smoke_timeout_s=options.smoke_timeout_s,
+            image_salt=options.image_salt,
             limits=BuildLimits(
                 timeout_s=options.build_timeout_s,
                 memory_bytes=options.memory_bytes,

@@ -48,6 +48,7 @@ from ..names import canonical_name, normal_version
 from ..smoke import SmokeResult
 from ..wheel_facts import WheelFacts, check_identity, inspect_wheel
 from . import processes, sandbox
+from .image import builder_image
 from .build_log import (
     BoundedLog, MiB, clip, failure_reason, fetch_failure, note, redact_url,
 )
@@ -169,8 +170,9 @@ class Builder:
                  limits: BuildLimits, clock: Clock = time.monotonic,
                  work_area: Optional[WorkArea] = None, bwrap: str = DEFAULT_BWRAP,
                  hidden: Sequence[Path] = (), smoke_test: bool = True,
-                 smoke_timeout_s: float = DEFAULT_SMOKE_TIMEOUT_S) -> None:
+                 smoke_timeout_s: float = DEFAULT_SMOKE_TIMEOUT_S, image_salt: str = "") -> None:
         self.python = python
+        self.image_salt = image_salt
         self.work_area = work_area
         self.index_url = index_url
         self.work_dir = Path(work_dir)
@@ -200,6 +202,7 @@ class Builder:
                 facts, prefixes = self._probe()
                 containment = sandbox.detect(self.bwrap)
                 facts["containment"] = containment.description
+                facts["image"] = builder_image(facts, self.image_salt)
                 if containment.bwrap is not None:
                     self._sandbox = sandbox.Sandbox(
                         bwrap=containment.bwrap, readonly=tuple(prefixes),

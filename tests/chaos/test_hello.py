@@ -49,7 +49,7 @@ def hello(sock: zmq.Socket, label: str, **tags: str) -> tuple[str, dict]:
     """Send HELLO as raw msgpack (so tags the schema refuses get through this end)."""
     sock.send(msgpack.packb(["HELLO", {
         "protocol": PROTOCOL_VERSION, "label": label, **GOOD,
-        "python_version": "3.11.7", "pip_version": "24.0", "os": "Linux",
+        "python_version": "3.11.7", "pip_version": "24.0", "image": "e" * 64, "os": "Linux",
         "build_timeout_s": 60.0, "building": None, "containment": CLAIMED_CONTAINMENT,
         **tags}]))
     return answer(sock, label)

@@ -61,7 +61,7 @@ class Keys:
 def hello(label: str, *, containment: str = "bwrap 0.8.0") -> dict:
     return {"protocol": PROTOCOL_VERSION, "label": label, "python_tag": "cp313",
             "abi_tag": ABI, "platform_tag": "linux_x86_64", "python_version": "3.13.1",
-            "pip_version": "24.0", "os": "test", "build_timeout_s": 60, "building": None,
+            "pip_version": "24.0", "image": "e" * 64, "os": "test", "build_timeout_s": 60, "building": None,
             "containment": containment}
 
 
@@ -141,6 +141,7 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
         alice.send("HELLO", hello("alice"))
         assert recv(alice)[0] == "ACK"
         assert recv(queue_requests) == ("ABI", {"abi_tag": ABI})
+        assert recv(queue_requests)[0] == "IMAGE"
         alice_id = keys.client("alice").keys.key_id
         deadline = time.monotonic() + 5
         report = None
@@ -151,7 +152,8 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
         assert (report["key_id"], report["containment"]) == (alice_id, "bwrap 0.8.0")
 
         queue.send("QUEUE", {"abi_tag": ABI, "builds": [{"package": "held", "version": "1",
-                                                        "failed_by": None, "failed_at": None}]})
+                                                        "failed_by": None, "failed_at": None,
+                                                        "failed_images": []}]})
         time.sleep(0.1)
         alice.send("IDLE", {"stats": STATS})
         assert recv(alice) == ("BUILD", {"package": "held", "version": "1"})

@@ -41,7 +41,8 @@ def jobs(*names: str, failed_by: str | None = "elsewhere",
     if failed_by is not None and failed_at is None:
         failed_at = time.time()
     return [{"package": name, "version": "1.0", "failed_by": failed_by,
-             "failed_at": failed_at if failed_by is not None else None} for name in names]
+             "failed_at": failed_at if failed_by is not None else None, "failed_images": []}
+            for name in names]
 
 
 class Rig:
@@ -72,13 +73,13 @@ class Rig:
         sock.bind(address)
         return sock
 
-    def slave(self, abi: str = ABI) -> Socket:
+    def slave(self, abi: str = ABI, image: str = "e" * 64) -> Socket:
         sock = Socket.make(self.ctx, zmq.DEALER, SLAVE)
         sock.connect(self.address)
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": f"test-{len(self.slaves)}",
             "python_tag": abi, "abi_tag": abi, "platform_tag": "linux_x86_64",
-            "python_version": "3.11.2", "pip_version": "23.0", "os": "test",
+            "python_version": "3.11.2", "pip_version": "23.0", "image": image, "os": "test",
             "build_timeout_s": 60, "building": None, "containment": "none: test",
         })
         assert recv(sock)[0] == "ACK"
@@ -106,9 +107,9 @@ def next_job(slave: Socket) -> tuple[str, dict]:
     return recv(slave)
 
 
-def fail(slave: Socket, job: dict) -> None:
-    slave.send("BUILT", {**job, "success": False, "duration_s": 0.1, "log": "log\n",
-                         "reason": "test", "files": []})
+def fail(slave: Socket, job: dict, log: str = "log\n", reason: str = "test") -> None:
+    slave.send("BUILT", {**job, "success": False, "duration_s": 0.1, "log": log,
+                         "reason": reason, "files": []})
     assert recv(slave)[0] == "DONE"
 
 
@@ -283,7 +284,7 @@ def test_a_slave_without_a_key_builds_only_for_abis_the_farm_knows():
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": "newcomer", "python_tag": "cp313",
             "abi_tag": "cp313", "platform_tag": "linux_x86_64", "python_version": "3.13.1",
-            "pip_version": "24.0", "os": "test", "build_timeout_s": 60, "building": None,
+            "pip_version": "24.0", "image": "e" * 64, "os": "test", "build_timeout_s": 60, "building": None,
             "containment": "none: test"})
         name, die = recv(sock)
         assert name == "DIE"
@@ -410,3 +411,36 @@ def test_a_job_another_abi_was_building_is_offered_again_when_that_build_ends():
         assert parked(new)  # (it failed y and x; w is being built)
         old.send("BYE", {"reason": "test"})
         assert recv(new) == ("BUILD", build_of("w"))
+#: a real compiler's words for a missing header (a deterministic cause)
+MISSING_HEADER_LOG = ("ldap.c:1:10: fatal error: lber.h: No such file or directory\n"
+                      "compilation terminated.\n")
+
+
+def test_a_deterministic_failure_is_never_offered_to_its_image_again():
+    """A missing header on image A: not to any builder of A (not after the retry
+    delay either), at once to one of image B; the queue's pages say the same of
+    what the database knows.  A failure for no deterministic cause keeps the
+    rule of the count of two: another builder of the same image has it at once."""
+    image_a, image_b = "a" * 64, "b" * 64
+    with Rig(retry_delay_s=0.2) as r:
+        a1, a2, b = r.slave(image_a), r.slave(image_a), r.slave(image_b)
+        heard = requests(r)
+        assert ("IMAGE", {"abi_tag": ABI, "image": image_b, "os": "test"}) in heard
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("r1", "r2", failed_by=None)})
+        time.sleep(0.1)
+        assert next_job(a1) == ("BUILD", build_of("r1"))
+        fail(a1, build_of("r1"), log=MISSING_HEADER_LOG, reason="pip wheel failed")
+        record = recv(r.records)[1]
+        assert (record["package"], record["image"]) == ("r1", image_a)
+        time.sleep(0.3)  # the retry delay is over: it does not matter here
+        assert next_job(a2) == ("BUILD", build_of("r2"))
+        fail(a2, build_of("r2"), reason="timed out after 60 s")
+        record = recv(r.records)[1]
+        assert (record["package"], record["image"]) == ("r2", image_a)
+        assert next_job(a1) == ("BUILD", build_of("r2"))  # another builder, same image
+        assert next_job(b) == ("BUILD", build_of("r1"))  # another image
+        # after a restart, the database's word: r3 failed on A for a deterministic cause
+        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": [
+            {**jobs("r3", failed_by=None)[0], "failed_images": [image_a]}]})
+        time.sleep(0.1)
+        assert next_job(a2)[0] == "SLEEP"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import os
 import resource
@@ -229,6 +231,7 @@ def test_environment_describes_the_build_interpreter(make_builder: MakeBuilder) 
     assert env["platform_tag"].startswith("linux_")  # what local builds are tagged with
     assert env["python_version"] == ".".join(map(str, sys.version_info[:3]))
     assert env["pip_version"][0].isdigit()
+    assert re.fullmatch(r"[0-9a-f]{64}", env["image"])
     assert env["setuptools_version"]
     assert env["os"]
     assert env["containment"].startswith("bwrap ")
