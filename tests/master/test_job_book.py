@@ -9,7 +9,8 @@ from piwheels.master.parking import Parking
 
 
 def page(*names: str) -> list[dict]:
-    return [{"package": name, "version": "1.0", "failed_by": None, "failed_at": None}
+    return [{"package": name, "version": "1.0", "failed_by": None, "failed_at": None,
+             "failed_images": []}
             for name in names]
 
 

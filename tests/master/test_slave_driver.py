@@ -423,7 +423,7 @@ def test_a_deterministic_failure_is_never_offered_to_its_image_again():
     rule of the count of two: another builder of the same image has it at once."""
     image_a, image_b = "a" * 64, "b" * 64
     with Rig(retry_delay_s=0.2) as r:
-        a1, a2, b = r.slave(image_a), r.slave(image_a), r.slave(image_b)
+        a1, a2, b = r.slave(image=image_a), r.slave(image=image_a), r.slave(image=image_b)
         heard = requests(r)
         assert ("IMAGE", {"abi_tag": ABI, "image": image_b, "os": "test"}) in heard
         r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("r1", "r2", failed_by=None)})
