@@ -141,10 +141,13 @@ def failures_count(statuses: Iterable[str]) -> bool:
 
 
 def needs_build(attempts: Iterable[tuple[str, str, Iterable[tuple[str, str]]]],
-                abi: str) -> bool:
-    """Whether a release with these *attempts* (build ABI, status, wheel tags) still
-    needs a build for *abi*: no wheel serves it and its failures do not count yet
+                abi: str, skipped: Iterable[str] = ()) -> bool:
+    """Whether a release with these *attempts* (build ABI, status, wheel tags) and
+    ``build_skips`` rows for the ABIs *skipped* still needs a build for *abi*: it
+    is not skipped there, no wheel serves it and its failures do not count yet
     (the build queue's rule, ``needs_build`` in sql/create_piwheels.sql)."""
+    if abi in set(skipped):
+        return False
     attempts = list(attempts)
     if any(build_serves(build_abi, status, tags, abi) for build_abi, status, tags in attempts):
         return False

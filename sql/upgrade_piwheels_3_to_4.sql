@@ -84,6 +84,59 @@ CREATE TABLE upstream_files (
 
 CREATE INDEX upstream_files_package_version ON upstream_files (package, version);
 
+-- a skipped release needs no build for that ABI (tags.needs_build is the twin)
+CREATE OR REPLACE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+    BEGIN
+    RETURN NOT EXISTS (
+        SELECT 1 FROM build_skips s
+        WHERE s.package = pkg AND s.version = ver AND s.abi_tag = abi
+    )
+    AND NOT EXISTS (
+        SELECT 1 FROM builds b
+        WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
+          AND b.status = 'success'
+    )
+    AND (
+        SELECT count(*) FROM (
+            SELECT 1 FROM builds b
+            WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
+              AND b.status <> 'success'
+            LIMIT 2
+        ) AS failures
+    ) < 2
+    AND NOT EXISTS (
+        SELECT 1 FROM builds b JOIN files f ON f.build_id = b.build_id
+        WHERE b.package = pkg AND b.version = ver
+          AND (f.abi_tag = 'none'
+               OR (f.abi_tag = 'abi3'
+                   AND abi_python_version(f.py_version_tag) <= abi_python_version(abi)))
+    );
+    END
+    $$;
+
+-- A skip decided or undone settles or reopens its release.
+CREATE FUNCTION build_skips_changed_version_built() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+    BEGIN
+        PERFORM refresh_version_built(array_agg(package), array_agg(version))
+        FROM changed_skips;
+        RETURN NULL;
+    END
+    $$;
+
+CREATE TRIGGER build_skips_added_version_built
+    AFTER INSERT ON build_skips
+    REFERENCING NEW TABLE AS changed_skips
+    FOR EACH STATEMENT EXECUTE FUNCTION build_skips_changed_version_built();
+
+CREATE TRIGGER build_skips_removed_version_built
+    AFTER DELETE ON build_skips
+    REFERENCING OLD TABLE AS changed_skips
+    FOR EACH STATEMENT EXECUTE FUNCTION build_skips_changed_version_built();
+
 GRANT SELECT, INSERT, UPDATE, DELETE ON build_skips, builder_images, upstream_files,
     smoke_tests TO @ROLE@;
 -- end of issue 14
