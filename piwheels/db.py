@@ -22,6 +22,7 @@ from .connection import make_engine, translate_errors
 from .db_policy import PolicyData
 from .db_files import FILE_COLUMNS, dependency_rows, file_row
 from .db_reads import IndexReads, is_withheld
+from .db_upstream import UpstreamData
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
 from .names import canonical_name, normal_version
 from .project_status import ACTIVE, check_status, clean_reason
@@ -58,7 +59,7 @@ class RecordedFile(NamedTuple):
     abi_tag: str
 
 
-class Database(PolicyData, IndexReads):
+class Database(PolicyData, IndexReads, UpstreamData):
     """One connection's worth of piwheels data operations."""
 
     def __init__(self, dsn: str) -> None:
@@ -354,7 +355,7 @@ class Database(PolicyData, IndexReads):
 
     def get_versions(self, package: str) -> dict[str, dict]:
         """{version: {released, has_sdist, yanked, yank_reason, skip_reason, built,
-        policy_reason}}."""
+        policy_reason, requires_python}}."""
         versions = self.t["versions"]
         with self._begin() as conn:
             rows = conn.execute(
@@ -365,6 +366,7 @@ class Database(PolicyData, IndexReads):
                 "released": row.released, "has_sdist": row.has_sdist, "yanked": row.yanked,
                 "yank_reason": row.yank_reason, "skip_reason": row.skip_reason,
                 "built": row.built, "policy_reason": row.policy_reason,
+                "requires_python": row.requires_python,
             }
             for row in rows
         }
