@@ -106,8 +106,9 @@ class IndexReads:
         if not wanted:
             return {}
         t = self.t
-        p, n, v, b, f, d = (t[name] for name in (
-            "packages", "package_names", "versions", "builds", "files", "dependencies"))
+        p, n, v, b, f, d, s = (t[name] for name in (
+            "packages", "package_names", "versions", "builds", "files", "dependencies",
+            "build_skips"))
         of_wanted = b.c.package.in_(wanted)
         with self._begin() as conn:
             rows = conn.execute(
@@ -135,6 +136,10 @@ class IndexReads:
                 .join(b, f.c.build_id == b.c.build_id)
                 .where(of_wanted).order_by(f.c.filename)
             ).all()
+            skip_rows = conn.execute(
+                sa.select(s.c.package, s.c.version, s.c.abi_tag, s.c.cause, s.c.detail)
+                .where(s.c.package.in_(wanted))
+            ).all()
             dep_rows = conn.execute(
                 sa.select(d.c.filename, d.c.tool, d.c.dependency)
                 .join(f, d.c.filename == f.c.filename)
@@ -161,6 +166,9 @@ class IndexReads:
                 duration=duration, status=status, reason=reason,
                 files=tuple(files_by_build.get(build_id, ())),
             ))
+        skips: dict[tuple[str, str], dict[str, tuple[str, str]]] = defaultdict(dict)
+        for package, version, abi_tag, cause, detail in skip_rows:
+            skips[package, version][abi_tag] = (cause, detail)
         versions_by_package: dict[str, list[VersionData]] = defaultdict(list)
         for (package, version, released, has_sdist, yanked, yank_reason,
              skip_reason, policy_reason) in version_rows:
@@ -168,7 +176,7 @@ class IndexReads:
                 version=version, released=released, has_sdist=has_sdist, yanked=yanked,
                 yank_reason=yank_reason, skip_reason=skip_reason,
                 builds=tuple(builds_by_version.get((package, version), ())),
-                policy_reason=policy_reason,
+                policy_reason=policy_reason, skips=skips.get((package, version), {}),
             ))
         projects = {}
         for row in rows:

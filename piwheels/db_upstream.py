@@ -16,10 +16,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from . import limits
 from .names import canonical_name, normal_version
+from .protocols import MAX_UPSTREAM_WHEELS
 from .upstream_wheels import UPSTREAM_WHEEL
-
-#: the most upstream wheels of one release the build queue hands the driver
-MAX_UPSTREAM_WHEELS = 1000
 
 
 class Withdrawn(NamedTuple):

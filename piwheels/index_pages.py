@@ -206,9 +206,15 @@ def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
     """One version × ABI cell: built, failed (with its log), retrying (failed once,
     so tried again elsewhere), pending, skipped or yanked."""
     for build in reversed(version.builds):
+        if build.status == "success" and not build.files:
+            continue  # its wheel was withdrawn: upstream serves that name (see its skip)
         if build_serves(build.abi_tag, build.status,
                         [(f.py_tag, f.abi_tag) for f in build.files], abi):
             return _attempt_cell(build.status, build)
+    if abi in version.skips:
+        # not built, and costing no builder: Requires-Python, or upstream's wheel
+        cause, detail = version.skips[abi]
+        return {"status": "skipped", "cause": cause, "reason": detail}
     failures = [build for build in version.builds
                 if build.abi_tag == abi and build.status != "success"]
     if failures and failures_count(build.status for build in failures):

@@ -28,7 +28,8 @@ from .project_status import PROJECT_STATUSES
 #: Bumped whenever a message of the slave or file protocol changes shape.
 #: 2: CHUNK's data travels as a frame of its own.
 #: 3: HELLO says whether the slave's builds are contained.
-PROTOCOL_VERSION = 3
+#: 4: HELLO lists the platform tags the slave's interpreter accepts (and issue 14's other fields).
+PROTOCOL_VERSION = 4
 
 # --- field types --------------------------------------------------------------
 #
@@ -266,7 +267,19 @@ MAX_FILE_FACTS_BYTES = (
 BUILD_JOB = {"package": Name, "version": Version}
 #: a build in the queue; one that failed once for the ABI names the builder that
 #: failed it and when (epoch seconds), so the driver offers it to another first
-QUEUED_JOB = {**BUILD_JOB, "failed_by": optional(Builder), "failed_at": optional(Seconds)}
+#: The most platform tags a HELLO lists (a glibc builder lists about 40).
+MAX_PLATFORMS = 200
+#: The most upstream wheels of one release a queued build names.
+MAX_UPSTREAM_WHEELS = 1000
+
+#: a build in the queue; one that failed once for the ABI names the builder that
+#: failed it and when (epoch seconds), so the driver offers it to another first.
+#: Its Requires-Python and the wheels upstream serves for it (the latter empty
+#: when the operator builds releases upstream has wheels of) let the driver
+#: skip it for a slave that need not build it (:mod:`piwheels.upstream_wheels`).
+QUEUED_JOB = {**BUILD_JOB, "failed_by": optional(Builder), "failed_at": optional(Seconds),
+              "requires_python": optional(text(1, limits.REQUIRES_PYTHON)),
+              "upstream_wheels": at_most(MAX_UPSTREAM_WHEELS, Filename)}
 
 # a slave's machine, as its heartbeats report it (None: the platform cannot tell)
 HOST_STATS = {
@@ -293,6 +306,9 @@ SLAVE_TO_MASTER = {
         "build_timeout_s": PositiveSeconds,
         "building": optional(message(BUILD_JOB)),
         "containment": Containment,
+        # the platform tags the interpreter accepts, in packaging.tags.sys_tags()
+        # order, each once: which upstream wheels it could install
+        "platforms": at_most(MAX_PLATFORMS, Platform),
     }),
     "IDLE": message({"stats": message(HOST_STATS)}),
     "BUSY": message({**BUILD_JOB, "stats": message(HOST_STATS)}),
@@ -434,6 +450,14 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         "log": Log,
         # as VERIFIED reported them: computed by the master, not BUILT's claims
         "files": [message(RECEIVED_FILE)],
+    }),
+    # a release the driver did not hand to a slave of this ABI, and why
+    # (piwheels.upstream_wheels): stored in build_skips
+    "SKIP": message({
+        **BUILD_JOB,
+        "abi_tag": Tag,
+        "cause": text(1, limits.CAUSE),
+        "detail": text(1, limits.CAUSE_DETAIL),
     }),
 }, receives={}, address="inproc://record_requests")
 

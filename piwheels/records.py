@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -80,6 +80,8 @@ class VersionData:
     builds: tuple[BuildData, ...]
     #: why the build policy leaves it out (None: it does not)
     policy_reason: Optional[str] = None
+    #: the ABIs it is not built for, and why: {abi: (cause, detail)} (build_skips)
+    skips: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from ..tags import builder_problem
 from ..transport import CurveServer, PeerLimits, PeerRefused
 from .job_queue import Job, JobQueue
 from .retries import RetryHolds
+from .skips import SkipVerdicts
 from .slave_state import Attempt, SlaveState, SlaveStatus
 from .task import STATUS_INTERVAL_S, Clock, Task
 
@@ -75,6 +76,8 @@ class SlaveDriver(Task):
         self.recent: dict[tuple[str, str, str], float] = {}  # (pkg, ver, abi or "*") -> until
         #: releases that failed once, kept off the builder that failed them
         self.retries = RetryHolds(retry_delay_s, linger_s=RECENT_S)
+        #: releases a slave need not build (Requires-Python, upstream's wheels)
+        self.skips = SkipVerdicts()
         self.builds_handed_out = 0
         self.holds: set[str] = set()  # reasons not to hand out builds (paused, disk full)
         #: finished attempts the recorder has not taken yet (it is behind): new
@@ -128,6 +131,7 @@ class SlaveDriver(Task):
             jobs = [job for job in ((j["package"], j["version"]) for j in sent)
                     if self._wanted(job, abi_tag)]
             self.retries.from_queue(abi_tag, sent, self.clock(), self.wall_clock())
+            self.skips.learn(sent)
             self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
                            name, len(jobs), len(sent), abi_tag)
             queue = self.queues.setdefault(abi_tag, JobQueue())
@@ -139,6 +143,7 @@ class SlaveDriver(Task):
                 # keep a whole list's worth in hand: the next page is asked for
                 # as soon as there is less, a good while before it runs out
                 self.refill_at[abi_tag] = len(sent)
+                self.skips.keep_only(lambda job: any(job in q for q in self.queues.values()))
             else:
                 queue.extend(jobs)
             self.refill_asked.discard(abi_tag)
@@ -290,6 +295,7 @@ class SlaveDriver(Task):
             os=hello["os"], build_timeout_s=hello["build_timeout_s"],
             connected_s=now, last_seen_s=now, connected_at=self.wall_clock(),
             key_id=key_id, containment=hello["containment"],
+            platforms=tuple(hello["platforms"]),
         )
         self._next_id += 1
         self.slaves[address] = slave
@@ -410,6 +416,10 @@ class SlaveDriver(Task):
             if self.retries.kept_off(job, abi_tag, slave.identity, self.clock()):
                 passed_over.append(job)  # it waits for another builder
                 continue
+            skip = self.skips.verdict(job, slave)
+            if skip is not None:
+                self._skip(job, slave, skip)
+                continue
             found = job
             break
         if passed_over:
@@ -419,6 +429,18 @@ class SlaveDriver(Task):
                 self.refill_asked.add(abi_tag)
                 self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
         return found
+
+    def _skip(self, job: Job, slave: SlaveState, skip) -> None:
+        """Never hand *job* to this ABI: the recorder stores why (see :mod:`.skips`)."""
+        self.recent[(*job, slave.abi_tag)] = self.clock() + RECENT_S
+        self.log_limited("skipped", logging.INFO, "%s %s not built for %s: %s", *job,
+                         slave.abi_tag, skip.detail)
+        try:
+            self.record_requests.send("SKIP", {
+                "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
+                "cause": skip.cause, "detail": skip.detail}, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the recorder is behind: the queue offers it again later, to the same end
 
     def _wanted(self, job: Job, abi_tag: str) -> bool:
         """Whether *job* may be handed out now (the queue can lag behind the slaves)."""

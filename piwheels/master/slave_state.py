@@ -59,6 +59,8 @@ class SlaveState:
     key_id: Optional[str] = None
     #: how its builds are contained, as it says ("none: ..." when they are not)
     containment: str = "none: unknown"
+    #: the platform tags its interpreter accepts, most specific first (HELLO's)
+    platforms: tuple[str, ...] = ()
     state: SlaveStatus = SlaveStatus.IDLE
     attempt: Optional[Attempt] = None
     sleep_s: float = 0.0
