@@ -140,6 +140,8 @@ def files_by_release(page: dict) -> dict[str, tuple[Optional[str], tuple]]:
         if version is None:
             continue
         version = _version_key(version)
+        if filename.endswith(".whl") and _wheel_project(filename) != canonicalize_name(name):
+            continue  # not a valid wheel name, or another project's wheel
         requires, wheels = found.setdefault(version, (None, []))
         if filename.endswith(".whl"):
             wheels.append((filename, _sha256(f.get("hashes"))))
@@ -412,6 +414,13 @@ class PyPIClient:
                 status=status, status_reason=reason)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise UpstreamError(f"GET {url}: not a PEP 691 project page") from None
+
+
+def _wheel_project(filename: str) -> Optional[str]:
+    try:
+        return parse_wheel_filename(filename)[0]
+    except InvalidWheelFilename:
+        return None
 
 
 def _version_of(filename: str, project: str) -> Optional[str]:

@@ -98,12 +98,14 @@ def installable_wheel(filenames: Iterable[str], accepted: frozenset[Tag]) -> Opt
 
 
 def requires_python_excludes(spec: Optional[str], python_version: str) -> bool:
-    """Whether Requires-Python *spec* leaves out *python_version* (pip's reading:
-    pre-releases of the interpreter count; an invalid specifier excludes nothing)."""
+    """Whether Requires-Python *spec* leaves out *python_version*, read as pip reads
+    it: the interpreter as its major.minor.micro (3.12.0rc1 is 3.12.0), and an
+    invalid specifier excluding nothing."""
     if not spec or not spec.strip():
         return False
     try:
-        return not SpecifierSet(spec).contains(python_version, prereleases=True)
+        release = ".".join(str(n) for n in Version(python_version).release[:3])
+        return not SpecifierSet(spec).contains(release, prereleases=True)
     except (InvalidSpecifier, InvalidVersion):
         return False
 
