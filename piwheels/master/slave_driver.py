@@ -26,6 +26,7 @@ from ..protocols import (
 )
 from ..tags import builder_problem
 from ..transport import CurveServer, PeerLimits, PeerRefused
+from ..upstream_wheels import Skip
 from .job_queue import Job, JobQueue
 from .retries import RetryHolds
 from .skips import SkipVerdicts
@@ -430,7 +431,7 @@ class SlaveDriver(Task):
                 self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
         return found
 
-    def _skip(self, job: Job, slave: SlaveState, skip) -> None:
+    def _skip(self, job: Job, slave: SlaveState, skip: Skip) -> None:
         """Never hand *job* to this ABI: the recorder stores why (see :mod:`.skips`)."""
         self.recent[(*job, slave.abi_tag)] = self.clock() + RECENT_S
         self.log_limited("skipped", logging.INFO, "%s %s not built for %s: %s", *job,
