@@ -22,6 +22,7 @@ import configargparse
 
 from . import __version__
 from .protocols import ENVELOPE_BYTES, MAX_CHUNK_BYTES, MAX_LOG_CHARS
+from .smoke import SMOKE_POLICIES
 
 DEFAULT_CONFIG_FILES = (
     "/etc/piwheels.conf",
@@ -236,7 +237,9 @@ _OPTIONS = [
     ),
     Option(
         ("--sleep-interval",), "sleep_interval_s",
-        "seconds an idle slave waits before asking again when there is nothing to build",
+        "seconds an idle slave waits before asking again while builds are held (paused, "
+        "disk full, recorder behind); with nothing to build it is parked instead and "
+        "handed a build as soon as one is queued",
         default=5.0, type=positive_float, metavar="SECS",
     ),
     Option(
@@ -326,6 +329,14 @@ _OPTIONS = [
         default=False, action="store_true",
     ),
     Option(
+        ("--smoke-policy",), "smoke_policy",
+        "what to do with a wheel whose smoke test failed (its builder installed it "
+        "offline into a fresh venv and its import failed): warn: publish it with a "
+        "warning on its project page and JSON; hold: do not publish it (the attempt is "
+        "recorded as failed, cause smoke-import)",
+        default="warn", choices=SMOKE_POLICIES,
+    ),
+    Option(
         ("--containment",), "containment",
         "required: refuse slaves whose builds are not contained (no namespaces); "
         "optional: take them (default: required when the master runs on Linux)",
@@ -413,6 +424,17 @@ _OPTIONS = [
         "the bubblewrap program that contains builds (Debian package bubblewrap); where "
         "it is missing or cannot make namespaces, builds run uncontained and HELLO says so",
         default="bwrap", metavar="PATH",
+    ),
+    Option(
+        ("--no-smoke-test",), "smoke_test",
+        "do not smoke-test built wheels (install offline into a fresh venv, import the "
+        "top-level modules); the master then shows them as not tested",
+        default=True, action="store_false",
+    ),
+    Option(
+        ("--smoke-timeout",), "smoke_timeout_s",
+        "seconds the smoke test of one wheel may take before it is killed and failed",
+        default=60.0, type=positive_float, metavar="SECS",
     ),
     Option(
         ("--max-log-size",), "max_log_bytes",

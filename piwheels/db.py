@@ -523,6 +523,8 @@ class Database(PolicyData, IndexReads, UpstreamData):
                         abi_tag=b.abi_tag, slave_label=b.slave_label,
                         builder=b.builder or b.slave_label, started=b.started,
                         duration=b.duration, status=b.status, reason=b.reason,
+                        cause=b.cause, cause_detail=b.cause_detail,
+                        cause_package=b.cause_package,
                     )
                     for b in builds
                 ],
@@ -537,6 +539,10 @@ class Database(PolicyData, IndexReads, UpstreamData):
             dep_rows = [row for b in builds for f in b.files for row in dependency_rows(f)]
             if dep_rows:
                 conn.execute(deps.insert(), dep_rows)
+            smoke_rows = [s.to_dict() for b in builds for s in b.smoke
+                          if s.filename in {f.filename for f in b.files}]
+            if smoke_rows:
+                conn.execute(self.t["smoke_tests"].insert(), smoke_rows)
         return build_ids
 
     # --- failures and their retries (issue 13) ----------------------------------

@@ -10,13 +10,14 @@ rows written (:func:`file_row`, :func:`dependency_rows`) and the rows read back
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import Any, Optional
 
 import sqlalchemy as sa
 
 from . import limits
 from .protocols import WheelFacts
 from .records import FileData
+from .smoke import SmokeResult
 
 #: fact -> its column in the ``files`` table, for every fact the table stores
 #: (``build_id`` and ``published`` are the database's own)
@@ -34,7 +35,8 @@ FILE_COLUMNS: dict[str, str] = {
 }
 
 #: the facts :class:`FileData` reads back: all its fields but the database's own
-_READ_BACK = tuple(f.name for f in fields(FileData) if f.name not in ("published", "dependencies"))
+_READ_BACK = tuple(f.name for f in fields(FileData)
+                   if f.name not in ("published", "dependencies", "smoke"))
 
 
 def file_row(facts: WheelFacts, build_id: int) -> dict[str, Any]:
@@ -63,8 +65,9 @@ def file_data_columns(files: sa.Table) -> list[sa.ColumnElement]:
     return [files.c[FILE_COLUMNS[fact]].label(fact) for fact in _READ_BACK] + [files.c.published]
 
 
-def file_data(row: sa.Row, deps: dict[str, tuple[str, ...]]) -> FileData:
+def file_data(row: sa.Row, deps: dict[str, tuple[str, ...]],
+              smoke: Optional[SmokeResult] = None) -> FileData:
     """A :class:`FileData` from a row selected with :func:`file_data_columns`."""
     values = row._mapping
     return FileData(**{fact: values[fact] for fact in _READ_BACK},
-                    published=values["published"], dependencies=deps)
+                    published=values["published"], dependencies=deps, smoke=smoke)

@@ -16,6 +16,7 @@ from .db_files import file_data, file_data_columns
 from .names import canonical_name, version_key
 from .project_status import ACTIVE, QUARANTINED
 from .records import BuildData, FileData, ProjectData, VersionData
+from .smoke import SmokeResult
 
 #: Pending builds are counted up to this many per ABI (the count is for display).
 PENDING_COUNT_LIMIT = 10_000
@@ -106,9 +107,9 @@ class IndexReads:
         if not wanted:
             return {}
         t = self.t
-        p, n, v, b, f, d, s = (t[name] for name in (
+        p, n, v, b, f, d, s, k = (t[name] for name in (
             "packages", "package_names", "versions", "builds", "files", "dependencies",
-            "build_skips"))
+            "smoke_tests", "build_skips"))
         of_wanted = b.c.package.in_(wanted)
         with self._begin() as conn:
             rows = conn.execute(
@@ -136,9 +137,15 @@ class IndexReads:
                 .join(b, f.c.build_id == b.c.build_id)
                 .where(of_wanted).order_by(f.c.filename)
             ).all()
+            smoke_rows = conn.execute(
+                sa.select(s.c.filename, s.c.status, s.c.detail, s.c.package)
+                .join(f, s.c.filename == f.c.filename)
+                .join(b, f.c.build_id == b.c.build_id)
+                .where(of_wanted)
+            ).all()
             skip_rows = conn.execute(
-                sa.select(s.c.package, s.c.version, s.c.abi_tag, s.c.cause, s.c.detail)
-                .where(s.c.package.in_(wanted))
+                sa.select(k.c.package, k.c.version, k.c.abi_tag, k.c.cause, k.c.detail)
+                .where(k.c.package.in_(wanted))
             ).all()
             dep_rows = conn.execute(
                 sa.select(d.c.filename, d.c.tool, d.c.dependency)
@@ -152,11 +159,13 @@ class IndexReads:
         deps: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         for filename, tool, dependency in dep_rows:
             deps[filename][tool].append(dependency)
+        smoke = {row.filename: SmokeResult(*row) for row in smoke_rows}
         files_by_build: dict[int, list[FileData]] = defaultdict(list)
         for row in file_rows:
             found = deps.get(row.filename)
             files_by_build[row.build_id].append(file_data(
-                row, {tool: tuple(names) for tool, names in found.items()} if found else {}))
+                row, {tool: tuple(names) for tool, names in found.items()} if found else {},
+                smoke.get(row.filename)))
         builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
         for (build_id, package, version, abi_tag, slave_label, builder, started, duration,
              status, reason) in build_rows:

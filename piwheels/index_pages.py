@@ -17,6 +17,7 @@ from chameleon import PageTemplateLoader
 
 from .records import FileData, ProjectData, VersionData
 from .resources import templates_dir
+from .smoke import FAILED, SmokeResult
 from .storage import LOGS_DIR, SIMPLE_DIR, log_path
 from .tags import build_serves, failures_count
 
@@ -27,6 +28,16 @@ SIMPLE_HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 #: How the project page labels apt dependencies: the builder's claim (it alone
 #: can see which Debian packages its libraries link to), not checked by the master.
 APT_SOURCE = "reported by the builder"
+#: What a file whose builder ran no smoke test shows.
+NOT_TESTED = "not tested"
+
+
+def smoke_context(smoke: Optional[SmokeResult]) -> dict:
+    """A file's smoke test for its page and JSON (the builder's claim, like the apt line)."""
+    if smoke is None:
+        return {"status": NOT_TESTED, "detail": None, "package": None, "source": None}
+    return {"status": smoke.status, "detail": smoke.detail, "package": smoke.package,
+            "source": APT_SOURCE}
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,7 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
                 "abi": f.abi_tag, "platform": f.platform_tag,
                 "requires_python": f.requires_python,
                 "apt_dependencies": list(f.dependencies.get("apt", ())),
+                "smoke_test": smoke_context(f.smoke),
                 "url": f"../../{SIMPLE_DIR}/{project.package}/{f.filename}",
             }
             for build in version.builds if build.status == "success" and not status.withheld
@@ -166,6 +178,12 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
         "abis": list(abis),
         "versions": versions,
         "apt_dependencies": sorted(apt),
+        # published wheels whose import failed on their builder (--smoke-policy warn)
+        "smoke_warnings": [
+            {"filename": f["filename"], "detail": f["smoke_test"]["detail"],
+             "package": f["smoke_test"]["package"]}
+            for version in versions for f in version["files"]
+            if f["smoke_test"]["status"] == FAILED],
         # the one fact of a wheel the master cannot check (see WheelFacts)
         "apt_dependencies_source": APT_SOURCE,
         "status": {**project_status_context(project), "set_by": status.set_by},

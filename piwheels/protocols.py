@@ -19,16 +19,20 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional
 
 from voluptuous import Invalid, Schema
+from voluptuous import Optional as Absent
 
 from . import limits
 from .build_policy import MAX_SPEC_LENGTH
 from .keys import KEY_ID_LENGTH
 from .project_status import PROJECT_STATUSES
+from .smoke import SMOKE_STATUSES
 
 #: Bumped whenever a message of the slave or file protocol changes shape.
 #: 2: CHUNK's data travels as a frame of its own.
 #: 3: HELLO says whether the slave's builds are contained.
-#: 4: HELLO lists the platform tags the slave's interpreter accepts (and issue 14's other fields).
+#: 4 (issue 14): SLEEP may say 0 s (ask again now: idle slaves are parked, then
+#:    told so); BUILT carries each wheel's smoke test and the failure's diagnosis;
+#:    HELLO lists the platform tags the slave's interpreter accepts.
 PROTOCOL_VERSION = 4
 
 # --- field types --------------------------------------------------------------
@@ -264,6 +268,19 @@ MAX_FILE_FACTS_BYTES = (
     ENVELOPE_BYTES + MAX_METADATA_BYTES
     + MAX_FACT_ITEMS * UTF8_MAX * (MAX_REQUIREMENT_CHARS + MAX_APT_NAME_CHARS))
 
+#: the smoke test of one wheel, as its builder reports it (see piwheels.smoke)
+SMOKE_RESULT = {
+    "filename": Filename,
+    "status": one_of(*SMOKE_STATUSES),
+    "detail": optional(text(0, limits.CAUSE_DETAIL)),
+    "package": optional(text(1, limits.DEBIAN_PACKAGE)),
+}
+#: the smoke tests of a build's wheels; None: not tested (the slave runs without
+#: the test).  Left out, it is None: the master's own senders of RECORD (piw-import)
+#: and hand-driven peers need not name it.
+SmokeResults = optional(at_most(MAX_BUILT_FILES, message(SMOKE_RESULT)))
+SMOKE_FIELD = Absent("smoke", default=None)
+
 BUILD_JOB = {"package": Name, "version": Version}
 #: a build in the queue; one that failed once for the ABI names the builder that
 #: failed it and when (epoch seconds), so the driver offers it to another first
@@ -319,6 +336,7 @@ SLAVE_TO_MASTER = {
         "log": Log,
         "reason": Reason,
         "files": at_most(MAX_BUILT_FILES, message(FILE_FACTS)),
+        SMOKE_FIELD: SmokeResults,
     }),
     "SENT": message({"filename": Filename}),
     "BYE": message({"reason": Reason}),
@@ -331,7 +349,8 @@ MASTER_TO_SLAVE = {
         "heartbeat_s": PositiveSeconds,
     }),
     "BUILD": message(BUILD_JOB),
-    "SLEEP": message({"seconds": PositiveSeconds}),
+    # 0 s: it was parked a heartbeat without a job (master/parking.py); ask again now
+    "SLEEP": message({"seconds": Seconds}),
     "CONT": message(),
     "SKIP": message({"reason": Reason}),
     "SEND": message({"filename": Filename}),
@@ -450,6 +469,8 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         "log": Log,
         # as VERIFIED reported them: computed by the master, not BUILT's claims
         "files": [message(RECEIVED_FILE)],
+        # BUILT's smoke tests: the builder's claim
+        SMOKE_FIELD: SmokeResults,
     }),
     # a release the driver did not hand to a slave of this ABI, and why
     # (piwheels.upstream_wheels): stored in build_skips

@@ -8,6 +8,7 @@ from typing import Optional
 
 from .project_status import ACTIVE, ProjectStatus, combine
 from .protocols import WheelFacts
+from .smoke import SmokeResult
 
 BUILD_STATUSES = ("success", "failed", "rejected")
 DEPENDENCY_TOOLS = ("apt", "pip")
@@ -31,6 +32,13 @@ class BuildRecord:
     files: tuple[WheelFacts, ...] = ()
     #: the identity answerable for the attempt (None: the slave's label)
     builder: Optional[str] = None
+    #: why an unsuccessful attempt failed (a key of piwheels.diagnosis.CAUSES), what
+    #: was missing, and the Debian package that provides it
+    cause: Optional[str] = None
+    cause_detail: Optional[str] = None
+    cause_package: Optional[str] = None
+    #: the builder's smoke tests of its wheels (none: not tested)
+    smoke: tuple[SmokeResult, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in BUILD_STATUSES:
@@ -46,13 +54,16 @@ NOT_IN_ROW = frozenset({"metadata", "requires_dist", "apt_dependencies"})
 FileData = make_dataclass(
     "FileData",
     [(f.name, f.type) for f in fields(WheelFacts) if f.name not in NOT_IN_ROW]
-    + [("published", "datetime"), ("dependencies", "dict[str, tuple[str, ...]]")],
+    + [("published", "datetime"), ("dependencies", "dict[str, tuple[str, ...]]"),
+       # its builder's smoke test (None: not tested)
+       ("smoke", "Optional[SmokeResult]", field(default=None))],
     frozen=True, namespace={
         "__module__": __name__,
         "__doc__": """A published file as the project pages read it back: the facts its
         row keeps (the fields of :class:`~piwheels.protocols.WheelFacts`, derived
-        from them so each is declared once), when it was published, and its
-        dependencies by tool (:mod:`piwheels.db_files` maps the rows).""",
+        from them so each is declared once), when it was published, its
+        dependencies by tool (:mod:`piwheels.db_files` maps the rows) and its
+        smoke test.""",
     })
 
 

@@ -141,7 +141,7 @@ MASTER_OPTIONS = [
     "transfer_deadline_s", "max_wheel_size", "max_unpacked_size", "max_compression_ratio",
     "handshake_timeout_s", "control_address", "status_address", "min_free_space_mb",
     "stats_interval_s", "master_key", "authorized_keys", "open_farm", "containment",
-    "verbose", "quiet", "log_file",
+    "smoke_policy", "verbose", "quiet", "log_file",
 ]
 
 
@@ -188,6 +188,7 @@ class MasterConfig(_Checked):
     authorized_keys: Optional[str] = None
     open_farm: bool = False
     containment: str = config.OPTIONS["containment"].default
+    smoke_policy: str = config.OPTIONS["smoke_policy"].default
     #: build releases upstream serves an installable wheel of (see --build-upstream-wheels)
     build_upstream_wheels: bool = False
     log: LogSettings = LogSettings()
@@ -285,7 +286,8 @@ class MasterConfig(_Checked):
 SLAVE_OPTIONS = [
     "master", "slave_port", "file_port", "label", "build_timeout_s", "work_dir",
     "cache_dir", "python", "memory_limit_mb", "max_log_bytes", "pid_limit", "disk_limit_mb",
-    "bwrap", "slave_key", "master_public_key", "verbose", "quiet", "log_file",
+    "bwrap", "smoke_test", "smoke_timeout_s", "slave_key", "master_public_key",
+    "verbose", "quiet", "log_file",
 ]
 
 
@@ -308,6 +310,8 @@ class SlaveConfig(_Checked):
     bwrap: str
     slave_key: Optional[str] = None
     master_public_key: Optional[str] = None
+    smoke_test: bool = config.OPTIONS["smoke_test"].default
+    smoke_timeout_s: float = config.OPTIONS["smoke_timeout_s"].default
     log: LogSettings = LogSettings()
     #: the file given with -c, if any
     config_file: Optional[str] = None

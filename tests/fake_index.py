@@ -4,7 +4,7 @@
 ``/simple/<project>/``, links with ``#sha256=`` fragments) for the files in one
 directory, and the files themselves under ``/files/``.  Build tests put their
 sdists there together with the build backend wheels (setuptools, wheel,
-flit-core, hatchling, setuptools-scm, poetry-core, Cython and their
+flit-core, hatchling, setuptools-scm, poetry-core, Cython, maturin and their
 dependencies) that pip installs into each isolated build environment, so pip
 never needs another index.  The wheels are fetched once into the tests' cache
 (:data:`TEST_CACHE`) and kept between runs.
@@ -44,6 +44,8 @@ TEST_CACHE = Path(os.environ.get("PIWHEELS_TEST_CACHE") or Path.home() / ".cache
 #: the real-world kinds of :mod:`backend_sdists`).
 BACKEND_PROJECTS = (
     "setuptools", "wheel", "flit-core", "hatchling", "setuptools-scm", "poetry-core", "Cython",
+    # the Rust project of failing_sdists, which fails for want of cargo
+    "maturin",
 )
 #: The oldest Python the tests build with (the backends must run there too).
 OLDEST_BUILD_PYTHON = "3.9"

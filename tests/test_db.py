@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -19,6 +19,7 @@ from piwheels.errors import (
 from piwheels.protocols import WheelFacts
 from piwheels.records import BuildRecord
 from piwheels.schema import SCHEMA_VERSION
+from piwheels.smoke import SmokeResult
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 HASH_A = "a" * 64
@@ -176,11 +177,33 @@ def test_recorded_facts_read_back_under_their_own_names(db):
     db.record_build(build(files=[facts]))
     (f,) = db.get_project("foo-bar").versions[0].builds[0].files
     # FileData is WheelFacts as stored: every fact a row keeps, none declared again
-    read_back = {field.name for field in fields(f)} - {"published", "dependencies"}
+    read_back = {field.name for field in fields(f)} - {"published", "dependencies", "smoke"}
     assert read_back == set(FILE_COLUMNS)
     for name in read_back:
         assert getattr(f, name) == getattr(facts, name), name
     assert f.dependencies == {}
+    assert f.smoke is None  # not tested
+
+
+def test_smoke_tests_and_causes_are_recorded(db):
+    db.add_package("foo-bar")
+    db.add_version("foo-bar", "1.0")
+    db.add_build_abi("cp311")
+    facts = wheel()
+    smoke = SmokeResult(facts.filename, "failed", "import foo: ImportError: libfoo.so.1", "libfoo1")
+    stray = SmokeResult("not-this-build.whl", "passed")  # of no file of the attempt: not kept
+    db.record_build(replace(build(files=[facts]), smoke=(smoke, stray)))
+    db.record_build(replace(build(status="failed", version="1.0"), cause="smoke-import",
+                            cause_detail=smoke.detail, cause_package="libfoo1"))
+    (ok, held) = db.get_project("foo-bar").versions[0].builds
+    assert ok.files[0].smoke == smoke
+    with db._engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT cause, cause_detail, cause_package FROM builds "
+                                    "WHERE build_id = :id"), {"id": held.build_id}).one() == \
+            ("smoke-import", smoke.detail, "libfoo1")
+    # a successful attempt has no cause (the schema's CHECK)
+    with pytest.raises(DataRefused):
+        db.record_build(replace(build(), cause="smoke-import"))
 
 
 def test_record_build_is_all_or_nothing(db):

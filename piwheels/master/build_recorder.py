@@ -40,6 +40,7 @@ from ..errors import DataRefused, InvalidName
 from ..names import canonical_name
 from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS, WheelFacts
 from ..records import BuildRecord
+from ..smoke import FAILED, SMOKE_CAUSE, SmokeResult
 from ..storage import OutputTree, StagedWheel
 from ..transport import ProtocolError
 from ..upstream_wheels import UPSTREAM_WHEEL
@@ -56,9 +57,11 @@ class BuildRecorder(DatabaseTask):
     name = "build_recorder"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, output_path: Path,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, smoke_policy: str = "warn") -> None:
         super().__init__(ctx, dsn=dsn, clock=clock)
         self.tree = OutputTree(output_path)
+        #: what becomes of a wheel whose smoke test failed (``--smoke-policy``)
+        self.smoke_policy = smoke_policy
         self.recorded = 0
         self.requests = self.socket(zmq.PULL, RECORD_REQUESTS.reverse())
         self.requests.bind(RECORD_REQUESTS.address)
@@ -149,6 +152,12 @@ class BuildRecorder(DatabaseTask):
             self.db.record_skips([{**job, "cause": UPSTREAM_WHEEL, "detail": reason}])
             return build_record({**job, "status": "rejected", "reason": reason}, ()), []
         staged: list[StagedWheel] = []
+        held = held_back(job, self.smoke_policy)
+        if held is not None:
+            self.log.warning("held back %s %s for %s: %s", job["package"], job["version"],
+                             job["abi_tag"], held.cause_detail)
+            self.discard_received(job)
+            return held, []
         try:
             files = []
             for received in job["files"]:
@@ -231,4 +240,28 @@ def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
         started=datetime.fromtimestamp(job["started"], tz=timezone.utc),
         duration=timedelta(seconds=job["duration_s"]), status=job["status"],
         reason=job["reason"], log=job["log"], files=files,
+        smoke=tuple(smoke_results(job)) if files else (),
     )
+
+
+def held_back(job: dict, policy: str) -> Optional[BuildRecord]:
+    """The record of a successful attempt that ``--smoke-policy hold`` keeps from
+    the index (a wheel of it failed its smoke test): failed, cause smoke-import,
+    no files; None if it is published (``warn``, or no wheel failed: an
+    ``incomplete`` one, which lacks only its Python dependencies, is published)."""
+    failed = [s for s in smoke_results(job) if s.status == FAILED]
+    if policy != "hold" or job["status"] != "success" or not failed:
+        return None
+    first = failed[0]
+    detail = first.detail or "the import failed"
+    return replace(build_record(
+        {**job, "status": "failed",
+         "reason": f"held back (--smoke-policy hold): {first.filename} failed its "
+                   f"smoke test: {detail}"[:limits.REASON]}, ()),
+        cause=SMOKE_CAUSE, cause_detail=detail[:limits.CAUSE_DETAIL],
+        cause_package=first.package)
+
+
+def smoke_results(job: dict) -> list[SmokeResult]:
+    """The builder's smoke tests of a RECORD's wheels (none: not tested)."""
+    return [SmokeResult.from_dict(s) for s in job.get("smoke") or ()]

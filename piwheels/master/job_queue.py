@@ -65,3 +65,26 @@ class JobQueue:
     def remove_if(self, matches: Callable[[Job], bool]) -> None:
         self._order = deque(job for job in self._order if not matches(job))
         self._members = set(self._order)
+
+
+class HeldBack:
+    """Jobs left out of an ABI's queue because a slave of another ABI (or
+    another slave) was building them: they are offered again as soon as that
+    build ends, not at the next recalculation of the queue."""
+
+    def __init__(self) -> None:
+        self._abis: dict[Job, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._abis)
+
+    def hold(self, job: Job, abi_tag: str) -> None:
+        self._abis.setdefault(job, set()).add(abi_tag)
+
+    def release(self, job: Job) -> set[str]:
+        """The ABIs that wait for *job* (forgotten here)."""
+        return self._abis.pop(job, set())
+
+    def remove_if(self, matches: Callable[[Job], bool]) -> None:
+        for job in [job for job in self._abis if matches(job)]:
+            del self._abis[job]

@@ -2,10 +2,13 @@
 
 It greets slaves, hands each idle one the next build for its ABI, follows it
 through BUILT and the file transfers, and hands the finished attempt to the
-build recorder.  A failed attempt is retried once, by another builder first
-(:mod:`.retries`).  Nothing slow happens here: no database, no disk; every
-reply goes out at once.  A slave silent for longer than its liveness allows is
-dropped and its build goes back to the queue.
+build recorder.  An idle slave with nothing to build is parked, unanswered,
+until a job for it arrives (:mod:`.parking`).  Which job comes next is
+:mod:`.job_book`'s to say; a failed attempt is retried once, by another
+builder first (:mod:`.retries`).  Nothing slow happens
+here: no database, no disk; every reply goes out at once.  A slave silent for
+longer than its liveness allows is dropped and its build goes back to the
+queue.
 """
 
 from __future__ import annotations
@@ -16,27 +19,23 @@ from collections import deque
 from typing import Callable, Optional
 
 import zmq
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from .. import limits
-from ..names import canonical_name
 from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE,
-    TRANSFER_REQUESTS, TRANSFER_RESULTS, UNCONTAINED,
+    TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
-from ..tags import builder_problem
 from ..transport import CurveServer, PeerLimits, PeerRefused
 from ..upstream_wheels import Skip
-from .job_queue import Job, JobQueue
-from .retries import RetryHolds
+from .job_book import JobBook
+from .job_queue import Job
+from .parking import Parking
 from .skips import SkipVerdicts
+from .slave_checks import built_files_problem, hello_problem
 from .slave_state import Attempt, SlaveState, SlaveStatus
 from .task import STATUS_INTERVAL_S, Clock, Task
 
 
-#: How long a finished build stays off the queue, covering queue snapshots
-#: computed before it was recorded.
-RECENT_S = 600.0
 #: Finished attempts queued for the build recorder before new builds wait for it.
 RECORD_BACKLOG = 2000
 #: How often attempts the build recorder could not take are offered again.
@@ -45,6 +44,8 @@ RECORD_RETRY_S = 0.05
 STOP_FLUSH_S = 5.0
 #: The hold shown to monitors while the recorder is behind.
 RECORDER_BEHIND = "recorder behind"
+#: How often per heartbeat the driver looks for parked slaves to answer.
+PARK_CHECKS_PER_HEARTBEAT = 4
 
 
 class SlaveDriver(Task):
@@ -69,16 +70,11 @@ class SlaveDriver(Task):
         self.wall_clock = wall_clock
         self.slaves: dict[bytes, SlaveState] = {}
         self.slaves_by_id: dict[int, SlaveState] = {}
-        self.queues: dict[str, JobQueue] = {}
-        #: queue length at which to ask build_queue for more, and ABIs already asked for
-        self.refill_at: dict[str, int] = {}
-        self.refill_asked: set[str] = set()
-        self.active: dict[Job, int] = {}  # (package, version) -> slave_id building it
-        self.recent: dict[tuple[str, str, str], float] = {}  # (pkg, ver, abi or "*") -> until
-        #: releases that failed once, kept off the builder that failed them
-        self.retries = RetryHolds(retry_delay_s, linger_s=RECENT_S)
+        self.book = JobBook(retry_delay_s)
         #: releases a slave need not build (Requires-Python, upstream's wheels)
         self.skips = SkipVerdicts()
+        #: idle slaves waiting for a job, answered within a heartbeat
+        self.parking = Parking(park_s=heartbeat_s)
         self.builds_handed_out = 0
         self.holds: set[str] = set()  # reasons not to hand out builds (paused, disk full)
         #: finished attempts the recorder has not taken yet (it is behind): new
@@ -111,6 +107,7 @@ class SlaveDriver(Task):
         self.register(self.router, self.handle_slave)
         self.every(min(1.0, heartbeat_s), self.expire_slaves)
         self.every(RECORD_RETRY_S, self.flush_records)
+        self.every(heartbeat_s / PARK_CHECKS_PER_HEARTBEAT, self.answer_parked)
         self.handlers = {
             "IDLE": self.do_idle,
             "BUSY": self.do_busy,
@@ -127,29 +124,17 @@ class SlaveDriver(Task):
             return
         name, payload = msg
         if name in ("QUEUE", "EXTEND", "REPLACE"):
-            abi_tag = payload["abi_tag"]
-            sent = payload["builds"]
-            jobs = [job for job in ((j["package"], j["version"]) for j in sent)
-                    if self._wanted(job, abi_tag)]
-            self.retries.from_queue(abi_tag, sent, self.clock(), self.wall_clock())
+            abi_tag, sent = payload["abi_tag"], payload["builds"]
+            kept = self.book.take_page(name, abi_tag, sent, self.clock(), self.wall_clock())
             self.skips.learn(sent)
+            if name != "EXTEND":
+                self.skips.keep_only(lambda job: any(
+                    job in queue for queue in self.book.queues.values()))
             self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
-                           name, len(jobs), len(sent), abi_tag)
-            queue = self.queues.setdefault(abi_tag, JobQueue())
-            if name in ("QUEUE", "REPLACE"):
-                # The database lags behind: when most of its head is handed out
-                # already, what was held here (further down) stays behind the rest
-                # (unless the build policy changed: then none of it may stay).
-                queue.replace(jobs, keep_rest=name == "QUEUE" and len(jobs) < len(sent) // 2)
-                # keep a whole list's worth in hand: the next page is asked for
-                # as soon as there is less, a good while before it runs out
-                self.refill_at[abi_tag] = len(sent)
-                self.skips.keep_only(lambda job: any(job in q for q in self.queues.values()))
-            else:
-                queue.extend(jobs)
-            self.refill_asked.discard(abi_tag)
+                           name, kept, len(sent), abi_tag)
+            self._offer_parked([abi_tag])
         elif name == "REQUEUE":
-            self.forget(payload["package"], payload["version"])
+            self.book.forget(payload["package"], payload["version"])
         elif name == "ABIS":
             self.known_abis = frozenset(payload["abi_tags"])
         else:
@@ -168,6 +153,7 @@ class SlaveDriver(Task):
             if payload["reason"] in self.holds:
                 self.log.info("no longer holding builds for: %s", payload["reason"])
             self.holds.discard(payload["reason"])
+            self._offer_parked(self.parking.abis())
         else:
             self.slave_action(payload["action"], payload["slave_id"])
 
@@ -186,25 +172,19 @@ class SlaveDriver(Task):
             else:
                 slave.stop = True
             self.log.info("slave %d (%s): %s requested", slave.slave_id, slave.label, action)
+            if slave.stop and slave.address in self.parking:
+                # it waits for an answer: this is it
+                self.router.send_to(slave.address, "DIE", {"reason": "stopped by the operator"})
+                self._drop(slave, "stopped by the operator")
+                continue
             self._report(slave)
-
-    def forget(self, package: str, version: Optional[str]) -> None:
-        """Let *package* (one release, or all) be built again though it was just built
-        (or failed: its attempts are gone, so any builder may have it)."""
-        for key in [key for key in self.recent
-                    if key[0] == package and (version is None or key[1] == version)]:
-            del self.recent[key]
-        self.retries.forget(package, version)
 
     def cancel(self, package: str, version: Optional[str]) -> None:
         """Stop building *package* (one release, or all): it changed upstream."""
-        def matches(job: Job) -> bool:
-            return job[0] == package and (version is None or job[1] == version)
-
-        for queue in self.queues.values():
-            queue.remove_if(matches)
+        self.book.cancel(package, version)
         for slave in self.slaves.values():
-            if slave.job is not None and matches(slave.job) and slave.state is SlaveStatus.BUILDING:
+            if slave.job is not None and slave.job[0] == package and \
+                    version in (None, slave.job[1]) and slave.state is SlaveStatus.BUILDING:
                 self.log.info("skipping %s %s on slave %d: it changed upstream",
                               *slave.job, slave.slave_id)
                 slave.attempt.skip = True
@@ -274,10 +254,8 @@ class SlaveDriver(Task):
                 "reason": f"protocol version {hello['protocol']} is not the master's "
                           f"{PROTOCOL_VERSION}; install the same piwheels version"})
             return
-        problem = builder_problem(hello["python_tag"], hello["abi_tag"], hello["platform_tag"])
-        kind = "bad-hello-tags"
-        if problem is None:
-            kind, problem = self._hello_problem(hello, key_id)
+        kind, problem = hello_problem(hello, key_id, known_abis=self.known_abis,
+                                      containment_required=self.containment_required)
         if problem is not None:
             # before anything is stored: a slave that cannot build for the farm is told why
             self.log_limited(kind, logging.WARNING, "refused slave %s: %s",
@@ -316,18 +294,54 @@ class SlaveDriver(Task):
         slave.stats = idle["stats"]
         if slave.state not in (SlaveStatus.IDLE, SlaveStatus.SLEEPING):
             return self._refuse(address, slave, f"IDLE while {slave.state.value}")
-        held = self.paused or self.holds or slave.paused or self.unrecorded
-        job = None if held else self._next_job(slave)
-        if job is None:
+        if self.paused or self.holds or slave.paused or self.unrecorded:
+            # held until an operator (or the disk, or the recorder) lets go: ask later
             slave.state = SlaveStatus.SLEEPING
             slave.sleep_s = self.sleep_s
             self.router.send_to(address, "SLEEP", {"seconds": self.sleep_s})
             return
+        job = self._next_job(slave)
+        if job is None:
+            slave.state = SlaveStatus.PARKED  # answered when a job comes, or in a heartbeat
+            self.parking.park(address, slave.abi_tag, self.clock())
+            return
+        self._hand_out(slave, job)
+
+    def _hand_out(self, slave: SlaveState, job: Job) -> None:
         slave.state = SlaveStatus.BUILDING
         slave.attempt = Attempt(job, build_started=self.wall_clock(), job_started_s=self.clock())
-        self.active[job] = slave.slave_id
+        self.book.start(job, slave.slave_id)
         self.builds_handed_out += 1
-        self.router.send_to(address, "BUILD", {"package": job[0], "version": job[1]})
+        self.router.send_to(slave.address, "BUILD", {"package": job[0], "version": job[1]})
+
+    def _offer_parked(self, abi_tags: list[str]) -> None:
+        """Hand the jobs waiting for *abi_tags* to the slaves parked for them,
+        the longest parked first."""
+        if self.paused or self.holds or self.unrecorded:
+            return
+        for abi_tag in abi_tags:
+            for address in self.parking.waiting(abi_tag):
+                slave = self.slaves.get(address)
+                if not self.book.has_jobs(abi_tag):
+                    break
+                if slave is None or slave.paused:
+                    continue
+                job = self._next_job(slave)
+                if job is not None:
+                    self.parking.unpark(address)
+                    slave.answered_s = self.clock()
+                    self._hand_out(slave, job)
+                    self._report(slave)
+
+    def answer_parked(self) -> None:
+        """Tell the slaves parked for a heartbeat to ask again at once, so that
+        neither side takes the wait for a dead peer."""
+        now = self.clock()
+        for address in list(self.parking.due(now)):
+            slave = self.slaves.get(address)
+            if slave is not None:
+                slave.state, slave.sleep_s, slave.answered_s = SlaveStatus.SLEEPING, 0.0, now
+                self.router.send_to(address, "SLEEP", {"seconds": 0})
 
     def do_busy(self, address: bytes, slave: SlaveState, job: dict) -> None:
         slave.stats = job["stats"]
@@ -352,7 +366,7 @@ class SlaveDriver(Task):
         if not built["success"]:
             self._finish(slave, "failed", built["reason"] or "the build failed")
             return
-        problem = self._check_files(built)
+        problem = built_files_problem(built)
         if problem:
             self._finish(slave, "rejected", problem)
             return
@@ -380,60 +394,22 @@ class SlaveDriver(Task):
     def do_bye(self, address: bytes, slave: SlaveState, bye: dict) -> None:
         self._drop(slave, f"said BYE ({bye['reason'] or 'no reason'})")
 
-    def _hello_problem(self, hello: dict, key_id: Optional[str]) -> tuple[str, Optional[str]]:
-        """(kind, why a well-formed HELLO is refused), or (kind, None): welcome."""
-        containment = hello["containment"]
-        if self.containment_required and (containment == UNCONTAINED
-                                          or containment.startswith(UNCONTAINED + ":")):
-            return "uncontained", (
-                f"this master requires contained builds and this slave's are not "
-                f"({containment}); install bubblewrap on the slave, or start the master "
-                f"with --containment optional")
-        abi_tag = hello["abi_tag"]
-        if key_id is None and abi_tag not in self.known_abis:
-            return "unknown-abi", (
-                f"the farm does not build for {abi_tag}, and only a slave with an enrolled "
-                f"key may add an ABI (this master has no keys); an operator can add it with "
-                f"piw-control add-abi {abi_tag}")
-        return "", None
-
     # --- helpers ----------------------------------------------------------------
 
     def _next_job(self, slave: SlaveState) -> Optional[Job]:
-        abi_tag = slave.abi_tag
-        queue = self.queues.get(abi_tag)
-        if (queue is not None and len(queue) <= self.refill_at.get(abi_tag, 0)
-                and abi_tag not in self.refill_asked):
-            # ask for the next page before the slaves run dry
-            self.refill_asked.add(abi_tag)
-            self.log.debug("%d builds left for %s: asking for more", len(queue), abi_tag)
-            self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
-        passed_over: list[Job] = []
-        found = None
-        while queue:
-            job = queue.pop()
-            if not self._wanted(job, abi_tag):
-                continue
-            if self.retries.kept_off(job, abi_tag, slave.identity, self.clock()):
-                passed_over.append(job)  # it waits for another builder
-                continue
-            skip = self.skips.verdict(job, slave)
-            if skip is not None:
-                self._skip(job, slave, skip)
-                continue
-            found = job
-            break
-        if passed_over:
-            queue.restore(passed_over)
-            if found is None and abi_tag not in self.refill_asked:
-                # all it holds waits for other builders: this one needs the next page
-                self.refill_asked.add(abi_tag)
-                self.tell(self.queue_requests, "MORE", {"abi_tag": abi_tag})
-        return found
+        while True:
+            job, ask = self.book.next_job(slave.abi_tag, slave.identity, self.clock())
+            if ask:
+                self.log.debug("asking for more builds for %s", slave.abi_tag)
+                self.tell(self.queue_requests, "MORE", {"abi_tag": slave.abi_tag})
+            skip = None if job is None else self.skips.verdict(job, slave)
+            if skip is None:
+                return job
+            self._skip(job, slave, skip)  # and the slave gets the next one at once
 
     def _skip(self, job: Job, slave: SlaveState, skip: Skip) -> None:
         """Never hand *job* to this ABI: the recorder stores why (see :mod:`.skips`)."""
-        self.recent[(*job, slave.abi_tag)] = self.clock() + RECENT_S
+        self.book.recent[(*job, slave.abi_tag)] = self.clock() + self.book.recent_s
         self.log_limited("skipped", logging.INFO, "%s %s not built for %s: %s", *job,
                          slave.abi_tag, skip.detail)
         try:
@@ -442,14 +418,6 @@ class SlaveDriver(Task):
                 "cause": skip.cause, "detail": skip.detail}, flags=zmq.NOBLOCK)
         except zmq.Again:
             pass  # the recorder is behind: the queue offers it again later, to the same end
-
-    def _wanted(self, job: Job, abi_tag: str) -> bool:
-        """Whether *job* may be handed out now (the queue can lag behind the slaves)."""
-        if job in self.active:
-            return False  # one attempt per release at a time: a pure wheel may serve all ABIs
-        now = self.clock()
-        return (self.recent.get((*job, abi_tag), 0) <= now
-                and self.recent.get((*job, "*"), 0) <= now)
 
     def _next_file(self, slave: SlaveState) -> None:
         attempt = slave.attempt
@@ -491,28 +459,18 @@ class SlaveDriver(Task):
                 "duration_s": built["duration_s"], "status": status,
                 "reason": (reason or None) and reason[:limits.REASON], "log": built["log"],
                 "files": files,
+                "smoke": built["smoke"] if status == "success" else None,
             })
-        now = self.clock()
-        until = now + RECENT_S
-        if status in ("failed", "rejected") and \
-                self.retries.failed(job, slave.abi_tag, slave.identity, now):
-            # the first failure here is a claim: back to the head of the queue,
-            # for another builder at once, for this one after the retry delay
-            self.queues.setdefault(slave.abi_tag, JobQueue()).restore([job])
+        first_failure, offer = self.book.finished(job, slave.abi_tag, slave.identity, status,
+                                                  files, self.clock(), hold_back=hold_back)
+        if first_failure:
             self.log_limited("first-failure", logging.INFO,
                              "%s %s %s for %s on slave %d (%s): offered to another builder "
                              "before it counts", *job, status, slave.abi_tag, slave.slave_id,
                              slave.identity)
-        else:
-            if status == "success":
-                self.retries.settled(job, slave.abi_tag)
-            if hold_back:
-                self.recent[(*job, slave.abi_tag)] = until
-        if status == "success" and any(f["abi_tag"] == "none" for f in files):
-            self.recent[(*job, "*")] = until
-        self.active.pop(job, None)
         slave.state, slave.attempt = SlaveStatus.IDLE, None
         self.router.send_to(slave.address, "DONE")
+        self._offer_parked(offer)
 
     def _record(self, attempt: dict) -> None:
         """Hand *attempt* to the recorder, or keep it (in order) while the recorder is full."""
@@ -537,26 +495,9 @@ class SlaveDriver(Task):
                 return
             self.unrecorded.popleft()
 
-    def _check_files(self, built: dict) -> Optional[str]:
-        """Why BUILT's file list cannot be accepted, or None."""
-        if not built["files"]:
-            return "the build reported success but no wheels"
-        names = [f["filename"] for f in built["files"]]
-        if len(set(names)) != len(names):
-            return "the build reported the same wheel twice"
-        for facts in built["files"]:
-            try:
-                name, _, _, _ = parse_wheel_filename(facts["filename"])
-            except InvalidWheelFilename as exc:
-                return f"bad wheel filename: {exc}"
-            if name != canonical_name(built["package"]):
-                return f"{facts['filename']} is not a wheel of {built['package']}"
-        # every other claim is held against the file itself once it has arrived
-        return None
-
     def _adopt(self, slave: SlaveState, job: Job) -> None:
         """Take on a build a slave was running before it reconnected."""
-        owner_id = self.active.get(job)
+        owner_id = self.book.builder_of(job)
         owner = self._slave_by_id(owner_id) if owner_id is not None else None
         if owner is not None and owner.label == slave.label:
             self._drop(owner, "reconnected", requeue=False)
@@ -566,7 +507,7 @@ class SlaveDriver(Task):
         if owner is not None:
             slave.attempt.skip = True  # someone else has it: tell this one to stop
         else:
-            self.active[job] = slave.slave_id
+            self.book.start(job, slave.slave_id)
 
     def _refuse(self, address: bytes, slave: Optional[SlaveState], why: str) -> None:
         """A protocol violation: tell the slave to go away and forget it."""
@@ -579,11 +520,13 @@ class SlaveDriver(Task):
     def _drop(self, slave: SlaveState, why: str, *, requeue: bool = True) -> None:
         self.slaves.pop(slave.address, None)
         self.slaves_by_id.pop(slave.slave_id, None)
+        self.parking.unpark(slave.address)
         self.report("SLAVE_GONE", {"slave_id": slave.slave_id})
-        if slave.job is not None and self.active.get(slave.job) == slave.slave_id:
-            del self.active[slave.job]
+        if slave.job is not None and self.book.builder_of(slave.job) == slave.slave_id:
             if requeue:
                 self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
+            self._offer_parked(self.book.lost(slave.job, slave.abi_tag, self.clock(),
+                                              requeue=requeue))
         if slave.state is SlaveStatus.SENDING or (slave.attempt and slave.attempt.files_done):
             self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
         self.log.info("slave %d (%s, key %s) dropped: %s%s", slave.slave_id, slave.label,
@@ -596,14 +539,16 @@ class SlaveDriver(Task):
     def expire_slaves(self) -> None:
         now = self.clock()
         for slave in list(self.slaves.values()):
+            if slave.state is SlaveStatus.PARKED:
+                continue  # it waits for this side
             limit = self.heartbeat_s * self.liveness
             if slave.state is SlaveStatus.SLEEPING:
                 limit += slave.sleep_s
-            if now - slave.last_seen_s > limit:
-                self._drop(slave, f"silent for {now - slave.last_seen_s:.1f} s")
-        for key in [key for key, until in self.recent.items() if until <= now]:
-            del self.recent[key]
-        self.retries.expire(now)
+            # a parked slave's liveness counts from its answer
+            quiet_s = now - max(slave.last_seen_s, slave.answered_s)
+            if quiet_s > limit:
+                self._drop(slave, f"silent for {quiet_s:.1f} s")
+        self.book.expire(now)
 
     def _report(self, slave: SlaveState) -> None:
         self.report("SLAVE", {"slave": slave.report(self.clock())})
@@ -617,7 +562,8 @@ class SlaveDriver(Task):
         return {
             "slaves": len(self.slaves),
             "building": sum(1 for s in self.slaves.values() if s.state is SlaveStatus.BUILDING),
-            "queued": {abi: len(queue) for abi, queue in self.queues.items()},
+            "parked": len(self.parking),
+            "queued": self.book.queued(),
             "handed_out": self.builds_handed_out,
             "holds": sorted(self.holds | ({"paused"} if self.paused else set())
                             | ({RECORDER_BEHIND} if self.unrecorded else set())),

@@ -17,7 +17,8 @@ class SlaveStatus(Enum):
     """Where a slave is in the protocol, as the master sees it."""
 
     IDLE = "idle"           # greeted, or just finished: its next IDLE gets a build
-    SLEEPING = "sleeping"   # told to SLEEP: nothing to hand out
+    PARKED = "parked"       # its IDLE waits for a job (answered within a heartbeat)
+    SLEEPING = "sleeping"   # told to SLEEP: builds are held, or it was parked a heartbeat
     BUILDING = "building"   # handed a build (or building one it had before a reconnect)
     SENDING = "sending"     # its BUILT was accepted: its wheels are on their way
 
@@ -55,6 +56,9 @@ class SlaveState:
     build_timeout_s: float
     connected_s: float
     last_seen_s: float
+    #: when the master last answered it after keeping it parked (monotonic): its
+    #: liveness counts from the later of this and last_seen_s
+    answered_s: float = 0.0
     #: the id of its enrolled CURVE key (None: a farm without keys)
     key_id: Optional[str] = None
     #: how its builds are contained, as it says ("none: ..." when they are not)

@@ -70,10 +70,10 @@ def slave_state(report: dict) -> tuple[str, str]:
     """(attribute, text) of a slave's state; a paused slave says so."""
     state = report.get("state", "?")
     if report.get("paused"):
-        if state in ("idle", "sleeping"):
+        if state in ("idle", "parked", "sleeping"):
             return "state_paused", "paused"
         return "state_paused", f"{state} (paused)"
-    if state in ("idle", "sleeping", "building", "sending"):
+    if state in ("idle", "parked", "sleeping", "building", "sending"):
         return f"state_{state}", state
     return "dim", state
 

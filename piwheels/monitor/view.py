@@ -38,6 +38,7 @@ PALETTE = [
     ("notice_error", "light red,bold", ""),
     ("selected", "black", "light gray"),
     ("state_idle", "light green", ""),
+    ("state_parked", "dark cyan", ""),
     ("state_sleeping", "dark cyan", ""),
     ("state_building", "yellow,bold", ""),
     ("state_sending", "light cyan,bold", ""),

@@ -48,7 +48,9 @@ log = logging.getLogger("piwheels.slave")
 
 #: How long to wait for ACK after HELLO before trying a fresh connection.
 HELLO_TIMEOUT_S = 3.0
-#: Heartbeats the master may miss before the slave reconnects.
+#: Heartbeats the master may miss before the slave reconnects.  More than one:
+#: an IDLE waits up to a heartbeat unanswered while the master has no job for
+#: it (it is parked: piwheels/master/parking.py).
 MASTER_LIVENESS = 3
 #: The longest the loop sleeps between looks at the build thread and timers.
 LOOP_INTERVAL_S = 0.1
@@ -69,7 +71,7 @@ class SlaveState(Enum):
     """Where the slave is in the protocol (docs/protocols.rst)."""
 
     CONNECTING = "connecting"  # HELLO sent, waiting for ACK
-    IDLE = "idle"              # IDLE sent, waiting for BUILD or SLEEP
+    IDLE = "idle"              # IDLE sent, waiting for BUILD or SLEEP (maybe parked)
     SLEEPING = "sleeping"      # told to SLEEP: IDLE again when it is over
     BUILDING = "building"      # a build runs (BUSY heartbeats) or its BUILT is due
     BUILT = "built"            # BUILT sent, waiting for SEND or DONE
@@ -329,6 +331,8 @@ class Slave:
             "success": result.success and not attempt.skipped,
             "duration_s": result.duration_s, "log": result.log, "reason": reason,
             "files": files if not attempt.skipped else [],
+            "smoke": (None if result.smoke is None or not result.success or attempt.skipped
+                      else [smoke.to_dict() for smoke in result.smoke]),
         })
         self.state = SlaveState.BUILT
 
@@ -425,6 +429,7 @@ def make_slave(options: SlaveConfig) -> Slave:
             python=options.python or sys.executable, index_url="", work_dir=work_area.path,
             cache_dir=cache_dir, work_area=work_area, bwrap=options.bwrap,
             hidden=[Path(p) for p in options.private_paths],
+            smoke_test=options.smoke_test, smoke_timeout_s=options.smoke_timeout_s,
             limits=BuildLimits(
                 timeout_s=options.build_timeout_s,
                 memory_bytes=options.memory_bytes,

@@ -14,6 +14,8 @@ import threading
 from typing import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
+from ..diagnosis import OUT_OF_MEMORY_REASON
+
 #: Bytes read from the build's output at a time.
 READ_BYTES = 64 * 1024
 #: How often the reader of the build's output looks whether it should stop.
@@ -80,7 +82,7 @@ def failure_reason(returncode: int, output: str, *, memory_bytes: int, pid_limit
     tail = output[-256 * 1024:]
     lines = [line.strip() for line in tail.splitlines()]
     if memory_bytes > 0 and any(sign in tail for sign in MEMORY_SIGNS):
-        return f"{reason}: out of memory (the limit is {memory_bytes // MiB} MiB)"
+        return f"{reason}: {OUT_OF_MEMORY_REASON.format(limit_mib=memory_bytes // MiB)}"
     if pid_limit > 0 and any(sign in tail for sign in PID_SIGNS):
         return (f"{reason}: the build exceeded the PID limit "
                 f"({pid_limit} processes)")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
+from ..diagnosis import TIMEOUT_REASON
 from . import processes, sandbox
 from .build_log import REASON_TAIL_BYTES, BoundedLog, MiB, clip, note, pump, shown
 from .work_area import tree_size
@@ -85,7 +86,7 @@ class BuildRun:
         if self.builder._cancelled:
             return "cancelled"
         if self.builder.clock() >= self.deadline_s:
-            return f"timed out after {self.builder.limits.timeout_s:g} s"
+            return TIMEOUT_REASON.format(timeout_s=self.builder.limits.timeout_s)
         return None
 
     def fetch(self, command: list[str]) -> tuple[Optional[int], Optional[str]]:
@@ -94,9 +95,10 @@ class BuildRun:
                             self.builder.cache_dir, self.marker_value)
         return self._run(command, self.build_dir, env, sandbox.limits_preexec(0, 0), None)
 
-    def contained(self, command: list[str], watch: Optional[Path] = None
-                  ) -> tuple[Optional[int], Optional[str]]:
-        """A command that runs build code: in the sandbox if there is one."""
+    def contained(self, command: list[str], watch: Optional[Path] = None,
+                  wheel_dir: Optional[Path] = None) -> tuple[Optional[int], Optional[str]]:
+        """A command that runs build code: in the sandbox if there is one (with
+        *wheel_dir*, not the build's wheels, as the host directory it may write)."""
         layout = self.layout
         env = scrubbed_env(layout.home, layout.tmp, layout.home / ".cache" / "pip",
                             self.marker_value)
@@ -110,7 +112,8 @@ class BuildRun:
             nproc = sandbox.user_tasks() + limits.pid_limit
         preexec = sandbox.limits_preexec(limits.memory_bytes, nproc)
         if self.sandbox is not None:
-            command = self.sandbox.command(command, input_dir=self.input, wheel_dir=self.wheels)
+            command = self.sandbox.command(command, input_dir=self.input,
+                                           wheel_dir=wheel_dir or self.wheels)
             return self._run(command, self.build_dir, env, preexec, watch)
         for directory in (layout.home, layout.tmp, layout.work):
             directory.mkdir(exist_ok=True)
@@ -179,7 +182,7 @@ class BuildRun:
                     reason = "cancelled"
                     break
                 if now >= self.deadline_s:
-                    reason = f"timed out after {builder.limits.timeout_s:g} s"
+                    reason = TIMEOUT_REASON.format(timeout_s=builder.limits.timeout_s)
                     break
                 builder._wake.wait(POLL_INTERVAL_S)
         finally:

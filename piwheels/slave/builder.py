@@ -42,8 +42,10 @@ from typing import Callable, Optional, Sequence
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ..config import OPTIONS
+from ..debian_lookup import DebianLookup
 from ..errors import ConfigError, FetchError, InvalidName, InvalidVersion, WheelError
 from ..names import canonical_name, normal_version
+from ..smoke import SmokeResult
 from ..wheel_facts import WheelFacts, check_identity, inspect_wheel
 from . import processes, sandbox
 from .build_log import (
@@ -54,6 +56,7 @@ from .fetch import (
     Fetcher, FetchStopped, WheelCache, build_system, download_wheels_command, source_date_epoch,
 )
 from .requires_probe import MARKER as PROBE_MARKER
+from .smoke_test import smoke_test
 from .work_area import WorkArea, remove_tree
 
 log = logging.getLogger("piwheels.slave.builder")
@@ -72,6 +75,10 @@ SCRATCH_DIRS = ("input", "home", "tmp", "work")
 PROBE_NAME = "requires_probe.py"
 #: The bubblewrap program unless the slave is told otherwise.
 DEFAULT_BWRAP = OPTIONS["bwrap"].default
+#: How long the smoke test of one wheel may take unless the slave is told otherwise.
+DEFAULT_SMOKE_TIMEOUT_S = OPTIONS["smoke_timeout_s"].default
+#: The Debian lookup's cache, in the slave's cache dir.
+DEBIAN_CACHE_NAME = "debian-lookup.json"
 
 # Runs in the build interpreter: the facts HELLO reports.  pip is certain to be
 # there (it runs the builds); its vendored packaging is the fallback.
@@ -135,6 +142,8 @@ class BuildResult:
     reason: Optional[str]
     wheels: list[tuple[Path, WheelFacts]] = field(default_factory=list)
     build_dir: Optional[Path] = None
+    #: the smoke test of each wheel (None: not tested, the slave runs without it)
+    smoke: Optional[list[SmokeResult]] = None
 
     def close(self) -> None:
         """Remove the build's directory with its wheels (again: nothing happens)."""
@@ -161,7 +170,8 @@ class Builder:
     def __init__(self, *, python: str, index_url: str, work_dir: Path, cache_dir: Path,
                  limits: BuildLimits, clock: Clock = time.monotonic,
                  work_area: Optional[WorkArea] = None, bwrap: str = DEFAULT_BWRAP,
-                 hidden: Sequence[Path] = ()) -> None:
+                 hidden: Sequence[Path] = (), smoke_test: bool = True,
+                 smoke_timeout_s: float = DEFAULT_SMOKE_TIMEOUT_S) -> None:
         self.python = python
         self.work_area = work_area
         self.index_url = index_url
@@ -171,6 +181,9 @@ class Builder:
         self.clock = clock
         self.bwrap = bwrap
         self.hidden = tuple(str(p) for p in hidden)
+        self.smoke_test = smoke_test
+        self.smoke_timeout_s = smoke_timeout_s
+        self.debian = DebianLookup(self.cache_dir / DEBIAN_CACHE_NAME)
         self._environment: Optional[dict[str, str]] = None
         self._sandbox: Optional[sandbox.Sandbox] = None
         self._environment_lock = threading.Lock()
@@ -276,7 +289,8 @@ class Builder:
         fetched: list[str] = []
 
         def finish(success: bool, reason: Optional[str],
-                   wheels: Optional[list[tuple[Path, WheelFacts]]] = None) -> BuildResult:
+                   wheels: Optional[list[tuple[Path, WheelFacts]]] = None,
+                   smoke: Optional[list[SmokeResult]] = None) -> BuildResult:
             if success:
                 names = ", ".join(facts.filename for _, facts in wheels or [])
                 text.write(f"\n--- piwheels: built {names}\n".encode())
@@ -285,6 +299,7 @@ class Builder:
             return BuildResult(
                 success=success, duration_s=max(0.0, self.clock() - start_s), log=text.text(),
                 reason=reason, wheels=wheels or [], build_dir=build_dir if success else None,
+                smoke=smoke,
             )
 
         try:
@@ -383,7 +398,14 @@ class Builder:
             wheels.append((path, facts))
         if not wheels:
             return finish(False, "pip reported success but made no wheel")
-        return finish(True, None, wheels)
+        if not self.smoke_test:
+            note(text, "smoke test: not run (--no-smoke-test)")
+            return finish(True, None, wheels)
+        smoke = smoke_test(run, wheels, timeout_s=self.smoke_timeout_s, lookup=self.debian)
+        stopped = run.stopped()  # cancelled or out of time during the test
+        if stopped is not None:
+            return finish(False, stopped)
+        return finish(True, None, wheels, smoke)
 
     def _fetch_requirements(self, run: BuildRun, requires: list[str], deps: Path) -> Optional[str]:
         """Fetch *requires* as wheels into *deps* (or reuse a recent set); why not, if it failed."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,42 @@ def test_timeout_and_memory_limit_then_next_build(farm, db, release):
     assert fine.status == "success"
     log = db.get_build_log(hog.build_id)
     assert "MemoryError" in log or "memory" in log.lower()
+
+
+def log_time(log: str, text: str) -> datetime:
+    """When the first line of a daemon's log (LOG_FORMAT) that contains *text* was written."""
+    line = next(line for line in log.splitlines() if text in line)
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+def test_an_idle_slave_is_parked_and_handed_a_queued_job_at_once(farm, db, release):
+    """With a minute's --sleep-interval, an idle slave still starts a job within
+    a fraction of a second of its being queued: it is parked, not put to sleep."""
+    farm.start_master("-v", "--sleep-interval", "60")  # -v -v: the queue pages are logged
+    slave = farm.start_slave("py311", pyenv_python("11"))
+    farm.wait(lambda: [s["state"] for s in farm.snapshot()["slaves"]] == ["parked"], 60,
+              "the idle slave parked")
+    release("parked-thing", kind="pure")  # the next queue refresh (every second) has it
+    slave.wait_log("building parked-thing 1.0", 20)
+    queued = log_time(farm.master.log(), "QUEUE: 1 of 1 builds for cp311")
+    started = log_time(slave.log(), "building parked-thing 1.0")
+    assert (started - queued).total_seconds() < 0.5, (queued, started)
+    farm.wait(lambda: [b.status for b in builds_of(db, "parked-thing")] == ["success"], 120,
+              "the build recorded")
+
+
+def test_a_release_held_back_for_one_abi_is_offered_the_moment_the_other_build_ends(
+        farm, db, release):
+    """A C extension both ABIs need is built by one slave at a time; the other
+    slave gets it as soon as the first build ends, not at the next
+    recalculation of the queue (a minute away here)."""
+    release("held-thing", kind="c_ext")
+    farm.start_master("--queue-interval", "60", "--sleep-interval", "60")
+    slaves = [farm.start_slave("py311", pyenv_python("11")),
+              farm.start_slave("py312", pyenv_python("12"))]
+    farm.wait(lambda: len(builds_of(db, "held-thing")) == 2, 240, "both builds recorded")
+    assert sorted(b.abi_tag for b in builds_of(db, "held-thing")) == ["cp311", "cp312"]
+    assert all(b.status == "success" for b in builds_of(db, "held-thing"))
+    ended = min(log_time(s.log(), "built held-thing 1.0") for s in slaves)
+    second = max(log_time(s.log(), "building held-thing 1.0") for s in slaves)
+    assert 0 < (second - ended).total_seconds() < 1.0, (ended, second)

@@ -164,7 +164,7 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
         assert name == "DIE" and f"key {alice_id} is not enrolled" in die["reason"]
         heard = [recv(queue_requests) for _ in range(2)]
         assert ("REFRESH", {"package": "held"}) in heard, heard
-        assert task.slaves == {} and task.active == {}
+        assert task.slaves == {} and task.book.active == {}
     finally:
         stop(task, supervisor)
         auth.stop()

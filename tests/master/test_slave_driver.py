@@ -20,6 +20,10 @@ from piwheels.protocols import (
 from piwheels.transport import Socket
 
 ABI = "cp311"
+OTHER_ABI = "cp312"
+#: the rig's heartbeat: a slave with nothing to build is parked this long, then
+#: told to SLEEP 0 s (a long liveness keeps slaves that a test leaves alone)
+PARK_S = 0.4
 STATS = {"load_1m": None, "memory_free": None, "disk_free": None, "temperature_c": None}
 
 
@@ -55,12 +59,12 @@ class Rig:
         self.address = f"tcp://127.0.0.1:{free_port()}"
         options.setdefault("containment_required", False)
         self.task = SlaveDriver(self.ctx, slave_bind=self.address, index_url="http://x/simple/",
-                                heartbeat_s=5, liveness=3, sleep_s=0.05,
-                                **{"retry_delay_s": 3600.0, **options})
+                                **{"retry_delay_s": 3600.0, "heartbeat_s": PARK_S,
+                                   "liveness": 40, "sleep_s": 0.05, **options})
         self.queue = Socket.make(self.ctx, zmq.PUSH, BUILD_QUEUE)
         self.queue.connect(BUILD_QUEUE.address)
         # as build_queue does first: the ABIs the farm knows (keyless slaves build only these)
-        self.queue.send("ABIS", {"abi_tags": [ABI]})
+        self.queue.send("ABIS", {"abi_tags": [ABI, OTHER_ABI]})
         self.slaves: list[Socket] = []
         self.task.start()
 
@@ -69,12 +73,12 @@ class Rig:
         sock.bind(address)
         return sock
 
-    def slave(self) -> Socket:
+    def slave(self, abi: str = ABI) -> Socket:
         sock = Socket.make(self.ctx, zmq.DEALER, SLAVE)
         sock.connect(self.address)
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": f"test-{len(self.slaves)}",
-            "python_tag": ABI, "abi_tag": ABI, "platform_tag": "linux_x86_64",
+            "python_tag": abi, "abi_tag": abi, "platform_tag": "linux_x86_64",
             "python_version": "3.11.2", "pip_version": "23.0", "os": "test",
             "build_timeout_s": 60, "building": None, "containment": "none: test",
             "platforms": ["linux_x86_64"],
@@ -363,3 +367,74 @@ def test_a_release_the_slave_need_not_build_is_skipped_at_once():
         fail(slave, build_of("arm-upstream"))
         assert recv(r.records)[0] == "RECORD"
         assert next_job(slave) == ("BUILD", build_of("patch"))
+
+
+def parked(slave: Socket, wait_s: float = 0.1) -> bool:
+    """IDLE, and no answer for *wait_s*: the driver keeps the slave parked."""
+    slave.send("IDLE", {"stats": STATS})
+    return not slave.zsocket.poll(int(wait_s * 1000))
+
+
+def test_parked_slaves_get_jobs_the_moment_they_come_longest_parked_first():
+    with Rig(sleep_s=60.0) as r:
+        a, b = r.slave(), r.slave()
+        assert parked(a) and parked(b, 0.05)
+        # not told to sleep out --sleep-interval: BUILD as soon as a page comes, to
+        # the slave parked first
+        sent = time.monotonic()
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("p1", failed_by=None)})
+        assert recv(a) == ("BUILD", build_of("p1"))
+        assert time.monotonic() - sent < 0.05
+        assert not b.zsocket.poll(50)
+        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("p2", failed_by=None)})
+        assert recv(b) == ("BUILD", build_of("p2"))
+        # a failure is offered to another builder at once: to a parked one
+        fail(a, build_of("p1"))
+        assert parked(a)  # (it failed p1)
+        fail(b, build_of("p2"))
+        assert recv(a) == ("BUILD", build_of("p2"))
+        assert next_job(b) == ("BUILD", build_of("p1"))
+        fail(b, build_of("p1"))  # the retry: settled
+        # nothing more: within a heartbeat the driver says ask again at once
+        parked_at = time.monotonic()
+        assert parked(b, 0.0)
+        name, payload = recv(b)
+        assert (name, payload) == ("SLEEP", {"seconds": 0})
+        assert PARK_S * 0.9 <= time.monotonic() - parked_at <= PARK_S * 2
+        assert r.task.slaves and len(r.task.slaves) == 2  # and nobody was dropped
+
+
+def test_parked_slave_is_not_dropped_and_an_operator_stop_reaches_it_at_once():
+    with Rig(liveness=1) as r:
+        slave = r.slave()
+        for _ in range(3):  # a liveness of one heartbeat, parked one heartbeat each time
+            assert next_job(slave) == ("SLEEP", {"seconds": 0})
+        assert len(r.task.slaves) == 1
+        assert parked(slave)
+        r.task.slave_action("stop", None)  # (what piw-control stop does, in its thread)
+        assert recv(slave, PARK_S / 2) == ("DIE", {"reason": "stopped by the operator"})
+
+
+def test_a_job_another_abi_was_building_is_offered_again_when_that_build_ends():
+    """A page names a release a slave of another ABI is building: it is left out,
+    and offered again as soon as that build fails or the slave is lost, not at
+    the next recalculation."""
+    with Rig() as r:
+        old, new = r.slave(ABI), r.slave(OTHER_ABI)
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("x", "w", failed_by=None)})
+        assert next_job(old) == ("BUILD", build_of("x"))
+        r.queue.send("QUEUE", {"abi_tag": OTHER_ABI, "builds": jobs("x", "y", failed_by=None)})
+        assert next_job(new) == ("BUILD", build_of("y"))  # x is being built for cp311
+        fail(new, build_of("y"))
+        assert parked(new)
+        ended = time.monotonic()
+        fail(old, build_of("x"))
+        assert recv(new) == ("BUILD", build_of("x"))
+        assert time.monotonic() - ended < 0.1
+        # the slave building a held-back job is lost: the job is offered at once
+        assert next_job(old) == ("BUILD", build_of("w"))  # (it failed x)
+        r.queue.send("EXTEND", {"abi_tag": OTHER_ABI, "builds": jobs("w", failed_by=None)})
+        fail(new, build_of("x"))
+        assert parked(new)  # (it failed y and x; w is being built)
+        old.send("BYE", {"reason": "test"})
+        assert recv(new) == ("BUILD", build_of("w"))

@@ -151,6 +151,8 @@ def test_abis_in_python_order():
 
 @pytest.mark.parametrize("fields, expected", [
     ({"state": "idle"}, ("state_idle", "idle")),
+    ({"state": "parked"}, ("state_parked", "parked")),
+    ({"state": "parked", "paused": True}, ("state_paused", "paused")),
     ({"state": "building"}, ("state_building", "building")),
     ({"state": "sleeping", "paused": True}, ("state_paused", "paused")),
     ({"state": "building", "paused": True}, ("state_paused", "building (paused)")),

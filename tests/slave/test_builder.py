@@ -17,6 +17,7 @@ import pytest
 from backend_sdists import KIND_BY_NAME, make_kind_sdist
 from sdist_factory import make_sdist
 
+from piwheels.diagnosis import diagnose
 from piwheels.errors import ConfigError
 from piwheels.slave.builder import BoundedLog, Builder, BuildLimits, BuildResult
 from piwheels.wheel_facts import UnpackLimits, check_wheel, sha256_file
@@ -314,6 +315,7 @@ def test_timeout_kills_every_process_of_the_build(build_index, make_builder: Mak
     assert result.reason == "timed out after 12 s"
     assert result.wheels == []
     assert "build failed: timed out after 12 s" in result.log
+    assert diagnose(result.log, result.reason).cause == "timeout"
     assert len(seen) == HANGING_PROCESSES
     assert_all_gone(seen)
     assert sleeping(token) == []
@@ -365,6 +367,7 @@ print("PIW-ALLOCATED-ALL")
     assert result.reason == (
         "pip wheel failed with exit status 1: out of memory (the limit is 512 MiB)")
     assert "MemoryError" in result.log
+    assert diagnose(result.log, result.reason).cause == "out-of-memory"
     assert "PIW-ALLOCATED-ALL" not in result.log
     assert list(work_dir.iterdir()) == []
 
