@@ -68,11 +68,11 @@ def client(port: int, slaves: int, seconds: float, results) -> None:
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": f"bench-{os.getpid()}-{n}",
             "python_tag": "cp311", "abi_tag": "cp311", "platform_tag": "linux_armv7l",
-            "python_version": "3.11.2", "pip_version": "23.0", "os": "bench",
+            "python_version": "3.11.2", "pip_version": "23.0", "os": "bench", "image": "e" * 64,
             "build_timeout_s": 3600, "building": None,
             # zero-work builds run nothing, so contain nothing (the master is
             # told --containment optional)
-            "containment": "none: zero-work benchmark slave",
+            "containment": "none: zero-work benchmark slave", "platforms": ["linux_armv7l"],
         })
         socks[sock.zsocket] = sock
         poller.register(sock.zsocket, zmq.POLLIN)

@@ -263,6 +263,13 @@ _OPTIONS = [
         default=60.0, type=positive_float, metavar="SECS",
     ),
     Option(
+        ("--build-upstream-wheels",), "build_upstream_wheels",
+        "build a release for an ABI even when the upstream index already serves a wheel "
+        "that ABI's builder can install (default: skip it); a built wheel whose name "
+        "upstream serves with other bytes is never published either way",
+        default=False, action="store_true",
+    ),
+    Option(
         ("--queue-size",), "queue_size",
         "how many pending builds per ABI the slave driver keeps at hand",
         default=1000, type=positive_int, metavar="N",

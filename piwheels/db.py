@@ -23,6 +23,7 @@ from .db_policy import PolicyData
 from .db_files import FILE_COLUMNS, dependency_rows, file_row
 from .db_images import ImageData
 from .db_reads import IndexReads, is_withheld
+from .db_upstream import UpstreamData
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
 from .names import canonical_name, normal_version
 from .project_status import ACTIVE, check_status, clean_reason
@@ -59,7 +60,7 @@ class RecordedFile(NamedTuple):
     abi_tag: str
 
 
-class Database(PolicyData, ImageData, IndexReads):
+class Database(PolicyData, ImageData, IndexReads, UpstreamData):
     """One connection's worth of piwheels data operations."""
 
     def __init__(self, dsn: str) -> None:
@@ -355,7 +356,7 @@ class Database(PolicyData, ImageData, IndexReads):
 
     def get_versions(self, package: str) -> dict[str, dict]:
         """{version: {released, has_sdist, yanked, yank_reason, skip_reason, built,
-        policy_reason}}."""
+        policy_reason, requires_python}}."""
         versions = self.t["versions"]
         with self._begin() as conn:
             rows = conn.execute(
@@ -366,6 +367,7 @@ class Database(PolicyData, ImageData, IndexReads):
                 "released": row.released, "has_sdist": row.has_sdist, "yanked": row.yanked,
                 "yank_reason": row.yank_reason, "skip_reason": row.skip_reason,
                 "built": row.built, "policy_reason": row.policy_reason,
+                "requires_python": row.requires_python,
             }
             for row in rows
         }

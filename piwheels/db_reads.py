@@ -145,9 +145,9 @@ class IndexReads:
         if not wanted:
             return {}
         t = self.t
-        p, n, v, b, f, d, s = (t[name] for name in (
+        p, n, v, b, f, d, s, k = (t[name] for name in (
             "packages", "package_names", "versions", "builds", "files", "dependencies",
-            "smoke_tests"))
+            "smoke_tests", "build_skips"))
         of_wanted = b.c.package.in_(wanted)
         with self._begin() as conn:
             rows = conn.execute(
@@ -185,6 +185,10 @@ class IndexReads:
                 .join(b, f.c.build_id == b.c.build_id)
                 .where(of_wanted)
             ).all()
+            skip_rows = conn.execute(
+                sa.select(k.c.package, k.c.version, k.c.abi_tag, k.c.cause, k.c.detail)
+                .where(k.c.package.in_(wanted))
+            ).all()
             dep_rows = conn.execute(
                 sa.select(d.c.filename, d.c.tool, d.c.dependency)
                 .join(f, d.c.filename == f.c.filename)
@@ -217,6 +221,9 @@ class IndexReads:
         images: dict[str, dict[str, datetime]] = defaultdict(dict)
         for abi_tag, image, first_seen in image_rows:
             images[abi_tag][image] = first_seen
+        skips: dict[tuple[str, str], dict[str, tuple[str, str]]] = defaultdict(dict)
+        for package, version, abi_tag, cause, detail in skip_rows:
+            skips[package, version][abi_tag] = (cause, detail)
         versions_by_package: dict[str, list[VersionData]] = defaultdict(list)
         for (package, version, released, has_sdist, yanked, yank_reason,
              skip_reason, policy_reason) in version_rows:
@@ -224,7 +231,7 @@ class IndexReads:
                 version=version, released=released, has_sdist=has_sdist, yanked=yanked,
                 yank_reason=yank_reason, skip_reason=skip_reason,
                 builds=tuple(builds_by_version.get((package, version), ())),
-                policy_reason=policy_reason,
+                policy_reason=policy_reason, skips=skips.get((package, version), {}),
             ))
         projects = {}
         for row in rows:

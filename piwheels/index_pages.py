@@ -21,6 +21,7 @@ from .resources import templates_dir
 from .smoke import FAILED, SmokeResult
 from .storage import LOGS_DIR, SIMPLE_DIR, log_path
 from .tags import Attempt, build_serves, deterministic, failures_settle
+from .upstream_wheels import SKIP_LABELS
 
 #: The simple repository API version these pages follow (PEP 629/691/700/792).
 API_VERSION = "1.4"
@@ -226,9 +227,17 @@ def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
     """One version × ABI cell: built, failed (with its log), retrying (failed once,
     so tried again elsewhere), pending, skipped or yanked."""
     for build in reversed(version.builds):
+        if build.status == "success" and not build.files:
+            continue  # its wheel was withdrawn: upstream serves that name (see its skip)
         if build_serves(build.abi_tag, build.status,
                         [(f.py_tag, f.abi_tag) for f in build.files], abi):
             return _attempt_cell(build.status, build)
+    if abi in version.skips:
+        # not built, and costing no builder: Requires-Python, or upstream's wheel
+        cause, detail = version.skips[abi]
+        return {"status": "skipped", "reason": detail, "cause": {
+            "code": cause, "label": SKIP_LABELS.get(cause, cause), "detail": detail,
+            "package": None}}
     failures = [build for build in version.builds
                 if build.abi_tag == abi and build.status != "success"]
     if failures and failures_settle(

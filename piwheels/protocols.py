@@ -33,8 +33,9 @@ from .smoke import SMOKE_STATUSES
 #: 2: CHUNK's data travels as a frame of its own.
 #: 3: HELLO says whether the slave's builds are contained.
 #: 4 (issue 14): SLEEP may say 0 s (ask again now: idle slaves are parked, then
-#:    told so); HELLO carries the builder's image digest; BUILT carries each
-#:    wheel's smoke test and the builder's diagnosis of a failed build.
+#:    told so); HELLO carries the builder's image digest and the platform tags
+#:    its interpreter accepts; BUILT carries each wheel's smoke test and the
+#:    builder's diagnosis of a failed build.
 PROTOCOL_VERSION = 4
 
 # --- field types --------------------------------------------------------------
@@ -298,11 +299,21 @@ SmokeResults = optional(at_most(MAX_BUILT_FILES, message(SMOKE_RESULT)))
 SMOKE_FIELD = Absent("smoke", default=None)
 
 BUILD_JOB = {"package": Name, "version": Version}
+#: The most platform tags a HELLO lists (a glibc builder lists about 40).
+MAX_PLATFORMS = 200
+#: The most upstream wheels of one release a queued build names.
+MAX_UPSTREAM_WHEELS = 1000
+
 #: a build in the queue; one that failed once for the ABI names the builder that
 #: failed it and when (epoch seconds), so the driver offers it to another first,
-#: and the images it failed on for a deterministic cause, never offered it again
+#: and the images it failed on for a deterministic cause, never offered it again.
+#: Its Requires-Python and the wheels upstream serves for it (the latter empty
+#: when the operator builds releases upstream has wheels of) let the driver
+#: skip it for a slave that need not build it (:mod:`piwheels.upstream_wheels`).
 QUEUED_JOB = {**BUILD_JOB, "failed_by": optional(Builder), "failed_at": optional(Seconds),
-              "failed_images": at_most(MAX_FAILED_IMAGES, Image)}
+              "failed_images": at_most(MAX_FAILED_IMAGES, Image),
+              "requires_python": optional(text(1, limits.REQUIRES_PYTHON)),
+              "upstream_wheels": at_most(MAX_UPSTREAM_WHEELS, Filename)}
 
 # a slave's machine, as its heartbeats report it (None: the platform cannot tell)
 HOST_STATS = {
@@ -346,6 +357,9 @@ SLAVE_TO_MASTER = {
         "build_timeout_s": PositiveSeconds,
         "building": optional(message(BUILD_JOB)),
         "containment": Containment,
+        # the platform tags the interpreter accepts, in packaging.tags.sys_tags()
+        # order, each once: which upstream wheels it could install
+        "platforms": at_most(MAX_PLATFORMS, Platform),
     }),
     "IDLE": message({"stats": message(HOST_STATS)}),
     "BUSY": message({**BUILD_JOB, "stats": message(HOST_STATS)}),
@@ -501,6 +515,14 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         Absent("image", default=None): optional(Image),
         # BUILT's diagnosis, the builder's claim: the recorder checks it against its own
         Absent("claimed_diagnosis", default=None): optional(message(DIAGNOSIS)),
+    }),
+    # a release the driver did not hand to a slave of this ABI, and why
+    # (piwheels.upstream_wheels): stored in build_skips
+    "SKIP": message({
+        **BUILD_JOB,
+        "abi_tag": Tag,
+        "cause": text(1, limits.CAUSE),
+        "detail": text(1, limits.CAUSE_DETAIL),
     }),
 }, receives={}, address="inproc://record_requests")
 

@@ -21,7 +21,8 @@ from packaging.utils import (
 )
 
 from . import __version__, limits
-from .errors import PiwheelsError
+from .errors import InvalidVersion, PiwheelsError
+from .names import normal_version
 from .project_status import ACTIVE, PROJECT_STATUSES, QUARANTINED, clean_reason
 
 USER_AGENT = f"piwheels/{__version__} (wheel build farm; +change-feed follower)"
@@ -63,6 +64,11 @@ class UpstreamRelease:
     has_sdist: bool
     yanked: bool
     yank_reason: Optional[str]
+    #: the sdist's Requires-Python as the simple page gives it (None: none said)
+    requires_python: Optional[str] = None
+    #: the wheels upstream serves, (filename, sha256 or None); None: not known
+    #: (the simple page was not read), so what is recorded stays
+    wheels: Optional[tuple[tuple[str, Optional[str]], ...]] = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,61 @@ def _parse_time(text: Optional[str]) -> Optional[datetime]:
         return None
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _sha256(hashes: Any) -> Optional[str]:
+    digest = hashes.get("sha256") if isinstance(hashes, dict) else None
+    if isinstance(digest, str) and len(digest) == 64 and all(
+            c in "0123456789abcdef" for c in digest.lower()):
+        return digest.lower()
+    return None
+
+
+def _requires_python(value: Any) -> Optional[str]:
+    """A Requires-Python the database can hold (None: none, or too long to keep whole)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > limits.REQUIRES_PYTHON:
+        return None
+    return value.strip()
+
+
+def files_by_release(page: dict) -> dict[str, tuple[Optional[str], tuple]]:
+    """{version: (the sdist's Requires-Python, ((wheel filename, sha256), ...))} from a
+    PEP 691 project page.  A file whose name is no valid wheel or sdist name, or
+    longer than the database keeps, is left out."""
+    found: dict[str, tuple[Optional[str], list]] = {}
+    name = str(page.get("name", ""))
+    for f in page.get("files", ()):
+        filename = f.get("filename") if isinstance(f, dict) else None
+        if not isinstance(filename, str) or len(filename) > limits.FILENAME:
+            continue
+        version = _version_of(filename, name)
+        if version is None:
+            continue
+        version = _version_key(version)
+        if filename.endswith(".whl") and _wheel_project(filename) != canonicalize_name(name):
+            continue  # not a valid wheel name, or another project's wheel
+        requires, wheels = found.setdefault(version, (None, []))
+        if filename.endswith(".whl"):
+            wheels.append((filename, _sha256(f.get("hashes"))))
+        elif requires is None:
+            found[version] = (_requires_python(f.get("requires-python")), wheels)
+    return {version: (requires, tuple(sorted(wheels)))
+            for version, (requires, wheels) in found.items()}
+
+
+def _version_key(version: str) -> str:
+    """A version as the follower stores it (as it is, if it is not a valid one)."""
+    try:
+        return normal_version(version)
+    except InvalidVersion:
+        return version
+
+
+def with_files(release: UpstreamRelease,
+               files: dict[str, tuple[Optional[str], tuple]]) -> UpstreamRelease:
+    """*release* with its Requires-Python and wheels from :func:`files_by_release`."""
+    requires, wheels = files.get(_version_key(release.version), (None, ()))
+    return replace(release, requires_python=requires, wheels=wheels)
 
 
 def release_from_files(version: str, files: list[dict]) -> UpstreamRelease:
@@ -270,8 +331,15 @@ class PyPIClient:
             return UpstreamProject(name=str(page[1].get("name", name)), summary="",
                                    last_serial=page[0], releases=None,
                                    status=status, status_reason=reason)
-        return replace(project, status=status, status_reason=reason,
-                       releases=None if status == QUARANTINED else project.releases)
+        releases = None
+        if status != QUARANTINED and project.releases is not None:
+            try:
+                files = files_by_release(page[1])
+            except (TypeError, AttributeError):
+                raise UpstreamError(f"GET {self.simple_url}{canonicalize_name(name)}/: "
+                                    f"not a PEP 691 project page") from None
+            releases = {v: with_files(r, files) for v, r in project.releases.items()}
+        return replace(project, status=status, status_reason=reason, releases=releases)
 
     def _simple_page(self, name: str) -> Optional[tuple[int, Any]]:
         """(last serial, the PEP 691 project page) of *name*; None if there is none."""
@@ -338,12 +406,21 @@ class PyPIClient:
                     "yank_reason": yanked if isinstance(yanked, str) else None,
                     "uploaded": _parse_time(f.get("upload-time")),
                 })
+            upstream_files = files_by_release(data)
             return UpstreamProject(
                 name=data["name"], summary="", last_serial=last_serial,
-                releases={v: release_from_files(v, files) for v, files in by_version.items()},
+                releases={v: with_files(release_from_files(v, files), upstream_files)
+                          for v, files in by_version.items()},
                 status=status, status_reason=reason)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise UpstreamError(f"GET {url}: not a PEP 691 project page") from None
+
+
+def _wheel_project(filename: str) -> Optional[str]:
+    try:
+        return parse_wheel_filename(filename)[0]
+    except InvalidWheelFilename:
+        return None
 
 
 def _version_of(filename: str, project: str) -> Optional[str]:

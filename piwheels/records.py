@@ -99,6 +99,8 @@ class VersionData:
     builds: tuple[BuildData, ...]
     #: why the build policy leaves it out (None: it does not)
     policy_reason: Optional[str] = None
+    #: the ABIs it is not built for, and why: {abi: (cause, detail)} (build_skips)
+    skips: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

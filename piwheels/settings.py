@@ -136,7 +136,7 @@ MASTER_OPTIONS = [
     "build_policy", "build_prereleases",
     "slave_bind", "file_bind", "public_url", "site_name",
     "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "retry_delay_s",
-    "queue_interval_s",
+    "queue_interval_s", "build_upstream_wheels",
     "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
     "transfer_deadline_s", "max_wheel_size", "max_unpacked_size", "max_compression_ratio",
     "handshake_timeout_s", "control_address", "status_address", "min_free_space_mb",
@@ -189,6 +189,8 @@ class MasterConfig(_Checked):
     open_farm: bool = False
     containment: str = config.OPTIONS["containment"].default
     smoke_policy: str = config.OPTIONS["smoke_policy"].default
+    #: build releases upstream serves an installable wheel of (see --build-upstream-wheels)
+    build_upstream_wheels: bool = False
     log: LogSettings = LogSettings()
 
     @property

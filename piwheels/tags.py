@@ -198,12 +198,15 @@ def failures_settle(failures: Iterable[Attempt], images: Mapping[str, datetime])
 
 
 def needs_build(attempts: Iterable[tuple], abi: str,
-                images: Mapping[str, datetime] = {}) -> bool:
+                images: Mapping[str, datetime] = {}, skipped: Iterable[str] = ()) -> bool:
     """Whether a release with these *attempts* (:class:`Attempt` fields: build ABI,
-    status, wheel tags, and optionally cause, image, started) still needs a build
-    for *abi*, whose builders' *images* were first seen when they say: no wheel
+    status, wheel tags, and optionally cause, image, started) and ``build_skips``
+    rows for the ABIs *skipped* still needs a build for *abi*, whose builders'
+    *images* were first seen when they say: it is not skipped there, no wheel
     serves it and its failures do not settle it (the build queue's rule,
     ``needs_build`` in sql/create_piwheels.sql)."""
+    if abi in set(skipped):
+        return False
     attempts = [Attempt(*attempt) for attempt in attempts]
     if any(build_serves(a.abi, a.status, a.wheel_tags, abi) for a in attempts):
         return False

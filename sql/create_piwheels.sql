@@ -358,7 +358,9 @@ CREATE FUNCTION failures_settle(pkg varchar, ver varchar, abi varchar) RETURNS b
     END
     $$;
 
--- Whether a release still needs a build for one ABI: no wheel serves it yet
+-- Whether a release still needs a build for one ABI: it is not skipped there
+-- (build_skips: its Requires-Python excludes the ABI, or upstream serves a
+-- wheel the ABI installs), no wheel serves it yet
 -- (none from an attempt on this ABI, no pure (abi none) one, no abi3 one built
 -- for this Python or an older one), and its failures do not settle it
 -- (failures_settle).  Who may make a retry (another builder, or the same one
@@ -373,6 +375,10 @@ CREATE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar) RETURNS boole
     AS $$
     BEGIN
     RETURN NOT EXISTS (
+        SELECT 1 FROM build_skips s
+        WHERE s.package = pkg AND s.version = ver AND s.abi_tag = abi
+    )
+    AND NOT EXISTS (
         SELECT 1 FROM builds b
         WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
           AND b.status = 'success'
@@ -469,6 +475,27 @@ CREATE TRIGGER files_added_version_built
     AFTER INSERT ON files
     REFERENCING NEW TABLE AS added_files
     FOR EACH STATEMENT EXECUTE FUNCTION files_added_version_built();
+
+-- A skip decided or undone settles or reopens its release.
+CREATE FUNCTION build_skips_changed_version_built() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+    BEGIN
+        PERFORM refresh_version_built(array_agg(package), array_agg(version))
+        FROM changed_skips;
+        RETURN NULL;
+    END
+    $$;
+
+CREATE TRIGGER build_skips_added_version_built
+    AFTER INSERT ON build_skips
+    REFERENCING NEW TABLE AS changed_skips
+    FOR EACH STATEMENT EXECUTE FUNCTION build_skips_changed_version_built();
+
+CREATE TRIGGER build_skips_removed_version_built
+    AFTER DELETE ON build_skips
+    REFERENCING OLD TABLE AS changed_skips
+    FOR EACH STATEMENT EXECUTE FUNCTION build_skips_changed_version_built();
 
 -- A newly active ABI needs builds of everything again.
 CREATE FUNCTION build_abis_reset_version_built() RETURNS trigger

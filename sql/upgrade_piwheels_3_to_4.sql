@@ -152,6 +152,10 @@ CREATE OR REPLACE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar) RE
     AS $$
     BEGIN
     RETURN NOT EXISTS (
+        SELECT 1 FROM build_skips s
+        WHERE s.package = pkg AND s.version = ver AND s.abi_tag = abi
+    )
+    AND NOT EXISTS (
         SELECT 1 FROM builds b
         WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
           AND b.status = 'success'
@@ -194,9 +198,30 @@ CREATE FUNCTION builder_images_added_version_built() RETURNS trigger
     END
     $$;
 
+-- A skip decided or undone settles or reopens its release.
+CREATE FUNCTION build_skips_changed_version_built() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+    BEGIN
+        PERFORM refresh_version_built(array_agg(package), array_agg(version))
+        FROM changed_skips;
+        RETURN NULL;
+    END
+    $$;
+
 CREATE TRIGGER builder_images_added_version_built
     AFTER INSERT ON builder_images
     FOR EACH ROW EXECUTE FUNCTION builder_images_added_version_built();
+
+CREATE TRIGGER build_skips_added_version_built
+    AFTER INSERT ON build_skips
+    REFERENCING NEW TABLE AS changed_skips
+    FOR EACH STATEMENT EXECUTE FUNCTION build_skips_changed_version_built();
+
+CREATE TRIGGER build_skips_removed_version_built
+    AFTER DELETE ON build_skips
+    REFERENCING OLD TABLE AS changed_skips
+    FOR EACH STATEMENT EXECUTE FUNCTION build_skips_changed_version_built();
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON build_skips, builder_images, upstream_files,
     smoke_tests TO @ROLE@;

@@ -148,9 +148,11 @@ class FakePyPI:
                 self._add(project, version, Path(path), upload_time, requires_python)
 
     def add_file(self, name: str, version: str, path: Path,
-                 upload_time: Optional[datetime] = None) -> None:
+                 upload_time: Optional[datetime] = None,
+                 requires_python: Optional[str] = None) -> None:
+        """A file uploaded to an existing release (a wheel after its sdist, say)."""
         with self.lock:
-            self._add(self._project(name), version, Path(path), upload_time, None)
+            self._add(self._project(name), version, Path(path), upload_time, requires_python)
 
     def _add(self, project: Project, version: str, path: Path,
              upload_time: Optional[datetime], requires_python: Optional[str]) -> None:

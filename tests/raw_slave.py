@@ -44,7 +44,7 @@ class RawSlave:
             "protocol": PROTOCOL_VERSION, "label": self.label, "python_tag": "cp311",
             "abi_tag": "cp311", "platform_tag": "linux_x86_64", "python_version": "3.11.7",
             "pip_version": "24.0", "image": "e" * 64, "os": "Linux", "build_timeout_s": 60.0, "building": None,
-            "containment": CLAIMED_CONTAINMENT})
+            "containment": CLAIMED_CONTAINMENT, "platforms": ["linux_x86_64"]})
         assert name == "ACK", (name, ack)
         self.slave_id = ack["slave_id"]
 

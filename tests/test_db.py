@@ -372,3 +372,55 @@ def test_unbuilt_failures_are_the_latest_failure_of_what_no_wheel_serves(db):
         ("foo-bar", "1.0", "cp311", "missing-header", "missing-header of 1.0", "libfoo-dev"),
         ("foo-bar", "4.0", "cp311", "bad-wheel", "bad-wheel of 4.0", None),
     ]
+
+
+# --- upstream's files and build skips (issue 14) ------------------------------------
+
+
+def test_upstream_files_keep_same_bytes_and_withdraw_other_bytes(db):
+    db.add_build_abi("cp311")
+    db.add_build_abi("cp312")
+    db.add_package("foo-bar")
+    db.add_version("foo-bar", "1.0")
+    same = wheel("foo_bar-1.0-cp311-cp311-linux_armv7l.whl", sha=HASH_A)
+    other = wheel("foo_bar-1.0-py3-none-any.whl", sha=HASH_A)
+    db.record_build(build(files=[same, other]))
+    assert db.pending_builds("cp312", 10) == []  # the pure wheel serves it
+
+    gone = db.set_upstream_files("foo-bar", "1.0", ">=3.9", [
+        (same.filename, HASH_A), (other.filename, HASH_B)])
+    assert [(w.filename, w.abi_tag) for w in gone] == [(other.filename, "cp311")]
+    assert db.get_versions("foo-bar")["1.0"]["requires_python"] == ">=3.9"
+    assert db.recorded_filenames([same.filename, other.filename]) == {same.filename}
+    assert db.upstream_hashes([same.filename, other.filename, "x-1-py3-none-any.whl"]) == {
+        same.filename: HASH_A, other.filename: HASH_B}
+    (version,) = db.get_project("foo-bar").versions
+    cause, detail = version.skips["cp311"]
+    assert cause == "upstream-wheel" and detail.startswith(
+        f"upstream serves {other.filename} with other bytes (sha256 {HASH_B})")
+    # the pure wheel served cp312 too: without it, cp312 needs a build again
+    assert db.pending_builds("cp312", 10) == [("foo-bar", "1.0")]
+    # the same answer again changes nothing
+    assert db.set_upstream_files("foo-bar", "1.0", ">=3.9", [
+        (same.filename, HASH_A), (other.filename, HASH_B)]) == []
+
+
+def test_a_skip_settles_its_abi_and_a_wheel_gone_upstream_reopens_it(db):
+    db.add_build_abi("cp311")
+    db.add_package("foo-bar")
+    db.add_version("foo-bar", "1.0")
+    pure = "foo_bar-1.0-py3-none-any.whl"
+    db.set_upstream_files("foo-bar", "1.0", None, [(pure, HASH_A)])
+    assert db.release_facts([("foo-bar", "1.0"), ("foo-bar", "2.0")]) == {
+        ("foo-bar", "1.0"): (None, [pure])}
+    assert db.pending_builds("cp311", 10) == [("foo-bar", "1.0")]
+    skip = {"package": "foo-bar", "version": "1.0", "abi_tag": "cp311",
+            "cause": "upstream-wheel", "detail": f"upstream serves {pure}"}
+    gone = {**skip, "version": "9.9"}  # a release the farm does not have: left out
+    assert db.record_skips([skip, skip, gone]) == 1
+    assert db.pending_builds("cp311", 10) == []
+    assert db.get_versions("foo-bar")["1.0"]["built"]
+    # upstream removed its wheel: the skip goes, the release is built after all
+    db.set_upstream_files("foo-bar", "1.0", None, [])
+    assert db.get_project("foo-bar").versions[0].skips == {}
+    assert db.pending_builds("cp311", 10) == [("foo-bar", "1.0")]

@@ -19,7 +19,7 @@ HELLO = {
     "protocol": PROTOCOL_VERSION, "label": "pi4", "python_tag": "cp311", "abi_tag": "cp311",
     "platform_tag": "linux_armv7l", "python_version": "3.11.2", "pip_version": "23.0", "image": "e" * 64,
     "os": "Raspberry Pi OS", "build_timeout_s": 3600, "building": None,
-    "containment": "bwrap 0.8.0",
+    "containment": "bwrap 0.8.0", "platforms": ["linux_x86_64"],
 }
 IDLE = {"stats": {"load_1m": 0.25, "memory_free": 2**30, "disk_free": None,
                   "temperature_c": 48.5}}

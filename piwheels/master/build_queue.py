@@ -33,10 +33,14 @@ class BuildQueue(DatabaseTask):
     name = "build_queue"
 
     def __init__(self, ctx: zmq.Context, *, dsn: str, queue_size: int, interval_s: float,
-                 newest_first: bool = True, clock: Clock = time.monotonic) -> None:
+                 newest_first: bool = True, build_upstream_wheels: bool = False,
+                 clock: Clock = time.monotonic) -> None:
         super().__init__(ctx, dsn=dsn, clock=clock)
         self.queue_size = queue_size
         self.newest_first = newest_first
+        #: the operator's --build-upstream-wheels: the driver is not told upstream's
+        #: wheels, so it skips nothing for them (Requires-Python still counts)
+        self.build_upstream_wheels = build_upstream_wheels
         self._wanted = True
         #: the next recalculation replaces the driver's whole queue (the policy changed)
         self._replace = False
@@ -137,11 +141,18 @@ class BuildQueue(DatabaseTask):
         holds = self.db.retry_holds(abi_tag, builds)
         # and it is never offered to an image it failed on for a deterministic cause
         images = self.db.image_holds(abi_tag, builds)
+        # what upstream says of each: the driver skips it for a slave that need not build it
+        facts = self.db.release_facts(builds)
         self.tell(self.queue_out, name, {
             "abi_tag": abi_tag,
-            "builds": [{"package": p, "version": v,
+            "builds": [{"package": p, "version": v, **self._facts(facts.get((p, v))),
                         "failed_by": holds[p, v][0] if (p, v) in holds else None,
                         "failed_at": holds[p, v][1].timestamp() if (p, v) in holds else None,
                         "failed_images": sorted(images.get((p, v), ()))[:MAX_FAILED_IMAGES]}
                        for p, v in builds],
         })
+
+    def _facts(self, facts: Optional[tuple[Optional[str], list[str]]]) -> dict:
+        requires, wheels = facts or (None, [])
+        return {"requires_python": requires,
+                "upstream_wheels": [] if self.build_upstream_wheels else wheels}

@@ -35,6 +35,7 @@ import zmq
 
 from .. import limits
 from ..connection import first_line
+from ..db_upstream import collision_reason, same_bytes
 from ..diagnosis import detail_line, diagnose
 from ..errors import DataRefused, InvalidName
 from ..names import canonical_name
@@ -43,6 +44,7 @@ from ..records import BuildRecord
 from ..smoke import FAILED, SMOKE_CAUSE, SmokeResult
 from ..storage import OutputTree, StagedWheel
 from ..transport import ProtocolError
+from ..upstream_wheels import UPSTREAM_WHEEL
 from .db_task import DatabaseTask
 from .task import Clock
 
@@ -78,24 +80,27 @@ class BuildRecorder(DatabaseTask):
 
     def handle_record(self) -> None:
         """Record every attempt waiting (up to a batch) in one transaction."""
-        jobs = []
-        while len(jobs) < MAX_BATCH:
+        jobs, skips = [], []
+        while len(jobs) + len(skips) < MAX_BATCH:
             try:
-                _, job = self.requests.recv(flags=zmq.NOBLOCK)
+                name, job = self.requests.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
             except ProtocolError as exc:
                 self.log.error("dropped a bad record request: %s", exc)
                 continue
-            jobs.append(job)
+            (skips if name == "SKIP" else jobs).append(job)
+        if skips:
+            self.record_skips(skips)
         if not jobs:
             return
         started = time.perf_counter()
         # a quarantined project's wheels go straight where nothing is served
         withheld = self.db.withheld_packages(_valid_names(job["package"] for job in jobs))
-        recorded = self.db.recorded_filenames(
-            [facts["filename"] for job in jobs for facts in job["files"]])
-        prepared = [p for p in (self.prepare(job, withheld, recorded) for job in jobs)
+        filenames = [facts["filename"] for job in jobs for facts in job["files"]]
+        recorded = self.db.recorded_filenames(filenames)
+        upstream = self.db.upstream_hashes(filenames)
+        prepared = [p for p in (self.prepare(job, withheld, recorded, upstream) for job in jobs)
                     if p is not None]
         try:
             build_ids = self.db.record_builds(
@@ -115,14 +120,40 @@ class BuildRecorder(DatabaseTask):
         for package in {canonical_name(job["package"]) for job in jobs}:
             self.tell(self.index_requests, "PACKAGE", {"package": package})
 
+    def record_skips(self, skips: list[dict]) -> None:
+        """Store the driver's skip verdicts; their projects' pages show them."""
+        try:
+            with self.db.transaction():
+                added = self.db.record_skips(skips)
+        except (DataRefused, InvalidName) as exc:
+            self.log.error("could not record %d build skips: %s", len(skips), first_line(exc))
+            return
+        self.log.debug("recorded %d new build skips", added)
+        for package in _valid_names(skip["package"] for skip in skips):
+            self.tell(self.index_requests, "PACKAGE", {"package": package})
+
     def prepare(self, job: dict, withheld: frozenset[str] | set[str] = frozenset(),
-                recorded: frozenset[str] | set[str] = frozenset()
+                recorded: frozenset[str] | set[str] = frozenset(),
+                upstream: Optional[dict[str, Optional[str]]] = None,
                 ) -> Optional[tuple[BuildRecord, list[StagedWheel]]]:
         """Stage a successful attempt's files (for the withheld directory, for a
-        package in *withheld*); an attempt whose files cannot be staged, or one of
-        whose files is in *recorded* already, becomes a rejected one, except one
-        refused for want of space: None, nothing recorded, so it is built again."""
+        package in *withheld*); an attempt whose files cannot be staged, one of
+        whose files is in *recorded* already, or one with a file whose name
+        upstream serves (*upstream*: {filename: sha256}) with other bytes,
+        becomes a rejected one, except one refused for want of space: None,
+        nothing recorded, so it is built again."""
         package = canonical_name(job["package"])
+        upstream = upstream or {}
+        clash = next((f for f in job["files"] if f["filename"] in upstream
+                      and not same_bytes(f["sha256"], upstream[f["filename"]])), None)
+        if clash is not None:
+            # a client would meet two files of one name: the farm's never reaches the index
+            reason = collision_reason(clash["filename"], upstream[clash["filename"]])
+            self.log.warning("rejected %s %s for %s: %s", job["package"], job["version"],
+                             job["abi_tag"], reason)
+            self.discard_received(job)
+            self.db.record_skips([{**job, "cause": UPSTREAM_WHEEL, "detail": reason}])
+            return build_record({**job, "status": "rejected", "reason": reason}, ()), []
         staged: list[StagedWheel] = []
         held = held_back(job, self.smoke_policy)
         if held is not None:

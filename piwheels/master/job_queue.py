@@ -28,6 +28,9 @@ class JobQueue:
     def __iter__(self) -> Iterator[Job]:
         return iter(self._order)
 
+    def __contains__(self, job: object) -> bool:
+        return job in self._members
+
     def replace(self, jobs: Iterable[Job], *, keep_rest: bool = False) -> None:
         """Start again from *jobs*; with *keep_rest*, what was here follows them."""
         previous = self._order

@@ -218,6 +218,9 @@ class PyPIFollower(DatabaseTask):
                     self.pending_packages.add(package)
                 else:
                     db.add_releases([release])
+                if action.startswith(ADD_FILE_PREFIX):
+                    # the event gives no digest or Requires-Python: the project page does
+                    self.read_later(package, event.name)
             elif action.startswith("remove file "):
                 self.read_later(package, event.name)
             elif action == "remove release":
@@ -393,7 +396,24 @@ class PyPIFollower(DatabaseTask):
         for version in stored.keys() - upstream.keys():
             db.remove_version(package, version)
             cancelled.append((package, version))
+        self._sync_upstream_files(package, upstream, stored)
         db.set_package_serial(package, project.last_serial)
+
+    def _sync_upstream_files(self, package: str, upstream: dict, stored: dict) -> None:
+        """Record each release's Requires-Python and upstream wheels where they changed;
+        withdraw what the farm published under a name upstream serves with other bytes."""
+        files = self.db.upstream_files_of(package)
+        for version, release in upstream.items():
+            if release.wheels is None:
+                continue  # upstream's page was not read: keep what is known
+            have = stored.get(version, {}).get("requires_python")
+            if have == release.requires_python and files.get(version, {}) == dict(release.wheels):
+                continue
+            for gone in self.db.set_upstream_files(package, version, release.requires_python,
+                                                   release.wheels):
+                self.log.warning(
+                    "withdrew %s (%s %s for %s): upstream now serves that name with other "
+                    "bytes", gone.filename, gone.package, gone.version, gone.abi_tag)
 
     def _sync_status(self, package: str, project: UpstreamProject,
                      cancelled: list[tuple[str, Optional[str]]]) -> None:

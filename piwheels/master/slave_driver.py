@@ -27,10 +27,12 @@ from ..protocols import (
 )
 from ..tags import deterministic
 from ..transport import CurveServer, PeerLimits, PeerRefused
+from ..upstream_wheels import Skip
 from .job_book import JobBook
 from .job_queue import Job
 from .parking import Parking
 from .retries import failure_cause
+from .skips import SkipVerdicts
 from .slave_checks import built_files_problem, hello_problem
 from .slave_state import Attempt, SlaveState, SlaveStatus
 from .task import STATUS_INTERVAL_S, Clock, Task
@@ -71,6 +73,8 @@ class SlaveDriver(Task):
         self.slaves: dict[bytes, SlaveState] = {}
         self.slaves_by_id: dict[int, SlaveState] = {}
         self.book = JobBook(retry_delay_s)
+        #: releases a slave need not build (Requires-Python, upstream's wheels)
+        self.skips = SkipVerdicts()
         #: idle slaves waiting for a job, answered within a heartbeat
         self.parking = Parking(park_s=heartbeat_s)
         self.builds_handed_out = 0
@@ -124,6 +128,10 @@ class SlaveDriver(Task):
         if name in ("QUEUE", "EXTEND", "REPLACE"):
             abi_tag, sent = payload["abi_tag"], payload["builds"]
             kept = self.book.take_page(name, abi_tag, sent, self.clock(), self.wall_clock())
+            self.skips.learn(sent)
+            if name != "EXTEND":
+                self.skips.keep_only(lambda job: any(
+                    job in queue for queue in self.book.queues.values()))
             self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
                            name, kept, len(sent), abi_tag)
             self._offer_parked([abi_tag])
@@ -268,6 +276,7 @@ class SlaveDriver(Task):
             os=hello["os"], build_timeout_s=hello["build_timeout_s"],
             connected_s=now, last_seen_s=now, connected_at=self.wall_clock(),
             key_id=key_id, containment=hello["containment"], image=hello["image"],
+            platforms=tuple(hello["platforms"]),
         )
         self._next_id += 1
         self.slaves[address] = slave
@@ -392,11 +401,28 @@ class SlaveDriver(Task):
     # --- helpers ----------------------------------------------------------------
 
     def _next_job(self, slave: SlaveState) -> Optional[Job]:
-        job, ask = self.book.next_job(slave.abi_tag, slave.identity, self.clock(), slave.image)
-        if ask:
-            self.log.debug("asking for more builds for %s", slave.abi_tag)
-            self.tell(self.queue_requests, "MORE", {"abi_tag": slave.abi_tag})
-        return job
+        while True:
+            job, ask = self.book.next_job(slave.abi_tag, slave.identity, self.clock(),
+                                          slave.image)
+            if ask:
+                self.log.debug("asking for more builds for %s", slave.abi_tag)
+                self.tell(self.queue_requests, "MORE", {"abi_tag": slave.abi_tag})
+            skip = None if job is None else self.skips.verdict(job, slave)
+            if skip is None:
+                return job
+            self._skip(job, slave, skip)  # and the slave gets the next one at once
+
+    def _skip(self, job: Job, slave: SlaveState, skip: Skip) -> None:
+        """Never hand *job* to this ABI: the recorder stores why (see :mod:`.skips`)."""
+        self.book.recent[(*job, slave.abi_tag)] = self.clock() + self.book.recent_s
+        self.log_limited("skipped", logging.INFO, "%s %s not built for %s: %s", *job,
+                         slave.abi_tag, skip.detail)
+        try:
+            self.record_requests.send("SKIP", {
+                "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
+                "cause": skip.cause, "detail": skip.detail}, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the recorder is behind: the queue offers it again later, to the same end
 
     def _next_file(self, slave: SlaveState) -> None:
         attempt = slave.attempt

@@ -67,6 +67,8 @@ class SlaveState:
     containment: str = "none: unknown"
     #: the digest of its builder image (piwheels.slave.image)
     image: str = ""
+    #: the platform tags its interpreter accepts, most specific first (HELLO's)
+    platforms: tuple[str, ...] = ()
     state: SlaveStatus = SlaveStatus.IDLE
     attempt: Optional[Attempt] = None
     sleep_s: float = 0.0

@@ -134,7 +134,8 @@ class Master:
             BuildRecorder(ctx, dsn=o.dsn, output_path=self.output_path,
                           smoke_policy=o.smoke_policy),
             BuildQueue(ctx, dsn=o.dsn, queue_size=o.queue_size, interval_s=o.queue_interval_s,
-                       newest_first=not o.oldest_first),
+                       newest_first=not o.oldest_first,
+                       build_upstream_wheels=o.build_upstream_wheels),
             FileReceiver(
                 ctx, file_bind=o.file_bind, output_path=self.output_path,
                 chunk_size=o.chunk_size, window=o.transfer_window,

@@ -33,7 +33,7 @@ from .. import cli, settings
 from ..errors import PiwheelsError
 from ..host_stats import host_stats
 from ..keys import key_id
-from ..protocols import PROTOCOL_VERSION, SLAVE
+from ..protocols import MAX_PLATFORMS, PROTOCOL_VERSION, SLAVE
 from ..settings import SlaveConfig
 from ..systemd import SystemdNotifier
 from ..transport import CurveClient, ProtocolError, Socket
@@ -168,6 +168,7 @@ class Slave:
             "pip_version": env["pip_version"], "os": env["os"], "image": env["image"],
             "build_timeout_s": self.build_timeout_s, "building": building,
             "containment": self.containment,
+            "platforms": list(env.get("platforms", ()))[:MAX_PLATFORMS],
         })
 
     @property

@@ -109,6 +109,8 @@ print(json.dumps({
     "abi_tag": first.abi,
     "platform_tag": (plain or platforms)[-1],
     "python_version": platform.python_version(),
+    # every platform it installs wheels for, most specific first, each once
+    "platforms": list(dict.fromkeys(platforms)),
     "pip_version": version("pip"),
     "setuptools_version": version("setuptools"),
     # what a sandbox must show for this interpreter to run
@@ -234,8 +236,11 @@ class Builder:
             raise ConfigError(f"the build interpreter {self.python} failed to describe itself: {last}")
         facts = json.loads(probe.stdout)
         prefixes = [str(p) for p in facts.pop("prefixes", [])]
+        platforms = [str(p) for p in facts.pop("platforms", [])]
         facts["os"] = _os_name()
-        return {key: str(value) for key, value in facts.items()}, prefixes
+        described = {key: str(value) for key, value in facts.items()}
+        described["platforms"] = platforms  # type: ignore[assignment]  (HELLO's list)
+        return described, prefixes
 
     # --- building ---------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ def test_results_refused_at_built_are_logged_once_and_the_master_keeps_serving(
             "protocol": PROTOCOL_VERSION, "label": "liar", "python_tag": "cp311",
             "abi_tag": "cp311", "platform_tag": "linux_x86_64", "python_version": "3.11.7",
             "pip_version": "24.0", "image": "e" * 64, "os": "Linux", "build_timeout_s": 60.0, "building": None,
-            "containment": CLAIMED_CONTAINMENT})
+            "containment": CLAIMED_CONTAINMENT, "platforms": ["linux_x86_64"]})
         name, ack = recv(sock)
         assert name == "ACK"
         handed = []

@@ -51,6 +51,7 @@ def hello(sock: zmq.Socket, label: str, **tags: str) -> tuple[str, dict]:
         "protocol": PROTOCOL_VERSION, "label": label, **GOOD,
         "python_version": "3.11.7", "pip_version": "24.0", "image": "e" * 64, "os": "Linux",
         "build_timeout_s": 60.0, "building": None, "containment": CLAIMED_CONTAINMENT,
+        "platforms": ["linux_x86_64"],
         **tags}]))
     return answer(sock, label)
 

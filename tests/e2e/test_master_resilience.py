@@ -31,7 +31,7 @@ def hello(protocol: int = PROTOCOL_VERSION, **overrides) -> dict:
         "protocol": protocol, "label": "intruder", "python_tag": "cp311", "abi_tag": "cp311",
         "platform_tag": "linux_x86_64", "python_version": "3.11.7", "pip_version": "24.0", "image": "e" * 64,
         "os": "Linux", "build_timeout_s": 60.0, "building": None,
-        "containment": CLAIMED_CONTAINMENT,
+        "containment": CLAIMED_CONTAINMENT, "platforms": ["linux_x86_64"],
     }
     payload.update(overrides)
     return payload

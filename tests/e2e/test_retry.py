@@ -39,7 +39,8 @@ class FakeSlave:
             "protocol": PROTOCOL_VERSION, "label": label, "python_tag": "cp311",
             "abi_tag": "cp311", "platform_tag": "linux_x86_64", "python_version": "3.11.7",
             "pip_version": "24.0", "image": "e" * 64, "os": "Linux", "build_timeout_s": 60.0,
-            "building": None, "containment": CLAIMED_CONTAINMENT})[0] == "ACK"
+            "building": None, "containment": CLAIMED_CONTAINMENT,
+            "platforms": ["linux_x86_64"]})[0] == "ACK"
 
     def say(self, name: str, payload: dict) -> tuple[str, dict]:
         self.sock.send(msgpack.packb([name, payload]))

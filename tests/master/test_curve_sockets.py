@@ -62,7 +62,7 @@ def hello(label: str, *, containment: str = "bwrap 0.8.0") -> dict:
     return {"protocol": PROTOCOL_VERSION, "label": label, "python_tag": "cp313",
             "abi_tag": ABI, "platform_tag": "linux_x86_64", "python_version": "3.13.1",
             "pip_version": "24.0", "image": "e" * 64, "os": "test", "build_timeout_s": 60, "building": None,
-            "containment": containment}
+            "containment": containment, "platforms": ["linux_x86_64"]}
 
 
 def refused_handshake(sock: Socket, timeout_s: float = 5) -> bool:
@@ -153,7 +153,9 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
 
         queue.send("QUEUE", {"abi_tag": ABI, "builds": [{"package": "held", "version": "1",
                                                         "failed_by": None, "failed_at": None,
-                                                        "failed_images": []}]})
+                                                        "failed_images": [],
+                                                        "requires_python": None,
+                                                        "upstream_wheels": []}]})
         time.sleep(0.1)
         alice.send("IDLE", {"stats": STATS})
         assert recv(alice) == ("BUILD", {"package": "held", "version": "1"})

@@ -41,8 +41,8 @@ def jobs(*names: str, failed_by: str | None = "elsewhere",
     if failed_by is not None and failed_at is None:
         failed_at = time.time()
     return [{"package": name, "version": "1.0", "failed_by": failed_by,
-             "failed_at": failed_at if failed_by is not None else None, "failed_images": []}
-            for name in names]
+             "failed_at": failed_at if failed_by is not None else None, "failed_images": [],
+             "requires_python": None, "upstream_wheels": []} for name in names]
 
 
 class Rig:
@@ -81,6 +81,7 @@ class Rig:
             "python_tag": abi, "abi_tag": abi, "platform_tag": "linux_x86_64",
             "python_version": "3.11.2", "pip_version": "23.0", "image": image, "os": "test",
             "build_timeout_s": 60, "building": None, "containment": "none: test",
+            "platforms": ["linux_x86_64"],
         })
         assert recv(sock)[0] == "ACK"
         self.slaves.append(sock)
@@ -285,7 +286,7 @@ def test_a_slave_without_a_key_builds_only_for_abis_the_farm_knows():
             "protocol": PROTOCOL_VERSION, "label": "newcomer", "python_tag": "cp313",
             "abi_tag": "cp313", "platform_tag": "linux_x86_64", "python_version": "3.13.1",
             "pip_version": "24.0", "image": "e" * 64, "os": "test", "build_timeout_s": 60, "building": None,
-            "containment": "none: test"})
+            "containment": "none: test", "platforms": ["linux_x86_64"]})
         name, die = recv(sock)
         assert name == "DIE"
         assert "does not build for cp313" in die["reason"] and "enrolled" in die["reason"]
@@ -340,6 +341,32 @@ def test_a_failure_goes_to_another_builder_first_and_back_only_after_the_delay()
         assert next_job(a) == ("BUILD", build_of("r4"))
         fail_recorded(a, "r4")
         assert next_job(a)[0] == "SLEEP"  # r1, r3, r4 settled; r2 with b
+
+
+def test_a_release_the_slave_need_not_build_is_skipped_at_once():
+    """Requires-Python against the slave's own Python (3.11.2), upstream's wheels
+    against its platforms: the slave is handed the next build in the same answer,
+    and the recorder is told why each was skipped."""
+    with Rig() as r:
+        slave = r.slave()
+        page = jobs("needs-312", "pure-upstream", "arm-upstream", "patch", "plain",
+                    failed_by=None)
+        page[0]["requires_python"] = ">=3.12"
+        page[1]["upstream_wheels"] = ["pure_upstream-1.0-py3-none-any.whl"]
+        page[2]["upstream_wheels"] = ["arm_upstream-1.0-cp311-cp311-linux_aarch64.whl"]
+        page[3]["requires_python"] = ">=3.11.1"  # 3.11.2 is in: built
+        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": page})
+        time.sleep(0.1)
+        assert next_job(slave) == ("BUILD", build_of("arm-upstream"))
+        skips = [recv(r.records) for _ in range(2)]
+        assert [(name, s["package"], s["cause"]) for name, s in skips] == [
+            ("SKIP", "needs-312", "requires-python"), ("SKIP", "pure-upstream", "upstream-wheel")]
+        assert skips[0][1]["detail"] == "Requires-Python >=3.12 excludes Python 3.11.2"
+        assert skips[1][1]["detail"] == "upstream serves pure_upstream-1.0-py3-none-any.whl"
+        assert skips[0][1]["abi_tag"] == ABI
+        fail(slave, build_of("arm-upstream"))
+        assert recv(r.records)[0] == "RECORD"
+        assert next_job(slave) == ("BUILD", build_of("patch"))
 
 
 def parked(slave: Socket, wait_s: float = 0.1) -> bool:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import packaging.tags
 import pytest
 from backend_sdists import KIND_BY_NAME, make_kind_sdist
 from sdist_factory import make_sdist
@@ -235,6 +236,12 @@ def test_environment_describes_the_build_interpreter(make_builder: MakeBuilder) 
     assert env["setuptools_version"]
     assert env["os"]
     assert env["containment"].startswith("bwrap ")
+    # HELLO's platforms: what sys_tags() gives for this interpreter, each once
+    # (pip's vendored packaging may order them otherwise than the one here)
+    here = [t.platform for t in packaging.tags.sys_tags()
+            if (t.interpreter, t.abi) == (THIS_PYTHON_TAG, THIS_PYTHON_TAG)]
+    assert len(set(env["platforms"])) == len(env["platforms"])
+    assert set(env["platforms"]) == set(here) and env["platform_tag"] in env["platforms"]
     env["python_tag"] = "changed"
     assert builder.environment()["python_tag"] == THIS_PYTHON_TAG  # a copy of a cached value
 
