@@ -208,7 +208,7 @@ def test_python_queue_rule_agrees_with_sql_needs_build(db, master_dsn):
     python_says = {
         (f"case-{n}", abi): needs_build(
             [(build_abi, status, [(py, wabi) for py, wabi, _ in wheels])
-             for build_abi, status, _, wheels in attempts], abi, skipped_abis(n))
+             for build_abi, status, _, wheels in attempts], abi, skipped=skipped_abis(n))
         for n, attempts in enumerate(table) for abi in FARM_ABIS}
     assert len(sql_says) == len(table) * len(FARM_ABIS)
     disagree = {key: (python_says[key], sql_says[key])
