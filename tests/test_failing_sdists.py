@@ -37,4 +37,4 @@ def test_every_failing_sdist_fails_with_its_cause(tmp_path: Path, build_backends
     assert not wrong
     # every cause a build itself can meet here has its sdist
     assert {s.cause for s in FAILING_SDISTS.values()} == set(CAUSES) - {
-        "timeout", "no-sdist", "upstream-unreachable", "smoke-import", "unknown"}
+        "timeout", "no-sdist", "upstream-unreachable", "smoke-import", "unknown", "bad-wheel"}

@@ -534,10 +534,10 @@ class SlaveDriver(Task):
         self.parking.unpark(slave.address)
         self.report("SLAVE_GONE", {"slave_id": slave.slave_id})
         if slave.job is not None and self.book.builder_of(slave.job) == slave.slave_id:
+            offer = self.book.lost(slave.job, slave.abi_tag, self.clock(), requeue=requeue)
             if requeue:
                 self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
-            self._offer_parked(self.book.lost(slave.job, slave.abi_tag, self.clock(),
-                                              requeue=requeue))
+            self._offer_parked(offer)
         if slave.state is SlaveStatus.SENDING or (slave.attempt and slave.attempt.files_done):
             self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
         self.log.info("slave %d (%s, key %s) dropped: %s%s", slave.slave_id, slave.label,
