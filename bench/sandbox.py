@@ -178,9 +178,13 @@ def prepare(root: Path) -> None:
         "".join(f"{label}\t{project}\t{path}\n" for label, (project, path) in made.items()))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="counted rounds (default 5)")
+def bench_main(script: str, description: str, run, *, prefix: str, default_runs: int) -> None:
+    """The command line of a build benchmark (this one and bench/smoke.py): made
+    ready under a fresh root, then run again as *script* by the build user when
+    run as root, as the slave builds."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=default_runs,
+                        help=f"counted rounds (default {default_runs})")
     parser.add_argument("--python", default=sys.executable,
                         help="the build interpreter (default: this one)")
     parser.add_argument("--bwrap", default="bwrap", help="the bubblewrap program")
@@ -191,11 +195,11 @@ def main() -> None:
     if args.root:
         run(args)
         return
-    root = Path(tempfile.mkdtemp(prefix="piw-bench-sandbox-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         root.chmod(0o755)
         prepare(root)
-        argv = [sys.executable, __file__, "--runs", str(args.runs), "--python", args.python,
+        argv = [sys.executable, script, "--runs", str(args.runs), "--python", args.python,
                 "--bwrap", args.bwrap, "--root", str(root)]
         kwargs: dict = {}
         if os.geteuid() == 0:
@@ -209,6 +213,10 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
+
+def main() -> None:
+    bench_main(__file__, __doc__.splitlines()[0], run, prefix="piw-bench-sandbox-",
+               default_runs=5)
 
 if __name__ == "__main__":
     main()

@@ -24,20 +24,15 @@ import sys
 sys.path.append(sys.path.pop(0))
 
 import argparse
-import os
-import pwd
 import re
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fake_index import FakeIndex
-from sandbox import GiB, _read_sdists, prepare
+from sandbox import GiB, _read_sdists, bench_main
 
 from piwheels.slave.builder import Builder, BuildLimits
 
@@ -108,36 +103,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="counted rounds (default 3)")
-    parser.add_argument("--python", default=sys.executable,
-                        help="the build interpreter (default: this one)")
-    parser.add_argument("--bwrap", default="bwrap", help="the bubblewrap program")
-    parser.add_argument("--user", default="piwbuild",
-                        help="the user to build as when run as root (default piwbuild)")
-    parser.add_argument("--root", help=argparse.SUPPRESS)  # set for the child run
-    args = parser.parse_args()
-    if args.root:
-        run(args)
-        return
-    root = Path(tempfile.mkdtemp(prefix="piw-bench-smoke-"))
-    try:
-        root.chmod(0o755)
-        prepare(root)
-        argv = [sys.executable, __file__, "--runs", str(args.runs), "--python", args.python,
-                "--bwrap", args.bwrap, "--root", str(root)]
-        kwargs: dict = {}
-        if os.geteuid() == 0:
-            user = pwd.getpwnam(args.user)
-            for path in [root, *root.rglob("*")]:
-                os.chown(path, user.pw_uid, user.pw_gid)
-            kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [],
-                      "env": {"PATH": os.environ.get("PATH", os.defpath), "HOME": user.pw_dir,
-                              "LANG": "C.UTF-8"}}
-        raise SystemExit(subprocess.run(argv, **kwargs).returncode)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
+    bench_main(__file__, __doc__.splitlines()[0], run, prefix="piw-bench-smoke-",
+               default_runs=3)
 
 if __name__ == "__main__":
     main()
