@@ -100,7 +100,15 @@ def test_pure_wheel_facts(real_wheels: dict[str, Path]) -> None:
 APT_TOOLS = ("readelf", "ldd", "dpkg", "dpkg-query")
 
 
-@pytest.mark.skipif(not all(map(shutil.which, APT_TOOLS)), reason="needs readelf, ldd and dpkg")
+@pytest.fixture
+def apt_tools() -> None:
+    """The apt line's tools are required here (.ci/run installs binutils): a
+    missing one fails the test with its name rather than skipping it."""
+    missing = [tool for tool in APT_TOOLS if shutil.which(tool) is None]
+    assert not missing, f"the apt line's tests need {missing} (Debian: binutils, libc-bin, dpkg)"
+
+
+@pytest.mark.usefixtures("apt_tools")
 def test_extension_wheel_lists_no_apt_packages_every_system_has(real_wheels: dict[str, Path]) -> None:
     facts = inspect_wheel(real_wheels["ext"])
     assert facts.filename == f"piw_facts_ext-2.1-{PY_TAG}-{PY_TAG}-{PLATFORM}.whl"
@@ -125,14 +133,15 @@ def _dpkg_owner(path: Path) -> str:
     raise AssertionError(f"dpkg owns no {path}")
 
 
-@pytest.mark.skipif(not (all(map(shutil.which, APT_TOOLS)) and shutil.which("gcc")
-                         and _system_library("libpq.so.5") and _system_library("libpng16.so.16")),
-                    reason="needs readelf, ldd, dpkg, gcc, libpq5 and libpng16-16")
+@pytest.mark.usefixtures("apt_tools")
 def test_apt_line_holds_the_packages_of_direct_dt_needed_libraries_only(tmp_path: Path) -> None:
     """An extension needing libpq (which itself needs libssl, Kerberos, LDAP...)
     and libm, and bundling a library of its own that needs libpng (which needs
     zlib): the apt line is libpq's and libpng's packages, nothing of their
     closure, nothing every system has, nothing the wheel bundles."""
+    assert shutil.which("gcc"), "this test compiles its extension with gcc"
+    assert _system_library("libpq.so.5") and _system_library("libpng16.so.16"), \
+        "this test links libpq5 and libpng16-16 (.ci/run installs them)"
     libpq, libpng = _system_library("libpq.so.5"), _system_library("libpng16.so.16")
     build = tmp_path / "build"
     (build / "piw_dt.libs").mkdir(parents=True)
@@ -160,7 +169,7 @@ def test_apt_line_holds_the_packages_of_direct_dt_needed_libraries_only(tmp_path
     assert inspect_wheel(wheel, find_apt_deps=False).apt_dependencies == ()
 
 
-@pytest.mark.skipif(not all(map(shutil.which, APT_TOOLS)), reason="needs readelf, ldd and dpkg")
+@pytest.mark.usefixtures("apt_tools")
 def test_without_readelf_the_apt_line_is_empty_not_an_error(
         real_wheels: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bin_dir = tmp_path / "bin"
