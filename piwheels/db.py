@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Iterable, Iterator, NamedTuple, Optional
+from typing import Iterable, Iterator, Optional
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -19,17 +19,16 @@ from sqlalchemy.engine import Connection
 
 from . import limits
 from .connection import make_engine, translate_errors
+from .db_builds import BuildData
 from .db_policy import PolicyData
-from .db_files import FILE_COLUMNS, dependency_rows, file_row
 from .db_images import ImageData
+from .db_queue import QueueData
 from .db_reads import IndexReads, is_withheld
 from .db_upstream import UpstreamData
 from .errors import SchemaError, SchemaVersionMismatch, UnknownPackage, UnknownVersion
 from .names import canonical_name, normal_version
 from .project_status import ACTIVE, check_status, clean_reason
-from .records import BuildRecord
 from .schema import SCHEMA_VERSION
-from .tags import check_build_abi
 
 log = logging.getLogger("piwheels.db")
 
@@ -40,27 +39,8 @@ TABLES = (
 )
 
 
-class QueueKey(NamedTuple):
-    """A release's place in the build queue (the order of ``versions_buildable``;
-    ``released`` is ``queue_released()``'s, never None)."""
 
-    released: datetime
-    package: str
-    version: str
-
-
-class RecordedFile(NamedTuple):
-    """A file row and the attempt it belongs to."""
-
-    filename: str
-    size: int
-    build_id: int
-    package: str
-    version: str
-    abi_tag: str
-
-
-class Database(PolicyData, ImageData, IndexReads, UpstreamData):
+class Database(QueueData, BuildData, PolicyData, ImageData, IndexReads, UpstreamData):
     """One connection's worth of piwheels data operations."""
 
     def __init__(self, dsn: str) -> None:
@@ -420,222 +400,6 @@ class Database(PolicyData, ImageData, IndexReads, UpstreamData):
         if result.rowcount != 1:
             raise UnknownPackage(f"unknown package {canonical_name(package)}")
 
-    # --- ABIs ---------------------------------------------------------------
-
-    def add_build_abi(self, abi_tag: str, active: bool = True) -> None:
-        abis = self.t["build_abis"]
-        check_build_abi(abi_tag)
-        stmt = pg_insert(abis).values(abi_tag=abi_tag, active=active)
-        with self._begin() as conn:
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=[abis.c.abi_tag], set_={"active": stmt.excluded.active}))
-
-    def register_build_abi(self, abi_tag: str, active: bool = True) -> bool:
-        """Know *abi_tag* (building for it if *active*), unless an operator already
-        decided about it; True if it was new (InvalidTag: not an ABI to build for)."""
-        abis = self.t["build_abis"]
-        check_build_abi(abi_tag)
-        with self._begin() as conn:
-            return conn.execute(
-                pg_insert(abis).values(abi_tag=abi_tag, active=active).on_conflict_do_nothing()
-            ).rowcount == 1
-
-    def pending_builds(self, abi_tag: str, limit: int,
-                       newest_first: bool = True) -> list[tuple[str, str]]:
-        """The next (package, version) pairs to build for *abi_tag*, best first."""
-        return self.pending_page(abi_tag, limit, newest_first)[0]
-
-    def pending_page(self, abi_tag: str, limit: int, newest_first: bool = True,
-                     after: Optional[QueueKey] = None,
-                     ) -> tuple[list[tuple[str, str]], Optional[QueueKey]]:
-        """Up to *limit* builds for *abi_tag* in queue order, starting after the
-        *after* key; with the key to pass for the page after this one (None:
-        this page reached the end of what is buildable).
-
-        Finished releases are out of the ``versions_buildable`` index (the
-        ``built`` flag, kept by triggers), and a page starts at its key in that
-        index rather than at the head, where the releases just built leave
-        their dead entries until vacuum clears them; so a page costs its own
-        length however many releases the database holds.
-        """
-        versions, packages = self.t["versions"], self.t["packages"]
-        key = (sa.func.queue_released(versions.c.released), versions.c.package,
-               versions.c.version)
-        # one direction for the whole key, so the versions_buildable index serves it
-        direction = sa.desc if newest_first else sa.asc
-        query = (
-            sa.select(*(column.label(name) for column, name in
-                        zip(key, ("released", "package", "version"))))
-            .join(packages, packages.c.package == versions.c.package)
-            .where(
-                versions.c.has_sdist, ~versions.c.built, ~versions.c.yanked,
-                versions.c.skip_reason.is_(None), versions.c.policy_reason.is_(None),
-                packages.c.skip_reason.is_(None), ~is_withheld(packages),
-                sa.func.needs_build(versions.c.package, versions.c.version, abi_tag),
-            )
-            .order_by(*(direction(column) for column in key))
-            .limit(limit)
-        )
-        if after is not None:
-            beyond = sa.tuple_(*key) < sa.tuple_(*after) if newest_first else \
-                sa.tuple_(*key) > sa.tuple_(*after)
-            query = query.where(beyond)
-        with self._begin() as conn:
-            # Walking the index in order stops after *limit* rows; sorting would
-            # call needs_build on every buildable release.  Without fresh
-            # statistics (just after a bulk import) the planner thinks the index
-            # holds a handful of rows and picks the sort, so it is ruled out here.
-            # (A failed query aborts the transaction, which undoes the setting.)
-            conn.exec_driver_sql("SET LOCAL enable_sort = off")
-            rows = conn.execute(query).all()
-            conn.exec_driver_sql("SET LOCAL enable_sort TO DEFAULT")
-        last = QueueKey(*rows[-1]) if len(rows) == limit else None
-        return [(row.package, row.version) for row in rows], last
-
-    def get_build_abis(self, active_only: bool = True) -> list[str]:
-        """The ABI tags builds are made for, oldest Python first (cp39 before cp311)."""
-        abis = self.t["build_abis"]
-        query = sa.select(abis.c.abi_tag).order_by(
-            sa.func.abi_python_version(abis.c.abi_tag), abis.c.abi_tag)
-        if active_only:
-            query = query.where(abis.c.active)
-        with self._begin() as conn:
-            return list(conn.scalars(query))
-
-    # --- builds -------------------------------------------------------------
-
-    def record_build(self, build: BuildRecord) -> int:
-        """Store one attempt with its log, files and their dependencies; returns its id.
-
-        All or nothing: the attempt and every file land in one transaction.
-        """
-        return self.record_builds([build])[0]
-
-    def record_builds(self, builds: list[BuildRecord]) -> list[int]:
-        """Store several attempts in one transaction (the recorder batches bursts)."""
-        t_builds, logs = self.t["builds"], self.t["build_logs"]
-        files, deps = self.t["files"], self.t["dependencies"]
-        with self._begin() as conn:
-            build_ids = list(conn.scalars(
-                t_builds.insert().returning(t_builds.c.build_id, sort_by_parameter_order=True),
-                [
-                    dict(
-                        package=canonical_name(b.package), version=normal_version(b.version),
-                        abi_tag=b.abi_tag, slave_label=b.slave_label,
-                        builder=b.builder or b.slave_label, started=b.started,
-                        duration=b.duration, status=b.status, reason=b.reason,
-                        image=b.image, cause=b.cause, cause_detail=b.cause_detail,
-                        cause_package=b.cause_package,
-                    )
-                    for b in builds
-                ],
-            ))
-            conn.execute(logs.insert(), [
-                dict(build_id=build_id, log=b.log) for build_id, b in zip(build_ids, builds)
-            ])
-            file_rows = [file_row(f, build_id)
-                         for build_id, b in zip(build_ids, builds) for f in b.files]
-            if file_rows:
-                conn.execute(files.insert(), file_rows)
-            dep_rows = [row for b in builds for f in b.files for row in dependency_rows(f)]
-            if dep_rows:
-                conn.execute(deps.insert(), dep_rows)
-            smoke_rows = [s.to_dict() for b in builds for s in b.smoke
-                          if s.filename in {f.filename for f in b.files}]
-            if smoke_rows:
-                conn.execute(self.t["smoke_tests"].insert(), smoke_rows)
-        return build_ids
-
-    # --- failures and their retries (issue 13) ----------------------------------
-
-    def retry_holds(self, abi_tag: str, jobs: Iterable[tuple[str, str]]
-                    ) -> dict[tuple[str, str], tuple[str, datetime]]:
-        """For the releases among *jobs* that failed once for *abi_tag* and wait for
-        their retry: {(package, version): (the builder that failed it, when that
-        attempt ended)}.  The slave driver keeps that builder off it for a while."""
-        wanted = sorted(set(jobs))
-        if not wanted:
-            return {}
-        b = self.t["builds"]
-        query = (sa.select(b.c.package, b.c.version, b.c.builder, b.c.started + b.c.duration)
-                 .where(b.c.abi_tag == abi_tag, b.c.status != "success",
-                        sa.tuple_(b.c.package, b.c.version).in_(wanted))
-                 .order_by(b.c.build_id))
-        with self._begin() as conn:
-            return {(package, version): (builder, ended)
-                    for package, version, builder, ended in conn.execute(query)}
-
-    def failures(self, package: Optional[str] = None, limit: int = 100) -> list[dict]:
-        """The latest unsuccessful attempts (of one project, or all), newest first:
-        who made each, and its ``outcome`` for the release on that ABI: still
-        ``retrying``, failed for good (``counts``: its failures settle it, see
-        ``failures_settle``), or ``built since`` (or re-opened by a new image)."""
-        b = self.t["builds"]
-        query = (sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.builder,
-                           b.c.slave_label, b.c.started, b.c.status, b.c.reason,
-                           sa.func.needs_build(b.c.package, b.c.version, b.c.abi_tag)
-                           .label("retrying"),
-                           sa.func.failures_settle(b.c.package, b.c.version, b.c.abi_tag)
-                           .label("settled"))
-                 .where(b.c.status != "success")
-                 .order_by(b.c.build_id.desc()).limit(limit))
-        if package is not None:
-            query = query.where(b.c.package == canonical_name(package))
-        with self._begin() as conn:
-            rows = conn.execute(query).all()
-        return [{
-            "build_id": row.build_id, "package": row.package, "version": row.version,
-            "abi_tag": row.abi_tag, "builder": row.builder, "slave_label": row.slave_label,
-            "started": row.started, "status": row.status, "reason": row.reason,
-            "outcome": "retrying" if row.retrying else "counts" if row.settled else "built since",
-        } for row in rows]
-
-    # --- the output tree's reconciliation (issue 12) ----------------------------
-
-    def recorded_filenames(self, filenames: Iterable[str]) -> set[str]:
-        """Which of *filenames* already have a row (a published wheel)."""
-        names = sorted(set(filenames))
-        if not names:
-            return set()
-        files = self.t["files"]
-        with self._begin() as conn:
-            return set(conn.scalars(sa.select(files.c.filename)
-                                    .where(files.c.filename.in_(names))))
-
-    def recorded_files(self) -> list[RecordedFile]:
-        """Every file row with what the output tree must hold for it."""
-        files, builds = self.t["files"], self.t["builds"]
-        query = (sa.select(files.c.filename, files.c[FILE_COLUMNS["size"]], builds.c.build_id,
-                           builds.c.package, builds.c.version, builds.c.abi_tag)
-                 .join(builds, files.c.build_id == builds.c.build_id))
-        with self._begin() as conn:
-            return [RecordedFile(*row) for row in conn.execute(query)]
-
-    def requeue_builds(self, build_ids: Iterable[int]) -> int:
-        """Delete these attempts (with their files' rows), so the queue hands their
-        releases out again; how many went."""
-        ids = sorted(set(build_ids))
-        if not ids:
-            return 0
-        builds = self.t["builds"]
-        with self._begin() as conn:
-            return conn.execute(builds.delete().where(builds.c.build_id.in_(ids))).rowcount
-
-    def get_build_log(self, build_id: int) -> Optional[str]:
-        logs = self.t["build_logs"]
-        with self._begin() as conn:
-            return conn.scalar(sa.select(logs.c.log).where(logs.c.build_id == build_id))
-
-    def get_build_logs(self, build_ids: Iterable[int]) -> dict[int, str]:
-        """{build id: log} of several attempts at once (ids without a log are left out)."""
-        wanted = sorted(set(build_ids))
-        if not wanted:
-            return {}
-        logs = self.t["build_logs"]
-        with self._begin() as conn:
-            return dict(conn.execute(
-                sa.select(logs.c.build_id, logs.c.log).where(logs.c.build_id.in_(wanted))
-            ).all())
 
 
 def _earliest(a: Optional[datetime], b: Optional[datetime]) -> Optional[datetime]:

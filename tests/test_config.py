@@ -197,8 +197,8 @@ def test_unknown_keys_are_warned_of_once_each_with_their_file(isolated, capsys):
 # --- the admin tools' records ----------------------------------------------------------
 
 def client():
-    from piwheels import settings
-    return settings.ClientSettings(control_address="ipc:///run/piwheels/control",
+    from piwheels import tool_settings
+    return tool_settings.ClientSettings(control_address="ipc:///run/piwheels/control",
                                    request_timeout_s=10.0)
 
 
@@ -217,9 +217,9 @@ def test_admin_arguments_fit_their_columns(record, fields, limit_name):
     """Each argument's width is its column's (piwheels.limits), not a number of its own."""
     import dataclasses
 
-    from piwheels import limits, settings
+    from piwheels import limits, tool_settings
     from piwheels.errors import ConfigError
-    cls = getattr(settings, record)
+    cls = getattr(tool_settings, record)
     (name, _), = [(k, v) for k, v in fields.items() if v == "x"]
     width = getattr(limits, limit_name)
     good = cls(client=client(), **{**fields, name: "x" * width})
@@ -249,13 +249,13 @@ def test_admin_arguments_fit_their_columns(record, fields, limit_name):
     ({"package": "foo", "version": "1.0", "yank": "", "alias": "Foo"}, None),
 ])
 def test_piw_add_rules_between_arguments(fields, message):
-    from piwheels import settings
+    from piwheels import tool_settings
     from piwheels.errors import PiwheelsError
     if message is None:
-        assert settings.AddConfig(client=client(), **fields).package == fields["package"]
+        assert tool_settings.AddConfig(client=client(), **fields).package == fields["package"]
         return
     with pytest.raises(PiwheelsError, match=message):
-        settings.AddConfig(client=client(), **fields)
+        tool_settings.AddConfig(client=client(), **fields)
 
 
 @pytest.mark.parametrize("action, value, project, message", [
@@ -275,11 +275,11 @@ def test_piw_add_rules_between_arguments(fields, message):
     ("explode", None, None, "ACTION 'explode'"),
 ])
 def test_piw_control_values(action, value, project, message):
-    from piwheels import protocols, settings
+    from piwheels import protocols
     from piwheels.errors import PiwheelsError
     if value and value.startswith("MAX"):
         value = str(protocols.MAX_FREE_SPACE_MIB + value.count("+1"))
-    make = lambda: settings.ControlConfig(client=client(), action=action, value=value,  # noqa
+    make = lambda: tool_settings.ControlConfig(client=client(), action=action, value=value,  # noqa
                                           project=project)
     if message is None:
         record = make()
@@ -291,17 +291,17 @@ def test_piw_control_values(action, value, project, message):
 
 
 def test_admin_addresses_and_the_database_url_are_checked():
-    from piwheels import settings
+    from piwheels import settings, tool_settings
     from piwheels.errors import ConfigError
     for address in ("garbage", "tcp://*:5555", "tcp://host:0"):
         with pytest.raises(ConfigError, match="--control-address"):
-            settings.ClientSettings(control_address=address, request_timeout_s=1.0)
+            tool_settings.ClientSettings(control_address=address, request_timeout_s=1.0)
     with pytest.raises(ConfigError, match="--request-timeout"):
-        settings.ClientSettings(control_address="ipc:///x", request_timeout_s=0.0)
+        tool_settings.ClientSettings(control_address="ipc:///x", request_timeout_s=0.0)
     with pytest.raises(ConfigError, match="--status-address"):
-        settings.RebuildConfig(client=client(), status_address="nowhere", part="home")
+        tool_settings.RebuildConfig(client=client(), status_address="nowhere", part="home")
     with pytest.raises(ConfigError, match="PKG goes with 'project' only"):
-        settings.RebuildConfig(client=client(), status_address="ipc:///s", part="all",
+        tool_settings.RebuildConfig(client=client(), status_address="ipc:///s", part="all",
                                package="foo")
     for dsn, message in [("garbage", "cannot parse"), ("mysql://h/db", "needs PostgreSQL")]:
         with pytest.raises(ConfigError, match=message):

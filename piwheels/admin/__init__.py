@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import cli, config, limits, settings
+from .. import cli, config, limits, settings, tool_settings
 from ..control_client import ControlClient, MasterUnavailable, StatusFeed
 from ..errors import Aborted, PiwheelsError
 from ..project_status import PROJECT_STATUSES
 from ..protocols import REBUILD_PARTS
-from ..settings import CLIENT_OPTIONS, CONTROL_ACTIONS, ClientSettings
+from ..tool_settings import CLIENT_OPTIONS, CONTROL_ACTIONS, ClientSettings
 
 #: Characters in piw-rebuild's progress bar.
 PROGRESS_WIDTH = 40
@@ -81,7 +81,7 @@ def _add(argv: Optional[Sequence[str]]) -> int:
                              "withheld and it is not built; active: clear this farm's status; "
                              "the stricter of this and upstream's is in force)")
     parser.add_argument("--status-reason", metavar="REASON", help="why, for --status")
-    options = settings.load_with(settings.AddConfig, parser, argv)
+    options = settings.load_with(tool_settings.AddConfig, parser, argv)
     add = {
         "package": options.package, "version": options.version,
         "skip": options.skip, "unskip": options.unskip,
@@ -124,7 +124,7 @@ def _remove(argv: Optional[Sequence[str]]) -> int:
                              "again")
     parser.add_argument("--skip", metavar="REASON",
                         help="remove the builds and never build it again, for this reason")
-    options = settings.load_with(settings.RemoveConfig, parser, argv)
+    options = settings.load_with(tool_settings.RemoveConfig, parser, argv)
     if options.bulk:
         action = "skip_builds" if options.skip is not None else \
             "remove_builds" if options.builds else "remove"
@@ -168,7 +168,7 @@ def _rebuild(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("package", nargs="?", help="the project, for 'project'")
     parser.add_argument("--no-wait", action="store_true",
                         help="do not wait for the writing to finish")
-    options = settings.load_with(settings.RebuildConfig, parser, argv)
+    options = settings.load_with(tool_settings.RebuildConfig, parser, argv)
     feed = None if options.no_wait else StatusFeed(options.status_address)
     client = _client(options.client)
     try:
@@ -237,7 +237,7 @@ def _import(argv: Optional[Sequence[str]]) -> int:
                         help="the build ABI to record them under (default: from the tags)")
     parser.add_argument("--label", default=f"import@{os.uname().nodename}"[:limits.LABEL],
                         help="who built them, for the build record")
-    options = settings.load_with(settings.ImportConfig, parser, argv)
+    options = settings.load_with(tool_settings.ImportConfig, parser, argv)
     client = _client(options.client)
     failed = 0
     try:
@@ -291,7 +291,7 @@ def _control(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("--project", metavar="NAME",
                         help="for build-policy and build-prereleases: this project's own "
                              "setting rather than the farm's; for failures: only its")
-    options = settings.load_with(settings.ControlConfig, parser, argv)
+    options = settings.load_with(tool_settings.ControlConfig, parser, argv)
     payload: dict = {}
     if options.action == "min-free-space":
         payload = {"mib": options.mib}

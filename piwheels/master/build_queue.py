@@ -16,7 +16,7 @@ from typing import Optional
 
 import zmq
 
-from ..db import QueueKey
+from ..db_queue import QueueKey
 from ..protocols import BUILD_QUEUE, INDEX_REQUESTS, MAX_FAILED_IMAGES, QUEUE_REQUESTS
 from ..tags import build_abi_problem
 from .db_task import DatabaseTask

@@ -12,7 +12,7 @@ from typing import AbstractSet, Optional
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ..names import canonical_name
-from ..protocols import UNCONTAINED
+from ..protocol_fields import UNCONTAINED
 from ..tags import builder_problem
 
 
