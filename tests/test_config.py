@@ -84,7 +84,7 @@ def test_version_flag():
 @pytest.mark.parametrize("flag, limit", [("--chunk-size", "MAX_CHUNK_BYTES"),
                                          ("--max-log-size", None)])
 def test_sizes_the_protocol_caps_are_refused_above_the_cap(isolated, capsys, flag, limit):
-    from piwheels import protocols
+    from piwheels import protocols, tool_settings
     dest = {"--chunk-size": "chunk_size", "--max-log-size": "max_log_bytes"}[flag]
     cap = (getattr(protocols, limit) if limit else
            protocols.MAX_LOG_CHARS - protocols.ENVELOPE_BYTES)
@@ -123,7 +123,7 @@ def test_master_record_holds_the_parsed_and_default_values(isolated):
 def test_a_record_made_in_code_is_held_to_the_same_ranges(isolated):
     import dataclasses
 
-    from piwheels import protocols
+    from piwheels import protocols, tool_settings
     from piwheels.errors import ConfigError
     good = load_master(isolated)
     for field, value, text in [("chunk_size", protocols.MAX_CHUNK_BYTES + 1, "--chunk-size"),
@@ -275,7 +275,7 @@ def test_piw_add_rules_between_arguments(fields, message):
     ("explode", None, None, "ACTION 'explode'"),
 ])
 def test_piw_control_values(action, value, project, message):
-    from piwheels import protocols
+    from piwheels import protocols, tool_settings
     from piwheels.errors import PiwheelsError
     if value and value.startswith("MAX"):
         value = str(protocols.MAX_FREE_SPACE_MIB + value.count("+1"))
