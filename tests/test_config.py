@@ -84,7 +84,7 @@ def test_version_flag():
 @pytest.mark.parametrize("flag, limit", [("--chunk-size", "MAX_CHUNK_BYTES"),
                                          ("--max-log-size", None)])
 def test_sizes_the_protocol_caps_are_refused_above_the_cap(isolated, capsys, flag, limit):
-    from piwheels import protocols, tool_settings
+    from piwheels import protocols
     dest = {"--chunk-size": "chunk_size", "--max-log-size": "max_log_bytes"}[flag]
     cap = (getattr(protocols, limit) if limit else
            protocols.MAX_LOG_CHARS - protocols.ENVELOPE_BYTES)
@@ -123,7 +123,7 @@ def test_master_record_holds_the_parsed_and_default_values(isolated):
 def test_a_record_made_in_code_is_held_to_the_same_ranges(isolated):
     import dataclasses
 
-    from piwheels import protocols, tool_settings
+    from piwheels import protocols
     from piwheels.errors import ConfigError
     good = load_master(isolated)
     for field, value, text in [("chunk_size", protocols.MAX_CHUNK_BYTES + 1, "--chunk-size"),
