@@ -369,7 +369,8 @@ def test_a_quarantined_project_is_withheld_and_restored(db, writer, output):
     writer.package("risky")
     page = output / "simple" / "risky" / "index.json"
     wait_for(page.exists, 10, "the page")
-    wait_for(lambda: read_json(output / "simple" / "index.json")["projects"] == [{"name": "risky"}],
+    root = output / "simple" / "index.json"  # written after the project's pages
+    wait_for(lambda: root.exists() and read_json(root)["projects"] == [{"name": "risky"}],
              10, "the root")
     db.set_upstream_status("risky", "quarantined", "malware")
     writer.package("risky")
