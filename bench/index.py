@@ -38,7 +38,9 @@ from benchdb import DEFAULT_SERVER, throwaway_database
 
 from piwheels.db import Database
 from piwheels.index_pages import Site
-from piwheels.master.index_writer import IndexWriter, PageWriter
+from piwheels.config import OPTIONS
+from piwheels.master.index_writer import IndexWriter
+from piwheels.page_writer import PageWriter
 from piwheels.master.task import TaskControl
 from piwheels.protocols import INDEX_REQUESTS, SUPERVISOR
 from piwheels.protocols import WheelFacts
@@ -46,6 +48,7 @@ from piwheels.records import BuildRecord
 from piwheels.transport import Socket
 
 ABIS = ("cp311", "cp313")
+SUMMARY_INTERVAL_S = OPTIONS["summary_interval_s"].default
 SITE = Site(name="Bench farm", index_url="http://farm.test/simple/",
             upstream_simple="http://upstream.test/simple/")
 MOVED = Site(name="Bench farm", index_url="http://wheels.farm.test/simple/",
@@ -58,8 +61,8 @@ def seed(dsn: str, packages: int, versions: int) -> None:
     with engine.begin() as conn:
         # seeding writes the derived "built" flag itself, so the triggers can rest
         conn.exec_driver_sql("SET session_replication_role = replica")
-        conn.exec_driver_sql("INSERT INTO build_abis (abi_tag) VALUES "
-                             + ", ".join(f"('{abi}')" for abi in ABIS))
+        conn.exec_driver_sql("INSERT INTO build_targets (abi_tag, platform_tag) VALUES "
+                             + ", ".join(f"('{abi}', 'linux_aarch64')" for abi in ABIS))
         conn.exec_driver_sql(
             "INSERT INTO packages (package, description) "
             "SELECT 'pkg-' || n, 'Synthetic project number ' || n "
@@ -77,11 +80,11 @@ def seed(dsn: str, packages: int, versions: int) -> None:
             "       true, true "
             f"FROM generate_series(1, {packages}) AS n, generate_series(1, {versions}) AS v")
         conn.exec_driver_sql(
-            "INSERT INTO builds (package, version, abi_tag, slave_label, builder, started, "
-            "                    duration, status) "
-            "SELECT package, version, abi_tag, 'seed', 'seed', released + interval '1 hour', "
-            "       interval '95 seconds', 'success' "
-            "FROM versions, build_abis")
+            "INSERT INTO builds (package, version, abi_tag, platform_tag, slave_label, builder, "
+            "                    started, duration, status) "
+            "SELECT package, version, abi_tag, platform_tag, 'seed', 'seed', "
+            "       released + interval '1 hour', interval '95 seconds', 'success' "
+            "FROM versions, build_targets")
         conn.exec_driver_sql(
             "INSERT INTO build_logs (build_id, log) "
             "SELECT build_id, 'Building ' || package || ' ' || version || E' ...\\n' || "
@@ -113,7 +116,7 @@ class RunningWriter:
         self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
         self.supervisor.bind(SUPERVISOR.address)
         self.task = IndexWriter(self.ctx, dsn=dsn, output_path=output, site=site,
-                                workers=workers)
+                                workers=workers, summary_interval_s=SUMMARY_INTERVAL_S)
         self.control = TaskControl(self.ctx, self.task.name)
         self.requests = Socket.make(self.ctx, zmq.PUSH, INDEX_REQUESTS)
         self.requests.connect(INDEX_REQUESTS.address)
@@ -213,7 +216,8 @@ def time_one_package(dsn: str, output: Path, packages: int, repeats: int) -> Non
 def time_root(dsn: str, output: Path) -> None:
     """Rewriting the simple root, packages.json and the sitemap (a new project's first wheel)."""
     ctx = zmq.Context()
-    writer = IndexWriter(ctx, dsn=dsn, output_path=output, site=SITE)
+    writer = IndexWriter(ctx, dsn=dsn, output_path=output, site=SITE,
+                         summary_interval_s=SUMMARY_INTERVAL_S)
     writer.open_resources()  # the task's thread would, before on_start
     writer.on_start()
     try:

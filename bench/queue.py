@@ -51,7 +51,7 @@ def seed(dsn: str, versions: int, built_fraction: float) -> None:
     with engine.begin() as conn:
         # seeding writes the derived "built" flag itself, so the triggers can rest
         conn.exec_driver_sql("SET session_replication_role = replica")
-        conn.exec_driver_sql("INSERT INTO build_abis (abi_tag) VALUES ('cp311'), ('cp312')")
+        conn.exec_driver_sql("INSERT INTO build_targets (abi_tag, platform_tag) VALUES ('cp311', 'linux_aarch64'), ('cp312', 'linux_aarch64')")
         conn.exec_driver_sql(
             "INSERT INTO packages (package) "
             f"SELECT 'pkg-' || n FROM generate_series(1, {projects}) AS n")
@@ -65,9 +65,9 @@ def seed(dsn: str, versions: int, built_fraction: float) -> None:
         for abi in ("cp311", "cp312"):
             for builder in ("seed-a", "seed-b"):
                 conn.exec_driver_sql(
-                    "INSERT INTO builds (package, version, abi_tag, slave_label, builder, "
-                    "                    started, duration, status) "
-                    f"SELECT package, version, '{abi}', '{builder}', '{builder}', now(), "
+                    "INSERT INTO builds (package, version, abi_tag, platform_tag, slave_label, "
+                    "                    builder, started, duration, status) "
+                    f"SELECT package, version, '{abi}', 'linux_aarch64', '{builder}', '{builder}', now(), "
                     "       interval '1 minute', 'failed' "
                     "FROM versions WHERE built")
         conn.exec_driver_sql("ANALYZE")
@@ -79,7 +79,7 @@ def time_queries(db: Database, repeats: int) -> None:
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            jobs = db.pending_builds(abi, 1000)
+            jobs = db.pending_builds((abi, "linux_aarch64"), 1000)
             times.append(time.perf_counter() - start)
         print(f"next 1000 builds for {abi}: median {statistics.median(times) * 1000:.1f} ms, "
               f"worst {max(times) * 1000:.1f} ms ({len(jobs)} found)")

@@ -1,19 +1,24 @@
-"""Benchmark: one large wheel through the file-transfer protocol vs a plain TCP copy.
+"""Benchmark: wheels through the file-transfer protocol vs a plain memory-to-memory TCP copy.
 
-The protocol run uses the real tasks on loopback TCP: the slave's FileSender
-serves chunks, the master's FileReceiver pulls them (credit window, CRC-32
-per chunk), writes the temp file, then checks size, SHA-256 and the whole
-wheel before reporting it VERIFIED; the clock stops there.  The plain run
-sends the same bytes over one TCP connection into a file.  Prints MB/s of
-both and their ratio, and the CPU both ends spent: when they share this
-machine's cores, that CPU divided by the cores bounds the transfer's time.
+Three runs, each round beside a plain copy of the same bytes over one TCP
+connection, memory to memory (``sendall`` / ``recv_into``, no disk):
 
-    python bench/transfer.py --size-mb 50 --chunk-size 1048576 --window 4
+* end to end, through a real piw-master on a throw-away database (see
+  :mod:`transfer_farm`): from BUILT to the wheel verified, recorded and
+  published (at its URL under ``simple/``, then listed on its simple page);
+  the figure to hold against the old master's;
+* the file receiver alone, in this process (the slave's FileSender in
+  another): from OFFER to the last chunk on disk and to VERIFIED, with the
+  receiver's CPU per MB (its thread, ZeroMQ's, the verification's);
+* ``--slaves`` slaves sending ``--slave-size-mb`` wheels at once to that
+  receiver: the aggregate rate and CPU per MB, beside one such wheel alone.
 
-With ``--link-mbit N`` (root only) both runs cross a veth pair into a network
-namespace of the slave's own, shaped to N Mbit/s each way: the farm's case,
+    python bench/transfer.py --size-mb 50 --rounds 5
+
+With ``--link-mbit N`` (root only) every slave runs in a network namespace
+of its own behind a veth pair shaped to N Mbit/s each way: the farm's case,
 where the slave is another machine and the network sets the pace.  With
-``--curve`` the file socket is encrypted and authenticated as in a farm with
+``--curve`` the sockets are encrypted and authenticated as in a farm with
 keys (piw-keys): a master key pair, the slave's key enrolled, ZAP checking it.
 """
 
@@ -27,17 +32,14 @@ sys.path.append(sys.path.pop(0))
 
 import argparse
 import contextlib
-import ctypes
 import hashlib
 import multiprocessing
 import os
 import resource
 import socket
 import statistics
-import subprocess
 import tempfile
 import time
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,99 +47,63 @@ from typing import Iterator, Optional
 
 import zmq
 
+from transfer_farm import FarmTimes, farm_slave, running_master
+from transfer_parts import MB, Keys, Link, free_port, make_wheel, shaped_link, tree_cpu_s
+
 from piwheels.config import OPTIONS
-from piwheels.keys import PUBLIC_SUFFIX, KeyPair, load_key_pair, make_key_pair, public_path
 from piwheels.master.authenticator import Authenticator
 from piwheels.master.file_receiver import FileReceiver
 from piwheels.protocols import SUPERVISOR, TRANSFER_REQUESTS, TRANSFER_RESULTS
 from piwheels.slave.file_sender import FileSender
-from piwheels.transport import CurveClient, CurveServer, Socket
+from piwheels.transport import CurveServer, Socket
 from piwheels.wheel_facts import UnpackLimits, inspect_wheel
 
-MB = 1024 * 1024
 
-
-def make_wheel(directory: Path, size: int) -> Path:
-    """A valid pure wheel of about *size* bytes (random data, stored, so it does not shrink)."""
-    import base64
-
-    path = directory / "bench_blob-1.0-py3-none-any.whl"
-    blob = os.urandom(size)
-    members = {
-        "bench_blob/blob.bin": blob,
-        "bench_blob-1.0.dist-info/METADATA":
-            b"Metadata-Version: 2.1\nName: bench-blob\nVersion: 1.0\n",
-        "bench_blob-1.0.dist-info/WHEEL":
-            b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = ""
-    for name, data in members.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record += f"{name},sha256={digest},{len(data)}\n"
-    record += "bench_blob-1.0.dist-info/RECORD,,\n"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as wheel:
-        for name, data in members.items():
-            wheel.writestr(name, data)
-        wheel.writestr("bench_blob-1.0.dist-info/RECORD", record)
-    return path
-
-
-def cpu_s(who: int) -> float:
-    """CPU seconds (user and system) used so far by this process or its waited-for children."""
-    usage = resource.getrusage(who)
+def thread_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
     return usage.ru_utime + usage.ru_stime
 
 
-CLONE_NEWNET = 0x40000000
+# --- the plain copy ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Link:
-    """Where the slave's side runs: beside the master on loopback, or in a network
-    namespace of its own (see :func:`shaped_link`)."""
-
-    master_host: str = "127.0.0.1"
-    slave_namespace: Optional[str] = None
-
-    def enter_slave_side(self) -> None:
-        """Called first in the slave's (forked, single-threaded) process."""
-        if self.slave_namespace is None:
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        with open(f"/run/netns/{self.slave_namespace}") as namespace:
-            if libc.setns(namespace.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns into the slave's namespace failed")
+def _copy_sender(link: Link, port: int, size: int, conn) -> None:
+    link.enter_slave_side()
+    data = os.urandom(size)
+    with socket.create_connection((link.master_host, port)) as sock:
+        sock.recv(1)
+        start = thread_cpu_s()
+        sock.sendall(data)
+        conn.send(thread_cpu_s() - start)
 
 
-@contextlib.contextmanager
-def shaped_link(mbit: int) -> Iterator[Link]:
-    """A veth pair into a fresh network namespace, each way limited to *mbit* Mbit/s."""
-    namespace = f"piw-bench-{os.getpid()}"
-    master_dev, slave_dev = f"piwm{os.getpid()}", f"piws{os.getpid()}"
-    master_ip, slave_ip = "10.213.0.1", "10.213.0.2"
-    shape = ["root", "tbf", "rate", f"{mbit}mbit", "burst", "512kb", "latency", "50ms"]
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    try:
-        for command in (
-            ["ip", "link", "add", master_dev, "type", "veth", "peer", "name", slave_dev,
-             "netns", namespace],
-            ["ip", "addr", "add", f"{master_ip}/30", "dev", master_dev],
-            ["ip", "link", "set", master_dev, "up"],
-            ["ip", "-n", namespace, "addr", "add", f"{slave_ip}/30", "dev", slave_dev],
-            ["ip", "-n", namespace, "link", "set", slave_dev, "up"],
-            ["tc", "qdisc", "add", "dev", master_dev, *shape],
-            ["tc", "-n", namespace, "qdisc", "add", "dev", slave_dev, *shape],
-        ):
-            subprocess.run(command, check=True)
-        yield Link(master_ip, namespace)
-    finally:  # the pair goes with the namespace
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
+def memory_copy_run(link: Link, size: int, buffer: memoryview) -> tuple[float, float]:
+    """Seconds to copy *size* bytes over one TCP connection from the sender's memory
+    into *buffer*, and the CPU seconds both ends spent."""
+    server = socket.create_server((link.master_host, 0))
+    ours, theirs = multiprocessing.Pipe()
+    sender = multiprocessing.Process(target=_copy_sender,
+                                     args=(link, server.getsockname()[1], size, theirs))
+    sender.start()
+    conn, _ = server.accept()
+    with conn:
+        cpu = thread_cpu_s()
+        start = time.perf_counter()
+        conn.sendall(b"g")
+        got = 0
+        while got < size:
+            n = conn.recv_into(buffer[got:size])
+            if not n:
+                raise SystemExit("the plain copy's sender hung up")
+            got += n
+        elapsed = time.perf_counter() - start
+        cpu = thread_cpu_s() - cpu + ours.recv()
+    sender.join()
+    server.close()
+    return elapsed, cpu
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+# --- the file receiver, in this process --------------------------------------------------
 
 
 class TimedReceiver(FileReceiver):
@@ -145,139 +111,163 @@ class TimedReceiver(FileReceiver):
 
     def _complete(self, transfer) -> None:
         self.received_at = time.perf_counter()
-        self.cpu_at_disk = cpu_s(resource.RUSAGE_SELF)
+        self.cpu_at_disk = tree_cpu_s(os.getpid(), self.bench_slaves)
         super()._complete(transfer)
 
 
-@dataclass(frozen=True)
-class Keys:
-    """A farm's keys for one run: the master's pair, the slave's key file (enrolled)."""
+class ReceiverRig:
+    """A running file receiver and the slave driver's side of it (the bench plays it)."""
 
-    master: KeyPair
-    slave_secret: Path
-    enrolled: Path
+    def __init__(self, link: Link, work: Path, chunk_size: int, window: int,
+                 keys: Optional[Keys]) -> None:
+        self.ctx = zmq.Context()
+        self.keys = keys
+        self.address = f"tcp://{link.master_host}:{free_port(link.master_host)}"
+        self.supervisor = Socket.make(self.ctx, zmq.PULL, SUPERVISOR.reverse())
+        self.supervisor.bind(SUPERVISOR.address)
+        self.results = Socket.make(self.ctx, zmq.PULL, TRANSFER_RESULTS.reverse())
+        self.results.bind(TRANSFER_RESULTS.address)
+        self.auth = None
+        if keys is not None:  # before the file socket binds, as piw-master does
+            self.auth = Authenticator(self.ctx, keys.enrolled)
+            self.auth.start()
+        default = {name: OPTIONS[name].default for name in OPTIONS}
+        self.receiver = TimedReceiver(
+            self.ctx, file_bind=self.address, output_path=work / "output",
+            chunk_size=chunk_size, window=window, timeout_s=default["transfer_timeout_s"],
+            retries=default["transfer_retries"], max_wheel_size=2**31,
+            deadline_s=default["transfer_deadline_s"],
+            unpack_limits=UnpackLimits(max_unpacked=default["max_unpacked_size"],
+                                       max_ratio=default["max_compression_ratio"]),
+            curve=CurveServer(keys=keys.master, enrolled_dir=str(keys.enrolled))
+            if keys else None)
+        self.receiver.bench_slaves = ()
+        self.requests = Socket.make(self.ctx, zmq.PUSH, TRANSFER_REQUESTS)
+        self.requests.connect(TRANSFER_REQUESTS.address)
+        self.receiver.start()
 
-    @classmethod
-    def make(cls, directory: Path) -> "Keys":
-        master, _ = make_key_pair(directory / "master.key_secret")
-        slave_secret = directory / "slave" / "bench.key_secret"
-        make_key_pair(slave_secret)
-        enrolled = directory / "authorized"
-        enrolled.mkdir()
-        (enrolled / f"bench{PUBLIC_SUFFIX}").write_bytes(public_path(slave_secret).read_bytes())
-        return cls(master, slave_secret, enrolled)
+    def expect(self, wheel: Path, slave_id: int) -> None:
+        facts = inspect_wheel(wheel, find_apt_deps=False)
+        self.requests.send("EXPECT", {
+            "slave_id": slave_id, "package": facts.package_tag.replace("_", "-"),
+            "version": facts.version_tag, "builder_abi": "cp311",
+            "builder_platform": "linux_x86_64",
+            "key_id": self.keys.key_id() if self.keys else None, "claimed": facts.to_dict()})
 
-    def client(self) -> CurveClient:
-        return CurveClient(keys=load_key_pair(self.slave_secret), server_public=self.master.public)
+    def verdict(self) -> dict:
+        if not self.results.zsocket.poll(120_000):
+            raise SystemExit("the receiver gave no verdict")
+        name, payload = self.results.recv()
+        if name != "VERIFIED":
+            raise SystemExit(f"transfer failed: {payload}")
+        Path(payload["file"]["path"]).unlink()
+        return payload
+
+    def close(self) -> None:
+        self.receiver._quit = True  # the bench owns the task; no supervisor to ask
+        self.receiver.join(10)
+        for sock in (self.supervisor, self.results, self.requests):
+            sock.close()
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.destroy(linger=0)
 
 
-def serve(link: Link, address: str, wheel: Path, size: int, sha256: str, cpu,
-          keys: Optional[Keys] = None) -> None:
-    """The slave's side: offer the file and answer FETCHes until RECEIVED.
+@contextlib.contextmanager
+def receiver_rig(*args) -> Iterator[ReceiverRig]:
+    rig = ReceiverRig(*args)
+    try:
+        yield rig
+    finally:
+        rig.close()
 
-    *cpu* gets the CPU seconds this process had spent by then (a forked child
-    starts from zero), leaving out its teardown.
-    """
+
+def serve(link: Link, address: str, wheels: list[tuple[int, Path]], keys: Optional[Keys],
+          conn) -> None:
+    """Slaves' sides, one FileSender each: at ``go``, offer every file (at once) and
+    answer FETCHes until each is RECEIVED; send back this process's CPU seconds."""
     link.enter_slave_side()
     ctx = zmq.Context()
-    sender = FileSender(ctx, address, curve=keys.client() if keys else None)
-    sender.offer(1, wheel, size, sha256)
-    while sender.handle() is None:
-        pass
-    cpu.value = cpu_s(resource.RUSAGE_SELF)
-    sender.close()
+    senders = {}
+    offers = []
+    for slave_id, wheel in wheels:
+        sender = FileSender(ctx, address, curve=keys.client() if keys else None)
+        senders[sender.socket.zsocket] = sender
+        data = wheel.read_bytes()
+        offers.append((sender, slave_id, wheel, len(data), hashlib.sha256(data).hexdigest()))
+    poller = zmq.Poller()
+    for zsocket in senders:
+        poller.register(zsocket, zmq.POLLIN)
+    time.sleep(0.2)  # connected before the clock starts
+    conn.send("ready")
+    conn.recv()
+    cpu = thread_cpu_s()
+    for sender, *offer in offers:
+        sender.offer(*offer)
+    waiting = len(senders)
+    while waiting:
+        for zsocket, _ in poller.poll(60_000) or [(None, None)]:
+            if zsocket is None:
+                raise SystemExit("a slave's transfer stalled")
+            outcome = senders[zsocket].handle()
+            if outcome is not None:
+                if not outcome[0]:
+                    raise SystemExit(f"the receiver refused a wheel: {outcome[1]}")
+                waiting -= 1
+    conn.send(thread_cpu_s() - cpu)
+    for sender in senders.values():
+        sender.close()
     ctx.term()
 
 
-def protocol_run(link: Link, wheel: Path, work: Path, chunk_size: int,
-                 window: int, keys: Optional[Keys] = None) -> tuple[float, float, float]:
-    """Seconds from OFFER to the last chunk written and to VERIFIED, through the real
-    tasks, and the CPU seconds both ends spent on the first (all threads)."""
-    ctx = zmq.Context()
-    address = f"tcp://{link.master_host}:{free_port(link.master_host)}"
-    supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())
-    supervisor.bind(SUPERVISOR.address)
-    results = Socket.make(ctx, zmq.PULL, TRANSFER_RESULTS.reverse())
-    results.bind(TRANSFER_RESULTS.address)
-    auth = None
-    if keys is not None:  # before the file socket binds, as piw-master does
-        auth = Authenticator(ctx, keys.enrolled)
-        auth.start()
-    receiver = TimedReceiver(ctx, file_bind=address, output_path=work,
-                            chunk_size=chunk_size, window=window, timeout_s=10, retries=3,
-                            max_wheel_size=2**31, deadline_s=OPTIONS["transfer_deadline_s"].default,
-                            unpack_limits=UnpackLimits(
-                                max_unpacked=OPTIONS["max_unpacked_size"].default,
-                                max_ratio=OPTIONS["max_compression_ratio"].default),
-                            curve=CurveServer(keys=keys.master, enrolled_dir=str(keys.enrolled))
-                            if keys else None)
-    requests = Socket.make(ctx, zmq.PUSH, TRANSFER_REQUESTS)
-    requests.connect(TRANSFER_REQUESTS.address)
-    receiver.start()
-    data_size = wheel.stat().st_size
-    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    requests.send("EXPECT", {"slave_id": 1, "package": "bench-blob", "version": "1.0",
-                             "builder_abi": "cp311", "builder_platform": "linux_x86_64",
-                             "key_id": load_key_pair(keys.slave_secret).key_id if keys else None,
-                             "claimed": inspect_wheel(wheel, find_apt_deps=False).to_dict()})
-    time.sleep(0.2)
-    # the slave is another process (another machine, in a farm), as in real life
-    slave_cpu = multiprocessing.Value("d", 0.0)
-    slave = multiprocessing.Process(target=serve,
-                                    args=(link, address, wheel, data_size, sha256, slave_cpu, keys))
-    start, master_cpu = time.perf_counter(), cpu_s(resource.RUSAGE_SELF)
-    slave.start()
-    verdict = [results.recv()]
-    slave.join()
-    cpu = receiver.cpu_at_disk - master_cpu + slave_cpu.value
-    elapsed = time.perf_counter() - start
-    transferred = receiver.received_at - start
-    name, payload = verdict[0]
-    if name != "VERIFIED":
-        raise SystemExit(f"transfer failed: {payload}")
-    Path(payload["file"]["path"]).unlink()
-    receiver._quit = True  # the bench owns the task; no supervisor to ask
-    receiver.join(5)
-    for sock in (supervisor, results, requests):
-        sock.close()
-    if auth is not None:
-        auth.stop()
-    ctx.destroy(linger=0)
-    return transferred, elapsed, cpu
+@dataclass(frozen=True)
+class ReceiverTimes:
+    """One round of the receiver: seconds to the last chunk on disk (None for several
+    files) and to the last VERIFIED; CPU seconds of the receiver (all its threads
+    and processes) to VERIFIED, to the last chunk on disk, and of the slaves."""
+
+    to_disk_s: Optional[float]
+    verified_s: float
+    receiver_cpu_s: float
+    receiver_cpu_to_disk_s: Optional[float]
+    slave_cpu_s: float
 
 
-def plain_run(link: Link, wheel: Path, work: Path, buffer_size: int) -> tuple[float, float]:
-    """Seconds to copy the file over one TCP connection into a file, and the CPU
-    seconds both ends spent."""
-    server = socket.create_server((link.master_host, 0))
-    port = server.getsockname()[1]
-    target = work / "plain.bin"
-
-    def send():
-        link.enter_slave_side()
-        with socket.create_connection((link.master_host, port)) as conn, open(wheel, "rb") as f:
-            while True:
-                data = f.read(buffer_size)
-                if not data:
-                    break
-                conn.sendall(data)
-
-    sender = multiprocessing.Process(target=send)
-    start, cpu = time.perf_counter(), cpu_s(resource.RUSAGE_SELF) + cpu_s(resource.RUSAGE_CHILDREN)
-    sender.start()
-    conn, _ = server.accept()
-    with conn, open(target, "wb") as out:
-        while True:
-            data = conn.recv(buffer_size)
-            if not data:
-                break
-            out.write(data)
-    elapsed = time.perf_counter() - start
-    sender.join()
-    cpu = cpu_s(resource.RUSAGE_SELF) + cpu_s(resource.RUSAGE_CHILDREN) - cpu
-    server.close()
-    target.unlink()
-    return elapsed, cpu
+def receiver_run(rig: ReceiverRig, link: Link, wheels: list[Path],
+                 processes: int = 1) -> ReceiverTimes:
+    """All *wheels* at once, each from a slave of its own, the slaves spread over
+    *processes* (the slaves are other machines in a farm, another process here)."""
+    plan = [(slave_id, wheel) for slave_id, wheel in enumerate(wheels, 1)]
+    for slave_id, wheel in plan:
+        rig.expect(wheel, slave_id)
+    pipes, slaves = [], []
+    for n in range(processes):
+        ours, theirs = multiprocessing.Pipe()
+        slave = multiprocessing.Process(target=serve, args=(
+            link, rig.address, plan[n::processes], rig.keys, theirs))
+        slave.start()
+        pipes.append(ours)
+        slaves.append(slave)
+    for pipe in pipes:
+        pipe.recv()
+    rig.receiver.bench_slaves = tuple(slave.pid for slave in slaves)
+    cpu = tree_cpu_s(os.getpid(), rig.receiver.bench_slaves)
+    start = time.perf_counter()
+    for pipe in pipes:
+        pipe.send("go")
+    for _ in wheels:
+        rig.verdict()
+    verified = time.perf_counter() - start
+    receiver_cpu = tree_cpu_s(os.getpid(), rig.receiver.bench_slaves) - cpu
+    slave_cpu = sum(pipe.recv() for pipe in pipes)
+    for slave in slaves:
+        slave.join()
+    single = len(wheels) == 1
+    return ReceiverTimes(
+        to_disk_s=rig.receiver.received_at - start if single else None,
+        verified_s=verified, receiver_cpu_s=receiver_cpu,
+        receiver_cpu_to_disk_s=rig.receiver.cpu_at_disk - cpu if single else None,
+        slave_cpu_s=slave_cpu)
 
 
 def integrity_only(wheel: Path, chunk_size: int) -> float:
@@ -292,6 +282,61 @@ def integrity_only(wheel: Path, chunk_size: int) -> float:
     return time.perf_counter() - start
 
 
+# --- the end-to-end run ---------------------------------------------------------------------
+
+
+def farm_runs(args: argparse.Namespace, link: Link, work: Path, keys: Optional[Keys],
+              buffer: memoryview) -> list[tuple[FarmTimes, float, float]]:
+    """(times, piw-master's CPU seconds from BUILT to listed, the plain copy's seconds)
+    for each round, after one round not counted (the master's first transfer)."""
+    size = args.size_mb * MB
+    rounds = []
+    with running_master(work, link.master_host, args.rounds + 1, args.chunk_size,
+                        args.window, keys.master_args() if keys else []) as master:
+        (work / "slave").mkdir()
+        ours, theirs = multiprocessing.Pipe()
+        slave = multiprocessing.Process(target=farm_slave, args=(
+            link, master, keys.client() if keys else None, work / "slave", size, theirs))
+        slave.start()
+        try:
+            for n in range(args.rounds + 1):
+                ours.send("go")
+                ours.recv()
+                cpu = tree_cpu_s(master.pid)
+                ours.send("start")
+                times = ours.recv()
+                master_cpu = tree_cpu_s(master.pid) - cpu
+                copy_s, _ = memory_copy_run(link, times.size, buffer)
+                if n:
+                    rounds.append((times, master_cpu, copy_s))
+            ours.send("stop")
+        finally:
+            slave.join(30)
+            if slave.is_alive():
+                slave.kill()
+    return rounds
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def rate(size_mb: float, seconds: list[float]) -> str:
+    return f"{size_mb / min(seconds):.0f} MB/s (median {size_mb / statistics.median(seconds):.0f})"
+
+
+def share(plain_s: list[float], seconds: list[float]) -> str:
+    return f"{min(plain_s) / min(seconds):.0%} (median {statistics.median(plain_s) / statistics.median(seconds):.0%})"
+
+
+def per_mb(cpu_s: list[float], size_mb: float) -> str:
+    return (f"{min(cpu_s) * 1000 / size_mb:.2f} ms per MB "
+            f"(median {statistics.median(cpu_s) * 1000 / size_mb:.2f})")
+
+
+def load() -> str:
+    return " ".join(f"{n:.2f}" for n in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=50)
@@ -300,10 +345,16 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=OPTIONS["transfer_window"].default,
                         help="(default: the master's)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--slaves", type=int, default=10,
+                        help="slaves sending at once in the concurrent run (0: none)")
+    parser.add_argument("--slave-size-mb", type=int, default=20,
+                        help="the size of each of their wheels")
+    parser.add_argument("--no-farm", action="store_true",
+                        help="leave out the end-to-end run through piw-master")
     parser.add_argument("--link-mbit", type=int, default=None,
                         help="cross a link shaped to this many Mbit/s, not loopback (root only)")
     parser.add_argument("--curve", action="store_true",
-                        help="encrypt the file socket with CURVE keys, as a farm with keys does")
+                        help="encrypt the sockets with CURVE keys, as a farm with keys does")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         link = Link() if args.link_mbit is None else stack.enter_context(
@@ -312,44 +363,93 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, link: Link) -> None:
+    where = "loopback" if args.link_mbit is None else f"a {args.link_mbit} Mbit/s link"
+    print(f"chunk {args.chunk_size} B, window {args.window}, {args.rounds} rounds over "
+          f"{where}{' with CURVE' if args.curve else ''} (best and median); "
+          f"load average {load()}")
+    size_mb = args.size_mb
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        wheel = make_wheel(work, args.size_mb * MB)
         keys = Keys.make(work / "keys") if args.curve else None
+        buffer = memoryview(bytearray(max(args.size_mb, args.slave_size_mb) * MB + MB))
+        if not args.no_farm:
+            (work / "farm").mkdir()
+            report_farm(args, farm_runs(args, link, work / "farm", keys, buffer))
+        wheel = make_wheel(work, args.size_mb * MB)
         size_mb = wheel.stat().st_size / MB
-        protocol, plain, checks = [], [], []
-        for _ in range(args.rounds):
-            protocol.append(protocol_run(link, wheel, work, args.chunk_size, args.window, keys))
-            plain.append(plain_run(link, wheel, work, args.chunk_size))
-            checks.append(integrity_only(wheel, args.chunk_size))
-    transfer = [t for t, _, _ in protocol]
-    verified = [v for _, v, _ in protocol]
+        single, plain, checks = [], [], []
+        with receiver_rig(link, work, args.chunk_size, args.window, keys) as rig:
+            receiver_run(rig, link, [wheel])  # not counted: the first transfer
+            for _ in range(args.rounds):
+                single.append(receiver_run(rig, link, [wheel]))
+                plain.append(memory_copy_run(link, wheel.stat().st_size, buffer))
+                checks.append(integrity_only(wheel, args.chunk_size))
+            report_receiver(args, size_mb, single, plain, checks)
+            if args.slaves:
+                concurrent_runs(args, link, work, rig)
+    print(f"load average {load()}")
+
+
+def report_farm(args: argparse.Namespace, rounds: list[tuple[FarmTimes, float, float]]) -> None:
+    size_mb = rounds[0][0].size / MB
+    plain = [copy_s for _, _, copy_s in rounds]
+    print(f"\nend to end through piw-master, a {size_mb:.1f} MB wheel from BUILT to:")
+    for label, attr in (("verified (RECEIVED at the slave)", "verified_s"),
+                        ("recorded and at its URL under simple/", "in_place_s"),
+                        ("listed on its simple page", "listed_s")):
+        seconds = [getattr(times, attr) for times, _, _ in rounds]
+        print(f"  {label + ':':40} {rate(size_mb, seconds)}, {share(plain, seconds)} of "
+              f"the plain copy")
+    print(f"  {'plain memory-to-memory TCP copy:':40} {rate(size_mb, plain)}")
+    print(f"  piw-master's CPU, BUILT to listed (all its threads and processes): "
+          f"{per_mb([cpu for _, cpu, _ in rounds], size_mb)}")
+
+
+def report_receiver(args: argparse.Namespace, size_mb: float, single: list[ReceiverTimes],
+                    plain: list[tuple[float, float]], checks: list[float]) -> None:
     copy = [t for t, _ in plain]
-    best_transfer, best_verified, best_plain = min(transfer), min(verified), min(copy)
-    where = "loopback" if args.link_mbit is None else f"a {args.link_mbit} Mbit/s link"
-    print(f"file: {size_mb:.1f} MB, chunk {args.chunk_size} B, window {args.window}, "
-          f"{args.rounds} rounds over {where}{' with CURVE' if args.curve else ''} "
-          f"(best and median)")
-    print(f"transfer protocol, file on disk:       {size_mb / best_transfer:.0f} MB/s "
-          f"(median {size_mb / statistics.median(transfer):.0f})")
-    print(f"... and verified (hash, zip, RECORD):  {size_mb / best_verified:.0f} MB/s "
-          f"(median {size_mb / statistics.median(verified):.0f})")
-    print(f"plain TCP copy:                        {size_mb / best_plain:.0f} MB/s "
-          f"(median {size_mb / statistics.median(copy):.0f})")
-    print(f"ratio: transfer {best_plain / best_transfer:.0%}, transfer and verification "
-          f"{best_plain / best_verified:.0%} of the plain copy's speed")
-    # Both ends share this machine's cores, so the CPU they spend together
-    # bounds the wall time from below, whatever overlaps with what.
-    cores = os.cpu_count() or 1
-    transfer_cpu = min(cpu for _, _, cpu in protocol)
-    floor_s = transfer_cpu / cores
-    print(f"CPU of both ends (least): transfer to disk {transfer_cpu * 1000:.0f} ms, "
-          f"plain copy {min(cpu for _, cpu in plain) * 1000:.0f} ms; "
-          f"the checks alone {min(checks) * 1000:.0f} ms")
-    if args.link_mbit is not None:
-        return  # the link, not the CPU, sets the pace
-    print(f"on {cores} cores that CPU takes {floor_s * 1000:.0f} ms at the very least: "
-          f"at most {size_mb / floor_s:.0f} MB/s, {best_plain / floor_s:.0%} of the plain copy")
+    print(f"\nthe file receiver alone, a {size_mb:.1f} MB wheel from OFFER to:")
+    print(f"  {'the last chunk on disk:':40} {rate(size_mb, [r.to_disk_s for r in single])}, "
+          f"{share(copy, [r.to_disk_s for r in single])} of the plain copy")
+    print(f"  {'VERIFIED (hash, zip, RECORD):':40} {rate(size_mb, [r.verified_s for r in single])}, "
+          f"{share(copy, [r.verified_s for r in single])} of the plain copy")
+    print(f"  {'plain memory-to-memory TCP copy:':40} {rate(size_mb, copy)}")
+    print(f"  the receiver's CPU with full verification: "
+          f"{per_mb([r.receiver_cpu_s for r in single], size_mb)}; to the last chunk on "
+          f"disk {per_mb([r.receiver_cpu_to_disk_s for r in single], size_mb)}")
+    both = [r.receiver_cpu_s + r.slave_cpu_s for r in single]
+    print(f"  CPU of both ends (least): {min(both) * 1000:.0f} ms; the plain copy's "
+          f"{min(cpu for _, cpu in plain) * 1000:.0f} ms; the checks alone "
+          f"{min(checks) * 1000:.0f} ms")
+    if args.link_mbit is None:
+        # both ends share this machine's cores: their CPU bounds the wall time from below
+        cores = os.cpu_count() or 1
+        floor_s = min(both) / cores
+        print(f"  on {cores} cores that CPU takes {floor_s * 1000:.0f} ms at the very least: "
+              f"at most {size_mb / floor_s:.0f} MB/s, {min(copy) / floor_s:.0%} of the plain copy")
+
+
+def concurrent_runs(args: argparse.Namespace, link: Link, work: Path, rig: ReceiverRig) -> None:
+    """One wheel of --slave-size-mb alone, then --slaves of them at once, round by round."""
+    many = work / "many"
+    many.mkdir()
+    blob = os.urandom(args.slave_size_mb * MB)
+    wheels = [make_wheel(many, len(blob), name=f"bench-blob-{n}", blob=blob)
+              for n in range(1, args.slaves + 1)]
+    total_mb = sum(w.stat().st_size for w in wheels) / MB
+    processes = min(2, args.slaves)
+    alone, together = [], []
+    for _ in range(args.rounds):
+        alone.append(receiver_run(rig, link, wheels[:1]))
+        together.append(receiver_run(rig, link, wheels, processes))
+    one_mb = wheels[0].stat().st_size / MB
+    print(f"\n{args.slaves} slaves sending {one_mb:.1f} MB wheels at once to the receiver "
+          f"(the slaves in {processes} processes):")
+    print(f"  {'aggregate, OFFERs to the last VERIFIED:':40} "
+          f"{rate(total_mb, [r.verified_s for r in together])}")
+    print(f"  {'one such wheel alone:':40} {rate(one_mb, [r.verified_s for r in alone])}")
+    print(f"  the receiver's CPU: {per_mb([r.receiver_cpu_s for r in together], total_mb)} "
+          f"at once; {per_mb([r.receiver_cpu_s for r in alone], one_mb)} alone")
 
 
 if __name__ == "__main__":

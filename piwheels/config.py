@@ -130,6 +130,12 @@ _OPTIONS = [
         "answer yes to every question (do not ask before changing anything)",
         default=False, action="store_true",
     ),
+    Option(
+        ("--upgrade-platform",), "upgrade_platform",
+        "upgrading to schema 5: the platform tag of the build ABIs that no wheel "
+        "of the farm names a platform for (docs/database.rst)",
+        default="linux_armv7l", metavar="TAG",
+    ),
     # --- master ------------------------------------------------------------
     Option(
         ("--output-path",), "output_path",
@@ -145,6 +151,14 @@ _OPTIONS = [
         ("--site-name",), "site_name",
         "the farm's name on its pages",
         default="piwheels", metavar="NAME",
+    ),
+    Option(
+        ("--platform-alias",), "platform_alias",
+        "also publish every wheel built for platform BUILT under the name it would "
+        "have for ALIAS (the same file, hard-linked, listed with its own hash), e.g. "
+        "linux_armv7l=linux_armv6l for Raspberry Pi Zero and 1 boards; repeat for "
+        "more; a real build of the alias name wins; none: no aliases",
+        default=[], action="append", metavar="BUILT=ALIAS",
     ),
     Option(
         ("--pypi-simple",), "pypi_simple",
@@ -232,6 +246,13 @@ _OPTIONS = [
         ("--stats-interval",), "stats_interval_s",
         "seconds between refreshes of the farm's statistics",
         default=10.0, type=positive_float, metavar="SECS",
+    ),
+    Option(
+        ("--summary-interval",), "summary_interval_s",
+        "seconds between rewrites of the pages that sum up the whole index (the simple "
+        "root, packages.json, the sitemap, the home page, the failures page): each is "
+        "rewritten at most this often, however many builds arrive",
+        default=5.0, type=positive_float, metavar="SECS",
     ),
     Option(
         ("--heartbeat-interval",), "heartbeat_interval_s",

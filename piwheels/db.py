@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Iterable, Iterator, Optional
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
@@ -33,7 +34,7 @@ from .schema import SCHEMA_VERSION
 log = logging.getLogger("piwheels.db")
 
 TABLES = (
-    "configuration", "packages", "package_names", "versions", "build_abis",
+    "configuration", "packages", "package_names", "versions", "build_targets",
     "builds", "build_logs", "files", "dependencies", "build_skips", "builder_images",
     "upstream_files", "smoke_tests",
 )
@@ -275,27 +276,63 @@ class Database(QueueData, BuildData, PolicyData, ImageData, IndexReads, Upstream
             row[0], row[1] = _earliest(row[0], released), row[1] or has_sdist
         if not merged:
             return
-        packages, aliases, versions = (
-            self.t["packages"], self.t["package_names"], self.t["versions"])
-        insert_versions = pg_insert(versions)
+        versions = self.t["versions"]
+        rows = list(merged.items())
+        # one statement, one parameter per column (not a row per parameter set)
+        new = sa.func.unnest(
+            sa.literal([p for (p, _), _ in rows], ARRAY(sa.String)),
+            sa.literal([v for (_, v), _ in rows], ARRAY(sa.String)),
+            sa.literal([r for _, (r, _) in rows], ARRAY(sa.DateTime(timezone=True))),
+            sa.literal([h for _, (_, h) in rows], ARRAY(sa.Boolean)),
+        ).table_valued("package", "version", "released", "has_sdist").render_derived(
+            name="new", with_types=False)
+        insert_versions = pg_insert(versions).from_select(
+            ["package", "version", "released", "has_sdist", "yanked"],
+            sa.select(*new.columns, sa.false()))
         insert_versions = insert_versions.on_conflict_do_update(
             index_elements=[versions.c.package, versions.c.version],
             set_={"has_sdist": versions.c.has_sdist | insert_versions.excluded.has_sdist},
             where=~versions.c.has_sdist & insert_versions.excluded.has_sdist,
         )
         with self._begin() as conn:
-            conn.execute(pg_insert(packages).on_conflict_do_nothing(),
-                         [{"package": p, "description": ""} for p in set(names.values())])
-            conn.execute(pg_insert(aliases).on_conflict_do_nothing(),
-                         [{"name": n, "package": p} for n, p in names.items()])
+            self._insert_packages(conn, names)
             stored = conn.execute(insert_versions.returning(
                 versions.c.package, versions.c.version, versions.c.released,
-                sa.literal_column("xmax = 0").label("inserted")), [
-                {"package": p, "version": v, "released": released, "has_sdist": has_sdist,
-                 "yanked": False}
-                for (p, v), (released, has_sdist) in merged.items()])
+                sa.literal_column("xmax = 0").label("inserted")))
             self._weigh_new_releases(conn, [
                 (row.package, row.version, row.released) for row in stored if row.inserted])
+
+    def add_packages(self, names: Iterable[str]) -> set[str]:
+        """Record many projects at once, like :meth:`add_package` (no description);
+        the canonical names that were new."""
+        canonical: dict[str, str] = {}
+        for name in names:
+            package = canonical_name(name)
+            canonical.setdefault(name, package)
+            canonical.setdefault(package, package)
+        if not canonical:
+            return set()
+        with self._begin() as conn:
+            return self._insert_packages(conn, canonical)
+
+    def _insert_packages(self, conn: Connection, names: dict[str, str]) -> set[str]:
+        """Insert {name: canonical name} as projects and their aliases, each set in one
+        statement (a row per parameter set would be a round trip each); the new ones."""
+        packages, aliases = self.t["packages"], self.t["package_names"]
+        wanted = sorted(set(names.values()))
+        new = set(conn.scalars(
+            pg_insert(packages).from_select(
+                ["package"], sa.select(sa.func.unnest(sa.literal(wanted, ARRAY(sa.String)))))
+            .on_conflict_do_nothing().returning(packages.c.package)))
+        pairs = sorted(names.items())
+        conn.execute(pg_insert(aliases).from_select(
+            ["name", "package"],
+            sa.select(sa.func.unnest(sa.literal([n for n, _ in pairs], ARRAY(sa.String)),
+                                     sa.literal([p for _, p in pairs], ARRAY(sa.String)))
+                      .table_valued("name", "package").render_derived(with_types=False)
+                      .columns))
+            .on_conflict_do_nothing())
+        return new
 
     def set_has_sdist(self, package: str, version: str, has_sdist: bool) -> None:
         self._update_version(package, version, has_sdist=has_sdist)

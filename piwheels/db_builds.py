@@ -13,6 +13,7 @@ from typing import Any, Iterable, NamedTuple, Optional
 import sqlalchemy as sa
 
 from .db_files import FILE_COLUMNS, dependency_rows, file_row
+from .db_releases import of_releases, release_table
 from .names import canonical_name, normal_version
 from .records import BuildRecord
 
@@ -52,7 +53,8 @@ class BuildData:
                 [
                     dict(
                         package=canonical_name(b.package), version=normal_version(b.version),
-                        abi_tag=b.abi_tag, slave_label=b.slave_label,
+                        abi_tag=b.abi_tag, platform_tag=b.platform_tag,
+                        os_release=b.os_release or None, slave_label=b.slave_label,
                         builder=b.builder or b.slave_label, started=b.started,
                         duration=b.duration, status=b.status, reason=b.reason,
                         image=b.image, cause=b.cause, cause_detail=b.cause_detail,
@@ -79,18 +81,19 @@ class BuildData:
 
     # --- failures and their retries (issue 13) ----------------------------------
 
-    def retry_holds(self, abi_tag: str, jobs: Iterable[tuple[str, str]]
+    def retry_holds(self, target: tuple[str, str], jobs: Iterable[tuple[str, str]]
                     ) -> dict[tuple[str, str], tuple[str, datetime]]:
-        """For the releases among *jobs* that failed once for *abi_tag* and wait for
+        """For the releases among *jobs* that failed once for *target* and wait for
         their retry: {(package, version): (the builder that failed it, when that
         attempt ended)}.  The slave driver keeps that builder off it for a while."""
         wanted = sorted(set(jobs))
         if not wanted:
             return {}
-        b = self.t["builds"]
+        b, w = self.t["builds"], release_table(wanted)
         query = (sa.select(b.c.package, b.c.version, b.c.builder, b.c.started + b.c.duration)
-                 .where(b.c.abi_tag == abi_tag, b.c.status != "success",
-                        sa.tuple_(b.c.package, b.c.version).in_(wanted))
+                 .select_from(w).join(b, of_releases(b, w))
+                 .where(b.c.abi_tag == target[0], b.c.platform_tag == target[1],
+                        b.c.status != "success")
                  .order_by(b.c.build_id))
         with self._begin() as conn:
             return {(package, version): (builder, ended)
@@ -98,16 +101,16 @@ class BuildData:
 
     def failures(self, package: Optional[str] = None, limit: int = 100) -> list[dict]:
         """The latest unsuccessful attempts (of one project, or all), newest first:
-        who made each, and its ``outcome`` for the release on that ABI: still
+        who made each, and its ``outcome`` for the release on that target: still
         ``retrying``, failed for good (``counts``: its failures settle it, see
         ``failures_settle``), or ``built since`` (or re-opened by a new image)."""
         b = self.t["builds"]
-        query = (sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.builder,
+        key = (b.c.package, b.c.version, b.c.abi_tag, b.c.platform_tag)
+        query = (sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag,
+                           b.c.platform_tag, b.c.builder,
                            b.c.slave_label, b.c.started, b.c.status, b.c.reason,
-                           sa.func.needs_build(b.c.package, b.c.version, b.c.abi_tag)
-                           .label("retrying"),
-                           sa.func.failures_settle(b.c.package, b.c.version, b.c.abi_tag)
-                           .label("settled"))
+                           sa.func.needs_build(*key).label("retrying"),
+                           sa.func.failures_settle(*key).label("settled"))
                  .where(b.c.status != "success")
                  .order_by(b.c.build_id.desc()).limit(limit))
         if package is not None:
@@ -116,7 +119,7 @@ class BuildData:
             rows = conn.execute(query).all()
         return [{
             "build_id": row.build_id, "package": row.package, "version": row.version,
-            "abi_tag": row.abi_tag, "builder": row.builder, "slave_label": row.slave_label,
+            "abi_tag": row.abi_tag, "platform_tag": row.platform_tag, "builder": row.builder, "slave_label": row.slave_label,
             "started": row.started, "status": row.status, "reason": row.reason,
             "outcome": "retrying" if row.retrying else "counts" if row.settled else "built since",
         } for row in rows]

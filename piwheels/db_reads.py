@@ -19,6 +19,7 @@ from .names import canonical_name, version_key
 from .project_status import ACTIVE, QUARANTINED
 from .records import BuildData, FileData, ProjectData, VersionData
 from .smoke import SmokeResult
+from .tags import Target
 
 #: Pending builds are counted up to this many per ABI (the count is for display).
 PENDING_COUNT_LIMIT = 10_000
@@ -68,68 +69,76 @@ class IndexReads:
                     .where(t["builds"].c.started > hour_ago)),
             }
         stats["pending"] = {
-            abi: len(self.pending_builds(abi, PENDING_COUNT_LIMIT)) for abi in self.get_build_abis()
+            str(target): len(self.pending_builds(target, PENDING_COUNT_LIMIT))
+            for target in self.get_build_targets()
         }
         return stats
 
     def build_statistics(self) -> dict:
-        """Builds in the last hour per ABI, their success rate, and pending per ABI."""
+        """Builds in the last hour per target, their success rate, and pending per
+        target (keyed by ``str(target)``: "cp311 linux_aarch64")."""
         builds = self.t["builds"]
         hour_ago = sa.func.now() - sa.text("interval '1 hour'")
         with self._begin() as conn:
             rows = conn.execute(
-                sa.select(builds.c.abi_tag, builds.c.status, sa.func.count())
+                sa.select(builds.c.abi_tag, builds.c.platform_tag, builds.c.status,
+                          sa.func.count())
                 .where(builds.c.started > hour_ago)
-                .group_by(builds.c.abi_tag, builds.c.status)
+                .group_by(builds.c.abi_tag, builds.c.platform_tag, builds.c.status)
             ).all()
-        per_abi: dict[str, int] = defaultdict(int)
+        per_target: dict[str, int] = defaultdict(int)
         succeeded = 0
-        for abi, status, count in rows:
-            per_abi[abi] += count
+        for abi, platform, status, count in rows:
+            per_target[str(Target(abi, platform))] += count
             succeeded += count if status == "success" else 0
-        total = sum(per_abi.values())
+        total = sum(per_target.values())
         return {
-            "builds_last_hour": dict(per_abi),
+            "builds_last_hour": dict(per_target),
             "success_rate": round(succeeded / total, 3) if total else None,
-            "pending": {abi: len(self.pending_builds(abi, PENDING_COUNT_LIMIT))
-                        for abi in self.get_build_abis()},
+            "pending": {str(target): len(self.pending_builds(target, PENDING_COUNT_LIMIT))
+                        for target in self.get_build_targets()},
         }
 
     def unbuilt_failures(self) -> list[tuple]:
-        """The failures page's rows: each release x active ABI that no wheel serves,
-        whose latest attempt there failed or was rejected, with that attempt's
-        (package, version, abi_tag, cause, cause_detail, cause_package); releases
-        that are skipped, yanked, left out by the build policy or withheld are not."""
+        """The failures page's rows: each release x active target that no wheel
+        serves, whose latest attempt there failed or was rejected, with that
+        attempt's (package, version, target as "abi platform", cause, cause_detail,
+        cause_package); releases that are skipped, yanked, left out by the build
+        policy or withheld are not."""
         t = self.t
         p, v, b, f, a = (t[name] for name in (
-            "packages", "versions", "builds", "files", "build_abis"))
+            "packages", "versions", "builds", "files", "build_targets"))
         latest = (
-            sa.select(b.c.package, b.c.version, b.c.abi_tag, b.c.cause, b.c.cause_detail,
-                      b.c.cause_package)
+            sa.select(b.c.package, b.c.version, b.c.abi_tag, b.c.platform_tag, b.c.cause,
+                      b.c.cause_detail, b.c.cause_package)
             .where(b.c.status != "success")
-            .ext(distinct_on(b.c.package, b.c.version, b.c.abi_tag))
-            .order_by(b.c.package, b.c.version, b.c.abi_tag, b.c.build_id.desc())
+            .ext(distinct_on(b.c.package, b.c.version, b.c.abi_tag, b.c.platform_tag))
+            .order_by(b.c.package, b.c.version, b.c.abi_tag, b.c.platform_tag,
+                      b.c.build_id.desc())
         ).subquery("latest")
         won = b.alias("won")
         served_here = sa.exists().where(
             (won.c.package == latest.c.package) & (won.c.version == latest.c.version)
-            & (won.c.abi_tag == latest.c.abi_tag) & (won.c.status == "success"))
+            & (won.c.abi_tag == latest.c.abi_tag) & (won.c.platform_tag == latest.c.platform_tag)
+            & (won.c.status == "success"))
         served_by_any = sa.exists().select_from(f.join(won, f.c.build_id == won.c.build_id)).where(
             (won.c.package == latest.c.package) & (won.c.version == latest.c.version)
-            & ((f.c.abi_tag == "none")
-               | ((f.c.abi_tag == "abi3")
-                  & (sa.func.abi_python_version(f.c.py_version_tag)
-                     <= sa.func.abi_python_version(latest.c.abi_tag)))))
+            & sa.func.wheel_serves(f.c.py_version_tag, f.c.abi_tag, f.c.platform_tag,
+                                   latest.c.abi_tag, latest.c.platform_tag))
         query = (
             sa.select(*latest.c)
-            .join(a, (a.c.abi_tag == latest.c.abi_tag) & a.c.active)
+            .join(a, (a.c.abi_tag == latest.c.abi_tag)
+                  & (a.c.platform_tag == latest.c.platform_tag) & a.c.active)
             .join(v, (v.c.package == latest.c.package) & (v.c.version == latest.c.version))
             .join(p, p.c.package == latest.c.package)
             .where(~v.c.yanked, v.c.skip_reason.is_(None), v.c.policy_reason.is_(None),
                    p.c.skip_reason.is_(None), ~is_withheld(p), ~served_here, ~served_by_any)
         )
         with self._begin() as conn:
-            return [tuple(row) for row in conn.execute(query)]
+            # (package, version, "abi platform", cause, detail, Debian package)
+            return [(row.package, row.version, str(Target(row.abi_tag, row.platform_tag)),
+                     row.cause, row.cause_detail, row.cause_package)
+                    for row in conn.execute(query)]
 
     # --- reading a project --------------------------------------------------
 
@@ -166,14 +175,15 @@ class IndexReads:
                 .where(v.c.package.in_(wanted))
             ).all()
             build_rows = conn.execute(
-                sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.slave_label,
-                          b.c.builder, b.c.started, b.c.duration, b.c.status, b.c.reason,
-                          b.c.cause, b.c.cause_detail, b.c.cause_package, b.c.image)
+                sa.select(b.c.build_id, b.c.package, b.c.version, b.c.abi_tag, b.c.platform_tag,
+                          b.c.slave_label, b.c.builder, b.c.started, b.c.duration, b.c.status,
+                          b.c.reason, b.c.cause, b.c.cause_detail, b.c.cause_package, b.c.image,
+                          b.c.os_release)
                 .where(of_wanted).order_by(b.c.build_id)
             ).all()
             image_rows = conn.execute(sa.select(
-                t["builder_images"].c.abi_tag, t["builder_images"].c.image,
-                t["builder_images"].c.first_seen)).all()
+                t["builder_images"].c.abi_tag, t["builder_images"].c.platform_tag,
+                t["builder_images"].c.image, t["builder_images"].c.first_seen)).all()
             file_rows = conn.execute(
                 sa.select(f.c.build_id, *file_data_columns(f))
                 .join(b, f.c.build_id == b.c.build_id)
@@ -186,7 +196,8 @@ class IndexReads:
                 .where(of_wanted)
             ).all()
             skip_rows = conn.execute(
-                sa.select(k.c.package, k.c.version, k.c.abi_tag, k.c.cause, k.c.detail)
+                sa.select(k.c.package, k.c.version, k.c.abi_tag, k.c.platform_tag, k.c.cause,
+                          k.c.detail)
                 .where(k.c.package.in_(wanted))
             ).all()
             dep_rows = conn.execute(
@@ -211,19 +222,20 @@ class IndexReads:
         builds_by_version: dict[tuple[str, str], list[BuildData]] = defaultdict(list)
         for row in build_rows:
             builds_by_version[row.package, row.version].append(BuildData(
-                build_id=row.build_id, abi_tag=row.abi_tag, slave_label=row.slave_label,
+                build_id=row.build_id, abi_tag=row.abi_tag, platform_tag=row.platform_tag,
+                slave_label=row.slave_label, os_release=row.os_release,
                 builder=row.builder, started=row.started, duration=row.duration,
                 status=row.status, reason=row.reason,
                 files=tuple(files_by_build.get(row.build_id, ())),
                 cause=row.cause, cause_detail=row.cause_detail, cause_package=row.cause_package,
                 image=row.image,
             ))
-        images: dict[str, dict[str, datetime]] = defaultdict(dict)
-        for abi_tag, image, first_seen in image_rows:
-            images[abi_tag][image] = first_seen
-        skips: dict[tuple[str, str], dict[str, tuple[str, str]]] = defaultdict(dict)
-        for package, version, abi_tag, cause, detail in skip_rows:
-            skips[package, version][abi_tag] = (cause, detail)
+        images: dict[Target, dict[str, datetime]] = defaultdict(dict)
+        for abi_tag, platform_tag, image, first_seen in image_rows:
+            images[Target(abi_tag, platform_tag)][image] = first_seen
+        skips: dict[tuple[str, str], dict[Target, tuple[str, str]]] = defaultdict(dict)
+        for package, version, abi_tag, platform_tag, cause, detail in skip_rows:
+            skips[package, version][Target(abi_tag, platform_tag)] = (cause, detail)
         versions_by_package: dict[str, list[VersionData]] = defaultdict(list)
         for (package, version, released, has_sdist, yanked, yank_reason,
              skip_reason, policy_reason) in version_rows:

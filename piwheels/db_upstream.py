@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from . import limits
+from .db_releases import of_releases, release_table
 from .names import canonical_name, normal_version
 from .protocols import MAX_UPSTREAM_WHEELS
 from .upstream_wheels import UPSTREAM_WHEEL
@@ -27,6 +28,7 @@ class Withdrawn(NamedTuple):
     package: str
     version: str
     abi_tag: str
+    platform_tag: str
 
 
 def same_bytes(farm_sha256: str, upstream_sha256: Optional[str]) -> bool:
@@ -104,7 +106,7 @@ class UpstreamData:
     def withdraw_files(self, upstream: dict[str, Optional[str]]) -> list[Withdrawn]:
         """Take off the index every published file named in *upstream* ({filename:
         upstream's sha256}) whose bytes differ; its build then counts as served
-        by upstream (an ``upstream-wheel`` skip for the build's ABI).
+        by upstream (an ``upstream-wheel`` skip for the build's target).
 
         Only rows change here, in one transaction: the index writer's next page
         no longer lists the file and removes it from disk, and a crash before
@@ -114,10 +116,12 @@ class UpstreamData:
         f, b, s = self.t["files"], self.t["builds"], self.t["build_skips"]
         with self._begin() as conn:
             rows = conn.execute(
-                sa.select(f.c.filename, f.c.filehash, b.c.package, b.c.version, b.c.abi_tag)
+                sa.select(f.c.filename, f.c.filehash, b.c.package, b.c.version, b.c.abi_tag,
+                          b.c.platform_tag)
                 .join(b, f.c.build_id == b.c.build_id)
                 .where(f.c.filename.in_(sorted(upstream)))).all()
-            withdrawn = [Withdrawn(row.filename, row.package, row.version, row.abi_tag)
+            withdrawn = [Withdrawn(row.filename, row.package, row.version, row.abi_tag,
+                                   row.platform_tag)
                          for row in rows if not same_bytes(row.filehash, upstream[row.filename])]
             if not withdrawn:
                 return []
@@ -125,30 +129,33 @@ class UpstreamData:
             insert = pg_insert(s).on_conflict_do_nothing()
             conn.execute(insert, [
                 {"package": w.package, "version": w.version, "abi_tag": w.abi_tag,
-                 "cause": UPSTREAM_WHEEL,
+                 "platform_tag": w.platform_tag, "cause": UPSTREAM_WHEEL,
                  "detail": collision_reason(w.filename, upstream[w.filename])
                  + "; the farm's copy was withdrawn"}
                 for w in withdrawn])
         return withdrawn
 
     def record_skips(self, skips: Iterable[dict]) -> int:
-        """Store build skips ({package, version, abi_tag, cause, detail}); one already
-        there stays, one for a release or ABI the farm no longer has is left out.
-        How many were new."""
-        s, v, a = self.t["build_skips"], self.t["versions"], self.t["build_abis"]
+        """Store build skips ({package, version, abi_tag, platform_tag, cause,
+        detail}); one already there stays, one for a release or target the farm no
+        longer has is left out.  How many were new."""
+        s, v, a = self.t["build_skips"], self.t["versions"], self.t["build_targets"]
         added = 0
         with self._begin() as conn:
             for skip in skips:
                 package, version = canonical_name(skip["package"]), normal_version(skip["version"])
                 values = sa.select(
                     sa.literal(package, sa.String), sa.literal(version, sa.String),
-                    sa.literal(skip["abi_tag"], sa.String), sa.literal(skip["cause"], sa.String),
+                    sa.literal(skip["abi_tag"], sa.String),
+                    sa.literal(skip["platform_tag"], sa.String),
+                    sa.literal(skip["cause"], sa.String),
                     sa.literal(skip["detail"][:limits.CAUSE_DETAIL], sa.String),
                 ).where(
                     sa.exists().where(v.c.package == package, v.c.version == version),
-                    sa.exists().where(a.c.abi_tag == skip["abi_tag"]))
+                    sa.exists().where(a.c.abi_tag == skip["abi_tag"],
+                                      a.c.platform_tag == skip["platform_tag"]))
                 added += conn.execute(pg_insert(s).from_select(
-                    ["package", "version", "abi_tag", "cause", "detail"], values)
+                    ["package", "version", "abi_tag", "platform_tag", "cause", "detail"], values)
                     .on_conflict_do_nothing()).rowcount
         return added
 
@@ -160,17 +167,17 @@ class UpstreamData:
         wanted = sorted(set(jobs))
         if not wanted:
             return {}
-        v, u = self.t["versions"], self.t["upstream_files"]
+        v, u, w = self.t["versions"], self.t["upstream_files"], release_table(wanted)
         facts: dict[tuple[str, str], tuple[Optional[str], list[str]]] = {}
         with self._begin() as conn:
             for package, version, requires in conn.execute(
-                    sa.select(v.c.package, v.c.version, v.c.requires_python).where(
-                        v.c.requires_python.is_not(None),
-                        sa.tuple_(v.c.package, v.c.version).in_(wanted))):
+                    sa.select(v.c.package, v.c.version, v.c.requires_python)
+                    .select_from(w).join(v, of_releases(v, w))
+                    .where(v.c.requires_python.is_not(None))):
                 facts[package, version] = (requires, [])
             for package, version, filename in conn.execute(
-                    sa.select(u.c.package, u.c.version, u.c.filename).where(
-                        sa.tuple_(u.c.package, u.c.version).in_(wanted))
+                    sa.select(u.c.package, u.c.version, u.c.filename)
+                    .select_from(w).join(u, of_releases(u, w))
                     .order_by(u.c.filename)):
                 wheels = facts.setdefault((package, version), (None, []))[1]
                 if len(wheels) < MAX_UPSTREAM_WHEELS:

@@ -11,16 +11,17 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from chameleon import PageTemplateLoader
 
 from .diagnosis import CAUSES
+from .platform_aliases import NO_ALIASES, PlatformAliases
 from .records import FileData, ProjectData, VersionData
 from .resources import templates_dir
 from .smoke import FAILED, SmokeResult
 from .storage import LOGS_DIR, SIMPLE_DIR, log_path
-from .tags import Attempt, build_serves, deterministic, failures_settle
+from .tags import Attempt, Target, build_serves, deterministic, failures_settle
 from .upstream_wheels import SKIP_LABELS
 
 #: The simple repository API version these pages follow (PEP 629/691/700/792).
@@ -49,6 +50,8 @@ class Site:
     name: str
     index_url: str          # where pip finds simple/ (for the install instructions)
     upstream_simple: str    # the upstream index's simple/ URL (PEP 708 tracks)
+    #: wheels also published under another platform's name (--platform-alias)
+    platform_aliases: PlatformAliases = NO_ALIASES
 
 
 def upload_time(moment: datetime) -> str:
@@ -137,23 +140,33 @@ def simple_root_context(packages: Sequence[str]) -> dict:
     }
 
 
-def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> dict:
-    """The human project page and its JSON twin."""
+def project_context(project: ProjectData, targets: Sequence[Target], site: Site,
+                    aliases: Optional[Mapping[str, Sequence[str]]] = None) -> dict:
+    """The human project page and its JSON twin: a column per build target
+    (keyed "cp311 linux_aarch64", headed "cp311 aarch64"), and for each wheel
+    the target and OS release it was built on, and the platform aliases it is
+    also served as (*aliases*: {file: alias names})."""
+    aliases = aliases or {}
     versions = []
     apt: set[str] = set()
     status = project.status
+    targets = [Target(*target) for target in targets]
     for version in project.versions:
         cells = {}
-        for abi in abis:
-            cells[abi] = _cell(project, version, abi)
+        for target in targets:
+            cells[str(target)] = _cell(project, version, target)
         files = [
             {
                 "filename": f.filename, "size": f.size, "sha256": f.sha256,
                 "abi": f.abi_tag, "platform": f.platform_tag,
+                "built_for": str(build.target), "os_release": build.os_release,
                 "requires_python": f.requires_python,
                 "apt_dependencies": list(f.dependencies.get("apt", ())),
                 "smoke_test": smoke_context(f.smoke),
                 "url": f"../../{SIMPLE_DIR}/{project.package}/{f.filename}",
+                "platform_aliases": [{"filename": alias,
+                             "url": f"../../{SIMPLE_DIR}/{project.package}/{alias}"}
+                            for alias in aliases.get(f.filename, ())],
             }
             for build in version.builds if build.status == "success" and not status.withheld
             for f in build.files
@@ -177,7 +190,8 @@ def project_context(project: ProjectData, abis: Sequence[str], site: Site) -> di
         "description": project.description,
         "skip_reason": project.skip_reason,
         "aliases": [name for name in project.names if name != project.package],
-        "abis": list(abis),
+        "targets": [{"key": str(t), "label": t.label, "abi": t.abi_tag,
+                     "platform": t.platform_tag} for t in targets],
         "versions": versions,
         "apt_dependencies": sorted(apt),
         # published wheels whose import failed on their builder (--smoke-policy warn)
@@ -223,26 +237,26 @@ def install_context(project: ProjectData, versions: list[dict], site: Site) -> d
     return {"install": None, "not_installable": why}
 
 
-def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
-    """One version × ABI cell: built, failed (with its log), retrying (failed once,
-    so tried again elsewhere), pending, skipped or yanked."""
+def _cell(project: ProjectData, version: VersionData, target: Target) -> dict:
+    """One version × target cell: built, failed (with its log), retrying (failed
+    once, so tried again elsewhere), pending, skipped or yanked."""
     for build in reversed(version.builds):
         if build.status == "success" and not build.files:
             continue  # its wheel was withdrawn: upstream serves that name (see its skip)
-        if build_serves(build.abi_tag, build.status,
-                        [(f.py_tag, f.abi_tag) for f in build.files], abi):
+        if build_serves(build.target, build.status,
+                        [(f.py_tag, f.abi_tag, f.platform_tag) for f in build.files], target):
             return _attempt_cell(build.status, build)
-    if abi in version.skips:
+    if target in version.skips:
         # not built, and costing no builder: Requires-Python, or upstream's wheel
-        cause, detail = version.skips[abi]
+        cause, detail = version.skips[target]
         return {"status": "skipped", "reason": detail, "cause": {
             "code": cause, "label": SKIP_LABELS.get(cause, cause), "detail": detail,
             "package": None}}
     failures = [build for build in version.builds
-                if build.abi_tag == abi and build.status != "success"]
+                if build.target == target and build.status != "success"]
     if failures and failures_settle(
-            [Attempt(b.abi_tag, b.status, (), b.cause, b.image, b.started) for b in failures],
-            project.images.get(abi, {})):
+            [Attempt(b.target, b.status, (), b.cause, b.image, b.started) for b in failures],
+            project.images.get(target, {})):
         return _attempt_cell(failures[-1].status, failures[-1])
     skip = version.skip_reason or project.skip_reason
     if skip:
@@ -265,6 +279,7 @@ def _cell(project: ProjectData, version: VersionData, abi: str) -> dict:
 def _attempt_cell(status: str, build) -> dict:
     """A cell that shows one attempt: its log, how long it took, who made it."""
     cell = {"status": status, "build_id": build.build_id, "builder": build.builder,
+            "os_release": build.os_release,
             "log": f"../../{LOGS_DIR}/{log_path(build.build_id)}",
             "duration_s": round(build.duration.total_seconds(), 1)}
     if build.status != "success":
@@ -287,7 +302,8 @@ def attempts_context(version: VersionData) -> list[dict]:
     """Every attempt at one release, oldest first: which builder made it, when, how
     it went (the operator's answer to "who failed this?")."""
     return [{
-        "build_id": build.build_id, "abi": build.abi_tag, "builder": build.builder,
+        "build_id": build.build_id, "abi": build.abi_tag, "platform": build.platform_tag,
+        "os_release": build.os_release, "builder": build.builder,
         "slave_label": build.slave_label, "started": upload_time(build.started),
         "duration_s": round(build.duration.total_seconds(), 1), "status": build.status,
         "reason": build.reason, "log": f"../../{LOGS_DIR}/{log_path(build.build_id)}",

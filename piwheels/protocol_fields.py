@@ -131,6 +131,8 @@ SkipReason = optional(text(0, limits.SKIP_REASON))
 Filename = text(1, limits.FILENAME)
 FilePath = text(1, 4096)
 Platform = text(1, limits.TAG)
+#: an OS release as a slave reports it ("Debian 12"), and as a target may be pinned to
+OsRelease = text(1, limits.OS_RELEASE)
 Log = text(0, MAX_LOG_CHARS)
 Sha256 = text(limits.SHA256, limits.SHA256)
 
@@ -156,8 +158,8 @@ KeyId = optional(text(KEY_ID_LENGTH, KEY_ID_LENGTH))
 Containment = text(1, 200)
 #: the prefix of a containment that contains nothing
 UNCONTAINED = "none"
-#: the most ABIs the build queue tells the slave driver of
-MAX_ABIS = 1000
+#: the most build targets the build queue tells the slave driver of
+MAX_TARGETS = 1000
 
 
 @dataclass(frozen=True)

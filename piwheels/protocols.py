@@ -33,7 +33,7 @@ from .protocol_fields import (
     Version, Tag, Label, Builder, Text, Reason,
     SkipReason, Filename, FilePath, Platform, Log, Sha256,
     Image, Seconds, PositiveSeconds, Count, Size, SlaveId,
-    ChunkLength, KeyId, Containment, MAX_ABIS, Protocol, message,
+    ChunkLength, KeyId, Containment, MAX_TARGETS, OsRelease, Protocol, message,
 )
 from .smoke import SMOKE_STATUSES
 
@@ -44,7 +44,11 @@ from .smoke import SMOKE_STATUSES
 #:    told so); HELLO carries the builder's image digest and the platform tags
 #:    its interpreter accepts; BUILT carries each wheel's smoke test and the
 #:    builder's diagnosis of a failed build.
-PROTOCOL_VERSION = 4
+#: 5 (issue 15): a slave builds for its target, the ABI *and* platform of its
+#:    HELLO, and only that target's jobs; HELLO's ``os`` is its OS release
+#:    ("Debian 12"), which a target may be pinned to; BUILT is refused when a
+#:    wheel's platform is not one HELLO's ``platforms`` lists.
+PROTOCOL_VERSION = 5
 
 # --- facts of one built wheel, as BUILT carries them ---------------------------------
 
@@ -131,6 +135,10 @@ SmokeResults = optional(at_most(MAX_BUILT_FILES, message(SMOKE_RESULT)))
 SMOKE_FIELD = Absent("smoke", default=None)
 
 BUILD_JOB = {"package": Name, "version": Version}
+#: a build target as the farm keeps it: an ABI on a platform, the OS release it
+#: is pinned to (None: any) and whether the farm builds for it
+TARGET = {"abi_tag": Tag, "platform_tag": Platform, "os_release": optional(OsRelease),
+          "active": bool}
 #: The most platform tags a HELLO lists (a glibc builder lists about 40).
 MAX_PLATFORMS = 200
 #: The most upstream wheels of one release a queued build names.
@@ -183,14 +191,17 @@ SLAVE_TO_MASTER = {
         "platform_tag": Platform,
         "python_version": text(1, 50),
         "pip_version": text(1, 50),
-        "os": text(1, limits.OS_RELEASE),
+        # the OS release ("Debian 12", from os-release): recorded with each
+        # attempt; a target pinned to another refuses the slave
+        "os": OsRelease,
         # the digest of what decides a build's outcome on this builder
         "image": Image,
         "build_timeout_s": PositiveSeconds,
         "building": optional(message(BUILD_JOB)),
         "containment": Containment,
         # the platform tags the interpreter accepts, in packaging.tags.sys_tags()
-        # order, each once: which upstream wheels it could install
+        # order, each once: which upstream wheels it could install, and which
+        # platforms its own wheels may carry
         "platforms": at_most(MAX_PLATFORMS, Platform),
     }),
     "IDLE": message({"stats": message(HOST_STATS)}),
@@ -269,37 +280,43 @@ TASK_CONTROL = Protocol("task_control", sends={
     "QUIT": message(),
 }, receives={})
 
-# build_queue -> slave_driver: the next builds for one ABI, best first.
+# build_queue -> slave_driver: the next builds for one target (abi_tag,
+# platform_tag), best first.
 # pypi_follower / admin -> slave_driver: stop building this (it went upstream).
 BUILD_QUEUE = Protocol("build_queue", sends={
     # the queue from its head: replaces what the driver had
-    "QUEUE": message({"abi_tag": Tag, "builds": [message(QUEUED_JOB)]}),
+    "QUEUE": message({"abi_tag": Tag, "platform_tag": Platform,
+                      "builds": [message(QUEUED_JOB)]}),
     # the builds that follow the last ones sent (the answer to MORE)
-    "EXTEND": message({"abi_tag": Tag, "builds": [message(QUEUED_JOB)]}),
+    "EXTEND": message({"abi_tag": Tag, "platform_tag": Platform,
+                       "builds": [message(QUEUED_JOB)]}),
     # the queue from its head after the build policy changed: replaces all the
     # driver had, so nothing the policy now leaves out is handed out
-    "REPLACE": message({"abi_tag": Tag, "builds": [message(QUEUED_JOB)]}),
+    "REPLACE": message({"abi_tag": Tag, "platform_tag": Platform,
+                        "builds": [message(QUEUED_JOB)]}),
     "CANCEL": message({"package": Name, "version": optional(Version)}),
     # admin -> slave_driver: its builds were removed (piw-remove --builds): it may be
     # handed out again at once, though it was built a moment ago
     "REQUEUE": message({"package": Name, "version": optional(Version)}),
-    # every ABI the farm knows (active or retired): a slave without an enrolled key
-    # may build only for one of these
-    "ABIS": message({"abi_tags": at_most(MAX_ABIS, Tag)}),
+    # every target the farm knows (active or retired), and the OS release each is
+    # pinned to (None: any): a slave without an enrolled key may build only for one
+    # of these, and only a slave of the pinned release for a pinned one
+    "TARGETS": message({"targets": at_most(MAX_TARGETS, message(TARGET))}),
 }, receives={}, address="inproc://build_queue")
 
 # slave_driver / build_recorder / pypi_follower -> build_queue
 QUEUE_REQUESTS = Protocol("queue_requests", sends={
     # something changed (for this package, or anything): look again soon
     "REFRESH": message({"package": optional(Name)}),
-    # an enrolled slave for this ABI said HELLO: build for it unless an operator
-    # retired it (a slave without a key never adds an ABI)
-    "ABI": message({"abi_tag": Tag}),
-    # the driver is running low on this ABI's builds: send the ones after the last sent
-    "MORE": message({"abi_tag": Tag}),
-    # slave_driver: a slave of this ABI presents this image (os: its OS release); a
+    # an enrolled slave for this target said HELLO: build for it unless an operator
+    # retired it (a slave without a key never adds a target)
+    "TARGET": message({"abi_tag": Tag, "platform_tag": Platform}),
+    # the driver is running low on this target's builds: send the ones after the last sent
+    "MORE": message({"abi_tag": Tag, "platform_tag": Platform}),
+    # slave_driver: a slave of this target presents this image (os: its OS release); a
     # first sight re-opens what failed for a cause a new image may fix
-    "IMAGE": message({"abi_tag": Tag, "image": Image, "os": text(1, limits.OS_RELEASE)}),
+    "IMAGE": message({"abi_tag": Tag, "platform_tag": Platform, "image": Image,
+                      "os": OsRelease}),
     # admin -> build_queue: the build policy of this project (None: the farm) changed;
     # weigh its releases again and send every ABI's queue afresh
     "POLICY": message({"package": optional(Name)}),
@@ -307,11 +324,13 @@ QUEUE_REQUESTS = Protocol("queue_requests", sends={
 
 # slave_driver -> file_receiver
 TRANSFER_REQUESTS = Protocol("transfer_requests", sends={
-    # the builder's tags, and the facts it claims in BUILT for the file;
-    # key_id: the slave's key, which the file's sender must have too
+    # the builder's tags (builder_platforms: all its interpreter accepts), and the
+    # facts it claims in BUILT for the file; key_id: the slave's key, which the
+    # file's sender must have too
     "EXPECT": message({
         "slave_id": SlaveId, "package": Name, "version": Version,
-        "builder_abi": Tag, "builder_platform": Platform, "key_id": KeyId,
+        "builder_abi": Tag, "builder_platform": Platform,
+        "builder_platforms": at_most(MAX_PLATFORMS, Platform), "key_id": KeyId,
         "claimed": message(FILE_FACTS),
     }),
     "ABANDON": message({"slave_id": SlaveId}),
@@ -327,11 +346,21 @@ TRANSFER_RESULTS = Protocol("transfer_results", sends={
                          "retry": bool}),
 }, receives={}, address="inproc://transfer_results")
 
+# a file_receiver's check thread -> file_receiver: the whole-wheel check of one
+# received file is done (facts: what the file says; None and reason: why not)
+WHEEL_CHECKS = Protocol("wheel_checks", sends={
+    "CHECKED": message({"check_id": Count, "facts": optional(message(FILE_FACTS)),
+                        "reason": Reason}),
+}, receives={}, address="inproc://wheel_checks")
+
 # slave_driver -> build_recorder
 RECORD_REQUESTS = Protocol("record_requests", sends={
     "RECORD": message({
         **BUILD_JOB,
         "abi_tag": Tag,
+        "platform_tag": Platform,
+        # the builder's OS release (None, or absent: not known, e.g. piw-import)
+        Absent("os_release", default=None): optional(OsRelease),
         "slave_label": Label,
         "builder": Builder,
         "started": Seconds,
@@ -348,11 +377,12 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
         # BUILT's diagnosis, the builder's claim: the recorder checks it against its own
         Absent("claimed_diagnosis", default=None): optional(message(DIAGNOSIS)),
     }),
-    # a release the driver did not hand to a slave of this ABI, and why
+    # a release the driver did not hand to a slave of this target, and why
     # (piwheels.upstream_wheels): stored in build_skips
     "SKIP": message({
         **BUILD_JOB,
         "abi_tag": Tag,
+        "platform_tag": Platform,
         "cause": text(1, limits.CAUSE),
         "detail": text(1, limits.CAUSE_DETAIL),
     }),
@@ -392,7 +422,7 @@ MAX_FAILURES_LISTED = 1000
 #: one unsuccessful attempt, as piw-control failures shows it
 FAILURE = {
     "build_id": Count, "package": Name, "version": Version, "abi_tag": Tag,
-    "builder": Builder, "slave_label": Label, "started": Seconds,
+    "platform_tag": Platform, "builder": Builder, "slave_label": Label, "started": Seconds,
     "status": one_of("failed", "rejected"), "reason": Reason,
     "outcome": one_of(*FAILURE_OUTCOMES),
 }
@@ -413,12 +443,15 @@ CONTROL = Protocol("control", sends={
     "REMOVE": message({"package": Name, "version": optional(Version),
                        "builds_only": bool, "skip": SkipReason}),
     "REBUILD": message({"part": one_of(*REBUILD_PARTS), "package": optional(Name)}),
-    "IMPORT": message({"path": FilePath,
-                       "abi_tag": optional(Tag), "label": Label}),
+    # abi_tag, platform_tag: the target the wheel was built for (None: what its
+    # tags say)
+    "IMPORT": message({"path": FilePath, "abi_tag": optional(Tag),
+                       "platform_tag": optional(Platform), "label": Label}),
     "RECONCILE": message(),
-    # an operator's word that the farm builds for this ABI (or does again): the
-    # one way to add an ABI besides a slave with an enrolled key
-    "ADD_ABI": message({"abi_tag": Tag}),
+    # an operator's word on a build target: the farm builds for it (active) or no
+    # longer does, pinned to an OS release or not (None: any); the one way to add
+    # a target besides a slave with an enrolled key
+    "TARGET": message(TARGET),
     # an operator's PEP 792 status for a project ("active" clears it)
     "PROJECT_STATUS": message({"package": Name, "status": one_of(*PROJECT_STATUSES),
                                "reason": Reason}),
@@ -484,7 +517,7 @@ FOLLOWER_COMMANDS = Protocol("follower_commands", sends={
 
 ALL_PROTOCOLS = (
     SLAVE, FILE_TRANSFER, TASK_CONTROL, BUILD_QUEUE, QUEUE_REQUESTS,
-    TRANSFER_REQUESTS, TRANSFER_RESULTS, RECORD_REQUESTS, INDEX_REQUESTS,
+    TRANSFER_REQUESTS, TRANSFER_RESULTS, WHEEL_CHECKS, RECORD_REQUESTS, INDEX_REQUESTS,
     SUPERVISOR, CONTROL, STATUS, STATUS_REPORTS, DRIVER_COMMANDS, FOLLOWER_COMMANDS,
     STATS_COMMANDS,
 )

@@ -439,13 +439,13 @@ class QuickFarm:
                                 continue
                             seen.add(build.build_id)
                             files = ", ".join(f.filename for f in build.files)
-                            key = (project.package, version.version, build.abi_tag)
+                            key = (project.package, version.version, str(build.target))
                             if build.status == "success":
                                 failures.pop(key, None)
                             else:
                                 failures[key] = build
                             print(f"built {project.package} {version.version} for "
-                                  f"{build.abi_tag}: {build.status}"
+                                  f"{build.target}: {build.status}"
                                   + (f" ({files})" if files else
                                      f" ({cause_line(build)})" if build.cause else
                                      f" ({build.reason})" if build.reason else ""),

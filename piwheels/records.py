@@ -9,6 +9,7 @@ from typing import Optional
 from .project_status import ACTIVE, ProjectStatus, combine
 from .protocols import WheelFacts
 from .smoke import SmokeResult
+from .tags import Target
 
 BUILD_STATUSES = ("success", "failed", "rejected")
 DEPENDENCY_TOOLS = ("apt", "pip")
@@ -16,11 +17,12 @@ DEPENDENCY_TOOLS = ("apt", "pip")
 
 @dataclass(frozen=True)
 class BuildRecord:
-    """One build attempt: who built what for which ABI, how it went, and its wheels."""
+    """One build attempt: who built what for which target, how it went, and its wheels."""
 
     package: str
     version: str
     abi_tag: str
+    platform_tag: str
     slave_label: str
     started: datetime
     duration: timedelta
@@ -41,6 +43,12 @@ class BuildRecord:
     cause_package: Optional[str] = None
     #: the builder's smoke tests of its wheels (none: not tested)
     smoke: tuple[SmokeResult, ...] = ()
+    #: the builder's OS release ("Debian 12"; None: not known)
+    os_release: Optional[str] = None
+
+    @property
+    def target(self) -> Target:
+        return Target(self.abi_tag, self.platform_tag)
 
     def __post_init__(self) -> None:
         if self.status not in BUILD_STATUSES:
@@ -73,6 +81,7 @@ FileData = make_dataclass(
 class BuildData:
     build_id: int
     abi_tag: str
+    platform_tag: str
     slave_label: str
     builder: str
     started: datetime
@@ -86,6 +95,12 @@ class BuildData:
     cause_package: Optional[str] = None
     #: the builder image it ran on (None: not known)
     image: Optional[str] = None
+    #: the OS release its builder ran (None: not known)
+    os_release: Optional[str] = None
+
+    @property
+    def target(self) -> Target:
+        return Target(self.abi_tag, self.platform_tag)
 
 
 @dataclass(frozen=True)
@@ -99,8 +114,8 @@ class VersionData:
     builds: tuple[BuildData, ...]
     #: why the build policy leaves it out (None: it does not)
     policy_reason: Optional[str] = None
-    #: the ABIs it is not built for, and why: {abi: (cause, detail)} (build_skips)
-    skips: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the targets it is not built for, and why: {target: (cause, detail)} (build_skips)
+    skips: dict[Target, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,8 +132,8 @@ class ProjectData:
     upstream_status_reason: Optional[str] = None
     operator_status: Optional[str] = None
     operator_status_reason: Optional[str] = None
-    #: the farm's builder images of each ABI: {abi: {image: first seen}}
-    images: dict[str, dict[str, datetime]] = field(default_factory=dict, compare=False)
+    #: the farm's builder images of each target: {target: {image: first seen}}
+    images: dict[Target, dict[str, datetime]] = field(default_factory=dict, compare=False)
 
     @property
     def status(self) -> ProjectStatus:

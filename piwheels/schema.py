@@ -16,7 +16,7 @@ from .errors import SchemaError
 from .resources import resource_dir
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 CREATE_SCRIPT = "create_piwheels.sql"
 UPGRADE_SCRIPT = re.compile(r"^upgrade_piwheels_(?P<old>\d+)_to_(?P<new>\d+)\.sql$")

@@ -28,6 +28,7 @@ from . import cli, config
 from .build_policy import BuildPolicy, parse_policy
 from .errors import ConfigError, InvalidPolicy
 from .keys import check_keys_dir, enrolled_dir, load_key_pair, load_public_key
+from .platform_aliases import PlatformAliases
 from .transport import CurveClient, CurveServer
 
 _TCP_ADDRESS = re.compile(r"tcp://(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[^:/\s\[\]]+):(?P<port>\d+)")
@@ -131,13 +132,13 @@ MASTER_OPTIONS = [
     "dsn", "output_path", "pypi_simple", "pypi_json", "pypi_xmlrpc", "package_allow",
     "package_allow_file", "poll_interval_s", "reconcile_interval_s", "oldest_first",
     "build_policy", "build_prereleases",
-    "slave_bind", "file_bind", "public_url", "site_name",
+    "slave_bind", "file_bind", "public_url", "site_name", "platform_alias",
     "heartbeat_interval_s", "slave_liveness", "sleep_interval_s", "retry_delay_s",
     "queue_interval_s", "build_upstream_wheels",
     "queue_size", "chunk_size", "transfer_window", "transfer_timeout_s", "transfer_retries",
     "transfer_deadline_s", "max_wheel_size", "max_unpacked_size", "max_compression_ratio",
     "handshake_timeout_s", "control_address", "status_address", "min_free_space_mb",
-    "stats_interval_s", "master_key", "authorized_keys", "open_farm", "containment",
+    "stats_interval_s", "summary_interval_s", "master_key", "authorized_keys", "open_farm", "containment",
     "smoke_policy", "verbose", "quiet", "log_file",
 ]
 
@@ -181,6 +182,7 @@ class MasterConfig(CheckedRecord):
     status_address: str
     min_free_space_mb: int
     stats_interval_s: float
+    summary_interval_s: float
     master_key: Optional[str] = None
     authorized_keys: Optional[str] = None
     open_farm: bool = False
@@ -188,7 +190,14 @@ class MasterConfig(CheckedRecord):
     smoke_policy: str = config.OPTIONS["smoke_policy"].default
     #: build releases upstream serves an installable wheel of (see --build-upstream-wheels)
     build_upstream_wheels: bool = False
+    #: BUILT=ALIAS platform aliases (see --platform-alias); none: off
+    platform_alias: tuple[str, ...] = ()
     log: LogSettings = LogSettings()
+
+    @property
+    def platform_aliases(self) -> PlatformAliases:
+        """The configured platform aliases (checked when the record was made)."""
+        return PlatformAliases.parse(self.platform_alias)
 
     @property
     def enrolled_dir(self) -> Optional[Path]:
@@ -226,6 +235,7 @@ class MasterConfig(CheckedRecord):
             if getattr(self, dest):
                 check_url(dest, getattr(self, dest))
         check_url("public_url", self.public_url)
+        PlatformAliases.parse(self.platform_alias)
         require(bool(self.dsn), "--dsn must name a database (a libpq/SQLAlchemy URL)")
         require(bool(self.output_path), "--output-path must name a directory")
         for dest in ("slave_bind", "file_bind", "control_address", "status_address"):
@@ -385,7 +395,7 @@ class MonitorConfig(CheckedRecord):
 
 
 #: Every option piw-initdb takes.
-INITDB_OPTIONS = ["dsn", "user", "yes", "verbose", "quiet", "log_file"]
+INITDB_OPTIONS = ["dsn", "user", "yes", "upgrade_platform", "verbose", "quiet", "log_file"]
 
 
 @dataclass(frozen=True)
@@ -395,12 +405,16 @@ class InitdbConfig(CheckedRecord):
     dsn: str
     user: str
     yes: bool
+    upgrade_platform: str = "linux_armv7l"
     log: LogSettings = LogSettings()
 
     def check(self) -> None:
         from .connection import database_url
+        from .tags import platform_tag_problem
         database_url(self.dsn)
         require(bool(self.user.strip()), "--user must name the master's database role")
+        problem = platform_tag_problem(self.upgrade_platform)
+        require(problem is None, f"--upgrade-platform: {problem}")
 
 
 def load(record: type[Record], prog: str, description: str, names: Sequence[str],

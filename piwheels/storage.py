@@ -256,11 +256,34 @@ class OutputTree:
         remove_quietly(received.with_name(received.name + METADATA_SUFFIX))
 
     def unpublish(self, package: str, filename: str) -> None:
-        """Remove a wheel and its metadata, served or withheld."""
+        """Remove a wheel and its metadata, served or withheld, with every other name
+        of that file beside it (its platform aliases: hard links of it)."""
         for withheld in (False, True):
             wheel = self.wheel(package, filename, withheld=withheld)
-            remove_quietly(wheel)
-            remove_quietly(self.metadata_of(wheel))
+            for name in [*other_names(wheel), wheel]:
+                remove_quietly(name)
+                remove_quietly(self.metadata_of(name))
+
+    def link_alias(self, package: str, filename: str, alias: str) -> bool:
+        """Serve the wheel *filename* (and its metadata) under the name *alias* too:
+        hard links, so the bytes, size and hash are the wheel's own.  True once the
+        alias is in place; False if the wheel is not served here, or another file
+        holds the alias name or its metadata's (never replaced: a real wheel of
+        that name, perhaps being put in place right now)."""
+        wheel, link = self.wheel(package, filename), self.wheel(package, alias)
+        if link.exists() and not same_file(wheel, link):
+            return False  # (checked first: no metadata of ours beside another's wheel)
+        for source, target in ((self.metadata_of(wheel), self.metadata_of(link)),
+                               (wheel, link)):
+            try:
+                os.link(source, target)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                return False
+            if not same_file(source, target):
+                return False
+        return True
 
     def withhold(self, package: str, filenames: Iterable[str]) -> None:
         """Move a quarantined project's wheels (and metadata) out of the served tree
@@ -340,6 +363,26 @@ class OutputTree:
             for name in files + [d for d in subdirs if os.path.islink(os.path.join(directory, d))]:
                 if is_temp_name(name):
                     yield Path(directory, name)
+
+
+def same_file(one: Path, other: Path) -> bool:
+    """Whether two names are one file (hard links of each other); False if either is missing."""
+    try:
+        return os.path.samestat(one.lstat(), other.lstat())
+    except FileNotFoundError:
+        return False
+
+
+def other_names(wheel: Path) -> list[Path]:
+    """The other wheel names in *wheel*'s directory that are the same file (aliases)."""
+    try:
+        own = wheel.lstat()
+    except FileNotFoundError:
+        return []
+    return [Path(entry.path) for entry in _entries(wheel.parent)
+            if entry.name != wheel.name and entry.name.endswith(".whl")
+            and entry.is_file(follow_symlinks=False)
+            and os.path.samestat(entry.stat(follow_symlinks=False), own)]
 
 
 def _entries(directory: Path) -> list[os.DirEntry]:

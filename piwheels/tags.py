@@ -1,15 +1,18 @@
-"""Wheel tags and build ABIs: what a valid tag is, and which ABIs a wheel serves.
+"""Wheel tags and build targets: what a valid tag is, and which targets a wheel serves.
 
+A build target is an ABI on a platform (:class:`Target`): (cp311,
+linux_aarch64) and (cp311, linux_armv7l) are two, each with its own queue.
 Pure rules, no I/O.  The slave driver checks a HELLO's tags with them, the
-build queue, piw-import and the admin service check an ABI before it is
-stored, and the project pages decide each version × ABI cell with them.  The
-database decides the build queue with the same rule in SQL
-(``abi_python_version`` and ``needs_build`` in sql/create_piwheels.sql);
+build queue, piw-import and the admin service check a target before it is
+stored, and the project pages decide each version × target cell with them.
+The database decides the build queue with the same rule in SQL
+(``abi_python_version``, ``wheel_serves`` and ``needs_build`` in
+sql/create_piwheels.sql);
 ``tests/test_tags.py`` runs both over one table of cases and asserts they
 agree.  A failed attempt does not settle a release until it is retried
 (:data:`FAILURES_THAT_COUNT`), unless it failed for a deterministic cause on
 an image no other could retry; and a failure a new image may fix stops
-counting once the ABI has a newer image (:func:`failures_settle`).
+counting once the target has a newer image (:func:`failures_settle`).
 
 Tag syntax follows :mod:`packaging.tags`: a tag is what
 :class:`packaging.tags.Tag` makes of it unchanged (lower-case), one tag and not
@@ -23,9 +26,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Iterable, Mapping, NamedTuple, Optional
 
-from packaging.tags import Tag
+from packaging.tags import Tag, parse_tag
 
 from . import limits
 from .diagnosis import CAUSES
@@ -92,6 +96,47 @@ def builder_problem(python_tag: object, abi_tag: object, platform_tag: object) -
             or platform_tag_problem(platform_tag))
 
 
+class Target(NamedTuple):
+    """A build target: an ABI on a platform.  ``str()`` gives "cp311 linux_aarch64"."""
+
+    abi_tag: str
+    platform_tag: str
+
+    def __str__(self) -> str:
+        return f"{self.abi_tag} {self.platform_tag}"
+
+    @classmethod
+    def from_key(cls, key: str) -> "Target":
+        """The target a ``str(target)`` names (the key of per-target counts)."""
+        abi_tag, _, platform_tag = key.partition(" ")
+        return cls(abi_tag, platform_tag)
+
+    @property
+    def label(self) -> str:
+        """A short heading for a column of this target: "cp311 aarch64" (the
+        ``linux_`` most platforms share left out)."""
+        return f"{self.abi_tag} {self.platform_tag.removeprefix('linux_')}"
+
+
+def target_problem(abi_tag: object, platform_tag: object) -> Optional[str]:
+    """Why (*abi_tag*, *platform_tag*) is not a target the farm can build for (None: it is)."""
+    return build_abi_problem(abi_tag) or platform_tag_problem(platform_tag)
+
+
+def check_target(abi_tag: object, platform_tag: object) -> Target:
+    """The target, if the farm can build for it; else :class:`InvalidTag` with the reason."""
+    problem = target_problem(abi_tag, platform_tag)
+    if problem is not None:
+        raise InvalidTag(problem)
+    return Target(abi_tag, platform_tag)
+
+
+def target_key(target: tuple[str, str]) -> tuple[tuple[int, int], str, str]:
+    """Sort key for targets: by Python version, then ABI, then platform (as the
+    database lists them)."""
+    return abi_version(target[0]), target[0], target[1]
+
+
 def check_build_abi(tag: object) -> str:
     """*tag*, if the farm can build for it; else :class:`InvalidTag` with the reason."""
     problem = build_abi_problem(tag)
@@ -115,43 +160,60 @@ def build_abi_key(tag: str) -> tuple[tuple[int, int], str]:
     return abi_version(tag), tag
 
 
-def wheel_serves(py_tag: str, wheel_abi: str, abi: str) -> bool:
-    """Whether a wheel tagged *py_tag*-*wheel_abi* serves builds for *abi* besides
-    its own: a pure (``none``) wheel serves every ABI, an ``abi3`` wheel every ABI
-    of its Python version or newer."""
-    return wheel_abi == "none" or (
+@lru_cache(maxsize=4096)
+def _platforms(py_tag: str, wheel_abi: str, wheel_platform: str) -> frozenset[str]:
+    """The platforms of a (possibly compressed) tag set, as packaging expands it."""
+    return frozenset(tag.platform for tag in parse_tag(f"{py_tag}-{wheel_abi}-{wheel_platform}"))
+
+
+def wheel_serves(py_tag: str, wheel_abi: str, wheel_platform: str,
+                 target: tuple[str, str]) -> bool:
+    """Whether a wheel tagged *py_tag*-*wheel_abi*-*wheel_platform* serves builds
+    for *target* (abi, platform): its platform is ``any`` or the target's, and its
+    ABI ``none``, the target's own, or ``abi3`` of the target's Python version or
+    an older one.  So a pure wheel serves every target, an abi3 wheel later ABIs
+    on its own platform only, a platform wheel only its own (ABI, platform); an
+    aarch64 wheel never serves an armv7l target.  (``wheel_serves`` in
+    sql/create_piwheels.sql.)"""
+    abi, platform = target
+    platforms = _platforms(py_tag, wheel_abi, wheel_platform)
+    if "any" not in platforms and platform not in platforms:
+        return False
+    return wheel_abi in ("none", abi) or (
         wheel_abi == "abi3" and abi_version(py_tag) <= abi_version(abi))
 
 
-#: Unsuccessful attempts on one ABI that settle a release as failed there: the
+#: Unsuccessful attempts on one target that settle a release as failed there: the
 #: first is only a claim (any peer can send one), so it is retried once.  The
 #: literal 2 in ``needs_build`` (sql/create_piwheels.sql) is this number.
 FAILURES_THAT_COUNT = 2
 
 
-def build_serves(build_abi: str, status: str, wheel_tags: Iterable[tuple[str, str]],
-                 abi: str) -> bool:
-    """Whether an attempt on *build_abi* made a wheel for *abi* (so *abi* needs no
-    build): it succeeded on *abi*, or its wheels (*wheel_tags*: each file's
-    (py_tag, abi_tag)) include one that serves *abi*."""
+def build_serves(build_target: tuple[str, str], status: str,
+                 wheel_tags: Iterable[tuple[str, str, str]], target: tuple[str, str]) -> bool:
+    """Whether an attempt on *build_target* made a wheel for *target* (so *target*
+    needs no build): it succeeded on *target*, or its wheels (*wheel_tags*: each
+    file's (py_tag, abi_tag, platform_tag)) include one that serves *target*."""
     if status != "success":
         return False
-    return build_abi == abi or any(wheel_serves(py, wabi, abi) for py, wabi in wheel_tags)
+    return tuple(build_target) == tuple(target) or any(
+        wheel_serves(py, wabi, wplat, target) for py, wabi, wplat in wheel_tags)
 
 
 def failures_count(statuses: Iterable[str]) -> bool:
-    """Whether the unsuccessful ones among one ABI's attempt *statuses* settle it
+    """Whether the unsuccessful ones among one target's attempt *statuses* settle it
     (the count alone; :func:`failures_settle` adds the images)."""
     return sum(status != "success" for status in statuses) >= FAILURES_THAT_COUNT
 
 
 class Attempt(NamedTuple):
-    """One attempt as the queue rule sees it: its build ABI, status, its wheels'
-    (py_tag, abi_tag), and for a failure its cause, image and start."""
+    """One attempt as the queue rule sees it: its build target (abi, platform),
+    status, its wheels' (py_tag, abi_tag, platform_tag), and for a failure its
+    cause, image and start."""
 
-    abi: str
+    target: tuple[str, str]
     status: str
-    wheel_tags: Iterable[tuple[str, str]] = ()
+    wheel_tags: Iterable[tuple[str, str, str]] = ()
     cause: Optional[str] = None
     image: Optional[str] = None
     started: Optional[datetime] = None
@@ -171,14 +233,14 @@ def fixable_by_image(cause: Optional[str]) -> bool:
 
 def reopened(failure: Attempt, images: Mapping[str, datetime]) -> bool:
     """Whether *failure* no longer counts: its cause is one a new image may fix,
-    and the ABI has an image first seen after it started (not its own)."""
+    and the target has an image first seen after it started (not its own)."""
     return fixable_by_image(failure.cause) and failure.started is not None and any(
         image != failure.image and seen > failure.started for image, seen in images.items())
 
 
 def alone(failure: Attempt, images: Mapping[str, datetime]) -> bool:
     """Whether a deterministic *failure* had no other image to retry it: none of
-    the ABI's images, as new as its own or newer, had been seen when it started
+    the target's images, as new as its own or newer, had been seen when it started
     (an older image is taken for one the farm has left behind)."""
     if failure.started is None:
         return True  # (no start known: nothing can be shown to have been there)
@@ -188,8 +250,8 @@ def alone(failure: Attempt, images: Mapping[str, datetime]) -> bool:
 
 
 def failures_settle(failures: Iterable[Attempt], images: Mapping[str, datetime]) -> bool:
-    """Whether one ABI's unsuccessful attempts settle the release there, given the
-    ABI's *images* (image -> first seen).  A failure a newer image may fix does
+    """Whether one target's unsuccessful attempts settle the release there, given the
+    target's *images* (image -> first seen).  A failure a newer image may fix does
     not count; of the rest, two settle it (a claim and its retry), and so does
     one deterministic failure on an image that nothing else could retry."""
     counting = [f for f in failures if not reopened(f, images)]
@@ -197,30 +259,32 @@ def failures_settle(failures: Iterable[Attempt], images: Mapping[str, datetime])
         f.image is not None and deterministic(f.cause) and alone(f, images) for f in counting)
 
 
-def needs_build(attempts: Iterable[tuple], abi: str,
-                images: Mapping[str, datetime] = {}, skipped: Iterable[str] = ()) -> bool:
-    """Whether a release with these *attempts* (:class:`Attempt` fields: build ABI,
-    status, wheel tags, and optionally cause, image, started) and ``build_skips``
-    rows for the ABIs *skipped* still needs a build for *abi*, whose builders'
-    *images* were first seen when they say: it is not skipped there, no wheel
-    serves it and its failures do not settle it (the build queue's rule,
-    ``needs_build`` in sql/create_piwheels.sql)."""
-    if abi in set(skipped):
+def needs_build(attempts: Iterable[tuple], target: tuple[str, str],
+                images: Mapping[str, datetime] = {},
+                skipped: Iterable[tuple[str, str]] = ()) -> bool:
+    """Whether a release with these *attempts* (:class:`Attempt` fields: build
+    target, status, wheel tags, and optionally cause, image, started) and
+    ``build_skips`` rows for the targets *skipped* still needs a build for
+    *target*, whose builders' *images* were first seen when they say: it is not
+    skipped there, no wheel serves it and its failures there do not settle it
+    (the build queue's rule, ``needs_build`` in sql/create_piwheels.sql)."""
+    target = tuple(target)
+    if target in {tuple(t) for t in skipped}:
         return False
     attempts = [Attempt(*attempt) for attempt in attempts]
-    if any(build_serves(a.abi, a.status, a.wheel_tags, abi) for a in attempts):
+    if any(build_serves(a.target, a.status, a.wheel_tags, target) for a in attempts):
         return False
     return not failures_settle(
-        [a for a in attempts if a.abi == abi and a.status != "success"], images)
+        [a for a in attempts if tuple(a.target) == target and a.status != "success"], images)
 
 
-def failed_images(attempts: Iterable[tuple], abi: str) -> set[str]:
-    """The images never to offer the release to for *abi*: those it failed on
+def failed_images(attempts: Iterable[tuple], target: tuple[str, str]) -> set[str]:
+    """The images never to offer the release to for *target*: those it failed on
     for a deterministic cause (even where a newer image re-opened it: the old
     one would fail the same way)."""
     return {a.image for a in (Attempt(*attempt) for attempt in attempts)
-            if a.abi == abi and a.status != "success" and a.image is not None
-            and deterministic(a.cause)}
+            if tuple(a.target) == tuple(target) and a.status != "success"
+            and a.image is not None and deterministic(a.cause)}
 
 
 def build_abi_of(tag: Tag) -> Optional[str]:

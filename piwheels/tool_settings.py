@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .names import is_pattern
 from .project_status import check_status
 from .settings import CheckedRecord, LogSettings, Record, check_address, require
+from .tags import target_problem
 
 
 # --- the admin tools -------------------------------------------------------------------
@@ -163,6 +164,7 @@ class ImportConfig(_ToolConfig):
 
     wheels: tuple[str, ...] = argument("WHEEL", protocols.FilePath)
     abi: Optional[str] = argument("--abi", protocols.Tag, None)
+    platform: Optional[str] = argument("--platform", protocols.Platform, None)
     label: str = argument("--label", protocols.Label, "")
     log: LogSettings = LogSettings()
 
@@ -172,7 +174,8 @@ CONTROL_ACTIONS = {
     "pause": "PAUSE",
     "resume": "RESUME",
     "reconcile": "RECONCILE",
-    "add-abi": "ADD_ABI",
+    "add-target": "TARGET",
+    "retire-target": "TARGET",
     "min-free-space": "MIN_FREE_SPACE",
     "build-policy": "POLICY",
     "build-prereleases": "POLICY",
@@ -182,11 +185,13 @@ CONTROL_ACTIONS = {
 
 @dataclass(frozen=True)
 class ControlConfig(_ToolConfig):
-    """piw-control: one action, its VALUE, and the project it is for."""
+    """piw-control: one action, its VALUE (and PLATFORM), and the project it is for."""
 
     action: str = argument("ACTION", protocols.one_of(*CONTROL_ACTIONS))
     value: Optional[str] = None
+    platform: Optional[str] = argument("PLATFORM", protocols.Platform, None)
     project: Optional[str] = argument("--project", protocols.Name, None)
+    os_release: Optional[str] = argument("--os-release", protocols.OsRelease, None)
     log: LogSettings = LogSettings()
 
     @property
@@ -198,6 +203,10 @@ class ControlConfig(_ToolConfig):
         action, value = self.action, self.value
         require(not self.project or action.startswith("build-") or action == "failures",
                 "--project goes with build-policy, build-prereleases and failures only")
+        require(self.platform is None or action.endswith("-target"),
+                "PLATFORM goes with add-target and retire-target only")
+        require(self.os_release is None or action == "add-target",
+                "--os-release goes with add-target only")
         if action == "min-free-space":
             require(value is not None and value.isdigit(),
                     "min-free-space needs MIB, a whole number of MiB (0 or more)")
@@ -211,12 +220,19 @@ class ControlConfig(_ToolConfig):
             require(value is None or (value.isdigit()
                                       and 0 < int(value) <= protocols.MAX_FAILURES_LISTED),
                     f"failures takes how many to list, 1 to {protocols.MAX_FAILURES_LISTED}")
-        elif action == "add-abi":
-            require(bool(value), "add-abi needs TAG, an ABI such as cp311")
-            try:
-                protocols.Tag(value)
-            except Invalid as exc:
-                raise ConfigError(f"add-abi TAG {_shown(value)}: {exc.msg}") from None
+        elif action.endswith("-target"):
+            require(bool(value) and bool(self.platform),
+                    f"{action} needs ABI and PLATFORM, such as cp311 linux_aarch64")
+            for what, tag in (("ABI", value), ("PLATFORM", self.platform)):
+                try:
+                    protocols.Tag(tag)
+                except Invalid as exc:
+                    raise ConfigError(f"{action} {what} {_shown(tag)}: {exc.msg}") from None
+            problem = target_problem(value, self.platform)
+            require(problem is None, f"{action}: {problem}")
+            if self.os_release is not None:
+                require(bool(self.os_release.strip()),
+                        "--os-release needs a release, such as 'Debian 12'")
         elif action == "build-prereleases":
             require(value in protocols.PRERELEASE_SETTINGS,
                     f"build-prereleases takes one of {', '.join(protocols.PRERELEASE_SETTINGS)}")

@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass, fields, replace
 from email.message import Message
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import BinaryIO, Iterator, Optional, Union
 
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -116,9 +116,11 @@ def check_wheel(
     builder_abi: Optional[str],
     builder_platform: Optional[str],
     max_size: int,
+    builder_platforms: tuple[str, ...] = (),
     unpack: UnpackLimits,
     filename: Optional[str] = None,
     sha256: Optional[str] = None,
+    source: Optional[BinaryIO] = None,
 ) -> WheelFacts:
     """The facts of a wheel the master received, computed from the file after
     every acceptance check.
@@ -126,32 +128,43 @@ def check_wheel(
     *claimed*: what the builder said of it (None for an operator's import);
     every fact the master can compute must agree with it (the apt
     dependencies, which only the builder can see, are taken from it).
+    *builder_platforms*: the other platforms the builder's interpreter
+    accepts, which its wheels may carry besides *builder_platform*.
     *filename* is the name the slave gave the file (default: the name of
     *path*).  Raises :class:`WheelError` with a one-line reason for the first
     check that fails.  *sha256* is the file's hash when the caller computed it
-    while writing it.
+    while writing it.  *source*, an open file of the wheel, is read instead of
+    *path* (the file receiver's view of a file still arriving, whose reads
+    wait for the bytes they ask for).
     """
     path = Path(path)
     filename = path.name if filename is None else filename
     name = _parse_filename(filename)
-    size = path.stat().st_size
+    size = path.stat().st_size if source is None else source.seek(0, io.SEEK_END)
     if size > max_size:
         raise WheelError(f"{filename} is {size} bytes, over the limit of {max_size} bytes")
     # the cheap facts first: a file that is not what was sent is not unpacked
     if claimed is not None and size != claimed.size:
         raise WheelError(_disagrees("size", claimed.size, size))
     sha256 = sha256 or sha256_file(path)
-    if claimed is not None and sha256 != claimed.sha256:
-        raise HashMismatch(_disagrees("sha256", claimed.sha256, sha256))
-    _check_contents(path, name, unpack)
-    facts = _facts(path, name, size, sha256, find_apt_deps=False)
+    if claimed is not None:
+        check_sha256(claimed, sha256)
+    wheel = path if source is None else source
+    _check_contents(wheel, name, unpack)
+    facts = _facts(wheel, name, size, sha256, find_apt_deps=False)
     check_identity(facts, package=package, version=version)
-    _check_tags(name, builder_abi, builder_platform)
+    _check_tags(name, builder_abi, builder_platform, builder_platforms)
     if claimed is None:
         return facts
     facts = replace(facts, **{f.name: getattr(claimed, f.name) for f in _CLAIMS_ONLY})
     check_claims(claimed, facts)
     return facts
+
+
+def check_sha256(claimed: WheelFacts, sha256: str) -> None:
+    """Raises :class:`HashMismatch` unless the file's hex SHA-256 is the claimed one."""
+    if sha256 != claimed.sha256:
+        raise HashMismatch(_disagrees("sha256", claimed.sha256, sha256))
 
 
 #: the facts only the builder can know: the master keeps its word for them
@@ -255,7 +268,7 @@ def _parse_filename(filename: str) -> _WheelName:
 class _Archive:
     """A wheel opened as a zip, with every zip failure turned into a WheelError."""
 
-    def __init__(self, path: Path, filename: str) -> None:
+    def __init__(self, path: Union[Path, BinaryIO], filename: str) -> None:
         self.filename = filename
         try:
             self.zip = zipfile.ZipFile(path)
@@ -311,7 +324,7 @@ class _Archive:
         return tops[0]
 
 
-def _facts(path: Path, name: _WheelName, size: int, sha256: str, find_apt_deps: bool) -> WheelFacts:
+def _facts(path: Union[Path, BinaryIO], name: _WheelName, size: int, sha256: str, find_apt_deps: bool) -> WheelFacts:
     with _Archive(path, name.filename) as archive:
         metadata = _parse_metadata(
             archive.read(f"{archive.dist_info(name)}/METADATA", MAX_METADATA_BYTES),
@@ -388,7 +401,7 @@ def _check_unpacked_size(archive: _Archive, limits: UnpackLimits) -> None:
                 f"size, over the limit of {limits.max_ratio:g}")
 
 
-def _check_contents(path: Path, name: _WheelName, limits: UnpackLimits) -> None:
+def _check_contents(path: Union[Path, BinaryIO], name: _WheelName, limits: UnpackLimits) -> None:
     """Safe member names, a RECORD that matches every member, no corrupt data."""
     filename = name.filename
     with _Archive(path, filename) as archive:
@@ -511,13 +524,16 @@ def check_identity(facts: WheelFacts, *, package: str, version: str) -> None:
             f"but the build was of version {version}")
 
 
-def _check_tags(name: _WheelName, builder_abi: Optional[str], builder_platform: Optional[str]) -> None:
-    """Each tag is pure, or for the ABI and platform of the slave that built it."""
+def _check_tags(name: _WheelName, builder_abi: Optional[str], builder_platform: Optional[str],
+                builder_platforms: tuple[str, ...] = ()) -> None:
+    """Each tag is pure, or for the ABI of the slave that built it and a platform
+    its interpreter accepts (its own, or one of *builder_platforms*)."""
+    platforms = {p.lower() for p in (builder_platform or "", *builder_platforms)}
     for tag in sorted(name.tags, key=str):
         if tag.abi == "none" and tag.platform == "any":
             continue
         abi_ok = builder_abi is None or tag.abi in (builder_abi.lower(), "abi3", "none")
-        platform_ok = builder_platform is None or tag.platform == builder_platform.lower()
+        platform_ok = builder_platform is None or tag.platform in platforms
         if not (abi_ok and platform_ok):
             raise WheelError(
                 f"{name.filename} has tag {tag}, which a builder for ABI {builder_abi} "

@@ -1,4 +1,4 @@
--- piwheels schema, version 4: created from nothing by piw-initdb.
+-- piwheels schema, version 5: created from nothing by piw-initdb.
 --
 -- piw-initdb replaces @ROLE@ with the (quoted) name of the role the master
 -- connects as, and runs this whole script in one transaction.  The tables
@@ -27,7 +27,7 @@ CREATE TABLE configuration (
     CONSTRAINT configuration_serial_ck CHECK (pypi_serial >= 0)
 );
 
-INSERT INTO configuration (id, schema_version) VALUES (1, 4);
+INSERT INTO configuration (id, schema_version) VALUES (1, 5);
 
 -- A PEP 503 canonical name: lower case letters and digits in runs joined by
 -- single hyphens.
@@ -105,7 +105,7 @@ CREATE TABLE versions (
     yanked          boolean         NOT NULL DEFAULT false,
     yank_reason     varchar(500)    NULL,
     skip_reason     varchar(100)    NULL,
-    -- kept by triggers: true once every active ABI has a wheel that serves it
+    -- kept by triggers: true once every active build target has a wheel that serves it
     -- or failures that count (needs_build), so the queue never has to look at
     -- this release again
     built           boolean         NOT NULL DEFAULT false,
@@ -139,13 +139,22 @@ CREATE INDEX versions_buildable ON versions (queue_released(released), package, 
     WHERE has_sdist AND NOT built AND NOT yanked AND skip_reason IS NULL
       AND policy_reason IS NULL;
 
-CREATE TABLE build_abis (
+-- What the farm builds for: an ABI on a platform, e.g. (cp311, linux_aarch64)
+-- and (cp311, linux_armv7l) are two targets, each with its own queue.  A
+-- target may be pinned to one OS release (NULL: any): only slaves of that
+-- release build for it.
+CREATE TABLE build_targets (
     abi_tag         varchar(100)    NOT NULL,
+    platform_tag    varchar(100)    NOT NULL,
+    os_release      varchar(200)    NULL,
     active          boolean         NOT NULL DEFAULT true,
 
-    CONSTRAINT build_abis_pk PRIMARY KEY (abi_tag),
-    CONSTRAINT build_abis_tag_ck CHECK (abi_tag ~ '^[a-z0-9_]+$'),
-    CONSTRAINT build_abis_not_generic_ck CHECK (abi_tag NOT IN ('none', 'abi3'))
+    CONSTRAINT build_targets_pk PRIMARY KEY (abi_tag, platform_tag),
+    CONSTRAINT build_targets_abi_ck CHECK (abi_tag ~ '^[a-z0-9_]+$'),
+    CONSTRAINT build_targets_abi_not_generic_ck CHECK (abi_tag NOT IN ('none', 'abi3')),
+    CONSTRAINT build_targets_platform_ck CHECK (platform_tag ~ '^[a-z0-9_]+$'),
+    CONSTRAINT build_targets_platform_not_generic_ck CHECK (platform_tag <> 'any'),
+    CONSTRAINT build_targets_os_release_ck CHECK (os_release <> '')
 );
 
 -- One row per build attempt.
@@ -172,12 +181,17 @@ CREATE TABLE builds (
     -- the digest of the builder's image (its OS, Python, pip and installed
     -- packages) the attempt ran on; NULL for attempts made before it was kept
     image           varchar(64)     NULL,
+    -- the platform of the build target (with abi_tag), and the OS release the
+    -- builder ran (NULL: not known, an attempt made before schema 5 or imported)
+    platform_tag    varchar(100)    NOT NULL,
+    os_release      varchar(200)    NULL,
 
     CONSTRAINT builds_pk PRIMARY KEY (build_id),
     CONSTRAINT builds_versions_fk FOREIGN KEY (package, version)
         REFERENCES versions (package, version) ON DELETE CASCADE,
-    CONSTRAINT builds_abi_fk FOREIGN KEY (abi_tag)
-        REFERENCES build_abis (abi_tag) ON DELETE RESTRICT,
+    CONSTRAINT builds_target_fk FOREIGN KEY (abi_tag, platform_tag)
+        REFERENCES build_targets (abi_tag, platform_tag) ON DELETE RESTRICT,
+    CONSTRAINT builds_os_release_ck CHECK (os_release <> ''),
     CONSTRAINT builds_status_ck CHECK (status IN ('success', 'failed', 'rejected')),
     CONSTRAINT builds_duration_ck CHECK (duration >= interval '0'),
     CONSTRAINT builds_cause_ck CHECK (cause ~ '^[a-z][a-z0-9-]*$'),
@@ -185,13 +199,13 @@ CREATE TABLE builds (
     CONSTRAINT builds_cause_package_ck CHECK (cause_package ~ '^[a-z0-9][a-z0-9+.-]+$')
 );
 
-CREATE INDEX builds_package_version ON builds (package, version, abi_tag);
+CREATE INDEX builds_package_version ON builds (package, version, abi_tag, platform_tag);
 CREATE INDEX builds_started ON builds (started);
 CREATE INDEX builds_cause ON builds (cause) WHERE cause IS NOT NULL;
 
--- A release the farm will not build for an ABI, and why, decided without a
+-- A release the farm will not build for a target, and why, decided without a
 -- builder: its Requires-Python excludes the ABI, or upstream already serves a
--- wheel that ABI can install.
+-- wheel that target can install.
 CREATE TABLE build_skips (
     package         varchar(200)    NOT NULL,
     version         varchar(200)    NOT NULL,
@@ -199,27 +213,29 @@ CREATE TABLE build_skips (
     cause           varchar(40)     NOT NULL,
     detail          varchar(500)    NOT NULL,
     decided         timestamptz     NOT NULL DEFAULT now(),
+    platform_tag    varchar(100)    NOT NULL,
 
-    CONSTRAINT build_skips_pk PRIMARY KEY (package, version, abi_tag),
+    CONSTRAINT build_skips_pk PRIMARY KEY (package, version, abi_tag, platform_tag),
     CONSTRAINT build_skips_versions_fk FOREIGN KEY (package, version)
         REFERENCES versions (package, version) ON DELETE CASCADE,
-    CONSTRAINT build_skips_abi_fk FOREIGN KEY (abi_tag)
-        REFERENCES build_abis (abi_tag) ON DELETE RESTRICT,
+    CONSTRAINT build_skips_target_fk FOREIGN KEY (abi_tag, platform_tag)
+        REFERENCES build_targets (abi_tag, platform_tag) ON DELETE RESTRICT,
     CONSTRAINT build_skips_cause_ck CHECK (cause ~ '^[a-z][a-z0-9-]*$'),
     CONSTRAINT build_skips_detail_ck CHECK (detail <> '')
 );
 
--- Every builder image the farm has seen for an ABI, and when first: a new
+-- Every builder image the farm has seen for a target, and when first: a new
 -- image may succeed where an older one failed.
 CREATE TABLE builder_images (
     image           varchar(64)     NOT NULL,
     abi_tag         varchar(100)    NOT NULL,
     os              varchar(200)    NOT NULL,
     first_seen      timestamptz     NOT NULL DEFAULT now(),
+    platform_tag    varchar(100)    NOT NULL,
 
-    CONSTRAINT builder_images_pk PRIMARY KEY (image, abi_tag),
-    CONSTRAINT builder_images_abi_fk FOREIGN KEY (abi_tag)
-        REFERENCES build_abis (abi_tag) ON DELETE CASCADE
+    CONSTRAINT builder_images_pk PRIMARY KEY (image, abi_tag, platform_tag),
+    CONSTRAINT builder_images_target_fk FOREIGN KEY (abi_tag, platform_tag)
+        REFERENCES build_targets (abi_tag, platform_tag) ON DELETE CASCADE
 );
 
 -- The whole log of each attempt (bounded in size by the slave).
@@ -324,15 +340,30 @@ CREATE FUNCTION cause_fixable_by_image(cause text) RETURNS boolean
         'missing-header', 'missing-library', 'missing-pkg-config', 'missing-program',
         'needs-rust', 'needs-newer-compiler', 'smoke-import'), false) $$;
 
--- Whether one ABI's unsuccessful attempts at a release settle it there.  A
--- failure whose cause a new image may fix stops counting once the ABI has an
+-- Whether a wheel tagged py_tag-wheel_abi-wheel_platform serves the build
+-- target (abi, platform): its platform is 'any' or the target's (one of a
+-- compressed set), and its ABI is 'none', the target's own, or 'abi3' of the
+-- target's Python version or an older one.  So a pure wheel (none, any)
+-- serves every target, an abi3 wheel later ABIs on its own platform only, and
+-- a platform wheel only its own (ABI, platform).  piwheels.tags.wheel_serves
+-- is this rule in Python.
+CREATE FUNCTION wheel_serves(py_tag text, wheel_abi text, wheel_platform text,
+                             abi text, platform text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT (wheel_platform = 'any' OR platform = ANY(string_to_array(wheel_platform, '.')))
+        AND (wheel_abi = 'none' OR wheel_abi = abi
+             OR (wheel_abi = 'abi3' AND abi_python_version(py_tag) <= abi_python_version(abi))) $$;
+
+-- Whether one target's unsuccessful attempts at a release settle it there.  A
+-- failure whose cause a new image may fix stops counting once the target has an
 -- image first seen after it started (other than its own).  Of the rest, two
 -- settle it (one is a claim, any peer can send one; the second is its retry),
 -- and so does one deterministic failure on an image that no other could
--- retry: no other image of the ABI, as new as its own or newer, had been seen
+-- retry: no other image of the target, as new as its own or newer, had been seen
 -- when it started (an older one is taken for an image the farm left behind).
 -- piwheels.tags.failures_settle is this rule in Python.
-CREATE FUNCTION failures_settle(pkg varchar, ver varchar, abi varchar) RETURNS boolean
+CREATE FUNCTION failures_settle(pkg varchar, ver varchar, abi varchar, plat varchar)
+    RETURNS boolean
     LANGUAGE plpgsql STABLE
     AS $$
     BEGIN
@@ -341,75 +372,77 @@ CREATE FUNCTION failures_settle(pkg varchar, ver varchar, abi varchar) RETURNS b
         FROM (
             SELECT b.image IS NOT NULL AND cause_deterministic(b.cause) AND NOT EXISTS (
                 SELECT 1 FROM builder_images i
-                WHERE i.abi_tag = abi AND i.image <> b.image AND i.first_seen <= b.started
+                WHERE i.abi_tag = abi AND i.platform_tag = plat
+                  AND i.image <> b.image AND i.first_seen <= b.started
                   AND i.first_seen >= coalesce(
                       (SELECT own.first_seen FROM builder_images own
-                       WHERE own.image = b.image AND own.abi_tag = abi), b.started)
+                       WHERE own.image = b.image AND own.abi_tag = abi
+                         AND own.platform_tag = plat), b.started)
             ) AS alone
             FROM builds b
             WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
-              AND b.status <> 'success'
+              AND b.platform_tag = plat AND b.status <> 'success'
               AND NOT (cause_fixable_by_image(b.cause) AND EXISTS (
                   SELECT 1 FROM builder_images i
-                  WHERE i.abi_tag = abi AND i.first_seen > b.started
+                  WHERE i.abi_tag = abi AND i.platform_tag = plat AND i.first_seen > b.started
                     AND i.image IS DISTINCT FROM b.image))
         ) AS c
     );
     END
     $$;
 
--- Whether a release still needs a build for one ABI: it is not skipped there
--- (build_skips: its Requires-Python excludes the ABI, or upstream serves a
--- wheel the ABI installs), no wheel serves it yet
--- (none from an attempt on this ABI, no pure (abi none) one, no abi3 one built
--- for this Python or an older one), and its failures do not settle it
--- (failures_settle).  Who may make a retry (another builder, or the same one
--- after the retry delay; never an image it failed on for a deterministic
--- cause) is the slave driver's choice; piwheels.tags.needs_build is this rule
--- in Python.
+-- Whether a release still needs a build for one target (abi, plat): it is not
+-- skipped there (build_skips: its Requires-Python excludes the ABI, or upstream
+-- serves a wheel the target installs), no attempt on the target succeeded, no
+-- wheel of the release serves the target (wheel_serves: a pure one, an abi3
+-- one of this platform for this Python or an older one), and its failures
+-- there do not settle it (failures_settle).  Who may make a retry (another
+-- builder, or the same one after the retry delay; never an image it failed on
+-- for a deterministic cause) is the slave driver's choice;
+-- piwheels.tags.needs_build is this rule in Python.
 -- (PL/pgSQL, not SQL, here and in version_built: a session plans their queries
 -- once, where a SQL function that cannot be inlined is planned on every call
 -- made from inside another function.)
-CREATE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar) RETURNS boolean
+CREATE FUNCTION needs_build(pkg varchar, ver varchar, abi varchar, plat varchar)
+    RETURNS boolean
     LANGUAGE plpgsql STABLE
     AS $$
     BEGIN
     RETURN NOT EXISTS (
         SELECT 1 FROM build_skips s
         WHERE s.package = pkg AND s.version = ver AND s.abi_tag = abi
+          AND s.platform_tag = plat
     )
     AND NOT EXISTS (
         SELECT 1 FROM builds b
         WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
-          AND b.status = 'success'
+          AND b.platform_tag = plat AND b.status = 'success'
     )
     AND NOT EXISTS (
         SELECT 1 FROM builds b JOIN files f ON f.build_id = b.build_id
         WHERE b.package = pkg AND b.version = ver
-          AND (f.abi_tag = 'none'
-               OR (f.abi_tag = 'abi3'
-                   AND abi_python_version(f.py_version_tag) <= abi_python_version(abi)))
+          AND wheel_serves(f.py_version_tag, f.abi_tag, f.platform_tag, abi, plat)
     )
     -- (most releases the queue weighs were never tried: one probe, no call)
     AND NOT (
         EXISTS (
             SELECT 1 FROM builds b
             WHERE b.package = pkg AND b.version = ver AND b.abi_tag = abi
-              AND b.status <> 'success'
+              AND b.platform_tag = plat AND b.status <> 'success'
         )
-        AND failures_settle(pkg, ver, abi)
+        AND failures_settle(pkg, ver, abi, plat)
     );
     END
     $$;
 
--- Whether a release needs nothing more on any active ABI.
+-- Whether a release needs nothing more on any active target.
 CREATE FUNCTION version_built(pkg varchar, ver varchar) RETURNS boolean
     LANGUAGE plpgsql STABLE
     AS $$
     BEGIN
     RETURN NOT EXISTS (
-        SELECT 1 FROM build_abis a
-        WHERE a.active AND needs_build(pkg, ver, a.abi_tag)
+        SELECT 1 FROM build_targets t
+        WHERE t.active AND needs_build(pkg, ver, t.abi_tag, t.platform_tag)
     );
     END
     $$;
@@ -459,14 +492,16 @@ CREATE TRIGGER builds_removed_version_built
     REFERENCING OLD TABLE AS removed_builds
     FOR EACH STATEMENT EXECUTE FUNCTION builds_removed_version_built();
 
--- A pure or abi3 wheel may serve other ABIs too.
+-- A wheel that is not just its own attempt's target's (pure, abi3, or tagged
+-- for another ABI or platform) may serve other targets too.
 CREATE FUNCTION files_added_version_built() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
     BEGIN
         PERFORM refresh_version_built(array_agg(b.package), array_agg(b.version))
         FROM added_files f JOIN builds b ON b.build_id = f.build_id
-        WHERE f.abi_tag IN ('none', 'abi3');
+        WHERE f.abi_tag IN ('none', 'abi3') OR f.platform_tag = 'any'
+           OR f.abi_tag <> b.abi_tag OR f.platform_tag <> b.platform_tag;
         RETURN NULL;
     END
     $$;
@@ -497,8 +532,8 @@ CREATE TRIGGER build_skips_removed_version_built
     REFERENCING OLD TABLE AS changed_skips
     FOR EACH STATEMENT EXECUTE FUNCTION build_skips_changed_version_built();
 
--- A newly active ABI needs builds of everything again.
-CREATE FUNCTION build_abis_reset_version_built() RETURNS trigger
+-- A newly active target needs builds of everything again.
+CREATE FUNCTION build_targets_reset_version_built() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
     BEGIN
@@ -509,13 +544,13 @@ CREATE FUNCTION build_abis_reset_version_built() RETURNS trigger
     END
     $$;
 
-CREATE TRIGGER build_abis_version_built
-    AFTER INSERT OR UPDATE OF active ON build_abis
-    FOR EACH ROW EXECUTE FUNCTION build_abis_reset_version_built();
+CREATE TRIGGER build_targets_version_built
+    AFTER INSERT OR UPDATE OF active ON build_targets
+    FOR EACH ROW EXECUTE FUNCTION build_targets_reset_version_built();
 
--- A new image of an ABI may succeed where older ones failed for a cause it can
--- fix (failures_settle stops counting those): such releases are weighed again,
--- in one pass.
+-- A new image of a target may succeed where older ones failed for a cause it
+-- can fix (failures_settle stops counting those): such releases are weighed
+-- again, in one pass.
 CREATE FUNCTION builder_images_added_version_built() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -524,7 +559,8 @@ CREATE FUNCTION builder_images_added_version_built() RETURNS trigger
         FROM (
             SELECT DISTINCT b.package, b.version
             FROM builds b JOIN versions v ON v.package = b.package AND v.version = b.version
-            WHERE b.abi_tag = NEW.abi_tag AND b.status <> 'success' AND v.built
+            WHERE b.abi_tag = NEW.abi_tag AND b.platform_tag = NEW.platform_tag
+              AND b.status <> 'success' AND v.built
               AND cause_fixable_by_image(b.cause) AND b.started < NEW.first_seen
               AND b.image IS DISTINCT FROM NEW.image
         ) AS r;
@@ -544,7 +580,7 @@ GRANT UPDATE (build_policy, build_prereleases, configured_policy, configured_pre
                policy_pending)
     ON configuration TO @ROLE@;
 GRANT SELECT, INSERT, UPDATE, DELETE ON
-    packages, package_names, versions, build_abis, builds, build_logs,
+    packages, package_names, versions, build_targets, builds, build_logs,
     files, dependencies, build_skips, builder_images, upstream_files,
     smoke_tests
     TO @ROLE@;

@@ -142,7 +142,7 @@ def empty_schema(schema_database: dict[str, str]) -> Callable[[], str]:
     def empty() -> str:
         engine = sa.create_engine(schema_database["superuser"], poolclass=sa.pool.NullPool)
         with engine.begin() as conn:
-            conn.exec_driver_sql("TRUNCATE packages, build_abis CASCADE")
+            conn.exec_driver_sql("TRUNCATE packages, build_targets CASCADE")
             conn.exec_driver_sql("UPDATE configuration SET pypi_serial = 0")
             conn.exec_driver_sql(
                 "UPDATE configuration SET build_policy = 'all', build_prereleases = false, "

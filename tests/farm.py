@@ -8,6 +8,11 @@ A farm uses CURVE keys unless told not to: the master has a key pair, and
 each slave started gets one of its own, enrolled before it starts (pass
 ``enrol=False`` for one the master must refuse).  Hand-driven slaves get keys
 from :meth:`Farm.curve_client` / :meth:`Farm.secure`.
+
+Farm slaves skip what costs every build seconds but only some tests are
+about: the smoke test (``--no-smoke-test``) and the Debian package look-up of
+a failed build (``--lookup-timeout 0``).  A test about either asks for it
+(``start_slave(..., smoke=True, lookup=True)``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Callable, Optional, TypeVar
 
 import zmq
 
+from packaging.tags import sys_tags
+
 from piwheels.control_client import ControlClient
 from piwheels.keys import PUBLIC_SUFFIX, load_key_pair, make_key_pair, public_path
 from piwheels.transport import CurveClient
@@ -36,6 +43,16 @@ BUILD_USER = os.environ.get("PIWHEELS_TEST_BUILD_USER", "piwbuild")
 PYENV = Path("/root/.pyenv/versions")
 
 T = TypeVar("T")
+
+#: The platform this machine's slaves build for (as a slave derives it: the plain
+#: platform tag packaging.tags gives its interpreter, not a manylinux one).
+HOST_PLATFORM = [t.platform for t in sys_tags()
+                 if not t.platform.startswith(("manylinux", "musllinux"))][-1]
+
+
+def host_target(abi_tag: str) -> tuple[str, str]:
+    """The build target of a slave of *abi_tag* on this machine."""
+    return (abi_tag, HOST_PLATFORM)
 
 #: What a hand-driven test slave says in HELLO about its builds (it runs none;
 #: test masters require contained builds, as masters on Linux do by default)
@@ -267,10 +284,13 @@ class Farm:
         return self.master
 
     def start_slave(self, label: str, python: str, *extra: str, enrol: bool = True,
-                    keyed: bool = True, env_extra: Optional[dict[str, str]] = None) -> Process:
+                    keyed: bool = True, env_extra: Optional[dict[str, str]] = None,
+                    smoke: bool = False, lookup: bool = False) -> Process:
         """A piw-slave working in its own dir under the work root, with a key of its
         own (enrolled unless not *enrol*; none at all unless *keyed*); *env_extra*
-        adds to its (otherwise minimal) environment."""
+        adds to its (otherwise minimal) environment.  It smoke-tests its wheels only
+        if *smoke*, and names the Debian package a failed build lacks only if *lookup*
+        (each costs seconds a build)."""
         work = self.work_root / f"work-{label}"
         work.mkdir(exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
@@ -283,6 +303,8 @@ class Farm:
             "--slave-port", str(self.slave_port), "--file-port", str(self.file_port),
             "--label", label, "--dir", str(work), "--python", python,
             "--cache-dir", str(shared_slave_cache(self.user)),
+            *(() if smoke else ("--no-smoke-test",)),
+            *(() if lookup else ("--lookup-timeout", "0")),
             *(self.slave_key_args(label, enrol=enrol) if keyed else []), *extra,
         ], self.tmp_path / f"slave-{label}-{time.monotonic_ns()}.log", user=self.user, env=env)
         self.slaves.append(slave)

@@ -59,7 +59,8 @@ class Publisher:
         self.supervisor.bind(SUPERVISOR.address)
         self.tasks = [
             IndexWriter(self.ctx, dsn=dsn, output_path=output, site=site,
-                        **{"coalesce_s": 0.05, **writer_options}),
+                        **{"coalesce_s": 0.05, "summary_interval_s": 0.5,
+                           **writer_options}),
             BuildRecorder(self.ctx, dsn=dsn, output_path=output),
         ]
         self.controls = [TaskControl(self.ctx, task.name) for task in self.tasks]

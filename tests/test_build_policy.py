@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from farm import host_target
 
 from piwheels.build_policy import (
     PRERELEASE_REASON, BuildPolicy, Release, parse_policy, policy_reasons,
@@ -112,7 +113,7 @@ def test_since_and_versions():
 
 @pytest.fixture
 def farm_db(db):
-    db.add_build_abi("cp311")
+    db.add_build_target(host_target("cp311"))
     return db
 
 
@@ -123,7 +124,7 @@ def add(db, name, *versions_days):
 
 
 def queued(db):
-    return sorted(db.pending_builds("cp311", 100))
+    return sorted(db.pending_builds(host_target("cp311"), 100))
 
 
 def reasons(db, name):

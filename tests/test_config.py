@@ -325,3 +325,28 @@ def test_a_tools_own_arguments_come_from_its_command_line_only(isolated, monkeyp
     assert (options.skip, options.alias, options.label) == (None, None, None)
     assert parser.parse_args(["--skip", "given"]).skip == "given"
     assert capsys.readouterr().err.count("unknown key 'skip' ignored") == 1
+
+
+@pytest.mark.parametrize("action, value, platform, os_release, message", [
+    ("add-target", "cp311", "linux_aarch64", None, None),
+    ("add-target", "cp311", "linux_aarch64", "Debian 12", None),
+    ("retire-target", "cp311", "linux_armv7l", None, None),
+    ("add-target", "cp311", None, None, "needs ABI and PLATFORM"),
+    ("add-target", "abi3", "linux_aarch64", None, "what a wheel says"),
+    ("add-target", "cp311", "any", None, "platform tag 'any'"),
+    ("add-target", "cp311", "linux_aarch64", " ", "--os-release needs a release"),
+    ("retire-target", "cp311", "linux_aarch64", "Debian 12", "--os-release goes with add-target"),
+    ("pause", None, "linux_aarch64", None, "PLATFORM goes with add-target"),
+])
+def test_piw_control_targets(action, value, platform, os_release, message):
+    from piwheels import tool_settings
+    from piwheels.errors import PiwheelsError
+
+    def make():
+        return tool_settings.ControlConfig(client=client(), action=action, value=value,
+                                           platform=platform, os_release=os_release)
+    if message is None:
+        assert (make().value, make().platform) == (value, platform)
+        return
+    with pytest.raises(PiwheelsError, match=message):
+        make()

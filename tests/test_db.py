@@ -24,6 +24,8 @@ from piwheels.smoke import SmokeResult
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 HASH_A = "a" * 64
 HASH_B = "b" * 64
+#: the platform these tests build on (their wheels are linux_armv7l)
+PLAT = "linux_armv7l"
 
 
 def wheel(filename="foo_bar-1.0-cp311-cp311-linux_armv7l.whl", sha=HASH_A, abi="cp311",
@@ -39,7 +41,7 @@ def wheel(filename="foo_bar-1.0-cp311-cp311-linux_armv7l.whl", sha=HASH_A, abi="
 
 def build(status="success", files=(), version="1.0", abi="cp311") -> BuildRecord:
     return BuildRecord(
-        package="Foo_Bar", version=version, abi_tag=abi, slave_label="pi4-1",
+        package="Foo_Bar", version=version, abi_tag=abi, platform_tag=PLAT, slave_label="pi4-1",
         started=NOW, duration=timedelta(seconds=42), status=status, log="built ok\n",
         files=tuple(files),
     )
@@ -140,7 +142,7 @@ def test_skip_package_and_version(db):
 def test_record_build_with_files_and_dependencies(db):
     db.add_package("Foo_Bar")
     db.add_version("foo-bar", "1.0")
-    db.add_build_abi("cp311")
+    db.add_build_target(("cp311", PLAT))
     build_id = db.record_build(build(files=[
         wheel(apt=("libc6", "libssl3"), requires=("six", "six", "x" * (limits.DEPENDENCY + 1))),
     ]))
@@ -172,7 +174,7 @@ def test_the_file_columns_are_every_fact_the_files_table_stores(schema_database)
 def test_recorded_facts_read_back_under_their_own_names(db):
     db.add_package("Foo_Bar")
     db.add_version("foo-bar", "1.0")
-    db.add_build_abi("cp311")
+    db.add_build_target(("cp311", PLAT))
     facts = wheel(sha=HASH_B)
     db.record_build(build(files=[facts]))
     (f,) = db.get_project("foo-bar").versions[0].builds[0].files
@@ -188,7 +190,7 @@ def test_recorded_facts_read_back_under_their_own_names(db):
 def test_smoke_tests_and_causes_are_recorded(db):
     db.add_package("foo-bar")
     db.add_version("foo-bar", "1.0")
-    db.add_build_abi("cp311")
+    db.add_build_target(("cp311", PLAT))
     facts = wheel()
     smoke = SmokeResult(facts.filename, "failed", "import foo: ImportError: libfoo.so.1", "libfoo1")
     stray = SmokeResult("not-this-build.whl", "passed")  # of no file of the attempt: not kept
@@ -209,7 +211,7 @@ def test_smoke_tests_and_causes_are_recorded(db):
 def test_record_build_is_all_or_nothing(db):
     db.add_package("foo-bar")
     db.add_version("foo-bar", "1.0")
-    db.add_build_abi("cp311")
+    db.add_build_target(("cp311", PLAT))
     db.record_build(build(files=[wheel()]))
     # the same filename again violates the files key: nothing of this attempt stays
     with pytest.raises(DataRefused):
@@ -221,7 +223,7 @@ def test_record_build_is_all_or_nothing(db):
 def test_bad_hash_rejected_by_schema(db):
     db.add_package("foo-bar")
     db.add_version("foo-bar", "1.0")
-    db.add_build_abi("cp311")
+    db.add_build_target(("cp311", PLAT))
     with pytest.raises(DataRefused, match="files_filehash_ck"):
         db.record_build(build(files=[wheel(sha="XYZ")]))
 
@@ -235,7 +237,7 @@ def test_removing_a_version_cascades(db):
     db.add_package("foo-bar")
     db.add_version("foo-bar", "1.0")
     db.add_version("foo-bar", "2.0")
-    db.add_build_abi("cp311")
+    db.add_build_target(("cp311", PLAT))
     db.record_build(build(files=[wheel()]))
     assert db.remove_version("foo-bar", "1.0")
     assert not db.remove_version("foo-bar", "1.0")
@@ -244,12 +246,19 @@ def test_removing_a_version_cascades(db):
     assert db.get_project("foo-bar") is None
 
 
-def test_build_abis_order_numerically(db):
+def test_build_targets_order_numerically_and_keep_their_pin(db):
     for abi in ("cp311", "cp39", "cp313", "cp310"):
-        db.add_build_abi(abi)
-    db.add_build_abi("cp310", active=False)
-    assert db.get_build_abis() == ["cp39", "cp311", "cp313"]
-    assert db.get_build_abis(active_only=False) == ["cp39", "cp310", "cp311", "cp313"]
+        db.add_build_target((abi, PLAT))
+    db.add_build_target(("cp310", PLAT), active=False)
+    db.add_build_target(("cp39", "linux_aarch64"))
+    db.add_build_target(("cp39", PLAT), os_release="Debian 12")
+    assert db.get_build_targets() == [("cp39", "linux_aarch64"), ("cp39", PLAT),
+                                      ("cp311", PLAT), ("cp313", PLAT)]
+    assert [t.abi_tag for t in db.get_build_targets(active_only=False)] == [
+        "cp39", "cp39", "cp310", "cp311", "cp313"]
+    # an operator's pin is kept with the target
+    assert [(r.target, r.os_release) for r in db.get_target_rows() if r.abi_tag == "cp39"] == [
+        (("cp39", "linux_aarch64"), None), (("cp39", PLAT), "Debian 12")]
 
 
 def test_pypi_serial_never_moves_back(db):
@@ -356,7 +365,7 @@ def test_unbuilt_failures_are_the_latest_failure_of_what_no_wheel_serves(db):
     for version in ("1.0", "2.0", "3.0", "4.0", "5.0"):
         db.add_version("Foo_Bar", version, released=NOW)
     for abi in ("cp311", "cp312"):
-        db.add_build_abi(abi)
+        db.add_build_target((abi, PLAT))
     pure = "foo_bar-3.0-py3-none-any.whl"
     for record in (
         failed("1.0", cause="timeout", package=None), failed("1.0"),  # the latest counts
@@ -369,8 +378,9 @@ def test_unbuilt_failures_are_the_latest_failure_of_what_no_wheel_serves(db):
     db.record_build(failed("5.0"))
     rows = db.unbuilt_failures()
     assert sorted(rows) == [
-        ("foo-bar", "1.0", "cp311", "missing-header", "missing-header of 1.0", "libfoo-dev"),
-        ("foo-bar", "4.0", "cp311", "bad-wheel", "bad-wheel of 4.0", None),
+        ("foo-bar", "1.0", f"cp311 {PLAT}", "missing-header", "missing-header of 1.0",
+         "libfoo-dev"),
+        ("foo-bar", "4.0", f"cp311 {PLAT}", "bad-wheel", "bad-wheel of 4.0", None),
     ]
 
 
@@ -378,14 +388,14 @@ def test_unbuilt_failures_are_the_latest_failure_of_what_no_wheel_serves(db):
 
 
 def test_upstream_files_keep_same_bytes_and_withdraw_other_bytes(db):
-    db.add_build_abi("cp311")
-    db.add_build_abi("cp312")
+    db.add_build_target(("cp311", PLAT))
+    db.add_build_target(("cp312", PLAT))
     db.add_package("foo-bar")
     db.add_version("foo-bar", "1.0")
     same = wheel("foo_bar-1.0-cp311-cp311-linux_armv7l.whl", sha=HASH_A)
     other = wheel("foo_bar-1.0-py3-none-any.whl", sha=HASH_A)
     db.record_build(build(files=[same, other]))
-    assert db.pending_builds("cp312", 10) == []  # the pure wheel serves it
+    assert db.pending_builds(("cp312", PLAT), 10) == []  # the pure wheel serves it
 
     gone = db.set_upstream_files("foo-bar", "1.0", ">=3.9", [
         (same.filename, HASH_A), (other.filename, HASH_B)])
@@ -395,32 +405,32 @@ def test_upstream_files_keep_same_bytes_and_withdraw_other_bytes(db):
     assert db.upstream_hashes([same.filename, other.filename, "x-1-py3-none-any.whl"]) == {
         same.filename: HASH_A, other.filename: HASH_B}
     (version,) = db.get_project("foo-bar").versions
-    cause, detail = version.skips["cp311"]
+    cause, detail = version.skips["cp311", PLAT]
     assert cause == "upstream-wheel" and detail.startswith(
         f"upstream serves {other.filename} with other bytes (sha256 {HASH_B})")
     # the pure wheel served cp312 too: without it, cp312 needs a build again
-    assert db.pending_builds("cp312", 10) == [("foo-bar", "1.0")]
+    assert db.pending_builds(("cp312", PLAT), 10) == [("foo-bar", "1.0")]
     # the same answer again changes nothing
     assert db.set_upstream_files("foo-bar", "1.0", ">=3.9", [
         (same.filename, HASH_A), (other.filename, HASH_B)]) == []
 
 
 def test_a_skip_settles_its_abi_and_a_wheel_gone_upstream_reopens_it(db):
-    db.add_build_abi("cp311")
+    db.add_build_target(("cp311", PLAT))
     db.add_package("foo-bar")
     db.add_version("foo-bar", "1.0")
     pure = "foo_bar-1.0-py3-none-any.whl"
     db.set_upstream_files("foo-bar", "1.0", None, [(pure, HASH_A)])
     assert db.release_facts([("foo-bar", "1.0"), ("foo-bar", "2.0")]) == {
         ("foo-bar", "1.0"): (None, [pure])}
-    assert db.pending_builds("cp311", 10) == [("foo-bar", "1.0")]
-    skip = {"package": "foo-bar", "version": "1.0", "abi_tag": "cp311",
+    assert db.pending_builds(("cp311", PLAT), 10) == [("foo-bar", "1.0")]
+    skip = {"package": "foo-bar", "version": "1.0", "abi_tag": "cp311", "platform_tag": PLAT,
             "cause": "upstream-wheel", "detail": f"upstream serves {pure}"}
     gone = {**skip, "version": "9.9"}  # a release the farm does not have: left out
     assert db.record_skips([skip, skip, gone]) == 1
-    assert db.pending_builds("cp311", 10) == []
+    assert db.pending_builds(("cp311", PLAT), 10) == []
     assert db.get_versions("foo-bar")["1.0"]["built"]
     # upstream removed its wheel: the skip goes, the release is built after all
     db.set_upstream_files("foo-bar", "1.0", None, [])
     assert db.get_project("foo-bar").versions[0].skips == {}
-    assert db.pending_builds("cp311", 10) == [("foo-bar", "1.0")]
+    assert db.pending_builds(("cp311", PLAT), 10) == [("foo-bar", "1.0")]

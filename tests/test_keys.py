@@ -107,6 +107,7 @@ def master_record(tmp_path: Path, **changes) -> settings.MasterConfig:
         max_wheel_size=2**20, max_unpacked_size=2**22, max_compression_ratio=100.0,
         handshake_timeout_s=10.0, control_address=f"ipc://{tmp_path}/c",
         status_address=f"ipc://{tmp_path}/s", min_free_space_mb=1, stats_interval_s=10.0,
+        summary_interval_s=5.0,
         retry_delay_s=3600.0)
     base.update(changes)
     return settings.MasterConfig(**base)

@@ -1,4 +1,4 @@
-"""Which releases the build queue offers for each ABI (the design's queue rules)."""
+"""Which releases the build queue offers for each build target (the design's queue rules)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ from piwheels.protocols import WheelFacts
 from piwheels.records import BuildRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+#: the platform the farm of these tests builds on (and its wheels carry)
+PLAT = "linux_aarch64"
+#: a second platform, for the rules that tell platforms apart
+ARM32 = "linux_armv7l"
 
 
 @pytest.fixture
 def farm_db(db):
     for abi in ("cp39", "cp311", "cp312"):
-        db.add_build_abi(abi)
+        db.add_build_target((abi, PLAT))
     return db
 
 
@@ -27,23 +31,25 @@ def release(db, name, version="1.0", *, age_h=0, **kwargs):
     db.add_version(name, version, released=T0 - timedelta(hours=age_h), **kwargs)
 
 
-def attempt(db, name, abi, *, status="success", wheel_tags=None, version="1.0", builder=None):
+def attempt(db, name, abi, *, status="success", wheel_tags=None, version="1.0", builder=None,
+            platform=PLAT):
     files = ()
     if status == "success":
-        py, wheel_abi, plat = wheel_tags or (abi, abi, "linux_aarch64")
+        py, wheel_abi, plat = wheel_tags or (abi, abi, platform)
         filename = f"{name.replace('-', '_')}-{version}-{py}-{wheel_abi}-{plat}.whl"
         files = (WheelFacts(
             filename=filename, size=10, sha256="a" * 64, package_tag=name, version_tag=version,
             py_tag=py, abi_tag=wheel_abi, platform_tag=plat, requires_python=None,
             requires_dist=(), metadata=b"", metadata_sha256="b" * 64, apt_dependencies=()),)
     db.record_build(BuildRecord(
-        package=name, version=version, abi_tag=abi, slave_label="s", started=T0,
+        package=name, version=version, abi_tag=abi, platform_tag=platform, slave_label="s",
+        started=T0,
         duration=timedelta(seconds=1), status=status, log="", files=files,
         reason=None if status == "success" else "broke", builder=builder))
 
 
-def pending(db, abi, **kwargs):
-    return [p for p, _ in db.pending_builds(abi, 100, **kwargs)]
+def pending(db, abi, platform=PLAT, **kwargs):
+    return [p for p, _ in db.pending_builds((abi, platform), 100, **kwargs)]
 
 
 def test_newest_first_and_oldest_first(farm_db):
@@ -75,13 +81,13 @@ def test_a_failure_is_retried_once_then_counts(farm_db):
     attempt(farm_db, "broken", "cp311", status="failed", builder="key-a")
     # one failure is a claim: still queued, with who failed it and when
     assert pending(farm_db, "cp311") == ["broken", "fine"]
-    assert farm_db.retry_holds("cp311", [("broken", "1.0"), ("fine", "1.0")]) == {
+    assert farm_db.retry_holds(("cp311", PLAT), [("broken", "1.0"), ("fine", "1.0")]) == {
         ("broken", "1.0"): ("key-a", T0 + timedelta(seconds=1))}
-    assert farm_db.retry_holds("cp312", [("broken", "1.0")]) == {}
+    assert farm_db.retry_holds(("cp312", PLAT), [("broken", "1.0")]) == {}
     assert not farm_db.get_versions("broken")["1.0"]["built"]
     (failure,) = farm_db.failures("broken")
-    assert (failure["builder"], failure["abi_tag"], failure["outcome"]) == (
-        "key-a", "cp311", "retrying")
+    assert (failure["builder"], failure["abi_tag"], failure["platform_tag"],
+            failure["outcome"]) == ("key-a", "cp311", PLAT, "retrying")
     attempt(farm_db, "broken", "cp311", status="rejected", builder="key-b")
     assert pending(farm_db, "cp311") == ["fine"]   # the retry settled it
     assert pending(farm_db, "cp312") == ["broken", "fine"]
@@ -99,6 +105,30 @@ def test_platform_wheel_serves_its_own_abi(farm_db):
     attempt(farm_db, "native", "cp312")
     assert pending(farm_db, "cp312") == []
     assert pending(farm_db, "cp311") == ["native"]
+
+
+def test_platforms_of_one_abi_are_targets_of_their_own(farm_db):
+    """cp311 on aarch64 and on armv7l: a platform wheel serves its own platform
+    only, an abi3 wheel later ABIs of its own platform only, a pure wheel both;
+    failures count per target."""
+    for abi in ("cp311", "cp312"):
+        farm_db.add_build_target((abi, ARM32))
+    for name in ("native", "limited", "pure", "broken"):
+        release(farm_db, name)
+    attempt(farm_db, "native", "cp311")
+    attempt(farm_db, "limited", "cp311", wheel_tags=("cp311", "abi3", PLAT))
+    attempt(farm_db, "pure", "cp311", platform=ARM32, wheel_tags=("py3", "none", "any"))
+    attempt(farm_db, "broken", "cp311", status="failed", builder="a")
+    attempt(farm_db, "broken", "cp311", status="failed", builder="b")
+    assert sorted(pending(farm_db, "cp311")) == []
+    assert sorted(pending(farm_db, "cp312")) == ["broken", "native"]
+    assert sorted(pending(farm_db, "cp311", ARM32)) == ["broken", "limited", "native"]
+    assert sorted(pending(farm_db, "cp312", ARM32)) == ["broken", "limited", "native"]
+    # an aarch64 wheel built on an armv7l builder (it accepts it): it serves aarch64
+    attempt(farm_db, "broken", "cp312", platform=ARM32, wheel_tags=("cp312", "cp312", PLAT))
+    assert "broken" not in pending(farm_db, "cp312")
+    assert "broken" not in pending(farm_db, "cp312", ARM32)  # its own success
+    assert "broken" in pending(farm_db, "cp311", ARM32)
 
 
 def test_skipped_yanked_and_binary_only_are_not_built(farm_db):
@@ -125,7 +155,7 @@ def test_built_flag_follows_builds_and_abis(farm_db):
     attempt(farm_db, "flag", "cp312", status="failed", builder="other")
     assert farm_db.get_versions("flag")["1.0"]["built"]
     assert all(pending(farm_db, abi) == [] for abi in ("cp39", "cp311", "cp312"))
-    farm_db.add_build_abi("cp313")
+    farm_db.add_build_target(("cp313", PLAT))
     assert not farm_db.get_versions("flag")["1.0"]["built"]
     assert pending(farm_db, "cp313") == ["flag"]
     farm_db.remove_builds("flag")
@@ -133,8 +163,8 @@ def test_built_flag_follows_builds_and_abis(farm_db):
 
 
 def test_inactive_abis_are_not_offered(farm_db):
-    farm_db.add_build_abi("cp39", active=False)
-    assert farm_db.get_build_abis() == ["cp311", "cp312"]
+    farm_db.add_build_target(("cp39", PLAT), active=False)
+    assert farm_db.get_build_targets() == [("cp311", PLAT), ("cp312", PLAT)]
 
 
 @pytest.mark.parametrize("newest_first", [True, False])
@@ -145,11 +175,11 @@ def test_pages_follow_on_without_gaps_or_repeats(farm_db, newest_first):
     release(farm_db, "pkg-3", "2.0", age_h=1)
     attempt(farm_db, "pkg-4", "cp311", status="failed")
     attempt(farm_db, "pkg-4", "cp311", status="failed", builder="other")
-    whole = farm_db.pending_builds("cp311", 100, newest_first)
+    whole = farm_db.pending_builds(("cp311", PLAT), 100, newest_first)
     assert len(whole) == 7
     pages, cursor = [], None
     while True:
-        page, cursor = farm_db.pending_page("cp311", 3, newest_first, cursor)
+        page, cursor = farm_db.pending_page(("cp311", PLAT), 3, newest_first, cursor)
         pages.append(page)
         if cursor is None:
             break
@@ -165,7 +195,8 @@ def test_batch_of_attempts_keeps_each_release_flag(farm_db):
 
     def record(name, abi, tags=None):
         return BuildRecord(
-            package=name, version="1.0", abi_tag=abi, slave_label="s", started=T0,
+            package=name, version="1.0", abi_tag=abi, platform_tag=PLAT, slave_label="s",
+            started=T0,
             duration=timedelta(seconds=1), status="failed" if tags is None else "success",
             log="", reason=None if tags else "broke",
             files=() if tags is None else (WheelFacts(
@@ -207,7 +238,7 @@ def test_unknown_release_times_sort_as_the_oldest_and_page_cleanly(farm_db, newe
     assert pending(farm_db, "cp311", newest_first=newest_first) == order
     pages, cursor = [], None
     while True:
-        page, cursor = farm_db.pending_page("cp311", 2, newest_first, cursor)
+        page, cursor = farm_db.pending_page(("cp311", PLAT), 2, newest_first, cursor)
         pages += [p for p, _ in page]
         if cursor is None:
             break
@@ -278,37 +309,38 @@ def test_images_decide_deterministic_failures_in_queue_failures_and_pages(farm_d
     from piwheels.index_pages import Site, project_context
 
     image_a, image_b = "a" * 64, "b" * 64
-    assert farm_db.register_image(image_a, "cp311", "Debian 12")
-    assert not farm_db.register_image(image_a, "cp311", "Debian 12")  # known
-    assert not farm_db.register_image(image_b, "cp399", "Debian 12")  # no such ABI: ignored
+    assert farm_db.register_image(image_a, ("cp311", PLAT), "Debian 12")
+    assert not farm_db.register_image(image_a, ("cp311", PLAT), "Debian 12")  # known
+    assert not farm_db.register_image(image_b, ("cp399", PLAT), "Debian 12")  # no such ABI: ignored
     release(farm_db, "nohdr")
     release(farm_db, "slow", age_h=1)
     for name, cause in (("nohdr", "missing-header"), ("slow", "timeout")):
         farm_db.record_build(BuildRecord(
-            package=name, version="1.0", abi_tag="cp311", slave_label="s", started=T0,
+            package=name, version="1.0", abi_tag="cp311", platform_tag=PLAT, slave_label="s",
+            started=T0,
             duration=timedelta(seconds=1), status="failed", log="", reason="broke",
             builder="key-a", image=image_a, cause=cause))
     site = Site(name="test", index_url="http://x/simple/", upstream_simple="http://u/simple/")
 
     def cell(name):
-        page = project_context(farm_db.get_project(name), ["cp311"], site)
-        return page["versions"][0]["builds"]["cp311"]
+        page = project_context(farm_db.get_project(name), [("cp311", PLAT)], site)
+        return page["versions"][0]["builds"][f"cp311 {PLAT}"]
 
     # image A alone: the missing header counts at once; the timeout waits for its retry
     assert pending(farm_db, "cp311") == ["slow"]
-    assert farm_db.image_holds("cp311", [("nohdr", "1.0"), ("slow", "1.0")]) == {
+    assert farm_db.image_holds(("cp311", PLAT), [("nohdr", "1.0"), ("slow", "1.0")]) == {
         ("nohdr", "1.0"): {image_a}}
     assert [(f["package"], f["outcome"]) for f in farm_db.failures()] == [
         ("slow", "retrying"), ("nohdr", "counts")]
     assert cell("nohdr")["status"] == "failed" and cell("slow")["status"] == "retrying"
     # image B: it may have the header (never A again: the holds still name it)
-    assert farm_db.register_image(image_b, "cp311", "Debian 12")
+    assert farm_db.register_image(image_b, ("cp311", PLAT), "Debian 12")
     assert pending(farm_db, "cp311") == ["nohdr", "slow"]
     assert not farm_db.get_versions("nohdr")["1.0"]["built"]
-    assert farm_db.image_holds("cp311", [("nohdr", "1.0")]) == {("nohdr", "1.0"): {image_a}}
+    assert farm_db.image_holds(("cp311", PLAT), [("nohdr", "1.0")]) == {("nohdr", "1.0"): {image_a}}
     assert cell("nohdr")["status"] == "retrying" and "another image" in cell("nohdr")["reason"]
     assert "another builder" in cell("slow")["reason"]
-    assert set(farm_db.builder_images("cp311")) == {image_a, image_b}
+    assert set(farm_db.builder_images(("cp311", PLAT))) == {image_a, image_b}
     # the operator's rebuild: its attempts go, and with them every hold
     assert farm_db.remove_builds("nohdr", "1.0") == 1
-    assert farm_db.image_holds("cp311", [("nohdr", "1.0")]) == {}
+    assert farm_db.image_holds(("cp311", PLAT), [("nohdr", "1.0")]) == {}

@@ -1,10 +1,10 @@
 """piwheels.tags: which tags are valid, and the Python queue rule against the SQL one.
 
-The project pages decide each version × ABI cell with
+The project pages decide each version × target cell with
 :func:`piwheels.tags.needs_build`; the build queue asks PostgreSQL's
 ``needs_build``.  They must agree, so the second half of this module records
 one table of attempts in a real database and asks both about every
-(release, ABI) pair.
+(release, target) pair, a target being an ABI on a platform.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from piwheels import limits
 from piwheels.diagnosis import CAUSES
 from piwheels.errors import PiwheelsError
 from piwheels.tags import (
-    InvalidTag, abi_version, build_abi_key, build_abi_of, build_abi_problem, build_serves, builder_problem,
-    check_build_abi, deterministic, failed_images, failures_count, fixable_by_image, needs_build,
-    platform_tag_problem, python_tag_problem, wheel_serves,
+    InvalidTag, Target, abi_version, build_abi_of, build_abi_problem, build_serves,
+    builder_problem, check_build_abi, check_target, deterministic, failed_images, failures_count,
+    fixable_by_image, needs_build, platform_tag_problem, python_tag_problem, target_key,
+    wheel_serves,
 )
+
+ARM64, ARM32, X86 = "linux_aarch64", "linux_armv7l", "linux_x86_64"
 
 GOOD_ABIS = ["cp39", "cp311", "cp312", "cp313", "cp313t", "pypy310_pp73", "cp310d"]
 BAD_ABIS = ["abi3", "none", "CP311", "cp311 ", " cp311", "", "c" * (limits.TAG + 1),
@@ -92,82 +95,122 @@ def test_the_abi_a_wheel_implies():
     assert build_abi_of(Tag("pp310", "none", "any")) is None
 
 
-def test_pure_and_abi3_wheels_serve_other_abis():
-    assert wheel_serves("py3", "none", "cp39")
-    assert wheel_serves("cp39", "abi3", "cp311")
-    assert not wheel_serves("cp311", "abi3", "cp39")
-    assert not wheel_serves("cp311", "cp311", "cp312")
-    assert build_serves("cp311", "success", [("cp311", "cp311")], "cp311")
-    assert not build_serves("cp311", "failed", [], "cp311")
-    assert not build_serves("cp311", "rejected", [("py3", "none")], "cp312")
+def test_which_targets_a_wheel_serves():
+    # a pure wheel: every target, on every platform
+    assert wheel_serves("py3", "none", "any", ("cp39", ARM32))
+    assert wheel_serves("py2.py3", "none", "any", ("cp313", ARM64))
+    # abi3: later or equal ABIs on its own platform only
+    assert wheel_serves("cp39", "abi3", ARM64, ("cp311", ARM64))
+    assert not wheel_serves("cp39", "abi3", ARM64, ("cp311", ARM32))
+    assert not wheel_serves("cp311", "abi3", ARM64, ("cp39", ARM64))
+    # a platform wheel: its own (ABI, platform) only; aarch64 never serves armv7l
+    assert wheel_serves("cp311", "cp311", ARM64, ("cp311", ARM64))
+    assert not wheel_serves("cp311", "cp311", ARM64, ("cp311", ARM32))
+    assert not wheel_serves("cp311", "cp311", ARM64, ("cp312", ARM64))
+    # a compressed platform set serves each of its platforms
+    assert wheel_serves("cp311", "cp311", f"{ARM32}.{ARM64}", ("cp311", ARM64))
+    assert build_serves(("cp311", ARM64), "success", [("cp311", "cp311", ARM64)], ("cp311", ARM64))
+    assert not build_serves(("cp311", ARM64), "success", [("cp311", "cp311", ARM64)],
+                            ("cp311", ARM32))
+    assert not build_serves(("cp311", ARM64), "failed", [], ("cp311", ARM64))
+    assert not build_serves(("cp311", ARM64), "rejected", [("py3", "none", "any")],
+                            ("cp312", ARM64))
 
 
-def test_a_failure_counts_only_once_retried():
+def test_targets_are_checked_and_named():
+    target = check_target("cp311", ARM64)
+    assert target == ("cp311", ARM64) and str(target) == "cp311 linux_aarch64"
+    assert target.label == "cp311 aarch64"
+    assert Target.from_key(str(target)) == target
+    for abi, platform in (("abi3", ARM64), ("cp311", "any"), ("cp311", "Linux_x86_64"),
+                          ("none", "any")):
+        with pytest.raises(InvalidTag):
+            check_target(abi, platform)
+
+
+def test_a_failure_counts_only_once_retried_and_per_target():
+    a64, a32 = ("cp311", ARM64), ("cp311", ARM32)
     assert not failures_count(["failed"])
     assert not failures_count(["success", "rejected"])
     assert failures_count(["failed", "rejected"])
-    assert needs_build([("cp311", "failed", [])], "cp311")
-    assert not needs_build([("cp311", "failed", []), ("cp311", "failed", [])], "cp311")
-    assert needs_build([("cp311", "failed", []), ("cp312", "failed", [])], "cp311")
-    assert not needs_build([("cp311", "failed", []), ("cp39", "success", [("py3", "none")])],
-                           "cp311")
+    assert needs_build([(a64, "failed", [])], a64)
+    assert not needs_build([(a64, "failed", []), (a64, "failed", [])], a64)
+    assert needs_build([(a64, "failed", []), (("cp312", ARM64), "failed", [])], a64)
+    # failures on the other platform of the same ABI are the other target's
+    assert needs_build([(a32, "failed", []), (a32, "failed", [])], a64)
+    assert not needs_build([(a64, "failed", []), (("cp39", ARM32), "success",
+                                                  [("py3", "none", "any")])], a64)
+    # a target's own success settles it; another platform's wheel does not
+    assert not needs_build([(a64, "success", [("cp311", "cp311", ARM64)])], a64)
+    assert needs_build([(a32, "success", [("cp311", "cp311", ARM32)])], a64)
+    assert not needs_build([(a32, "failed", [])], a32, skipped=[a32])
+    assert needs_build([(a32, "failed", [])], a32, skipped=[a64])
 
 
 # --- the Python rule against the SQL one -------------------------------------------
 
-#: ABIs the farm builds for in the table below
+#: ABIs the farm builds for in the table below, each on two platforms
 FARM_ABIS = ["cp37", "cp39", "cp310", "cp311", "cp312", "cp313", "cp313t", "pypy310_pp73"]
+FARM_TARGETS = [Target(abi, platform) for abi in FARM_ABIS for platform in (ARM64, ARM32)]
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def wheel_variants(abi: str) -> list[list[tuple[str, str, str]]]:
-    """The wheels (py, abi, platform) a successful attempt on *abi* may have made."""
+def wheel_variants(abi: str, plat: str) -> list[list[tuple[str, str, str]]]:
+    """The wheels (py, abi, platform) a successful attempt on (*abi*, *plat*) may have made."""
     py = abi if abi.startswith("cp") else "pp310"
     return [
-        [(py, abi, "linux_aarch64")],
+        [(py, abi, plat)],
         [("py3", "none", "any")],
         [("py2.py3", "none", "any")],
-        [(py, "none", "linux_aarch64")],
-        [(abi[:4] if abi.startswith("cp3") else py, "abi3", "linux_aarch64")],
-        [("cp37", "abi3", "linux_aarch64")],
-        [("cp312", "abi3", "linux_aarch64")],
-        [("cp311.cp312", "abi3", "linux_aarch64")],
-        [(py, abi, "linux_aarch64"), ("cp313", "abi3", "linux_armv7l")],
+        [(py, "none", plat)],
+        [(abi[:4] if abi.startswith("cp3") else py, "abi3", plat)],
+        [("cp37", "abi3", plat)],
+        [("cp312", "abi3", plat)],
+        [("cp311.cp312", "abi3", plat)],
+        [(py, abi, plat), ("cp313", "abi3", ARM32)],
+        # a wheel for the other platform (the slave accepts it too)
+        [(py, abi, ARM64 if plat == ARM32 else ARM32)],
+        [(py, abi, f"{ARM32}.{ARM64}")],
     ]
 
 
-def attempt_table() -> list[list[tuple[str, str, str, list]]]:
-    """Releases, each as its attempts (build ABI, status, builder, wheels)."""
+def attempt_table() -> list[list[tuple[tuple[str, str], str, str, list]]]:
+    """Releases, each as its attempts (build target, status, builder, wheels)."""
     releases = []
-    for abi in ["cp37", "cp311", "cp313t", "pypy310_pp73"]:
-        releases.append([(abi, "failed", "a", [])])
-        releases.append([(abi, "rejected", "a", [])])
+    for target in [("cp37", ARM64), ("cp311", ARM32), ("cp313t", ARM64),
+                   ("pypy310_pp73", ARM32)]:
+        releases.append([(target, "failed", "a", [])])
+        releases.append([(target, "rejected", "a", [])])
         # a failure retried: by another builder, by the same one (after the delay)
-        releases.append([(abi, "failed", "a", []), (abi, "failed", "b", [])])
-        releases.append([(abi, "rejected", "a", []), (abi, "failed", "a", [])])
-        releases.append([(abi, "failed", "a", []), (abi, "success", "b",
-                                                     wheel_variants(abi)[0])])
-        releases.extend([(abi, "success", "a", wheels)] for wheels in wheel_variants(abi))
+        releases.append([(target, "failed", "a", []), (target, "failed", "b", [])])
+        releases.append([(target, "rejected", "a", []), (target, "failed", "a", [])])
+        releases.append([(target, "failed", "a", []), (target, "success", "b",
+                                                        wheel_variants(*target)[0])])
+        releases.extend([(target, "success", "a", wheels)] for wheels in wheel_variants(*target))
     releases.append([])  # never attempted
-    releases.append([("cp39", "failed", "a", []), ("cp311", "success", "a",
-                                                   [("cp311", "abi3", "x")])])
-    releases.append([("cp312", "success", "a", [("cp312", "cp312", "x")]),
-                     ("cp310", "success", "b", [("py3", "none", "any")])])
-    # failures on two ABIs are one each: neither counts
-    releases.append([("cp311", "failed", "a", []), ("cp312", "failed", "b", [])])
-    releases.append([("cp311", "failed", "a", []), ("cp311", "failed", "b", []),
-                     ("cp311", "rejected", "c", [])])
+    releases.append([(("cp39", ARM64), "failed", "a", []),
+                     (("cp311", ARM64), "success", "a", [("cp311", "abi3", "x")])])
+    releases.append([(("cp312", ARM64), "success", "a", [("cp312", "cp312", "x")]),
+                     (("cp310", ARM32), "success", "b", [("py3", "none", "any")])])
+    # failures on two targets are one each: neither counts, nor do two platforms'
+    releases.append([(("cp311", ARM64), "failed", "a", []), (("cp312", ARM64), "failed", "b", [])])
+    releases.append([(("cp311", ARM64), "failed", "a", []), (("cp311", ARM32), "failed", "b", [])])
+    releases.append([(("cp311", ARM64), "failed", "a", []), (("cp311", ARM64), "failed", "b", []),
+                     (("cp311", ARM64), "rejected", "c", [])])
+    # an abi3 wheel of one platform and a platform wheel of the other
+    releases.append([(("cp311", ARM64), "success", "a", [("cp311", "abi3", ARM64)]),
+                     (("cp311", ARM32), "success", "b", [("cp311", "cp311", ARM32)])])
     return releases
 
 
-def skipped_abis(n: int) -> list[str]:
-    """The ABIs release *n* of the table has a ``build_skips`` row for."""
-    return [abi for k, abi in enumerate(FARM_ABIS) if (n + k) % 7 == 0]
+def skipped_targets(n: int) -> list[Target]:
+    """The targets release *n* of the table has a ``build_skips`` row for."""
+    return [target for k, target in enumerate(FARM_TARGETS) if (n + k) % 7 == 0]
 
 
 def test_python_queue_rule_agrees_with_sql_needs_build(db, master_dsn):
-    for abi in FARM_ABIS:
-        db.add_build_abi(abi)
+    for target in FARM_TARGETS:
+        db.add_build_target(target)
     table = attempt_table()
     engine = sa.create_engine(master_dsn, poolclass=sa.pool.NullPool)
     try:
@@ -177,13 +220,13 @@ def test_python_queue_rule_agrees_with_sql_needs_build(db, master_dsn):
                 conn.execute(sa.text("INSERT INTO packages (package) VALUES (:p)"), {"p": package})
                 conn.execute(sa.text("INSERT INTO versions (package, version) VALUES (:p, '1.0')"),
                              {"p": package})
-                for a, (build_abi, status, builder, wheels) in enumerate(attempts):
+                for a, ((build_abi, build_plat), status, builder, wheels) in enumerate(attempts):
                     build_id = conn.execute(sa.text(
-                        "INSERT INTO builds (package, version, abi_tag, slave_label, builder, "
-                        "started, duration, status) VALUES (:p, '1.0', :abi, 's', :who, :t, "
-                        "interval '1 s', :st) RETURNING build_id"),
-                        {"p": package, "abi": build_abi, "who": builder, "t": T0,
-                         "st": status}).scalar_one()
+                        "INSERT INTO builds (package, version, abi_tag, platform_tag, slave_label, "
+                        "builder, started, duration, status) VALUES (:p, '1.0', :abi, :plat, 's', "
+                        ":who, :t, interval '1 s', :st) RETURNING build_id"),
+                        {"p": package, "abi": build_abi, "plat": build_plat, "who": builder,
+                         "t": T0, "st": status}).scalar_one()
                     for w, (py, wabi, plat) in enumerate(wheels):
                         conn.execute(sa.text(
                             "INSERT INTO files (filename, build_id, filesize, filehash, "
@@ -192,37 +235,46 @@ def test_python_queue_rule_agrees_with_sql_needs_build(db, master_dsn):
                             ":py, :abi, :plat, :h)"),
                             {"f": f"case_{n}-1.0-{a}{w}-{py}-{wabi}-{plat}.whl", "b": build_id,
                              "h": "a" * 64, "p": package, "py": py, "abi": wabi, "plat": plat})
-                for abi in skipped_abis(n):
+                for abi, plat in skipped_targets(n):
                     conn.execute(sa.text(
-                        "INSERT INTO build_skips (package, version, abi_tag, cause, detail) "
-                        "VALUES (:p, '1.0', :abi, 'requires-python', 'Requires-Python >=4')"),
-                        {"p": package, "abi": abi})
+                        "INSERT INTO build_skips (package, version, abi_tag, platform_tag, cause, "
+                        "detail) VALUES (:p, '1.0', :abi, :plat, 'requires-python', "
+                        "'Requires-Python >=4')"),
+                        {"p": package, "abi": abi, "plat": plat})
         with engine.connect() as conn:
             sql_says = {
-                (package, abi): needs for package, abi, needs in conn.execute(sa.text(
-                    "SELECT p.package, a.abi_tag, needs_build(p.package, '1.0', a.abi_tag) "
-                    "FROM packages p CROSS JOIN build_abis a"))}
+                (package, Target(abi, plat)): needs
+                for package, abi, plat, needs in conn.execute(sa.text(
+                    "SELECT p.package, t.abi_tag, t.platform_tag, "
+                    "needs_build(p.package, '1.0', t.abi_tag, t.platform_tag) "
+                    "FROM packages p CROSS JOIN build_targets t"))}
             flags = dict(conn.execute(sa.text("SELECT package, built FROM versions")).all())
     finally:
         engine.dispose()
     python_says = {
-        (f"case-{n}", abi): needs_build(
-            [(build_abi, status, [(py, wabi) for py, wabi, _ in wheels])
-             for build_abi, status, _, wheels in attempts], abi, skipped=skipped_abis(n))
-        for n, attempts in enumerate(table) for abi in FARM_ABIS}
-    assert len(sql_says) == len(table) * len(FARM_ABIS)
+        (f"case-{n}", target): needs_build(
+            [(build_target, status, wheels) for build_target, status, _, wheels in attempts],
+            target, skipped=skipped_targets(n))
+        for n, attempts in enumerate(table) for target in FARM_TARGETS}
+    assert len(sql_says) == len(table) * len(FARM_TARGETS)
     disagree = {key: (python_says[key], sql_says[key])
                 for key in python_says if python_says[key] != sql_says[key]}
     assert disagree == {}, disagree
-    # the table holds both answers, for several ABIs (a rule that always says one
+    # the table holds both answers, for several targets (a rule that always says one
     # thing could not pass), and a single failure is still wanted where two are not
     assert {needs for needs in sql_says.values()} == {True, False}
     assert sum(not needs for needs in sql_says.values()) > len(table)
-    assert sql_says["case-1", "cp37"] and not sql_says["case-2", "cp37"]
-    # a skip settles an ABI the attempts leave open (case 0 failed once on cp37)
-    assert not sql_says["case-0", "cp37"] and needs_build([("cp37", "failed", [])], "cp37")
-    # the built flag the triggers keep says the same: built once no ABI needs a build
-    assert flags == {f"case-{n}": not any(python_says[f"case-{n}", abi] for abi in FARM_ABIS)
+    cp37_arm64 = Target("cp37", ARM64)
+    assert sql_says["case-1", cp37_arm64] and not sql_says["case-2", cp37_arm64]
+    # a skip settles a target the attempts leave open (case 0 failed once on cp37 aarch64)
+    assert not sql_says["case-0", cp37_arm64]
+    assert needs_build([(cp37_arm64, "failed", [])], cp37_arm64)
+    # one platform's wheel never serves the other platform of its ABI
+    native = 5  # (cp37 aarch64's first wheel variant: its own platform wheel)
+    assert not sql_says[f"case-{native}", cp37_arm64]
+    assert sql_says[f"case-{native}", Target("cp37", ARM32)]
+    # the built flag the triggers keep says the same: built once no target needs a build
+    assert flags == {f"case-{n}": not any(python_says[f"case-{n}", t] for t in FARM_TARGETS)
                      for n in range(len(table))}
 
 
@@ -236,18 +288,19 @@ def test_python_abi_order_agrees_with_sql(db, master_dsn):
                 assert tuple(sql) == abi_version(tag), tag
     finally:
         engine.dispose()
-    for abi in FARM_ABIS:
-        db.add_build_abi(abi)
-    assert db.get_build_abis() == sorted(FARM_ABIS, key=build_abi_key)
+    for target in reversed(FARM_TARGETS):
+        db.add_build_target(target)
+    assert db.get_build_targets() == sorted(FARM_TARGETS, key=target_key)
 
 
-@pytest.mark.parametrize("tag", ["abi3", "none", "CP311", "cp311 "])
-def test_the_data_layer_refuses_bad_abis_before_writing(db, tag):
+@pytest.mark.parametrize("target", [("abi3", ARM64), ("none", X86), ("CP311", X86),
+                                    ("cp311 ", X86), ("cp311", "any"), ("cp311", "Linux_x86_64")])
+def test_the_data_layer_refuses_bad_targets_before_writing(db, target):
     with pytest.raises(InvalidTag):
-        db.register_build_abi(tag)
+        db.register_build_target(target)
     with pytest.raises(InvalidTag):
-        db.add_build_abi(tag)
-    assert db.get_build_abis(active_only=False) == []
+        db.add_build_target(target)
+    assert db.get_build_targets(active_only=False) == []
 
 
 # --- builder images: the same failure on the same image is not built again ---------
@@ -298,9 +351,11 @@ def image_table() -> list[list[tuple]]:
 
 
 def python_image_says(attempts: list[tuple], images: dict) -> bool:
-    return needs_build([("cp311", status, [("cp311", "cp311")] if status == "success" else [],
+    target = ("cp311", X86)
+    return needs_build([(target, status,
+                         [("cp311", "cp311", X86)] if status == "success" else [],
                          cause, image, at(started))
-                        for status, cause, image, started in attempts], "cp311", images)
+                        for status, cause, image, started in attempts], target, images)
 
 
 def test_a_deterministic_failure_waits_only_for_another_image():
@@ -315,15 +370,18 @@ def test_a_deterministic_failure_waits_only_for_another_image():
 
 
 def test_failed_images_are_those_of_deterministic_failures():
-    attempts = [("cp311", "failed", [], "missing-header", IMG_A, at(1)),
-                ("cp311", "failed", [], "timeout", IMG_B, at(2)),
-                ("cp312", "failed", [], "broken-sdist", IMG_C, at(3)),
-                ("cp311", "failed", [], "broken-sdist", None, at(4))]
-    assert failed_images(attempts, "cp311") == {IMG_A}
+    cp311, cp312 = ("cp311", X86), ("cp312", X86)
+    attempts = [(cp311, "failed", [], "missing-header", IMG_A, at(1)),
+                (cp311, "failed", [], "timeout", IMG_B, at(2)),
+                (cp312, "failed", [], "broken-sdist", IMG_C, at(3)),
+                (cp311, "failed", [], "broken-sdist", None, at(4)),
+                (("cp311", ARM64), "failed", [], "broken-sdist", IMG_B, at(5))]
+    assert failed_images(attempts, cp311) == {IMG_A}
     # a failure without its start (not from the database) is its image's alone
-    assert not needs_build([("cp311", "failed", [], "broken-sdist", IMG_A)], "cp311",
+    assert not needs_build([(cp311, "failed", [], "broken-sdist", IMG_A)], cp311,
                            IMAGES_BEFORE)
-    assert failed_images(attempts, "cp312") == {IMG_C}
+    assert failed_images(attempts, cp312) == {IMG_C}
+    assert failed_images(attempts, ("cp311", ARM64)) == {IMG_B}
 
 
 def test_sql_cause_lists_agree_with_causes(db, master_dsn):
@@ -341,23 +399,26 @@ def test_sql_cause_lists_agree_with_causes(db, master_dsn):
 
 
 def test_python_image_rule_agrees_with_sql_and_a_new_image_reopens(db, master_dsn):
-    db.add_build_abi("cp311")
+    db.add_build_target(("cp311", X86))
+    db.add_build_target(("cp311", ARM64), active=False)  # its images are another target's
     table = image_table()
     engine = sa.create_engine(master_dsn, poolclass=sa.pool.NullPool)
 
     def sql_says(conn) -> tuple[list[bool], list[bool]]:
         rows = conn.execute(sa.text(
-            "SELECT v.package, needs_build(v.package, '1.0', 'cp311'), v.built FROM versions v "
+            "SELECT v.package, needs_build(v.package, '1.0', 'cp311', 'linux_x86_64'), "
+            "v.built FROM versions v "
             "ORDER BY v.package")).all()
         by_case = {int(package.split("-")[1]): (needs, built) for package, needs, built in rows}
         return ([by_case[n][0] for n in range(len(table))],
                 [by_case[n][1] for n in range(len(table))])
 
-    def add_images(conn, images: dict) -> None:
+    def add_images(conn, images: dict, platform: str = X86) -> None:
         for image, seen in images.items():
-            conn.execute(sa.text("INSERT INTO builder_images (image, abi_tag, os, first_seen) "
-                                 "VALUES (:i, 'cp311', 'test', :t) ON CONFLICT DO NOTHING"),
-                         {"i": image, "t": seen})
+            conn.execute(sa.text("INSERT INTO builder_images (image, abi_tag, platform_tag, os, "
+                                 "first_seen) VALUES (:i, 'cp311', :plat, 'test', :t) "
+                                 "ON CONFLICT DO NOTHING"),
+                         {"i": image, "t": seen, "plat": platform})
 
     try:
         with engine.begin() as conn:
@@ -369,9 +430,10 @@ def test_python_image_rule_agrees_with_sql_and_a_new_image_reopens(db, master_ds
                              {"p": package})
                 for status, cause, image, started in attempts:
                     build_id = conn.execute(sa.text(
-                        "INSERT INTO builds (package, version, abi_tag, slave_label, builder, "
-                        "started, duration, status, cause, image) VALUES (:p, '1.0', 'cp311', "
-                        "'s', 'w', :t, interval '1 s', :st, :c, :i) RETURNING build_id"),
+                        "INSERT INTO builds (package, version, abi_tag, platform_tag, slave_label, "
+                        "builder, started, duration, status, cause, image) VALUES (:p, '1.0', "
+                        "'cp311', 'linux_x86_64', 's', 'w', :t, interval '1 s', :st, :c, :i) "
+                        "RETURNING build_id"),
                         {"p": package, "t": at(started), "st": status, "c": cause,
                          "i": image}).scalar_one()
                     if status == "success":
@@ -384,6 +446,11 @@ def test_python_image_rule_agrees_with_sql_and_a_new_image_reopens(db, master_ds
                              "h": "a" * 64, "p": package})
         with engine.connect() as conn:
             needs_before, built_before = sql_says(conn)
+        with engine.begin() as conn:
+            # a new image of another target (cp311 on aarch64) re-opens nothing here
+            add_images(conn, {IMG_C: IMAGES_AFTER[IMG_C]}, ARM64)
+        with engine.connect() as conn:
+            assert sql_says(conn) == (needs_before, built_before)
         with engine.begin() as conn:
             add_images(conn, {IMG_C: IMAGES_AFTER[IMG_C]})  # the trigger re-weighs, one pass
         with engine.connect() as conn:

@@ -235,6 +235,10 @@ def _import(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("wheels", nargs="+", metavar="WHEEL", help="wheel files to import")
     parser.add_argument("--abi", metavar="TAG",
                         help="the build ABI to record them under (default: from the tags)")
+    parser.add_argument("--platform", metavar="TAG",
+                        help="the platform of the build target to record them under "
+                             "(default: from the tags; for a pure wheel, a platform the farm "
+                             "builds that ABI on)")
     parser.add_argument("--label", default=f"import@{os.uname().nodename}"[:limits.LABEL],
                         help="who built them, for the build record")
     options = settings.load_with(tool_settings.ImportConfig, parser, argv)
@@ -249,7 +253,8 @@ def _import(argv: Optional[Sequence[str]]) -> int:
                       file=sys.stderr)
                 continue
             reply, answer = client.request("IMPORT", {
-                "path": str(path), "abi_tag": options.abi, "label": options.label})
+                "path": str(path), "abi_tag": options.abi, "platform_tag": options.platform,
+                "label": options.label})
             if reply == "OK":
                 print(answer["message"])
             else:
@@ -281,13 +286,22 @@ def _control(argv: Optional[Sequence[str]]) -> int:
                              "project list now; min-free-space MIB (until the master restarts); "
                              "build-policy [SPEC] (all, newest:N, since:YYYY-MM-DD, "
                              "versions:V1,V2,...; 'farm' with --project: the farm's; no SPEC: "
-                             "show it); build-prereleases {on,off,farm}; add-abi TAG (build "
-                             "for this ABI: the way to add one besides a slave with an "
-                             "enrolled key); failures [N]: the latest N failed attempts, who "
+                             "show it); build-prereleases {on,off,farm}; add-target ABI "
+                             "PLATFORM [--os-release R] (build for this target, on OS release "
+                             "R only if given: the way to add one besides a slave with an "
+                             "enrolled key); retire-target ABI PLATFORM (build for it no "
+                             "more); failures [N]: the latest N failed attempts, who "
                              "made each and whether it counts yet")
     parser.add_argument("value", nargs="?", metavar="VALUE",
                         help="MIB for min-free-space, SPEC for build-policy, on/off/farm for "
-                             "build-prereleases, N for failures")
+                             "build-prereleases, ABI for add-target and retire-target, N for "
+                             "failures")
+    parser.add_argument("platform", nargs="?", metavar="PLATFORM",
+                        help="for add-target and retire-target: the platform tag, such as "
+                             "linux_aarch64")
+    parser.add_argument("--os-release", metavar="RELEASE",
+                        help="for add-target: build this target only on slaves of this OS "
+                             "release (as they report it, such as 'Debian 12')")
     parser.add_argument("--project", metavar="NAME",
                         help="for build-policy and build-prereleases: this project's own "
                              "setting rather than the farm's; for failures: only its")
@@ -299,8 +313,10 @@ def _control(argv: Optional[Sequence[str]]) -> int:
         payload = {"package": options.project, "policy": options.value, "prereleases": None}
     elif options.action == "build-prereleases":
         payload = {"package": options.project, "policy": None, "prereleases": options.value}
-    elif options.action == "add-abi":
-        payload = {"abi_tag": options.value}
+    elif options.action.endswith("-target"):
+        payload = {"abi_tag": options.value, "platform_tag": options.platform,
+                   "os_release": options.os_release,
+                   "active": options.action == "add-target"}
     elif options.action == "failures":
         payload = {"package": options.project,
                    "limit": int(options.value) if options.value is not None else FAILURES_SHOWN}
@@ -323,11 +339,12 @@ def format_failures(failures: list[dict]) -> str:
     made it and where it left the release (retrying, counts, built since)."""
     if not failures:
         return "no failed attempts"
-    header = ("started (UTC)", "project", "version", "abi", "builder", "result", "outcome",
+    header = ("started (UTC)", "project", "version", "target", "builder", "result", "outcome",
               "reason")
     rows = [header] + [(
         time.strftime("%Y-%m-%d %H:%M", time.gmtime(f["started"])), f["package"],
-        f["version"], f["abi_tag"], f["builder"], f["status"], f["outcome"],
+        f["version"], f"{f['abi_tag']} {f['platform_tag']}", f["builder"], f["status"],
+        f["outcome"],
         (f["reason"] or "").splitlines()[0] if f["reason"] else "",
     ) for f in failures]
     widths = [max(len(row[n]) for row in rows) for n in range(len(header) - 1)]

@@ -69,10 +69,19 @@ def confirm(question: str, assume_yes: bool) -> None:
         raise Aborted("nothing was changed")
 
 
-def apply(conn: Connection, scripts: Sequence[schema.Script], role: str) -> int:
+#: The setting an upgrade script reads for the platform of rows that name none
+#: (sql/upgrade_piwheels_4_to_5.sql)
+UPGRADE_PLATFORM_SETTING = "piwheels.upgrade_platform"
+
+
+def apply(conn: Connection, scripts: Sequence[schema.Script], role: str,
+          upgrade_platform: Optional[str] = None) -> int:
     """Run *scripts* in one transaction; returns the version they left."""
     role_sql = conn.dialect.identifier_preparer.quote_identifier(role)
     with conn.begin():
+        if upgrade_platform is not None:
+            conn.execute(sa.select(sa.func.set_config(
+                UPGRADE_PLATFORM_SETTING, upgrade_platform, True)))
         for script in scripts:
             log.info("running %s", script.name)
             try:
@@ -93,11 +102,13 @@ def apply(conn: Connection, scripts: Sequence[schema.Script], role: str) -> int:
 
 
 def initdb(dsn: str, role: str, assume_yes: bool, out=sys.stdout, *,
-           target: int = schema.SCHEMA_VERSION, scripts_dir=None) -> int:
+           target: int = schema.SCHEMA_VERSION, scripts_dir=None,
+           upgrade_platform: Optional[str] = None) -> int:
     """Bring the database at *dsn* to schema *target*; see the module docstring.
 
     *scripts_dir* replaces the installed sql/ directory (for tests of the
-    upgrade mechanism itself).
+    upgrade mechanism itself).  *upgrade_platform*: the platform of the build
+    ABIs an upgrade to schema 5 finds no wheel platform for.
     """
     engine = make_engine(dsn)
     where = describe(engine.url)
@@ -126,7 +137,7 @@ def initdb(dsn: str, role: str, assume_yes: bool, out=sys.stdout, *,
                 question = (f"Upgrade {where} from schema version {installed} to "
                             f"{target} ({len(scripts)} step(s))?")
             confirm(question, assume_yes)
-            reached = apply(conn, scripts, role)
+            reached = apply(conn, scripts, role, upgrade_platform)
     finally:
         engine.dispose()
     if installed is None:
@@ -139,7 +150,8 @@ def initdb(dsn: str, role: str, assume_yes: bool, out=sys.stdout, *,
 def _main(argv: Optional[Sequence[str]]) -> int:
     options = settings.load(settings.InitdbConfig, "piw-initdb", __doc__.splitlines()[0],
                             settings.INITDB_OPTIONS, argv)
-    return initdb(options.dsn, options.user, options.yes)
+    return initdb(options.dsn, options.user, options.yes,
+                  upgrade_platform=options.upgrade_platform)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -31,7 +31,7 @@ from ..protocols import (
     RECORD_REQUESTS, STATS_COMMANDS, STATUS, STATUS_REPORTS, SUPERVISOR,
 )
 from ..storage import OutputTree, remove_quietly
-from ..tags import build_abi_of, build_abi_problem
+from ..tags import Target, build_abi_of, build_abi_problem, target_problem
 from ..wheel_facts import UnpackLimits, check_wheel, find_apt_dependencies
 from . import bulk_changes
 from .db_task import DatabaseTask
@@ -97,7 +97,7 @@ class AdminService(DatabaseTask):
             "PROJECT_STATUS": self.do_project_status,
             "POLICY": self.do_policy,
             "BULK": self.do_bulk,
-            "ADD_ABI": self.do_add_abi,
+            "TARGET": self.do_target,
             "FAILURES": self.do_failures,
         }
 
@@ -199,16 +199,22 @@ class AdminService(DatabaseTask):
         self.tell(self.follower, "RECONCILE")
         return "OK", {"message": "reconciling with the upstream index"}
 
-    def do_add_abi(self, request: dict) -> tuple[str, dict]:
-        """An operator adds (or re-activates) an ABI: slaves of it are then taken,
-        keyless ones too, and get its queue."""
-        abi_tag = request["abi_tag"]
-        problem = build_abi_problem(abi_tag)
+    def do_target(self, request: dict) -> tuple[str, dict]:
+        """An operator adds (or re-activates, pins, retires) a build target: slaves
+        of an active one are then taken, keyless ones too, and get its queue;
+        one pinned to an OS release takes only slaves of that release."""
+        action = "add-target" if request["active"] else "retire-target"
+        problem = target_problem(request["abi_tag"], request["platform_tag"])
         if problem is not None:
-            return "ERROR", {"message": f"add-abi: {problem}"}
-        self.db.add_build_abi(abi_tag, active=True)
+            return "ERROR", {"message": f"{action}: {problem}"}
+        target = Target(request["abi_tag"], request["platform_tag"])
+        self.db.add_build_target(target, active=request["active"],
+                                 os_release=request["os_release"])
         self.tell(self.queue, "REFRESH", {"package": None})
-        return "OK", {"message": f"the farm builds for {abi_tag}"}
+        if not request["active"]:
+            return "OK", {"message": f"the farm no longer builds for {target}"}
+        on = f" on {request['os_release']} only" if request["os_release"] else ""
+        return "OK", {"message": f"the farm builds for {target}{on}"}
 
     def do_failures(self, request: dict) -> tuple[str, dict]:
         """The latest failed attempts, with the builder answerable for each."""
@@ -456,6 +462,17 @@ class AdminService(DatabaseTask):
         problem = build_abi_problem(abi_tag)
         if problem is not None:
             return "ERROR", {"message": f"--abi: {problem}"}
+        platform_tag = request["platform_tag"] or (
+            tag.platform if tag.platform != "any" else next(
+                (t.platform_tag for t in self.db.get_build_targets(active_only=False)
+                 if t.abi_tag == abi_tag), None))
+        if platform_tag is None:
+            return "ERROR", {"message": f"{path.name} does not say which platform it was "
+                                        f"built for, and the farm has no {abi_tag} target; "
+                                        "name one with --platform"}
+        problem = target_problem(abi_tag, platform_tag)
+        if problem is not None:
+            return "ERROR", {"message": f"--platform: {problem}"}
         project = self.db.get_project(package)
         if project is not None and any(
                 f.filename == path.name
@@ -480,19 +497,20 @@ class AdminService(DatabaseTask):
         with self.db.transaction():
             self.db.add_package(str(name))
             self.db.add_version(str(name), str(version), has_sdist=False)
-            # an ABI the farm does not build for is recorded, but not made active
-            self.db.register_build_abi(abi_tag, active=False)
+            # a target the farm does not build for is recorded, but not made active
+            self.db.register_build_target(Target(abi_tag, platform_tag), active=False)
         record = {**dataclasses.replace(facts, apt_dependencies=apt).to_dict(),
                   "path": str(staged)}
         self.tell(self.records, "RECORD", {
             "package": str(name), "version": str(version), "abi_tag": abi_tag,
+            "platform_tag": platform_tag,
             "slave_label": request["label"], "builder": request["label"],
             "started": time.time(), "duration_s": 0.0,
             "status": "success", "reason": None,
             "log": f"imported from {path} by piw-import\n", "files": [record],
             "claimed_diagnosis": None,
         })
-        return "OK", {"message": f"imported {path.name} as a {abi_tag} build of "
+        return "OK", {"message": f"imported {path.name} as a {abi_tag} {platform_tag} build of "
                                  f"{package} {version}"}
 
     def changed(self, package: str) -> None:

@@ -1,7 +1,9 @@
-"""build_queue: keeps the slave driver supplied with the next builds for each ABI.
+"""build_queue: keeps the slave driver supplied with the next builds for each
+build target (ABI, platform).
 
-It recalculates the queue from its head when something may have changed its
-order (a release appeared or was re-queued, a slave of a new ABI arrived),
+It recalculates each target's queue from its head when something may have
+changed its order (a release appeared or was re-queued, a slave of a new
+target arrived),
 coalescing bursts of requests, and on a slow timer as a safety net; the slave
 driver replaces what it had with that list.  When the driver runs low it asks
 for MORE and gets the page that follows the last build sent, which costs a
@@ -18,7 +20,7 @@ import zmq
 
 from ..db_queue import QueueKey
 from ..protocols import BUILD_QUEUE, INDEX_REQUESTS, MAX_FAILED_IMAGES, QUEUE_REQUESTS
-from ..tags import build_abi_problem
+from ..tags import Target, target_problem
 from .db_task import DatabaseTask
 from .task import Clock
 
@@ -44,10 +46,11 @@ class BuildQueue(DatabaseTask):
         self._wanted = True
         #: the next recalculation replaces the driver's whole queue (the policy changed)
         self._replace = False
-        #: per ABI, where the last list sent ended (None: at the end of the queue)
-        self.cursors: dict[str, Optional[QueueKey]] = {}
-        #: the ABIs last told to the slave driver (it lets keyless slaves build only these)
-        self.abis_told: Optional[list[str]] = None
+        #: per target, where the last list sent ended (None: at the end of the queue)
+        self.cursors: dict[Target, Optional[QueueKey]] = {}
+        #: the targets last told to the slave driver (it lets keyless slaves build
+        #: only these, and a pinned one only on its OS release)
+        self.targets_told: Optional[list[dict]] = None
         self.requests = self.socket(zmq.PULL, QUEUE_REQUESTS.reverse())
         self.requests.bind(QUEUE_REQUESTS.address)
         self.register(self.requests, self.handle_request)
@@ -59,15 +62,15 @@ class BuildQueue(DatabaseTask):
         self.every(interval_s, self.want_refresh)
 
     def on_start(self) -> None:
-        """The driver hears which ABIs the farm knows before it takes any slave."""
-        self.tell_abis()
+        """The driver hears which targets the farm knows before it takes any slave."""
+        self.tell_targets()
 
-    def tell_abis(self) -> None:
-        """Tell the slave driver every ABI the farm knows, when that changed."""
-        known = self.db.get_build_abis(active_only=False)
-        if known != self.abis_told:
-            self.abis_told = known
-            self.tell(self.queue_out, "ABIS", {"abi_tags": known})
+    def tell_targets(self) -> None:
+        """Tell the slave driver every target the farm knows, when that changed."""
+        known = [row._asdict() for row in self.db.get_target_rows()]
+        if known != self.targets_told:
+            self.targets_told = known
+            self.tell(self.queue_out, "TARGETS", {"targets": known})
 
     def handle_request(self) -> None:
         msg = self.recv_or_log(self.requests)
@@ -75,21 +78,24 @@ class BuildQueue(DatabaseTask):
             return
         name, payload = msg
         if name == "MORE":
-            self.send_more(payload["abi_tag"])
+            self.send_more(Target(payload["abi_tag"], payload["platform_tag"]))
             return
-        if name == "ABI":
-            problem = build_abi_problem(payload["abi_tag"])
+        if name == "TARGET":
+            problem = target_problem(payload["abi_tag"], payload["platform_tag"])
             if problem is not None:
                 # the slave driver refuses such slaves; this is the last line before the table
-                self.log_limited("bad-abi", logging.WARNING, "ABI not registered: %s", problem)
+                self.log_limited("bad-target", logging.WARNING, "target not registered: %s",
+                                 problem)
                 return
-            if self.db.register_build_abi(payload["abi_tag"]):
-                self.log.info("now building for ABI %s", payload["abi_tag"])
+            target = Target(payload["abi_tag"], payload["platform_tag"])
+            if self.db.register_build_target(target):
+                self.log.info("now building for target %s", target)
         elif name == "IMAGE":
-            if not self.db.register_image(payload["image"], payload["abi_tag"], payload["os"]):
+            target = Target(payload["abi_tag"], payload["platform_tag"])
+            if not self.db.register_image(payload["image"], target, payload["os"]):
                 return  # known: nothing changed
             self.log.info("new builder image %s for %s (%s): what it may fix is built again",
-                          payload["image"][:12], payload["abi_tag"], payload["os"])
+                          payload["image"][:12], target, payload["os"])
         elif name == "POLICY":
             self.weigh_releases(payload["package"])
         self._wanted = True
@@ -119,32 +125,32 @@ class BuildQueue(DatabaseTask):
         self._wanted = False
         self.cursors.clear()
         name, self._replace = ("REPLACE" if self._replace else "QUEUE"), False
-        self.tell_abis()
-        for abi_tag in self.db.get_build_abis():
-            self._send_page(name, abi_tag, None)
+        self.tell_targets()
+        for target in self.db.get_build_targets():
+            self._send_page(name, target, None)
 
-    def send_more(self, abi_tag: str) -> None:
-        """The page after the last one sent for *abi_tag*, if there is one."""
-        if abi_tag not in self.cursors:
+    def send_more(self, target: Target) -> None:
+        """The page after the last one sent for *target*, if there is one."""
+        if target not in self.cursors:
             self._wanted = True  # nothing sent since the last recalculation: start over
-        elif self.cursors[abi_tag] is not None:
-            self._send_page("EXTEND", abi_tag, self.cursors[abi_tag])
+        elif self.cursors[target] is not None:
+            self._send_page("EXTEND", target, self.cursors[target])
 
-    def _send_page(self, name: str, abi_tag: str, after: Optional[QueueKey]) -> None:
+    def _send_page(self, name: str, target: Target, after: Optional[QueueKey]) -> None:
         started = time.perf_counter()
-        builds, self.cursors[abi_tag] = self.db.pending_page(
-            abi_tag, self.queue_size, self.newest_first, after)
-        self.log.debug("%d pending builds for %s found in %.0f ms (%s)", len(builds), abi_tag,
+        builds, self.cursors[target] = self.db.pending_page(
+            target, self.queue_size, self.newest_first, after)
+        self.log.debug("%d pending builds for %s found in %.0f ms (%s)", len(builds), target,
                        (time.perf_counter() - started) * 1000, name)
         # a release that failed once here waits for its retry: the driver offers
         # it to another builder first (and to this one only after a delay)
-        holds = self.db.retry_holds(abi_tag, builds)
+        holds = self.db.retry_holds(target, builds)
         # and it is never offered to an image it failed on for a deterministic cause
-        images = self.db.image_holds(abi_tag, builds)
+        images = self.db.image_holds(target, builds)
         # what upstream says of each: the driver skips it for a slave that need not build it
         facts = self.db.release_facts(builds)
         self.tell(self.queue_out, name, {
-            "abi_tag": abi_tag,
+            "abi_tag": target.abi_tag, "platform_tag": target.platform_tag,
             "builds": [{"package": p, "version": v, **self._facts(facts.get((p, v))),
                         "failed_by": holds[p, v][0] if (p, v) in holds else None,
                         "failed_at": holds[p, v][1].timestamp() if (p, v) in holds else None,

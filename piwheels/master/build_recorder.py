@@ -241,6 +241,7 @@ def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
     cause = attempt_cause(job)
     return BuildRecord(
         package=job["package"], version=job["version"], abi_tag=job["abi_tag"],
+        platform_tag=job["platform_tag"], os_release=job.get("os_release"),
         slave_label=job["slave_label"], builder=job["builder"],
         started=datetime.fromtimestamp(job["started"], tz=timezone.utc),
         duration=timedelta(seconds=job["duration_s"]), status=job["status"],

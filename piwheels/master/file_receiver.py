@@ -3,14 +3,20 @@
 The slave driver says which files to EXPECT from which slave.  The slave
 OFFERs a file; this task pulls it with FETCH requests, at most ``window``
 chunks in flight, into a ``.part`` file under the output tree's transfers
-directory (:class:`~piwheels.storage.OutputTree` names it).  A
-chunk whose CRC-32 is wrong, or that does not come back in time, is fetched
-again; a file whose SHA-256 is wrong is fetched again from the start.  Only a
-complete file that passes :func:`~piwheels.wheel_facts.check_wheel` is
-reported VERIFIED, under a name without ``.part``, with the facts computed
-from it (they, not what BUILT claimed, are recorded and published; a claim
-that disagrees with them rejects the file, naming the fact); the build
-recorder moves it into the index.  Nothing half-received is ever visible there.
+directory (:class:`~piwheels.storage.OutputTree` names it), written with
+``pwrite`` straight from the received frame.  A chunk whose CRC-32 is wrong,
+or that does not come back in time, is fetched again.  The SHA-256 is taken
+as the chunks arrive, in order (one that comes early waits, its frame kept
+or read back later, until the bytes before it are in); a file whose SHA-256
+is wrong is fetched again from the start.  The whole-wheel check
+(:func:`~piwheels.wheel_facts.check_wheel`) runs beside the transfer in a
+thread of its own (:mod:`.wheel_check`), reading the file as it grows: the
+last chunk, which holds the zip's directory, is fetched first.  Only a
+complete file with the claimed SHA-256 that passes the check is reported
+VERIFIED, under a name without ``.part``, with the facts computed from it
+(they, not what BUILT claimed, are recorded and published; a claim that
+disagrees with them rejects the file, naming the fact); the build recorder
+moves it into the index.  Nothing half-received is ever visible there.
 
 What a transfer may take is bounded: a file is accepted only if the disk has
 room for its declared size (else it is refused, new builds are held until the
@@ -23,12 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import hashlib
+import itertools
 import logging
 import os
 import shutil
 import time
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Optional
@@ -36,20 +45,23 @@ from typing import BinaryIO, Optional
 import zmq
 
 from .. import limits
-from ..errors import HashMismatch, WheelError
+from ..errors import WheelError
 from ..protocols import (
     DRIVER_COMMANDS, ENVELOPE_BYTES, FILE_TRANSFER, TRANSFER_REQUESTS, TRANSFER_RESULTS,
-    WheelFacts,
+    WHEEL_CHECKS, WheelFacts,
 )
 from ..storage import OutputTree, remove_quietly
 from ..transport import CurveServer, PeerLimits, PeerRefused
-from ..wheel_facts import UnpackLimits, check_wheel, offer_disagrees
+from ..wheel_facts import UnpackLimits, check_sha256, check_wheel, offer_disagrees
 from .task import Clock, Task
+from .wheel_check import Arrivals, GrowingFile, WheelCheck
 
 #: the driver's hold while the transfers directory has no room for a declared file
 SPACE_HOLD = "no disk space for a transfer"
 #: seconds between looks at the free space while that hold is set
 SPACE_CHECK_S = 2.0
+#: seconds the receiver waits for its check threads when it stops
+CHECK_STOP_S = 5.0
 
 
 @dataclass
@@ -62,34 +74,48 @@ class Expected:
     version: str
     builder_abi: str
     builder_platform: str
+    #: every platform its interpreter accepts (its own first): a wheel may carry any
+    builder_platforms: tuple[str, ...]
     #: the slave's key: the file must come from a connection with the same key
     key_id: Optional[str]
     claimed: WheelFacts
 
     @classmethod
     def from_message(cls, expect: dict) -> "Expected":
-        return cls(**{**expect, "claimed": WheelFacts.from_dict(expect["claimed"])})
+        return cls(**{**expect, "claimed": WheelFacts.from_dict(expect["claimed"]),
+                      "builder_platforms": tuple(expect["builder_platforms"])})
 
 
 @dataclass
 class Transfer:
-    """One file being pulled from one slave's file socket."""
+    """One file being pulled from one slave's file socket, and checked meanwhile."""
 
     expected: Expected
     address: bytes
     path: Path
     handle: BinaryIO
-    todo: list[int]
+    todo: deque[int]
+    #: which chunks are on disk, for the check's reads
+    arrivals: Arrivals
+    check_id: int
     in_flight: dict[int, float] = field(default_factory=dict)
     tries: dict[int, int] = field(default_factory=dict)
     attempts: int = 1
     #: when the first attempt started (the deadline covers them all)
     started_s: float = 0.0
     received: int = 0
-    #: SHA-256 of the file up to ``hashed``, kept while chunks arrive in order
-    #: (None once one arrives out of order: the whole file is hashed at the end)
-    digest: Optional["hashlib._Hash"] = field(default_factory=hashlib.sha256)
+    #: SHA-256 of the file's first ``hashed`` bytes
+    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     hashed: int = 0
+    #: chunks on disk past ``hashed``: their frames, or None (to be read back)
+    ahead: dict[int, Optional[memoryview]] = field(default_factory=dict)
+    #: bytes of frames kept in ``ahead``
+    held: int = 0
+    check: Optional[WheelCheck] = None
+    #: every chunk is on disk and the SHA-256 is the claimed one
+    complete: bool = False
+    #: the check's outcome, once CHECKED came: the facts, or why the file is refused
+    verdict: Optional[tuple[Optional[WheelFacts], Optional[str]]] = None
 
 
 class FileReceiver(Task):
@@ -113,6 +139,9 @@ class FileReceiver(Task):
         self.space_needed: Optional[int] = None
         self.expected: dict[tuple[int, str], Expected] = {}
         self.transfers: dict[bytes, Transfer] = {}
+        #: every transfer whose check may still report, under its check id
+        self.checks: dict[int, Transfer] = {}
+        self.check_ids = itertools.count(1)
         #: verified files per slave, deleted if the slave driver abandons the build
         self.verified: dict[int, list[tuple[str, Path]]] = {}
         self.bytes_received = 0
@@ -136,6 +165,9 @@ class FileReceiver(Task):
         self.results.connect(TRANSFER_RESULTS.address)
         self.driver = self.socket(zmq.PUSH, DRIVER_COMMANDS)
         self.driver.connect(DRIVER_COMMANDS.address)
+        self.checked = self.socket(zmq.PULL, WHEEL_CHECKS.reverse())
+        self.checked.bind(WHEEL_CHECKS.address)
+        self.register(self.checked, self.handle_checked)
         self.every(max(0.05, min(timeout_s, deadline_s) / 4), self.check_timeouts)
         self.every(SPACE_CHECK_S, self.check_space)
 
@@ -145,8 +177,12 @@ class FileReceiver(Task):
         self.tree.clear_transfers()
 
     def on_stop(self) -> None:
-        for transfer in list(self.transfers.values()):
+        checks = [t.check for t in self.checks.values() if t.check is not None]
+        for transfer in list(self.checks.values()):
             self._discard(transfer)
+        deadline = time.monotonic() + CHECK_STOP_S
+        for check in checks:  # each stops at its next read; none outlives the task
+            check.join(max(0.0, deadline - time.monotonic()))
 
     # --- requests from the slave driver -----------------------------------------
 
@@ -172,7 +208,8 @@ class FileReceiver(Task):
         """The slave driver gave up on this slave's build: drop its files."""
         for key in [key for key in self.expected if key[0] == slave_id]:
             del self.expected[key]
-        for transfer in [t for t in self.transfers.values() if t.expected.slave_id == slave_id]:
+        # every transfer, under way or waiting for its check, is in self.checks
+        for transfer in [t for t in self.checks.values() if t.expected.slave_id == slave_id]:
             self._discard(transfer)
         for _, path in self.verified.pop(slave_id, []):
             remove_quietly(path)
@@ -248,6 +285,7 @@ class FileReceiver(Task):
 
     def _start(self, expected: Expected, address: bytes, *, attempts: int,
                started_s: float) -> None:
+        size = expected.claimed.size
         path = self.tree.part_file(expected.slave_id, expected.claimed.filename)
         try:
             handle = open(path, "w+b")
@@ -255,24 +293,44 @@ class FileReceiver(Task):
             self._reject(expected, address, f"cannot store it: {exc.strerror}", retry=True)
             return
         try:
-            handle.truncate(expected.claimed.size)
+            handle.truncate(size)
+            check_fd = os.open(path, os.O_RDONLY)  # the check's own (it closes it)
         except OSError as exc:
             handle.close()
             remove_quietly(path)
             self._disk_failed(expected, address, exc)
             return
+        offsets = list(range(0, size, self.chunk_size))
         transfer = Transfer(expected=expected, address=address, path=path, handle=handle,
-                            todo=list(range(0, expected.claimed.size, self.chunk_size)),
-                            attempts=attempts, started_s=started_s)
+                            # the last chunk first: it holds the zip's directory,
+                            # which the check reads before anything else
+                            todo=deque(offsets[-1:] + offsets[:-1]),
+                            arrivals=Arrivals(size, self.chunk_size),
+                            check_id=next(self.check_ids), attempts=attempts,
+                            started_s=started_s)
         self.transfers[address] = transfer
+        self.checks[transfer.check_id] = transfer
+        transfer.check = WheelCheck(self.ctx, transfer.check_id, check_fd, transfer.arrivals,
+                                    functools.partial(self._check, expected, path))
+        transfer.check.start()
         self.log.debug("receiving %s (%d bytes) from slave %d", expected.claimed.filename,
-                       expected.claimed.size, expected.slave_id)
+                       size, expected.slave_id)
         self._fill_window(transfer)
+
+    def _check(self, expected: Expected, path: Path, source: GrowingFile) -> WheelFacts:
+        """The whole-wheel check, run in the transfer's check thread (pure: it reads
+        only what never changes).  The SHA-256 is the receiver's to check."""
+        return check_wheel(
+            path, package=expected.package, version=expected.version,
+            claimed=expected.claimed, builder_abi=expected.builder_abi,
+            builder_platform=expected.builder_platform,
+            builder_platforms=expected.builder_platforms, max_size=self.max_wheel_size,
+            filename=expected.claimed.filename, sha256=expected.claimed.sha256,
+            unpack=self.unpack_limits, source=source)
 
     def _fill_window(self, transfer: Transfer) -> None:
         while transfer.todo and len(transfer.in_flight) < self.window:
-            offset = transfer.todo.pop(0)
-            self._fetch(transfer, offset)
+            self._fetch(transfer, transfer.todo.popleft())
 
     def _fetch(self, transfer: Transfer, offset: int) -> None:
         length = min(self.chunk_size, transfer.expected.claimed.size - offset)
@@ -295,25 +353,45 @@ class FileReceiver(Task):
             return
         del transfer.in_flight[offset]
         try:
+            # straight from the frame's buffer (a memoryview): no copy in Python
             written = os.pwrite(transfer.handle.fileno(), data, offset)
             if written != len(data):  # only a full disk writes less than asked
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            transfer.arrivals.wrote(offset)
+            self._hash_along(transfer, offset, data)
         except OSError as exc:
             self._discard(transfer)
             self._disk_failed(transfer.expected, transfer.address, exc)
             return
-        if transfer.digest is not None:
-            if offset == transfer.hashed:
-                transfer.digest.update(data)
-                transfer.hashed += len(data)
-            else:
-                transfer.digest = None
         transfer.received += len(data)
         self.bytes_received += len(data)
         if transfer.todo:
             self._fill_window(transfer)
         elif not transfer.in_flight:
             self._complete(transfer)
+
+    def _hash_along(self, transfer: Transfer, offset: int, data: memoryview) -> None:
+        """Hash the file's bytes in order as they arrive: a chunk that comes early
+        waits (its frame kept, up to a window of them; else read back from disk)
+        until the bytes before it are hashed."""
+        if offset != transfer.hashed:
+            keep = transfer.held + len(data) <= self.window * self.chunk_size
+            transfer.ahead[offset] = data if keep else None
+            transfer.held += len(data) if keep else 0
+            return
+        transfer.digest.update(data)
+        transfer.hashed += len(data)
+        while transfer.hashed in transfer.ahead:
+            kept = transfer.ahead.pop(transfer.hashed)
+            if kept is None:
+                length = min(self.chunk_size, transfer.expected.claimed.size - transfer.hashed)
+                kept = os.pread(transfer.handle.fileno(), length, transfer.hashed)
+                if len(kept) != length:
+                    raise OSError(errno.EIO, "a chunk written was not there to read back")
+            else:
+                transfer.held -= len(kept)
+            transfer.digest.update(kept)
+            transfer.hashed += len(kept)
 
     def _count_try(self, transfer: Transfer, offset: int, why: str) -> bool:
         """Count another fetch of one chunk; False (and the transfer failed) if too many."""
@@ -325,26 +403,49 @@ class FileReceiver(Task):
         return True
 
     def _complete(self, transfer: Transfer) -> None:
+        """Every chunk is on disk: hold its SHA-256 against the claim, then wait
+        for the check (if it has not finished already)."""
         transfer.handle.close()
         del self.transfers[transfer.address]
         expected = transfer.expected
         try:
-            facts = check_wheel(
-                transfer.path, package=expected.package, version=expected.version,
-                claimed=expected.claimed, builder_abi=expected.builder_abi,
-                builder_platform=expected.builder_platform, max_size=self.max_wheel_size,
-                filename=expected.claimed.filename,
-                sha256=transfer.digest.hexdigest() if transfer.digest is not None else None,
-                unpack=self.unpack_limits)
+            check_sha256(expected.claimed, transfer.digest.hexdigest())
         except WheelError as exc:
-            remove_quietly(transfer.path)
-            if isinstance(exc, HashMismatch) and transfer.attempts <= self.retries:
+            self._discard(transfer)
+            if transfer.attempts <= self.retries:
                 self.log.warning("%s arrived damaged; fetching it again",
                                  expected.claimed.filename)
                 self._start(expected, transfer.address, attempts=transfer.attempts + 1,
                             started_s=transfer.started_s)
                 return
             self._reject(expected, transfer.address, str(exc))
+            return
+        transfer.complete = True
+        if transfer.verdict is not None:
+            self._finish(transfer)
+
+    def handle_checked(self) -> None:
+        msg = self.recv_or_log(self.checked)
+        if msg is None:
+            return
+        _, checked = msg
+        transfer = self.checks.get(checked["check_id"])
+        if transfer is None:
+            return  # its transfer was discarded meanwhile
+        facts = checked["facts"]
+        transfer.verdict = (WheelFacts.from_dict(facts) if facts is not None else None,
+                            checked["reason"])
+        if transfer.complete:
+            self._finish(transfer)
+
+    def _finish(self, transfer: Transfer) -> None:
+        """The file is whole, its hash the claimed one, and its check done: the verdict."""
+        del self.checks[transfer.check_id]
+        expected = transfer.expected
+        facts, reason = transfer.verdict
+        if facts is None:
+            remove_quietly(transfer.path)
+            self._reject(expected, transfer.address, reason or "the check failed")
             return
         final = self.tree.received(transfer.path)
         try:
@@ -386,7 +487,11 @@ class FileReceiver(Task):
             "filename": expected.claimed.filename, "ok": False, "reason": reason[:limits.REASON]})
 
     def _discard(self, transfer: Transfer) -> None:
-        self.transfers.pop(transfer.address, None)
+        """Forget a transfer (under way or waiting for its check), its check and its file."""
+        if self.transfers.get(transfer.address) is transfer:
+            del self.transfers[transfer.address]
+        self.checks.pop(transfer.check_id, None)
+        transfer.arrivals.close()  # a check waiting for bytes gives up
         if not transfer.handle.closed:
             transfer.handle.close()
         remove_quietly(transfer.path)
@@ -436,6 +541,7 @@ class FileReceiver(Task):
     def status(self) -> dict:
         return {
             "transfers": len(self.transfers),
+            "checking": len(self.checks) - len(self.transfers),
             "expected": len(self.expected),
             "bytes_received": self.bytes_received,
             "files_verified": self.files_verified,

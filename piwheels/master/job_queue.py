@@ -1,4 +1,4 @@
-"""The slave driver's list of builds waiting for one ABI.
+"""The slave driver's list of builds waiting for one target.
 
 build_queue sends it in pages: a recalculation from the head of the queue
 (QUEUE) and, when the driver runs low, the page after the last one (EXTEND).
@@ -68,23 +68,23 @@ class JobQueue:
 
 
 class HeldBack:
-    """Jobs left out of an ABI's queue because a slave of another ABI (or
+    """Jobs left out of a target's queue because a slave of another target (or
     another slave) was building them: they are offered again as soon as that
     build ends, not at the next recalculation of the queue."""
 
     def __init__(self) -> None:
-        self._abis: dict[Job, set[str]] = {}
+        self._targets: dict[Job, set[tuple[str, str]]] = {}
 
     def __len__(self) -> int:
-        return len(self._abis)
+        return len(self._targets)
 
-    def hold(self, job: Job, abi_tag: str) -> None:
-        self._abis.setdefault(job, set()).add(abi_tag)
+    def hold(self, job: Job, target: tuple[str, str]) -> None:
+        self._targets.setdefault(job, set()).add(target)
 
-    def release(self, job: Job) -> set[str]:
-        """The ABIs that wait for *job* (forgotten here)."""
-        return self._abis.pop(job, set())
+    def release(self, job: Job) -> set[tuple[str, str]]:
+        """The targets that wait for *job* (forgotten here)."""
+        return self._targets.pop(job, set())
 
     def remove_if(self, matches: Callable[[Job], bool]) -> None:
-        for job in [job for job in self._abis if matches(job)]:
-            del self._abis[job]
+        for job in [job for job in self._targets if matches(job)]:
+            del self._targets[job]

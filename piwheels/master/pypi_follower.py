@@ -83,6 +83,8 @@ class PyPIFollower(DatabaseTask):
         self.batching = True
         self.pending_releases: list = []
         self.pending_packages: set[str] = set()
+        #: projects the page creates: {name as upstream gave it: canonical name}
+        self.pending_creates: dict[str, str] = {}
         self.events_skipped = 0
         self.queue_requests = self.socket(zmq.PUSH, QUEUE_REQUESTS)
         self.queue_requests.connect(QUEUE_REQUESTS.address)
@@ -163,6 +165,7 @@ class PyPIFollower(DatabaseTask):
         touched: set[str] = set()
         cancelled: list[tuple[str, Optional[str]]] = []
         self.batching, self.pending_releases, self.pending_packages = True, [], set()
+        self.pending_creates = {}
         try:
             with self.db.transaction():
                 for event in events:
@@ -176,6 +179,7 @@ class PyPIFollower(DatabaseTask):
                              exc.__class__.__name__)
             touched, cancelled = set(), []
             self.batching, self.pending_releases, self.pending_packages = False, [], set()
+            self.pending_creates = {}
             with self.db.transaction():
                 for event in events:
                     try:
@@ -201,11 +205,15 @@ class PyPIFollower(DatabaseTask):
         action = event.action
         db = self.db
         if package in self.pending_packages and not (
-                action == "new release" or action.startswith(ADD_FILE_PREFIX)):
+                action in ("create", "new release") or action.startswith(ADD_FILE_PREFIX)):
             self.flush_releases()
         try:
             if action == "create":
-                if db.add_package(event.name):
+                if self.batching:
+                    # written with the page's other additions, in one statement
+                    self.pending_creates[event.name] = package
+                    self.pending_packages.add(package)
+                elif db.add_package(event.name):
                     self.read_later(package, event.name)  # for its description
             elif action == "new release" or action.startswith(ADD_FILE_PREFIX):
                 if event.version is None:
@@ -262,10 +270,18 @@ class PyPIFollower(DatabaseTask):
         touched.add(package)
 
     def flush_releases(self) -> None:
-        """Write the additions gathered so far (the page's order is kept per package)."""
+        """Write the additions gathered so far (the page's order is kept per package):
+        new projects first (each new one is read whole later, for its description),
+        then releases."""
+        if self.pending_creates:
+            display: dict[str, str] = {}
+            for name, package in self.pending_creates.items():
+                display.setdefault(package, name)
+            for package in sorted(self.db.add_packages(self.pending_creates)):
+                self.read_later(package, display[package])
         if self.pending_releases:
             self.db.add_releases(self.pending_releases)
-        self.pending_releases, self.pending_packages = [], set()
+        self.pending_releases, self.pending_packages, self.pending_creates = [], set(), {}
 
     # --- the reconciler ---------------------------------------------------------
 
@@ -434,7 +450,11 @@ class PyPIFollower(DatabaseTask):
             self.tell(self.cancels, "CANCEL", {"package": package, "version": version})
         for package in touched:
             self.tell(self.index_requests, "PACKAGE", {"package": package})
-            self.tell(self.queue_requests, "REFRESH", {"package": package})
+        if touched:
+            # the build queue recalculates from its head whichever project it is
+            # told of: one request for the page, not one per project (a page
+            # may touch tens of thousands)
+            self.tell(self.queue_requests, "REFRESH", {"package": min(touched)})
 
     def status(self) -> dict:
         return {"events": self.events_applied, "to_read": len(self.to_read),

@@ -12,6 +12,13 @@ the database agree again after a crash.
   always be built again.  The operator deletes ``.orphaned/`` after a look.
 * a ``.metadata`` file without its wheel, a temp file of an interrupted write,
   anything under ``.transfers/``: removed.
+* platform aliases (:mod:`piwheels.platform_aliases`): an alias is a hard link
+  of a recorded wheel under a name no row has.  One the configuration still
+  names, of a wheel kept, stays; any other second name of a file (the alias
+  of a wheel whose row went, a stale one of an older file of that name, one
+  the configuration no longer names) is removed, since the bytes stay under
+  the first name (or are set aside there).  A project missing an alias has its
+  pages written again, which links it.
 
 Each thing done is logged on one line, then a summary.  The wheels' SHA-256 is
 not read again here (a full index is too large to hash at every start): a
@@ -25,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..db import Database
-from ..storage import ORPHANED_DIR, OutputTree, remove_quietly
+from ..platform_aliases import NO_ALIASES, PlatformAliases
+from ..storage import ORPHANED_DIR, OutputTree, remove_quietly, same_file
 
 log = logging.getLogger("piwheels.master.reconcile")
 
@@ -50,8 +58,10 @@ class Reconciliation:
                 f"{len(self.leftovers)} stray or temporary file(s) removed")
 
 
-def reconcile(db: Database, tree: OutputTree) -> Reconciliation:
-    """Make *tree* and *db* agree (see the module's docstring); what was done."""
+def reconcile(db: Database, tree: OutputTree,
+              aliases: PlatformAliases = NO_ALIASES) -> Reconciliation:
+    """Make *tree* and *db* agree (see the module's docstring), with *aliases* the
+    platform aliases configured; what was done."""
     done = Reconciliation()
     rows = db.recorded_files()
     checked = len(rows)
@@ -82,8 +92,32 @@ def reconcile(db: Database, tree: OutputTree) -> Reconciliation:
         rows = [row for row in rows if row.build_id not in broken]
 
     kept = {(row.package, row.filename) for row in rows}
+    by_package: dict[str, list[str]] = {}
+    for package, filename in kept:
+        by_package.setdefault(package, []).append(filename)
+    # {(package, alias): (package, the kept wheel it is a name of)}
+    expected = {(package, alias): (package, filename)
+                for package, filenames in by_package.items()
+                for filename, names in aliases.of(filenames).items() for alias in names}
+    for key, source in expected.items():
+        if key not in on_disk and not on_disk[source].withheld:
+            done.packages.add(key[0])  # linked when its pages are written
+    # files whose bytes stay under some name: kept rows, then what is set aside
+    preserved = {_identity(on_disk[key].path) for key in kept}
     for key, wheel in sorted(on_disk.items()):
         if key in kept:
+            continue
+        if key in expected and same_file(wheel.path, on_disk[expected[key]].path):
+            continue
+        if key in expected or _identity(wheel.path) in preserved:
+            # a second name of bytes kept under the first: nothing is lost
+            for path in (wheel.path, tree.metadata_of(wheel.path)):
+                remove_quietly(path)
+            done.leftovers.append(wheel.path)
+            done.packages.add(wheel.package)
+            log.warning("removed %s: %s", _relative(tree, wheel.path),
+                        "a stale platform alias" if key in expected else
+                        "another name of a wheel kept (a platform alias no longer made)")
             continue
         where = "withheld" if key in withheld else "served"
         try:
@@ -91,6 +125,7 @@ def reconcile(db: Database, tree: OutputTree) -> Reconciliation:
         except OSError as exc:  # (a leftover no longer blocks a publish: carry on)
             log.error("could not move %s out of the index: %s", _relative(tree, wheel.path), exc)
             continue
+        preserved.add(_identity(moved))
         done.set_aside.append(moved)
         log.warning("moved %s (%s) to %s: no database row", _relative(tree, wheel.path),
                     where, _relative(tree, moved.parent))
@@ -109,6 +144,15 @@ def reconcile(db: Database, tree: OutputTree) -> Reconciliation:
                  _relative(tree, path))
     log.info("%s (%d recorded files checked)", done.summary(), checked)
     return done
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """(device, inode): the same for every name of one file."""
+    try:
+        stat = path.lstat()
+    except FileNotFoundError:
+        return (-1, -1)
+    return stat.st_dev, stat.st_ino
 
 
 def _size(path: Path) -> int:

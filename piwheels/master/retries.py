@@ -1,9 +1,9 @@
 """The slave driver's memory of releases that failed once, waiting for their retry.
 
 A failed attempt is only a builder's claim: any peer that reaches the slave
-port can send one.  So the release goes back to its ABI's queue for every
+port can send one.  So the release goes back to its target's queue for every
 other builder at once, and to the builder that failed it only after the retry
-delay (a farm with one builder for an ABI still retries it).  The attempt
+delay (a farm with one builder for a target still retries it).  The attempt
 after that settles it; the database counts the two (``needs_build``).  The
 queue's pages name the builder that failed a release once (the database
 remembers what a restarted master forgot), and what this task saw itself is
@@ -23,8 +23,8 @@ from typing import Optional
 from ..diagnosis import diagnose
 from .job_queue import Job
 
-#: (package, version, abi)
-Key = tuple[str, str, str]
+#: (package, version, target)
+Key = tuple[str, str, tuple[str, str]]
 #: How much of a failed build's log (its tail, where pip's error ends it) the
 #: driver reads for the cause: a millisecond or so, on the hot path.
 CAUSE_LOG_TAIL_CHARS = 32 * 1024
@@ -39,7 +39,7 @@ def failure_cause(built: dict, reason: Optional[str]) -> str:
 
 
 class RetryHolds:
-    """Per (release, ABI) that failed once: which builder failed it, and until
+    """Per (release, target) that failed once: which builder failed it, and until
     when (monotonic) it is kept off it."""
 
     def __init__(self, retry_delay_s: float, linger_s: float) -> None:
@@ -55,13 +55,13 @@ class RetryHolds:
     def __len__(self) -> int:
         return len(self._held)
 
-    def failed(self, job: Job, abi: str, identity: str, now_s: float, *,
+    def failed(self, job: Job, target: tuple[str, str], identity: str, now_s: float, *,
                image: Optional[str] = None, deterministic: bool = False) -> bool:
-        """Note a failure of *job* on *abi* by *identity* (on *image*, for a
+        """Note a failure of *job* on *target* by *identity* (on *image*, for a
         *deterministic* cause or not).  True if it was the first (the release
         is to be offered again); False if it was the retry (it is settled, and
         forgotten here, but for the image it failed on)."""
-        key = (*job, abi)
+        key = (*job, target)
         if deterministic and image is not None:
             self._hold_images(key, [image], now_s)
         if key in self._held:
@@ -70,30 +70,30 @@ class RetryHolds:
         self._held[key] = (identity, now_s + self.retry_delay_s)
         return True
 
-    def settled(self, job: Job, abi: str) -> None:
-        """*job* finished on *abi* some other way (built, rejected as a retry)."""
-        self._held.pop((*job, abi), None)
+    def settled(self, job: Job, target: tuple[str, str]) -> None:
+        """*job* finished on *target* some other way (built, rejected as a retry)."""
+        self._held.pop((*job, target), None)
 
-    def from_queue(self, abi: str, entries: list[dict], now_s: float, wall_s: float) -> None:
+    def from_queue(self, target: tuple[str, str], entries: list[dict], now_s: float, wall_s: float) -> None:
         """Take the builders a queue page names as having failed its releases
         (``failed_by``, ``failed_at`` in wall-clock seconds)."""
         for entry in entries:
             if entry["failed_images"]:
-                self._hold_images((entry["package"], entry["version"], abi),
+                self._hold_images((entry["package"], entry["version"], target),
                                   entry["failed_images"], now_s)
             if entry["failed_by"] is not None:
                 until = now_s + entry["failed_at"] + self.retry_delay_s - wall_s
-                self._held.setdefault((entry["package"], entry["version"], abi),
+                self._held.setdefault((entry["package"], entry["version"], target),
                                       (entry["failed_by"], until))
 
-    def kept_off(self, job: Job, abi: str, identity: str, now_s: float,
+    def kept_off(self, job: Job, target: tuple[str, str], identity: str, now_s: float,
                  image: Optional[str] = None) -> bool:
-        """Whether *job* on *abi* is not for this builder: *identity* failed it
+        """Whether *job* on *target* is not for this builder: *identity* failed it
         and its retry delay is not over, or it failed on *image* for a
         deterministic cause."""
-        if image is not None and image in self._images.get((*job, abi), ((), 0.0))[0]:
+        if image is not None and image in self._images.get((*job, target), ((), 0.0))[0]:
             return True
-        held: Optional[tuple[str, float]] = self._held.get((*job, abi))
+        held: Optional[tuple[str, float]] = self._held.get((*job, target))
         return held is not None and held[0] == identity and held[1] > now_s
 
     def forget(self, package: str, version: Optional[str]) -> None:

@@ -1,6 +1,7 @@
 """slave_driver: the master's side of the slave protocol.
 
-It greets slaves, hands each idle one the next build for its ABI, follows it
+It greets slaves, hands each idle one the next build for its target (its
+interpreter's ABI on its platform, from HELLO; never another's), follows it
 through BUILT and the file transfers, and hands the finished attempt to the
 build recorder.  An idle slave with nothing to build is parked, unanswered,
 until a job for it arrives (:mod:`.parking`).  Which job comes next is
@@ -25,7 +26,7 @@ from ..protocols import (
     BUILD_QUEUE, DRIVER_COMMANDS, PROTOCOL_VERSION, QUEUE_REQUESTS, RECORD_REQUESTS, SLAVE,
     TRANSFER_REQUESTS, TRANSFER_RESULTS,
 )
-from ..tags import deterministic
+from ..tags import Target, deterministic
 from ..transport import CurveServer, PeerLimits, PeerRefused
 from ..upstream_wheels import Skip
 from .job_book import JobBook
@@ -62,9 +63,10 @@ class SlaveDriver(Task):
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(ctx, clock=clock)
         self.containment_required = containment_required
-        #: every ABI the farm knows, as build_queue last said: a slave without an
-        #: enrolled key may not add one
-        self.known_abis: frozenset[str] = frozenset()
+        #: every target the farm knows, as build_queue last said, with the OS
+        #: release it is pinned to (None: any): a slave without an enrolled key
+        #: may not add one, and a pinned one takes only slaves of its release
+        self.known_targets: dict[Target, Optional[str]] = {}
         self.index_url = index_url
         self.heartbeat_s = heartbeat_s
         self.liveness = liveness
@@ -126,19 +128,20 @@ class SlaveDriver(Task):
             return
         name, payload = msg
         if name in ("QUEUE", "EXTEND", "REPLACE"):
-            abi_tag, sent = payload["abi_tag"], payload["builds"]
-            kept = self.book.take_page(name, abi_tag, sent, self.clock(), self.wall_clock())
+            target, sent = Target(payload["abi_tag"], payload["platform_tag"]), payload["builds"]
+            kept = self.book.take_page(name, target, sent, self.clock(), self.wall_clock())
             self.skips.learn(sent)
             if name != "EXTEND":
                 self.skips.keep_only(lambda job: any(
                     job in queue for queue in self.book.queues.values()))
             self.log.debug("%s: %d of %d builds for %s kept (the rest are building or just built)",
-                           name, kept, len(sent), abi_tag)
-            self._offer_parked([abi_tag])
+                           name, kept, len(sent), target)
+            self._offer_parked([target])
         elif name == "REQUEUE":
             self.book.forget(payload["package"], payload["version"])
-        elif name == "ABIS":
-            self.known_abis = frozenset(payload["abi_tags"])
+        elif name == "TARGETS":
+            self.known_targets = {Target(t["abi_tag"], t["platform_tag"]): t["os_release"]
+                                  for t in payload["targets"]}
         else:
             self.cancel(payload["package"], payload["version"])
 
@@ -155,7 +158,7 @@ class SlaveDriver(Task):
             if payload["reason"] in self.holds:
                 self.log.info("no longer holding builds for: %s", payload["reason"])
             self.holds.discard(payload["reason"])
-            self._offer_parked(self.parking.abis())
+            self._offer_parked(self.parking.targets())
         else:
             self.slave_action(payload["action"], payload["slave_id"])
 
@@ -256,7 +259,7 @@ class SlaveDriver(Task):
                 "reason": f"protocol version {hello['protocol']} is not the master's "
                           f"{PROTOCOL_VERSION}; install the same piwheels version"})
             return
-        kind, problem = hello_problem(hello, key_id, known_abis=self.known_abis,
+        kind, problem = hello_problem(hello, key_id, known_targets=self.known_targets,
                                       containment_required=self.containment_required)
         if problem is not None:
             # before anything is stored: a slave that cannot build for the farm is told why
@@ -284,12 +287,12 @@ class SlaveDriver(Task):
         if hello["building"]:
             self._adopt(slave, (hello["building"]["package"], hello["building"]["version"]))
         self.log.info("slave %d (%s, %s on %s, key %s, builds contained by %s) connected",
-                      slave.slave_id, slave.label, slave.abi_tag, slave.platform_tag,
+                      slave.slave_id, slave.label, slave.target, slave.os,
                       key_id or "none", slave.containment)
+        target = {"abi_tag": slave.abi_tag, "platform_tag": slave.platform_tag}
         if key_id is not None:
-            self.tell(self.queue_requests, "ABI", {"abi_tag": slave.abi_tag})
-        self.tell(self.queue_requests, "IMAGE", {"abi_tag": slave.abi_tag, "image": slave.image,
-                                                 "os": slave.os})
+            self.tell(self.queue_requests, "TARGET", target)
+        self.tell(self.queue_requests, "IMAGE", {**target, "image": slave.image, "os": slave.os})
         self.router.send_to(address, "ACK", {
             "slave_id": slave.slave_id, "index_url": self.index_url,
             "heartbeat_s": self.heartbeat_s})
@@ -307,7 +310,7 @@ class SlaveDriver(Task):
         job = self._next_job(slave)
         if job is None:
             slave.state = SlaveStatus.PARKED  # answered when a job comes, or in a heartbeat
-            self.parking.park(address, slave.abi_tag, self.clock())
+            self.parking.park(address, slave.target, self.clock())
             return
         self._hand_out(slave, job)
 
@@ -318,15 +321,15 @@ class SlaveDriver(Task):
         self.builds_handed_out += 1
         self.router.send_to(slave.address, "BUILD", {"package": job[0], "version": job[1]})
 
-    def _offer_parked(self, abi_tags: list[str]) -> None:
-        """Hand the jobs waiting for *abi_tags* to the slaves parked for them,
+    def _offer_parked(self, targets: list[Target]) -> None:
+        """Hand the jobs waiting for *targets* to the slaves parked for them,
         the longest parked first."""
         if self.paused or self.holds or self.unrecorded:
             return
-        for abi_tag in abi_tags:
-            for address in self.parking.waiting(abi_tag):
+        for target in targets:
+            for address in self.parking.waiting(target):
                 slave = self.slaves.get(address)
-                if not self.book.has_jobs(abi_tag):
+                if not self.book.has_jobs(target):
                     break
                 if slave is None or slave.paused:
                     continue
@@ -370,7 +373,7 @@ class SlaveDriver(Task):
         if not built["success"]:
             self._finish(slave, "failed", built["reason"] or "the build failed")
             return
-        problem = built_files_problem(built)
+        problem = built_files_problem(built, slave.accepted_platforms)
         if problem:
             self._finish(slave, "rejected", problem)
             return
@@ -380,6 +383,7 @@ class SlaveDriver(Task):
             self.transfer_requests.send("EXPECT", {
                 "slave_id": slave.slave_id, "package": job[0], "version": job[1],
                 "builder_abi": slave.abi_tag, "builder_platform": slave.platform_tag,
+                "builder_platforms": list(slave.accepted_platforms),
                 "key_id": slave.key_id, "claimed": facts,
             })
         self._next_file(slave)
@@ -402,24 +406,26 @@ class SlaveDriver(Task):
 
     def _next_job(self, slave: SlaveState) -> Optional[Job]:
         while True:
-            job, ask = self.book.next_job(slave.abi_tag, slave.identity, self.clock(),
+            job, ask = self.book.next_job(slave.target, slave.identity, self.clock(),
                                           slave.image)
             if ask:
-                self.log.debug("asking for more builds for %s", slave.abi_tag)
-                self.tell(self.queue_requests, "MORE", {"abi_tag": slave.abi_tag})
+                self.log.debug("asking for more builds for %s", slave.target)
+                self.tell(self.queue_requests, "MORE", {"abi_tag": slave.abi_tag,
+                                                        "platform_tag": slave.platform_tag})
             skip = None if job is None else self.skips.verdict(job, slave)
             if skip is None:
                 return job
             self._skip(job, slave, skip)  # and the slave gets the next one at once
 
     def _skip(self, job: Job, slave: SlaveState, skip: Skip) -> None:
-        """Never hand *job* to this ABI: the recorder stores why (see :mod:`.skips`)."""
-        self.book.recent[(*job, slave.abi_tag)] = self.clock() + self.book.recent_s
+        """Never hand *job* to this target: the recorder stores why (see :mod:`.skips`)."""
+        self.book.recent[(*job, slave.target)] = self.clock() + self.book.recent_s
         self.log_limited("skipped", logging.INFO, "%s %s not built for %s: %s", *job,
-                         slave.abi_tag, skip.detail)
+                         slave.target, skip.detail)
         try:
             self.record_requests.send("SKIP", {
                 "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
+                "platform_tag": slave.platform_tag,
                 "cause": skip.cause, "detail": skip.detail}, flags=zmq.NOBLOCK)
         except zmq.Again:
             pass  # the recorder is behind: the queue offers it again later, to the same end
@@ -443,7 +449,7 @@ class SlaveDriver(Task):
     def _finish(self, slave: SlaveState, status: Optional[str], reason: Optional[str] = None,
                 *, hold_back: bool = True) -> None:
         """Hand the attempt to the recorder (unless skipped) and free the slave;
-        *hold_back*: not hand the release to this ABI again for a while."""
+        *hold_back*: not hand the release to this target again for a while."""
         attempt = slave.attempt
         built, job = attempt.built, attempt.job
         if status == "rejected":
@@ -462,6 +468,7 @@ class SlaveDriver(Task):
                 self.transfer_requests.send("ABANDON", {"slave_id": slave.slave_id})
             self._record({
                 "package": job[0], "version": job[1], "abi_tag": slave.abi_tag,
+                "platform_tag": slave.platform_tag, "os_release": slave.os,
                 "slave_label": slave.label, "builder": slave.identity,
                 "started": attempt.build_started,
                 "duration_s": built["duration_s"], "status": status,
@@ -472,12 +479,12 @@ class SlaveDriver(Task):
                 "claimed_diagnosis": built.get("diagnosis") if status == "failed" else None,
             })
         first_failure, offer = self.book.finished(
-            job, slave.abi_tag, slave.identity, status, files, self.clock(),
+            job, slave.target, slave.identity, status, files, self.clock(),
             hold_back=hold_back, image=slave.image, deterministic=deterministic(cause))
         if first_failure:
             self.log_limited("first-failure", logging.INFO,
                              "%s %s %s for %s on slave %d (%s): offered to another builder "
-                             "before it counts", *job, status, slave.abi_tag, slave.slave_id,
+                             "before it counts", *job, status, slave.target, slave.slave_id,
                              slave.identity)
         slave.state, slave.attempt = SlaveStatus.IDLE, None
         self.router.send_to(slave.address, "DONE")
@@ -534,7 +541,7 @@ class SlaveDriver(Task):
         self.parking.unpark(slave.address)
         self.report("SLAVE_GONE", {"slave_id": slave.slave_id})
         if slave.job is not None and self.book.builder_of(slave.job) == slave.slave_id:
-            offer = self.book.lost(slave.job, slave.abi_tag, self.clock(), requeue=requeue)
+            offer = self.book.lost(slave.job, slave.target, self.clock(), requeue=requeue)
             if requeue:
                 self.tell(self.queue_requests, "REFRESH", {"package": slave.job[0]})
             self._offer_parked(offer)

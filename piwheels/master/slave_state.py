@@ -12,6 +12,7 @@ from typing import Optional
 
 from ..diagnosis import CAUSES
 from ..limits import CAUSE_DETAIL
+from ..tags import Target
 from .job_queue import Job
 
 
@@ -89,6 +90,17 @@ class SlaveState:
         return self.key_id or self.label
 
     @property
+    def target(self) -> Target:
+        """What it builds for: its interpreter's ABI on its platform (HELLO's)."""
+        return Target(self.abi_tag, self.platform_tag)
+
+    @property
+    def accepted_platforms(self) -> tuple[str, ...]:
+        """The platforms its wheels may carry: its own first, then what its
+        interpreter accepts (HELLO's ``platforms``)."""
+        return (self.platform_tag, *(p for p in self.platforms if p != self.platform_tag))
+
+    @property
     def job(self) -> Optional[Job]:
         return self.attempt.job if self.attempt is not None else None
 
@@ -109,7 +121,8 @@ class SlaveState:
         job = self.job
         return {
             "slave_id": self.slave_id, "label": self.label, "abi_tag": self.abi_tag,
-            "platform_tag": self.platform_tag, "python_version": self.python_version,
+            "platform_tag": self.platform_tag, "target": self.target.label,
+            "python_version": self.python_version,
             "os": self.os, "state": self.state.value, "paused": self.paused,
             "key_id": self.key_id, "containment": self.containment, "image": self.image,
             "connected_at": self.connected_at,

@@ -121,7 +121,7 @@ class Master:
         unpack = UnpackLimits(max_unpacked=o.max_unpacked_size,
                               max_ratio=o.max_compression_ratio)
         site = Site(name=o.site_name, index_url=f"{o.public_url.rstrip('/')}/{SIMPLE_DIR}/",
-                    upstream_simple=o.pypi_simple)
+                    upstream_simple=o.pypi_simple, platform_aliases=o.platform_aliases)
         return [
             AdminService(
                 ctx, dsn=o.dsn, control_address=o.control_address,
@@ -130,7 +130,8 @@ class Master:
             ),
             Stats(ctx, dsn=o.dsn, output_path=self.output_path,
                   min_free_bytes=o.min_free_bytes, interval_s=o.stats_interval_s),
-            IndexWriter(ctx, dsn=o.dsn, output_path=self.output_path, site=site),
+            IndexWriter(ctx, dsn=o.dsn, output_path=self.output_path, site=site,
+                        summary_interval_s=o.summary_interval_s),
             BuildRecorder(ctx, dsn=o.dsn, output_path=self.output_path,
                           smoke_policy=o.smoke_policy),
             BuildQueue(ctx, dsn=o.dsn, queue_size=o.queue_size, interval_s=o.queue_interval_s,
@@ -176,7 +177,7 @@ class Master:
                                                 self.options.build_prereleases))
             self.tree.simple.mkdir(parents=True, exist_ok=True)
             # before any task runs: nothing is being received or published now
-            reconciled = reconcile(db, self.tree)
+            reconciled = reconcile(db, self.tree, self.options.platform_aliases)
         raise_fd_limit()
         ctx = zmq.Context()
         supervisor = Socket.make(ctx, zmq.PULL, SUPERVISOR.reverse())

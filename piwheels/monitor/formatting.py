@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Union
 
-from ..tags import build_abi_key
+from ..tags import Target, target_key
 from .link import MASTER_SILENCE_S, RETRY_INTERVAL_S
 from .model import CONNECTED, CONNECTING, FarmModel, SlaveRecord
 
@@ -58,11 +58,13 @@ def percent(rate: Optional[float]) -> str:
     return MISSING if rate is None else f"{rate * 100:.0f}%"
 
 
-def per_abi(counts: Optional[dict]) -> str:
-    """``cp39 3  cp311 12``: ABIs in Python version order."""
+def per_target(counts: Optional[dict]) -> str:
+    """``cp39 armv7l 3  cp311 aarch64 12``: counts per build target (keyed by
+    ``str(target)``), in Python version order."""
     if not counts:
         return "none" if counts is not None else MISSING
-    return "  ".join(f"{abi} {counts[abi]}" for abi in sorted(counts, key=build_abi_key))
+    targets = sorted(counts, key=lambda key: target_key(Target.from_key(key)))
+    return "  ".join(f"{Target.from_key(key).label} {counts[key]}" for key in targets)
 
 
 # --- the slave table ------------------------------------------------------------------
@@ -160,8 +162,8 @@ def master_lines(model: FarmModel, now_s: float, wall_now: float) -> list[Markup
     if age > MASTER_SILENCE_S:
         state += [("bad", f"   last heard {duration(age)} ago")]
 
-    queue: Markup = [f"pending {per_abi(stats.get('pending'))}"
-                     f"   at hand {per_abi(driver.get('queued'))}"]
+    queue: Markup = [f"pending {per_target(stats.get('pending'))}"
+                     f"   at hand {per_target(driver.get('queued'))}"]
     holds = driver.get("holds")
     if holds:
         queue += [("warn", "   builds held: " + "; ".join(holds))]
@@ -169,7 +171,7 @@ def master_lines(model: FarmModel, now_s: float, wall_now: float) -> list[Markup
     last_hour = stats.get("builds_last_hour")
     total = sum(last_hour.values()) if last_hour else 0
     builds: Markup = [
-        f"last hour {per_abi(last_hour)}" + (f" (total {total})" if last_hour else ""),
+        f"last hour {per_target(last_hour)}" + (f" (total {total})" if last_hour else ""),
         f"   success rate {percent(stats.get('success_rate'))}",
         f"   handed out {driver.get('handed_out', MISSING)}",
         f"   recorded {recorder.get('recorded', MISSING)}",

@@ -28,7 +28,6 @@ import stat
 import logging
 import os
 import platform
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -41,6 +40,7 @@ from typing import Callable, Optional, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from .. import limits
 from ..config import OPTIONS
 from ..debian_lookup import DebianLookup
 from ..errors import ConfigError, FetchError, InvalidName, InvalidVersion, WheelError
@@ -481,18 +481,24 @@ def _probe_answer(output: str) -> Optional[tuple[list[str], list[str]]]:
 
 
 def _os_name() -> str:
-    """The host's PRETTY_NAME from os-release, or what the platform module says."""
-    for candidate in ("/etc/os-release", "/usr/lib/os-release"):
-        try:
-            with open(candidate, encoding="utf-8") as f:
-                for line in f:
-                    key, sep, value = line.strip().partition("=")
-                    if sep and key == "PRETTY_NAME":
-                        words = shlex.split(value)
-                        if words:
-                            return words[0]
-        except (OSError, ValueError):
-            continue
-    return platform.platform()
+    """The host's OS release as a target may be pinned to it: "Debian 12" (os-release's
+    ID and VERSION_ID), else its PRETTY_NAME, else what the platform module says."""
+    return os_release_name(_read_os_release())
+
+
+def _read_os_release() -> dict[str, str]:
+    try:
+        return platform.freedesktop_os_release()
+    except OSError:
+        return {}
+
+
+def os_release_name(info: dict[str, str]) -> str:
+    """"Debian 12" from an os-release's fields (:func:`platform.freedesktop_os_release`)."""
+    name, version = info.get("ID", "").strip(), info.get("VERSION_ID", "").strip()
+    if name and version:
+        return f"{name.capitalize()} {version}"[:limits.OS_RELEASE]
+    pretty = info.get("PRETTY_NAME", "").strip()
+    return (pretty or platform.platform())[:limits.OS_RELEASE]
 
 

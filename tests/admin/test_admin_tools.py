@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from farm import Farm, builds_of, pyenv_python
+from farm import Farm, builds_of, pyenv_python, host_target
 from sdist_factory import build_wheels, make_sdist
 
 pytestmark = pytest.mark.slow
@@ -150,7 +150,7 @@ def test_add_project_release_skip_yank_alias(farm, db):
     assert "piw-thing will not be built: too big" in \
         ok(tool(farm, "piw-add", "piw-thing", "--skip", "too big"))
     assert db.get_project("piw-thing").skip_reason == "too big"
-    assert db.pending_builds(ABI, 10) == []
+    assert db.pending_builds(host_target(ABI), 10) == []
     ok(tool(farm, "piw-add", "piw-thing", "--unskip"))
     assert db.get_project("piw-thing").skip_reason is None
 
@@ -254,11 +254,11 @@ def test_remove_asks_then_removes_builds_releases_projects(farm, db, wheels):
     # releases with sdists, so that dropping their builds puts them back in the queue
     ok(tool(farm, "piw-add", "piw-imp-ext", "1.0"))
     ok(tool(farm, "piw-add", "piw-imp", "1.0"))
-    db.add_build_abi(ABI)
-    assert sorted(db.pending_builds(ABI, 10)) == [("piw-imp", "1.0"), ("piw-imp-ext", "1.0")]
+    db.add_build_target(host_target(ABI))
+    assert sorted(db.pending_builds(host_target(ABI), 10)) == [("piw-imp", "1.0"), ("piw-imp-ext", "1.0")]
     import_wheel(farm, db, ext)
     import_wheel(farm, db, pure, "--abi", ABI)
-    assert db.pending_builds(ABI, 10) == []
+    assert db.pending_builds(host_target(ABI), 10) == []
     ext_file = farm.output / "simple" / "piw-imp-ext" / ext.name
 
     # "n" at the question: nothing happens
@@ -276,7 +276,7 @@ def test_remove_asks_then_removes_builds_releases_projects(farm, db, wheels):
     assert "removed 1 build(s) of piw-imp-ext; they will be built again" in ok(result)
     assert builds_of(db, "piw-imp-ext") == []
     assert "1.0" in db.get_versions("piw-imp-ext")
-    assert db.pending_builds(ABI, 10) == [("piw-imp-ext", "1.0")]
+    assert db.pending_builds(host_target(ABI), 10) == [("piw-imp-ext", "1.0")]
     farm.wait(lambda: not ext_file.exists(), 20, "the wheel taken out of the index")
     farm.wait(lambda: not (farm.output / "simple" / "piw-imp-ext" / "index.json").exists(), 20,
               "the simple page gone with its only wheel (a 404)")
@@ -286,7 +286,7 @@ def test_remove_asks_then_removes_builds_releases_projects(farm, db, wheels):
     assert "removed 1 build(s) of piw-imp 1.0; it will not be built: licence unclear" in out
     assert builds_of(db, "piw-imp") == []
     assert db.get_versions("piw-imp")["1.0"]["skip_reason"] == "licence unclear"
-    assert ("piw-imp", "1.0") not in db.pending_builds(ABI, 10)
+    assert ("piw-imp", "1.0") not in db.pending_builds(host_target(ABI), 10)
     farm.wait(lambda: not (farm.output / "simple" / "piw-imp" / pure.name).exists(), 20,
               "the skipped release's wheel taken out")
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from farm import host_target
 from test_admin_tools import ABI, ok, project_json, refused, tool, wait_json
 
 from piwheels.build_policy import parse_policy
@@ -35,13 +36,13 @@ def queued(farm) -> int:
 
 
 def test_policy_from_options_and_at_run_time(farm, db):
-    db.add_build_abi(ABI)
+    db.add_build_target(host_target(ABI))
     add_releases(db, "piw-six", "1.17.0b1", "1.16.0", "1.15.0", "1.14.0")
     add_releases(db, "piw-idna", "3.7", "3.6")
     # no periodic recalculation: whatever changes the queue is the policy change itself
     master = farm.start_master("--build-policy", "newest:1", "--queue-interval", "3600")
     assert "build policy newest:1 (from the configuration)" in master.log()
-    assert sorted(db.pending_builds(ABI, 10)) == [("piw-idna", "3.7"), ("piw-six", "1.16.0")]
+    assert sorted(db.pending_builds(host_target(ABI), 10)) == [("piw-idna", "3.7"), ("piw-six", "1.16.0")]
     farm.wait(lambda: queued(farm) == 2, 20, "the first queue in the slave driver")
     assert "the farm builds the newest 1 release (newest:1), without pre-releases" in \
         ok(tool(farm, "piw-control", "build-policy"))
@@ -75,12 +76,12 @@ def test_policy_from_options_and_at_run_time(farm, db):
     out = ok(tool(farm, "piw-control", "build-policy", "versions:1.14.0", "--project", "PIW_Six"))
     assert "piw-six builds only version 1.14.0 (versions:1.14.0)" in out
     farm.wait(lambda: queued(farm) == 3, 10, "the queue after the project's policy")
-    assert sorted(db.pending_builds(ABI, 10)) == [
+    assert sorted(db.pending_builds(host_target(ABI), 10)) == [
         ("piw-idna", "3.6"), ("piw-idna", "3.7"), ("piw-six", "1.14.0")]
     ok(tool(farm, "piw-control", "build-policy", "newest:1", "--project", "piw-six"))
     out = ok(tool(farm, "piw-control", "build-prereleases", "on", "--project", "piw-six"))
     assert "the build queue follows in seconds" in out
-    farm.wait(lambda: ("piw-six", "1.17.0b1") in db.pending_builds(ABI, 10), 10,
+    farm.wait(lambda: ("piw-six", "1.17.0b1") in db.pending_builds(host_target(ABI), 10), 10,
               "the project's pre-release in the queue")
     wait_json(farm, "piw-six", lambda d: d["versions"][1]["not_built"] ==
               "project policy builds the newest 1 release", "the project's reason")
@@ -100,7 +101,7 @@ def test_policy_from_options_and_at_run_time(farm, db):
     farm.master.stop()
     master = farm.start_master("--build-policy", "all", "--build-prereleases")
     assert "build policy all with pre-releases (from the configuration)" in master.log()
-    assert len(db.pending_builds(ABI, 10)) == 6
+    assert len(db.pending_builds(host_target(ABI), 10)) == 6
     assert project_json(farm, "piw-six") is not None
 
 

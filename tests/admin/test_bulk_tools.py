@@ -10,6 +10,7 @@ import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from farm import host_target
 from test_admin_tools import ABI, ok, refused, tool
 
 from piwheels.index_pages import log_path
@@ -44,7 +45,7 @@ def failed_build(db, name, version):
 
 @pytest.fixture
 def projects(db):
-    db.add_build_abi(ABI)
+    db.add_build_target(host_target(ABI))
     for name, versions in (("corp-a", ("1.0", "1.1", "2.0")), ("corp-b", ("1.0",)),
                            ("other", ("1.0",))):
         db.add_package(name)
@@ -68,7 +69,7 @@ def test_skip_by_pattern_and_version_list(farm, projects):
     assert "done: 2 project(s) not to be built: internal" in ok(result)
     assert [db.get_project(n).skip_reason for n in ("corp-a", "corp-b", "other")] == \
         ["internal", "internal", None]
-    assert db.pending_builds(ABI, 10) == [("other", "1.0")]
+    assert db.pending_builds(host_target(ABI), 10) == [("other", "1.0")]
     assert "nothing to change" in ok(tool(farm, "piw-add", "corp-*", "--skip", "internal"))
     assert "2 project(s) to be built again" in ok(tool(farm, "piw-add", "-y", "corp-*",
                                                        "--unskip"))
@@ -114,7 +115,7 @@ def test_remove_by_pattern_takes_wheels_and_logs(farm, projects):
     ok(result)
     assert not (logs / log_path(ids["1.0", "corp-a"])).exists()
     assert (logs / log_path(ids["2.0", "corp-a"])).exists()
-    assert ("corp-a", "1.0") in db.pending_builds(ABI, 10)
+    assert ("corp-a", "1.0") in db.pending_builds(host_target(ABI), 10)
 
     # a single project's builds (no pattern): its logs go too
     out = ok(tool(farm, "piw-remove", "-y", "--builds", "corp-b"))

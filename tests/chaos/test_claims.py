@@ -5,7 +5,9 @@ lie (one fact each, the file itself sent truthfully) is rejected with a reason
 naming the fact, the slave is told, the attempt is recorded as rejected and
 nothing of it is published; an honest build publishes the METADATA bytes and
 hashes of the file itself, and its apt packages (which only the builder can
-see) are shown as the builder's word.
+see) are shown as the builder's word.  A wheel for a platform the builder's
+interpreter does not accept (its HELLO's ``platforms``) is refused at BUILT,
+naming both platforms.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ pytestmark = pytest.mark.slow
 
 
 HONEST = "told-true"
+#: a release the x86_64 liar answers with a wheel for aarch64
+FOREIGN = "lie-platform"
 METADATA = (b"Metadata-Version: 2.1\nName: told-true\nVersion: 1.0\n"
             b"Requires-Python: >=3.9\nRequires-Dist: attrs>=20\n")
 
@@ -42,7 +46,7 @@ def wheel_of(tmp_path, package: str, **kwargs):
 
 
 def test_only_what_the_master_computed_is_recorded_and_published(farm, db, release, tmp_path):
-    for package in [package_of(fact) for fact in FALSE_CLAIMS] + [HONEST]:
+    for package in [package_of(fact) for fact in FALSE_CLAIMS] + [FOREIGN, HONEST]:
         release(package, kind="pure")  # handed out in this order
     farm.start_master()
     told: dict[str, str] = {}
@@ -62,6 +66,11 @@ def test_only_what_the_master_computed_is_recorded_and_published(farm, db, relea
             ok, reason = raw.send_file(wheel)  # the real file, its true size and hash
             told[fact] = "accepted" if ok else reason
             assert raw.sent(wheel)[0] == "DONE"
+        raw.wait_build(FOREIGN)
+        (tmp_path / FOREIGN).mkdir()
+        foreign = craft_wheel(tmp_path / FOREIGN, "lie_platform-1.0-cp311-cp311-linux_aarch64.whl",
+                              name=FOREIGN)
+        told_foreign = raw.built(foreign, claims={})
         raw.wait_build(HONEST)
         honest = wheel_of(tmp_path, HONEST, metadata=METADATA)
         raw.built(honest, claims={"apt_dependencies": ["libfoo1"]})
@@ -74,7 +83,15 @@ def test_only_what_the_master_computed_is_recorded_and_published(farm, db, relea
     # each lie: the slave was told why, naming the fact
     wrong = {fact: said for fact, said in told.items() if FALSE_CLAIMS[fact][1] not in said}
     assert not wrong, f"not rejected naming the fact: {wrong}"
+    assert told_foreign == ("DONE", {})  # refused before any transfer
     farm.wait(lambda: builds_of(db, HONEST), 20, "the builds to be recorded")
+    (build,) = builds_of(db, FOREIGN)
+    assert (build.status, build.cause, build.files) == ("rejected", "bad-wheel", ())
+    assert (build.abi_tag, build.platform_tag) == ("cp311", "linux_x86_64")
+    assert build.reason.startswith(f"{foreign.name} is for platform linux_aarch64, which "
+                                   f"this slave's interpreter does not accept (it runs on "
+                                   f"linux_x86_64"), build.reason
+    assert not (farm.output / "simple" / FOREIGN).exists()
     wait_consistent(farm.output, farm.master_dsn)
     log = farm.master.log()
     for fact, (_, words) in FALSE_CLAIMS.items():

@@ -19,7 +19,7 @@ import time
 
 import pytest
 from consistency import assert_consistent, problems, wait_consistent
-from farm import builds_of, wait_for
+from farm import builds_of, wait_for, host_target
 from index_publisher import Publisher
 from wheel_craft import craft_wheel
 
@@ -89,7 +89,7 @@ def test_a_full_disk_fails_single_writes_and_everything_is_published_once_space_
     output = small_disk
     transfers = output / ".transfers"
     transfers.mkdir()
-    db.add_build_abi("cp311")
+    db.add_build_target(host_target("cp311"))
     for package in ("roomy", "spaceless"):
         db.add_package(package)
         db.add_version(package, "1.0", has_sdist=True)

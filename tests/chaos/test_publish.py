@@ -18,7 +18,7 @@ import time
 import pytest
 import sqlalchemy as sa
 from consistency import assert_consistent, problems, wait_consistent
-from farm import builds_of, pyenv_python, wait_for
+from farm import builds_of, pyenv_python, wait_for, host_target
 from index_publisher import Publisher
 from wheel_craft import craft_wheel
 
@@ -112,7 +112,7 @@ SITE = Site(name="Chaos farm", index_url="http://farm.test/simple/",
 def record_by_hand(db, dsn, output, wheels: dict) -> None:
     """Publish crafted wheels ({package: wheel path}) through the real recorder and
     index writer, as a build on cp311 each, and wait until they are served."""
-    db.add_build_abi("cp311")
+    db.add_build_target(host_target("cp311"))
     transfers = output / ".transfers"
     transfers.mkdir(parents=True, exist_ok=True)
     publisher = Publisher(dsn, output, SITE, transfers)
@@ -161,7 +161,7 @@ def test_a_wheel_of_the_wrong_size_or_without_metadata_is_requeued(farm, db, tmp
     assert "2 build(s) re-queued, 2 wheel(s) without a row set aside in .orphaned/" in log
     assert builds_of(db, "truncated") == builds_of(db, "bare") == []
     assert built(db, "intact") is not None
-    queued = {tuple(pending) for pending in db.pending_builds("cp311", 10)}
+    queued = {tuple(pending) for pending in db.pending_builds(host_target("cp311"), 10)}
     assert {("truncated", "1.0"), ("bare", "1.0")} <= queued
     assert ("intact", "1.0") not in queued
     wait_consistent(farm.output, farm.master_dsn)  # their pages no longer list them
@@ -261,7 +261,7 @@ def test_a_refused_insert_leaves_no_file_behind(db, master_dsn, tmp_path):
     transfers = output / ".transfers"
     transfers.mkdir(parents=True)
     for abi in ("cp311", "cp312"):
-        db.add_build_abi(abi)
+        db.add_build_target(host_target(abi))
     db.add_package("piw-craft")
     db.add_version("piw-craft", "1.0", has_sdist=True)
     wheel = craft_wheel(tmp_path)

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 
 import pytest
 from fake_index import TEST_CACHE
-from farm import pyenv_python, wait_for
+from farm import pyenv_python, wait_for, host_target
 from index_publisher import Publisher, clean_env
 from installers import PIP_CORE_METADATA, PIP_DRY_RUN, PIP_JSON, PIP_METADATA_DRY_RUN
 from packaging.utils import parse_wheel_filename
@@ -147,7 +147,7 @@ def output(postgres, master_role, wheels, tmp_path_factory) -> Path:
                           base / "transfers")
     try:
         for abi in ABIS:
-            db.add_build_abi(abi)
+            db.add_build_target(host_target(abi))
         released = datetime(2026, 3, 1, tzinfo=timezone.utc)
         for hour, project in enumerate(PROJECTS):
             db.add_package(project, description=f"{project}, made by the client tests")

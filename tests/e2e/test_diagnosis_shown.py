@@ -64,7 +64,7 @@ def test_failures_say_why_and_what_to_install(farm, db, build_index, tmp_path):
         db.add_version(name, sdist.version, has_sdist=True,
                        released=datetime(2026, 1, 1, tzinfo=timezone.utc) - timedelta(hours=hours))
     farm.start_master()
-    farm.start_slave("diagnoser", pyenv_python("11"))
+    farm.start_slave("diagnoser", pyenv_python("11"), lookup=True)
 
     def recorded():
         builds = {name: builds_of(db, name) for name in expected}

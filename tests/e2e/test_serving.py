@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 import pytest
 import requests
 from bs4 import BeautifulSoup
-from farm import PYENV, wait_for
+from farm import PYENV, wait_for, host_target
 from index_publisher import Publisher, clean_env, let_others_in
 from installers import PIP_METADATA_DRY_RUN
 from web_server import ApacheServer, NginxServer, WebServer, apache_binary, nginx_binary
@@ -175,7 +175,7 @@ def served(postgres, master_role, wheels, tmp_path_factory) -> Served:
         site = Site(name="Serving test farm", index_url=nginx.url + "simple/",
                     upstream_simple=UPSTREAM)
         publisher = Publisher(dsn, output, site, base / "transfers")
-        db.add_build_abi(PY_TAG)
+        db.add_build_target(host_target(PY_TAG))
         for hour, r in enumerate(RELEASES):
             db.add_package(r.project, description=f"{r.project}, made by the serving tests")
             db.add_version(r.project, r.version, released=BASE_TIME + timedelta(hours=hour),

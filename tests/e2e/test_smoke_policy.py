@@ -47,7 +47,7 @@ def test_smoke_policy_warn_then_hold(farm, db, build_index, tmp_path):
     missing = "smoke-missing-library"
     add_release(db, build_index, tmp_path, missing, 1)
     farm.start_master("--smoke-policy", "warn")
-    farm.start_slave("smoker", pyenv_python("11"))
+    farm.start_slave("smoker", pyenv_python("11"), smoke=True, lookup=True)
 
     # warn: published, with the warning on the page and in the JSON
     farm.wait(lambda: builds_of(db, missing), BUILD_TIMEOUT_S, "the C extension built")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from fake_index import project_of
 from fake_pypi import FakePyPI
-from farm import Farm, builds_of, pyenv_python
+from farm import Farm, builds_of, pyenv_python, host_target
 from packaging.utils import parse_wheel_filename
 from sdist_factory import make_sdist
 from wheel_craft import craft_wheel
@@ -73,7 +73,7 @@ def test_upstream_wheels_and_requires_python_spare_the_builder(tmp_path, master_
         # slow to build, so that upstream can upload its wheel meanwhile
         pypi.publish("clash-thing", "1.0", make_sdist(
             sdists, "clash-thing", "1.0", setup_body="import time\ntime.sleep(1)\n"))
-        db.add_build_abi(ABI)
+        db.add_build_target(host_target(ABI))
         farm = Farm(tmp_path, master_dsn, pypi.simple_url)
         try:
             farm.start_master(
@@ -131,6 +131,6 @@ def test_upstream_wheels_and_requires_python_spare_the_builder(tmp_path, master_
             html = (farm.output / "project" / "newpy-thing" / "index.html").read_text()
             assert "Requires-Python &gt;=3.99 excludes Python 3.11." in html
             # every one of them counts as done
-            assert db.pending_builds(ABI, 10) == []
+            assert db.pending_builds(host_target(ABI), 10) == []
         finally:
             farm.stop()

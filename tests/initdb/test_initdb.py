@@ -317,7 +317,8 @@ def test_shipped_upgrade_from_version_2_keeps_attempts_and_retries_single_failur
     """Version 2 to 3: every attempt is kept and names its builder (the label it
     was made under); a release that failed once for an ABI is offered again (one
     failure no longer counts), one that failed twice there is not; the result is
-    what a fresh create makes."""
+    what a fresh create makes (and version 5 puts a farm without platform wheels
+    on linux_armv7l)."""
     upgraded = postgres.dsn(postgres.create_database())
     fresh = postgres.dsn(postgres.create_database())
     initdb(upgraded, master_role, True, io.StringIO(), target=2,
@@ -359,7 +360,8 @@ def test_shipped_upgrade_from_version_2_keeps_attempts_and_retries_single_failur
             files = conn.exec_driver_sql("SELECT filename FROM files").scalars().all()
             built = dict(conn.exec_driver_sql("SELECT package, built FROM versions").all())
             needs = dict(conn.exec_driver_sql(
-                "SELECT package, needs_build(package, version, 'cp311') FROM versions").all())
+                "SELECT package, needs_build(package, version, 'cp311', 'linux_armv7l') "
+                "FROM versions").all())
     finally:
         engine.dispose()
     assert [tuple(row) for row in attempts] == [
@@ -422,3 +424,102 @@ def test_shipped_upgrade_from_version_3_keeps_attempts(postgres, master_role, tm
     initdb(fresh, master_role, True, io.StringIO())
     assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION
     assert differences(snapshot(upgraded), snapshot(fresh)) == []
+
+
+#: The version 4 schema as it was shipped (issue 15 moved on to 5).
+V4_CREATE = Path(__file__).with_name("create_piwheels_v4.sql")
+
+
+def test_shipped_upgrade_from_version_4_gives_every_row_a_target(
+        postgres, master_role, tmp_path):
+    """Version 4 to 5: build ABIs become build targets.  An attempt takes the
+    platform of the wheels it made; an ABI's other rows (attempts without a
+    platform wheel, skips, images) the platform most of its wheels carry; an
+    ABI without wheels the farm's; attempts keep their OS release where their
+    image says it.  The result is what a fresh create makes."""
+    upgraded = postgres.dsn(postgres.create_database())
+    fresh = postgres.dsn(postgres.create_database())
+    initdb(upgraded, master_role, True, io.StringIO(), target=4,
+           scripts_dir=make_shipped_scripts(tmp_path, V4_CREATE))
+    engine = sa.create_engine(upgraded, poolclass=sa.pool.NullPool)
+    wheel = ("INSERT INTO files (filename, build_id, filesize, filehash, package_tag, "
+             "package_version_tag, py_version_tag, abi_tag, platform_tag, metadata_hash) "
+             "SELECT '{0}-1.0-{1}-{2}-{3}.whl', build_id, 10, repeat('a', 64), '{0}', '1.0', "
+             "'{1}', '{2}', '{3}', repeat('b', 64) FROM builds WHERE package = '{0}'")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO build_abis (abi_tag, active) VALUES "
+                                 "('cp311', true), ('cp39', false)")
+            conn.exec_driver_sql("INSERT INTO packages (package) VALUES ('arm'), ('x86'), "
+                                 "('x86b'), ('pure'), ('bad')")
+            conn.exec_driver_sql("INSERT INTO versions (package, version, has_sdist) "
+                                 "SELECT package, '1.0', true FROM packages")
+            conn.exec_driver_sql(
+                "INSERT INTO builder_images (image, abi_tag, os) VALUES "
+                "(repeat('c', 64), 'cp311', 'Debian 12')")
+            conn.exec_driver_sql(
+                "INSERT INTO builds (package, version, abi_tag, slave_label, started, duration, "
+                "status, reason, builder, image) "
+                "SELECT package, '1.0', 'cp311', 'pi', now(), '1 s', "
+                "CASE WHEN package = 'bad' THEN 'failed' ELSE 'success' END, NULL, 'key-a', "
+                "CASE WHEN package = 'bad' THEN repeat('c', 64) END FROM packages")
+            conn.exec_driver_sql(wheel.format("arm", "cp311", "cp311", "linux_aarch64"))
+            conn.exec_driver_sql(wheel.format("x86", "cp311", "cp311", "linux_x86_64"))
+            conn.exec_driver_sql(wheel.format("x86b", "cp311", "cp311", "linux_x86_64"))
+            conn.exec_driver_sql(wheel.format("pure", "py3", "none", "any"))
+            conn.exec_driver_sql(
+                "INSERT INTO build_skips (package, version, abi_tag, cause, detail) VALUES "
+                "('bad', '1.0', 'cp39', 'requires-python', 'needs 3.10')")
+        out = io.StringIO()
+        initdb(upgraded, master_role, True, out)
+        assert "upgraded" in out.getvalue()
+        with engine.connect() as conn:
+            builds = {row[0]: tuple(row[1:]) for row in conn.exec_driver_sql(
+                "SELECT package, abi_tag, platform_tag, os_release FROM builds")}
+            targets = sorted(tuple(row) for row in conn.exec_driver_sql(
+                "SELECT abi_tag, platform_tag, os_release, active FROM build_targets"))
+            skips = conn.exec_driver_sql(
+                "SELECT abi_tag, platform_tag FROM build_skips").all()
+            images = conn.exec_driver_sql(
+                "SELECT abi_tag, platform_tag FROM builder_images").all()
+            needs = dict(conn.exec_driver_sql(
+                "SELECT package, needs_build(package, version, 'cp311', 'linux_x86_64') "
+                "FROM versions").all())
+    finally:
+        engine.dispose()
+    assert builds == {
+        "arm": ("cp311", "linux_aarch64", None), "x86": ("cp311", "linux_x86_64", None),
+        "x86b": ("cp311", "linux_x86_64", None), "pure": ("cp311", "linux_x86_64", None),
+        "bad": ("cp311", "linux_x86_64", "Debian 12")}
+    assert targets == [("cp311", "linux_aarch64", None, True),
+                       ("cp311", "linux_x86_64", None, True),
+                       ("cp39", "linux_x86_64", None, False)]
+    assert [tuple(r) for r in skips] == [("cp39", "linux_x86_64")]
+    assert [tuple(r) for r in images] == [("cp311", "linux_x86_64")]
+    # the aarch64 wheel serves no x86_64 target; the pure one does; one failure is a claim
+    assert needs == {"arm": True, "x86": False, "x86b": False, "pure": False, "bad": True}
+    initdb(fresh, master_role, True, io.StringIO())
+    assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION
+    assert differences(snapshot(upgraded), snapshot(fresh)) == []
+
+
+def test_upgrade_platform_option_names_the_platform_of_a_farm_without_wheels(
+        postgres, master_role, tmp_path):
+    """A version 4 farm without a platform wheel: its ABIs take the platform
+    the operator passes to piw-initdb."""
+    dsn = postgres.dsn(postgres.create_database())
+    initdb(dsn, master_role, True, io.StringIO(), target=4,
+           scripts_dir=make_shipped_scripts(tmp_path, V4_CREATE))
+    engine = sa.create_engine(dsn, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO build_abis (abi_tag) VALUES ('cp311')")
+        result = run_initdb("--dsn", dsn, "--user", master_role, "-y",
+                            "--upgrade-platform", "linux_aarch64")
+        assert result.returncode == 0, result.stderr
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql(
+                "SELECT abi_tag, platform_tag FROM build_targets").all() == [
+                    ("cp311", "linux_aarch64")]
+    finally:
+        engine.dispose()

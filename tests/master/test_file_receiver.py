@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import threading
 import time
 import zipfile
 import zlib
@@ -407,3 +408,142 @@ def test_verified_facts_are_computed_from_the_file_but_apt_packages_claimed(rig,
     assert (facts["py_tag"], facts["abi_tag"], facts["platform_tag"]) == ("py3", "none", "any")
     assert facts["apt_dependencies"] == ["libfoo1"]  # the builder's word: only it can tell
     assert Path(facts["path"]).read_bytes() == data
+
+
+# --- hashing as chunks arrive, and the check beside the transfer ---------------------------
+
+
+def check_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("wheel-check-")]
+
+
+def offer(slave: Socket, facts: dict, slave_id: int = 1) -> None:
+    slave.send("OFFER", {"slave_id": slave_id, "filename": facts["filename"],
+                         "size": facts["size"], "sha256": facts["sha256"]})
+
+
+def test_chunks_out_of_order_hash_to_the_files_sha256(rig, tmp_path):
+    """The second chunk's first fetch goes unanswered (it is fetched again on its
+    timeout) and every window is answered backwards: the chunks past the gap, more
+    than a window of them, wait to be hashed (kept, then read back from disk)."""
+    r = rig(window=4, timeout_s=0.3, retries=2)
+    path = big_wheel(tmp_path, size=12 * CHUNK)
+    data = path.read_bytes()
+    facts = r.expect(path)
+    slave = r.dealer()
+    offer(slave, facts)
+    fetched, waiting = [], []
+    while True:
+        if slave.zsocket.poll(50):
+            name, msg = slave.recv()
+            if name == "RECEIVED":
+                break
+            fetched.append(msg["offset"])
+            if msg["offset"] != CHUNK or fetched.count(CHUNK) > 1:
+                waiting.append(msg)
+            continue
+        for fetch in reversed(waiting):
+            slave.send("CHUNK", chunk_of(data, fetch))
+        waiting.clear()
+    assert msg["ok"], msg["reason"]
+    assert fetched.count(CHUNK) == 2 and fetched.count(0) == 1  # the hash was right at once
+    assert fetched[0] == len(data) // CHUNK * CHUNK  # the last chunk (the zip's directory) first
+    name, verified = r.result()
+    assert name == "VERIFIED"
+    assert Path(verified["file"]["path"]).read_bytes() == data
+    assert verified["file"]["sha256"] == hashlib.sha256(data).hexdigest()
+    slave.close()
+
+
+@pytest.mark.parametrize("damage, words", [("crc32", "damaged 3 times"),
+                                           ("content", "SHA-256")])
+def test_a_chunk_damaged_every_time_is_rejected_and_nothing_kept(rig, tmp_path, damage, words):
+    """A chunk whose CRC-32 never matches, or whose bytes are wrong with a CRC-32
+    to match (the check thread may have read them): refused, with the reason."""
+    r = rig(retries=2)
+    path = big_wheel(tmp_path, size=6 * CHUNK)
+    data = path.read_bytes()
+    facts = r.expect(path)
+    slave = r.dealer()
+    offer(slave, facts)
+    while True:
+        name, fetch = recv(slave)
+        if name == "RECEIVED":
+            break
+        if fetch["offset"] != 2 * CHUNK:
+            slave.send("CHUNK", chunk_of(data, fetch))
+        elif damage == "crc32":
+            slave.send("CHUNK", chunk_of(data, fetch, damage=True))
+        else:
+            piece = bytearray(data[fetch["offset"]:fetch["offset"] + fetch["length"]])
+            piece[100] ^= 0xFF
+            slave.send("CHUNK", {**chunk_of(data, fetch), "data": bytes(piece),
+                                 "crc32": zlib.crc32(piece)})
+    assert not fetch["ok"] and words in fetch["reason"]
+    name, rejected = r.result()
+    assert name == "REJECTED" and words in rejected["reason"]
+    assert r.no_result(0.2)
+    wait_for(lambda: not check_threads(), 5, "the check threads to end")
+    assert not any(r.transfers.iterdir())
+    slave.close()
+
+
+def test_a_stalled_transfer_and_its_check_hold_up_no_other(rig, tmp_path):
+    """Slave 1's wheel is of the wrong release and stops half-way (its check waits
+    for bytes); slave 2's arrives whole and is VERIFIED meanwhile; then slave 1's is
+    finished and rejected with its own reason."""
+    r = rig(window=2, timeout_s=5.0)
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+    bad = big_wheel(tmp_path / "a", name="other-thing", size=8 * CHUNK)
+    good = big_wheel(tmp_path / "b", size=8 * CHUNK)
+    bad_data = bad.read_bytes()
+    facts = r.expect(bad, slave_id=1, package="piw-craft")
+    stalled = r.dealer()
+    offer(stalled, facts)
+    held = []
+    for _ in range(4):
+        name, fetch = recv(stalled)
+        stalled.send("CHUNK", chunk_of(bad_data, fetch))
+    while stalled.zsocket.poll(300):
+        held.append(stalled.recv()[1])  # asked for, not answered (yet)
+    assert held and check_threads()
+    (ok, reason), _ = serve_with_sender(r, good, slave_id=2)
+    assert (ok, reason) == (True, None)
+    name, verified = r.result()
+    assert (name, verified["slave_id"]) == ("VERIFIED", 2)
+    for fetch in held:
+        stalled.send("CHUNK", chunk_of(bad_data, fetch))
+    while True:
+        name, fetch = recv(stalled)
+        if name == "RECEIVED":
+            break
+        stalled.send("CHUNK", chunk_of(bad_data, fetch))
+    assert not fetch["ok"] and "piw-craft" in fetch["reason"]
+    name, rejected = r.result()
+    assert (name, rejected["slave_id"], rejected["reason"]) == ("REJECTED", 1, fetch["reason"])
+    stalled.close()
+
+
+def test_a_transfer_abandoned_mid_way_leaves_no_file_and_no_check(rig, tmp_path):
+    r = rig(window=2)
+    path = big_wheel(tmp_path, size=8 * CHUNK)
+    data = path.read_bytes()
+    facts = r.expect(path, slave_id=4)
+    slave = r.dealer()
+    offer(slave, facts, slave_id=4)
+    for _ in range(3):
+        name, fetch = recv(slave)
+        slave.send("CHUNK", chunk_of(data, fetch))
+    wait_for(lambda: r.task.status()["transfers"] == 1 and check_threads(), 5,
+             "the transfer and its check under way")
+    r.requests.send("ABANDON", {"slave_id": 4})
+    wait_for(lambda: not check_threads(), 5, "the check thread to end")
+    wait_for(lambda: not any(r.transfers.iterdir()), 5, "the transfers directory to empty")
+    while slave.zsocket.poll(200):
+        fetch = slave.recv()[1]
+        slave.send("CHUNK", chunk_of(data, fetch))  # too late: dropped
+    assert r.no_result()
+    assert r.task.status()["transfers"] == r.task.status()["checking"] == 0
+    assert not any(r.transfers.iterdir())
+    slave.close()

@@ -135,11 +135,11 @@ def test_binary_only_until_an_sdist_appears(db, pypi, files, follower):
     pypi.publish("wheelonly", "2.0", files("wheelonly", "2.0", "wheel"))
     wait_for(lambda: db.get_project("wheelonly") and versions(db, "wheelonly"), 10, "release")
     assert not versions(db, "wheelonly")["2.0"]["has_sdist"]
-    db.add_build_abi("cp311")
-    assert db.pending_builds("cp311", 10) == []
+    db.add_build_target(("cp311", "linux_x86_64"))
+    assert db.pending_builds(("cp311", "linux_x86_64"), 10) == []
     pypi.add_file("wheelonly", "2.0", files("wheelonly", "2.0"))
     wait_for(lambda: versions(db, "wheelonly")["2.0"]["has_sdist"], 10, "the sdist")
-    assert db.pending_builds("cp311", 10) == [("wheelonly", "2.0")]
+    assert db.pending_builds(("cp311", "linux_x86_64"), 10) == [("wheelonly", "2.0")]
     wait_for(lambda: any(p["package"] == "wheelonly" for p in f.heard("REFRESH")), 5,
              "the build queue to be told")
 

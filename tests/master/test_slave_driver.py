@@ -21,6 +21,19 @@ from piwheels.transport import Socket
 
 ABI = "cp311"
 OTHER_ABI = "cp312"
+#: the platform the rig's slaves run on, and another (the same ABI there is another target)
+PLAT = "linux_x86_64"
+OTHER_PLAT = "linux_aarch64"
+
+
+def at(abi: str = ABI, platform: str = PLAT) -> dict:
+    """A message's target fields."""
+    return {"abi_tag": abi, "platform_tag": platform}
+
+
+def known(*targets: tuple[str, str], os_release: str | None = None) -> dict:
+    """TARGETS' payload: these targets, active, pinned to *os_release* (None: any)."""
+    return {"targets": [{**at(*t), "os_release": os_release, "active": True} for t in targets]}
 #: the rig's heartbeat: a slave with nothing to build is parked this long, then
 #: told to SLEEP 0 s (a long liveness keeps slaves that a test leaves alone)
 PARK_S = 0.4
@@ -63,8 +76,9 @@ class Rig:
                                    "liveness": 40, "sleep_s": 0.05, **options})
         self.queue = Socket.make(self.ctx, zmq.PUSH, BUILD_QUEUE)
         self.queue.connect(BUILD_QUEUE.address)
-        # as build_queue does first: the ABIs the farm knows (keyless slaves build only these)
-        self.queue.send("ABIS", {"abi_tags": [ABI, OTHER_ABI]})
+        # as build_queue does first: the targets the farm knows (keyless slaves build
+        # only these)
+        self.queue.send("TARGETS", known((ABI, PLAT), (OTHER_ABI, PLAT), (ABI, OTHER_PLAT)))
         self.slaves: list[Socket] = []
         self.task.start()
 
@@ -73,15 +87,15 @@ class Rig:
         sock.bind(address)
         return sock
 
-    def slave(self, abi: str = ABI, image: str = "e" * 64) -> Socket:
+    def slave(self, abi: str = ABI, image: str = "e" * 64, platform: str = PLAT) -> Socket:
         sock = Socket.make(self.ctx, zmq.DEALER, SLAVE)
         sock.connect(self.address)
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": f"test-{len(self.slaves)}",
-            "python_tag": abi, "abi_tag": abi, "platform_tag": "linux_x86_64",
+            "python_tag": abi, "abi_tag": abi, "platform_tag": platform,
             "python_version": "3.11.2", "pip_version": "23.0", "image": image, "os": "test",
             "build_timeout_s": 60, "building": None, "containment": "none: test",
-            "platforms": ["linux_x86_64"],
+            "platforms": [platform],
         })
         assert recv(sock)[0] == "ACK"
         self.slaves.append(sock)
@@ -144,14 +158,14 @@ def test_asks_for_the_next_page_and_extends_without_repeats():
     with Rig() as r:
         slave = r.slave()
         # a slave without a key builds for the ABIs the farm knows, and adds none
-        assert ("ABI", {"abi_tag": ABI}) not in requests(r)
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c")})
+        assert ("TARGET", at()) not in requests(r)
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs("a", "b", "c")})
         name, job = next_job(slave)
         assert (name, job) == ("BUILD", build_of("a"))
         # a whole page is kept in hand: the first hand-out already asks for more
-        assert requests(r) == [("MORE", {"abi_tag": ABI})]
+        assert requests(r) == [("MORE", at(ABI))]
         # the page overlaps what the driver holds (the database lags): no repeats
-        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("c", "d", "a")})
+        r.queue.send("EXTEND", {**at(ABI), "builds": jobs("c", "d", "a")})
         fail(slave, job)
         order = []
         for _ in range(3):
@@ -162,8 +176,8 @@ def test_asks_for_the_next_page_and_extends_without_repeats():
         assert order == ["b", "c", "d"]
         assert next_job(slave)[0] == "SLEEP"
         # a recalculation replaces what the driver held, less what was handed out
-        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("x", "y")})
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "e", "y")})
+        r.queue.send("EXTEND", {**at(ABI), "builds": jobs("x", "y")})
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs("a", "e", "y")})
         name, job = next_job(slave)
         assert (name, job) == ("BUILD", build_of("e"))
         fail(slave, job)
@@ -172,8 +186,8 @@ def test_asks_for_the_next_page_and_extends_without_repeats():
         assert next_job(slave)[0] == "SLEEP"  # x is gone
         # when most of it was handed out (the database trails the driver), what
         # the driver held stays behind the fresh part
-        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("x", "w")})
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "e", "z")})
+        r.queue.send("EXTEND", {**at(ABI), "builds": jobs("x", "w")})
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs("a", "b", "e", "z")})
         order = []
         while (reply := next_job(slave))[0] == "BUILD":
             order.append(reply[1]["package"])
@@ -195,7 +209,7 @@ def test_recorder_behind_holds_builds_and_loses_nothing():
     with Rig(record_backlog=1) as r:
         slave = r.slave()
         names = [f"p{n}" for n in range(8)]
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs(*names)})
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs(*names)})
         built = build_until_held(slave, names)
         assert built == names[:len(built)]
         # the recorder catches up: every attempt arrives, in order, once
@@ -211,7 +225,7 @@ def test_stopping_driver_hands_over_what_the_recorder_had_not_taken():
     with Rig(record_backlog=1) as r:
         slave = r.slave()
         names = ["a", "b", "c", "d", "e"]
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs(*names)})
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs(*names)})
         built = build_until_held(slave, names)
         # the driver stops while the recorder is behind; the recorder reads on
         # (in the master it stops after the driver)
@@ -228,13 +242,13 @@ def test_policy_change_replaces_everything_held():
     head of the fresh queue was handed out already (a QUEUE would keep the rest)."""
     with Rig() as r:
         slave = r.slave()
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c", "d", "e")})
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs("a", "b", "c", "d", "e")})
         for name in ("a", "b", "c"):
             reply = next_job(slave)
             assert reply == ("BUILD", build_of(name))
             fail(slave, reply[1])
         # the policy now leaves d and e out; a, b, c were just built
-        r.queue.send("REPLACE", {"abi_tag": ABI, "builds": jobs("a", "b", "c", "f")})
+        r.queue.send("REPLACE", {**at(ABI), "builds": jobs("a", "b", "c", "f")})
         assert next_job(slave) == ("BUILD", build_of("f"))
         fail(slave, build_of("f"))
         assert next_job(slave)[0] == "SLEEP"
@@ -261,7 +275,7 @@ def test_results_refused_at_built_are_logged_once_with_slave_build_and_reason(ca
     caplog.set_level(logging.INFO, logger="piwheels.master.slave_driver")
     with Rig() as r:
         slave = r.slave()
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("a", "b", "c")})
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs("a", "b", "c")})
         name, job = next_job(slave)
         assert (name, job) == ("BUILD", build_of("a"))
         built(slave, job, [wheel_facts("other-1.0-cp311-cp311-linux_x86_64.whl")])
@@ -289,9 +303,10 @@ def test_a_slave_without_a_key_builds_only_for_abis_the_farm_knows():
             "containment": "none: test", "platforms": ["linux_x86_64"]})
         name, die = recv(sock)
         assert name == "DIE"
-        assert "does not build for cp313" in die["reason"] and "enrolled" in die["reason"]
-        assert "piw-control add-abi cp313" in die["reason"]
-        assert requests(r, 0.5) == []  # no ABI registered
+        assert "does not build for cp313 linux_x86_64" in die["reason"]
+        assert "enrolled" in die["reason"]
+        assert "piw-control add-target cp313 linux_x86_64" in die["reason"]
+        assert requests(r, 0.5) == []  # no target registered
         assert r.task.slaves == {}
         r.slave()  # a slave of a known ABI is welcome
 
@@ -305,7 +320,7 @@ def test_a_failure_goes_to_another_builder_first_and_back_only_after_the_delay()
     with Rig(retry_delay_s=1.0) as r:
         a, b = r.slave(), r.slave()
         requests(r)  # (what their HELLOs asked of the queue)
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("r1", "r2", failed_by=None)})
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs("r1", "r2", failed_by=None)})
         time.sleep(0.1)  # the page is in before the slaves ask
         recorded = []
 
@@ -314,15 +329,15 @@ def test_a_failure_goes_to_another_builder_first_and_back_only_after_the_delay()
             recorded.append(recv(r.records)[1])
 
         assert next_job(a) == ("BUILD", build_of("r1"))
-        assert requests(r, 0.5) == [("MORE", {"abi_tag": ABI})]  # a page in hand
-        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("r3", failed_by=None)})
+        assert requests(r, 0.5) == [("MORE", at(ABI))]  # a page in hand
+        r.queue.send("EXTEND", {**at(ABI), "builds": jobs("r3", failed_by=None)})
         time.sleep(0.1)
         for name, after in (("r1", "r2"), ("r2", "r3")):
             fail_recorded(a, name)
             assert next_job(a) == ("BUILD", build_of(after))  # not the one it failed
         fail_recorded(a, "r3")
         assert next_job(a)[0] == "SLEEP"  # all three wait for another builder...
-        assert requests(r, 0.5) == [("MORE", {"abi_tag": ABI})]  # ...and a wants more
+        assert requests(r, 0.5) == [("MORE", at(ABI))]  # ...and a wants more
         assert next_job(b) == ("BUILD", build_of("r3"))  # the latest failure first
         fail_recorded(b, "r3")  # the retry: settled, held back from everyone
         assert next_job(b) == ("BUILD", build_of("r2"))
@@ -330,7 +345,7 @@ def test_a_failure_goes_to_another_builder_first_and_back_only_after_the_delay()
             ("r1", "test-0", "failed"), ("r2", "test-0", "failed"), ("r3", "test-0", "failed"),
             ("r3", "test-1", "failed")]
         # the database says test-0 failed r4 a moment ago
-        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs(
+        r.queue.send("EXTEND", {**at(ABI), "builds": jobs(
             "r4", failed_by="test-0", failed_at=time.time())})
         time.sleep(0.1)
         assert next_job(a)[0] == "SLEEP"
@@ -355,7 +370,7 @@ def test_a_release_the_slave_need_not_build_is_skipped_at_once():
         page[1]["upstream_wheels"] = ["pure_upstream-1.0-py3-none-any.whl"]
         page[2]["upstream_wheels"] = ["arm_upstream-1.0-cp311-cp311-linux_aarch64.whl"]
         page[3]["requires_python"] = ">=3.11.1"  # 3.11.2 is in: built
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": page})
+        r.queue.send("QUEUE", {**at(ABI), "builds": page})
         time.sleep(0.1)
         assert next_job(slave) == ("BUILD", build_of("arm-upstream"))
         skips = [recv(r.records) for _ in range(2)]
@@ -382,11 +397,11 @@ def test_parked_slaves_get_jobs_the_moment_they_come_longest_parked_first():
         # not told to sleep out --sleep-interval: BUILD as soon as a page comes, to
         # the slave parked first
         sent = time.monotonic()
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("p1", failed_by=None)})
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs("p1", failed_by=None)})
         assert recv(a) == ("BUILD", build_of("p1"))
         assert time.monotonic() - sent < 0.05
         assert not b.zsocket.poll(50)
-        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": jobs("p2", failed_by=None)})
+        r.queue.send("EXTEND", {**at(ABI), "builds": jobs("p2", failed_by=None)})
         assert recv(b) == ("BUILD", build_of("p2"))
         # a failure is offered to another builder at once: to a parked one
         fail(a, build_of("p1"))
@@ -421,9 +436,9 @@ def test_a_job_another_abi_was_building_is_offered_again_when_that_build_ends():
     the next recalculation."""
     with Rig() as r:
         old, new = r.slave(ABI), r.slave(OTHER_ABI)
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("x", "w", failed_by=None)})
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs("x", "w", failed_by=None)})
         assert next_job(old) == ("BUILD", build_of("x"))
-        r.queue.send("QUEUE", {"abi_tag": OTHER_ABI, "builds": jobs("x", "y", failed_by=None)})
+        r.queue.send("QUEUE", {**at(OTHER_ABI), "builds": jobs("x", "y", failed_by=None)})
         assert next_job(new) == ("BUILD", build_of("y"))  # x is being built for cp311
         fail(new, build_of("y"))
         assert parked(new)
@@ -433,7 +448,7 @@ def test_a_job_another_abi_was_building_is_offered_again_when_that_build_ends():
         assert time.monotonic() - ended < 0.1
         # the slave building a held-back job is lost: the job is offered at once
         assert next_job(old) == ("BUILD", build_of("w"))  # (it failed x)
-        r.queue.send("EXTEND", {"abi_tag": OTHER_ABI, "builds": jobs("w", failed_by=None)})
+        r.queue.send("EXTEND", {**at(OTHER_ABI), "builds": jobs("w", failed_by=None)})
         fail(new, build_of("x"))
         assert parked(new)  # (it failed y and x; w is being built)
         old.send("BYE", {"reason": "test"})
@@ -452,8 +467,8 @@ def test_a_deterministic_failure_is_never_offered_to_its_image_again():
     with Rig(retry_delay_s=0.2) as r:
         a1, a2, b = r.slave(image=image_a), r.slave(image=image_a), r.slave(image=image_b)
         heard = requests(r)
-        assert ("IMAGE", {"abi_tag": ABI, "image": image_b, "os": "test"}) in heard
-        r.queue.send("QUEUE", {"abi_tag": ABI, "builds": jobs("r1", "r2", failed_by=None)})
+        assert ("IMAGE", {**at(), "image": image_b, "os": "test"}) in heard
+        r.queue.send("QUEUE", {**at(ABI), "builds": jobs("r1", "r2", failed_by=None)})
         time.sleep(0.1)
         assert next_job(a1) == ("BUILD", build_of("r1"))
         fail(a1, build_of("r1"), log=MISSING_HEADER_LOG, reason="pip wheel failed")
@@ -467,7 +482,67 @@ def test_a_deterministic_failure_is_never_offered_to_its_image_again():
         assert next_job(a1) == ("BUILD", build_of("r2"))  # another builder, same image
         assert next_job(b) == ("BUILD", build_of("r1"))  # another image
         # after a restart, the database's word: r3 failed on A for a deterministic cause
-        r.queue.send("EXTEND", {"abi_tag": ABI, "builds": [
+        r.queue.send("EXTEND", {**at(ABI), "builds": [
             {**jobs("r3", failed_by=None)[0], "failed_images": [image_a]}]})
         time.sleep(0.1)
         assert next_job(a2)[0] == "SLEEP"
+
+
+def test_two_slaves_of_one_abi_on_two_platforms_each_get_only_their_targets_jobs():
+    """cp311 on x86_64 and cp311 on aarch64 are two targets: each slave is handed
+    its own target's queue and never the other's, asks for more of its own, and
+    a release both need waits while the other target's slave builds it."""
+    with Rig() as r:
+        x86, arm = r.slave(platform=PLAT), r.slave(platform=OTHER_PLAT)
+        requests(r, 0.3)  # (what their HELLOs asked of the queue)
+        r.queue.send("QUEUE", {**at(ABI, PLAT), "builds": jobs("x1", "both", "x2",
+                                                              failed_by=None)})
+        r.queue.send("QUEUE", {**at(ABI, OTHER_PLAT), "builds": jobs("both", "a1",
+                                                                    failed_by=None)})
+        time.sleep(0.1)
+        assert next_job(x86) == ("BUILD", build_of("x1"))
+        assert next_job(arm) == ("BUILD", build_of("both"))
+        # MORE of each target, asked by its own slave
+        asked = requests(r, 0.5)
+        assert sorted(asked, key=lambda m: m[1]["platform_tag"]) == [
+            ("MORE", at(ABI, OTHER_PLAT)), ("MORE", at(ABI, PLAT))]
+        fail(x86, build_of("x1"))
+        # "both" is being built for aarch64: x86_64 gets its next own job meanwhile
+        assert next_job(x86) == ("BUILD", build_of("x2"))
+        fail(arm, build_of("both"))  # its build ended: x86_64 may have it now
+        assert next_job(arm) == ("BUILD", build_of("a1"))
+        fail(x86, build_of("x2"))
+        assert next_job(x86) == ("BUILD", build_of("both"))
+        fail(x86, build_of("both"))
+        fail(arm, build_of("a1"))
+        # the failures were first ones (offered to other builders of the target):
+        # neither slave is ever handed the other's jobs
+        assert parked(x86) and parked(arm, 0.05)
+        records = [recv(r.records)[1] for _ in range(5)]
+    by_target = {(rec["package"], rec["platform_tag"]) for rec in records}
+    assert by_target == {("x1", PLAT), ("x2", PLAT), ("both", PLAT), ("both", OTHER_PLAT),
+                         ("a1", OTHER_PLAT)}
+    assert {rec["os_release"] for rec in records} == {"test"}
+
+
+def test_a_target_pinned_to_an_os_release_refuses_slaves_of_another():
+    with Rig() as r:
+        r.queue.send("TARGETS", known((ABI, PLAT), os_release="Debian 12"))
+        time.sleep(0.1)
+        sock = Socket.make(r.ctx, zmq.DEALER, SLAVE)
+        sock.connect(r.address)
+        sock.send("HELLO", {
+            "protocol": PROTOCOL_VERSION, "label": "old-os", "python_tag": ABI, "abi_tag": ABI,
+            "platform_tag": PLAT, "python_version": "3.11.2", "pip_version": "23.0",
+            "image": "e" * 64, "os": "Debian 11", "build_timeout_s": 60, "building": None,
+            "containment": "none: test", "platforms": [PLAT]})
+        name, die = recv(sock)
+        assert name == "DIE"
+        assert die["reason"].startswith(
+            "the farm builds cp311 linux_x86_64 on Debian 12 only, and this slave runs "
+            "Debian 11"), die["reason"]
+        assert r.task.slaves == {}
+        # unpinned again: welcome
+        r.queue.send("TARGETS", known((ABI, PLAT)))
+        time.sleep(0.1)
+        r.slave()

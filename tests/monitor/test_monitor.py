@@ -55,10 +55,10 @@ def master_status(**changes) -> dict:
     """The master's summary as admin_service.master_status() builds it."""
     status = {
         "paused": False, "slaves": 2, "started_at": WALL - 90061, "rebuild": None,
-        "slave_driver": {"slaves": 2, "building": 1, "queued": {"cp311": 5, "cp39": 2},
+        "slave_driver": {"slaves": 2, "building": 1, "queued": {"cp311 linux_aarch64": 5, "cp39 linux_armv7l": 2},
                          "handed_out": 40, "holds": []},
-        "stats": {"builds_last_hour": {"cp311": 10, "cp39": 3}, "success_rate": 0.923,
-                  "pending": {"cp311": 12, "cp39": 3}, "load_1m": 1.5,
+        "stats": {"builds_last_hour": {"cp311 linux_aarch64": 10, "cp39 linux_armv7l": 3}, "success_rate": 0.923,
+                  "pending": {"cp311 linux_aarch64": 12, "cp39 linux_armv7l": 3}, "load_1m": 1.5,
                   "memory_free": 3 * 2**30, "disk_free": 12 * 2**30, "temperature_c": None,
                   "disk_low": False, "min_free": 2**30},
         "file_receiver": {"transfers": 1, "expected": 2, "bytes_received": 5 * 2**20,
@@ -144,9 +144,11 @@ def test_size(nbytes, text):
 
 
 def test_abis_in_python_order():
-    assert formatting.per_abi({"cp311": 1, "cp39": 2, "cp310": 0}) == "cp39 2  cp310 0  cp311 1"
-    assert formatting.per_abi({}) == "none"
-    assert formatting.per_abi(None) == "-"
+    assert formatting.per_target({"cp311 linux_aarch64": 1, "cp39 linux_armv7l": 2,
+                                  "cp310 linux_aarch64": 0, "cp311 linux_armv7l": 4}) == (
+        "cp39 armv7l 2  cp310 aarch64 0  cp311 aarch64 1  cp311 armv7l 4")
+    assert formatting.per_target({}) == "none"
+    assert formatting.per_target(None) == "-"
 
 
 @pytest.mark.parametrize("fields, expected", [
@@ -192,9 +194,10 @@ def test_master_panel_shows_the_farm():
     lines = [formatting.plain(line) for line in formatting.master_lines(model, 11, WALL)]
     text = "\n".join(lines)
     assert lines[0].startswith("Master    running   up 1d01h   slaves 2 (1 building)")
-    assert "pending cp39 3  cp311 12   at hand cp39 2  cp311 5" in text
+    assert ("pending cp39 armv7l 3  cp311 aarch64 12   at hand cp39 armv7l 2  cp311 aarch64 5"
+            in text)
     assert "builds held" not in text
-    assert "last hour cp39 3  cp311 10 (total 13)   success rate 92%" in text
+    assert "last hour cp39 armv7l 3  cp311 aarch64 10 (total 13)   success rate 92%" in text
     assert "in flight 1 (2 expected)   received 5.0 MiB   verified 20   rejected 1" in text
     assert "disk free 12.0 GiB (minimum 1.0 GiB)   load 1.50   memory free 3.0 GiB" in text
     assert "temperature" not in text
