@@ -70,9 +70,12 @@ from piwheels.config import OPTIONS
 from piwheels.control_client import StatusFeed
 from piwheels.protocols import PROTOCOL_VERSION, SLAVE
 from piwheels.storage import LOGS_DIR, OutputTree, log_path
+from piwheels.tags import Target
 from piwheels.transport import Socket
 
 BIN = Path(sys.executable).parent
+#: The one target the zero-work slaves build for.
+TARGET = Target("cp311", "linux_armv7l")
 QUEUE_SIZE = OPTIONS["queue_size"].default
 IDLE = {"stats": {"load_1m": 0.5, "memory_free": 10**9, "disk_free": 10**10,
                   "temperature_c": None}}
@@ -88,7 +91,8 @@ def seed(dsn: str, versions: int) -> None:
             "INSERT INTO versions (package, version, released, has_sdist) "
             "SELECT 'pkg-' || n, '1.0', now() - n * interval '1 second', true "
             f"FROM generate_series(1, {versions}) AS n")
-        conn.exec_driver_sql("INSERT INTO build_targets (abi_tag, platform_tag) VALUES ('cp311', 'linux_armv7l')")
+        conn.exec_driver_sql("INSERT INTO build_targets (abi_tag, platform_tag) "
+                             f"VALUES ('{TARGET.abi_tag}', '{TARGET.platform_tag}')")
     engine.dispose()
 
 
@@ -241,12 +245,13 @@ def client(port: int, slaves: int, seconds: float, results, rate: float = 0) -> 
         sock.connect(f"tcp://127.0.0.1:{port}")
         sock.send("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": f"bench-{os.getpid()}-{n}",
-            "python_tag": "cp311", "abi_tag": "cp311", "platform_tag": "linux_armv7l",
+            "python_tag": TARGET.abi_tag, "abi_tag": TARGET.abi_tag,
+            "platform_tag": TARGET.platform_tag,
             "python_version": "3.11.2", "pip_version": "23.0", "os": "bench", "image": "e" * 64,
             "build_timeout_s": 3600, "building": None,
             # zero-work builds run nothing, so contain nothing (the master is
             # told --containment optional)
-            "containment": "none: zero-work benchmark slave", "platforms": ["linux_armv7l"],
+            "containment": "none: zero-work benchmark slave", "platforms": [TARGET.platform_tag],
         })
         socks[sock.zsocket] = sock
         poller.register(sock.zsocket, zmq.POLLIN)
@@ -401,9 +406,9 @@ def time_queue(dsn: str) -> tuple[float, float]:
     from piwheels.db import Database
     with Database(dsn) as db:
         start = time.perf_counter()
-        _, cursor = db.pending_page("cp311", QUEUE_SIZE)
+        _, cursor = db.pending_page(TARGET, QUEUE_SIZE)
         head = time.perf_counter()
-        db.pending_page("cp311", QUEUE_SIZE, after=cursor)
+        db.pending_page(TARGET, QUEUE_SIZE, after=cursor)
         return head - start, time.perf_counter() - head
 
 

@@ -38,7 +38,7 @@ def _run_master(argv: list[str]) -> None:
     from piwheels.master import main, supervisor
     from piwheels.master.reconcile import Reconciliation
 
-    supervisor.reconcile = lambda db, tree: Reconciliation()
+    supervisor.reconcile = lambda db, tree, aliases=None: Reconciliation()
     raise SystemExit(main(argv))
 
 

@@ -188,6 +188,11 @@ class PageWriter:
         project_dir = self.tree.project_dir(package)
         recorded = published_files(project)
         aliases = self.site.platform_aliases.of(f.filename for _, f in recorded)
+        filenames = [f.filename for _, f in recorded] + [
+            alias for names in aliases.values() for alias in names]
+        if not project.status.withheld:
+            # a lifted quarantine: its wheels back first, so their aliases link (and list)
+            self.tree.restore(package, filenames)
         files, listed_aliases = self._with_aliases(package, served_files(project), aliases)
         # (a quarantined project's page says so, and lists nothing)
         simple = simple_project_context(project, self.site, files) if recorded else None
@@ -201,13 +206,8 @@ class PageWriter:
             written.unchanged += 1
             return bool(files), now
         project_changed = before is None or now.project != before.project
-        if project_changed:
-            filenames = [f.filename for _, f in recorded] + [
-                alias for names in aliases.values() for alias in names]
-            if project.status.withheld:
-                self.tree.withhold(package, filenames)
-            else:
-                self.tree.restore(package, filenames)
+        if project_changed and project.status.withheld:
+            self.tree.withhold(package, filenames)
         if before is None or now.simple != before.simple:
             page_path = simple_dir / "index.json"
             page_before = read_if_exists(page_path)

@@ -391,6 +391,9 @@ RECORD_REQUESTS = Protocol("record_requests", sends={
 # build_recorder / pypi_follower / admin -> index_writer
 INDEX_REQUESTS = Protocol("index_requests", sends={
     "PACKAGE": message({"package": Name}),
+    # an operator's piw-rebuild of one project: its files are compared with the
+    # disk (what was changed there is repaired), whatever its fingerprint says
+    "REWRITE": message({"package": Name}),
     "HOME": message(),
     "ROOT": message(),  # the simple root, packages.json and the sitemap
     "ALL": message(),

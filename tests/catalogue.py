@@ -1,7 +1,7 @@
 """A comparable picture of a database's schema, read from the PostgreSQL catalogue.
 
 Two databases with equal snapshots have the same tables, columns, constraints,
-indexes, functions and privileges, whatever route built them.
+indexes, functions, triggers, views and privileges, whatever route built them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,17 @@ QUERIES = {
         SELECT p.proname, pg_get_function_identity_arguments(p.oid), pg_get_functiondef(p.oid)
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = 'public' ORDER BY 1, 2
+    """,
+    "triggers": """
+        SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid), t.tgenabled
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND NOT t.tgisinternal
+        ORDER BY 1, 2
+    """,
+    "views": """
+        SELECT viewname, definition FROM pg_views
+        WHERE schemaname = 'public' ORDER BY 1
     """,
     "table_privileges": """
         SELECT table_name, grantee, privilege_type

@@ -44,10 +44,19 @@ PYENV = Path("/root/.pyenv/versions")
 
 T = TypeVar("T")
 
+
+def _host_platform() -> str:
+    """The plain platform tag of this interpreter's own tags, as piw-slave derives it
+    (the last tags of sys_tags are py3x-none-any: 'any' is no platform)."""
+    every = list(sys_tags())
+    first = every[0]
+    own = [t.platform for t in every if (t.interpreter, t.abi) == (first.interpreter, first.abi)]
+    return [p for p in own if not p.startswith(("manylinux", "musllinux"))][-1]
+
+
 #: The platform this machine's slaves build for (as a slave derives it: the plain
 #: platform tag packaging.tags gives its interpreter, not a manylinux one).
-HOST_PLATFORM = [t.platform for t in sys_tags()
-                 if not t.platform.startswith(("manylinux", "musllinux"))][-1]
+HOST_PLATFORM = _host_platform()
 
 
 def host_target(abi_tag: str) -> tuple[str, str]:

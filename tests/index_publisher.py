@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import zmq
 
@@ -71,14 +72,18 @@ class Publisher:
         for task in self.tasks:
             task.start()
 
-    def record(self, project: str, version: str, abi_tag: str, wheel: Path) -> None:
-        """A successful build of *project* *version* on *abi_tag* whose verified wheel
-        waits in the transfer dir."""
+    def record(self, project: str, version: str, target: tuple[str, str], wheel: Path, *,
+               os_release: Optional[str] = None) -> None:
+        """A successful build of *project* *version* for the build *target* (abi, platform),
+        on a builder of *os_release* (None: not known), whose verified wheel waits in the
+        transfer dir."""
+        abi_tag, platform_tag = target
         arrived = self.incoming / wheel.name
         shutil.copyfile(wheel, arrived)
         facts = inspect_wheel(arrived).to_dict()
         self.records.send("RECORD", {
             "package": project, "version": version, "abi_tag": abi_tag,
+            "platform_tag": platform_tag, "os_release": os_release,
             "slave_label": "serving-test", "builder": "serving-test", "started": time.time(),
             "duration_s": 2.5,
             "status": "success", "reason": None, "log": f"built {wheel.name}\n",

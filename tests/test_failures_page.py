@@ -16,21 +16,25 @@ from piwheels.index_pages import Renderer, Site, project_context, to_json
 from piwheels.quickstart import failure_report
 from piwheels.records import BuildData, ProjectData, VersionData
 from piwheels.storage import OutputTree, atomic_write
+from piwheels.tags import Target
 
 SITE = Site(name="Test farm", index_url="http://farm.test/simple/",
             upstream_simple="http://upstream.test/simple/")
 
 LBER = "fatal error: lber.h: No such file or directory"
+PLATFORM = "linux_aarch64"
+TARGET = Target("cp311", PLATFORM)
 ROWS = [
-    # package, version, abi, cause, detail, Debian package
-    *[("ldapy", f"1.{n}", abi, "missing-header", LBER, "libldap-dev")
+    # package, version, target ("abi platform"), cause, detail, Debian package
+    *[("ldapy", f"1.{n}", str(Target(abi, PLATFORM)), "missing-header", LBER, "libldap-dev")
       for n in range(3) for abi in ("cp311", "cp312")],
-    ("ldapx", "2.0", "cp311", "missing-header", LBER, "libldap-dev"),
-    ("curly", "1.0", "cp311", "missing-program", "Could not run curl-config", "libcurl4-openssl-dev"),
-    ("mystery", "1.0", "cp311", "missing-header", "foo.h: No such file or directory", None),
-    ("slow", "1.0", "cp311", "timeout", "timed out after 5 s", None),
-    ("old", "0.1", "cp311", None, None, None),  # recorded before causes were
-    ("bogus", "0.1", "cp311", "no-such-cause", "x", None),
+    ("ldapx", "2.0", str(TARGET), "missing-header", LBER, "libldap-dev"),
+    ("curly", "1.0", str(TARGET), "missing-program", "Could not run curl-config",
+     "libcurl4-openssl-dev"),
+    ("mystery", "1.0", str(TARGET), "missing-header", "foo.h: No such file or directory", None),
+    ("slow", "1.0", str(TARGET), "timeout", "timed out after 5 s", None),
+    ("old", "0.1", str(TARGET), None, None, None),  # recorded before causes were
+    ("bogus", "0.1", str(TARGET), "no-such-cause", "x", None),
 ]
 
 
@@ -74,29 +78,31 @@ def test_no_failures():
 
 
 def failed_build(build_id, cause, detail, package) -> BuildData:
-    return BuildData(build_id=build_id, abi_tag="cp311", slave_label="s", builder="s",
-                     started=datetime.now(timezone.utc), duration=timedelta(seconds=1),
-                     status="failed", reason="pip wheel failed", files=(), cause=cause,
-                     cause_detail=detail, cause_package=package)
+    return BuildData(build_id=build_id, abi_tag=TARGET.abi_tag, platform_tag=TARGET.platform_tag,
+                     slave_label="s", builder="s", started=datetime.now(timezone.utc),
+                     duration=timedelta(seconds=1), status="failed", reason="pip wheel failed",
+                     files=(), cause=cause, cause_detail=detail, cause_package=package,
+                     os_release="Debian GNU/Linux 12")
 
 
 def test_quick_start_reports_each_failure_and_the_packages_to_install():
     def failed(cause, detail, package):
         return failed_build(1, cause, detail, package)
+    # keyed as the quick start keys them: (project, version, "abi platform")
     report = failure_report({
-        ("ldapy", "1.0", "cp311"): failed("missing-header", LBER, "libldap-dev"),
-        ("curly", "2.0", "cp311"): failed("missing-program", "Could not run curl-config",
-                                          "libcurl4-openssl-dev"),
-        ("slow", "1.0", "cp311"): failed("timeout", "timed out after 5 s", None),
-        ("old", "1.0", "cp311"): failed(None, None, None),
+        ("ldapy", "1.0", str(TARGET)): failed("missing-header", LBER, "libldap-dev"),
+        ("curly", "2.0", str(TARGET)): failed("missing-program", "Could not run curl-config",
+                                              "libcurl4-openssl-dev"),
+        ("slow", "1.0", str(TARGET)): failed("timeout", "timed out after 5 s", None),
+        ("old", "1.0", str(TARGET)): failed(None, None, None),
     })
     assert report == [
         "4 build(s) failed:",
-        "  curly 2.0 for cp311: missing program: Could not run curl-config; "
+        "  curly 2.0 for cp311 linux_aarch64: missing program: Could not run curl-config; "
         "install libcurl4-openssl-dev",
-        f"  ldapy 1.0 for cp311: missing header: {LBER}; install libldap-dev",
-        "  old 1.0 for cp311: unknown",
-        "  slow 1.0 for cp311: timed out: timed out after 5 s",
+        f"  ldapy 1.0 for cp311 linux_aarch64: missing header: {LBER}; install libldap-dev",
+        "  old 1.0 for cp311 linux_aarch64: unknown",
+        "  slow 1.0 for cp311 linux_aarch64: timed out: timed out after 5 s",
         "to fix them, install on the builder: sudo apt install libcurl4-openssl-dev libldap-dev",
     ]
     assert failure_report({}) == []
@@ -108,8 +114,8 @@ def test_a_failed_cell_says_its_cause_detail_and_package_in_words():
                           versions=(VersionData(version="1.0", released=None, has_sdist=True,
                                                 yanked=False, yank_reason=None,
                                                 skip_reason=None, builds=tuple(two)),))
-    context = project_context(project, ["cp311"], SITE)
-    cell = context["versions"][0]["builds"]["cp311"]
+    context = project_context(project, [TARGET], SITE)
+    cell = context["versions"][0]["builds"]["cp311 linux_aarch64"]
     assert cell["status"] == "failed"  # twice: it counts
     assert cell["cause"] == {"code": "missing-header", "label": "missing header",
                              "detail": LBER, "package": "libldap-dev"}
@@ -122,6 +128,11 @@ def test_a_failed_cell_says_its_cause_detail_and_package_in_words():
     rows = [" ".join(tr.get_text(" ").split()) for tr in soup.select("table.attempts tbody tr")]
     assert all(row.endswith(f"failed : missing header ({LBER}); install libldap-dev")
                for row in rows), rows
+    # each attempt says the target it was for and the OS release its builder ran
+    assert all(row.startswith("1.0 cp311 linux_aarch64 Debian GNU/Linux 12 s ")
+               for row in rows), rows
+    assert td["title"] == "pip wheel failed; by s; on Debian GNU/Linux 12"
+    assert [th["title"] for th in soup.select("table.builds thead th[title]")] == [str(TARGET)]
 
 
 def test_the_fallback_server_serves_the_failures_page_and_its_json(tmp_path):

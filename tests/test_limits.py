@@ -60,20 +60,24 @@ def test_a_protocol_field_takes_exactly_what_its_column_holds(field, column_widt
 
 @pytest.mark.parametrize("request_name, field", [
     ("ADD", "skip"), ("REMOVE", "skip"), ("ADD", "package"), ("ADD", "version"),
-    ("ADD", "yank_reason"), ("ADD", "alias"), ("IMPORT", "abi_tag"), ("IMPORT", "label"),
-    ("PROJECT_STATUS", "reason"),
+    ("ADD", "yank_reason"), ("ADD", "alias"), ("IMPORT", "abi_tag"),
+    ("IMPORT", "platform_tag"), ("IMPORT", "label"), ("TARGET", "abi_tag"),
+    ("TARGET", "platform_tag"), ("TARGET", "os_release"), ("PROJECT_STATUS", "reason"),
 ])
 def test_control_requests_refuse_what_the_master_could_not_store(request_name, field):
     """Both ends check: what the tool may send and what the master takes."""
     width = {"skip": limits.SKIP_REASON, "package": limits.NAME, "version": limits.VERSION,
              "yank_reason": limits.REASON, "alias": limits.NAME, "abi_tag": limits.TAG,
+             "platform_tag": limits.TAG, "os_release": limits.OS_RELEASE,
              "label": limits.LABEL, "reason": limits.REASON}[field]
     schema = protocols.CONTROL.sends[request_name]
     example = {
         "ADD": {"package": "foo", "version": None, "skip": None, "unskip": False,
                 "yank": False, "yank_reason": None, "unyank": False, "alias": None},
         "REMOVE": {"package": "foo", "version": None, "builds_only": False, "skip": None},
-        "IMPORT": {"path": "/x.whl", "abi_tag": None, "label": "here"},
+        "IMPORT": {"path": "/x.whl", "abi_tag": None, "platform_tag": None, "label": "here"},
+        "TARGET": {"abi_tag": "cp311", "platform_tag": "linux_armv7l", "os_release": None,
+                   "active": True},
         "PROJECT_STATUS": {"package": "foo", "status": "deprecated", "reason": None},
     }[request_name]
     schema({**example, field: "a" * width})

@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from fake_pypi import FakePyPI
-from farm import BUILD_USER, build_user
+from farm import BUILD_USER, HOST_PLATFORM, build_user
 from packaging.utils import parse_wheel_filename
 from quickstart_process import (
     NO_SERVER, SERVER, ClosedHome, QuickStart, build_user_args, quickstart_env, run_quickstart)
@@ -40,6 +40,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 #: how long the index writer may take to show a recorded build on the project page
 PAGE_TIMEOUT_S = 15.0
+#: this machine's platform tag, as a pattern (quick start's slaves build for it)
+PLATFORM = re.escape(HOST_PLATFORM)
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
@@ -79,10 +81,12 @@ def test_quickstart_builds_serves_and_stops_cleanly(upstream, tmp_path):
         database, workdir = quick.wait_for(r"database (\w+), files in (/\S+)\.$", 1).groups()
         workdir = Path(workdir)
         assert database in quick_databases()  # its own database
-        quick.wait_for(r"^built quick-thing 1\.0 for cp311: success "
+        # each attempt names its target: the ABI on this machine's platform
+        quick.wait_for(rf"^built quick-thing 1\.0 for cp311 {PLATFORM}: success "
                        r"\(quick_thing-1\.0-py3-none-any\.whl\)$", 120)
         # a failure's cause, as the master diagnosed it
-        quick.wait_for(r"^built quick-broken 1\.0 for cp311: failed \(broken sdist: .*"
+        quick.wait_for(rf"^built quick-broken 1\.0 for cp311 {PLATFORM}: failed "
+                       r"\(broken sdist: .*"
                        r"No such file or directory: 'CHANGES\.rst'", 120)
 
         # the web server hands the wheel to pip (the page may lag the build a moment)
@@ -149,7 +153,7 @@ def test_quickstart_builds_as_root_with_pyenv_home_closed(upstream, tmp_path, cl
         database = quick.wait_for(r"^The farm is up: 2 slave\(s\) \(Python 3\.11, 3\.12\), "
                                   r"database (\w+),", 1).group(1)
         # one build: its pure wheel serves both ABIs
-        quick.wait_for(r"^built quick-thing 1\.0 for cp31[12]: success "
+        quick.wait_for(rf"^built quick-thing 1\.0 for cp31[12] {PLATFORM}: success "
                        r"\(quick_thing-1\.0-py3-none-any\.whl\)$", 120)
         quick.wait_for(r"^nothing left to build", 30)
         assert closed.mode() == 0o700  # quick start left the home closed

@@ -7,10 +7,12 @@ build 2.0 only and then have nothing left to build.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timezone
 
 import pytest
 from fake_pypi import FakePyPI
+from farm import HOST_PLATFORM
 from packaging.utils import parse_wheel_filename
 from quickstart_process import SERVER, QuickStart, build_user_args
 from sdist_factory import make_sdist
@@ -35,7 +37,8 @@ def test_quickstart_builds_only_the_newest_release(upstream):
     with QuickStart("--pypi-simple", upstream.simple_url, "--python", "3.11", "--server", SERVER,
                     *build_user_args(), "two-releases",
                     env={**os.environ, "PIP_CONFIG_FILE": os.devnull}) as quick:
-        quick.wait_for(r"^built two-releases 2\.0 for cp311: success", 180)
+        quick.wait_for(rf"^built two-releases 2\.0 for cp311 {re.escape(HOST_PLATFORM)}: "
+                       "success", 180)
         quick.wait_for(r"^nothing left to build", 60)
         built = [line for line in quick.lines if line.startswith("built two-releases")]
         assert len(built) == 1, quick.lines  # neither 1.0 nor the pre-release 2.1b1

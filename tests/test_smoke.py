@@ -89,7 +89,8 @@ def test_verdicts():
         SmokeResult("w.whl", "maybe")
 
 
-JOB = {"package": "p", "version": "1.0", "abi_tag": "cp311", "slave_label": "s",
+JOB = {"package": "p", "version": "1.0", "abi_tag": "cp311", "platform_tag": "linux_armv7l",
+       "os_release": "Debian 12", "slave_label": "s",
        "builder": "b", "started": 0.0, "duration_s": 1.0, "status": "success",
        "reason": None, "log": "", "files": []}
 
@@ -103,6 +104,9 @@ def test_hold_policy():
     assert (record.status, record.files, record.cause, record.cause_package) == \
         ("failed", (), "smoke-import", "libx1")
     assert record.cause_detail == "import p: ImportError: libx.so.1"
+    # the held-back attempt is still the attempt of its target, on its OS release
+    assert (record.abi_tag, record.platform_tag, record.os_release) == \
+        ("cp311", "linux_armv7l", "Debian 12")
     assert record.reason.startswith("held back (--smoke-policy hold): b.whl failed")
     # incomplete lacks only Python dependencies: published; so is an untested wheel
     assert held_back({**JOB, "smoke": [_smoke("incomplete", "needs q")]}, "hold") is None

@@ -428,7 +428,7 @@ class AdminService(DatabaseTask):
             package = canonical_name(package)
             if self.db.get_project(package) is None:
                 return "ERROR", {"message": f"unknown package {package}"}
-            self.tell(self.index, "PACKAGE", {"package": package})
+            self.tell(self.index, "REWRITE", {"package": package})
         else:
             self.tell(self.index, "ALL")
         what = f"project {package}" if part == "project" and package else part

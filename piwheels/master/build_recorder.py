@@ -43,6 +43,7 @@ from ..protocols import INDEX_REQUESTS, RECORD_REQUESTS, WheelFacts
 from ..records import BuildRecord
 from ..smoke import FAILED, SMOKE_CAUSE, SmokeResult
 from ..storage import OutputTree, StagedWheel
+from ..tags import Target
 from ..transport import ProtocolError
 from ..upstream_wheels import UPSTREAM_WHEEL
 from .db_task import DatabaseTask
@@ -150,7 +151,7 @@ class BuildRecorder(DatabaseTask):
             # a client would meet two files of one name: the farm's never reaches the index
             reason = collision_reason(clash["filename"], upstream[clash["filename"]])
             self.log.warning("rejected %s %s for %s: %s", job["package"], job["version"],
-                             job["abi_tag"], reason)
+                             job_target(job), reason)
             self.discard_received(job)
             self.db.record_skips([{**job, "cause": UPSTREAM_WHEEL, "detail": reason}])
             return build_record({**job, "status": "rejected", "reason": reason}, ()), []
@@ -158,7 +159,7 @@ class BuildRecorder(DatabaseTask):
         held = held_back(job, self.smoke_policy)
         if held is not None:
             self.log.warning("held back %s %s for %s: %s", job["package"], job["version"],
-                             job["abi_tag"], held.cause_detail)
+                             job_target(job), held.cause_detail)
             self.discard_received(job)
             return held, []
         try:
@@ -180,7 +181,7 @@ class BuildRecorder(DatabaseTask):
                 self.log_limited("no space", logging.ERROR,
                                  "could not stage %s %s for %s (%s): not recorded, so it "
                                  "is built again", job["package"], job["version"],
-                                 job["abi_tag"], exc)
+                                 job_target(job), exc)
                 return None
             self.log.error("could not publish %s %s: %s", job["package"], job["version"], exc)
             return build_record(
@@ -195,7 +196,7 @@ class BuildRecorder(DatabaseTask):
         except DataRefused as exc:
             self.tree.discard(staged)
             self.log.error("could not record %s %s for %s: %s", record.package, record.version,
-                           record.abi_tag, first_line(exc))
+                           Target(record.abi_tag, record.platform_tag), first_line(exc))
             reason = f"could not record: {first_line(exc)}"[:limits.REASON]
             self.db.record_build(replace(
                 record, status="rejected", files=(), reason=reason,
@@ -212,7 +213,7 @@ class BuildRecorder(DatabaseTask):
         except OSError as exc:
             self.log.error("could not put %s %s for %s in place (%s); deleted build %d, "
                            "so it is built again", record.package, record.version,
-                           record.abi_tag, exc, build_id)
+                           Target(record.abi_tag, record.platform_tag), exc, build_id)
             self.db.requeue_builds([build_id])
             for item in staged:
                 self.tree.unpublish(item.package, item.filename)
@@ -235,6 +236,11 @@ def _valid_names(names) -> set[str]:
         except InvalidName:
             pass
     return valid
+
+
+def job_target(job: dict) -> Target:
+    """The target a finished job was built for (what the log lines name)."""
+    return Target(job["abi_tag"], job["platform_tag"])
 
 
 def build_record(job: dict, files: tuple[WheelFacts, ...]) -> BuildRecord:
@@ -305,6 +311,6 @@ def attempt_cause(job: dict) -> Optional[AttemptCause]:
         else:
             log.info("%s %s for %s: the builder %s claims %s (%s, install %s), the log says "
                      "%s (%s): its package is not kept", job["package"], job["version"],
-                     job["abi_tag"], job["builder"], claimed["cause"], claimed["detail"][:80],
+                     job_target(job), job["builder"], claimed["cause"], claimed["detail"][:80],
                      claimed["package"], found.cause, found.detail[:80])
     return AttemptCause(found.cause, found.detail, package)

@@ -116,6 +116,9 @@ class IndexWriter(DatabaseTask):
         self.failed: dict[str, None] = {}  # refused by the file system: written again later
         #: what each project's files were last written from (see :class:`Fingerprint`)
         self.fingerprints: dict[str, Fingerprint] = {}
+        #: projects an operator asked to rewrite: their next write ignores their
+        #: fingerprints and compares with the disk
+        self.rewrites: set[str] = set()
         self.static_dirty = True
         self.root: Optional[set[str]] = None
         self.root_dirty = True
@@ -152,13 +155,15 @@ class IndexWriter(DatabaseTask):
             except ProtocolError as exc:
                 self.log.error("dropped a bad %s message: %s", self.requests.protocol.name, exc)
                 continue
-            if name == "PACKAGE":
+            if name in ("PACKAGE", "REWRITE"):
                 try:
                     package = canonical_name(payload["package"])
                 except InvalidName as exc:
                     self.log.error("dropped a page request: %s", exc)
                     continue
                 self.dirty[package] = None
+                if name == "REWRITE":
+                    self.rewrites.add(package)
                 package_requested = True
             elif name == "HOME":
                 self.home_dirty = True
@@ -239,7 +244,12 @@ class IndexWriter(DatabaseTask):
         self.root = None
 
     def _fingerprints_of(self, batch: list[str]) -> dict[str, Fingerprint]:
-        return {p: self.fingerprints[p] for p in batch if p in self.fingerprints}
+        """The fingerprints *batch* is written with (none for a project an operator
+        asked to rewrite: it is compared with the disk)."""
+        fingerprints = {p: self.fingerprints[p] for p in batch
+                        if p in self.fingerprints and p not in self.rewrites}
+        self.rewrites.difference_update(batch)
+        return fingerprints
 
     def _take(self, count: int) -> tuple[list[str], bool]:
         """Up to *count* packages, none a worker has now: what changed first, oldest

@@ -10,7 +10,7 @@ which targets have something new to hand out.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ..tags import Target, build_serves
 from .job_queue import HeldBack, Job, JobQueue
@@ -19,6 +19,15 @@ from .retries import RetryHolds
 #: How long a finished build stays off the queue, covering queue snapshots
 #: computed before it was recorded.
 RECENT_S = 600.0
+
+
+class Success(NamedTuple):
+    """A build just recorded, whose wheels may serve other targets too (a pure one
+    every target, an abi3 one the later ABIs of its platform)."""
+
+    until_s: float  # when the queue no longer lags behind it
+    built_on: Target
+    wheel_tags: list[tuple[str, str, str]]  # its wheels' (py_tag, abi_tag, platform_tag)
 
 
 class JobBook:
@@ -31,8 +40,10 @@ class JobBook:
         self.refill_at: dict[Target, int] = {}
         self.refill_asked: set[Target] = set()
         self.active: dict[Job, int] = {}  # (package, version) -> slave_id building it
-        #: (pkg, ver, target, or "*" for a pure wheel: every target) -> until
+        #: (pkg, ver, target) -> until
         self.recent: dict[tuple, float] = {}
+        #: (pkg, ver) -> its successes just recorded
+        self.served: dict[Job, list[Success]] = {}
         #: releases that failed once, kept off the builder that failed them
         self.retries = RetryHolds(retry_delay_s, linger_s=recent_s)
         #: jobs passed over while another slave built them, by the targets that wait
@@ -120,9 +131,8 @@ class JobBook:
                 # (a deterministic failure is kept off its image instead: a new
                 # image may build it again at once)
                 self.recent[(*job, target)] = until
-        if status == "success" and any(f["abi_tag"] == "none" and f["platform_tag"] == "any"
-                                       for f in files):
-            self.recent[(*job, "*")] = until
+        if status == "success":
+            self.served.setdefault(job, []).append(Success(until, target, self._tags(files)))
         self.active.pop(job, None)
         return first_failure, self._build_ended(job, target, status, files, now_s)
 
@@ -142,6 +152,9 @@ class JobBook:
         for key in [key for key in self.recent
                     if key[0] == package and (version is None or key[1] == version)]:
             del self.recent[key]
+        for job in [job for job in self.served
+                    if job[0] == package and (version is None or job[1] == version)]:
+            del self.served[job]
         self.retries.forget(package, version)
 
     def cancel(self, package: str, version: Optional[str]) -> None:
@@ -153,9 +166,18 @@ class JobBook:
             queue.remove_if(matches)
         self.held_back.remove_if(matches)
 
+    def keep_targets(self, active: set[Target]) -> None:
+        """Hand out nothing more for a target not in *active* (an operator retired it)."""
+        for target in [target for target in self.queues if target not in active]:
+            del self.queues[target]
+
     def expire(self, now_s: float) -> None:
         for key in [key for key, until in self.recent.items() if until <= now_s]:
             del self.recent[key]
+        for job, successes in list(self.served.items()):
+            successes[:] = [success for success in successes if success.until_s > now_s]
+            if not successes:
+                del self.served[job]
         self.retries.expire(now_s)
 
     def queued(self) -> dict[str, int]:
@@ -166,8 +188,10 @@ class JobBook:
         """Whether *job* may be handed out now (the queue can lag behind the slaves)."""
         if job in self.active:
             return False  # one attempt per release at a time: a pure wheel may serve all targets
-        return (self.recent.get((*job, target), 0) <= now_s
-                and self.recent.get((*job, "*"), 0) <= now_s)
+        return self.recent.get((*job, target), 0) <= now_s and not any(
+            success.until_s > now_s
+            and build_serves(success.built_on, "success", success.wheel_tags, target)
+            for success in self.served.get(job, ()))
 
     def _available(self, job: Job, target: Target, now_s: float) -> bool:
         """:meth:`_wanted`; a job left out because it is being built is noted as
@@ -177,12 +201,16 @@ class JobBook:
             return False
         return self._wanted(job, target, now_s)
 
+    @staticmethod
+    def _tags(files: list[dict]) -> list[tuple[str, str, str]]:
+        return [(f["py_tag"], f["abi_tag"], f["platform_tag"]) for f in files]
+
     def _build_ended(self, job: Job, target: Target, status: Optional[str], files: list[dict],
                      now_s: float) -> list[Target]:
         """Put *job* back at the head of the queues of the targets that waited for
         it (less those its wheels serve): at once, not at the next
         recalculation.  The targets with something new to hand out."""
-        tags = [(f["py_tag"], f["abi_tag"], f["platform_tag"]) for f in files]
+        tags = self._tags(files)
         waiting = self.held_back.release(job)
         for waiting_target in waiting:
             if not build_serves(target, status or "", tags, waiting_target) \

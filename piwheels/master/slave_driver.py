@@ -142,6 +142,8 @@ class SlaveDriver(Task):
         elif name == "TARGETS":
             self.known_targets = {Target(t["abi_tag"], t["platform_tag"]): t["os_release"]
                                   for t in payload["targets"]}
+            self.book.keep_targets({Target(t["abi_tag"], t["platform_tag"])
+                                    for t in payload["targets"] if t["active"]})
         else:
             self.cancel(payload["package"], payload["version"])
 

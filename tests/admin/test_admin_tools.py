@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from farm import Farm, builds_of, pyenv_python, host_target
+from farm import HOST_PLATFORM, Farm, builds_of, pyenv_python, host_target
 from sdist_factory import build_wheels, make_sdist
 
 pytestmark = pytest.mark.slow
@@ -188,10 +188,14 @@ def test_import_checks_and_publishes_wheels(farm, db, wheels):
     ext, pure, bad = wheels["ext"], wheels["pure"], wheels["bad"]
 
     out = ok(tool(farm, "piw-import", str(ext)))
-    assert f"imported {ext.name} as a {ABI} build of piw-imp-ext 1.0" in out
+    # a platform wheel names its target: its ABI on its platform
+    assert f"imported {ext.name} as a {ABI} {HOST_PLATFORM} build of piw-imp-ext 1.0" in out
     farm.wait(lambda: builds_of(db, "piw-imp-ext"), 20, "the imported build")
     (build,) = builds_of(db, "piw-imp-ext")
-    assert (build.status, build.abi_tag) == ("success", ABI)
+    assert (build.status, build.abi_tag, build.platform_tag) == ("success", ABI, HOST_PLATFORM)
+    # its target is known now, but an import does not make the farm build for it
+    assert db.get_build_targets(active_only=False) == [host_target(ABI)]
+    assert db.get_build_targets() == []
     assert build.slave_label.startswith("import@")
     (f,) = build.files
     assert (f.filename, f.sha256, f.size) == (ext.name, sha256(ext), ext.stat().st_size)
@@ -207,10 +211,18 @@ def test_import_checks_and_publishes_wheels(farm, db, wheels):
     # a pure wheel names no ABI: the operator must say which one to record it under
     assert "--abi" in refused(tool(farm, "piw-import", str(pure)))
     assert db.get_project("piw-imp") is None
+    # nor a platform: an ABI the farm has no target for needs one named
+    assert "--platform" in refused(tool(farm, "piw-import", str(pure), "--abi", "cp39"))
+    # 'any' is what a wheel says, never a builder's platform
+    assert "'any'" in refused(tool(farm, "piw-import", str(pure), "--abi", ABI,
+                                   "--platform", "any"))
+    assert db.get_project("piw-imp") is None
+    # with the ABI alone, the platform of the farm's target for it
     out = ok(tool(farm, "piw-import", str(pure), "--abi", ABI, "--label", "laptop"))
-    assert f"as a {ABI} build of piw-imp 1.0" in out
+    assert f"as a {ABI} {HOST_PLATFORM} build of piw-imp 1.0" in out
     farm.wait(lambda: builds_of(db, "piw-imp"), 20, "the pure import")
-    assert [b.slave_label for b in builds_of(db, "piw-imp")] == ["laptop"]
+    assert [(b.slave_label, b.platform_tag) for b in builds_of(db, "piw-imp")] == [
+        ("laptop", HOST_PLATFORM)]
 
     # the same wheel again is refused: a published file is never replaced
     assert "already in the index" in refused(tool(farm, "piw-import", str(ext)))

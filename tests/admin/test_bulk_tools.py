@@ -10,7 +10,7 @@ import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from farm import host_target
+from farm import HOST_PLATFORM, host_target
 from test_admin_tools import ABI, ok, refused, tool
 
 from piwheels.index_pages import log_path
@@ -38,7 +38,8 @@ def skips(db, name):
 
 def failed_build(db, name, version):
     db.record_build(BuildRecord(
-        package=name, version=version, abi_tag=ABI, slave_label="s", started=T0,
+        package=name, version=version, abi_tag=ABI, platform_tag=HOST_PLATFORM,
+        slave_label="s", started=T0,
         duration=timedelta(seconds=1), status="failed", log=f"log of {name} {version}\n",
         reason="broke"))
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 from consistency import assert_consistent, problems, wait_consistent
-from farm import builds_of, wait_for, host_target
+from farm import HOST_PLATFORM, builds_of, host_target, wait_for
 from index_publisher import Publisher
 from wheel_craft import craft_wheel
 
@@ -62,7 +62,7 @@ def record(publisher, package: str, wheel, received) -> None:
     if not received.exists():
         received.write_bytes(wheel.read_bytes())
     publisher.records.send("RECORD", {
-        "package": package, "version": "1.0", "abi_tag": "cp311",
+        "package": package, "version": "1.0", "abi_tag": "cp311", "platform_tag": HOST_PLATFORM,
         "slave_label": "full-disk", "builder": "full-disk", "started": time.time(), "duration_s": 1.0,
         "status": "success", "reason": None, "log": "built\n",
         "files": [{**inspect_wheel(wheel).to_dict(), "path": str(received)}],
@@ -120,7 +120,7 @@ def test_a_full_disk_fails_single_writes_and_everything_is_published_once_space_
         assert "No space left on device" in caplog.text
         # nothing recorded for the build that could not be staged: it is to be built again
         assert builds_of(db, "spaceless") == []
-        assert ("spaceless", "1.0") in db.pending_page("cp311", 10)[0]
+        assert ("spaceless", "1.0") in db.pending_page(host_target("cp311"), 10)[0]
         assert not received.exists()
         # roomy's old pages are whole; nothing half-written anywhere
         time.sleep(1)  # (a retry or two meets the full disk too)

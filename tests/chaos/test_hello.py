@@ -1,11 +1,12 @@
 """Bad tags against a real piw-master: each is refused with its reason, nothing is stored.
 
 A HELLO whose tags pass the protocol schema (they are strings of the right
-length) but are no tags a builder can have once reached the ``build_abis``
+length) but are no tags a builder can have once reached the build table's
 CHECK constraints and stopped build_queue.  Here each is sent at a real
 master's slave socket; the slave must be told DIE with the reason, the
-master must keep serving, ``build_abis`` must hold no trace of it, and a good
-slave must build afterwards.  piw-import's ``--abi`` is checked the same way.
+master must keep serving, ``build_targets`` must hold no trace of it, and a
+good slave must build afterwards.  piw-import's ``--abi`` and ``--platform``
+are checked the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import msgpack
 import pytest
 import sqlalchemy as sa
 import zmq
-from farm import BIN, CLAIMED_CONTAINMENT, builds_of, pyenv_python
+from farm import BIN, CLAIMED_CONTAINMENT, builds_of, host_target, pyenv_python
 from wheel_craft import craft_wheel
 
 from piwheels import limits
@@ -69,11 +70,12 @@ def dealer(ctx: zmq.Context, farm) -> zmq.Socket:
     return sock
 
 
-def build_abis(master_dsn: str) -> list[str]:
+def build_targets(master_dsn: str) -> list[tuple[str, str]]:
     engine = sa.create_engine(master_dsn, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            return sorted(conn.execute(sa.text("SELECT abi_tag FROM build_abis")).scalars())
+            return sorted(tuple(row) for row in conn.execute(
+                sa.text("SELECT abi_tag, platform_tag FROM build_targets")))
     finally:
         engine.dispose()
 
@@ -107,13 +109,17 @@ def test_bad_hellos_are_refused_and_a_good_slave_builds_afterwards(farm, db, rel
 
     # an operator's import under a bad ABI is refused the same way, before any write
     wheel = craft_wheel(tmp_path)
-    for abi in ("abi3", "CP311"):
+    for option, value, words in [("--abi", "abi3", "'abi3'"), ("--abi", "CP311", "'CP311'"),
+                                 ("--platform", "any", "platform tag 'any'"),
+                                 ("--platform", "linux x86_64", "'linux x86_64'")]:
+        tags = ["--abi", "cp311", "--platform", "linux_x86_64"]
+        tags[tags.index(option) + 1] = value
         result = subprocess.run(
-            [str(BIN / "piw-import"), "--control-address", farm.control_address, "--abi", abi,
+            [str(BIN / "piw-import"), "--control-address", farm.control_address, *tags,
              str(wheel)], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
         assert result.returncode == 1, result
         (line,) = result.stderr.strip().splitlines()
-        assert line.startswith("error: --abi: ") and repr(abi) in line, line
+        assert line.startswith(f"error: {option}: ") and words in line, line
     assert db.get_project("piw-craft") is None
 
     log = farm.master.log()
@@ -122,14 +128,16 @@ def test_bad_hellos_are_refused_and_a_good_slave_builds_afterwards(farm, db, rel
     # logged once, however many came (the rest are counted on the next line, later)
     # (one line for the bad tags, one for the uncontained builds: each kind its own)
     assert log.count("refused slave") == 2, log[-3000:]
-    assert build_abis(master_dsn) == ["cp311"]  # the turncoat's good HELLO only
+    # the turncoat's good HELLO only
+    assert build_targets(master_dsn) == [("cp311", "linux_x86_64")]
 
     farm.start_slave("good", pyenv_python("11"))
     farm.wait(lambda: builds_of(db, "after-chaos"), 120, "the good slave's build")
     (build,) = builds_of(db, "after-chaos")
-    assert (build.status, build.slave_label, build.abi_tag) == ("success", "good", "cp311")
+    assert (build.status, build.slave_label, (build.abi_tag, build.platform_tag)) == (
+        "success", "good", host_target("cp311"))
     assert (farm.output / "simple" / "after-chaos" / build.files[0].filename).is_file()
-    assert build_abis(master_dsn) == ["cp311"]
+    assert build_targets(master_dsn) == sorted({("cp311", "linux_x86_64"), host_target("cp311")})
     assert farm.master.proc.poll() is None
     time.sleep(0.5)
     assert "Traceback" not in farm.master.log()

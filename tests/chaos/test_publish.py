@@ -18,7 +18,7 @@ import time
 import pytest
 import sqlalchemy as sa
 from consistency import assert_consistent, problems, wait_consistent
-from farm import builds_of, pyenv_python, wait_for, host_target
+from farm import HOST_PLATFORM, builds_of, host_target, pyenv_python, wait_for
 from index_publisher import Publisher
 from wheel_craft import craft_wheel
 
@@ -133,7 +133,7 @@ def send_record(publisher, package, abi, wheel, received) -> None:
     received.write_bytes(wheel.read_bytes())
     facts = inspect_wheel(wheel).to_dict()
     publisher.records.send("RECORD", {
-        "package": package, "version": "1.0", "abi_tag": abi,
+        "package": package, "version": "1.0", "abi_tag": abi, "platform_tag": HOST_PLATFORM,
         "slave_label": "chaos", "builder": "chaos", "started": time.time(), "duration_s": 1.0,
         "status": "success", "reason": None, "log": "built\n",
         "files": [{**facts, "path": str(received)}],

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import pytest
 import zmq
-from farm import BIN, builds_of, pyenv_python
+from farm import BIN, HOST_PLATFORM, builds_of, pyenv_python
 from raw_slave import STATS, RawSlave
 from wheel_craft import craft_wheel
 
@@ -451,7 +451,7 @@ def test_piw_import_of_a_zip_bomb_is_one_line_of_refusal(farm, tmp_path):
     farm.start_master()
     result = subprocess.run(
         [str(BIN / "piw-import"), "--control-address", farm.control_address, "--abi", "cp311",
-         str(bomb)],
+         "--platform", HOST_PLATFORM, str(bomb)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, (result.stdout, result.stderr)
     [line] = result.stderr.strip().splitlines()

@@ -41,6 +41,7 @@ from web_server import NginxServer, Request, nginx_binary
 from piwheels.db import Database
 from piwheels.index_pages import Site
 from piwheels.initdb import initdb
+from piwheels.tags import Target
 
 pytestmark = [
     pytest.mark.slow,
@@ -78,6 +79,8 @@ CLIENTS = (
 )
 PIP_CLIENTS = [c for c in CLIENTS if c.pip is not None]
 ABIS = sorted({c.abi for c in CLIENTS})
+#: the farm's build targets: each client's ABI on this machine's platform
+TARGETS = {abi: Target(*host_target(abi)) for abi in ABIS}
 
 PURE, NATIVE, ABI3 = "piw-clients-pure", "piw-clients-native", "piw-clients-abi3"
 PROJECTS = (PURE, NATIVE, ABI3)
@@ -146,15 +149,15 @@ def output(postgres, master_role, wheels, tmp_path_factory) -> Path:
                                           upstream_simple="http://upstream.test/simple/"),
                           base / "transfers")
     try:
-        for abi in ABIS:
-            db.add_build_target(host_target(abi))
+        for target in TARGETS.values():
+            db.add_build_target(target)
         released = datetime(2026, 3, 1, tzinfo=timezone.utc)
         for hour, project in enumerate(PROJECTS):
             db.add_package(project, description=f"{project}, made by the client tests")
             db.add_version(project, VERSION, released=released + timedelta(hours=hour),
                            has_sdist=True)
         for (project, abi), wheel in wheels.items():
-            publisher.record(project, VERSION, abi, wheel)
+            publisher.record(project, VERSION, TARGETS[abi], wheel)
 
         def listed() -> bool:
             publisher.check()
@@ -460,6 +463,27 @@ def test_dry_run_reads_only_core_metadata_where_the_client_can(matrix, wheels, c
     # and nothing was installed
     where = outcome.work / ("venv-dry-run" if outcome.is_uv else "dry-run")
     assert not [p for p in where.rglob("piw_clients_*")], "a dry run installed something"
+
+
+def test_the_project_pages_have_a_column_per_target(output, wheels):
+    """Each build target is a column of the project page; the pure and abi3 wheels
+    built for the oldest fill every column, each C extension only its own; and each
+    wheel says the target it was built for."""
+    keys = {str(target) for target in TARGETS.values()}
+    for project in PROJECTS:
+        page_path = output / "project" / project / "json" / "index.json"
+        built_for = {w.name: str(TARGETS[abi]) for (p, abi), w in wheels.items() if p == project}
+
+        def page(path=page_path, want=built_for):
+            data = json.loads(path.read_bytes()) if path.exists() else None
+            return data if data and {f["filename"] for f in data["versions"][0]["files"]} == \
+                set(want) else None
+        data = wait_for(page, 10, f"{project}'s project page to list its wheels")
+        assert {t["key"] for t in data["targets"]} == keys
+        [version] = data["versions"]
+        assert {key: cell["status"] for key, cell in version["builds"].items()} == \
+            dict.fromkeys(keys, "success")
+        assert {f["filename"]: f["built_for"] for f in version["files"]} == built_for
 
 
 def test_every_client_was_the_one_named(matrix):

@@ -23,10 +23,11 @@ import pytest
 import zmq
 from bs4 import BeautifulSoup
 from failing_sdists import FAILING_SDISTS, missing_on_this_host
-from farm import builds_of, pyenv_python
+from farm import HOST_PLATFORM, builds_of, pyenv_python
 from raw_slave import STATS, RawSlave
 
 from piwheels.diagnosis import diagnose
+from piwheels.tags import Target
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +95,17 @@ def test_failures_say_why_and_what_to_install(farm, db, build_index, tmp_path):
     assert "needs a newer Python" in visible_text(
         farm.output / "project" / "fail-python" / "index.html")
     assert attempt_causes(farm, "fail-missing-file")[0]["code"] == "broken-sdist"
+    # the attempt's target (the slave's), and the OS release its builder said it ran
+    [slave] = farm.snapshot()["slaves"]
+    assert slave["os"] and slave["platform_tag"] == HOST_PLATFORM
+    project = json.loads((farm.output / "project" / "fail-header" / "json" / "index.json")
+                         .read_bytes())
+    assert [(a["abi"], a["platform"], a["os_release"]) for v in project["versions"]
+            for a in v["attempts"]] == [("cp311", HOST_PLATFORM, slave["os"])]
+    cell = project["versions"][0]["builds"][str(Target("cp311", HOST_PLATFORM))]
+    assert (cell["build_id"], cell["os_release"]) == (builds["fail-header"][0].build_id,
+                                                     slave["os"])
+    assert slave["os"] in text
 
     # the failures page: grouped by cause, and by package within the fixable ones
     failures = farm.wait(lambda: (lambda f: f if f["builds"] == 3 else None)(failures_json(farm)),

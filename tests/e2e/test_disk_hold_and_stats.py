@@ -14,8 +14,10 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from farm import BIN, builds_of, pyenv_python
+from farm import BIN, builds_of, host_target, pyenv_python
 from sdist_factory import make_sdist
+
+from piwheels.tags import Target
 
 
 pytestmark = pytest.mark.slow
@@ -29,6 +31,8 @@ def control(farm, *args: str) -> str:
     return done.stdout
 
 ABI = "cp311"
+#: the key of this slave's target in the per-target figures ("cp311 linux_x86_64")
+TARGET = str(Target(*host_target(ABI)))
 HOST_FIGURES = ("load_1m", "memory_free", "disk_free", "temperature_c")
 
 
@@ -54,10 +58,11 @@ def test_low_disk_holds_builds_until_space_is_enough(farm, db, build_index, tmp_
     stats = status["master"]["stats"]
     assert stats["disk_low"] is True
     assert stats["min_free"] == (free_mib + 100_000) * 2**20
-    assert stats["pending"] == {ABI: 1}
+    assert stats["pending"] == {TARGET: 1}
     assert status["master"]["slave_driver"]["holds"] == ["free disk space is low"]
     (idle,) = status["slaves"]
-    assert (idle["label"], idle["abi_tag"], idle["state"]) == ("py311", ABI, "sleeping")
+    assert (idle["label"], Target(idle["abi_tag"], idle["platform_tag"]), idle["state"]) \
+        == ("py311", host_target(ABI), "sleeping")
 
     # the operator lowers the minimum while the master runs: the build goes ahead
     assert "under 1 MiB is free" in control(farm, "min-free-space", "1")
@@ -65,16 +70,17 @@ def test_low_disk_holds_builds_until_space_is_enough(farm, db, build_index, tmp_
     master.wait_log("no longer holding builds for: free disk space is low", 20)
     farm.wait(lambda: builds_of(db, "held-thing"), 120, "the held build to be made")
     (build,) = builds_of(db, "held-thing")
-    assert (build.status, build.abi_tag, build.slave_label) == ("success", ABI, "py311")
+    assert (build.status, build.target, build.slave_label) \
+        == ("success", host_target(ABI), "py311")
 
-    # the monitor's figures: per ABI, the success rate, this disk, every slave's host
+    # the monitor's figures: per target, the success rate, this disk, every slave's host
     def figures_updated():
         stats = farm.snapshot()["master"]["stats"]
-        return stats if stats.get("builds_last_hour") == {ABI: 1} else None
+        return stats if stats.get("builds_last_hour") == {TARGET: 1} else None
 
     stats = farm.wait(figures_updated, 20, "the build counted in the statistics")
     assert stats["success_rate"] == 1.0
-    assert stats["pending"] == {ABI: 0}
+    assert stats["pending"] == {TARGET: 0}
     assert stats["disk_low"] is False and stats["min_free"] == 2**20
     assert 0 < stats["disk_free"] == pytest.approx(shutil.disk_usage(farm.output).free,
                                                    rel=0.05)

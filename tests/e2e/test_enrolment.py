@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 import subprocess
 
-from farm import BIN, builds_of, pyenv_python
+from farm import BIN, builds_of, host_target, pyenv_python
+
+from piwheels.tags import Target
 
 pytestmark = pytest.mark.slow
 
@@ -57,17 +59,21 @@ def test_unenrolled_refused_enrolled_builds_revoked_refused_at_its_next_message(
         assert "building" not in refused.log() and "connected to the master" not in refused.log()
         assert refused.log().count("still trying") == 1  # once a minute, across reconnects
     assert [s["label"] for s in farm.snapshot()["slaves"]] == ["rescuer"]
-    # besides an enrolled slave, only an operator adds an ABI
-    def add_abi(tag: str) -> subprocess.CompletedProcess:
+    # besides an enrolled slave, only an operator adds a build target
+    def add_target(abi: str, platform: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "piw-control"), "--control-address",
-                               farm.control_address, "add-abi", tag],
+                               farm.control_address, "add-target", abi, platform],
                               capture_output=True, text=True, timeout=30)
-    added = add_abi("cp314")
-    assert (added.returncode, added.stdout.strip()) == (0, "the farm builds for cp314"), added
-    refused = add_abi("abi3")
-    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused
-    assert "add-abi" in refused.stderr and "abi3" in refused.stderr
-    assert db.get_build_abis() == ["cp311", "cp314"]
+    added = add_target("cp314", "linux_aarch64")
+    assert (added.returncode, added.stdout.strip()) \
+        == (0, "the farm builds for cp314 linux_aarch64"), added
+    # what a wheel says is no target: not abi3, nor the platform "any"
+    for abi, platform, named in (("abi3", "linux_aarch64", "'abi3'"), ("cp314", "any", "'any'")):
+        refused = add_target(abi, platform)
+        assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused
+        assert "add-target" in refused.stderr and named in refused.stderr, refused
+    assert db.get_build_targets() == [Target(*host_target("cp311")),
+                                      Target("cp314", "linux_aarch64")]
 
     log = farm.master.log()
     assert "Traceback" not in log and "task failed" not in log

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -102,13 +103,28 @@ def run(postgres, master_role, build_index, tmp_path_factory):
             built = {project: builds_of(db, project) for project in PROJECTS}
             return (len(built[NATIVE]) >= 4 and len(built[PURE]) >= 1 and len(built[ABI3]) >= 3
                     and set(db.get_build_targets()) >= set(TARGETS.values())
-                    and not any(db.pending_builds(t, 10) for t in TARGETS.values()))
+                    and not any(db.pending_builds(t, 10) for t in TARGETS.values())
+                    # and none still building (a second build of one release would be)
+                    and not any(s["state"] in ("building", "sending")
+                                for s in farm.snapshot()["slaves"]))
         farm.wait(settled, BUILD_TIMEOUT_S, "every target's builds")
 
+        # the pages follow the builds: each must list every wheel built, the alias too
+        wanted = {project: {name for b in builds_of(db, project) for f in b.files
+                            for name in (f.filename, f.filename.replace(ARMHF, ARMV6))}
+                  for project in PROJECTS}
+
         def listed() -> bool:
-            pages = [farm.output / "simple" / p / "index.json" for p in PROJECTS]
-            return all(page.exists() for page in pages) and ARMV6 in pages[0].read_text()
-        farm.wait(listed, 30, "the simple pages, the alias too")
+            for project, names in wanted.items():
+                page = farm.output / "simple" / project / "index.json"
+                try:
+                    files = json.loads(page.read_text())["files"]
+                except (OSError, ValueError):  # not written yet, or half written
+                    return False
+                if not names <= {f["filename"] for f in files}:
+                    return False
+            return True
+        farm.wait(listed, 30, "the simple pages listing every wheel, the alias too")
         web.start()
         yield Run(farm, db, web, base)
     finally:
@@ -190,17 +206,18 @@ def test_pip_downloads_the_wheel_of_its_platform(run, platform, python, tmp_path
         assert hashlib.sha256(data).hexdigest() == built[source], name
 
 
+#: uv is a test dependency (setup.py's test extra): without it, its test fails
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
 #: uv's platforms of the farm's targets (it has none for 32-bit ARM, so armv7l and
 #: armv6l are pip's alone), with the platform tag each must choose
 UV_PLATFORMS = {"aarch64-unknown-linux-gnu": ARM64, "x86_64-unknown-linux-gnu": HOST}
 
 
-@pytest.mark.skipif(UV is None, reason="needs uv")
 @pytest.mark.parametrize("uv_platform", sorted(UV_PLATFORMS))
 def test_uv_installs_the_wheel_of_its_platform(run, uv_platform, tmp_path):
     """uv has no download command: ``uv pip install --target`` for a platform, then the
     installed wheels' WHEEL files say which file it chose."""
+    assert UV is not None, "uv is not installed (pip install -e '.[test]')"
     target = tmp_path / "installed"
     done = subprocess.run(
         [UV, "pip", "install", "--no-deps", "--only-binary", ":all:", "--no-cache",

@@ -23,10 +23,14 @@ from farm import Farm, host_target
 from sdist_factory import build_wheels, make_sdist
 from web_server import NginxServer, nginx_binary
 
+from piwheels.tags import Target
+
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 ABI = "cp311"
+#: the farm's one build target: the ABI on this machine's platform
+TARGET = Target(*host_target(ABI))
 PROJECT = "status-thing"
 TOOL_TIMEOUT_S = 60
 
@@ -57,7 +61,7 @@ def status_farm(tmp_path, master_dsn, db, pypi, wheel, source):
     sdists = tmp_path / "upstream"
     pypi.publish(PROJECT, "1.0", make_sdist(sdists, PROJECT, "1.0"))
     pypi.publish(PROJECT, "2.0", make_sdist(sdists, PROJECT, "2.0"))
-    db.add_build_target(host_target(ABI))
+    db.add_build_target(TARGET)
     farm = Farm(tmp_path, master_dsn, pypi.simple_url)
     feed = ["--pypi-xmlrpc", pypi.xmlrpc_url] if source == "xmlrpc" else []
     try:
@@ -113,9 +117,9 @@ def root_projects(farm: Farm) -> list[str]:
 
 
 def driver_queued(farm: Farm) -> int:
-    """How many builds of the ABI the slave driver holds to hand out."""
+    """How many builds of the target the slave driver holds to hand out."""
     driver = farm.snapshot()["master"].get("slave_driver", {})
-    return driver.get("queued", {}).get(ABI, 0)
+    return driver.get("queued", {}).get(str(TARGET), 0)
 
 
 def wait_status(farm: Farm, status: dict) -> dict:
@@ -155,7 +159,7 @@ def test_each_status_flows_from_upstream_and_quarantine_withholds_then_returns(
         human = wait_project_status(farm, upstream_status)
         assert human["status"]["set_by"] == "upstream" and human["install"]
         assert nginx.get(wheel_url)[0] == 200
-        assert db.pending_builds(host_target(ABI), 10) == [(PROJECT, "2.0")]
+        assert db.pending_builds(TARGET, 10) == [(PROJECT, "2.0")]
 
     # quarantine: nothing listed or downloadable, builds cancelled, nothing lost
     pypi.set_status(PROJECT, "quarantined", "malware reported")
@@ -170,7 +174,7 @@ def test_each_status_flows_from_upstream_and_quarantine_withholds_then_returns(
     assert '<meta name="pypi:project-status" content="quarantined">' in html
     assert '<meta name="pypi:project-status-reason" content="malware reported">' in html
     assert served["filename"] not in html
-    assert db.pending_builds(host_target(ABI), 10) == []
+    assert db.pending_builds(TARGET, 10) == []
     farm.wait(lambda: driver_queued(farm) == 0, 30, "the queued build cancelled")
     farm.wait(lambda: PROJECT not in root_projects(farm), 30, "the project out of the root")
     human = wait_project_status(farm, "quarantined")
@@ -190,7 +194,7 @@ def test_each_status_flows_from_upstream_and_quarantine_withholds_then_returns(
     assert nginx.get(wheel_url + ".metadata")[0] == 200
     assert not (farm.output / ".withheld" / PROJECT).exists()
     farm.wait(lambda: driver_queued(farm) == 1, 30, "2.0 queued again")
-    assert db.pending_builds(host_target(ABI), 10) == [(PROJECT, "2.0")]
+    assert db.pending_builds(TARGET, 10) == [(PROJECT, "2.0")]
     farm.wait(lambda: PROJECT in root_projects(farm), 30, "the project back in the root")
 
 

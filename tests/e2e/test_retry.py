@@ -154,10 +154,13 @@ def test_a_failure_is_retried_once_on_another_builder_before_it_counts(farm, db,
         lines = tool(farm, "piw-control", "failures").splitlines()
         assert lines[0].split()[:3] == ["started", "(UTC)", "project"], lines
         fake_a_key = farm.key_id("fake-a")
-        assert any(line.split()[2:8] == ["fails-alone", "1.0", "cp311", fake_a_key, "failed",
-                                         "counts"] for line in lines), lines
-        assert any(line.split()[2:8] == ["retry-me", "1.0", "cp311", fake_a_key, "failed",
-                                         "built"] for line in lines), lines
+        # the target column names the ABI and the platform: "cp311 linux_x86_64"
+        assert any(line.split()[2:9] == ["fails-alone", "1.0", *host_target("cp311"),
+                                         fake_a_key, "failed", "counts"]
+                   for line in lines), lines
+        assert any(line.split()[2:9] == ["retry-me", "1.0", *host_target("cp311"),
+                                         fake_a_key, "failed", "built"]
+                   for line in lines), lines
         (only,) = tool(farm, "piw-control", "failures", "1", "--project", "retry-me"
                        ).splitlines()[1:]
         assert "fake-a says no" in only

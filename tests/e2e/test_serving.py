@@ -46,6 +46,7 @@ from sdist_factory import make_sdist
 from piwheels.db import Database
 from piwheels.index_pages import API_VERSION, Site
 from piwheels.initdb import initdb
+from piwheels.tags import Target
 
 pytestmark = [
     pytest.mark.slow,
@@ -55,6 +56,10 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 PY_TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
+#: the build target every release here was built for (this machine's), and the
+#: OS release its builder said it ran
+TARGET = Target(*host_target(PY_TAG))
+OS_RELEASE = "Debian 12"
 UPSTREAM = "http://upstream.test/simple/"
 BASE_TIME = datetime(2026, 3, 1, tzinfo=timezone.utc)
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -175,14 +180,15 @@ def served(postgres, master_role, wheels, tmp_path_factory) -> Served:
         site = Site(name="Serving test farm", index_url=nginx.url + "simple/",
                     upstream_simple=UPSTREAM)
         publisher = Publisher(dsn, output, site, base / "transfers")
-        db.add_build_target(host_target(PY_TAG))
+        db.add_build_target(TARGET)
         for hour, r in enumerate(RELEASES):
             db.add_package(r.project, description=f"{r.project}, made by the serving tests")
             db.add_version(r.project, r.version, released=BASE_TIME + timedelta(hours=hour),
                            has_sdist=True)
         db.add_alias(*ALIAS)
         for r in RELEASES:
-            publisher.record(r.project, r.version, PY_TAG, wheels[(r.project, r.version)])
+            publisher.record(r.project, r.version, TARGET, wheels[(r.project, r.version)],
+                             os_release=OS_RELEASE)
         tree = Served(output, nginx, apache, db, publisher, wheels)
         for project in PROJECTS:
             expected = {w.name for (p, _), w in wheels.items() if p == project}
@@ -605,7 +611,8 @@ def test_files_and_pages_carry_the_right_caching_headers(served, server):
     # the project's JSON API, and the build log it links to
     status, headers, body = server.get("/project/piw-serve-hello/json/")
     assert status == 200 and headers["content-type"] == "application/json"
-    cell = json.loads(body)["versions"][0]["builds"][PY_TAG]
+    cell = json.loads(body)["versions"][0]["builds"][str(TARGET)]
+    assert cell["status"] == "success" and cell["os_release"] == OS_RELEASE
     log_url = "/" + cell["log"].replace("../", "")
     status, headers, body = server.get(log_url)
     assert status == 200 and headers["content-encoding"] == "gzip"
@@ -707,10 +714,16 @@ def test_project_page_renders_in_chromium(served, tmp_path):
     assert dom.select_one("body > main > h1").get_text(strip=True) == project
     rows = dom.select("table.builds tbody tr")
     assert [row.td.get_text(strip=True) for row in rows] == ["2.0", "1.1", "1.0"]
-    assert [th.get_text(strip=True) for th in dom.select("table.builds thead th")][2:] == [PY_TAG]
+    # a column per build target, headed by its label, titled by its key
+    headings = dom.select("table.builds thead th")[2:]
+    assert [(th.get_text(strip=True), th["title"]) for th in headings] == [
+        (TARGET.label, str(TARGET))]
     assert all(row.select_one("td.cell.success a[href]") for row in rows)
     files = [a.get_text(strip=True) for a in dom.select("table.files a")]
     assert sorted(files) == sorted(w.name for (p, _), w in served.wheels.items() if p == project)
+    # each wheel: what it was built for and the OS release it was built on
+    assert {tuple(td.get_text(strip=True) for td in tr.select("td")[1:3])
+            for tr in dom.select("table.files tbody tr")} == {(str(TARGET), OS_RELEASE)}
     assert f"pip install --extra-index-url {served.index_url} {project}" in dom.get_text()
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -23,6 +23,8 @@ from packaging.utils import parse_wheel_filename
 from sdist_factory import make_sdist
 from wheel_craft import craft_wheel
 
+from piwheels.tags import Target
+
 pytestmark = pytest.mark.slow
 
 ABI = "cp311"
@@ -48,13 +50,14 @@ def simple_files(farm: Farm, project: str) -> list[str]:
 
 def cell(farm: Farm, project: str) -> dict:
     data = json.loads((farm.output / "project" / project / "json" / "index.json").read_text())
-    return data["versions"][0]["builds"][ABI]
+    # a cell per build target, keyed "abi platform"
+    return data["versions"][0]["builds"][str(Target(*host_target(ABI)))]
 
 
 def skip_of(db, project: str):
-    """The (cause, detail) of the release's build skip for the ABI, if any."""
+    """The (cause, detail) of the release's build skip for this machine's target, if any."""
     found = db.get_project(project)
-    return found.versions[0].skips.get(ABI) if found and found.versions else None
+    return found.versions[0].skips.get(host_target(ABI)) if found and found.versions else None
 
 
 def test_upstream_wheels_and_requires_python_spare_the_builder(tmp_path, master_dsn, db,

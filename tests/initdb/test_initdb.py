@@ -155,6 +155,23 @@ def test_catalogue_comparison_sees_a_forgotten_grant(postgres, master_role, tmp_
     assert any("rewrites_pending" in line and master_role in line for line in diff)
 
 
+def test_catalogue_comparison_sees_a_missing_trigger(postgres, master_role):
+    """The versions.built flag is kept by triggers: an upgrade that forgot one
+    must not compare equal to a fresh create."""
+    upgraded = postgres.dsn(postgres.create_database())
+    fresh = postgres.dsn(postgres.create_database())
+    initdb(upgraded, master_role, True, io.StringIO())
+    initdb(fresh, master_role, True, io.StringIO())
+    engine = sa.create_engine(upgraded, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER build_targets_version_built ON build_targets")
+    finally:
+        engine.dispose()
+    diff = differences(snapshot(upgraded), snapshot(fresh))
+    assert diff and all("build_targets_version_built" in line for line in diff), diff
+
+
 def test_failed_upgrade_changes_nothing(postgres, master_role, tmp_path):
     scripts = make_next_scripts(tmp_path, upgrade_tail="SELECT 1 / 0;\n")
     dsn = postgres.dsn(postgres.create_database())
@@ -485,6 +502,10 @@ def test_shipped_upgrade_from_version_4_gives_every_row_a_target(
             needs = dict(conn.exec_driver_sql(
                 "SELECT package, needs_build(package, version, 'cp311', 'linux_x86_64') "
                 "FROM versions").all())
+            # the upgrade recomputed the flag the triggers keep from then on
+            stale = conn.exec_driver_sql(
+                "SELECT count(*) FROM versions "
+                "WHERE built <> version_built(package, version)").scalar()
     finally:
         engine.dispose()
     assert builds == {
@@ -498,6 +519,7 @@ def test_shipped_upgrade_from_version_4_gives_every_row_a_target(
     assert [tuple(r) for r in images] == [("cp311", "linux_x86_64")]
     # the aarch64 wheel serves no x86_64 target; the pure one does; one failure is a claim
     assert needs == {"arm": True, "x86": False, "x86b": False, "pure": False, "bad": True}
+    assert stale == 0
     initdb(fresh, master_role, True, io.StringIO())
     assert schema_version(upgraded) == schema_version(fresh) == schema.SCHEMA_VERSION
     assert differences(snapshot(upgraded), snapshot(fresh)) == []

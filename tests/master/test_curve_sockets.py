@@ -32,6 +32,7 @@ from piwheels.wheel_facts import UnpackLimits, inspect_wheel
 
 STATS = {"load_1m": None, "memory_free": None, "disk_free": None, "temperature_c": None}
 ABI = "cp313"
+PLATFORM = "linux_x86_64"
 
 
 class Keys:
@@ -60,9 +61,9 @@ class Keys:
 
 def hello(label: str, *, containment: str = "bwrap 0.8.0") -> dict:
     return {"protocol": PROTOCOL_VERSION, "label": label, "python_tag": "cp313",
-            "abi_tag": ABI, "platform_tag": "linux_x86_64", "python_version": "3.13.1",
+            "abi_tag": ABI, "platform_tag": PLATFORM, "python_version": "3.13.1",
             "pip_version": "24.0", "image": "e" * 64, "os": "test", "build_timeout_s": 60, "building": None,
-            "containment": containment, "platforms": ["linux_x86_64"]}
+            "containment": containment, "platforms": [PLATFORM]}
 
 
 def refused_handshake(sock: Socket, timeout_s: float = 5) -> bool:
@@ -110,7 +111,7 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
                        curve=keys.server())
     queue = Socket.make(ctx, zmq.PUSH, BUILD_QUEUE)
     queue.connect(BUILD_QUEUE.address)
-    queue.send("ABIS", {"abi_tags": []})  # the farm knows no ABI yet
+    queue.send("TARGETS", {"targets": []})  # the farm knows no build target yet
     task.start()
     try:
         def slave(name: str, *, enrol: bool = True) -> Socket:
@@ -136,11 +137,11 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
         assert name == "DIE" and "requires contained builds" in die["reason"]
         assert "none: no user namespaces" in die["reason"]
 
-        # an enrolled, contained slave: welcome, and may add its ABI
+        # an enrolled, contained slave: welcome, and may add its build target
         alice = slave("alice")
         alice.send("HELLO", hello("alice"))
         assert recv(alice)[0] == "ACK"
-        assert recv(queue_requests) == ("ABI", {"abi_tag": ABI})
+        assert recv(queue_requests) == ("TARGET", {"abi_tag": ABI, "platform_tag": PLATFORM})
         assert recv(queue_requests)[0] == "IMAGE"
         alice_id = keys.client("alice").keys.key_id
         deadline = time.monotonic() + 5
@@ -151,11 +152,11 @@ def test_the_slave_socket_takes_enrolled_keys_only_and_follows_revocation(ctx, t
             report = payload.get("slave") if name == "SLAVE" else None
         assert (report["key_id"], report["containment"]) == (alice_id, "bwrap 0.8.0")
 
-        queue.send("QUEUE", {"abi_tag": ABI, "builds": [{"package": "held", "version": "1",
-                                                        "failed_by": None, "failed_at": None,
-                                                        "failed_images": [],
-                                                        "requires_python": None,
-                                                        "upstream_wheels": []}]})
+        queue.send("QUEUE", {"abi_tag": ABI, "platform_tag": PLATFORM,
+                             "builds": [{"package": "held", "version": "1",
+                                         "failed_by": None, "failed_at": None,
+                                         "failed_images": [], "requires_python": None,
+                                         "upstream_wheels": []}]})
         time.sleep(0.1)
         alice.send("IDLE", {"stats": STATS})
         assert recv(alice) == ("BUILD", {"package": "held", "version": "1"})
@@ -194,6 +195,7 @@ def test_the_file_socket_takes_the_expected_slaves_key_only(ctx, tmp_path):
              "sha256": hashlib.sha256(data).hexdigest()}
     requests.send("EXPECT", {"slave_id": 1, "package": "piw-craft", "version": "1.0",
                              "builder_abi": "cp311", "builder_platform": "linux_x86_64",
+                             "builder_platforms": ["linux_x86_64"],
                              "key_id": alice.keys.key_id,
                              "claimed": inspect_wheel(wheel, find_apt_deps=False).to_dict()})
     try:

@@ -67,7 +67,9 @@ class Rig:
         (the file's own, but for *claimed*)."""
         facts = {**inspect_wheel(path, find_apt_deps=False).to_dict(), **(claimed or {})}
         expect = {"slave_id": slave_id, "package": "piw-craft", "version": "1.0",
-                  "builder_abi": "cp311", "builder_platform": "linux_x86_64", "key_id": None,
+                  "builder_abi": "cp311", "builder_platform": "linux_x86_64",
+                  "builder_platforms": ["linux_x86_64", "manylinux_2_17_x86_64"],
+                  "key_id": None,
                   "claimed": facts, **overrides}
         self.requests.send("EXPECT", expect)
         return facts
@@ -292,6 +294,28 @@ def test_a_wheel_of_the_wrong_release_is_rejected_with_a_reason(rig, tmp_path):
     name, rejected = r.result()
     assert name == "REJECTED" and rejected["reason"] == outcome[1]
     assert "piw-craft" in rejected["reason"] or "other" in rejected["reason"]
+
+
+def test_a_wheel_for_a_platform_the_builder_accepts_is_verified_and_any_other_rejected(
+        rig, tmp_path):
+    """The receiver checks the wheel's tags against every platform the slave's
+    interpreter accepts (EXPECT's builder_platforms), not just its own."""
+    r = rig()
+    accepted = craft_wheel(tmp_path, "piw_craft-1.0-cp311-cp311-manylinux_2_17_x86_64.whl")
+    (ok, reason), _ = serve_with_sender(r, accepted)
+    assert (ok, reason) == (True, None)
+    name, verified = r.result()
+    assert name == "VERIFIED" and verified["file"]["filename"] == accepted.name
+
+    (tmp_path / "foreign").mkdir()
+    foreign = craft_wheel(tmp_path / "foreign", "piw_craft-1.0-cp311-cp311-linux_aarch64.whl")
+    (ok, reason), _ = serve_with_sender(r, foreign, slave_id=2)
+    assert ok is False
+    name, rejected = r.result()
+    assert name == "REJECTED" and rejected["reason"] == reason and not rejected["retry"]
+    assert reason == (f"{foreign.name} has tag cp311-cp311-linux_aarch64, which a builder "
+                      f"for ABI cp311 on linux_x86_64 cannot have made")
+    assert not list(r.transfers.glob("*aarch64*"))
 
 
 def test_abandon_drops_half_done_and_verified_files(rig, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from farm import task_failure, wait_for, host_target
+from farm import task_failure, wait_for
 
 from piwheels.build_policy import parse_policy
 from piwheels.index_pages import Site, log_path
@@ -23,11 +23,16 @@ from piwheels.master.task import TaskControl
 from piwheels.protocols import INDEX_REQUESTS, SUPERVISOR
 from piwheels.protocols import WheelFacts
 from piwheels.records import BuildRecord
+from piwheels.tags import Target
 from piwheels.transport import Socket
 
 T0 = datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
 SITE = Site(name="Test farm", index_url="http://farm.test/simple/",
             upstream_simple="http://upstream.test/simple/")
+#: the platform the builds here are for (no builder runs: any real platform does)
+PLATFORM = "linux_aarch64"
+#: the OS release the builds here were made on
+OS_RELEASE = "Debian GNU/Linux 12"
 
 
 class Writer:
@@ -71,13 +76,13 @@ def writer(master_dsn, output):
 def publish(db, output: Path, name: str, version: str, *, abi="cp311", py="cp311",
             wheel_abi=None, requires_python=">=3.9", yanked=None):
     """Record a successful build with one wheel, and put the wheel where it belongs."""
-    db.add_build_target(host_target(abi))
+    db.add_build_target(Target(abi, PLATFORM))
     db.add_package(name, description=f"{name} does things")
     db.add_version(name, version, released=T0, has_sdist=True)
     if yanked is not None:
         db.yank_version(name, version, yanked)
     wheel_abi = wheel_abi or abi
-    filename = f"{name.replace('-', '_')}-{version}-{py}-{wheel_abi}-linux_aarch64.whl"
+    filename = f"{name.replace('-', '_')}-{version}-{py}-{wheel_abi}-{PLATFORM}.whl"
     content = f"wheel {filename}".encode()
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
     directory = output / "simple" / name
@@ -85,12 +90,13 @@ def publish(db, output: Path, name: str, version: str, *, abi="cp311", py="cp311
     (directory / filename).write_bytes(content)
     (directory / (filename + ".metadata")).write_bytes(metadata)
     db.record_build(BuildRecord(
-        package=name, version=version, abi_tag=abi, slave_label="pi", started=T0,
-        duration=timedelta(seconds=12), status="success", log=f"log of {filename}\n",
+        package=name, version=version, abi_tag=abi, platform_tag=PLATFORM, slave_label="pi",
+        started=T0, duration=timedelta(seconds=12), status="success",
+        log=f"log of {filename}\n", os_release=OS_RELEASE,
         files=(WheelFacts(
             filename=filename, size=len(content), sha256=hashlib.sha256(content).hexdigest(),
             package_tag=name, version_tag=version, py_tag=py, abi_tag=wheel_abi,
-            platform_tag="linux_aarch64", requires_python=requires_python, requires_dist=(),
+            platform_tag=PLATFORM, requires_python=requires_python, requires_dist=(),
             metadata=metadata, metadata_sha256=hashlib.sha256(metadata).hexdigest(),
             apt_dependencies=("libfoo1",)),),
     ))
@@ -128,13 +134,26 @@ def test_package_pages(db, writer, output):
     assert '<meta name="pypi:project-status" content="active">' in html
     assert "pypi:project-status-reason" not in html
     project = read_json(output / "project" / "foo-bar" / "json" / "index.json")
-    assert project["versions"][0]["builds"]["cp311"]["status"] == "success"
+    # a column per build target, and each wheel says what it was built for and on
+    assert project["targets"] == [{"key": "cp311 linux_aarch64", "label": "cp311 aarch64",
+                                   "abi": "cp311", "platform": "linux_aarch64"}]
+    cell = project["versions"][0]["builds"]["cp311 linux_aarch64"]
+    assert cell["status"] == "success" and cell["os_release"] == OS_RELEASE
+    (wheel,) = project["versions"][0]["files"]
+    assert (wheel["filename"], wheel["built_for"], wheel["os_release"]) == (
+        filename, "cp311 linux_aarch64", OS_RELEASE)
+    assert [(a["abi"], a["platform"], a["os_release"])
+            for a in project["versions"][0]["attempts"]] == [("cp311", PLATFORM, OS_RELEASE)]
     assert project["apt_install"] == "sudo apt install libfoo1"
     # the one fact the master cannot check is shown as the builder's word
     assert project["apt_dependencies_source"] == "reported by the builder"
     human = (output / "project" / "foo-bar" / "index.html").read_text()
     assert "pip install --extra-index-url http://farm.test/simple/ foo-bar" in human
     assert "sudo apt install libfoo1" in human
+    assert '<th title="cp311 linux_aarch64">cp311 aarch64</th>' in human
+    # the files table: the wheel, the target it was built for, the OS it was built on
+    assert re.search(rf"{re.escape(filename)}</a></td>\s*<td>cp311 linux_aarch64</td>\s*"
+                     rf"<td>{re.escape(OS_RELEASE)}</td>", human), human
     assert re.search(r"Debian packages\s*\(<span class=\"claim\">reported by the builder</span>\)",
                      human), human
     (build,) = db.get_project("foo-bar").versions[0].builds
@@ -244,7 +263,7 @@ def test_a_wheel_published_but_not_yet_recorded_is_left_alone(db, writer, output
     a page written in between must not take the wheel away."""
     publish(db, output, "racy", "1.0")
     directory = output / "simple" / "racy"
-    arriving = directory / "racy-2.0-cp311-cp311-linux_aarch64.whl"
+    arriving = directory / f"racy-2.0-cp311-cp311-{PLATFORM}.whl"
     arriving.write_bytes(b"a wheel on its way")
     arriving.with_name(arriving.name + ".metadata").write_bytes(b"Name: racy\n")
     writer.package("racy")
@@ -323,7 +342,7 @@ def test_a_full_rewrite_shared_among_worker_processes(db, master_dsn, output, tm
 
 
 def test_no_wheel_means_no_simple_page_and_no_install_line(db, writer, output):
-    db.add_build_target(host_target("cp311"))
+    db.add_build_target(Target("cp311", PLATFORM))
     db.add_package("waiting")
     db.add_version("waiting", "1.0", released=T0)
     db.add_package("never", skip_reason="needs a GPU")
@@ -409,7 +428,7 @@ def test_project_page_says_why_a_release_is_not_built(db, writer, output):
 
     def reasons():
         data = read_json(page)
-        return {v["version"]: (v["not_built"], v["builds"]["cp311"]["status"])
+        return {v["version"]: (v["not_built"], v["builds"]["cp311 linux_aarch64"]["status"])
                 for v in data["versions"]}
     html_page = output / "project" / "polly" / "index.html"
     wait_for(lambda: page.exists() and html_page.exists() and "2.0" in reasons(), 10,

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import zmq
-from test_index_writer import SITE, T0, publish
+from test_index_writer import PLATFORM, SITE, T0, publish
 
 from piwheels.master.index_writer import IndexWriter
 from piwheels.page_writer import PageWriter
 from piwheels.protocols import INDEX_REQUESTS
 from piwheels.records import BuildRecord
 from piwheels.storage import log_path
+from piwheels.tags import Target
 from piwheels.transport import Socket
 
 
@@ -25,10 +26,12 @@ def output(tmp_path):
 
 
 def fail(db, package: str, version: str, abi: str = "cp311") -> int:
-    """Record a failed attempt (a zero-work build); its build id."""
+    """Record a failed attempt (a zero-work build) for the target of *abi*; its build id."""
+    db.add_build_target(Target(abi, PLATFORM))
     return db.record_build(BuildRecord(
-        package=package, version=version, abi_tag=abi, slave_label="pi", started=T0,
-        duration=timedelta(seconds=1), status="failed", reason="broke", log="it broke\n"))
+        package=package, version=version, abi_tag=abi, platform_tag=PLATFORM, slave_label="pi",
+        started=T0, duration=timedelta(seconds=1), status="failed", reason="broke",
+        log="it broke\n"))
 
 
 def pages(output: Path, package: str) -> dict[str, str]:
@@ -130,7 +133,7 @@ def take_requests(task: IndexWriter) -> None:
 def test_a_build_recorded_while_its_project_is_written_still_gets_its_page(db, task, output):
     """The recorder commits, then asks; a request that arrives while the project is
     being written (after the writer read the database) makes another write."""
-    db.add_build_abi("cp311")
+    db.add_build_target(Target("cp311", PLATFORM))
     db.add_package("busy")
     db.add_version("busy", "1.0", released=T0, has_sdist=True)
     first = fail(db, "busy", "1.0")
@@ -158,7 +161,7 @@ def test_a_build_recorded_while_its_project_is_written_still_gets_its_page(db, t
 
 
 def test_requests_for_one_project_make_one_write(db, task, output):
-    db.add_build_abi("cp311")
+    db.add_build_target(Target("cp311", PLATFORM))
     db.add_package("popular")
     db.add_version("popular", "1.0", released=T0, has_sdist=True)
     task.last_write = task.clock()  # busy: requests wait for the next flush

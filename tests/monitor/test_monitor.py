@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import urwid
 import zmq
-from farm import BIN, Farm, build_user, pyenv_python, wait_for
+from farm import BIN, HOST_PLATFORM, Farm, build_user, pyenv_python, wait_for
 from sdist_factory import make_sdist
 from terminal import Terminal
 
@@ -32,6 +32,7 @@ from piwheels.monitor.model import CONNECTED, CONNECTING, SLAVE_STALE_S, UNREACH
 from piwheels.monitor.view import MonitorView
 from piwheels.protocols import CONTROL
 from piwheels.slave import EXIT_TOLD_TO_STOP
+from piwheels.tags import Target
 from piwheels.transport import Socket
 
 WALL = 1_800_000_000.0  # a wall-clock time for the model tests
@@ -507,6 +508,10 @@ def test_slave_actions(farm, monitor, db, endless_releases):
         # and the id of the key it was enrolled with, as the master saw it
         assert slave["key_id"] == farm.key_id(label)
         assert row(screen, label).rstrip().endswith(slave["key_id"]), row(screen, label)
+    # both build for this host's target, and the queue panel counts per target
+    assert {slave["platform_tag"] for slave in slaves.values()} == {HOST_PLATFORM}
+    monitor.wait_match(rf"Queue +pending {re.escape(Target('cp311', HOST_PLATFORM).label)} \d+ ",
+                       15)
 
     # the cursor onto alpha
     ids = sorted(slave["slave_id"] for slave in slaves.values())
