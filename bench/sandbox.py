@@ -94,13 +94,12 @@ def bare_sandbox_s(builder: Builder, scratch: Path, runs: int) -> tuple[float, f
     """Median seconds of ``true`` run plainly and inside an empty sandbox like a build's."""
     box = builder._sandbox
     assert box is not None
-    inputs, wheels = scratch / "input", scratch / "wheels"
+    inputs = scratch / "input"
     inputs.mkdir(parents=True, exist_ok=True)
-    wheels.mkdir(parents=True, exist_ok=True)
     plain, boxed = [], []
     for _ in range(runs):
         for argv, times in ((["/bin/true"], plain),
-                            (box.command(["/bin/true"], input_dir=inputs, wheel_dir=wheels),
+                            (box.command(["/bin/true"], input_dir=inputs),
                              boxed)):
             start = time.perf_counter()
             subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)

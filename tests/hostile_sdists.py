@@ -360,8 +360,8 @@ ATTACKS: dict[str, str] = {
 
 # --- traps in the wheel directory ----------------------------------------------------
 # These builds succeed: their backend makes a genuine wheel, and beside it, in
-# the wheel directory pip was given (the one place a contained build writes
-# on the host), a file the slave reads after the build: a FIFO (a read that
+# the wheel directory pip was given (what the slave is handed out of the
+# sandbox after the build), a file that would trap a careless reader: a FIFO (a read that
 # never ends), a symlink to /dev/zero (bytes that never end), a sparse file
 # far larger than any wheel, a symlink to one of the slave's secrets.  The
 # slave must neither hang on them nor send what they point to.

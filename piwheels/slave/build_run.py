@@ -5,8 +5,9 @@ A build runs a few commands: the fetch phase's ``pip download`` on the host
 wheel``, the hook probe) in the sandbox, or, where there is none, on the host
 as plain processes of the slave's user.  Each gets an environment made from
 nothing, its own session, the build's limits, and is watched until it ends,
-times out, is cancelled, hits the PID limit or fills the disk quota; then
-every process of it is killed.
+times out, is cancelled or hits the PID limit; then every process of it is
+killed.  (The disk quota is the sandbox's tmpfs, which the wheels leave only
+through :mod:`piwheels.slave.hand_out`.)
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..diagnosis import TIMEOUT_REASON
-from . import processes, sandbox
+from . import hand_out, processes, sandbox
 from .build_log import REASON_TAIL_BYTES, BoundedLog, MiB, clip, note, pump, shown
-from .work_area import tree_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from .builder import Builder
@@ -36,8 +36,10 @@ LOG_DRAIN_TIMEOUT_S = 5.0
 #: A build with this many fewer processes than its PID limit is at the limit (bwrap,
 #: its init and other tasks of the user count against it too).
 PID_LIMIT_SLACK = 8
-#: How often the size of what a contained build wrote to the host is checked.
-QUOTA_CHECK_INTERVAL_S = 0.5
+#: The wrapper that hands a contained build's wheels out, as its copy in the build's input is named.
+HAND_OUT_NAME = "hand_out.py"
+#: Where the handed-out stream is kept until it is unpacked (in the build dir, beside its wheels).
+HANDED_OUT_NAME = "handed-out.tar"
 #: The variable that marks every process of a build (it names the build dir).
 MARKER_VARIABLE = "PIWHEELS_BUILD"
 
@@ -93,12 +95,16 @@ class BuildRun:
         """A command of the fetch phase: the slave's own pip, on the host, with the network."""
         env = scrubbed_env(self.build_dir / "home", self.build_dir / "tmp",
                             self.builder.cache_dir, self.marker_value)
-        return self._run(command, self.build_dir, env, sandbox.limits_preexec(0, 0), None)
+        return self._run(command, self.build_dir, env, sandbox.limits_preexec(0, 0))
 
-    def contained(self, command: list[str], watch: Optional[Path] = None,
-                  wheel_dir: Optional[Path] = None) -> tuple[Optional[int], Optional[str]]:
-        """A command that runs build code: in the sandbox if there is one (with
-        *wheel_dir*, not the build's wheels, as the host directory it may write)."""
+    def contained(self, command: list[str], hand_out: bool = False
+                  ) -> tuple[Optional[int], Optional[str]]:
+        """A command that runs build code: in the sandbox if there is one.
+
+        The sandbox has no writable host directory; with *hand_out* the wheels
+        the command leaves in its wheel directory are handed out to the build's
+        (see :mod:`piwheels.slave.hand_out`), at most the disk quota's worth.
+        """
         layout = self.layout
         env = scrubbed_env(layout.home, layout.tmp, layout.home / ".cache" / "pip",
                             self.marker_value)
@@ -111,13 +117,45 @@ class BuildRun:
         if limits.pid_limit > 0 and os.geteuid() != 0:
             nproc = sandbox.user_tasks() + limits.pid_limit
         preexec = sandbox.limits_preexec(limits.memory_bytes, nproc)
-        if self.sandbox is not None:
-            command = self.sandbox.command(command, input_dir=self.input,
-                                           wheel_dir=wheel_dir or self.wheels)
-            return self._run(command, self.build_dir, env, preexec, watch)
-        for directory in (layout.home, layout.tmp, layout.work):
-            directory.mkdir(exist_ok=True)
-        return self._run(command, layout.work, env, preexec, None)
+        if self.sandbox is None:
+            for directory in (layout.home, layout.tmp, layout.work):
+                directory.mkdir(exist_ok=True)
+            return self._run(command, layout.work, env, preexec)
+        if not hand_out:
+            return self._run(self.sandbox.command(command, input_dir=self.input),
+                             self.build_dir, env, preexec)
+        return self._handing_out(command, env, preexec)
+
+    def _handing_out(self, command: list[str], env: dict[str, str],
+                     preexec: Callable[[], None]) -> tuple[Optional[int], Optional[str]]:
+        """Run *command* in the sandbox under the hand-out wrapper, then unpack what it handed out."""
+        assert self.sandbox is not None
+        limit_bytes = self.builder.limits.disk_bytes
+        stream = self.build_dir / HANDED_OUT_NAME
+        read_fd, write_fd = os.pipe()
+        received: list[bool] = []
+        receiver = threading.Thread(
+            target=lambda: received.append(hand_out.receive(read_fd, stream, limit_bytes)),
+            name="hand-out", daemon=True)
+        receiver.start()
+        wrapped = [self.builder.python, "-I", str(self.layout.input / HAND_OUT_NAME),
+                   str(write_fd), str(self.layout.wheels), "--", *command]
+        try:
+            returncode, reason = self._run(
+                self.sandbox.command(wrapped, input_dir=self.input), self.build_dir, env,
+                preexec, pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)  # the sandbox is gone: the receiver sees the end
+            receiver.join()
+        try:
+            if reason is None and not all(received):
+                reason = (f"disk quota of the build directory exceeded (the limit is "
+                          f"{limit_bytes // MiB} MiB)")
+            if reason is None and stream.stat().st_size > 0:
+                _, reason = hand_out.unpack(stream, self.wheels)
+        finally:
+            stream.unlink(missing_ok=True)
+        return returncode, reason
 
     def _too_many_processes(self, leader: int) -> bool:
         """Whether the build holds (about) all the processes it may have: a fork bomb.
@@ -132,9 +170,9 @@ class BuildRun:
         return len(found) >= max(1, limit - PID_LIMIT_SLACK)
 
     def _run(self, command: list[str], cwd: Path, env: dict[str, str],
-             preexec: Callable[[], None], watch: Optional[Path]
+             preexec: Callable[[], None], pass_fds: tuple[int, ...] = ()
              ) -> tuple[Optional[int], Optional[str]]:
-        """Run *command* to the end or until timeout, cancel or quota: (exit status, reason)."""
+        """Run *command* to the end or until timeout, cancel or the PID limit: (exit status, reason)."""
         builder = self.builder
         self.text.write(f"$ {shown(command, builder.index_url)}\n".encode("utf-8", "replace"))
         self.output = BoundedLog(REASON_TAIL_BYTES)
@@ -148,7 +186,7 @@ class BuildRun:
                 proc = subprocess.Popen(
                     command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=preexec,
+                    preexec_fn=preexec, pass_fds=pass_fds,
                 )
             except OSError as exc:
                 return None, clip(f"cannot start {command[0]}: {exc}")
@@ -160,7 +198,7 @@ class BuildRun:
             name="build-log", daemon=True)
         reader.start()
         clock = builder.clock
-        started_s = next_record_s = next_watch_s = clock()
+        started_s = next_record_s = clock()
         reason: Optional[str] = None
         try:
             while not processes.has_exited(proc.pid):
@@ -172,11 +210,6 @@ class BuildRun:
                     if self._too_many_processes(proc.pid):
                         reason = (f"the build exceeded the PID limit "
                                   f"({builder.limits.pid_limit} processes)")
-                        break
-                if watch is not None and now >= next_watch_s:
-                    next_watch_s = now + QUOTA_CHECK_INTERVAL_S
-                    reason = _quota_problem(watch, builder.limits.disk_bytes)
-                    if reason is not None:
                         break
                 if builder._cancelled:
                     reason = "cancelled"
@@ -199,20 +232,8 @@ class BuildRun:
             proc.stdout.close()
         if reason is None and builder._cancelled:
             reason = "cancelled"
-        if reason is None and watch is not None:
-            # again, once it has ended: what it wrote just before leaves no time
-            # for a check, and a sparse file there would be read to its end
-            reason = _quota_problem(watch, builder.limits.disk_bytes)
         note(self.text, f"exit status {returncode} after {clock() - started_s:.1f} s")
         return returncode, reason
-
-
-def _quota_problem(watch: Path, limit_bytes: int) -> Optional[str]:
-    """Why what the build wrote in *watch* is refused (its files' apparent sizes
-    count, so a sparse file cannot slip by), or None."""
-    if tree_size(watch) > limit_bytes:
-        return f"disk quota of the build directory exceeded (the limit is {limit_bytes // MiB} MiB)"
-    return None
 
 
 def scrubbed_env(home: Path, tmp: Path, pip_cache: Path, marker: str) -> dict[str, str]:

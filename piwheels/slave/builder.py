@@ -47,12 +47,12 @@ from ..errors import ConfigError, FetchError, InvalidName, InvalidVersion, Wheel
 from ..names import canonical_name, normal_version
 from ..smoke import SmokeResult
 from ..wheel_facts import WheelFacts, check_identity, inspect_wheel
-from . import processes, sandbox
+from . import hand_out, processes, sandbox
 from .image import builder_image
 from .build_log import (
     BoundedLog, MiB, clip, failure_reason, fetch_failure, note, redact_url,
 )
-from .build_run import BuildRun, scrubbed_env
+from .build_run import HAND_OUT_NAME, BuildRun, scrubbed_env
 from .fetch import (
     Fetcher, FetchStopped, WheelCache, build_system, download_wheels_command, source_date_epoch,
 )
@@ -314,6 +314,7 @@ class Builder:
         for directory in (run.input, run.wheels, *(build_dir / name for name in SCRATCH_DIRS)):
             directory.mkdir(exist_ok=True)
         shutil.copyfile(Path(__file__).with_name(PROBE_NAME), run.input / PROBE_NAME)
+        shutil.copyfile(hand_out.__file__, run.input / HAND_OUT_NAME)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         text.write(self._header(package, version).encode("utf-8", "replace"))
 
@@ -357,7 +358,7 @@ class Builder:
                 "--find-links", str(run.layout.input / deps.name),
                 "--wheel-dir", str(run.layout.wheels), "--progress-bar", "off",
                 "--disable-pip-version-check", "--no-input", "--verbose",
-            ], watch=run.wheels)
+            ], hand_out=True)
             if reason is not None:
                 return finish(False, reason)
             if returncode == 0:

@@ -7,8 +7,9 @@ own directories) read-only, a fresh /proc and /dev, and one size-limited tmpfs
 at /tmp that holds everything the build may write (its home, its temporary
 files, its working directory): that tmpfs is the build dir's disk quota, and
 it is gone when the sandbox ends.  The fetched sdist and build dependencies
-are bound read-only at /tmp/input and the one host directory the build may
-write, for its wheels, at /tmp/wheels.  Nothing else of the host is there:
+are bound read-only at /tmp/input; no host directory is writable (the wheels
+leave through a pipe, see :mod:`piwheels.slave.hand_out`, so the quota holds
+for them too).  Nothing else of the host is there:
 not the slave's home, work dir, cache, configuration or keys, not /run (where
 sockets such as PostgreSQL's live), not /tmp.  The sandbox's pid 1 is
 bubblewrap's, and when it dies the kernel kills every process in the
@@ -115,8 +116,8 @@ class Sandbox:
     hidden: tuple[str, ...]
     disk_bytes: int
 
-    def command(self, argv: list[str], *, input_dir: Path, wheel_dir: Path) -> list[str]:
-        """*argv* wrapped in bwrap, with *input_dir* read-only and *wheel_dir* writable inside.
+    def command(self, argv: list[str], *, input_dir: Path) -> list[str]:
+        """*argv* wrapped in bwrap, with *input_dir* read-only inside and no host directory writable.
 
         bwrap hands its own environment (the builder's scrubbed one) to *argv*.
         """
@@ -143,7 +144,6 @@ class Sandbox:
                 args += ["--ro-bind", os.devnull, path]
         args += [
             "--ro-bind", str(input_dir), str(INSIDE_INPUT),
-            "--bind", str(wheel_dir), str(INSIDE_WHEELS),
             "--dir", str(INSIDE_HOME), "--dir", str(INSIDE_WORK),
             "--dir", "/var", "--symlink", "../tmp", "/var/tmp",
             "--chdir", str(INSIDE_WORK),

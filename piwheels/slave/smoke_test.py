@@ -69,10 +69,6 @@ def _one(run: BuildRun, path: Path, facts: WheelFacts, staged: Path, number: int
         os.link(path, inside)  # read-only in the sandbox: the import cannot change the wheel
     except OSError:
         shutil.copyfile(path, inside)
-    # the only host directory the sandbox may write: empty, as the venv is made
-    # in the sandbox's own /tmp (its tmpfs, gone when it ends)
-    scratch = run.build_dir / f"{SMOKE_DIR}-{number}"
-    scratch.mkdir(exist_ok=True)
     layout = run.layout
     input_dir = layout.input / SMOKE_DIR
     venv = layout.work / f"{SMOKE_DIR}-venv-{number}"
@@ -84,8 +80,7 @@ def _one(run: BuildRun, path: Path, facts: WheelFacts, staged: Path, number: int
     try:
         returncode, reason = run.contained(
             [run.builder.python, "-I", str(input_dir / PROBE_NAME), str(input_dir / filename),
-             str(venv), json.dumps(modules)],
-            watch=scratch, wheel_dir=scratch)
+             str(venv), json.dumps(modules)])
     finally:
         run.deadline_s = build_deadline_s
     if reason is not None and run.stopped() is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pwd
@@ -9,14 +10,16 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
 
-from piwheels.slave import sandbox
+from piwheels.slave import hand_out, sandbox
 from piwheels.slave.sandbox import Sandbox
 
 MiB = 1024 * 1024
@@ -45,8 +48,7 @@ def run_inside(area: Path, code: str, *, disk_bytes: int = 64 * MiB,
                ) -> subprocess.CompletedProcess:
     box = Sandbox(bwrap=sandbox.detect("bwrap").bwrap, readonly=readonly, hidden=hidden,
                   disk_bytes=disk_bytes)
-    command = box.command([sys.executable, "-I", "-c", code],
-                          input_dir=area / "input", wheel_dir=area / "wheels")
+    command = box.command([sys.executable, "-I", "-c", code], input_dir=area / "input")
     kwargs = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid,
                                       "extra_groups": []}
     return subprocess.run(command, capture_output=True, text=True, timeout=60,
@@ -97,7 +99,6 @@ print(json.dumps({
     "write_usr": write("/usr/piw-file"),
     "write_input": write("/tmp/input/piw-file"),
     "write_tmp": write("/tmp/piw-file"),
-    "write_wheels": write("/tmp/wheels/piw-file"),
     "hostname": socket.gethostname(),
     "capabilities": [line.split()[1] for line in open("/proc/self/status")
                      if line.startswith("CapEff:")][0],
@@ -120,8 +121,11 @@ def test_a_process_inside_sees_nothing_of_the_host(area: Path, tmp_path: Path) -
                 f"LISTENER = {port}\n" + LOOK_AROUND)
         seen = answer(run_inside(area, code, readonly=(*PYTHON_DIRS, str(tree)),
                                  hidden=(str(tree / "secret"),)))
-    # the host's /tmp is not there; only the way to the tree shown on purpose
-    assert seen["tmp"] == sorted(["build", "home", "input", "wheels", area.name])
+    # the host's /tmp is not there; only the ways to the trees shown on purpose
+    # (the interpreter's too, where the checkout lies under /tmp)
+    shown_in_tmp = {Path(p).relative_to("/tmp").parts[0] for p in (*PYTHON_DIRS, str(tree))
+                    if Path(p).is_relative_to("/tmp")}
+    assert seen["tmp"] == sorted({"build", "home", "input", *shown_in_tmp})
     assert seen["host_file"] is False
     # of the home, at most the way to the interpreter (pyenv lives under /root here)
     shown_under_home = {Path(p).relative_to(home).parts[0] for p in PYTHON_DIRS
@@ -134,9 +138,9 @@ def test_a_process_inside_sees_nothing_of_the_host(area: Path, tmp_path: Path) -
         seen["pids"] == [1, 2]
     assert seen["tree"] == ["secret", "visible"] and seen["secret"] is False
     assert seen["write_root"] == seen["write_usr"] == seen["write_input"] == "OSError"
-    assert seen["write_tmp"] == seen["write_wheels"] == "written"
-    assert (area / "wheels" / "piw-file").exists()  # the one way out
-    assert not (area / "input" / "piw-file").exists()
+    assert seen["write_tmp"] == "written"
+    # no host directory is writable: what it wrote is nowhere on the host
+    assert list(area.rglob("piw-file")) == []
     assert seen["hostname"] == "piwheels-build"
     assert int(seen["capabilities"], 16) == 0  # none, even when the tests run as root
 
@@ -245,3 +249,117 @@ def test_the_slave_hides_its_configuration_files(tmp_path: Path) -> None:
                                                 log=settings.LogSettings())
     assert str(config_file) in options.private_paths
     assert "/etc/piwheels.conf" in options.private_paths
+
+
+# --- handing the wheels out ------------------------------------------------------------
+
+
+def hand_out_inside(area: Path, code: str, *, disk_bytes: int = 16 * MiB
+                    ) -> tuple[subprocess.CompletedProcess, bool, Path]:
+    """Run *code* in the sandbox under the hand-out wrapper, as a build's ``pip wheel``
+    runs: (the run, whether the stream kept within the quota, where it was kept)."""
+    shutil.copyfile(hand_out.__file__, area / "input" / "hand_out.py")
+    box = Sandbox(bwrap=sandbox.detect("bwrap").bwrap, readonly=PYTHON_DIRS, hidden=(),
+                  disk_bytes=disk_bytes)
+    read_fd, write_fd = os.pipe()
+    stream = area / "stream.tar"
+    kept: list[bool] = []
+    receiver = threading.Thread(
+        target=lambda: kept.append(hand_out.receive(read_fd, stream, disk_bytes)))
+    receiver.start()
+    command = box.command(
+        [sys.executable, "-I", str(sandbox.INSIDE_INPUT / "hand_out.py"), str(write_fd),
+         str(sandbox.INSIDE_WHEELS), "--", sys.executable, "-I", "-c", code],
+        input_dir=area / "input")
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL, pass_fds=(write_fd,),
+                              env={"PATH": os.environ["PATH"]})
+    finally:
+        os.close(write_fd)
+        receiver.join(30)
+    return proc, kept == [True], stream
+
+
+def test_the_wheels_are_handed_out_as_they_were_written(area: Path) -> None:
+    proc, kept, stream = hand_out_inside(area, (
+        "import os\n"
+        "open('/tmp/wheels/a-1.0-py3-none-any.whl', 'wb').write(b'wheel a' * 1000)\n"
+        "open('/tmp/wheels/b-1.0-py3-none-any.whl', 'wb').write(os.urandom(300000))\n"
+        "raise SystemExit(3)\n"))
+    assert proc.returncode == 3, proc.stderr  # the command's own status
+    assert kept
+    names, why = hand_out.unpack(stream, area / "wheels")
+    assert why is None
+    assert names == ["a-1.0-py3-none-any.whl", "b-1.0-py3-none-any.whl"]
+    assert (area / "wheels" / names[0]).read_bytes() == b"wheel a" * 1000
+    assert (area / "wheels" / names[1]).stat().st_size == 300000
+
+
+def test_a_fast_writer_in_the_wheel_dir_meets_the_quota(area: Path) -> None:
+    # what a poll of the wheel dir's size could not stop: 4x the quota at full speed
+    proc, kept, _ = hand_out_inside(area, (
+        "import os\n"
+        "try:\n"
+        "    with open('/tmp/wheels/filler', 'wb') as f:\n"
+        "        for _ in range(256):\n"
+        "            f.write(b'x' * 262144)\n"
+        "            f.flush()\n"
+        "    print('filled')\n"
+        "except OSError as exc:\n"
+        "    print(exc.strerror)\n"), disk_bytes=16 * MiB)
+    assert proc.stdout.strip() == "No space left on device", proc.stderr
+    assert kept  # at most the quota reached the pipe
+
+
+def test_a_sparse_file_is_cut_off_at_the_quota(area: Path) -> None:
+    proc, kept, stream = hand_out_inside(area, (
+        "with open('/tmp/wheels/x-1.0-py3-none-any.whl', 'wb') as f:\n"
+        "    f.truncate(64 * 2**30)\n"), disk_bytes=8 * MiB)
+    assert not kept
+    assert stream.stat().st_size <= 8 * MiB + hand_out.TAR_OVERHEAD_BYTES
+    assert proc.returncode in (0, 1), proc.stderr  # the wrapper saw the pipe close
+
+
+@pytest.mark.parametrize("trick", ["symlink", "fifo"])
+def test_what_is_not_a_regular_file_is_refused(area: Path, trick: str) -> None:
+    make = ("os.symlink('/etc/passwd', path)" if trick == "symlink" else "os.mkfifo(path)")
+    proc, kept, stream = hand_out_inside(area, (
+        "import os\n"
+        "open('/tmp/wheels/a-1.0-py3-none-any.whl', 'wb').write(b'fine')\n"
+        "path = '/tmp/wheels/b-1.0-py3-none-any.whl'\n" + make + "\n"))
+    assert proc.returncode == 0 and kept, proc.stderr
+    names, why = hand_out.unpack(stream, area / "wheels")
+    assert names == []
+    assert why == ("the build left b-1.0-py3-none-any.whl in its wheel directory, "
+                   "which is not a regular file")
+    assert not (area / "wheels" / "b-1.0-py3-none-any.whl").exists()
+
+
+def test_what_the_build_leaves_running_is_ended_before_the_wheels_are_read(area: Path) -> None:
+    # a daemon that would write a wheel after pip ended, while the slave reads
+    proc, kept, stream = hand_out_inside(area, (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    time.sleep(1)\n"
+        "    open('/tmp/wheels/late-1.0-py3-none-any.whl', 'wb').write(b'late')\n"
+        "    os._exit(0)\n"
+        "open('/tmp/wheels/a-1.0-py3-none-any.whl', 'wb').write(b'fine')\n"))
+    assert proc.returncode == 0 and kept, proc.stderr
+    time.sleep(1.5)  # the daemon's moment has passed
+    names, why = hand_out.unpack(stream, area / "wheels")
+    assert (names, why) == (["a-1.0-py3-none-any.whl"], None)
+    assert not (area / "wheels" / "late-1.0-py3-none-any.whl").exists()
+
+
+def test_a_stream_with_a_path_in_it_is_refused(tmp_path: Path) -> None:
+    stream = tmp_path / "stream.tar"
+    (tmp_path / "wheels").mkdir()
+    with tarfile.open(stream, "w") as tar:
+        info = tarfile.TarInfo("../escape-1.0-py3-none-any.whl")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    names, why = hand_out.unpack(stream, tmp_path / "wheels")
+    assert names == [] and "not a plain file" in why
+    assert not (tmp_path / "escape-1.0-py3-none-any.whl").exists()
