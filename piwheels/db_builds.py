@@ -27,6 +27,7 @@ class RecordedFile(NamedTuple):
     package: str
     version: str
     abi_tag: str
+    platform_tag: str
 
 
 class BuildData:
@@ -140,7 +141,8 @@ class BuildData:
         """Every file row with what the output tree must hold for it."""
         files, builds = self.t["files"], self.t["builds"]
         query = (sa.select(files.c.filename, files.c[FILE_COLUMNS["size"]], builds.c.build_id,
-                           builds.c.package, builds.c.version, builds.c.abi_tag)
+                           builds.c.package, builds.c.version, builds.c.abi_tag,
+                           builds.c.platform_tag)
                  .join(builds, files.c.build_id == builds.c.build_id))
         with self._begin() as conn:
             return [RecordedFile(*row) for row in conn.execute(query)]

@@ -15,6 +15,8 @@ from piwheels.protocols import FILE_TRANSFER, PROTOCOL_VERSION, SLAVE
 from piwheels.transport import Socket
 from piwheels.wheel_facts import inspect_wheel, sha256_file
 
+#: The platform a raw slave says it builds for (whatever the machine: it builds nothing).
+RAW_PLATFORM = "linux_x86_64"
 STATS = {"load_1m": None, "memory_free": None, "disk_free": None, "temperature_c": None}
 
 
@@ -42,9 +44,9 @@ class RawSlave:
     def hello(self) -> None:
         name, ack = self.request("HELLO", {
             "protocol": PROTOCOL_VERSION, "label": self.label, "python_tag": "cp311",
-            "abi_tag": "cp311", "platform_tag": "linux_x86_64", "python_version": "3.11.7",
+            "abi_tag": "cp311", "platform_tag": RAW_PLATFORM, "python_version": "3.11.7",
             "pip_version": "24.0", "image": "e" * 64, "os": "Linux", "build_timeout_s": 60.0, "building": None,
-            "containment": CLAIMED_CONTAINMENT, "platforms": ["linux_x86_64"]})
+            "containment": CLAIMED_CONTAINMENT, "platforms": [RAW_PLATFORM]})
         assert name == "ACK", (name, ack)
         self.slave_id = ack["slave_id"]
 

@@ -134,7 +134,9 @@ class AdminService(DatabaseTask):
         """How far the index writer is with the last piw-rebuild (None: none asked).
 
         ``total`` is the projects asked for and ``pending`` those the writer still
-        has to write (other changes included); ``settled`` says the
+        has to write (for one project or page, other changes included; for every
+        page, what is left of the full rewrite, which builds' pages do not keep
+        from ending); ``settled`` says the
         writer has reported twice since the request, so its figures include it
         (its first report may have been made before it saw the request).
         """
@@ -143,7 +145,9 @@ class AdminService(DatabaseTask):
         writer = self.tasks.get("index_writer", {})
         reports = self.task_reports.get("index_writer", 0) - self.rebuild["mark"]
         return {"rebuild_id": self.rebuild["rebuild_id"], "part": self.rebuild["part"],
-                "total": self.rebuild["total"], "pending": writer.get("dirty", 0),
+                "total": self.rebuild["total"],
+                "pending": writer.get("rewrite_pending" if self.rebuild["part"] == "all"
+                                      else "dirty", 0),
                 "root_pending": bool(writer.get("root_pending")), "settled": reports >= 2}
 
     def publish_master(self) -> None:

@@ -386,6 +386,9 @@ class IndexWriter(DatabaseTask):
     def status(self) -> dict:
         # "dirty" counts what is still to write, a worker's share included
         return {"dirty": len(self.dirty) + len(self.backlog) + len(self.busy),
+                # what is left of a full rewrite (builds' pages keep "dirty" up meanwhile)
+                "rewrite_pending": len(self.backlog) + sum(
+                    len(batch) for batch, rewrite in self.in_flight.values() if rewrite),
                 "in_flight": len(self.busy),
                 "root_pending": self.root_dirty, "home_pending": self.home_dirty,
                 "pages_written": self.pages_written,

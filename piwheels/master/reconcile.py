@@ -34,6 +34,7 @@ from pathlib import Path
 from ..db import Database
 from ..platform_aliases import NO_ALIASES, PlatformAliases
 from ..storage import ORPHANED_DIR, OutputTree, remove_quietly, same_file
+from ..tags import Target
 
 log = logging.getLogger("piwheels.master.reconcile")
 
@@ -84,7 +85,8 @@ def reconcile(db: Database, tree: OutputTree,
         if row.build_id not in broken:
             broken[row.build_id] = problem
             log.warning("re-queued %s %s for %s (deleted build %d): %s %s", row.package,
-                        row.version, row.abi_tag, row.build_id, row.filename, problem)
+                        row.version, Target(row.abi_tag, row.platform_tag), row.build_id,
+                        row.filename, problem)
             done.packages.add(row.package)
     if broken:
         db.requeue_builds(broken)

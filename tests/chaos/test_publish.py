@@ -96,7 +96,7 @@ def test_a_row_without_its_wheel_is_requeued_at_start(farm, db, release):
     assert f"row {wheel.name} (vanished) has no file" in found
     assert f"{wheel.parent / 'index.json'} lists {wheel.name}, which is not there" in found
     master = farm.start_master()
-    assert (f"re-queued vanished 1.0 for cp311 (deleted build {first.build_id}): "
+    assert (f"re-queued vanished 1.0 for cp311 {HOST_PLATFORM} (deleted build {first.build_id}): "
             f"{wheel_name('vanished')} is missing") in master.log()
     again = farm.wait(lambda: built(db, "vanished"), 120, "vanished to be built again")
     assert again.build_id != first.build_id
@@ -152,9 +152,9 @@ def test_a_wheel_of_the_wrong_size_or_without_metadata_is_requeued(farm, db, tmp
     assert any("is 10 bytes; its row says" in p for p in found)
     assert any(p.endswith(f"{wheel_name('bare')} has no .metadata") for p in found)
     log = farm.start_master().log()
-    assert (f"re-queued truncated 1.0 for cp311 (deleted build {truncated.build_id}): "
+    assert (f"re-queued truncated 1.0 for cp311 {HOST_PLATFORM} (deleted build {truncated.build_id}): "
             f"{wheel_name('truncated')} is 10 bytes, not {truncated.files[0].size}") in log
-    assert (f"re-queued bare 1.0 for cp311 (deleted build {bare.build_id}): "
+    assert (f"re-queued bare 1.0 for cp311 {HOST_PLATFORM} (deleted build {bare.build_id}): "
             f"{wheel_name('bare')} has no .metadata") in log
     # the truncated wheel has lost its row: it is set aside, not served
     assert f"moved simple/truncated/{wheel_name('truncated')} (served)" in log

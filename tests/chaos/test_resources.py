@@ -174,12 +174,24 @@ def soft_fd_limit(limit: int) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-class IdleFlood:
-    """Up to *count* idle TCP connections to the given loopback ports, kept open."""
+#: connections the flood opens before it waits for the master to accept them: under
+#: ZeroMQ's listen backlog (100), which, when full, drops a SYN and stalls that
+#: connect for a second (three stalls and the first connections met the handshake
+#: timeout before the last were open)
+FLOOD_BATCH = 50
+#: seconds the flood waits for the master to accept a batch (it may be closing
+#: expired connections meanwhile, so its count need not grow by the whole batch)
+FLOOD_BATCH_WAIT_S = 0.5
 
-    def __init__(self, ports: list[int], count: int) -> None:
+
+class IdleFlood:
+    """Up to *count* idle TCP connections to the given loopback ports of the master
+    *pid*, kept open."""
+
+    def __init__(self, ports: list[int], count: int, pid: int) -> None:
         self.ports = ports
         self.count = count
+        self.pid = pid
         self.socks: list[socket.socket] = []
         self.reopened = 0
 
@@ -201,10 +213,16 @@ class IdleFlood:
             alive.append(sock)
         self.socks = alive
         while len(self.socks) < self.count:
-            port = self.ports[len(self.socks) % len(self.ports)]
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            sock.setblocking(False)
-            self.socks.append(sock)
+            before = open_fds(self.pid)
+            batch = min(FLOOD_BATCH, self.count - len(self.socks))
+            for _ in range(batch):
+                port = self.ports[len(self.socks) % len(self.ports)]
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sock.setblocking(False)
+                self.socks.append(sock)
+            deadline = time.monotonic() + FLOOD_BATCH_WAIT_S
+            while open_fds(self.pid) < before + batch and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def close(self) -> None:
         for sock in self.socks:
@@ -219,7 +237,7 @@ def test_idle_connections_neither_exhaust_descriptors_nor_stop_builds(farm, db, 
     pid = farm.master.proc.pid
     assert "open-file limit raised from 1024 to" in farm.master.log()
     baseline = open_fds(pid)
-    flood = IdleFlood([farm.slave_port, farm.file_port], 1200)
+    flood = IdleFlood([farm.slave_port, farm.file_port], 1200, pid)
     try:
         flood.top_up()
         time.sleep(0.5)

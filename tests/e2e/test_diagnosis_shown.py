@@ -24,7 +24,7 @@ import zmq
 from bs4 import BeautifulSoup
 from failing_sdists import FAILING_SDISTS, missing_on_this_host
 from farm import HOST_PLATFORM, builds_of, pyenv_python
-from raw_slave import STATS, RawSlave
+from raw_slave import RAW_PLATFORM, STATS, RawSlave
 
 from piwheels.diagnosis import diagnose
 from piwheels.tags import Target
@@ -205,7 +205,7 @@ def test_a_builder_claiming_what_its_log_does_not_say(farm, db, release):
 
     assert (builds["liar-contradicted"].cause, builds["liar-contradicted"].cause_detail,
             builds["liar-contradicted"].cause_package) == ("missing-header", truth.detail, None)
-    assert "liar-contradicted 1.0 for cp311: the builder" in farm.master.log()
+    assert f"liar-contradicted 1.0 for cp311 {RAW_PLATFORM}: the builder" in farm.master.log()
     assert (builds["liar-agreed"].cause, builds["liar-agreed"].cause_package) == (
         "missing-header", "libyaml-dev")
     rejected = builds["liar-rejected"]
