@@ -21,6 +21,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import configargparse
 
 from . import __version__
+from .option_values import (
+    nonnegative_float, nonnegative_int, port_number, positive_float, positive_int,
+    positive_int_up_to,
+)
 from .protocols import ENVELOPE_BYTES, MAX_CHUNK_BYTES, MAX_LOG_CHARS
 from .smoke import SMOKE_POLICIES
 
@@ -60,56 +64,6 @@ class Option:
                 kwargs["choices"] = self.choices
         kwargs["default"] = self.default
         parser.add_argument(*self.flags, **kwargs)
-
-
-def positive_int(text: str) -> int:
-    """An argparse type for counts and sizes that must be above zero."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type for durations that must be above zero."""
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """An argparse type for amounts where zero means none."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """An argparse type for durations where zero means never."""
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
-
-
-def port_number(text: str) -> int:
-    """An argparse type for a TCP port."""
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {text}")
-    return value
-
-
-def positive_int_up_to(maximum: int) -> Callable[[str], int]:
-    """An argparse type for a size above zero that a protocol limit caps."""
-    def parse(text: str) -> int:
-        value = int(text)
-        if not 1 <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be from 1 to {maximum}, not {text}")
-        return value
-    return parse
 
 
 _OPTIONS = [
