@@ -60,10 +60,13 @@ def test_unenrolled_refused_enrolled_builds_revoked_refused_at_its_next_message(
         assert refused.log().count("still trying") == 1  # once a minute, across reconnects
     assert [s["label"] for s in farm.snapshot()["slaves"]] == ["rescuer"]
     # besides an enrolled slave, only an operator adds a build target
-    def add_target(abi: str, platform: str) -> subprocess.CompletedProcess:
+    def control(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "piw-control"), "--control-address",
-                               farm.control_address, "add-target", abi, platform],
+                               farm.control_address, *argv],
                               capture_output=True, text=True, timeout=30)
+
+    def add_target(abi: str, platform: str) -> subprocess.CompletedProcess:
+        return control("add-target", abi, platform)
     added = add_target("cp314", "linux_aarch64")
     assert (added.returncode, added.stdout.strip()) \
         == (0, "the farm builds for cp314 linux_aarch64"), added
@@ -74,6 +77,18 @@ def test_unenrolled_refused_enrolled_builds_revoked_refused_at_its_next_message(
         assert "add-target" in refused.stderr and named in refused.stderr, refused
     assert db.get_build_targets() == [Target(*host_target("cp311")),
                                       Target("cp314", "linux_aarch64")]
+    # pinned to one OS release, then retired: the row says so, the queue forgets it
+    pinned = control("add-target", "cp314", "linux_armv7l", "--os-release", "Debian 13")
+    assert pinned.stdout.strip() == "the farm builds for cp314 linux_armv7l on Debian 13 only", \
+        pinned
+    retired = control("retire-target", "cp314", "linux_aarch64")
+    assert retired.stdout.strip() == "the farm no longer builds for cp314 linux_aarch64", retired
+    rows = {(row.abi_tag, row.platform_tag): (row.os_release, row.active)
+            for row in db.get_target_rows()}
+    assert rows[("cp314", "linux_armv7l")] == ("Debian 13", True)
+    assert rows[("cp314", "linux_aarch64")] == (None, False)
+    assert db.get_build_targets() == [Target(*host_target("cp311")),
+                                      Target("cp314", "linux_armv7l")]
 
     log = farm.master.log()
     assert "Traceback" not in log and "task failed" not in log
