@@ -52,7 +52,8 @@ def seed(dsn: str, packages: int) -> None:
             "INSERT INTO versions (package, version, released, has_sdist) "
             "SELECT 'bench-blob-' || n, '1.0', now() - n * interval '1 second', true "
             f"FROM generate_series(1, {packages}) AS n")
-        conn.exec_driver_sql(f"INSERT INTO build_abis (abi_tag) VALUES ('{ABI}')")
+        conn.exec_driver_sql("INSERT INTO build_targets (abi_tag, platform_tag) "
+                             f"VALUES ('{ABI}', '{PLATFORM}')")
     engine.dispose()
 
 

@@ -26,6 +26,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 from packaging.utils import parse_wheel_filename
 
 from .db import Database
+from .failures_page import failures_context
 from .index_pages import (
     Renderer, Site, project_context, published_files, served_files,
     simple_project_context, to_json,
@@ -136,6 +137,18 @@ class PageWriter:
             written.pages += 1
         elif write_if_changed(path, data, old):
             written.pages += 1
+
+
+    def write_failures(self) -> Written:
+        """The farm-wide failures page and its JSON twin (it reads every unbuilt
+        failure: on a large farm, seconds; see :mod:`piwheels.failures_page`)."""
+        written = Written()
+        context = failures_context(self.db.unbuilt_failures())
+        # no time stamp: a page that did not change is not written again
+        self.write(self.tree.failures_page("html"),
+                   self.renderer.render("failures", **context), written)
+        self.write(self.tree.failures_page("json"), to_json(context), written)
+        return written
 
     def write_packages(self, packages: Sequence[str],
                        fingerprints: Optional[Mapping[str, Fingerprint]] = None) -> Written:

@@ -40,7 +40,6 @@ import zmq
 
 from ..db import Database
 from ..errors import InvalidName
-from ..failures_page import failures_context
 from ..index_pages import Site, simple_root_context, to_json
 from ..names import canonical_name
 from ..page_writer import Fingerprint, PageWriter, Written
@@ -86,6 +85,10 @@ def _worker_write(packages: list[str], fingerprints: dict[str, Fingerprint]) -> 
     return _worker_pages.write_packages(packages, fingerprints)
 
 
+def _worker_failures() -> Written:
+    return _worker_pages.write_failures()
+
+
 class IndexWriter(DatabaseTask):
     name = "index_writer"
 
@@ -109,6 +112,9 @@ class IndexWriter(DatabaseTask):
         self.pool: Optional[ProcessPoolExecutor] = None
         self.pool_idle_since = float("inf")
         self.in_flight: dict[Future, tuple[list[str], bool]] = {}  # batch, part of a rewrite
+        #: the failures page's own worker process, and the write it is doing now
+        self.failures_pool: Optional[ProcessPoolExecutor] = None
+        self.failures_future: Optional[Future] = None
         self.busy: set[str] = set()  # packages a worker is writing now
         #: insertion-ordered sets: what changed (written first), and a full rewrite's rest
         self.dirty: dict[str, None] = {}
@@ -143,6 +149,8 @@ class IndexWriter(DatabaseTask):
 
     def on_stop(self) -> None:
         self._stop_pool(cancel=True)
+        if self.failures_pool is not None:
+            self.failures_pool.shutdown(wait=True, cancel_futures=True)
 
     def handle_requests(self) -> None:
         """Take every request waiting (many builds of one project: one write)."""
@@ -320,6 +328,7 @@ class IndexWriter(DatabaseTask):
 
     def _collect(self) -> None:
         """Take in what the workers finished (a worker's failure fails the task)."""
+        self._collect_failures()
         for future in [f for f in self.in_flight if f.done()]:
             batch, _ = self.in_flight.pop(future)
             self.busy.difference_update(batch)
@@ -365,15 +374,40 @@ class IndexWriter(DatabaseTask):
         self.last_home = self.clock()
 
     def write_failures(self) -> None:
-        """The farm-wide failures page and its JSON twin (at most every summary
-        interval: it reads every unbuilt failure; see :mod:`piwheels.failures_page`)."""
-        context = failures_context(self.db.unbuilt_failures())
-        # no time stamp: a page that did not change is not written again
-        self._write(self.tree.failures_page("html"), self.pages.renderer.render(
-            "failures", **context))
-        self._write(self.tree.failures_page("json"), to_json(context))
+        """The farm-wide failures page and its JSON twin, at most every summary interval.
+
+        It reads every unbuilt failure: on a farm the size of the upstream
+        index that takes many seconds, in which this thread would take no
+        requests (and the tasks sending them would drop theirs).  So where there
+        are worker processes, one of its own writes it, one write at a time.
+        """
+        if not self.workers:
+            self.pages_written += self.pages.write_failures().pages
+            self.failures_dirty = False
+            self.last_failures = self.clock()
+            return
+        if self.failures_future is not None:
+            return  # still writing: due again once that write is taken in
+        if self.failures_pool is None:
+            self.failures_pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(self.dsn, str(self.tree.root), self.site))
+        # a failure recorded from now on makes the page due again
         self.failures_dirty = False
         self.last_failures = self.clock()
+        self.failures_future = self.failures_pool.submit(_worker_failures)
+
+    def _collect_failures(self) -> None:
+        """Take in the failures page's write once its process is done with it."""
+        future = self.failures_future
+        if future is None or not future.done():
+            return
+        self.failures_future = None
+        try:
+            self.pages_written += future.result().pages
+        except OSError as exc:
+            self.failures_dirty = True
+            self.refused("the failures page", str(exc))
 
     def write_static(self) -> None:
         try:
