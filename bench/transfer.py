@@ -151,7 +151,7 @@ class ReceiverRig:
         self.requests.send("EXPECT", {
             "slave_id": slave_id, "package": facts.package_tag.replace("_", "-"),
             "version": facts.version_tag, "builder_abi": "cp311",
-            "builder_platform": "linux_x86_64",
+            "builder_platform": "linux_x86_64", "builder_platforms": ["linux_x86_64"],
             "key_id": self.keys.key_id() if self.keys else None, "claimed": facts.to_dict()})
 
     def verdict(self) -> dict:

@@ -20,6 +20,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, NamedTuple, Optional, Sequence
 
@@ -138,6 +139,14 @@ class PageWriter:
         elif write_if_changed(path, data, old):
             written.pages += 1
 
+
+    def write_home(self) -> Written:
+        """The home page, with the farm's counts (on a large farm, seconds to count)."""
+        written = Written()
+        self.write(self.tree.home_page, self.renderer.render(
+            "home", root="", stats=self.db.statistics(),
+            updated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")), written)
+        return written
 
     def write_failures(self) -> Written:
         """The farm-wide failures page and its JSON twin (it reads every unbuilt

@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -85,8 +84,12 @@ def _worker_write(packages: list[str], fingerprints: dict[str, Fingerprint]) -> 
     return _worker_pages.write_packages(packages, fingerprints)
 
 
-def _worker_failures() -> Written:
-    return _worker_pages.write_failures()
+#: The summary pages whose queries take seconds on a large farm, and what writes each.
+SLOW_SUMMARIES = {"home": PageWriter.write_home, "failures": PageWriter.write_failures}
+
+
+def _worker_summary(page: str) -> Written:
+    return SLOW_SUMMARIES[page](_worker_pages)
 
 
 class IndexWriter(DatabaseTask):
@@ -112,9 +115,9 @@ class IndexWriter(DatabaseTask):
         self.pool: Optional[ProcessPoolExecutor] = None
         self.pool_idle_since = float("inf")
         self.in_flight: dict[Future, tuple[list[str], bool]] = {}  # batch, part of a rewrite
-        #: the failures page's own worker process, and the write it is doing now
-        self.failures_pool: Optional[ProcessPoolExecutor] = None
-        self.failures_future: Optional[Future] = None
+        #: the slow summary pages' own worker process, and the writes it is doing now
+        self.summary_pool: Optional[ProcessPoolExecutor] = None
+        self.summary_writes: dict[str, Future] = {}
         self.busy: set[str] = set()  # packages a worker is writing now
         #: insertion-ordered sets: what changed (written first), and a full rewrite's rest
         self.dirty: dict[str, None] = {}
@@ -149,8 +152,8 @@ class IndexWriter(DatabaseTask):
 
     def on_stop(self) -> None:
         self._stop_pool(cancel=True)
-        if self.failures_pool is not None:
-            self.failures_pool.shutdown(wait=True, cancel_futures=True)
+        if self.summary_pool is not None:
+            self.summary_pool.shutdown(wait=True, cancel_futures=True)
 
     def handle_requests(self) -> None:
         """Take every request waiting (many builds of one project: one write)."""
@@ -328,7 +331,7 @@ class IndexWriter(DatabaseTask):
 
     def _collect(self) -> None:
         """Take in what the workers finished (a worker's failure fails the task)."""
-        self._collect_failures()
+        self._collect_summaries()
         for future in [f for f in self.in_flight if f.done()]:
             batch, _ = self.in_flight.pop(future)
             self.busy.difference_update(batch)
@@ -366,48 +369,52 @@ class IndexWriter(DatabaseTask):
         self.last_root = self.clock()
 
     def write_home(self) -> None:
-        stats = self.db.statistics()
-        self._write(self.tree.home_page, self.pages.renderer.render(
-            "home", root="", stats=stats,
-            updated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
-        self.home_dirty = False
-        self.last_home = self.clock()
+        if self._write_slow_summary("home"):
+            self.home_dirty = False
+            self.last_home = self.clock()
 
     def write_failures(self) -> None:
-        """The farm-wide failures page and its JSON twin, at most every summary interval.
-
-        It reads every unbuilt failure: on a farm the size of the upstream
-        index that takes many seconds, in which this thread would take no
-        requests (and the tasks sending them would drop theirs).  So where there
-        are worker processes, one of its own writes it, one write at a time.
-        """
-        if not self.workers:
-            self.pages_written += self.pages.write_failures().pages
+        if self._write_slow_summary("failures"):
             self.failures_dirty = False
             self.last_failures = self.clock()
-            return
-        if self.failures_future is not None:
-            return  # still writing: due again once that write is taken in
-        if self.failures_pool is None:
-            self.failures_pool = ProcessPoolExecutor(
+
+    def _write_slow_summary(self, page: str) -> bool:
+        """Write the home or failures page, or have it written; False if its last write
+        is still going on (it is due again once that is taken in).
+
+        Their queries read the whole farm (every unbuilt failure; counts over
+        every build): on a catalogue the size of the upstream index that takes
+        many seconds, in which this thread would take no requests and the
+        tasks sending them would drop theirs.  So where there are worker
+        processes, one of their own writes them, one write of each at a time;
+        what changes meanwhile makes the page due again.
+        """
+        if not self.workers:
+            self.pages_written += SLOW_SUMMARIES[page](self.pages).pages
+            return True
+        if page in self.summary_writes:
+            return False
+        if self.summary_pool is None:
+            self.summary_pool = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker, initargs=(self.dsn, str(self.tree.root), self.site))
-        # a failure recorded from now on makes the page due again
-        self.failures_dirty = False
-        self.last_failures = self.clock()
-        self.failures_future = self.failures_pool.submit(_worker_failures)
+        self.summary_writes[page] = self.summary_pool.submit(_worker_summary, page)
+        return True
 
-    def _collect_failures(self) -> None:
-        """Take in the failures page's write once its process is done with it."""
-        future = self.failures_future
-        if future is None or not future.done():
-            return
-        self.failures_future = None
-        try:
-            self.pages_written += future.result().pages
-        except OSError as exc:
-            self.failures_dirty = True
-            self.refused("the failures page", str(exc))
+    def _collect_summaries(self) -> None:
+        """Take in the slow summary pages' writes their process is done with."""
+        for page, future in list(self.summary_writes.items()):
+            if not future.done():
+                continue
+            del self.summary_writes[page]
+            try:
+                self.pages_written += future.result().pages
+            except OSError as exc:
+                if page == "home":
+                    self.home_dirty = True
+                else:
+                    self.failures_dirty = True
+                self.refused(f"the {page} page", str(exc))
 
     def write_static(self) -> None:
         try:
