@@ -139,7 +139,6 @@ class PageWriter:
         elif write_if_changed(path, data, old):
             written.pages += 1
 
-
     def write_home(self) -> Written:
         """The home page, with the farm's counts (on a large farm, seconds to count)."""
         written = Written()
