@@ -196,7 +196,7 @@ class BuildRecorder(DatabaseTask):
         except DataRefused as exc:
             self.tree.discard(staged)
             self.log.error("could not record %s %s for %s: %s", record.package, record.version,
-                           Target(record.abi_tag, record.platform_tag), first_line(exc))
+                           record.target, first_line(exc))
             reason = f"could not record: {first_line(exc)}"[:limits.REASON]
             self.db.record_build(replace(
                 record, status="rejected", files=(), reason=reason,
@@ -213,7 +213,7 @@ class BuildRecorder(DatabaseTask):
         except OSError as exc:
             self.log.error("could not put %s %s for %s in place (%s); deleted build %d, "
                            "so it is built again", record.package, record.version,
-                           Target(record.abi_tag, record.platform_tag), exc, build_id)
+                           record.target, exc, build_id)
             self.db.requeue_builds([build_id])
             for item in staged:
                 self.tree.unpublish(item.package, item.filename)
