@@ -16,7 +16,9 @@ and whatever backlog there is.
 A write the file system refuses (a full disk, say) fails only that project:
 nothing half-written stays (temp file, then rename), the reason is logged
 (rate-limited), and the project is written again every ``retry_s`` until it
-succeeds.  The summary pages stay due until they are written.
+succeeds.  The summary pages stay due until they are written.  A worker
+process that loses the database, or dies, fails only its batch the same way:
+the master's own tasks decide whether the database is gone for good.
 
 A backlog longer than one slice of the task's time clears (a burst of builds,
 a full rewrite) is shared among worker processes, each with its own database
@@ -32,13 +34,14 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Optional
 
 import zmq
 
 from ..db import Database
-from ..errors import InvalidName
+from ..errors import DatabaseUnavailable, InvalidName
 from ..index_pages import Site, simple_root_context, to_json
 from ..names import canonical_name
 from ..page_writer import Fingerprint, PageWriter, Written
@@ -73,15 +76,31 @@ RETRY_S = 10.0
 # Each worker process keeps its own PageWriter, made once by the pool's initializer.
 
 _worker_pages: Optional[PageWriter] = None
+_worker_args: tuple = ()
 
 
 def _start_worker(dsn: str, output: str, site: Site) -> None:
+    """Keep what the worker's PageWriter is made from, and make it if the database
+    answers (if not, each call tries again: an initializer that raised would
+    break the whole pool)."""
+    global _worker_args
+    _worker_args = dsn, output, site
+    try:
+        _worker_page_writer()
+    except DatabaseUnavailable:
+        pass
+
+
+def _worker_page_writer() -> PageWriter:
     global _worker_pages
-    _worker_pages = PageWriter(Database(dsn), Path(output), site)
+    if _worker_pages is None:
+        dsn, output, site = _worker_args
+        _worker_pages = PageWriter(Database(dsn), Path(output), site)
+    return _worker_pages
 
 
 def _worker_write(packages: list[str], fingerprints: dict[str, Fingerprint]) -> Written:
-    return _worker_pages.write_packages(packages, fingerprints)
+    return _worker_page_writer().write_packages(packages, fingerprints)
 
 
 #: The summary pages whose queries take seconds on a large farm, and what writes each.
@@ -89,7 +108,7 @@ SLOW_SUMMARIES = {"home": PageWriter.write_home, "failures": PageWriter.write_fa
 
 
 def _worker_summary(page: str) -> Written:
-    return SLOW_SUMMARIES[page](_worker_pages)
+    return SLOW_SUMMARIES[page](_worker_page_writer())
 
 
 class IndexWriter(DatabaseTask):
@@ -317,7 +336,13 @@ class IndexWriter(DatabaseTask):
             batch, rewrite = self._take(size)
             if not batch:
                 break
-            future = self.pool.submit(_worker_write, batch, self._fingerprints_of(batch))
+            try:
+                future = self.pool.submit(_worker_write, batch, self._fingerprints_of(batch))
+            except BrokenProcessPool:  # a worker died while idle: the batch waits for a new pool
+                self.failed.update(dict.fromkeys(batch))
+                self.refused(f"{len(batch)} projects' pages", "a worker process died")
+                self._drop_broken_pool()
+                return
             self.in_flight[future] = batch, rewrite
             rewriting += rewrite
             self.busy.update(batch)
@@ -330,12 +355,32 @@ class IndexWriter(DatabaseTask):
             self._stop_pool()  # the backlog is done; free the connections
 
     def _collect(self) -> None:
-        """Take in what the workers finished (a worker's failure fails the task)."""
+        """Take in what the workers finished.  A batch whose worker lost the
+        database or died is written again later; any other failure (a bug)
+        fails the task."""
         self._collect_summaries()
+        broken = False
         for future in [f for f in self.in_flight if f.done()]:
             batch, _ = self.in_flight.pop(future)
             self.busy.difference_update(batch)
-            self._apply(future.result())
+            try:
+                self._apply(future.result())
+            except (DatabaseUnavailable, BrokenProcessPool) as exc:
+                broken |= isinstance(exc, BrokenProcessPool)
+                self.failed.update(dict.fromkeys(batch))
+                self.refused(f"{len(batch)} projects' pages", str(exc) if isinstance(
+                    exc, DatabaseUnavailable) else "a worker process died")
+        if broken:
+            self._drop_broken_pool()
+
+    def _drop_broken_pool(self) -> None:
+        """Forget a pool one of whose processes died; a new one is started for what is left."""
+        for batch, _ in self.in_flight.values():
+            self.failed.update(dict.fromkeys(batch))
+        self.busy.clear()
+        self.in_flight.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = None
 
     def _root_membership(self, package: str, published: bool) -> None:
         if self.root is None:
@@ -398,7 +443,12 @@ class IndexWriter(DatabaseTask):
             self.summary_pool = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker, initargs=(self.dsn, str(self.tree.root), self.site))
-        self.summary_writes[page] = self.summary_pool.submit(_worker_summary, page)
+        try:
+            self.summary_writes[page] = self.summary_pool.submit(_worker_summary, page)
+        except BrokenProcessPool:  # its process died while idle: due again, in a new one
+            self._drop_summary_pool()
+            self.refused(f"the {page} page", "its worker process died")
+            return False
         return True
 
     def _collect_summaries(self) -> None:
@@ -409,12 +459,21 @@ class IndexWriter(DatabaseTask):
             del self.summary_writes[page]
             try:
                 self.pages_written += future.result().pages
-            except OSError as exc:
+            except (OSError, DatabaseUnavailable, BrokenProcessPool) as exc:
                 if page == "home":
                     self.home_dirty = True
                 else:
                     self.failures_dirty = True
-                self.refused(f"the {page} page", str(exc))
+                if isinstance(exc, BrokenProcessPool):
+                    self._drop_summary_pool()
+                    self.refused(f"the {page} page", "its worker process died")
+                else:
+                    self.refused(f"the {page} page", str(exc))
+
+    def _drop_summary_pool(self) -> None:
+        if self.summary_pool is not None:
+            self.summary_pool.shutdown(wait=False, cancel_futures=True)
+            self.summary_pool = None
 
     def write_static(self) -> None:
         try:
@@ -435,3 +494,4 @@ class IndexWriter(DatabaseTask):
                 "pages_written": self.pages_written,
                 "projects_unchanged": self.projects_unchanged,
                 "write_failed": len(self.failed)}
+

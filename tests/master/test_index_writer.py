@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -444,3 +445,60 @@ def test_project_page_says_why_a_release_is_not_built(db, writer, output):
     assert "not built: farm policy builds the newest 1 release" in html
     assert "not built: pre-release" in html
     assert "not built: yanked" not in html  # the yanked tag says so already
+
+
+def _page_workers() -> list[int]:
+    """The worker processes this test process spawned (not the resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == os.getpid() and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_worker_process_that_dies_fails_only_its_batch(db, master_dsn, output, caplog):
+    """Killed in the middle of a rewrite (the OOM killer, an operator's kill), a
+    worker's batches are written again by a new pool; the writer carries on."""
+    projects = [f"killed-{i}" for i in range(8)]
+    for name in projects:
+        publish(db, output, name, "1.0")
+    writer = Writer(master_dsn, output, workers=2, parallel_backlog=1, worker_batch_size=2,
+                    retry_s=0.5)
+    pages = [output / "project" / name / "index.html" for name in projects]
+    try:
+        wait_for(lambda: not writer.task.status()["root_pending"], 10, "the start")
+        writer.requests.send("ALL")
+        killed: set[int] = set()
+
+        def kill_the_first_workers() -> bool:
+            for pid in _page_workers():
+                if pid not in killed:
+                    os.kill(pid, signal.SIGKILL)  # long before a fresh interpreter writes
+                    killed.add(pid)
+            return len(killed) >= 2
+        wait_for(kill_the_first_workers, 10, "the pool's processes", interval_s=0.005)
+        wait_for(lambda: all(page.exists() for page in pages) and not writer.task.status()[
+            "write_failed"], 60, "the pages, from a new pool")
+        assert writer.task.is_alive()
+        assert "worker process died" in caplog.text
+        assert set(_page_workers()).isdisjoint(killed)
+    finally:
+        writer.stop()
+
+
+def test_a_worker_without_the_database_raises_per_call_not_at_start(tmp_path):
+    """A pool whose initializer raised would be broken for good; the worker tries
+    again at each call, and the call fails with the database's reason."""
+    from piwheels.errors import DatabaseUnavailable
+    from piwheels.master import index_writer
+    closed = "postgresql://nobody@127.0.0.1:1/none"
+    index_writer._start_worker(closed, str(tmp_path), SITE)  # no exception
+    for _ in range(2):
+        with pytest.raises(DatabaseUnavailable, match="cannot connect"):
+            index_writer._worker_write(["any"], {})
+    index_writer._worker_args = ()
