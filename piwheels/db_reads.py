@@ -99,12 +99,13 @@ class IndexReads:
                         for target in self.get_build_targets()},
         }
 
-    def unbuilt_failures(self) -> list[tuple]:
-        """The failures page's rows: each release x active target that no wheel
-        serves, whose latest attempt there failed or was rejected, with that
-        attempt's (package, version, target as "abi platform", cause, cause_detail,
-        cause_package); releases that are skipped, yanked, left out by the build
-        policy or withheld are not."""
+    def unbuilt_failure_counts(self) -> list[tuple]:
+        """The failures page's rows, counted here rather than in Python (on a large
+        farm there are millions): the releases x active targets that no wheel
+        serves and whose latest attempt there failed or was rejected, as
+        (package, cause, cause_package, how many, one of their cause details);
+        releases that are skipped, yanked, left out by the build policy or
+        withheld are not counted."""
         t = self.t
         p, v, b, f, a = (t[name] for name in (
             "packages", "versions", "builds", "files", "build_targets"))
@@ -134,11 +135,14 @@ class IndexReads:
             .where(~v.c.yanked, v.c.skip_reason.is_(None), v.c.policy_reason.is_(None),
                    p.c.skip_reason.is_(None), ~is_withheld(p), ~served_here, ~served_by_any)
         )
+        unbuilt = query.subquery("unbuilt")
+        counted = (
+            sa.select(unbuilt.c.package, unbuilt.c.cause, unbuilt.c.cause_package,
+                      sa.func.count(), sa.func.min(unbuilt.c.cause_detail))
+            .group_by(unbuilt.c.package, unbuilt.c.cause, unbuilt.c.cause_package)
+        )
         with self._begin() as conn:
-            # (package, version, "abi platform", cause, detail, Debian package)
-            return [(row.package, row.version, str(Target(row.abi_tag, row.platform_tag)),
-                     row.cause, row.cause_detail, row.cause_package)
-                    for row in conn.execute(query)]
+            return [tuple(row) for row in conn.execute(counted)]
 
     # --- reading a project --------------------------------------------------
 

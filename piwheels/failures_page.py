@@ -1,8 +1,9 @@
 """The farm-wide failures page: what is left unbuilt, grouped by why.
 
 One context feeds the HTML page (``templates/failures.pt``) and its JSON twin.
-Its rows are the releases x ABIs that no wheel serves and whose latest attempt
-failed (:meth:`piwheels.db.Database.unbuilt_failures`).  They are grouped by
+It is made from the releases x targets that no wheel serves and whose latest
+attempt failed, counted per project, cause and Debian package by the database
+(:meth:`piwheels.db.Database.unbuilt_failure_counts`).  They are grouped by
 cause, most first; within a cause that installing something on the builders
 can fix, by the Debian package the attempt named ("libldap-dev would unlock
 312 builds"), so an operator sees which package to add to the builder image
@@ -22,14 +23,16 @@ TOP_PROJECTS = 20
 #: The cause of an attempt recorded before causes were (schema 3).
 UNDIAGNOSED = "unknown"
 
-Row = tuple[str, str, str, Optional[str], Optional[str], Optional[str]]
+#: (package, cause, Debian package, how many releases x targets, one cause detail)
+Row = tuple[str, Optional[str], Optional[str], int, Optional[str]]
 
 
 def _projects(rows: list[Row], top: int) -> tuple[list[dict], int]:
     """The projects of *rows*, most builds first (then by name), and how many more."""
-    counts = Counter(row[0] for row in rows)
+    counts: Counter = Counter()
     details: dict[str, str] = {}
-    for package, _, _, _, detail, _ in rows:
+    for package, _, _, builds, detail in rows:
+        counts[package] += builds
         details.setdefault(package, detail or "")
     ranked = sorted(counts, key=lambda name: (-counts[name], name))
     listed = [{"name": name, "builds": counts[name], "detail": details[name],
@@ -39,7 +42,7 @@ def _projects(rows: list[Row], top: int) -> tuple[list[dict], int]:
 
 def _group(rows: list[Row], top: int) -> dict:
     projects, more = _projects(rows, top)
-    return {"builds": len(rows), "projects": projects, "more_projects": more}
+    return {"builds": sum(row[3] for row in rows), "projects": projects, "more_projects": more}
 
 
 def failures_context(rows: Iterable[Row], *, top: int = TOP_PROJECTS) -> dict:
@@ -47,7 +50,7 @@ def failures_context(rows: Iterable[Row], *, top: int = TOP_PROJECTS) -> dict:
     for causes the builder image can fix, its Debian packages."""
     by_cause: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
-        code = row[3] if row[3] in CAUSES else UNDIAGNOSED
+        code = row[1] if row[1] in CAUSES else UNDIAGNOSED
         by_cause[code].append(row)
     causes = []
     for code, cause_rows in by_cause.items():
@@ -57,7 +60,7 @@ def failures_context(rows: Iterable[Row], *, top: int = TOP_PROJECTS) -> dict:
         if cause.fixable_by_image:
             by_package: dict[Optional[str], list[Row]] = defaultdict(list)
             for row in cause_rows:
-                by_package[row[5]].append(row)
+                by_package[row[2]].append(row)
             group["packages"] = sorted(
                 ({"package": package, **_group(package_rows, top)}
                  for package, package_rows in by_package.items()),

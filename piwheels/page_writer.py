@@ -148,10 +148,10 @@ class PageWriter:
         return written
 
     def write_failures(self) -> Written:
-        """The farm-wide failures page and its JSON twin (it reads every unbuilt
-        failure: on a large farm, seconds; see :mod:`piwheels.failures_page`)."""
+        """The farm-wide failures page and its JSON twin (its query weighs every
+        unbuilt failure: on a large farm, seconds; see :mod:`piwheels.failures_page`)."""
         written = Written()
-        context = failures_context(self.db.unbuilt_failures())
+        context = failures_context(self.db.unbuilt_failure_counts())
         # no time stamp: a page that did not change is not written again
         self.write(self.tree.failures_page("html"),
                    self.renderer.render("failures", **context), written)
