@@ -295,10 +295,18 @@ def page_figures(dsn: str, output: Path, projects: int, targets: Sequence[Target
             times.append(time.perf_counter() - start)
             if filename not in (output / "simple" / package / "index.html").read_text():
                 raise RuntimeError(f"{package}'s page does not list {filename}")
+        # the summary pages, written by the index writer's own worker process
+        summaries = {}
+        for page, write in (("failures", pages.write_failures), ("home", pages.write_home)):
+            start = time.perf_counter()
+            write()
+            summaries[page] = time.perf_counter() - start
     return [below(f"one project's pages after a build, worst of {repeats}",
                   max(times) * 1000, "ms", 50),
             Figure(f"one project's pages after a build, median of {repeats}",
-                   statistics.median(times) * 1000, "ms")]
+                   statistics.median(times) * 1000, "ms"),
+            *(Figure(f"the {page} page, query and write", seconds, "s")
+              for page, seconds in summaries.items())]
 
 
 # --- sizes ---------------------------------------------------------------------------
