@@ -140,6 +140,8 @@ class IndexReads:
             sa.select(unbuilt.c.package, unbuilt.c.cause, unbuilt.c.cause_package,
                       sa.func.count(), sa.func.min(unbuilt.c.cause_detail))
             .group_by(unbuilt.c.package, unbuilt.c.cause, unbuilt.c.cause_package)
+            # in one order, so an unchanged page is written the same (and not again)
+            .order_by(unbuilt.c.package, unbuilt.c.cause, unbuilt.c.cause_package)
         )
         with self._begin() as conn:
             return [tuple(row) for row in conn.execute(counted)]

@@ -73,7 +73,8 @@ RETRY_S = 10.0
 
 
 # --- worker processes (a full rewrite) --------------------------------------------------
-# Each worker process keeps its own PageWriter, made once by the pool's initializer.
+# Each worker process keeps its own PageWriter, made by the pool's initializer (or,
+# if the database did not answer then, by the first call that finds it answering).
 
 _worker_pages: Optional[PageWriter] = None
 _worker_args: tuple = ()
@@ -494,4 +495,3 @@ class IndexWriter(DatabaseTask):
                 "pages_written": self.pages_written,
                 "projects_unchanged": self.projects_unchanged,
                 "write_failed": len(self.failed)}
-

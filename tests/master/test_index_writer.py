@@ -497,8 +497,11 @@ def test_a_worker_without_the_database_raises_per_call_not_at_start(tmp_path):
     from piwheels.errors import DatabaseUnavailable
     from piwheels.master import index_writer
     closed = "postgresql://nobody@127.0.0.1:1/none"
-    index_writer._start_worker(closed, str(tmp_path), SITE)  # no exception
-    for _ in range(2):
-        with pytest.raises(DatabaseUnavailable, match="cannot connect"):
-            index_writer._worker_write(["any"], {})
-    index_writer._worker_args = ()
+    try:
+        index_writer._start_worker(closed, str(tmp_path), SITE)  # no exception
+        for _ in range(2):
+            with pytest.raises(DatabaseUnavailable, match="cannot connect"):
+                index_writer._worker_write(["any"], {})
+        assert index_writer._worker_pages is None
+    finally:
+        index_writer._worker_args = ()
